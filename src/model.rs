@@ -1,0 +1,343 @@
+//! The resolved dump: what every consumer (the text renderer, the JSON file, the CLI, `compare`)
+//! sees. Raw captured data (registers, stack bytes, unparsed `/proc` text) never appears here; it
+//! lives in the dumper as `Raw*` types and is turned into these plain nouns off the signal path.
+//!
+//! The JSON form of [`Dump`] is the side-file format `stackdump/1`, documented field by field in
+//! `docs/FORMAT.md`. Adding an optional field is compatible; renaming or retyping one is not and
+//! bumps [`FORMAT`].
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The value of the `format` field of every JSON dump.
+pub const FORMAT: &str = "stackdump/1";
+
+/// A process id, as the process sees itself (inside its own pid namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pid(pub i32);
+
+/// A thread id (the kernel's `gettid()`), as the process sees itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Tid(pub i32);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Tid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An address or raw register/argument value. Serialized as a `"0x…"` string so that 64-bit
+/// values survive JSON readers that use doubles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Addr(pub u64);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let hex = s
+            .strip_prefix("0x")
+            .ok_or_else(|| serde::de::Error::custom(format!("address {s:?} must start with 0x")))?;
+        u64::from_str_radix(hex, 16)
+            .map(Addr)
+            .map_err(|e| serde::de::Error::custom(format!("address {s:?}: {e}")))
+    }
+}
+
+/// One dump of one process: the content of a side file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dump {
+    /// Always [`FORMAT`].
+    pub format: String,
+    pub pid: Pid,
+    /// `/proc/self/comm` of the main thread.
+    pub comm: String,
+    /// The executable (`/proc/self/exe`).
+    pub exe: String,
+    /// The command line, arguments separated by spaces (may be cut at 4 KiB).
+    #[serde(default)]
+    pub cmdline: String,
+    /// When the dump started, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Who asked for this dump, and how.
+    pub trigger: Trigger,
+    /// How the capture went.
+    pub capture: CaptureStats,
+    /// Every thread of the process at the time of the dump, by tid.
+    pub threads: Vec<Thread>,
+    /// What looks wrong, most important first. Empty when nothing stands out.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// What went wrong while dumping (never fatal: the rest of the dump is still there).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// The signal that triggered a dump and its sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Name of the trigger signal without the `SIG` prefix, e.g. `USR1`, `RTMIN+3`.
+    pub signal: String,
+    /// Its number on this machine (informational; never use numbers to send signals).
+    pub signo: i32,
+    /// `si_pid` of the sender, as seen in the target's pid namespace (0 from the kernel or
+    /// from another namespace).
+    pub sender_pid: Option<i32>,
+    pub sender_uid: Option<u32>,
+    /// The sigqueue value when the trigger came with one (the CLI's request id).
+    pub request: Option<u64>,
+    /// Other triggers that arrived while the previous dump ran and were served by this one.
+    #[serde(default)]
+    pub coalesced: Vec<CoalescedTrigger>,
+}
+
+/// A trigger that was served by a dump it did not start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoalescedTrigger {
+    pub sender_pid: Option<i32>,
+    pub request: Option<u64>,
+}
+
+/// Statistics of one capture.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// From the moment the dump thread woke up to the moment the file was complete (µs).
+    pub duration_us: u64,
+    /// Threads listed.
+    pub threads: usize,
+    /// Threads whose user stack was captured.
+    pub captured: usize,
+    /// How user stacks were taken: `signal` (in-process capture handler).
+    #[serde(default)]
+    pub method: String,
+    /// The capture signal's name (never the trigger signal).
+    #[serde(default)]
+    pub capture_signal: String,
+    /// The deadline for the whole capture (ms).
+    #[serde(default)]
+    pub deadline_ms: u64,
+    /// Time spent in each phase (µs): kernel view, stack capture, unwinding, symbolization.
+    #[serde(default)]
+    pub phases_us: PhaseTimes,
+    /// Dumps this process has written so far, this one included.
+    #[serde(default)]
+    pub sequence: u64,
+}
+
+/// Time per phase of the pipeline, in microseconds.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    pub kernel_view: u64,
+    pub capture: u64,
+    pub unwind: u64,
+    pub symbolize: u64,
+}
+
+/// One thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thread {
+    pub tid: Tid,
+    /// The thread's name (`comm`, at most 15 bytes).
+    pub name: String,
+    /// What the kernel says about the thread, read before it was interrupted.
+    #[serde(flatten)]
+    pub kernel: KernelView,
+    /// Whether its user stack was captured, and if not, why.
+    pub capture: CaptureStatus,
+    /// User-space frames, innermost first. Empty unless `capture` is `ok`.
+    pub frames: Vec<Frame>,
+    /// True when the stack did not end at a thread entry point (window too small, frame limit,
+    /// unwind data missing): the outermost frames are missing.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// The kernel's view of a thread, from `/proc/PID/task/TID/*`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct KernelView {
+    /// One-letter state (`R`, `S`, `D`, `T`, `t`, `Z`, `X`, `I`).
+    pub state: String,
+    /// The state in words (`running`, `sleeping`, `disk sleep`, ...).
+    #[serde(default)]
+    pub state_name: String,
+    /// Kernel function the thread sleeps in (`/proc/.../wchan`); absent when running or `0`.
+    pub wchan: Option<String>,
+    /// The current system call.
+    pub syscall: SyscallState,
+    /// Kernel stack (`/proc/.../stack`), innermost first; absent when not readable (needs root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_stack: Option<Vec<String>>,
+    /// CPU time in clock ticks (user, system).
+    #[serde(default)]
+    pub utime: u64,
+    #[serde(default)]
+    pub stime: u64,
+    #[serde(default)]
+    pub voluntary_ctxt_switches: u64,
+    #[serde(default)]
+    pub nonvoluntary_ctxt_switches: u64,
+    /// The CPU it last ran on.
+    #[serde(default)]
+    pub cpu: i32,
+}
+
+/// What `/proc/.../syscall` says.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SyscallState {
+    /// Blocked in a system call.
+    InSyscall {
+        nr: i64,
+        /// Its name on this architecture, when known.
+        name: Option<String>,
+        /// The six raw argument registers.
+        args: Vec<Addr>,
+        /// The file behind the first argument, when that argument is a file descriptor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fd: Option<FdRef>,
+        sp: Addr,
+        pc: Addr,
+    },
+    /// Blocked but not in a system call (e.g. a page fault): `-1 sp pc`.
+    Blocked { sp: Addr, pc: Addr },
+    /// On a CPU or runnable.
+    Running,
+    /// Not readable (thread gone, permission).
+    #[default]
+    Unknown,
+}
+
+/// A file descriptor argument and what it refers to (`readlink /proc/PID/fd/N`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FdRef {
+    pub fd: i32,
+    /// e.g. `/var/log/app.log`, `pipe:[5210641]`, `socket:[123]`, `anon_inode:[eventpoll]`.
+    pub target: Option<String>,
+}
+
+/// Why a thread's user stack is or is not in the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureStatus {
+    /// Captured and unwound.
+    Ok,
+    /// The thread blocks the capture signal (its `SigBlk` has the bit): not interrupted.
+    SignalBlocked,
+    /// Signalled but did not answer before the dump's deadline.
+    NoResponse,
+    /// The thread exited during the dump.
+    Exited,
+    /// The capture signal's handler was replaced or reset by the host; no signal was sent.
+    HandlerReplaced,
+    /// The dumper's own thread (it is the one writing the dump).
+    Dumper,
+    /// Not attempted (capture disabled, or too many threads for the configured limit).
+    Skipped,
+    /// The signal could not be sent, or the captured registers were unusable.
+    Failed,
+}
+
+impl CaptureStatus {
+    /// A short explanation for humans.
+    pub fn explain(self) -> &'static str {
+        match self {
+            CaptureStatus::Ok => "captured",
+            CaptureStatus::SignalBlocked => {
+                "not captured: the thread blocks the capture signal (kernel view only)"
+            }
+            CaptureStatus::NoResponse => {
+                "not captured: no answer to the capture signal before the deadline"
+            }
+            CaptureStatus::Exited => "exited during the dump",
+            CaptureStatus::HandlerReplaced => {
+                "not captured: the capture signal's handler was replaced by the host"
+            }
+            CaptureStatus::Dumper => "the dumper's own thread",
+            CaptureStatus::Skipped => "not captured: skipped",
+            CaptureStatus::Failed => "not captured: capture failed",
+        }
+    }
+}
+
+/// One user-space frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    /// Frame 0: the exact program counter; later frames: the return address.
+    pub ip: Addr,
+    /// Path of the loaded object containing `ip`.
+    pub module: Option<String>,
+    /// `ip` relative to the module's load base (what `addr2line -e module` takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<Addr>,
+    /// Demangled function name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// True for a function inlined into the next frame (which has the same `ip`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+}
+
+/// Something that looks wrong, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// A stable identifier of the kind of finding, e.g. `same_stack`, `full_pipe`.
+    pub kind: String,
+    /// One line for humans.
+    pub summary: String,
+    /// The threads concerned.
+    #[serde(default)]
+    pub threads: Vec<Tid>,
+    /// Supporting facts, one per line.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+}
+
+impl Dump {
+    /// Parse a JSON dump, checking its format marker.
+    pub fn from_json(text: &str) -> Result<Dump, DumpParseError> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            Some(other) => return Err(DumpParseError::Format(other.to_string())),
+            None => return Err(DumpParseError::Format("<missing>".to_string())),
+        }
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// The thread with this tid.
+    pub fn thread(&self, tid: Tid) -> Option<&Thread> {
+        self.threads.iter().find(|t| t.tid == tid)
+    }
+}
+
+/// Why a file is not a readable dump.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpParseError {
+    #[error("not JSON or not a dump: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported dump format {0:?} (this build reads {FORMAT:?})")]
+    Format(String),
+}

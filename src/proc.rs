@@ -1,0 +1,430 @@
+//! The kernel's view of a thread: pure parsers for the files under `/proc/PID/task/TID/`, and a
+//! reader that assembles a [`KernelView`]. The parsers take text and never touch the file system,
+//! so they are tested (and fuzzed) on their own; the reader treats a thread that vanished between
+//! listing and reading as normal (`ThreadGone`), never as an error.
+//!
+//! Nothing here is async-signal-safe: this runs on the dump thread or in the CLI.
+
+use crate::model::{Addr, FdRef, KernelView, SyscallState, Tid};
+use crate::syscalls;
+use procfs_core::{FromBufRead, FromRead};
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Parse `/proc/.../syscall`: `running`, `-1 sp pc`, or `nr a0 a1 a2 a3 a4 a5 sp pc` (hex).
+/// Names are added for this machine's architecture; the fd is left for [`resolve_fd`].
+pub fn parse_syscall(text: &str) -> SyscallState {
+    let text = text.trim();
+    if text == "running" {
+        return SyscallState::Running;
+    }
+    let mut words = text.split_ascii_whitespace();
+    let Some(nr) = words.next().and_then(|w| w.parse::<i64>().ok()) else {
+        return SyscallState::Unknown;
+    };
+    let hex = |w: &str| u64::from_str_radix(w.trim_start_matches("0x"), 16).ok();
+    let rest: Option<Vec<u64>> = words.map(hex).collect();
+    let Some(rest) = rest else {
+        return SyscallState::Unknown;
+    };
+    match (nr, rest.as_slice()) {
+        (-1, [sp, pc]) => SyscallState::Blocked {
+            sp: Addr(*sp),
+            pc: Addr(*pc),
+        },
+        (nr, [a0, a1, a2, a3, a4, a5, sp, pc]) if nr >= 0 => SyscallState::InSyscall {
+            nr,
+            name: syscalls::host_name(nr).map(str::to_string),
+            args: [a0, a1, a2, a3, a4, a5].iter().map(|a| Addr(**a)).collect(),
+            fd: None,
+            sp: Addr(*sp),
+            pc: Addr(*pc),
+        },
+        _ => SyscallState::Unknown,
+    }
+}
+
+/// Parse `/proc/.../wchan`: a kernel symbol, or `0` / empty when not sleeping.
+pub fn parse_wchan(text: &str) -> Option<String> {
+    let t = text.trim();
+    (!t.is_empty() && t != "0").then(|| t.to_string())
+}
+
+/// Parse `/proc/.../stack`: lines `[<0>] pipe_write+0x1a3/0x4e0` → `pipe_write+0x1a3/0x4e0`.
+pub fn parse_kernel_stack(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| match l.find("] ") {
+            Some(i) if l.starts_with('[') => l[i + 2..].trim().to_string(),
+            _ => l.trim().to_string(),
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The state letter in words, as `ps` and `top` say it.
+pub fn state_name(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "disk sleep",
+        'T' => "stopped",
+        't' => "tracing stop",
+        'Z' => "zombie",
+        'X' => "dead",
+        'I' => "idle",
+        'P' => "parked",
+        'W' => "waking",
+        'K' => "wakekill",
+        _ => "unknown",
+    }
+}
+
+/// What `stat` gives us about a thread.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskStat {
+    pub name: String,
+    pub state: char,
+    pub utime: u64,
+    pub stime: u64,
+    pub cpu: i32,
+}
+
+/// Parse `/proc/.../stat` (the name may contain spaces and parentheses).
+pub fn parse_stat(text: &[u8]) -> Option<TaskStat> {
+    let s = procfs_core::process::Stat::from_read(text).ok()?;
+    Some(TaskStat {
+        name: s.comm,
+        state: s.state,
+        utime: s.utime,
+        stime: s.stime,
+        cpu: s.processor.unwrap_or(-1),
+    })
+}
+
+/// What `status` gives us about a thread.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskStatus {
+    pub name: String,
+    /// Signals blocked by this thread (bit `n-1` for signal `n`).
+    pub sig_blocked: u64,
+    /// Signals the process catches.
+    pub sig_caught: u64,
+    pub voluntary_ctxt_switches: u64,
+    pub nonvoluntary_ctxt_switches: u64,
+}
+
+impl TaskStatus {
+    /// True when signal `signo` is blocked by this thread.
+    pub fn blocks(&self, signo: i32) -> bool {
+        (1..=64).contains(&signo) && self.sig_blocked & (1u64 << (signo - 1)) != 0
+    }
+    /// True when the process has a handler for `signo`.
+    pub fn catches(&self, signo: i32) -> bool {
+        (1..=64).contains(&signo) && self.sig_caught & (1u64 << (signo - 1)) != 0
+    }
+}
+
+/// Parse `/proc/.../status` (`Key:\tvalue` lines; only the fields we use, so a kernel that adds
+/// or drops other fields does not matter).
+pub fn parse_status(text: &[u8]) -> Option<TaskStatus> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut st = TaskStatus::default();
+    let mut seen_name = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        let hex = || u64::from_str_radix(value, 16).ok();
+        match key {
+            "Name" => {
+                st.name = value.to_string();
+                seen_name = true;
+            }
+            "SigBlk" => st.sig_blocked = hex()?,
+            "SigCgt" => st.sig_caught = hex()?,
+            "voluntary_ctxt_switches" => st.voluntary_ctxt_switches = value.parse().ok()?,
+            "nonvoluntary_ctxt_switches" => st.nonvoluntary_ctxt_switches = value.parse().ok()?,
+            _ => {}
+        }
+    }
+    seen_name.then_some(st)
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub readable: bool,
+    pub writable: bool,
+    pub executable: bool,
+    pub offset: u64,
+    pub inode: u64,
+    /// File path, or a pseudo name such as `[stack]`, `[vdso]`; empty for anonymous memory.
+    pub path: String,
+}
+
+/// Parse `/proc/PID/maps`. Lines that do not parse are skipped.
+pub fn parse_maps(text: &[u8]) -> Vec<Mapping> {
+    use procfs_core::process::{MMPermissions, MMapPath, MemoryMaps};
+    let Ok(maps) = MemoryMaps::from_buf_read(text) else {
+        return Vec::new();
+    };
+    maps.into_iter()
+        .map(|m| Mapping {
+            start: m.address.0,
+            end: m.address.1,
+            readable: m.perms.contains(MMPermissions::READ),
+            writable: m.perms.contains(MMPermissions::WRITE),
+            executable: m.perms.contains(MMPermissions::EXECUTE),
+            offset: m.offset,
+            inode: m.inode,
+            path: match m.pathname {
+                MMapPath::Path(p) => p.to_string_lossy().into_owned(),
+                MMapPath::Heap => "[heap]".into(),
+                MMapPath::Stack => "[stack]".into(),
+                MMapPath::TStack(t) => format!("[stack:{t}]"),
+                MMapPath::Vdso => "[vdso]".into(),
+                MMapPath::Vvar => "[vvar]".into(),
+                MMapPath::Vsyscall => "[vsyscall]".into(),
+                MMapPath::Rollup => "[rollup]".into(),
+                MMapPath::Anonymous => String::new(),
+                MMapPath::Vsys(k) => format!("/SYSV{k:08x}"),
+                MMapPath::Other(o) => o,
+            },
+        })
+        .collect()
+}
+
+/// A thread whose directory disappeared while we read it: it exited. Normal, not an error.
+#[derive(Debug)]
+pub struct ThreadGone;
+
+/// Reads `/proc/<pid>/task/<tid>/*` with one reusable buffer.
+pub struct TaskReader {
+    root: PathBuf,
+    buf: Vec<u8>,
+    /// Whether to try `/proc/.../stack` (root only; skipped after the first EACCES).
+    pub kernel_stacks: bool,
+}
+
+impl TaskReader {
+    /// A reader for the tasks of `proc_pid_dir`, e.g. `/proc/self` or `/proc/1234`.
+    pub fn new(proc_pid_dir: impl Into<PathBuf>) -> TaskReader {
+        TaskReader {
+            root: proc_pid_dir.into(),
+            buf: Vec::with_capacity(4096),
+            kernel_stacks: true,
+        }
+    }
+
+    /// The tids of the process, sorted. A process that exited gives an error.
+    pub fn tids(&self) -> io::Result<Vec<Tid>> {
+        let mut tids: Vec<Tid> = std::fs::read_dir(self.root.join("task"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok().map(Tid))
+            .collect();
+        tids.sort();
+        Ok(tids)
+    }
+
+    fn read(&mut self, tid: Tid, file: &str) -> io::Result<&[u8]> {
+        let path = self.root.join("task").join(tid.0.to_string()).join(file);
+        self.buf.clear();
+        std::fs::File::open(path)?.read_to_end(&mut self.buf)?;
+        Ok(&self.buf)
+    }
+
+    /// The status of a thread (for its signal mask), or `ThreadGone`.
+    pub fn status(&mut self, tid: Tid) -> Result<TaskStatus, ThreadGone> {
+        let bytes = self.read(tid, "status").map_err(|_| ThreadGone)?;
+        parse_status(bytes).ok_or(ThreadGone)
+    }
+
+    /// The kernel view of one thread plus its status. `syscall` is read first: it and `wchan`
+    /// are what a signal would change.
+    pub fn kernel_view(
+        &mut self,
+        tid: Tid,
+    ) -> Result<(String, KernelView, TaskStatus), ThreadGone> {
+        let syscall = match self.read(tid, "syscall") {
+            Ok(b) => parse_syscall(&String::from_utf8_lossy(b)),
+            Err(e) if gone(&e) => return Err(ThreadGone),
+            Err(_) => SyscallState::Unknown,
+        };
+        let wchan = match self.read(tid, "wchan") {
+            Ok(b) => parse_wchan(&String::from_utf8_lossy(b)),
+            Err(e) if gone(&e) => return Err(ThreadGone),
+            Err(_) => None,
+        };
+        let stat = self
+            .read(tid, "stat")
+            .ok()
+            .and_then(parse_stat)
+            .ok_or(ThreadGone)?;
+        let status = self
+            .read(tid, "status")
+            .ok()
+            .and_then(parse_status)
+            .ok_or(ThreadGone)?;
+        let kernel_stack = if self.kernel_stacks {
+            match self.read(tid, "stack") {
+                Ok(b) => Some(parse_kernel_stack(&String::from_utf8_lossy(b))),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    self.kernel_stacks = false;
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let view = KernelView {
+            state: stat.state.to_string(),
+            state_name: state_name(stat.state).to_string(),
+            wchan,
+            syscall,
+            kernel_stack,
+            utime: stat.utime,
+            stime: stat.stime,
+            voluntary_ctxt_switches: status.voluntary_ctxt_switches,
+            nonvoluntary_ctxt_switches: status.nonvoluntary_ctxt_switches,
+            cpu: stat.cpu,
+        };
+        Ok((stat.name, view, status))
+    }
+
+    /// Fill in the file behind a syscall's fd argument (`readlink /proc/PID/fd/N`).
+    pub fn resolve_fd(&self, syscall: &mut SyscallState) {
+        resolve_fd(&self.root, syscall)
+    }
+}
+
+fn gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH))
+}
+
+/// Fill in the `fd` of a syscall whose first argument is a file descriptor, from
+/// `<proc_pid_dir>/fd/N`. Never opens the fd itself.
+pub fn resolve_fd(proc_pid_dir: &Path, syscall: &mut SyscallState) {
+    if let SyscallState::InSyscall {
+        name: Some(name),
+        args,
+        fd,
+        ..
+    } = syscall
+    {
+        if syscalls::first_arg_is_fd(name) {
+            if let Some(n) = args
+                .first()
+                .and_then(|a| i32::try_from(a.0 as i64).ok())
+                .filter(|n| *n >= 0)
+            {
+                let target = std::fs::read_link(proc_pid_dir.join("fd").join(n.to_string()))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
+                *fd = Some(FdRef { fd: n, target });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_forms() {
+        assert_eq!(parse_syscall("running\n"), SyscallState::Running);
+        assert_eq!(
+            parse_syscall("-1 0x7ffc1000 0x401000\n"),
+            SyscallState::Blocked {
+                sp: Addr(0x7ffc1000),
+                pc: Addr(0x401000)
+            }
+        );
+        let s = parse_syscall("1 0x2 0x55d0 0x12d 0x0 0x0 0x0 0x7ffd00 0x7f0001\n");
+        match s {
+            SyscallState::InSyscall {
+                nr,
+                name,
+                args,
+                sp,
+                pc,
+                ..
+            } => {
+                assert_eq!(nr, 1);
+                if cfg!(target_arch = "x86_64") {
+                    assert_eq!(name.as_deref(), Some("write"));
+                }
+                assert_eq!(args[0], Addr(2));
+                assert_eq!(args[2], Addr(0x12d));
+                assert_eq!(sp, Addr(0x7ffd00));
+                assert_eq!(pc, Addr(0x7f0001));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_syscall(""), SyscallState::Unknown);
+        assert_eq!(parse_syscall("1 0x2"), SyscallState::Unknown);
+        assert_eq!(parse_syscall("x y z"), SyscallState::Unknown);
+    }
+
+    #[test]
+    fn wchan_and_stack() {
+        assert_eq!(parse_wchan("0"), None);
+        assert_eq!(parse_wchan(""), None);
+        assert_eq!(parse_wchan("pipe_write"), Some("pipe_write".into()));
+        assert_eq!(
+            parse_kernel_stack("[<0>] pipe_write+0x1a3/0x4e0\n[<0>] vfs_write+0x2/0x3\n"),
+            vec!["pipe_write+0x1a3/0x4e0", "vfs_write+0x2/0x3"]
+        );
+    }
+
+    #[test]
+    fn stat_with_hostile_name() {
+        let line = b"1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 2 0 100 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.name, "a) b (c");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.utime, 7);
+        assert_eq!(s.stime, 3);
+        assert_eq!(s.cpu, 1);
+    }
+
+    #[test]
+    fn status_signal_bits() {
+        let text = b"Name:\tworker\nState:\tS (sleeping)\nTgid:\t1\nNgid:\t0\nPid:\t1\nPPid:\t0\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\nGroups:\t\nSigQ:\t0/1000\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\tfffffffe7ffbfeff\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nvoluntary_ctxt_switches:\t5\nnonvoluntary_ctxt_switches:\t2\n";
+        let s = parse_status(text).unwrap();
+        assert_eq!(s.name, "worker");
+        assert!(s.catches(libc::SIGUSR1));
+        assert!(!s.catches(libc::SIGUSR2));
+        assert!(s.blocks(libc::SIGUSR1));
+        assert!(!s.blocks(libc::SIGKILL) || s.sig_blocked & (1 << 8) != 0);
+        assert_eq!(s.voluntary_ctxt_switches, 5);
+    }
+
+    #[test]
+    fn maps_lines() {
+        let text = b"55d0a0000000-55d0a0001000 r--p 00000000 08:01 1234 /usr/bin/x y\n7ffc0000-7ffc1000 rw-p 00000000 00:00 0 [stack]\n7f0000000000-7f0000001000 r-xp 00000000 00:00 0 \n";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].path, "/usr/bin/x y");
+        assert!(m[0].readable && !m[0].writable && !m[0].executable);
+        assert_eq!(m[1].path, "[stack]");
+        assert!(m[2].executable);
+        assert_eq!(m[2].path, "");
+    }
+
+    #[test]
+    fn reads_own_threads() {
+        let mut r = TaskReader::new("/proc/self");
+        let tids = r.tids().unwrap();
+        assert!(!tids.is_empty());
+        let me = Tid(std::process::id() as i32);
+        assert!(tids.contains(&me));
+        let (_, view, _) = r.kernel_view(me).unwrap();
+        assert!(!view.state.is_empty());
+        assert!(r.kernel_view(Tid(i32::MAX)).is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Signal names and numbers. Signals are chosen **by name**: numbers differ between
+//! architectures (USR1 is 10 on x86/arm, 30 on alpha/sparc, 16 on mips/parisc), and `kill -30`
+//! on x86 sends PWR, which terminates a process that does not catch it.
+//!
+//! This module parses names for the host (what the dumper and the CLI send and catch).
+
+use std::fmt;
+
+/// A signal of this machine, resolved from a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSignal {
+    /// Canonical name without the `SIG` prefix: `USR1`, `RTMIN+3`.
+    pub name: String,
+    /// Its number on this machine, for the libc of this process.
+    pub number: i32,
+}
+
+impl fmt::Display for HostSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Why a signal name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    #[error("signal {0:?} is a number; give a name such as USR1 (numbers differ between architectures: USR1 is 10 on x86, 30 on alpha/sparc, 16 on mips)")]
+    Number(String),
+    #[error("unknown signal name {0:?}; try USR1, USR2 or RTMIN+N")]
+    Unknown(String),
+    #[error("signal {name} cannot be used here: {why}")]
+    Unusable { name: String, why: &'static str },
+}
+
+/// Standard signals of the host, by canonical name (without `SIG`).
+const HOST_STANDARD: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGIOT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGPOLL),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// `SIGRTMIN` as the C library of this process shows it (34 with glibc, 35 with musl).
+pub fn host_rtmin() -> i32 {
+    libc::SIGRTMIN()
+}
+
+/// `SIGRTMAX` as the C library of this process shows it.
+pub fn host_rtmax() -> i32 {
+    libc::SIGRTMAX()
+}
+
+/// Parse a signal name for this machine: `USR1`, `SIGUSR1`, `usr1`, `RTMIN`, `RTMIN+3`,
+/// `SIGRTMAX-2`. Numbers are refused.
+pub fn parse_host(input: &str) -> Result<HostSignal, SignalError> {
+    let trimmed = input.trim();
+    if !trimmed.is_empty()
+        && trimmed
+            .trim_start_matches(['-', '+'])
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(SignalError::Number(input.to_string()));
+    }
+    let upper = trimmed.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(name, number)) = HOST_STANDARD.iter().find(|(n, _)| *n == bare) {
+        let name = match name {
+            "IOT" => "ABRT",
+            "POLL" => "IO",
+            other => other,
+        };
+        return Ok(HostSignal {
+            name: name.to_string(),
+            number,
+        });
+    }
+    let (rtmin, rtmax) = (host_rtmin(), host_rtmax());
+    let rt = |base: &str, rest: &str| -> Result<HostSignal, SignalError> {
+        let offset: i32 = if rest.is_empty() {
+            0
+        } else {
+            let (sign, digits) = rest.split_at(1);
+            let n: i32 = digits
+                .parse()
+                .map_err(|_| SignalError::Unknown(input.to_string()))?;
+            match (base, sign) {
+                ("RTMIN", "+") => n,
+                ("RTMAX", "-") => -n,
+                _ => return Err(SignalError::Unknown(input.to_string())),
+            }
+        };
+        let number = if base == "RTMIN" {
+            rtmin + offset
+        } else {
+            rtmax + offset
+        };
+        if number < rtmin || number > rtmax {
+            return Err(SignalError::Unusable {
+                name: input.to_string(),
+                why: "outside the real-time range of this machine",
+            });
+        }
+        Ok(HostSignal {
+            name: rt_name(number, rtmin, rtmax),
+            number,
+        })
+    };
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        return rt("RTMIN", rest);
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        return rt("RTMAX", rest);
+    }
+    Err(SignalError::Unknown(input.to_string()))
+}
+
+fn rt_name(number: i32, rtmin: i32, rtmax: i32) -> String {
+    let from_min = number - rtmin;
+    let from_max = rtmax - number;
+    match (from_min, from_max) {
+        (0, _) => "RTMIN".to_string(),
+        (_, 0) => "RTMAX".to_string(),
+        (m, x) if m <= x => format!("RTMIN+{m}"),
+        (_, x) => format!("RTMAX-{x}"),
+    }
+}
+
+/// The canonical name of a host signal number (`10` → `USR1` on x86_64), for display only.
+pub fn host_name(number: i32) -> Option<String> {
+    if let Some((name, _)) = HOST_STANDARD
+        .iter()
+        .find(|(n, num)| *num == number && !matches!(*n, "IOT" | "POLL"))
+    {
+        return Some((*name).to_string());
+    }
+    let (rtmin, rtmax) = (host_rtmin(), host_rtmax());
+    (rtmin..=rtmax)
+        .contains(&number)
+        .then(|| rt_name(number, rtmin, rtmax))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_every_spelling() {
+        for s in ["USR1", "SIGUSR1", "usr1", "SigUsr1", " USR1 "] {
+            assert_eq!(parse_host(s).unwrap().number, libc::SIGUSR1, "{s}");
+        }
+        assert_eq!(parse_host("SIGUSR2").unwrap().number, libc::SIGUSR2);
+        assert_eq!(parse_host("RTMIN+3").unwrap().number, libc::SIGRTMIN() + 3);
+        assert_eq!(parse_host("RTMIN+3").unwrap().name, "RTMIN+3");
+        assert_eq!(
+            parse_host("SIGRTMAX-2").unwrap().number,
+            libc::SIGRTMAX() - 2
+        );
+        assert_eq!(parse_host("rtmin").unwrap().name, "RTMIN");
+        assert_eq!(parse_host("IOT").unwrap().name, "ABRT");
+    }
+
+    #[test]
+    fn numbers_and_unknown_names_are_refused() {
+        assert!(matches!(parse_host("10"), Err(SignalError::Number(_))));
+        assert!(matches!(parse_host("30"), Err(SignalError::Number(_))));
+        assert!(matches!(parse_host("-10"), Err(SignalError::Number(_))));
+        assert!(matches!(parse_host("USR3"), Err(SignalError::Unknown(_))));
+        assert!(matches!(parse_host(""), Err(SignalError::Unknown(_))));
+        assert!(matches!(
+            parse_host("RTMIN-1"),
+            Err(SignalError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_host("RTMIN+99"),
+            Err(SignalError::Unusable { .. })
+        ));
+    }
+
+    #[test]
+    fn numbers_back_to_names() {
+        assert_eq!(host_name(libc::SIGUSR1).as_deref(), Some("USR1"));
+        assert_eq!(host_name(libc::SIGABRT).as_deref(), Some("ABRT"));
+        assert_eq!(host_name(libc::SIGRTMIN() + 1).as_deref(), Some("RTMIN+1"));
+        assert_eq!(host_name(libc::SIGRTMAX()).as_deref(), Some("RTMAX"));
+    }
+}
