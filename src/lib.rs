@@ -12,8 +12,10 @@
 //! - [`signals`]: signal names and numbers, parsed **by name**.
 //! - [`syscalls`]: system call names and which arguments are file descriptors.
 //! - [`render`]: the text form of a dump (the JSON form is `serde_json` of the model).
+//! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 
+pub mod dumpfile;
 pub mod model;
 pub mod proc;
 pub mod render;

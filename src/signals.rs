@@ -2,9 +2,14 @@
 //! architectures (USR1 is 10 on x86/arm, 30 on alpha/sparc, 16 on mips/parisc), and `kill -30`
 //! on x86 sends PWR, which terminates a process that does not catch it.
 //!
-//! This module parses names for the host (what the dumper and the CLI send and catch).
+//! This module parses names for the host (what the dumper and the CLI send and catch), from
+//! the libc constants of this build. [`arch`] has the tables of every Linux architecture (from
+//! `data/signals.tsv`), for explaining names and numbers; a test checks that the host's row
+//! there agrees with the constants here.
 
 use std::fmt;
+
+pub mod arch;
 
 /// A signal of this machine, resolved from a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,7 @@ const HOST_STANDARD: &[(&str, i32)] = &[
     #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
     ("STKFLT", libc::SIGSTKFLT),
     ("CHLD", libc::SIGCHLD),
+    ("CLD", libc::SIGCHLD),
     ("CONT", libc::SIGCONT),
     ("STOP", libc::SIGSTOP),
     ("TSTP", libc::SIGTSTP),
@@ -98,6 +104,7 @@ pub fn parse_host(input: &str) -> Result<HostSignal, SignalError> {
         let name = match name {
             "IOT" => "ABRT",
             "POLL" => "IO",
+            "CLD" => "CHLD",
             other => other,
         };
         return Ok(HostSignal {
@@ -160,7 +167,7 @@ fn rt_name(number: i32, rtmin: i32, rtmax: i32) -> String {
 pub fn host_name(number: i32) -> Option<String> {
     if let Some((name, _)) = HOST_STANDARD
         .iter()
-        .find(|(n, num)| *num == number && !matches!(*n, "IOT" | "POLL"))
+        .find(|(n, num)| *num == number && !matches!(*n, "IOT" | "POLL" | "CLD"))
     {
         return Some((*name).to_string());
     }
@@ -213,5 +220,57 @@ mod tests {
         assert_eq!(host_name(libc::SIGABRT).as_deref(), Some("ABRT"));
         assert_eq!(host_name(libc::SIGRTMIN() + 1).as_deref(), Some("RTMIN+1"));
         assert_eq!(host_name(libc::SIGRTMAX()).as_deref(), Some("RTMAX"));
+        assert_eq!(host_name(libc::SIGCHLD).as_deref(), Some("CHLD"));
+    }
+
+    /// The host's row of the per-arch tables (from the TSV) agrees with the libc constants of
+    /// this build, in both directions.
+    #[test]
+    fn host_table_matches_libc_constants() {
+        let host = arch::host().expect("the host architecture is in data/signals.tsv");
+        // Every libc constant is in the table with the same number.
+        for &(name, number) in HOST_STANDARD {
+            let def = host
+                .lookup(name)
+                .unwrap_or_else(|| panic!("SIG{name} is not in the {} table", host.name));
+            assert_eq!(def.number, number, "SIG{name} on {}", host.name);
+        }
+        // A few constants spelled out, so a broken HOST_STANDARD cannot hide a broken table.
+        for (name, number) in [
+            ("HUP", libc::SIGHUP),
+            ("KILL", libc::SIGKILL),
+            ("USR1", libc::SIGUSR1),
+            ("USR2", libc::SIGUSR2),
+            ("PWR", libc::SIGPWR),
+            ("SYS", libc::SIGSYS),
+            ("CHLD", libc::SIGCHLD),
+            ("STOP", libc::SIGSTOP),
+            ("CONT", libc::SIGCONT),
+            ("BUS", libc::SIGBUS),
+            ("URG", libc::SIGURG),
+            ("WINCH", libc::SIGWINCH),
+        ] {
+            assert_eq!(host.lookup(name).map(|d| d.number), Some(number), "{name}");
+        }
+        // Every name of the table is accepted on the host with the same number, except the one
+        // that glibc does not define.
+        for def in &host.signals {
+            let not_in_libc = def
+                .aliases
+                .iter()
+                .any(|p| p.alias == def.name && p.tag == Some("not-in-glibc"));
+            if not_in_libc {
+                assert!(parse_host(def.name).is_err(), "{}", def.name);
+                continue;
+            }
+            let parsed = parse_host(def.name).unwrap_or_else(|e| panic!("{}: {e}", def.name));
+            assert_eq!(parsed.number, def.number, "{}", def.name);
+            assert_eq!(parsed.name, def.canonical(), "{}", def.name);
+            assert_eq!(host_name(def.number).as_deref(), Some(def.canonical()));
+        }
+        // The real-time range as this libc shows it.
+        let (lo, hi, _) = host.rt.for_libc(arch::Libc::host());
+        assert_eq!((lo, hi), (host_rtmin(), host_rtmax()));
+        assert!(host.max_signal() >= host_rtmax());
     }
 }
