@@ -1,1 +1,69 @@
+//! # libstackdump.so — the in-process dumper
+//!
+//! Preload it (`LD_PRELOAD=/path/to/libstackdump.so service`); when the service hangs,
+//! `kill -s USR1 PID`; read `$STACKDUMP_DIR/stackdump-<pid>-<time>Z.{txt,json}`. Every thread is
+//! listed with its state, wait channel, current system call (with the file behind its fd),
+//! kernel stack, and its user-space stack symbolized with function, file:line and inlined frames.
+//!
+//! ## Design note
+//!
+//! ```text
+//! kill -s USR1 pid ─► trigger handler (sigctx::trigger): record siginfo into a lock-free ring,
+//!                     futex-wake the dump thread. No fd, no lock, no allocation.
+//! dump thread      ─► phase 0 (capture): /proc/self/task/*/{syscall,wchan,stat,status,stack}
+//!                     for every thread BEFORE any is interrupted (a signal changes syscall and
+//!                     wchan); snapshot /proc/self/maps.
+//!                  ─► phase 1 (capture): per thread, the capture signal (a real-time signal, never
+//!                     the trigger) sent with rt_tgsigqueueinfo and a cookie (generation, slot);
+//!                     at most one per CPU outstanding; one deadline for the whole dump.
+//! capture handler  ─► (sigctx::capture, on each thread) check the cookie, copy registers from the
+//!                     ucontext and [SP, SP+window) with process_vm_readv on our own pid (stops at
+//!                     the first unmapped page instead of faulting) into a preallocated slot;
+//!                     publish; futex-wake.
+//!                  ─► phase 2 (unwind): as each copy arrives, unwind it with framehop from the
+//!                     modules' .eh_frame (DWARF CFI; frame pointers are not needed), then free
+//!                     the slot. Threads that block the signal are `signal_blocked`; threads that
+//!                     do not answer by the deadline are `no_response`; threads that exit are
+//!                     `exited`. A dump never waits past its deadline.
+//!                  ─► phase 3 (symbolize, sink): backtrace::resolve (memoized across dumps;
+//!                     reset when the module set changes), fd targets, render text and JSON,
+//!                     write each file under a temporary name, fsync, rename without replacing.
+//! ```
+//!
+//! Why this shape: libgcc's unwinder and the dynamic loader take locks and may allocate, so
+//! calling them from a signal handler deadlocks hosts. Copying bytes is always safe; everything
+//! clever happens later, on our own thread.
+//!
+//! ## Modules
+//!
+//! - [`config`]: the `STACKDUMP_*` environment, parsed once; any bad value disables the library.
+//! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
+//! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
+//! - [`capture`]: the dump thread and the pipeline's phases.
+//! - [`unwind`]: modules and DWARF unwinding of copied stacks.
+//! - [`symbolize`]: addresses to functions, files and lines.
+//! - [`sink`]: the side files.
+//! - [`sys`]: raw system calls the dump thread needs.
+//!
+//! ## Rules for code in the host
+//!
+//! The constructor does the minimum and never panics or prints; any error disables the library
+//! silently. The dump thread blocks every asynchronous signal, opens its fds O_CLOEXEC and above
+//! 2, and never reads, writes or closes a host fd. Nothing is ever written to the host's stdout
+//! or stderr.
 
+pub mod capture;
+pub mod config;
+pub mod install;
+pub mod sigctx;
+pub mod sink;
+pub mod symbolize;
+pub mod sys;
+pub mod unwind;
+
+/// The constructor: runs when the library is loaded (before `main` when preloaded).
+#[ctor::ctor(unsafe)]
+fn stackdump_init() {
+    // Never unwind out of a constructor, never print: on any failure the library stays inert.
+    let _ = std::panic::catch_unwind(install::start);
+}

@@ -1,0 +1,530 @@
+//! The dump thread: waits for triggers and runs the pipeline (kernel view → stack capture and
+//! unwinding → symbolization → files). Owns everything that lives across dumps (modules,
+//! symbol cache, the dump counter) and the per-dump deadline.
+//!
+//! Triggers that arrive while a dump runs are served together by the next dump: one dump, one
+//! file per format, plus a hard link per extra request id (see `sink`).
+
+use crate::config::Config;
+use crate::sigctx::{self, capture as slots, trigger};
+use crate::symbolize::Symbolizer;
+use crate::unwind::{Modules, RawFrames, UnwindEnd};
+use crate::{sink, sys};
+use stackdump_core::model::{
+    CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView, PhaseTimes, Pid,
+    Thread, Tid, Trigger, FORMAT,
+};
+use stackdump_core::proc::{self, TaskReader};
+use stackdump_core::timefmt::UtcTime;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A threads as phase 0 saw it, before its stack was captured.
+struct RawThread {
+    tid: Tid,
+    name: String,
+    kernel: KernelView,
+    blocks_capture: bool,
+    status: CaptureStatus,
+    frames: Option<RawFrames>,
+}
+
+/// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
+const ROOTS: &[&str] = &[
+    "clone3",
+    "__clone3",
+    "clone",
+    "__clone",
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "start_thread",
+];
+
+/// A capture that has not answered after this long no longer counts against the number of
+/// threads signalled at once (it still has until the deadline to answer).
+const PATIENCE: Duration = Duration::from_millis(5);
+
+/// State kept across dumps.
+pub struct DumpThread {
+    cfg: Config,
+    modules: Modules,
+    symbols: Symbolizer,
+    generation: u32,
+    sequence: u64,
+    last_millis: i64,
+    /// The address of our capture handler, to check it is still installed before sending.
+    handler: usize,
+}
+
+impl DumpThread {
+    pub fn new(cfg: Config, handler: usize) -> DumpThread {
+        DumpThread {
+            cfg,
+            modules: Modules::default(),
+            symbols: Symbolizer::default(),
+            generation: 0,
+            sequence: 0,
+            last_millis: 0,
+            handler,
+        }
+    }
+
+    /// Serve triggers forever.
+    pub fn run(mut self) -> ! {
+        let mut triggers = Vec::new();
+        loop {
+            let seen = trigger::WAKE.load(Ordering::Acquire);
+            if !trigger::pending() {
+                sys::futex_wait(&trigger::WAKE, seen, None);
+                continue;
+            }
+            triggers.clear();
+            let dropped = trigger::drain(&mut triggers);
+            if triggers.is_empty() && dropped == 0 {
+                continue;
+            }
+            // A panic in one dump must not kill the host or the dump thread.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.dump(&triggers, dropped)
+            }));
+        }
+    }
+
+    fn dump(&mut self, triggers: &[trigger::RawTrigger], dropped: u64) {
+        let start = Instant::now();
+        let mut millis = sys::now_unix_millis();
+        if millis <= self.last_millis {
+            millis = self.last_millis + 1; // file names stay unique and sorted
+        }
+        self.last_millis = millis;
+        self.sequence += 1;
+        let mut errors = Vec::new();
+        if dropped > 0 {
+            errors.push(format!("{dropped} trigger(s) arrived while the trigger queue was full and were served by this dump without their request ids"));
+        }
+        let pid = sigctx::getpid();
+        let me = Tid(sigctx::gettid());
+
+        // Phase 0: the kernel's view of every thread, before any of them is interrupted.
+        let mut reader = TaskReader::new("/proc/self");
+        let tids = reader.tids().unwrap_or_else(|e| {
+            errors.push(format!("cannot list /proc/self/task: {e}"));
+            vec![me]
+        });
+        let mut threads: Vec<RawThread> = Vec::with_capacity(tids.len());
+        for tid in tids {
+            let t = match reader.kernel_view(tid) {
+                Ok((name, kernel, status)) => RawThread {
+                    tid,
+                    name,
+                    kernel,
+                    blocks_capture: status.blocks(self.cfg.capture.number),
+                    status: if tid == me {
+                        CaptureStatus::Dumper
+                    } else {
+                        CaptureStatus::Skipped
+                    },
+                    frames: None,
+                },
+                Err(proc::ThreadGone) => RawThread {
+                    tid,
+                    name: String::new(),
+                    kernel: KernelView::default(),
+                    blocks_capture: false,
+                    status: CaptureStatus::Exited,
+                    frames: None,
+                },
+            };
+            threads.push(t);
+        }
+        let maps = std::fs::read("/proc/self/maps")
+            .map(|b| proc::parse_maps(&b))
+            .unwrap_or_else(|e| {
+                errors.push(format!("cannot read /proc/self/maps: {e}"));
+                Vec::new()
+            });
+        let t_kernel = start.elapsed();
+
+        // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
+        if self.modules.sync(&maps) {
+            self.symbols.reset();
+        }
+        errors.extend(self.modules.problems.iter().cloned());
+        let deadline = Instant::now() + self.cfg.deadline;
+        let unwind_time = self.capture_stacks(pid, &mut threads, deadline, &mut errors);
+        let t_capture = start.elapsed() - t_kernel;
+
+        // Phase 3: symbolize, decode, assemble.
+        let t3 = Instant::now();
+        let mut out_threads = Vec::with_capacity(threads.len());
+        let mut captured = 0;
+        for mut t in threads {
+            reader.resolve_fd(&mut t.kernel.syscall);
+            let mut frames: Vec<Frame> = Vec::new();
+            let mut truncated = false;
+            if let Some(raw) = &t.frames {
+                captured += 1;
+                for &(ip, is_return) in &raw.addrs {
+                    let module = self
+                        .modules
+                        .module_of(ip)
+                        .map(|m| (m.path.as_str(), m.bias));
+                    self.symbols.frames(ip, is_return, module, &mut frames);
+                }
+                // A complete stack ends in a thread entry point; `_start` of a stripped
+                // executable has no name, so the frame before it counts too.
+                let near_root = frames
+                    .iter()
+                    .rev()
+                    .filter(|f| !f.inlined)
+                    .take(2)
+                    .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)));
+                truncated = match raw.end {
+                    UnwindEnd::FrameLimit => true,
+                    UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
+                };
+            }
+            out_threads.push(Thread {
+                tid: t.tid,
+                name: t.name,
+                kernel: t.kernel,
+                capture: t.status,
+                frames,
+                truncated,
+            });
+        }
+        let t_symbolize = t3.elapsed();
+
+        let first = triggers.first().copied();
+        let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
+        let mut dump = Dump {
+            format: FORMAT.to_string(),
+            pid: Pid(pid),
+            comm: std::fs::read_to_string("/proc/self/comm")
+                .map(|s| s.trim_end().to_string())
+                .unwrap_or_default(),
+            exe: std::fs::read_link("/proc/self/exe")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cmdline: cmdline(),
+            time: UtcTime::from_unix_millis(millis).rfc3339(),
+            trigger: Trigger {
+                signal: self.cfg.trigger.name.clone(),
+                signo: self.cfg.trigger.number,
+                sender_pid: first.map(|t| t.sender_pid),
+                sender_uid: first.map(|t| t.sender_uid),
+                request: first.and_then(|t| t.request).map(u64::from),
+                coalesced: triggers
+                    .iter()
+                    .skip(1)
+                    .map(|t| CoalescedTrigger {
+                        sender_pid: Some(t.sender_pid),
+                        request: t.request.map(u64::from),
+                    })
+                    .collect(),
+            },
+            capture: CaptureStats {
+                duration_us: 0,
+                threads: out_threads.len(),
+                captured,
+                method: "signal".into(),
+                capture_signal: self.cfg.capture.name.clone(),
+                deadline_ms: self.cfg.deadline.as_millis() as u64,
+                phases_us: PhaseTimes {
+                    kernel_view: t_kernel.as_micros() as u64,
+                    capture: (t_capture.saturating_sub(unwind_time)).as_micros() as u64,
+                    unwind: unwind_time.as_micros() as u64,
+                    symbolize: t_symbolize.as_micros() as u64,
+                },
+                sequence: self.sequence,
+            },
+            threads: out_threads,
+            findings: Vec::new(),
+            errors,
+        };
+        // The request id that names the file must be the first request, whether or not the
+        // first trigger carried one.
+        if dump.trigger.request.is_none() {
+            dump.trigger.request = requests.first().map(|r| u64::from(*r));
+        }
+        dump.capture.duration_us = start.elapsed().as_micros() as u64;
+        self.write(&dump, millis, &requests);
+    }
+
+    /// Send the capture signal to every thread that can take it, at most a few at a time, and
+    /// unwind each copy as it arrives. Returns the time spent unwinding.
+    fn capture_stacks(
+        &mut self,
+        pid: i32,
+        threads: &mut [RawThread],
+        deadline: Instant,
+        errors: &mut Vec<String>,
+    ) -> Duration {
+        let mut unwind_time = Duration::ZERO;
+        let Some(table) = slots::table(self.cfg.slots, self.cfg.window) else {
+            errors.push("cannot allocate capture slots (mmap failed): no user stacks".into());
+            for t in threads
+                .iter_mut()
+                .filter(|t| t.status == CaptureStatus::Skipped)
+            {
+                t.status = CaptureStatus::Failed;
+            }
+            return unwind_time;
+        };
+        slots::reclaim(table);
+        self.generation = self.generation.wrapping_add(1) & 0xffff_ffff;
+        let generation = self.generation;
+
+        let mut queue: VecDeque<usize> = VecDeque::new();
+        for (i, t) in threads.iter_mut().enumerate() {
+            if t.status != CaptureStatus::Skipped {
+                continue;
+            }
+            if t.blocks_capture {
+                t.status = CaptureStatus::SignalBlocked;
+            } else {
+                queue.push_back(i);
+            }
+        }
+        let concurrency = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(1);
+        let mut free: Vec<usize> = (0..table.slots.len())
+            .rev()
+            .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
+            .collect();
+        struct InFlight {
+            thread: usize,
+            slot: usize,
+            sent: Instant,
+        }
+        let mut inflight: Vec<InFlight> = Vec::new();
+        let mut last_alive_check = Instant::now();
+
+        while !(queue.is_empty() && inflight.is_empty()) {
+            let seen = slots::COMPLETIONS.load(Ordering::Acquire);
+            // Harvest what has been published.
+            let mut i = 0;
+            while i < inflight.len() {
+                let f = &inflight[i];
+                let slot = &table.slots[f.slot];
+                if slots::is_done(slot, generation) {
+                    let t0 = Instant::now();
+                    self.harvest(&mut threads[f.thread], slot);
+                    unwind_time += t0.elapsed();
+                    slots::release(slot);
+                    free.push(f.slot);
+                    inflight.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Threads that exited while we waited for them.
+            if now.duration_since(last_alive_check) > Duration::from_millis(20) {
+                last_alive_check = now;
+                let mut i = 0;
+                while i < inflight.len() {
+                    let f = &inflight[i];
+                    if now.duration_since(f.sent) > PATIENCE
+                        && !sys::thread_alive(pid, threads[f.thread].tid.0)
+                    {
+                        let slot = &table.slots[f.slot];
+                        if slots::disarm(slot, generation).is_ok() {
+                            threads[f.thread].status = CaptureStatus::Exited;
+                            free.push(f.slot);
+                            inflight.swap_remove(i);
+                            continue;
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            // Send more, keeping at most `concurrency` fresh requests outstanding.
+            let mut active = inflight
+                .iter()
+                .filter(|f| now.duration_since(f.sent) < PATIENCE)
+                .count();
+            while active < concurrency && !queue.is_empty() && !free.is_empty() {
+                if sys::current_handler(self.cfg.capture.number) != Some(self.handler) {
+                    errors.push(format!(
+                        "the host replaced or reset the handler of the capture signal SIG{}; threads not yet captured were not signalled (set STACKDUMP_CAPTURE_SIGNAL to a signal the host does not use)",
+                        self.cfg.capture.name
+                    ));
+                    for ti in queue.drain(..) {
+                        threads[ti].status = CaptureStatus::HandlerReplaced;
+                    }
+                    break;
+                }
+                let (Some(ti), Some(si)) = (queue.pop_front(), free.pop()) else {
+                    break;
+                };
+                let slot = &table.slots[si];
+                if !slots::arm(slot, generation) {
+                    queue.push_front(ti);
+                    continue; // not free after all (a late handler): drop it from the free list
+                }
+                let tid = threads[ti].tid.0;
+                match sys::tg_sigqueue(
+                    pid,
+                    tid,
+                    self.cfg.capture.number,
+                    slots::cookie(generation, si),
+                ) {
+                    Ok(()) => {
+                        inflight.push(InFlight {
+                            thread: ti,
+                            slot: si,
+                            sent: Instant::now(),
+                        });
+                        active += 1;
+                    }
+                    Err(e) => {
+                        let _ = slots::disarm(slot, generation);
+                        free.push(si);
+                        match e.raw_os_error() {
+                            Some(libc::ESRCH) => threads[ti].status = CaptureStatus::Exited,
+                            Some(libc::EAGAIN) => {
+                                // The queue of pending real-time signals is full: retry later.
+                                queue.push_back(ti);
+                                break;
+                            }
+                            _ => {
+                                threads[ti].status = CaptureStatus::Failed;
+                                errors.push(format!("cannot signal thread {tid}: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            if inflight.is_empty() && (queue.is_empty() || free.is_empty()) {
+                if queue.is_empty() {
+                    break;
+                }
+                // No free slot and nothing in flight: slots are held by late handlers of an
+                // earlier dump. Give them a moment.
+                slots::reclaim(table);
+                free = (0..table.slots.len())
+                    .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
+                    .collect();
+                if free.is_empty() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                continue;
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(PATIENCE);
+            sys::futex_wait(&slots::COMPLETIONS, seen, Some(wait));
+        }
+
+        // The deadline: whoever has not answered is reported, and their slots are given up.
+        for f in inflight {
+            let slot = &table.slots[f.slot];
+            let t = &mut threads[f.thread];
+            match slots::disarm(slot, generation) {
+                Ok(()) => {
+                    t.status = if sys::thread_alive(pid, t.tid.0) {
+                        CaptureStatus::NoResponse
+                    } else {
+                        CaptureStatus::Exited
+                    }
+                }
+                Err(slots::DONE) => {
+                    let t0 = Instant::now();
+                    self.harvest(t, slot);
+                    unwind_time += t0.elapsed();
+                    slots::release(slot);
+                }
+                Err(_) => t.status = CaptureStatus::NoResponse, // its handler is still writing
+            }
+        }
+        for ti in queue {
+            threads[ti].status = CaptureStatus::NoResponse;
+        }
+        slots::trim(table);
+        unwind_time
+    }
+
+    fn harvest(&mut self, t: &mut RawThread, slot: &slots::Slot) {
+        let cap = slots::captured(slot);
+        if cap.tid != t.tid.0 || cap.stack.is_empty() {
+            t.status = CaptureStatus::Failed;
+            return;
+        }
+        t.frames = Some(
+            self.modules
+                .unwind(&cap.regs, cap.stack, self.cfg.max_frames),
+        );
+        t.status = CaptureStatus::Ok;
+    }
+
+    fn write(&mut self, dump: &Dump, millis: i64, requests: &[u32]) {
+        let text = if self.cfg.text {
+            Some(stackdump_core::render::text(dump))
+        } else {
+            None
+        };
+        let json = if self.cfg.json {
+            serde_json::to_vec_pretty(dump).ok()
+        } else {
+            None
+        };
+        let mut outputs = Vec::new();
+        // Text first, JSON last: once the .json is there, the .txt is too.
+        if let Some(t) = &text {
+            outputs.push(sink::Output {
+                ext: "txt",
+                bytes: t.as_bytes(),
+            });
+        }
+        if let Some(j) = &json {
+            outputs.push(sink::Output {
+                ext: "json",
+                bytes: j,
+            });
+        }
+        let mut millis = millis;
+        for _ in 0..5 {
+            let stem = format!(
+                "stackdump-{}-{}",
+                dump.pid,
+                UtcTime::from_unix_millis(millis).compact()
+            );
+            match sink::write(&self.cfg.dir, &stem, requests, &outputs) {
+                Ok(_) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    millis += 1;
+                    self.last_millis = millis;
+                }
+                Err(_) => return, // nowhere to report it: never the host's stderr
+            }
+        }
+    }
+}
+
+/// The command line with arguments separated by spaces, at most 4 KiB.
+fn cmdline() -> String {
+    let bytes = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let mut s: String = bytes
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if s.len() > 4096 {
+        let mut cut = 4096;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,141 @@
+//! Start-up: read the configuration, install the two handlers, start the dump thread. Runs once,
+//! from the library's constructor, before `main`. Any failure leaves the host untouched or
+//! undoes what was done; nothing is ever printed.
+
+use crate::capture::DumpThread;
+use crate::config::Config;
+use crate::sigctx;
+use std::ffi::CStr;
+
+/// Exported so that a second copy of the library can recognise the first (see
+/// [`another_copy_active`]). The value is irrelevant; its presence is the marker.
+#[no_mangle]
+#[used]
+pub static stackdump_instance_marker_v1: u8 = 1;
+
+/// Why the library did not start (kept for tests; never printed).
+#[derive(Debug)]
+pub enum NotStarted {
+    Config(crate::config::ConfigError),
+    AnotherCopy,
+    CaptureSignalInUse,
+    Install(std::io::Error),
+}
+
+/// Read the configuration and start. Called by the constructor inside `catch_unwind`.
+pub fn start() -> Result<(), NotStarted> {
+    let cfg = Config::from_env().map_err(NotStarted::Config)?;
+    if another_copy_active(cfg.trigger.number) {
+        return Err(NotStarted::AnotherCopy);
+    }
+    if crate::sys::current_handler(cfg.capture.number).is_some() {
+        // The host (or something preloaded before us) uses our capture signal: stay out.
+        return Err(NotStarted::CaptureSignalInUse);
+    }
+    install_capture_handler(cfg.capture.number).map_err(NotStarted::Install)?;
+    let handler = sigctx::capture::handler as *const () as usize;
+    let (trigger, capture) = (cfg.trigger.number, cfg.capture.number);
+    if let Err(e) = spawn_dump_thread(cfg, handler) {
+        restore_default(capture);
+        return Err(NotStarted::Install(e));
+    }
+    if let Err(e) = install_trigger_handler(trigger) {
+        // The dump thread stays parked forever on its futex: harmless, and nothing wakes it.
+        return Err(NotStarted::Install(e));
+    }
+    Ok(())
+}
+
+fn restore_default(signo: i32) {
+    // SAFETY: resetting a signal we installed ourselves to its default disposition.
+    unsafe { libc::signal(signo, libc::SIG_DFL) };
+}
+
+/// True when another copy of libstackdump already handles `trigger` in this process: the current
+/// handler lives in an object that exports `stackdump_instance_marker_v1`, and that object is
+/// not us.
+fn another_copy_active(trigger: i32) -> bool {
+    let Some(handler) = crate::sys::current_handler(trigger) else {
+        return false;
+    };
+    // SAFETY: dladdr only reads the loader's tables; `info` is a valid out-parameter.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::dladdr(handler as *const libc::c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
+        return false;
+    }
+    let ours = &stackdump_instance_marker_v1 as *const u8 as usize;
+    // SAFETY: dli_fname is a NUL-terminated path owned by the loader; RTLD_NOLOAD only returns
+    // a handle for an object that is already loaded (no constructor runs).
+    let handle = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+    if handle.is_null() {
+        return false;
+    }
+    const MARKER: &CStr = c"stackdump_instance_marker_v1";
+    // SAFETY: handle is valid; MARKER is NUL-terminated.
+    let theirs = unsafe { libc::dlsym(handle, MARKER.as_ptr()) } as usize;
+    // SAFETY: balancing the dlopen above.
+    unsafe { libc::dlclose(handle) };
+    theirs != 0 && theirs != ours
+}
+
+fn install_capture_handler(signo: i32) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; we fill handler, flags and an empty mask.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = sigctx::capture::handler as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+    // SAFETY: sa_mask is a valid sigset_t inside `act`.
+    unsafe { libc::sigemptyset(&mut act.sa_mask) };
+    // SAFETY: installing our async-signal-safe handler (see sigctx::capture::handler).
+    if unsafe { libc::sigaction(signo, &act, std::ptr::null_mut()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn install_trigger_handler(signo: i32) -> std::io::Result<()> {
+    // SAFETY: on_trigger is async-signal-safe (sigctx::trigger); signal-hook-registry chains any
+    // handler that was installed before us.
+    unsafe { signal_hook_registry::register_sigaction(signo, sigctx::trigger::on_trigger) }?;
+    // signal-hook-registry installs with SA_SIGINFO | SA_RESTART; add SA_ONSTACK so a thread
+    // on an alternate signal stack (or nearly out of stack) takes the trigger there.
+    // SAFETY: query then re-install the very same handler and mask with one more flag.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signo, std::ptr::null(), &mut cur) == 0 {
+            cur.sa_flags |= libc::SA_ONSTACK | libc::SA_RESTART | libc::SA_SIGINFO;
+            libc::sigaction(signo, &cur, std::ptr::null_mut());
+        }
+    }
+    Ok(())
+}
+
+/// Start the dump thread with every asynchronous signal blocked from its first instruction, so
+/// neither the trigger nor any host signal is ever delivered to it.
+fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
+    // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        for sync in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGTRAP,
+            libc::SIGABRT,
+            libc::SIGSYS,
+        ] {
+            libc::sigdelset(&mut all, sync);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = std::thread::Builder::new()
+            .name("stackdump".into())
+            .spawn(move || DumpThread::new(cfg, handler).run());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r.map(drop)
+    }
+}

@@ -1,0 +1,86 @@
+//! Phase 3a: turn addresses into functions, files and lines (inlined frames included) with
+//! `backtrace::resolve`, memoized across dumps.
+//!
+//! backtrace reads the list of loaded objects once and caches a few parsed ones; when the
+//! module set changes we drop both its cache and ours (`reset`).
+
+use stackdump_core::model::{Addr, Frame};
+use std::collections::HashMap;
+
+/// One symbol of an address (several when functions were inlined; innermost first).
+#[derive(Debug, Clone)]
+struct Sym {
+    function: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+/// Memoized symbolization.
+#[derive(Default)]
+pub struct Symbolizer {
+    cache: HashMap<u64, Vec<Sym>>,
+}
+
+impl Symbolizer {
+    /// Forget everything (the loaded modules changed).
+    pub fn reset(&mut self) {
+        self.cache.clear();
+        backtrace::clear_symbol_cache();
+    }
+
+    /// Frames for one address. `is_return`: the address is a return address (the call is the
+    /// instruction before it); otherwise it is an exact program counter (frame 0).
+    /// `module`/`offset` describe where the address lies.
+    pub fn frames(
+        &mut self,
+        ip: u64,
+        is_return: bool,
+        module: Option<(&str, u64)>,
+        out: &mut Vec<Frame>,
+    ) {
+        // backtrace::resolve subtracts one from the address it is given (it expects return
+        // addresses); an exact PC is passed as PC+1 so it lands on the PC itself.
+        let lookup = if is_return { ip } else { ip.wrapping_add(1) };
+        let syms = self.cache.entry(lookup).or_insert_with(|| resolve(lookup));
+        let (module, offset) = match module {
+            Some((path, bias)) => (Some(path.to_string()), Some(Addr(ip.wrapping_sub(bias)))),
+            None => (None, None),
+        };
+        if syms.is_empty() {
+            out.push(Frame {
+                ip: Addr(ip),
+                module,
+                offset,
+                function: None,
+                file: None,
+                line: None,
+                inlined: false,
+            });
+            return;
+        }
+        let last = syms.len() - 1;
+        for (i, s) in syms.iter().enumerate() {
+            out.push(Frame {
+                ip: Addr(ip),
+                module: module.clone(),
+                offset,
+                function: s.function.clone(),
+                file: s.file.clone(),
+                line: s.line,
+                inlined: i < last,
+            });
+        }
+    }
+}
+
+fn resolve(addr: u64) -> Vec<Sym> {
+    let mut syms = Vec::new();
+    backtrace::resolve(addr as usize as *mut std::ffi::c_void, |s| {
+        syms.push(Sym {
+            function: s.name().map(|n| format!("{n:#}")),
+            file: s.filename().map(|p| p.to_string_lossy().into_owned()),
+            line: s.lineno(),
+        });
+    });
+    syms
+}

@@ -1,0 +1,211 @@
+//! Thin wrappers over the raw system calls the dump thread needs and std does not offer.
+//! Dump thread only: nothing here is called from a signal handler (that code is in `sigctx`).
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Sleep on `word` while it equals `expected`, at most `timeout` (spurious wakeups allowed).
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word` and sleeps; `tsp` is null or points
+    // to a timespec that outlives the call. Errors (EAGAIN: value changed, ETIMEDOUT, EINTR) all
+    // mean "go and look again", so the result is ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        );
+    }
+}
+
+/// The kernel layout of a `siginfo_t` for SI_QUEUE on 64-bit Linux (the `_rt` union member).
+#[repr(C)]
+struct QueueInfo {
+    signo: i32,
+    errno: i32,
+    code: i32,
+    _pad: i32,
+    pid: i32,
+    uid: u32,
+    value: u64,
+    _rest: [u64; 12],
+}
+
+const _: () = assert!(std::mem::size_of::<QueueInfo>() == 128);
+
+/// Send `signo` to thread `tid` of process `tgid` with an SI_QUEUE value (`rt_tgsigqueueinfo`).
+pub fn tg_sigqueue(tgid: i32, tid: i32, signo: i32, value: u64) -> io::Result<()> {
+    let info = QueueInfo {
+        signo,
+        errno: 0,
+        code: libc::SI_QUEUE,
+        _pad: 0,
+        pid: tgid,
+        // SAFETY: getuid cannot fail.
+        uid: unsafe { libc::getuid() },
+        value,
+        _rest: [0; 12],
+    };
+    // SAFETY: the kernel copies 128 bytes from `info`, which is exactly that size and lives
+    // across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            tgid,
+            tid,
+            signo,
+            &info as *const QueueInfo,
+        )
+    })?;
+    Ok(())
+}
+
+/// True when thread `tid` of `tgid` still exists (`tgkill(tgid, tid, 0)`).
+pub fn thread_alive(tgid: i32, tid: i32) -> bool {
+    // SAFETY: signal 0 performs only the existence and permission checks.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The handler currently installed for `signo` (its `sa_sigaction`), or None for SIG_DFL/IGN.
+pub fn current_handler(signo: i32) -> Option<usize> {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null `act` only queries.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let r = unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) };
+    (r == 0 && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN)
+        .then_some(old.sa_sigaction)
+}
+
+/// Milliseconds since the Unix epoch (CLOCK_REALTIME).
+pub fn now_unix_millis() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+/// Move `fd` to a number above 2 (a host that closed 0-2 must not find our files there).
+fn above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd > 2 {
+        // SAFETY: fd was just returned by the kernel to us and is owned by nobody else.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates our own fd to the lowest free number >= 3.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    // SAFETY: closing the low-numbered fd we own.
+    unsafe { libc::close(fd) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: dup is a fresh fd owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// Open a directory for *at calls (O_DIRECTORY | O_CLOEXEC, never on fds 0-2).
+pub fn open_dir(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    above_stdio(fd)
+}
+
+/// Create a new file `name` in `dir`: O_CREAT|O_EXCL|O_NOFOLLOW, mode exactly 0600.
+pub fn create_exclusive(dir: &OwnedFd, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is NUL-terminated; dir is an open directory fd.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = above_stdio(fd)?;
+    // SAFETY: fchmod on our own fd; sets exactly 0600 whatever the umask.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Rename `from` to `to` inside `dir`, failing with EEXIST instead of replacing.
+pub fn rename_noreplace(dir: &OwnedFd, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; dir is an open directory fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            dir.as_raw_fd(),
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match check(r) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            // File systems without RENAME_NOREPLACE: link (fails on EEXIST) then unlink.
+            link(dir, from, to)?;
+            unlink(dir, from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Hard-link `from` to `to` inside `dir` (fails with EEXIST).
+pub fn link(dir: &OwnedFd, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; dir is an open directory fd; flags 0: no follow.
+    let r = unsafe {
+        libc::linkat(
+            dir.as_raw_fd(),
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            0,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Remove `name` from `dir`.
+pub fn unlink(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated; dir is an open directory fd.
+    let r = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    check(r as libc::c_long).map(|_| ())
+}

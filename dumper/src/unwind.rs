@@ -1,0 +1,271 @@
+//! Phase 2: unwind copied stacks with DWARF CFI (`.eh_frame`), off the signal path.
+//!
+//! Owns the set of loaded modules as framehop sees them. Modules are read once (only the
+//! sections unwinding needs: the address ranges of `.text` and `.got`, the bytes of `.eh_frame`
+//! and `.eh_frame_hdr`) and kept across dumps together with framehop's rule cache; each dump
+//! only adds what was mapped since and drops what was unmapped.
+
+use crate::sigctx::capture::RawRegs;
+use framehop::Unwinder;
+use object::{Object, ObjectSection, ObjectSegment};
+use stackdump_core::proc::Mapping;
+use std::collections::HashMap;
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+mod arch {
+    pub type Unwinder = framehop::x86_64::UnwinderX86_64<Vec<u8>>;
+    pub type Cache = framehop::x86_64::CacheX86_64;
+    pub fn regs(r: &crate::sigctx::capture::RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
+        framehop::x86_64::UnwindRegsX86_64::new(r.pc, r.sp, r.fp)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    pub type Unwinder = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
+    pub type Cache = framehop::aarch64::CacheAarch64;
+    pub fn regs(r: &crate::sigctx::capture::RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
+        framehop::aarch64::UnwindRegsAarch64::new(r.lr, r.sp, r.fp)
+    }
+}
+
+/// A loaded object: where it is mapped and how to turn an address into a file offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    pub path: String,
+    pub range: Range<u64>,
+    /// Load bias: AVMA = SVMA + bias.
+    pub bias: u64,
+}
+
+/// How an unwind ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwindEnd {
+    /// The unwinder found the root of the stack.
+    Clean,
+    /// The unwinder could not go further (missing CFI, stack window too small, bad data).
+    Stopped,
+    /// The frame limit was reached.
+    FrameLimit,
+}
+
+/// Frames of one thread: `(address, is_return_address)`, innermost first.
+pub struct RawFrames {
+    pub addrs: Vec<(u64, bool)>,
+    pub end: UnwindEnd,
+}
+
+/// All modules of the process, for unwinding and for naming addresses.
+pub struct Modules {
+    unwinder: arch::Unwinder,
+    cache: arch::Cache,
+    /// By start of range.
+    loaded: HashMap<u64, ModuleInfo>,
+    /// Sorted by range start, for lookups.
+    sorted: Vec<ModuleInfo>,
+    /// Modules that could not be read (path → why), reported in the dump's errors.
+    pub problems: Vec<String>,
+}
+
+impl Default for Modules {
+    fn default() -> Self {
+        Modules {
+            unwinder: arch::Unwinder::new(),
+            cache: arch::Cache::new(),
+            loaded: HashMap::new(),
+            sorted: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// Group the file-backed mappings of `maps` into objects: (path, whole range, mapping at file
+/// offset 0). The `[vdso]` counts as an object.
+fn objects(maps: &[Mapping]) -> Vec<(String, Range<u64>, u64)> {
+    let mut out: Vec<(String, Range<u64>, u64)> = Vec::new();
+    for m in maps {
+        let is_file = m.path.starts_with('/') && m.inode != 0;
+        if !(is_file || m.path == "[vdso]") {
+            continue;
+        }
+        match out
+            .iter_mut()
+            .rev()
+            .find(|(p, r, _)| *p == m.path && r.end == m.start)
+        {
+            Some((_, r, _)) => r.end = m.end,
+            None => {
+                // A new object starts at its mapping of file offset 0.
+                if m.offset == 0 {
+                    out.push((m.path.clone(), m.start..m.end, m.start));
+                }
+            }
+        }
+    }
+    // Keep only objects with executable code.
+    out.retain(|(_, r, _)| {
+        maps.iter()
+            .any(|m| m.executable && m.start >= r.start && m.end <= r.end)
+    });
+    out
+}
+
+impl Modules {
+    /// Bring the module set in line with `maps`. Returns true when it changed.
+    pub fn sync(&mut self, maps: &[Mapping]) -> bool {
+        let current = objects(maps);
+        let mut changed = false;
+        let keep: Vec<u64> = current.iter().map(|(_, r, _)| r.start).collect();
+        let stale: Vec<u64> = self
+            .loaded
+            .iter()
+            .filter(|(start, info)| {
+                !current.iter().any(|(p, r, _)| {
+                    r.start == **start && *p == info.path && r.end == info.range.end
+                })
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for start in stale {
+            self.unwinder.remove_module(start);
+            self.loaded.remove(&start);
+            changed = true;
+        }
+        for (path, range, first) in current {
+            if self.loaded.contains_key(&range.start) {
+                continue;
+            }
+            match load(&path, range.clone(), first) {
+                Ok((module, bias)) => {
+                    self.unwinder.add_module(module);
+                    self.loaded
+                        .insert(range.start, ModuleInfo { path, range, bias });
+                    changed = true;
+                }
+                Err(why) => {
+                    if !self.problems.iter().any(|p| p.starts_with(&path)) {
+                        self.problems
+                            .push(format!("{path}: no unwind data ({why})"));
+                    }
+                }
+            }
+        }
+        let _ = keep;
+        if changed {
+            self.sorted = self.loaded.values().cloned().collect();
+            self.sorted.sort_by_key(|m| m.range.start);
+        }
+        changed
+    }
+
+    /// The module containing `addr`.
+    pub fn module_of(&self, addr: u64) -> Option<&ModuleInfo> {
+        let i = self.sorted.partition_point(|m| m.range.start <= addr);
+        let m = self.sorted.get(i.checked_sub(1)?)?;
+        (addr < m.range.end).then_some(m)
+    }
+
+    /// Unwind one copied stack: `stack[0]` is the byte at `regs.sp`.
+    pub fn unwind(&mut self, regs: &RawRegs, stack: &[u8], max_frames: usize) -> RawFrames {
+        let sp = regs.sp;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+            let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+            Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut addrs = Vec::with_capacity(32);
+        let mut iter =
+            self.unwinder
+                .iter_frames(regs.pc, arch::regs(regs), &mut self.cache, &mut read_stack);
+        let end = loop {
+            if addrs.len() >= max_frames {
+                break UnwindEnd::FrameLimit;
+            }
+            match iter.next() {
+                Ok(Some(fa)) => {
+                    let is_return = matches!(fa, framehop::FrameAddress::ReturnAddress(_));
+                    addrs.push((fa.address(), is_return));
+                }
+                Ok(None) => break UnwindEnd::Clean,
+                Err(_) => break UnwindEnd::Stopped,
+            }
+        };
+        RawFrames { addrs, end }
+    }
+}
+
+/// Read the unwind sections of one object. `first` is the start of its mapping at offset 0.
+fn load(
+    path: &str,
+    range: Range<u64>,
+    first: u64,
+) -> Result<(framehop::Module<Vec<u8>>, u64), String> {
+    if path == "[vdso]" {
+        let len = (range.end - range.start) as usize;
+        let mut bytes = vec![0u8; len];
+        // SAFETY: `bytes` is a writable buffer of `len` bytes that nothing else reads.
+        let n = unsafe { crate::sigctx::read_own_memory(bytes.as_mut_ptr(), range.start, len) };
+        bytes.truncate(n);
+        let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
+        return module(&file, path, range, first);
+    }
+    let f = std::fs::File::open(path)
+        .or_else(|_| {
+            std::fs::File::open(format!(
+                "/proc/self/map_files/{:x}-{:x}",
+                range.start, range.end
+            ))
+        })
+        .map_err(|e| e.to_string())?;
+    let cache = object::ReadCache::new(f);
+    let file = object::File::parse(&cache).map_err(|e| e.to_string())?;
+    module(&file, path, range, first)
+}
+
+fn module<'d, R: object::ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    path: &str,
+    range: Range<u64>,
+    first: u64,
+) -> Result<(framehop::Module<Vec<u8>>, u64), String> {
+    let lowest = file
+        .segments()
+        .map(|s| s.address())
+        .min()
+        .ok_or("no loadable segment")?;
+    let page = 4096u64;
+    let bias = first.wrapping_sub(lowest & !(page - 1));
+    let section = |name: &str| file.section_by_name(name);
+    let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
+    let data = |name: &str| {
+        section(name)
+            .and_then(|s| s.data().ok())
+            .map(|d| d.to_vec())
+    };
+    let eh_frame = data(".eh_frame");
+    let debug_frame = if eh_frame.is_none() {
+        data(".debug_frame")
+    } else {
+        None
+    };
+    if eh_frame.is_none() && debug_frame.is_none() {
+        return Err("neither .eh_frame nor .debug_frame".into());
+    }
+    let info = framehop::ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma: svma(".text"),
+        text: None,
+        got_svma: svma(".got"),
+        eh_frame_svma: svma(".eh_frame"),
+        eh_frame,
+        eh_frame_hdr_svma: svma(".eh_frame_hdr"),
+        eh_frame_hdr: data(".eh_frame_hdr"),
+        debug_frame,
+        ..Default::default()
+    };
+    Ok((
+        framehop::Module::new(path.to_string(), range, bias, info),
+        bias,
+    ))
+}
