@@ -117,10 +117,19 @@ impl DumpThread {
         let mut threads: Vec<RawThread> = Vec::with_capacity(tids.len());
         for tid in tids {
             let t = match reader.kernel_view(tid) {
-                Ok((name, kernel, status)) => RawThread {
+                Ok((name, mut kernel, status)) => RawThread {
+                    kernel: if tid == me {
+                        // Our own thread is busy reading /proc: its syscall and kernel stack
+                        // describe the dump itself, not the host.
+                        kernel.syscall = stackdump_core::model::SyscallState::Running;
+                        kernel.kernel_stack = None;
+                        kernel.wchan = None;
+                        kernel
+                    } else {
+                        kernel
+                    },
                     tid,
                     name,
-                    kernel,
                     blocks_capture: status.blocks(self.cfg.capture.number),
                     status: if tid == me {
                         CaptureStatus::Dumper
