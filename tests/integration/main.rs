@@ -1,1 +1,15 @@
+//! End-to-end tests: real processes, real signals, real files.
+//!
+//! - `examples`: the target programs (C, Python, Rust) reach READY with every thread parked
+//!   where it should be, seen from `/proc`. No preload: these run before the dumper exists.
+//! - `dump`: the same programs with `libstackdump.so` preloaded, dumped with `kill -s USR1`;
+//!   the side files are checked against the kernel's view and the programs' known stacks.
+//!
+//! Run: `cargo build --release && cargo test --release --test integration` (the C examples are
+//! compiled by the tests with `cc`; the Python example needs `python3`). The artifacts are found
+//! next to this test binary, so any `CARGO_TARGET_DIR` works as long as the workspace was built
+//! there with the same profile.
 
+mod dump;
+mod examples;
+mod util;

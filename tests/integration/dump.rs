@@ -1,0 +1,405 @@
+//! The example programs with `libstackdump.so` preloaded, dumped with `kill -s USR1`: the side
+//! files are complete, private and atomic, agree with the kernel, show the programs' known
+//! stacks, and leave the process running as it was.
+
+use crate::examples::{parked_names, parked_syscalls};
+use crate::util::*;
+use stackdump_core::model::{CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A dump taken from a target, with everything needed to explain a failure.
+struct Dumped {
+    path: PathBuf,
+    dump: Dump,
+    text: String,
+}
+
+impl Dumped {
+    /// The dump's text form and the target's state, for failure messages.
+    fn context(&self, t: &Target) -> String {
+        format!(
+            "=== dump {}\n{}\n=== target\n{}",
+            self.path.display(),
+            self.text,
+            t.describe()
+        )
+    }
+
+    fn thread(&self, t: &Target, name: &str) -> &Thread {
+        let found: Vec<&Thread> = self
+            .dump
+            .threads
+            .iter()
+            .filter(|th| th.name == name)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one thread named {name:?} in the dump\n{}",
+            self.context(t)
+        );
+        found[0]
+    }
+}
+
+/// `kill -s USR1`, wait for the JSON side file, read it.
+fn trigger(t: &mut Target) -> Dumped {
+    let deadline = deadline();
+    send_signal(t.pid, "USR1");
+    let path = wait_for_dump(&t.dump_dir(), t.pid, deadline);
+    let dump = read_dump(&path);
+    let text = dump_text(&path, &dump);
+    Dumped { path, dump, text }
+}
+
+fn spawn_ready(cmd: Command) -> Target {
+    let mut t = Target::spawn(cmd, Preload::Yes);
+    t.wait_ready(deadline());
+    t
+}
+
+/// What holds for every dump of every target: the header, the thread list against `/proc`,
+/// the dumper's own thread, the files (mode 0600, no temporary left), and a live process that
+/// wrote nothing to stdout/stderr.
+fn check_common(t: &mut Target, d: &Dumped) {
+    let ctx = || d.context(t);
+    let dump = &d.dump;
+    assert_eq!(dump.format, "stackdump/1", "{}", ctx());
+    assert_eq!(dump.pid.0, t.pid, "{}", ctx());
+    assert_eq!(dump.trigger.signal, "USR1", "{}", ctx());
+    assert_eq!(
+        dump.trigger.sender_pid,
+        Some(std::process::id() as i32),
+        "the sender is this test process\n{}",
+        ctx()
+    );
+
+    // Every thread, no more, no less: the programs' threads do not come and go.
+    let in_proc: BTreeSet<Tid> = t.tids().into_iter().collect();
+    let in_dump: BTreeSet<Tid> = dump.threads.iter().map(|th| th.tid).collect();
+    assert_eq!(
+        dump.threads.len(),
+        in_proc.len(),
+        "thread count differs from /proc/{}/task\n{}",
+        t.pid,
+        ctx()
+    );
+    assert_eq!(in_dump, in_proc, "tids differ from /proc\n{}", ctx());
+    assert_eq!(dump.capture.threads, dump.threads.len(), "{}", ctx());
+    for (tid, name) in t.thread_names() {
+        let th = dump.thread(tid).expect("tid checked above");
+        assert_eq!(
+            th.name,
+            name,
+            "name of {tid} differs from its comm\n{}",
+            ctx()
+        );
+    }
+    let dumper = d.thread(t, "stackdump");
+    assert_eq!(dumper.capture, CaptureStatus::Dumper, "{}", ctx());
+
+    // Files: the JSON and its text twin, private, complete, no temporary left behind.
+    let txt = d.path.with_extension("txt");
+    for file in [&d.path, &txt] {
+        let meta = std::fs::symlink_metadata(file)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), ctx()));
+        assert!(meta.is_file(), "{} is not a regular file", file.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{} has mode {:o}",
+            file.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let name = d.path.file_name().unwrap().to_string_lossy().into_owned();
+    check_file_name(&name, t.pid).unwrap_or_else(|e| panic!("{e}\n{}", ctx()));
+    for entry in std::fs::read_dir(t.dump_dir())
+        .expect("list dump dir")
+        .flatten()
+    {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            !n.starts_with('.') && !n.ends_with(".tmp"),
+            "temporary file {n:?} left in the dump dir\n{}",
+            ctx()
+        );
+    }
+
+    // The process goes on, and nothing was written to its stdout.
+    t.assert_alive();
+    assert_eq!(
+        t.stdout(),
+        vec![format!("READY {}", t.pid)],
+        "{}",
+        d.context(t)
+    );
+}
+
+/// `stackdump-<pid>-<YYYYmmddTHHMMSS.mmm>Z[-r<request>].json`
+fn check_file_name(name: &str, pid: i32) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("bad dump file name {name:?}: {why}"));
+    let Some(rest) = name.strip_prefix(&format!("stackdump-{pid}-")) else {
+        return bad("prefix");
+    };
+    let Some(rest) = rest.strip_suffix(".json") else {
+        return bad("suffix");
+    };
+    let (stamp, request) = match rest.split_once("Z") {
+        Some((s, r)) => (s, r),
+        None => return bad("no Z"),
+    };
+    let b = stamp.as_bytes();
+    let shape_ok = b.len() == 19
+        && b[8] == b'T'
+        && b[15] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 8 || i == 15 || c.is_ascii_digit());
+    if !shape_ok {
+        return bad("timestamp is not YYYYmmddTHHMMSS.mmm");
+    }
+    if !(request.is_empty()
+        || request
+            .strip_prefix("-r")
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit())))
+    {
+        return bad("request suffix");
+    }
+    Ok(())
+}
+
+fn syscall_of(th: &Thread) -> Option<&str> {
+    syscall_name(&th.kernel.syscall)
+}
+
+/// The thread was asleep in one of `syscalls` when the dump read its kernel view.
+fn check_blocked_in(t: &Target, d: &Dumped, th: &Thread, syscalls: &[&str]) {
+    assert!(
+        th.kernel.state == "S"
+            && th.kernel.wchan.is_some()
+            && syscalls.contains(&syscall_of(th).unwrap_or("")),
+        "{} ({}) should be asleep in one of {syscalls:?} with a wchan; dump says state {} wchan \
+         {:?} syscall {:?}\n{}",
+        th.name,
+        th.tid,
+        th.kernel.state,
+        th.kernel.wchan,
+        th.kernel.syscall,
+        d.context(t)
+    );
+}
+
+fn position(frames: &[Frame], name: &str) -> Option<usize> {
+    frames
+        .iter()
+        .position(|f| function_is(f.function.as_deref(), name))
+}
+
+/// `parking`, `level_20`, …, `level_01`, `worker_main`, consecutive, innermost first, each with
+/// `parked.c:<line>`.
+fn check_parked_stack(t: &Target, d: &Dumped, th: &Thread, parking: &str) {
+    let fail = |why: String| -> ! {
+        panic!(
+            "{} ({}): {why}\nframes:\n{}\n{}",
+            th.name,
+            th.tid,
+            th.frames
+                .iter()
+                .map(stackdump_core::render::frame)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            d.context(t)
+        )
+    };
+    if th.capture != CaptureStatus::Ok {
+        fail(format!("capture is {:?}, not ok", th.capture));
+    }
+    let mut expected = vec![parking.to_string()];
+    expected.extend((1..=20).rev().map(|n| format!("level_{n:02}")));
+    expected.push("worker_main".to_string());
+    let Some(start) = position(&th.frames, parking) else {
+        fail(format!("no {parking} frame"));
+    };
+    let window = &th.frames[start..];
+    if window.len() < expected.len() {
+        fail(format!(
+            "stack ends after {} frames from {parking}",
+            window.len()
+        ));
+    }
+    for (frame, want) in window.iter().zip(&expected) {
+        if !function_is(frame.function.as_deref(), want) {
+            fail(format!(
+                "expected {want} in sequence, found {:?}",
+                frame.function
+            ));
+        }
+        if !frame
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("parked.c"))
+            || frame.line.is_none()
+        {
+            fail(format!(
+                "{want} has no parked.c:<line> (file {:?}, line {:?})",
+                frame.file, frame.line
+            ));
+        }
+    }
+    if th.truncated {
+        fail("marked truncated although it unwound to worker_main".to_string());
+    }
+}
+
+#[test]
+fn c_parked_dump_has_every_thread_unwound_without_frame_pointers() {
+    const WORKERS: usize = 6;
+    let mut cmd = Command::new(build_c_example("parked"));
+    cmd.arg(WORKERS.to_string());
+    let mut t = spawn_ready(cmd);
+    let d = trigger(&mut t);
+    check_common(&mut t, &d);
+
+    d.thread(&t, "parked"); // main, under the executable's name
+    for name in parked_names(WORKERS) {
+        let th = d.thread(&t, &name);
+        check_blocked_in(&t, &d, th, parked_syscalls(&name));
+        let parking = match &name[..name.find('-').unwrap_or(name.len())] {
+            "reader" => "park_read",
+            "sleeper" => "park_sleep",
+            "waiter" => "park_cond",
+            _ => continue, // masked: below
+        };
+        check_parked_stack(&t, &d, th, parking);
+    }
+
+    // The thread that blocks every signal is not interrupted, but the kernel still tells.
+    let masked = d.thread(&t, "masked");
+    assert_eq!(
+        masked.capture,
+        CaptureStatus::SignalBlocked,
+        "{}",
+        d.context(&t)
+    );
+    assert!(masked.frames.is_empty(), "{}", d.context(&t));
+    check_blocked_in(&t, &d, masked, &["read"]);
+
+    // Nobody was disturbed: every thread but main is back asleep where it was.
+    let parked_again = || {
+        parked_names(WORKERS).iter().all(|name| {
+            let k = t.kernel_view(t.tid_of(name));
+            k.state == "S" && parked_syscalls(name).contains(&k.syscall_name().unwrap_or(""))
+        })
+    };
+    assert!(
+        poll_until(deadline(), parked_again),
+        "threads did not go back to sleep after the dump\n{}",
+        d.context(&t)
+    );
+    assert_eq!(t.stderr(), "", "nothing may be written to stderr");
+}
+
+#[test]
+fn python_incident_dump_is_written_while_stderr_is_a_full_pipe() {
+    const WORKERS: usize = 4;
+    let mut cmd = Command::new("python3");
+    cmd.arg(python_example("incident.py"))
+        .arg(WORKERS.to_string());
+    let mut t = spawn_ready(cmd);
+    let d = trigger(&mut t);
+    check_common(&mut t, &d);
+
+    for i in 0..WORKERS {
+        let th = d.thread(&t, &format!("worker-{i}"));
+        let wchan = th.kernel.wchan.as_deref().unwrap_or("");
+        assert!(
+            th.kernel.state == "S" && wchan.contains("pipe_write"),
+            "{} should sleep in (anon_)pipe_write, dump says {} {wchan:?}\n{}",
+            th.name,
+            th.kernel.state,
+            d.context(&t)
+        );
+        match &th.kernel.syscall {
+            SyscallState::InSyscall {
+                name: Some(name),
+                fd: Some(fd),
+                ..
+            } if name == "write"
+                && fd.fd == 2
+                && fd
+                    .target
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("pipe:[")) => {}
+            other => panic!(
+                "{} should be in write(fd=2 → pipe:[…]), dump says {other:?}\n{}",
+                th.name,
+                d.context(&t)
+            ),
+        }
+        assert_eq!(th.capture, CaptureStatus::Ok, "{}", d.context(&t));
+        assert!(!th.frames.is_empty(), "{}", d.context(&t));
+    }
+
+    // The pipe was full all along: the workers are still stuck in write(2).
+    for i in 0..WORKERS {
+        let k = t.kernel_view(t.tid_of(&format!("worker-{i}")));
+        assert_eq!(k.syscall_name(), Some("write"), "{k:?}\n{}", d.context(&t));
+    }
+}
+
+#[test]
+fn rust_named_threads_dump_shows_names_and_marker_functions() {
+    let mut t = spawn_ready(Command::new(rust_example("named_threads")));
+    let d = trigger(&mut t);
+    check_common(&mut t, &d);
+
+    for (name, marker, syscalls) in [
+        ("db-writer", "blocked_in_pipe_read", &["read"][..]),
+        (
+            "sleeper",
+            "sleeping_in_nanosleep",
+            &["clock_nanosleep", "nanosleep"],
+        ),
+        ("lock-waiter", "waiting_for_mutex", &["futex"]),
+        ("cond-waiter", "waiting_on_condvar", &["futex"]),
+    ] {
+        let th = d.thread(&t, name);
+        check_blocked_in(&t, &d, th, syscalls);
+        assert_eq!(th.capture, CaptureStatus::Ok, "{name}\n{}", d.context(&t));
+        let Some(i) = position(&th.frames, marker) else {
+            panic!("{name}: no {marker} frame\n{}", d.context(&t));
+        };
+        let f = &th.frames[i];
+        assert!(
+            f.file
+                .as_deref()
+                .is_some_and(|p| p.ends_with("named_threads.rs"))
+                && f.line.is_some(),
+            "{name}: {marker} has no named_threads.rs:<line>: {f:?}\n{}",
+            d.context(&t)
+        );
+    }
+    assert_eq!(t.stderr(), "", "nothing may be written to stderr");
+}
+
+#[test]
+fn dump_file_names_follow_the_contract() {
+    // The checker itself must reject what the contract forbids (a test that cannot fail is no
+    // test).
+    assert!(check_file_name("stackdump-42-20240102T030405.678Z.json", 42).is_ok());
+    assert!(check_file_name("stackdump-42-20240102T030405.678Z-r17.json", 42).is_ok());
+    for bad in [
+        "stackdump-43-20240102T030405.678Z.json",
+        "stackdump-42-20240102T030405Z.json",
+        "stackdump-42-20240102T030405.678.json",
+        "stackdump-42-20240102T030405.678Z-r.json",
+        "stackdump-42-20240102T030405.678Z.json.tmp",
+    ] {
+        assert!(check_file_name(bad, 42).is_err(), "{bad} accepted");
+    }
+}

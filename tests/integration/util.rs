@@ -1,0 +1,593 @@
+//! The harness: find the artifacts, build the C examples, spawn targets (with or without
+//! `libstackdump.so` preloaded), signal them by name, wait for dumps on a handshake (the file
+//! appearing), and explain failures with everything we have (text dump, child's stderr).
+//!
+//! Every wait has a deadline; nothing sleeps a fixed time hoping something happened. Every child
+//! is killed (SIGKILL) and reaped when its [`Target`] is dropped, panics included.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use stackdump_core::model::{Dump, SyscallState, Tid};
+use stackdump_core::proc::{self as kproc, TaskReader};
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long any single test may wait for anything.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A deadline [`TEST_TIMEOUT`] from now.
+pub fn deadline() -> Instant {
+    Instant::now() + TEST_TIMEOUT
+}
+
+/// The repository root (where the root `Cargo.toml` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `…/target/<profile>`: the directory holding this test binary's `deps/`. Works for any
+/// `CARGO_TARGET_DIR` and any profile (and for `--target <triple>` layouts).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a parent directory");
+    let dir = if deps.file_name() == Some(OsStr::new("deps")) {
+        deps.parent().expect("deps/ has a parent")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+fn profile_hint() -> String {
+    let dir = target_dir();
+    let profile = dir.file_name().and_then(OsStr::to_str).unwrap_or("debug");
+    match profile {
+        "debug" => "cargo build".to_string(),
+        "release" => "cargo build --release".to_string(),
+        other => format!("cargo build --profile {other}"),
+    }
+}
+
+/// `target_dir()/libstackdump.so`, built by building the workspace with the same profile.
+pub fn libstackdump() -> PathBuf {
+    let path = target_dir().join("libstackdump.so");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `{}` first (the whole workspace, same profile and target dir as \
+         this test run), e.g. `cargo build --release && cargo test --release --test integration`",
+        path.display(),
+        profile_hint()
+    );
+    path
+}
+
+/// `target_dir()/stackdump`, the CLI.
+pub fn stackdump_bin() -> PathBuf {
+    let path = target_dir().join("stackdump");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `{}` first (same profile and target dir as this test run)",
+        path.display(),
+        profile_hint()
+    );
+    path
+}
+
+/// `target_dir()/examples/<name>`, a Rust example of the root package.
+pub fn rust_example(name: &str) -> PathBuf {
+    let path = target_dir().join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `{} --examples` first (same profile and target dir as this test run)",
+        path.display(),
+        profile_hint()
+    );
+    path
+}
+
+/// `examples/python/<name>`.
+pub fn python_example(name: &str) -> PathBuf {
+    let path = repo_root().join("examples/python").join(name);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// Compile `examples/c/<name>.c` with `cc -O2 -g -pthread` (no frame pointers, on purpose) into
+/// `target_dir()/c-examples/<name>`. Once per test process per example; rebuilt when the source
+/// is newer than the binary. Panics with the compiler's output on failure.
+pub fn build_c_example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let source = repo_root().join("examples/c").join(format!("{name}.c"));
+    assert!(source.is_file(), "{} is missing", source.display());
+    let out_dir = target_dir().join("c-examples");
+    std::fs::create_dir_all(&out_dir).expect("create c-examples dir");
+    let binary = out_dir.join(name);
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = matches!((mtime(&source), mtime(&binary)), (Some(s), Some(b)) if b >= s);
+    if !fresh {
+        // Compile to a temporary name and rename: another test process may be doing the same.
+        let tmp = out_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+        let output = Command::new(&cc)
+            .args([
+                "-O2", "-g", "-pthread", "-std=c11", "-Wall", "-Wextra", "-o",
+            ])
+            .arg(&tmp)
+            .arg(&source)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            panic!(
+                "compiling {} failed ({}):\n{}{}",
+                source.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::fs::rename(&tmp, &binary).expect("rename the compiled example into place");
+    }
+    built.push((name.to_string(), binary.clone()));
+    binary
+}
+
+/// Whether to preload `libstackdump.so` into a [`Target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preload {
+    Yes,
+    No,
+}
+
+/// A spawned target program. Killed (SIGKILL) and reaped on drop; its directories go with it.
+pub struct Target {
+    child: Child,
+    pub pid: i32,
+    /// What the program is, for messages.
+    pub what: String,
+    /// Holds `dumps/` (the target's `STACKDUMP_DIR`) and `stderr.log` (the child's stderr).
+    root: tempfile::TempDir,
+    stdout_lines: mpsc::Receiver<String>,
+    /// Every stdout line seen so far (the reader thread appends).
+    stdout_all: Arc<Mutex<Vec<String>>>,
+    ready: bool,
+}
+
+impl Target {
+    /// Spawn `cmd` with stdout piped, stderr to a log file, stdin from /dev/null,
+    /// `STACKDUMP_DIR` set to a fresh directory and, with [`Preload::Yes`],
+    /// `LD_PRELOAD=libstackdump.so`. Extra environment belongs on `cmd`.
+    pub fn spawn(mut cmd: Command, preload: Preload) -> Target {
+        let root = tempfile::Builder::new()
+            .prefix("stackdump-it-")
+            .tempdir()
+            .expect("create a temp dir");
+        let dumps = root.path().join("dumps");
+        std::fs::create_dir(&dumps).expect("create dumps dir");
+        let stderr = std::fs::File::create(root.path().join("stderr.log")).expect("stderr.log");
+        let what = format!("{cmd:?}");
+        cmd.env("STACKDUMP_DIR", &dumps)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        match preload {
+            Preload::Yes => {
+                cmd.env("LD_PRELOAD", libstackdump());
+            }
+            Preload::No => {
+                cmd.env_remove("LD_PRELOAD");
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+        let pid = i32::try_from(child.id()).expect("pid fits in i32");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        let stdout_all = Arc::new(Mutex::new(Vec::new()));
+        let all = Arc::clone(&stdout_all);
+        std::thread::Builder::new()
+            .name(format!("stdout-{pid}"))
+            .spawn(move || {
+                // Reads until EOF (the child and everything that inherited its stdout are gone).
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    all.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(line.clone());
+                    let _ = tx.send(line);
+                }
+            })
+            .expect("spawn stdout reader");
+        Target {
+            child,
+            pid,
+            what,
+            root,
+            stdout_lines: rx,
+            stdout_all,
+            ready: false,
+        }
+    }
+
+    /// The target's `STACKDUMP_DIR`.
+    pub fn dump_dir(&self) -> PathBuf {
+        self.root.path().join("dumps")
+    }
+
+    /// The target's `/proc/<pid>`.
+    pub fn proc_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}", self.pid))
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read(self.root.path().join("stderr.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("<cannot read stderr.log: {e}>"))
+    }
+
+    /// Everything the child wrote to stdout so far, one entry per line.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout_all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The child's exit status if it has exited (reaps it).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Wait for the `READY <pid>` line. Panics at the deadline, or as soon as the child dies,
+    /// with its stderr.
+    pub fn wait_ready(&mut self, deadline: Instant) -> &mut Target {
+        loop {
+            match self.stdout_lines.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => {
+                    let expected = format!("READY {}", self.pid);
+                    assert_eq!(
+                        line,
+                        expected,
+                        "{}: first stdout line is not {expected:?}\n{}",
+                        self.what,
+                        self.describe()
+                    );
+                    self.ready = true;
+                    return self;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed: the child is most likely exiting; give it until the
+                    // deadline to do so, for its status.
+                    let mut status = None;
+                    poll_until(deadline, || {
+                        status = self.exited();
+                        status.is_some()
+                    });
+                    panic!(
+                        "{} closed stdout before READY (exit status {status:?})\n{}",
+                        self.what,
+                        self.describe()
+                    );
+                }
+            }
+            if let Some(status) = self.exited() {
+                panic!(
+                    "{} exited before READY ({status})\n{}",
+                    self.what,
+                    self.describe()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not print READY before the deadline\n{}",
+                    self.what,
+                    self.describe()
+                );
+            }
+        }
+    }
+
+    /// The tids of the target right now (sorted).
+    pub fn tids(&self) -> Vec<Tid> {
+        TaskReader::new(self.proc_dir()).tids().unwrap_or_else(|e| {
+            panic!("{}: cannot list tasks: {e}\n{}", self.what, self.describe())
+        })
+    }
+
+    /// `(tid, comm)` of every thread right now.
+    pub fn thread_names(&self) -> Vec<(Tid, String)> {
+        self.tids()
+            .into_iter()
+            .filter_map(|tid| {
+                let comm =
+                    std::fs::read_to_string(self.proc_dir().join(format!("task/{}/comm", tid.0)))
+                        .ok()?;
+                Some((tid, comm.trim_end_matches('\n').to_string()))
+            })
+            .collect()
+    }
+
+    /// The tid of the thread called `name`; panics if there is none or several.
+    pub fn tid_of(&self, name: &str) -> Tid {
+        let names = self.thread_names();
+        let found: Vec<Tid> = names
+            .iter()
+            .filter(|(_, n)| n == name)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: expected exactly one thread named {name:?}, threads: {names:?}\n{}",
+            self.what,
+            self.describe()
+        );
+        found[0]
+    }
+
+    /// Syscall, wchan, state and status of one thread, read from outside (kernel view only).
+    pub fn kernel_view(&self, tid: Tid) -> KernelSnapshot {
+        let mut reader = TaskReader::new(self.proc_dir());
+        reader.kernel_stacks = false;
+        let (name, mut view, status) = reader
+            .kernel_view(tid)
+            .unwrap_or_else(|_| panic!("{}: thread {tid} is gone\n{}", self.what, self.describe()));
+        reader.resolve_fd(&mut view.syscall);
+        KernelSnapshot {
+            name,
+            state: view.state,
+            wchan: view.wchan,
+            syscall: view.syscall,
+            status,
+        }
+    }
+
+    /// The process is alive: not a zombie, and `kill(pid, 0)` succeeds.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.exited() {
+            panic!("{} died ({status})\n{}", self.what, self.describe());
+        }
+        let stat = std::fs::read(self.proc_dir().join("stat"))
+            .unwrap_or_else(|e| panic!("{}: no /proc stat: {e}", self.what));
+        let stat = kproc::parse_stat(&stat).expect("parse /proc/PID/stat");
+        assert!(
+            !matches!(stat.state, 'Z' | 'X'),
+            "{} is a zombie (state {})\n{}",
+            self.what,
+            stat.state,
+            self.describe()
+        );
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None)
+            .unwrap_or_else(|e| panic!("{}: kill(pid, 0) failed: {e}", self.what));
+    }
+
+    /// Everything we know, for failure messages: stdout and stderr so far, and the dump dir.
+    pub fn describe(&self) -> String {
+        let mut s = format!("--- pid {} ({})\n", self.pid, self.what);
+        let stdout = self.stdout();
+        s += &format!("--- stdout ({} lines)\n", stdout.len());
+        for line in &stdout {
+            s += line;
+            s.push('\n');
+        }
+        s += "--- stderr\n";
+        s += &self.stderr();
+        s += "\n--- dump dir\n";
+        match std::fs::read_dir(self.dump_dir()) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    s += &format!("{}\n", e.file_name().to_string_lossy());
+                }
+            }
+            Err(e) => s += &format!("<{e}>\n"),
+        }
+        s += "--- threads (kernel view)\n";
+        s += &self.kernel_summary();
+        s
+    }
+
+    fn kernel_summary(&self) -> String {
+        let Ok(tids) = TaskReader::new(self.proc_dir()).tids() else {
+            return "<process gone>\n".to_string();
+        };
+        let mut reader = TaskReader::new(self.proc_dir());
+        reader.kernel_stacks = false;
+        let mut s = String::new();
+        for tid in tids {
+            if let Ok((name, view, _)) = reader.kernel_view(tid) {
+                s += &format!(
+                    "{tid} {name:<16} {} wchan={} {}\n",
+                    view.state,
+                    view.wchan.as_deref().unwrap_or("-"),
+                    stackdump_core::render::syscall(&view.syscall)
+                );
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+/// One thread's kernel view, read from outside the process.
+#[derive(Debug, Clone)]
+pub struct KernelSnapshot {
+    pub name: String,
+    pub state: String,
+    pub wchan: Option<String>,
+    pub syscall: SyscallState,
+    pub status: kproc::TaskStatus,
+}
+
+impl KernelSnapshot {
+    /// The name of the syscall the thread is blocked in, if any.
+    pub fn syscall_name(&self) -> Option<&str> {
+        match &self.syscall {
+            SyscallState::InSyscall { name, .. } => name.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The syscall name of a dumped or observed thread.
+pub fn syscall_name(s: &SyscallState) -> Option<&str> {
+    match s {
+        SyscallState::InSyscall { name, .. } => name.as_deref(),
+        _ => None,
+    }
+}
+
+/// Poll `cond` with increasing backoff (1 ms → 50 ms) until it holds or the deadline passes.
+/// A handshake on an observable condition, not a fixed sleep. Returns whether it held.
+pub fn poll_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(delay.min(deadline - now));
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Send the signal called `name` (`USR1`, `SIGUSR1`, `RTMIN+3`) to `pid`. Names only: the
+/// number is looked up for this machine.
+pub fn send_signal(pid: i32, name: &str) {
+    use std::str::FromStr;
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper.clone()
+    } else {
+        format!("SIG{upper}")
+    };
+    let target = nix::unistd::Pid::from_raw(pid);
+    match nix::sys::signal::Signal::from_str(&full) {
+        Ok(sig) => nix::sys::signal::kill(target, sig)
+            .unwrap_or_else(|e| panic!("kill -s {name} {pid}: {e}")),
+        Err(_) => {
+            // Real-time signals are not in nix's enum: resolve the name with our own table.
+            let sig = stackdump_core::signals::parse_host(name)
+                .unwrap_or_else(|e| panic!("signal {name:?}: {e}"));
+            // SAFETY: kill(2) with a valid signal number has no memory-safety preconditions.
+            let rc = unsafe { libc::kill(pid, sig.number) };
+            assert_eq!(
+                rc,
+                0,
+                "kill -s {name} {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The dump files of `pid` in `dir` with this extension (`json`, `txt`), sorted by name.
+pub fn dump_files(dir: &Path, pid: i32, ext: &str) -> Vec<PathBuf> {
+    let prefix = format!("stackdump-{pid}-");
+    let suffix = format!(".{ext}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(&prefix) && name.ends_with(&suffix)
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Wait until a `stackdump-<pid>-*.json` appears in `dir` (polling with backoff 1 ms → 50 ms)
+/// and return it; panic at the deadline with what the directory holds.
+pub fn wait_for_dump(dir: &Path, pid: i32, deadline: Instant) -> PathBuf {
+    let mut found = None;
+    poll_until(deadline, || {
+        found = dump_files(dir, pid, "json").into_iter().next();
+        found.is_some()
+    });
+    found.unwrap_or_else(|| {
+        let listing: Vec<String> = std::fs::read_dir(dir)
+            .map(|e| {
+                e.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "no stackdump-{pid}-*.json in {} before the deadline; the directory holds {listing:?}",
+            dir.display()
+        )
+    })
+}
+
+/// Read and parse a JSON dump.
+pub fn read_dump(path: &Path) -> Dump {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Dump::from_json(&text).unwrap_or_else(|e| {
+        panic!(
+            "{} is not a stackdump/1 dump: {e}\n--- content\n{text}",
+            path.display()
+        )
+    })
+}
+
+/// The text form of a dump, for failure messages: the `.txt` twin of `json_path` if there is
+/// one, else rendered from the JSON.
+pub fn dump_text(json_path: &Path, dump: &Dump) -> String {
+    let txt = json_path.with_extension("txt");
+    match std::fs::read_to_string(&txt) {
+        Ok(text) => text,
+        Err(_) => stackdump_core::render::text(dump),
+    }
+}
+
+/// Does a frame's function name denote `name`? Accepts `name`, `path::to::name` and a trailing
+/// Rust hash (`::h0123456789abcdef`).
+pub fn function_is(function: Option<&str>, name: &str) -> bool {
+    let Some(f) = function else { return false };
+    let f = match f.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => f,
+    };
+    f == name || f.ends_with(&format!("::{name}"))
+}
+
+/// Read a whole file into a string (for `/proc` files), panicking with the path.
+pub fn read_to_string(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    s
+}
