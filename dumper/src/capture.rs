@@ -108,6 +108,14 @@ impl DumpThread {
         let pid = sigctx::getpid();
         let me = Tid(sigctx::gettid());
 
+        // The thread that took the trigger is still in the trigger handler; give it a moment to
+        // return to what it was doing, so its kernel view shows that and not our handler.
+        let until = Instant::now() + Duration::from_millis(5);
+        while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        std::thread::yield_now();
+
         // Phase 0: the kernel's view of every thread, before any of them is interrupted.
         let mut reader = TaskReader::new("/proc/self");
         let tids = reader.tids().unwrap_or_else(|e| {
@@ -288,14 +296,47 @@ impl DumpThread {
         let generation = self.generation;
 
         let mut queue: VecDeque<usize> = VecDeque::new();
+        let mut maybe_blocked = Vec::new();
         for (i, t) in threads.iter_mut().enumerate() {
             if t.status != CaptureStatus::Skipped {
                 continue;
             }
             if t.blocks_capture {
-                t.status = CaptureStatus::SignalBlocked;
+                maybe_blocked.push(i);
             } else {
                 queue.push_back(i);
+            }
+        }
+        // A thread still inside the trigger handler blocks the capture signal for a few more
+        // microseconds (it is in the handler's sa_mask). Let handlers finish, then look again.
+        if !maybe_blocked.is_empty() {
+            let until = Instant::now() + Duration::from_millis(5);
+            while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
+                std::thread::yield_now();
+            }
+            let mut reader = TaskReader::new("/proc/self");
+            for i in maybe_blocked {
+                let t = &mut threads[i];
+                let mut blocked = true;
+                for _ in 0..20 {
+                    match reader.status(t.tid) {
+                        Ok(st) if st.blocks(self.cfg.capture.number) => std::thread::yield_now(),
+                        Ok(_) => {
+                            blocked = false;
+                            break;
+                        }
+                        Err(proc::ThreadGone) => break,
+                    }
+                }
+                if blocked {
+                    t.status = if sys::thread_alive(pid, t.tid.0) {
+                        CaptureStatus::SignalBlocked
+                    } else {
+                        CaptureStatus::Exited
+                    };
+                } else {
+                    queue.push_back(i);
+                }
             }
         }
         let concurrency = std::thread::available_parallelism()

@@ -39,7 +39,7 @@ pub fn start() -> Result<(), NotStarted> {
         restore_default(capture);
         return Err(NotStarted::Install(e));
     }
-    if let Err(e) = install_trigger_handler(trigger) {
+    if let Err(e) = install_trigger_handler(trigger, capture) {
         // The dump thread stays parked forever on its futex: harmless, and nothing wakes it.
         return Err(NotStarted::Install(e));
     }
@@ -95,17 +95,20 @@ fn install_capture_handler(signo: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn install_trigger_handler(signo: i32) -> std::io::Result<()> {
+fn install_trigger_handler(signo: i32, capture: i32) -> std::io::Result<()> {
     // SAFETY: on_trigger is async-signal-safe (sigctx::trigger); signal-hook-registry chains any
     // handler that was installed before us.
     unsafe { signal_hook_registry::register_sigaction(signo, sigctx::trigger::on_trigger) }?;
     // signal-hook-registry installs with SA_SIGINFO | SA_RESTART; add SA_ONSTACK so a thread
-    // on an alternate signal stack (or nearly out of stack) takes the trigger there.
-    // SAFETY: query then re-install the very same handler and mask with one more flag.
+    // on an alternate signal stack (or nearly out of stack) takes the trigger there, and block
+    // the capture signal while the trigger handler runs: the dump thread it wakes may signal
+    // this very thread, and its stack must be captured in the host's code, not in our handler.
+    // SAFETY: query then re-install the very same handler with one more flag and mask bit.
     unsafe {
         let mut cur: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(signo, std::ptr::null(), &mut cur) == 0 {
             cur.sa_flags |= libc::SA_ONSTACK | libc::SA_RESTART | libc::SA_SIGINFO;
+            libc::sigaddset(&mut cur.sa_mask, capture);
             libc::sigaction(signo, &cur, std::ptr::null_mut());
         }
     }

@@ -40,7 +40,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-extern "C" fn trigger_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn trigger_handler(
+    _sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
     // SAFETY: the kernel passes a valid siginfo to SA_SIGINFO handlers.
     trigger::on_trigger(unsafe { &*info });
 }
@@ -65,7 +69,12 @@ fn handlers_do_not_allocate() {
         return body();
     }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "handlers_do_not_allocate", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "handlers_do_not_allocate",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("STACKDUMP_DISABLE", "1")
         .env("STACKDUMP_NO_ALLOC_CHILD", "1")
         .stdout(std::process::Stdio::piped())
@@ -108,7 +117,7 @@ fn body() {
         tid_tx.send(gettid()).unwrap();
         let mut b = [0u8; 1];
         theirs.read_exact(&mut b).unwrap(); // parked here during both signals
-        // Prove the counter works: this allocation on the watched thread must be seen.
+                                            // Prove the counter works: this allocation on the watched thread must be seen.
         let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(1000));
         drop(v);
         theirs.write_all(b"x").unwrap();
@@ -133,7 +142,10 @@ fn body() {
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
         .collect();
-    assert!(!names.iter().any(|n| n.trim() == "stackdump"), "constructor ran in the test binary: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.trim() == "stackdump"),
+        "constructor ran in the test binary: {names:?}"
+    );
     WATCHED_TID.store(tid, Ordering::SeqCst);
 
     // Capture signal, exactly as the dump thread sends it.
@@ -147,7 +159,11 @@ fn body() {
     }
     let cap = capture::captured(slot);
     assert_eq!(cap.tid, tid, "the handler ran on the signalled thread");
-    assert!(cap.stack.len() >= 4096, "a stack window was copied: {} bytes", cap.stack.len());
+    assert!(
+        cap.stack.len() >= 4096,
+        "a stack window was copied: {} bytes",
+        cap.stack.len()
+    );
     assert!(cap.regs.sp != 0 && cap.regs.pc != 0);
     capture::release(slot);
 
@@ -176,7 +192,10 @@ fn body() {
     ours.write_all(b"g").unwrap();
     let mut b = [0u8; 1];
     ours.read_exact(&mut b).unwrap();
-    assert!(ALLOCS_ON_WATCHED.load(Ordering::SeqCst) > 0, "the counting allocator must see the worker's allocation");
+    assert!(
+        ALLOCS_ON_WATCHED.load(Ordering::SeqCst) > 0,
+        "the counting allocator must see the worker's allocation"
+    );
     WATCHED_TID.store(-1, Ordering::SeqCst);
     worker.join().unwrap();
 }

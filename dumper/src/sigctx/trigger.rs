@@ -42,6 +42,10 @@ pub static TAIL: AtomicU64 = AtomicU64::new(0);
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Futex word the dump thread sleeps on; bumped by every trigger.
 pub static WAKE: AtomicU32 = AtomicU32::new(0);
+/// Trigger handlers currently running. While one runs, its thread blocks the capture signal
+/// (it is in the trigger's `sa_mask`), so the dump thread waits for this to reach zero before
+/// believing that a thread blocks the capture signal for good.
+pub static IN_HANDLER: AtomicU32 = AtomicU32::new(0);
 
 /// The body of the trigger handler (called by signal-hook-registry's handler with the siginfo).
 ///
@@ -49,6 +53,7 @@ pub static WAKE: AtomicU32 = AtomicU32::new(0);
 /// no lock, no fd. Several threads may run it at once: the ring index comes from `fetch_add`.
 pub fn on_trigger(info: &libc::siginfo_t) {
     let _errno = ErrnoGuard::save();
+    IN_HANDLER.fetch_add(1, Ordering::AcqRel);
     let code = info.si_code;
     // SAFETY: for signals sent by kill/sigqueue/tgkill (si_code <= 0, i.e. SI_USER, SI_QUEUE,
     // SI_TKILL) the kernel fills the _kill/_rt union members, so si_pid and si_uid are
@@ -79,6 +84,7 @@ pub fn on_trigger(info: &libc::siginfo_t) {
     }
     WAKE.fetch_add(1, Ordering::Release);
     futex_wake_all(&WAKE);
+    IN_HANDLER.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// One trigger as the dump thread reads it back.
