@@ -292,7 +292,7 @@ impl DumpThread {
             return unwind_time;
         };
         slots::reclaim(table);
-        self.generation = self.generation.wrapping_add(1) & 0xffff_ffff;
+        self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
 
         let mut queue: VecDeque<usize> = VecDeque::new();

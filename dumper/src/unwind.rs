@@ -116,7 +116,6 @@ impl Modules {
     pub fn sync(&mut self, maps: &[Mapping]) -> bool {
         let current = objects(maps);
         let mut changed = false;
-        let keep: Vec<u64> = current.iter().map(|(_, r, _)| r.start).collect();
         let stale: Vec<u64> = self
             .loaded
             .iter()
@@ -151,7 +150,6 @@ impl Modules {
                 }
             }
         }
-        let _ = keep;
         if changed {
             self.sorted = self.loaded.values().cloned().collect();
             self.sorted.sort_by_key(|m| m.range.start);
