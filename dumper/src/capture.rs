@@ -267,6 +267,7 @@ impl DumpThread {
         if dump.trigger.request.is_none() {
             dump.trigger.request = requests.first().map(|r| u64::from(*r));
         }
+        crate::diagnose::run(&mut dump);
         dump.capture.duration_us = start.elapsed().as_micros() as u64;
         self.write(&dump, millis, &requests);
     }

@@ -42,6 +42,7 @@
 //! - [`capture`]: the dump thread and the pipeline's phases.
 //! - [`unwind`]: modules and DWARF unwinding of copied stacks.
 //! - [`symbolize`]: addresses to functions, files and lines.
+//! - [`diagnose`]: process facts gathered from the inside, and the findings.
 //! - [`sink`]: the side files.
 //! - [`sys`]: raw system calls the dump thread needs.
 //!
@@ -54,6 +55,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod diagnose;
 pub mod install;
 pub mod sigctx;
 pub mod sink;
