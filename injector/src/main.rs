@@ -1,1 +1,46 @@
-fn main() {}
+//! `stackdump`: the CLI. It runs outside the target and never links the dumper.
+//!
+//! - `dump`: check → trigger → wait → read → print, once or periodically ([`dump`]).
+//! - `run`: exec a command with libstackdump.so preloaded ([`run`]).
+//! - `list`: processes with the library loaded ([`list`]).
+//! - `signals`: signal names and numbers of every Linux architecture ([`signals_cmd`]).
+//!
+//! Exit codes come from one place, [`exit`].
+
+mod cli;
+mod dump;
+mod duration;
+mod exit;
+mod fetch;
+mod interrupt;
+mod list;
+mod rootfs;
+mod run;
+mod signals_cmd;
+mod target;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Die quietly of SIGPIPE like other Unix tools (`stackdump signals | head`), instead of
+    // panicking on a failed write to stdout.
+    // SAFETY: setting a signal disposition to SIG_DFL at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::report_clap(e),
+    };
+    let result = match cli.command {
+        cli::Command::Dump(args) => dump::run(args),
+        cli::Command::Run(args) => run::run(args),
+        cli::Command::List(args) => list::run(args),
+        cli::Command::Signals(args) => signals_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
+    }
+}

@@ -1,0 +1,244 @@
+//! The command line: every command, its options and an example for each.
+
+use crate::duration::parse_duration;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use stackdump_core::signals::{self, HostSignal};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const ABOUT: &str = "What is every thread of this process doing right now? \
+Trigger, wait for and print stack dumps of processes running with libstackdump.so.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  stackdump run -- ./server --port 8080     start a program with the dumper preloaded
+  stackdump list                            which processes here can be dumped
+  stackdump dump 1234                       dump every thread of process 1234 (text)
+  stackdump dump 1234 --every 10s --count 6 --out dumps/
+  stackdump signals 30                      what would `kill -30` do here, and elsewhere?
+
+Exit codes: 0 done; 1 failed at run time (target gone, no dump before the deadline);
+2 bad usage (unknown signal, bad duration, unknown arch); 3 refused: the target cannot take a
+dump safely (its trigger signal is not caught, or permission). See docs/CLI.md.";
+
+#[derive(Debug, Parser)]
+#[command(name = "stackdump", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check processes, trigger a dump in each, wait for it and print it.
+    #[command(after_help = DUMP_HELP)]
+    Dump(DumpArgs),
+    /// Run a command with libstackdump.so preloaded (its exit status is passed through).
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// List the processes on this host that have libstackdump.so loaded.
+    #[command(after_help = LIST_HELP)]
+    List(ListArgs),
+    /// Resolve and explain signal names and numbers, for this machine or any Linux architecture.
+    #[command(after_help = SIGNALS_HELP)]
+    Signals(SignalsArgs),
+}
+
+const DUMP_HELP: &str = "\
+Before sending anything, dump checks that the process exists and is not a zombie, that we may
+signal it, that libstackdump.so is loaded in it, and that its trigger signal (its
+STACKDUMP_SIGNAL, default USR1) is caught. If sending could kill it or cannot work, dump refuses
+(exit 3) and says why; --force sends anyway. The dump is read from the target's STACKDUMP_DIR
+through /proc/PID/root (containers, PrivateTmp), never following a symlink.
+
+Examples:
+  stackdump dump 1234                            print a dump of every thread of 1234
+  stackdump dump 1234 --format json | jq .findings
+  stackdump dump 1234 5678 --timeout 30s         two processes, wait up to 30 s each
+  stackdump dump 1234 --every 500ms --count 4    four dumps, half a second apart
+  stackdump dump 1234 --every 1m --for 1h --out /var/tmp/dumps
+                                                 one dump a minute for an hour, kept as files";
+
+const RUN_HELP: &str = "\
+The library is taken from STACKDUMP_LIB, or found next to the stackdump executable (or in
+../lib). The command replaces stackdump (exec), so its exit status, signals and pid are its own.
+
+Examples:
+  stackdump run -- python3 app.py
+  stackdump run --dir /var/tmp/dumps --signal USR2 -- ./server --port 8080";
+
+const LIST_HELP: &str = "\
+For each process: pid, command, trigger signal (and whether it is caught), dump directory and
+the newest dump in it. Processes we may not inspect are counted, not shown.
+
+Example:
+  stackdump list";
+
+const SIGNALS_HELP: &str = "\
+Signal numbers differ between architectures: USR1 is 10 on x86 and arm, 30 on alpha and sparc,
+16 on mips and parisc, and `kill -30` on x86 sends PWR, which terminates the process. Name
+signals, never number them.
+
+Examples:
+  stackdump signals                     the table of this machine
+  stackdump signals 30                  what 30 means here, and on the other architectures
+  stackdump signals USR1 --arch all     the number of USR1 everywhere
+  stackdump signals RTMIN+3 --arch mips
+  stackdump signals --arch all          every architecture, side by side";
+
+/// How to print a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The text dump, readable in a terminal.
+    Text,
+    /// The stackdump/1 JSON document.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("period_end").args(["count", "for_"])))]
+pub struct DumpArgs {
+    /// Process ids to dump.
+    #[arg(required = true, value_name = "PID", value_parser = parse_pid)]
+    pub pids: Vec<i32>,
+    /// Print the dump as text or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Save every dump (all the formats the target writes) in DIR instead of printing it; the
+    /// files are named stackdump-<pid>-<UTC time>Z.{txt,json}, so they sort by time.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How long to wait for each dump (e.g. 500ms, 10s, 2m).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Send this signal instead of the target's STACKDUMP_SIGNAL (a name: USR2, RTMIN+3).
+    #[arg(long, value_name = "NAME", value_parser = parse_signal)]
+    pub signal: Option<HostSignal>,
+    /// Send the trigger even when the checks say it is unsafe or cannot work (and say so).
+    #[arg(long)]
+    pub force: bool,
+    /// Take a dump every DUR (needs --count or --for).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "period_end")]
+    pub every: Option<Duration>,
+    /// With --every: how many dumps to take.
+    #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// With --every: for how long to take dumps.
+    #[arg(long = "for", value_name = "DUR", requires = "every", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where the program writes its dumps (STACKDUMP_DIR; default /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The trigger signal, by name (STACKDUMP_SIGNAL; default USR1).
+    #[arg(long, value_name = "NAME", value_parser = parse_signal)]
+    pub signal: Option<HostSignal>,
+    /// The command and its arguments (after --).
+    #[arg(
+        required = true,
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a table, or one JSON object per process.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Whose numbering of real-time signals to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LibcArg {
+    /// glibc programs: SIGRTMIN is 34.
+    Glibc,
+    /// musl programs: SIGRTMIN is 35.
+    Musl,
+    /// The kernel's own numbering: SIGRTMIN is 32.
+    Kernel,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalsArgs {
+    /// A signal name (USR1, SIGUSR1, usr1, RTMIN+3) or number (30) to explain.
+    #[arg(value_name = "NAME|NUMBER", allow_hyphen_values = true)]
+    pub signal: Option<String>,
+    /// The architecture (x86_64, aarch64, mips, ... or `all`); default: this machine's.
+    #[arg(long, value_name = "ARCH|all")]
+    pub arch: Option<String>,
+    /// Real-time numbering (default: the C library of this build).
+    #[arg(long, value_enum)]
+    pub libc: Option<LibcArg>,
+}
+
+fn parse_pid(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{s:?} is not a process id (a positive number)")),
+    }
+}
+
+fn parse_signal(s: &str) -> Result<HostSignal, String> {
+    signals::parse_host(s).map_err(|e| {
+        let near = signals::arch::suggest_name(s);
+        if near.is_empty() || matches!(e, signals::SignalError::Number(_)) {
+            e.to_string()
+        } else {
+            format!("{e}; did you mean {}?", near.join(" or "))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example"),
+                "{} has no example",
+                sub.get_name()
+            );
+            assert!(help.contains("stackdump "), "{}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn periodic_options_go_together() {
+        let p = |args: &[&str]| Cli::try_parse_from(["stackdump"].iter().chain(args));
+        assert!(p(&["dump", "1", "--every", "1s", "--count", "3"]).is_ok());
+        assert!(p(&["dump", "1", "--every", "1s", "--for", "1m"]).is_ok());
+        assert!(p(&["dump", "1", "--every", "1s"]).is_err());
+        assert!(p(&["dump", "1", "--count", "3"]).is_err());
+        assert!(p(&["dump", "1", "--every", "1s", "--count", "3", "--for", "1m"]).is_err());
+        assert!(p(&["dump", "1", "--every", "1s", "--count", "0"]).is_err());
+        assert!(p(&["dump", "0"]).is_err());
+        assert!(p(&["dump", "x"]).is_err());
+        assert!(p(&["dump"]).is_err());
+        assert!(p(&["dump", "1", "--signal", "30"]).is_err());
+        assert!(p(&["dump", "1", "--timeout", "10"]).is_err());
+        assert!(p(&["run", "--", "sleep", "-x"]).is_ok());
+        assert!(p(&["run"]).is_err());
+        assert!(p(&["signals", "-5"]).is_ok());
+    }
+}

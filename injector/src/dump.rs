@@ -1,0 +1,384 @@
+//! `stackdump dump PID...`: check → trigger → wait → read → print (or save), once or
+//! periodically.
+
+use crate::cli::{DumpArgs, OutputFormat};
+use crate::duration::format_duration;
+use crate::exit::{RoundsFailed, Several, UsageError};
+use crate::fetch::{self, DumpDir, Fetched};
+use crate::interrupt::Interrupt;
+use crate::target::{Target, TargetError};
+use anyhow::Context;
+use stackdump_core::dumpfile::{DumpFileName, DumpFormat};
+use stackdump_core::model::Dump;
+use stackdump_core::signals::HostSignal;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A target that passed the checks, ready to be triggered.
+struct Armed {
+    target: Target,
+    signal: HostSignal,
+    dir: DumpDir,
+    /// What to wait for.
+    formats: Vec<DumpFormat>,
+}
+
+fn warn(msg: impl std::fmt::Display) {
+    eprintln!("stackdump: {msg}");
+}
+
+/// Inspect and check one target.
+fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
+    let target = Target::inspect(pid)?;
+    let refuse = |reason: String, todo: &str| TargetError::Refused {
+        pid,
+        comm: target.comm().to_string(),
+        reason,
+        todo: todo.to_string(),
+    };
+    let configured = target.configured_signal();
+    let signal = match (&args.signal, &configured) {
+        (Some(s), Ok(c)) => {
+            if s.number != c.number && target.library.is_some() {
+                warn(format_args!(
+                    "process {pid}: its library listens for {} (STACKDUMP_SIGNAL); sending {} as asked",
+                    c.name, s.name
+                ));
+            }
+            s.clone()
+        }
+        (Some(s), Err(_)) => s.clone(),
+        (None, Ok(c)) => c.clone(),
+        (None, Err(e)) => {
+            return Err(refuse(
+                format!(
+                    "its STACKDUMP_SIGNAL={:?} is not valid ({e}), so the library disabled itself",
+                    target.env.signal.as_deref().unwrap_or("")
+                ),
+                "Restart it with STACKDUMP_SIGNAL set to a name such as USR1 (or pass --signal NAME --force)",
+            )
+            .into())
+        }
+    };
+    let refusals = target.check(&signal);
+    if let Some((reason, todo)) = refusals.first() {
+        if !args.force {
+            return Err(refuse(reason.clone(), todo).into());
+        }
+        for (reason, _) in &refusals {
+            warn(format_args!(
+                "--force: sending {} to process {pid} ({}) although {reason}",
+                signal.name,
+                target.comm()
+            ));
+        }
+    }
+    let written = target.env.formats();
+    let formats = if args.out.is_some() {
+        written.clone()
+    } else {
+        match args.format {
+            OutputFormat::Json if !written.contains(&DumpFormat::Json) => {
+                return Err(UsageError(format!(
+                    "process {pid} writes only text dumps (STACKDUMP_FORMAT={}); use --format text",
+                    target.env.format.as_deref().unwrap_or("")
+                ))
+                .into())
+            }
+            OutputFormat::Json => vec![DumpFormat::Json],
+            OutputFormat::Text if written.contains(&DumpFormat::Text) => vec![DumpFormat::Text],
+            // Only JSON is written: render it here.
+            OutputFormat::Text => vec![DumpFormat::Json],
+        }
+    };
+    let dir = DumpDir::open(&target)?;
+    Ok(Armed {
+        target,
+        signal,
+        dir,
+        formats,
+    })
+}
+
+/// Trigger one armed target and wait for its dump.
+fn take(
+    armed: &mut Armed,
+    deadline: Instant,
+    timeout: Duration,
+    interrupt: &Interrupt,
+    id: u32,
+) -> Result<Fetched, TargetError> {
+    fetch::wait_for_dump(
+        &mut armed.target,
+        &armed.dir,
+        &armed.signal,
+        id,
+        &armed.formats,
+        deadline,
+        timeout,
+        Some(interrupt),
+    )
+}
+
+/// What one round produced for one target.
+fn emit(
+    armed: &Armed,
+    fetched: &Fetched,
+    args: &DumpArgs,
+    multi: bool,
+    first: &mut bool,
+) -> anyhow::Result<()> {
+    let pid = armed.target.pid;
+    if let Some(out) = &args.out {
+        for (name, bytes) in fetched.files.values() {
+            let path = save(out, pid, name, bytes)?;
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        OutputFormat::Json => {
+            let (_, bytes) = &fetched.files[&DumpFormat::Json];
+            let value: serde_json::Value = serde_json::from_slice(bytes)
+                .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
+            if multi {
+                // One document per line, so several dumps stay machine-readable.
+                writeln!(stdout, "{}", serde_json::to_string(&value)?)?;
+            } else {
+                stdout.write_all(bytes)?;
+                if !bytes.ends_with(b"\n") {
+                    writeln!(stdout)?;
+                }
+            }
+        }
+        OutputFormat::Text => {
+            if !*first {
+                writeln!(stdout)?;
+            }
+            if let Some((_, bytes)) = fetched.files.get(&DumpFormat::Text) {
+                stdout.write_all(bytes)?;
+                if !bytes.ends_with(b"\n") {
+                    writeln!(stdout)?;
+                }
+            } else {
+                let (_, bytes) = &fetched.files[&DumpFormat::Json];
+                let dump = Dump::from_json(&String::from_utf8_lossy(bytes))
+                    .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
+                let text = stackdump_core::render::text(&dump);
+                stdout.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
+                    writeln!(stdout)?;
+                }
+            }
+        }
+    }
+    *first = false;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Save a dump in `out` as `stackdump-<pid>-<time>Z.<ext>` (pid as seen from here), atomically.
+fn save(out: &Path, pid: i32, name: &DumpFileName, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("creating the output directory {}", out.display()))?;
+    let mut local = DumpFileName {
+        pid,
+        time: name.time.clone(),
+        request: None,
+        format: name.format,
+    };
+    let mut path = out.join(local.to_string());
+    if path.symlink_metadata().is_ok() {
+        // Two dumps in one millisecond: keep both.
+        local.request = name.request;
+        path = out.join(local.to_string());
+    }
+    let tmp = out.join(format!(".{}.tmp{}", local, std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(path)
+}
+
+pub fn run(args: DumpArgs) -> anyhow::Result<()> {
+    let interrupt = Interrupt::install().context("installing the Ctrl-C handler")?;
+    match args.every {
+        None => once(&args, &interrupt),
+        Some(every) => periodic(&args, every, &interrupt),
+    }
+}
+
+/// One dump of each pid. With one pid its error is returned as is; with several, each failure
+/// is reported as it happens and the others are still dumped.
+fn once(args: &DumpArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
+    let multi = args.pids.len() > 1;
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    let fail = |e: anyhow::Error, errors: &mut Vec<anyhow::Error>| -> anyhow::Result<()> {
+        if !multi {
+            return Err(e);
+        }
+        crate::exit::report(&e);
+        errors.push(e);
+        Ok(())
+    };
+    // Check everything first, then trigger everything, then wait: the dumps are taken at
+    // (nearly) the same moment.
+    let mut armed: Vec<(Armed, u32)> = Vec::new();
+    for &pid in &args.pids {
+        match arm(pid, args) {
+            Ok(a) => armed.push((a, fetch::request_id())),
+            Err(e) => fail(e, &mut errors)?,
+        }
+    }
+    let mut sent: Vec<(Armed, u32)> = Vec::new();
+    for (a, id) in armed {
+        match fetch::trigger(a.target.pid, &a.signal, id) {
+            Ok(()) => sent.push((a, id)),
+            Err(e) => fail(e.into(), &mut errors)?,
+        }
+    }
+    let deadline = Instant::now() + args.timeout;
+    let mut first = true;
+    for (mut a, id) in sent {
+        let result = take(&mut a, deadline, args.timeout, interrupt, id)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| emit(&a, &f, args, multi, &mut first));
+        if let Err(e) = result {
+            fail(e, &mut errors)?;
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Several {
+            total: args.pids.len(),
+            errors,
+        }
+        .into())
+    }
+}
+
+fn gone(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<TargetError>(),
+        Some(
+            TargetError::Exited { .. }
+                | TargetError::NoSuchProcess { .. }
+                | TargetError::Zombie { .. }
+        )
+    )
+}
+
+/// Dumps every `every`, `count` times or for a while. A failed round is reported and the run
+/// goes on; a target that exits leaves the run, which stops when none is left; Ctrl-C stops it
+/// cleanly.
+fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let end = args.for_.map(|d| start + d);
+    let multi = args.pids.len() > 1;
+    let mut live: Vec<i32> = args.pids.clone();
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let mut first = true;
+    let mut round: u64 = 0;
+    loop {
+        if args.count.is_some_and(|c| round >= c) {
+            break;
+        }
+        let scheduled = start + every * u32::try_from(round).unwrap_or(u32::MAX);
+        if end.is_some_and(|e| scheduled >= e) {
+            break;
+        }
+        if !interrupt.sleep_until(scheduled) {
+            warn(format_args!("interrupted after {round} rounds"));
+            break;
+        }
+        let late = Instant::now().saturating_duration_since(scheduled);
+        if round > 0 && late > (every / 10).max(Duration::from_millis(50)) {
+            warn(format_args!(
+                "round {} starts {} behind schedule (a round takes longer than --every {})",
+                round + 1,
+                format_duration(late),
+                format_duration(every)
+            ));
+        }
+        round += 1;
+        let label = match args.count {
+            Some(c) => format!("round {round}/{c}"),
+            None => format!("round {round}"),
+        };
+        // Check and trigger every live target, then wait for each.
+        let mut sent: Vec<(Armed, u32)> = Vec::new();
+        for &pid in &live.clone() {
+            let id = fetch::request_id();
+            let result = arm(pid, args).and_then(|a| {
+                fetch::trigger(pid, &a.signal, id)?;
+                Ok(a)
+            });
+            match result {
+                Ok(a) => sent.push((a, id)),
+                Err(e) => {
+                    failed += 1;
+                    report_round(&label, &e, &mut live, pid);
+                }
+            }
+        }
+        let deadline = Instant::now() + args.timeout;
+        for (mut a, id) in sent {
+            let pid = a.target.pid;
+            let result = take(&mut a, deadline, args.timeout, interrupt, id)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| emit(&a, &f, args, multi, &mut first));
+            match result {
+                Ok(()) => ok += 1,
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<TargetError>(),
+                        Some(TargetError::Interrupted)
+                    ) => {}
+                Err(e) => {
+                    failed += 1;
+                    report_round(&label, &e, &mut live, pid);
+                }
+            }
+        }
+        if interrupt.fired() {
+            warn(format_args!("interrupted during {label}; stopping"));
+            break;
+        }
+        if live.is_empty() {
+            warn("no target left; stopping");
+            break;
+        }
+    }
+    if failed > 0 {
+        return Err(RoundsFailed {
+            failed,
+            total: ok + failed,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn report_round(label: &str, e: &anyhow::Error, live: &mut Vec<i32>, pid: i32) {
+    if gone(e) {
+        live.retain(|&p| p != pid);
+        warn(format_args!("{label}: {e}; no more dumps of it"));
+    } else {
+        let mut msg = e.to_string();
+        if let Some(src) = e.source() {
+            msg.push_str(&format!(": {src}"));
+        }
+        warn(format_args!("{label}: {msg}"));
+    }
+}

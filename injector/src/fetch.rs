@@ -1,0 +1,352 @@
+//! Trigger a dump with a request id and wait for the side file that carries it.
+//!
+//! The trigger goes with `sigqueue` and a random request id; the library names the file
+//! `stackdump-<pid>-<time>Z-r<id>.{txt,json}` (a hard link per request when one dump serves
+//! several), so each caller finds its own dump even when several `stackdump dump` run at once.
+//! Waiting uses inotify on the dump directory (seen through `/proc/PID/root`) plus the target's
+//! pidfd, so the wait ends the moment the file appears or the target exits; without inotify it
+//! rescans with a growing backoff.
+
+use crate::duration::format_duration;
+use crate::interrupt::Interrupt;
+use crate::rootfs::{self, SafeOpenError};
+use crate::target::{Target, TargetError};
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use stackdump_core::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
+use stackdump_core::signals::HostSignal;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// A dump is a few MB at most; refuse anything absurd.
+const MAX_DUMP_BYTES: u64 = 512 << 20;
+
+/// A fresh request id: random, non-zero, at most 0x7fffffff.
+pub fn request_id() -> u32 {
+    let mut buf = [0u8; 4];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf, which we own.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let mut id = if n == 4 {
+        u32::from_ne_bytes(buf)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        t ^ std::process::id().rotate_left(16)
+    };
+    id &= 0x7fff_ffff;
+    if id == 0 {
+        id = 1;
+    }
+    id
+}
+
+/// Send `signal` to `pid` with `id` as its sigqueue value.
+pub fn trigger(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
+    let value = libc::sigval {
+        sival_ptr: id as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue takes plain values; the pointer member only carries the integer id and is
+    // never dereferenced by anyone.
+    let rc = unsafe { libc::sigqueue(pid, signal.number, value) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::ESRCH) => TargetError::Exited { pid },
+        Some(libc::EPERM) => TargetError::PermissionDenied {
+            pid,
+            what: "signal",
+            owner: None,
+        },
+        _ => TargetError::Trigger {
+            pid,
+            signal: signal.name.clone(),
+            source: err,
+        },
+    })
+}
+
+/// The target's dump directory, opened through its root.
+pub struct DumpDir {
+    pub fd: OwnedFd,
+    /// The path in the target's file system.
+    pub path: String,
+    inotify: Option<Inotify>,
+}
+
+impl DumpDir {
+    pub fn open(target: &Target) -> Result<DumpDir, TargetError> {
+        let path = target.dump_dir();
+        let root = target.root()?;
+        let fd = root
+            .open_dir(&path)
+            .map_err(|e| dir_error(target, &path, e))?;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .ok()
+            .and_then(|ino| {
+                ino.add_watch(
+                    rootfs::fd_path(fd.as_fd()).as_str(),
+                    AddWatchFlags::IN_CREATE
+                        | AddWatchFlags::IN_MOVED_TO
+                        | AddWatchFlags::IN_ONLYDIR,
+                )
+                .ok()
+                .map(|_| ino)
+            });
+        Ok(DumpDir { fd, path, inotify })
+    }
+
+    /// Names in the directory.
+    pub fn list(&self) -> std::io::Result<Vec<String>> {
+        rootfs::list_dir(self.fd.as_fd())
+    }
+
+    /// Read one file of the directory, safely (no symlink, regular, owned by the target).
+    pub fn read(&self, name: &str, owners: &[u32]) -> Result<Vec<u8>, SafeOpenError> {
+        let shown = format!("{}/{name}", self.path.trim_end_matches('/'));
+        let owners = (!owners.is_empty()).then_some(owners);
+        let f = rootfs::open_file(self.fd.as_fd(), name, owners, &shown)?;
+        rootfs::read_limited(f, MAX_DUMP_BYTES, &shown)
+    }
+}
+
+fn dir_error(target: &Target, path: &str, e: SafeOpenError) -> TargetError {
+    let refuse = |reason: String, todo: &str| TargetError::Refused {
+        pid: target.pid,
+        comm: target.comm().to_string(),
+        reason,
+        todo: todo.to_string(),
+    };
+    let var = if target.env.dir.is_some() {
+        "its STACKDUMP_DIR"
+    } else {
+        "its dump directory (STACKDUMP_DIR unset: /tmp)"
+    };
+    match e {
+        SafeOpenError::NotFound { .. } => refuse(
+            format!("{var} {path} does not exist in its file system, so no dump could be written"),
+            "Create the directory, or restart the process with STACKDUMP_DIR set to one that exists",
+        ),
+        SafeOpenError::NotADirectory { .. } => refuse(
+            format!("{var} {path} is not a directory in its file system"),
+            "Restart the process with STACKDUMP_DIR set to a directory",
+        ),
+        SafeOpenError::Symlink { .. } => refuse(
+            format!("{var} {path} goes through a symlink, and stackdump does not follow symlinks in a target's file system"),
+            "Restart the process with STACKDUMP_DIR set to the real path",
+        ),
+        SafeOpenError::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            TargetError::PermissionDenied {
+                pid: target.pid,
+                what: "read the dump directory of",
+                owner: target.status.uids.first().copied(),
+            }
+        }
+        other => TargetError::UnsafeFile {
+            pid: target.pid,
+            source: other,
+        },
+    }
+}
+
+/// A dump, read: its file name and content per format.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub files: BTreeMap<DumpFormat, (DumpFileName, Vec<u8>)>,
+}
+
+/// Wait for the files of request `id` in `formats`, until `deadline`.
+pub fn wait_for_dump(
+    target: &mut Target,
+    dir: &DumpDir,
+    signal: &HostSignal,
+    id: u32,
+    formats: &[DumpFormat],
+    deadline: Instant,
+    timeout: Duration,
+    interrupt: Option<&Interrupt>,
+) -> Result<Fetched, TargetError> {
+    let ns_pid = if target.status.ns_pid > 0 {
+        target.status.ns_pid
+    } else {
+        target.pid
+    };
+    let owners = target.status.uids.clone();
+    let mut found: BTreeMap<DumpFormat, (DumpFileName, Vec<u8>)> = BTreeMap::new();
+    let mut unsafe_seen: Option<SafeOpenError> = None;
+    let mut backoff = Duration::from_millis(5);
+    let mut exited = false;
+    loop {
+        // Scan: the files of our request that we do not have yet.
+        let names = dir.list().map_err(|e| TargetError::Io {
+            pid: target.pid,
+            context: format!("listing {}", dir.path),
+            source: e,
+        })?;
+        for name in &names {
+            let Some(parsed) = DumpFileName::parse(name) else {
+                continue;
+            };
+            if parsed.request != Some(u64::from(id))
+                || parsed.pid != ns_pid
+                || !formats.contains(&parsed.format)
+                || found.contains_key(&parsed.format)
+            {
+                continue;
+            }
+            match dir.read(name, &owners) {
+                Ok(bytes) => {
+                    found.insert(parsed.format, (parsed, bytes));
+                }
+                // The file may still be replaced by the real one: keep waiting, and report
+                // this if nothing better shows up.
+                Err(e) => unsafe_seen = Some(e),
+            }
+        }
+        if formats.iter().all(|f| found.contains_key(f)) {
+            return Ok(Fetched { files: found });
+        }
+        if exited {
+            return Err(TargetError::Exited { pid: target.pid });
+        }
+        if interrupt.is_some_and(Interrupt::fired) {
+            return Err(TargetError::Interrupted);
+        }
+        if !target.alive() {
+            // One more scan: the dump may have been completed just before the exit.
+            exited = true;
+            continue;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            if let Some(e) = unsafe_seen {
+                return Err(TargetError::UnsafeFile {
+                    pid: target.pid,
+                    source: e,
+                });
+            }
+            let causes = diagnose(target, dir, signal, &names, ns_pid, timeout);
+            return Err(TargetError::Timeout {
+                pid: target.pid,
+                timeout: format_duration(timeout),
+                causes,
+            });
+        }
+        let wait = if dir.inotify.is_some() {
+            (deadline - now).min(Duration::from_millis(500))
+        } else {
+            let w = (deadline - now).min(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+            w
+        };
+        let mut fds: Vec<PollFd> = Vec::new();
+        if let Some(ino) = &dir.inotify {
+            fds.push(PollFd::new(ino.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(p) = &target.pidfd {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(i) = interrupt {
+            fds.push(PollFd::new(i.fd(), PollFlags::POLLIN));
+        }
+        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        let _ = nix::poll::poll(&mut fds, ms);
+        drop(fds);
+        if let Some(ino) = &dir.inotify {
+            while matches!(ino.read_events(), Ok(ev) if !ev.is_empty()) {}
+        }
+        if let Some(i) = interrupt {
+            i.drain();
+        }
+    }
+}
+
+/// The likely causes of a missing dump, most specific first.
+fn diagnose(
+    target: &mut Target,
+    dir: &DumpDir,
+    signal: &HostSignal,
+    names: &[String],
+    ns_pid: i32,
+    timeout: Duration,
+) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let _ = target.refresh_status();
+    let st = &target.status;
+    if matches!(st.state, 'T' | 't') {
+        causes.push(format!(
+            "the process is stopped (state {}): its dump thread cannot run until it is continued (kill -s CONT {})",
+            st.state, target.pid
+        ));
+    }
+    if target.library.is_none() {
+        causes
+            .push("libstackdump.so is not loaded in it (the trigger was sent with --force)".into());
+    }
+    if !st.catches(signal.number) {
+        causes.push(format!(
+            "it does not catch {} (any more): the application reset the handler, or the library disabled itself",
+            signal.name
+        ));
+    }
+    if target.library.is_some() && !target.thread_names().iter().any(|n| n == "stackdump") {
+        causes.push("there is no thread named `stackdump` in it: the library's dump thread is not running (it disables itself on a bad STACKDUMP_* setting)".into());
+    }
+    let temp_prefix = format!("{TEMP_PREFIX}{ns_pid}-");
+    if names.iter().any(|n| n.starts_with(&temp_prefix)) {
+        causes.push(format!(
+            "a dump is being written ({}{ns_pid}-… in {}): it takes longer than {}; try a longer --timeout",
+            TEMP_PREFIX,
+            dir.path,
+            format_duration(timeout)
+        ));
+    }
+    if let Ok(vfs) = nix::sys::statvfs::fstatvfs(&dir.fd) {
+        if vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            causes.push(format!("{} is on a read-only file system", dir.path));
+        }
+    }
+    if let Ok(stat) = nix::sys::stat::fstat(&dir.fd) {
+        let euid = st.uids.get(1).copied().unwrap_or(u32::MAX);
+        let mode = stat.st_mode & 0o7777;
+        let writable = euid == 0
+            || (stat.st_uid == euid && mode & 0o200 != 0)
+            || (stat.st_uid != euid && mode & 0o022 != 0);
+        if !writable {
+            causes.push(format!(
+                "{} may not be writable by the process (uid {euid}; the directory is owned by uid {} with mode {mode:04o})",
+                dir.path, stat.st_uid
+            ));
+        }
+    }
+    causes.push(format!(
+        "the application may have installed its own {} handler over the library's (SigCgt only shows that something catches it)",
+        signal.name
+    ));
+    causes
+        .iter()
+        .map(|c| format!("  - {c}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_positive_and_vary() {
+        let ids: Vec<u32> = (0..16).map(|_| request_id()).collect();
+        assert!(ids.iter().all(|&i| (1..=0x7fff_ffff).contains(&i)));
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert!(sorted.len() > 1);
+    }
+}

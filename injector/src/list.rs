@@ -1,0 +1,171 @@
+//! `stackdump list`: the processes on this host that have libstackdump.so loaded.
+
+use crate::cli::{ListArgs, OutputFormat};
+use crate::fetch::DumpDir;
+use crate::target::{Target, TargetError};
+use stackdump_core::dumpfile::DumpFileName;
+
+/// One process with the library.
+#[derive(Debug)]
+pub struct Entry {
+    pub pid: i32,
+    pub comm: String,
+    pub signal: String,
+    /// `ready`, `not caught`, `disabled`, `bad STACKDUMP_SIGNAL`.
+    pub state: String,
+    pub dir: String,
+    /// The newest dump of this process in its directory (file name), if any.
+    pub newest: Option<DumpFileName>,
+}
+
+fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
+    let target = Target::inspect(pid)?;
+    if target.library.is_none() {
+        return Ok(None);
+    }
+    let (signal, state) = match target.configured_signal() {
+        Ok(sig) => {
+            let state = if target.env.disabled() {
+                "disabled"
+            } else if target.status.catches(sig.number) {
+                "ready"
+            } else {
+                "not caught"
+            };
+            (sig.name, state.to_string())
+        }
+        Err(_) => (
+            target.env.signal.clone().unwrap_or_default(),
+            "bad STACKDUMP_SIGNAL".to_string(),
+        ),
+    };
+    let dir = target.dump_dir();
+    let ns_pid = if target.status.ns_pid > 0 {
+        target.status.ns_pid
+    } else {
+        pid
+    };
+    let newest = DumpDir::open(&target)
+        .ok()
+        .and_then(|d| d.list().ok())
+        .and_then(|names| {
+            names
+                .iter()
+                .filter_map(|n| DumpFileName::parse(n))
+                .filter(|n| n.pid == ns_pid)
+                .max_by(|a, b| a.time.cmp(&b.time).then(a.format.cmp(&b.format)))
+        });
+    Ok(Some(Entry {
+        pid,
+        comm: target.comm().to_string(),
+        signal,
+        state,
+        dir,
+        newest,
+    }))
+}
+
+/// Scan `/proc`. Returns the entries and how many processes could not be inspected.
+pub fn scan() -> (Vec<Entry>, usize) {
+    let me = std::process::id() as i32;
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    let mut entries = Vec::new();
+    let mut hidden = 0;
+    for pid in pids.into_iter().filter(|&p| p != me) {
+        match entry(pid) {
+            Ok(Some(e)) => entries.push(e),
+            Ok(None) => {}
+            Err(TargetError::PermissionDenied { .. }) => hidden += 1,
+            // Gone, zombie, kernel thread: not a candidate.
+            Err(_) => {}
+        }
+    }
+    (entries, hidden)
+}
+
+pub fn run(args: ListArgs) -> anyhow::Result<()> {
+    let (entries, hidden) = scan();
+    match args.format {
+        OutputFormat::Json => {
+            for e in &entries {
+                let v = serde_json::json!({
+                    "pid": e.pid,
+                    "comm": e.comm,
+                    "signal": e.signal,
+                    "state": e.state,
+                    "dir": e.dir,
+                    "newest": e.newest.as_ref().map(|n| serde_json::json!({
+                        "file": n.to_string(),
+                        "time": n.rfc3339(),
+                    })),
+                });
+                println!("{v}");
+            }
+        }
+        OutputFormat::Text => {
+            if entries.is_empty() {
+                println!("no process here has libstackdump.so loaded (start one with `stackdump run -- CMD`)");
+            } else {
+                let rows: Vec<[String; 5]> = entries
+                    .iter()
+                    .map(|e| {
+                        [
+                            e.pid.to_string(),
+                            e.comm.clone(),
+                            format!("{} ({})", e.signal, e.state),
+                            e.dir.clone(),
+                            e.newest
+                                .as_ref()
+                                .map(|n| format!("{}  {}", n.rfc3339(), n))
+                                .unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                let head = ["PID", "COMMAND", "SIGNAL", "DIR", "NEWEST DUMP"];
+                let mut w = [0usize; 5];
+                for r in rows
+                    .iter()
+                    .map(|r| r.each_ref().map(String::as_str))
+                    .chain([head])
+                {
+                    for (i, c) in r.iter().enumerate() {
+                        w[i] = w[i].max(c.chars().count());
+                    }
+                }
+                let line = |r: [&str; 5]| {
+                    format!(
+                        "{:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        w0 = w[0],
+                        w1 = w[1],
+                        w2 = w[2],
+                        w3 = w[3]
+                    )
+                    .trim_end()
+                    .to_string()
+                };
+                println!("{}", line(head));
+                for r in &rows {
+                    println!("{}", line(r.each_ref().map(String::as_str)));
+                }
+            }
+            if hidden > 0 {
+                eprintln!(
+                    "stackdump: {hidden} processes could not be inspected (run as root to see all)"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,562 @@
+//! A target process as the CLI sees it from outside, and the checks made before sending it
+//! anything: it exists and is not a zombie, we may signal it, libstackdump.so is mapped in it, its
+//! trigger signal is caught (`SigCgt`), and its dump directory exists.
+//!
+//! The process is pinned with a pidfd first: when the pidfd still says "alive" after the checks,
+//! everything read from `/proc/PID` was about that very process, not a successor that got the
+//! same pid.
+
+use crate::rootfs::{SafeOpenError, TargetRoot};
+use stackdump_core::dumpfile::DumpFormat;
+use stackdump_core::signals::{self, arch, HostSignal};
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+/// Everything that can go wrong with a target; `exit::kind_of` maps each to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no process {pid}")]
+    NoSuchProcess { pid: i32 },
+    #[error("process {pid} is a zombie: it has exited and waits for its parent (pid {ppid}) to reap it; there is nothing left to dump")]
+    Zombie { pid: i32, ppid: i32 },
+    #[error("not allowed to {what} process {pid}{}: run as the same user or with CAP_KILL (root)", owner.map(|u| format!(" (owned by uid {u})")).unwrap_or_default())]
+    PermissionDenied {
+        pid: i32,
+        what: &'static str,
+        owner: Option<u32>,
+    },
+    #[error("refusing to signal process {pid} ({comm}): {reason}. {todo}")]
+    Refused {
+        pid: i32,
+        comm: String,
+        reason: String,
+        todo: String,
+    },
+    #[error("process {pid} exited before its dump was complete")]
+    Exited { pid: i32 },
+    #[error("no dump from process {pid} within {timeout}. Likely causes:\n{causes}")]
+    Timeout {
+        pid: i32,
+        timeout: String,
+        causes: String,
+    },
+    #[error("process {pid}: {source}")]
+    UnsafeFile {
+        pid: i32,
+        #[source]
+        source: SafeOpenError,
+    },
+    #[error("could not send {signal} to process {pid}: {source}")]
+    Trigger {
+        pid: i32,
+        signal: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("process {pid}: {context}: {source}")]
+    Io {
+        pid: i32,
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// The fields of `/proc/PID/status` the checks need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub name: String,
+    pub state: char,
+    pub ppid: i32,
+    /// The pid as the process sees itself (last field of `NSpid`).
+    pub ns_pid: i32,
+    /// Real, effective, saved and file-system uids.
+    pub uids: Vec<u32>,
+    pub sig_blocked: u64,
+    pub sig_ignored: u64,
+    pub sig_caught: u64,
+    pub threads: u32,
+}
+
+impl Status {
+    pub fn parse(text: &str) -> Option<Status> {
+        let mut st = Status::default();
+        let mut seen = false;
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            let hex = || u64::from_str_radix(value, 16).ok();
+            match key {
+                "Name" => {
+                    st.name = value.to_string();
+                    seen = true;
+                }
+                "State" => st.state = value.chars().next().unwrap_or('?'),
+                "PPid" => st.ppid = value.parse().unwrap_or(0),
+                "NSpid" => {
+                    st.ns_pid = value
+                        .split_whitespace()
+                        .last()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0)
+                }
+                "Uid" => {
+                    st.uids = value
+                        .split_whitespace()
+                        .filter_map(|u| u.parse().ok())
+                        .collect()
+                }
+                "SigBlk" => st.sig_blocked = hex()?,
+                "SigIgn" => st.sig_ignored = hex()?,
+                "SigCgt" => st.sig_caught = hex()?,
+                "Threads" => st.threads = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        seen.then_some(st)
+    }
+
+    fn bit(mask: u64, signo: i32) -> bool {
+        (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0
+    }
+    pub fn catches(&self, signo: i32) -> bool {
+        Self::bit(self.sig_caught, signo)
+    }
+    pub fn ignores(&self, signo: i32) -> bool {
+        Self::bit(self.sig_ignored, signo)
+    }
+    pub fn blocks(&self, signo: i32) -> bool {
+        Self::bit(self.sig_blocked, signo)
+    }
+}
+
+/// The `STACKDUMP_*` settings of a target, from `/proc/PID/environ` (its environment at exec).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetEnv {
+    pub signal: Option<String>,
+    pub dir: Option<String>,
+    pub format: Option<String>,
+    pub disable: Option<String>,
+}
+
+impl TargetEnv {
+    pub fn parse(environ: &[u8]) -> TargetEnv {
+        let mut env = TargetEnv::default();
+        for var in environ.split(|b| *b == 0) {
+            let Ok(var) = std::str::from_utf8(var) else {
+                continue;
+            };
+            let Some((k, v)) = var.split_once('=') else {
+                continue;
+            };
+            let slot = match k {
+                "STACKDUMP_SIGNAL" => &mut env.signal,
+                "STACKDUMP_DIR" => &mut env.dir,
+                "STACKDUMP_FORMAT" => &mut env.format,
+                "STACKDUMP_DISABLE" => &mut env.disable,
+                _ => continue,
+            };
+            *slot = Some(v.to_string());
+        }
+        env
+    }
+
+    /// True when the library was turned off (`STACKDUMP_DISABLE=1`).
+    pub fn disabled(&self) -> bool {
+        self.disable.as_deref().map(str::trim) == Some("1")
+    }
+
+    /// The dump directory as the library sees it.
+    pub fn dir_or_default(&self) -> &str {
+        match self.dir.as_deref() {
+            Some(d) if !d.is_empty() => d,
+            _ => "/tmp",
+        }
+    }
+
+    /// The formats the library writes.
+    pub fn formats(&self) -> Vec<DumpFormat> {
+        let (known, _) = DumpFormat::parse_list(self.format.as_deref().unwrap_or(""));
+        if known.is_empty() {
+            vec![DumpFormat::Text, DumpFormat::Json]
+        } else {
+            known
+        }
+    }
+}
+
+/// Open a pidfd (Linux ≥ 5.3). `Ok(None)` where the kernel has none.
+pub fn pidfd_open(pid: i32) -> Result<Option<OwnedFd>, TargetError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory is
+    // passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+        return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESRCH) => Err(TargetError::NoSuchProcess { pid }),
+        _ => Ok(None),
+    }
+}
+
+/// True while the process behind the pidfd (or the pid) has not exited.
+pub fn alive(pid: i32, pidfd: Option<&OwnedFd>) -> bool {
+    if let Some(fd) = pidfd {
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        return match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(_) => true,
+        };
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => Status::parse(&s).is_some_and(|st| !matches!(st.state, 'Z' | 'X')),
+        Err(_) => false,
+    }
+}
+
+/// Which C library the target uses, from its mappings (for the real-time numbering).
+pub fn target_libc(maps: &str) -> arch::Libc {
+    if maps.contains("/ld-musl-") || maps.contains("libc.musl-") {
+        arch::Libc::Musl
+    } else {
+        arch::Libc::Glibc
+    }
+}
+
+/// The path of the mapped libstackdump, if any: a mapping whose file name is `libstackdump.so`
+/// or starts with `libstackdump`.
+pub fn find_library(maps: &str) -> Option<String> {
+    maps.lines().find_map(|line| {
+        let path = line.split_whitespace().nth(5)?;
+        let path = line[line.find(path)?..].trim_end();
+        let file = path.rsplit('/').next()?;
+        let file = file.strip_suffix(" (deleted)").unwrap_or(file);
+        file.starts_with("libstackdump").then(|| path.to_string())
+    })
+}
+
+/// A process, inspected.
+#[derive(Debug)]
+pub struct Target {
+    pub pid: i32,
+    pub pidfd: Option<OwnedFd>,
+    pub status: Status,
+    pub env: TargetEnv,
+    /// The mapped library, when it is loaded.
+    pub library: Option<String>,
+    pub libc: arch::Libc,
+}
+
+fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
+    std::fs::read(format!("/proc/{pid}/{file}")).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
+        io::ErrorKind::PermissionDenied => TargetError::PermissionDenied {
+            pid,
+            what: match file {
+                "maps" => "read the memory maps of",
+                "environ" => "read the environment of",
+                _ => "inspect",
+            },
+            owner: owner_of(pid),
+        },
+        // A process that exits while we read gives ESRCH.
+        _ if e.raw_os_error() == Some(libc::ESRCH) => TargetError::NoSuchProcess { pid },
+        _ => TargetError::Io {
+            pid,
+            context: format!("reading /proc/{pid}/{file}"),
+            source: e,
+        },
+    })
+}
+
+fn owner_of(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+impl Target {
+    /// Inspect `pid`: pin it, read its status, check we may signal it, read its maps and
+    /// environment. Fails with NoSuchProcess, Zombie or PermissionDenied; the readiness
+    /// checks are in [`Target::check`].
+    pub fn inspect(pid: i32) -> Result<Target, TargetError> {
+        let pidfd = pidfd_open(pid)?;
+        let status = read_proc(pid, "status")?;
+        let status =
+            Status::parse(&String::from_utf8_lossy(&status)).ok_or_else(|| TargetError::Io {
+                pid,
+                context: format!("parsing /proc/{pid}/status"),
+                source: io::Error::from(io::ErrorKind::InvalidData),
+            })?;
+        if matches!(status.state, 'Z' | 'X') {
+            return Err(TargetError::Zombie {
+                pid,
+                ppid: status.ppid,
+            });
+        }
+        // May we signal it? Signal 0 checks without sending anything.
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            return Err(match e {
+                nix::errno::Errno::ESRCH => TargetError::NoSuchProcess { pid },
+                nix::errno::Errno::EPERM => TargetError::PermissionDenied {
+                    pid,
+                    what: "signal",
+                    owner: status.uids.first().copied(),
+                },
+                other => TargetError::Io {
+                    pid,
+                    context: "checking with kill(pid, 0)".into(),
+                    source: other.into(),
+                },
+            });
+        }
+        let maps = String::from_utf8_lossy(&read_proc(pid, "maps")?).into_owned();
+        let env = TargetEnv::parse(&read_proc(pid, "environ")?);
+        let target = Target {
+            pid,
+            library: find_library(&maps),
+            libc: target_libc(&maps),
+            pidfd,
+            status,
+            env,
+        };
+        if !target.alive() {
+            return Err(TargetError::NoSuchProcess { pid });
+        }
+        Ok(target)
+    }
+
+    pub fn alive(&self) -> bool {
+        alive(self.pid, self.pidfd.as_ref())
+    }
+
+    /// Fresh `/proc/PID/status` (the signal masks change over time).
+    pub fn refresh_status(&mut self) -> Result<(), TargetError> {
+        let text = read_proc(self.pid, "status")?;
+        if let Some(st) = Status::parse(&String::from_utf8_lossy(&text)) {
+            if matches!(st.state, 'Z' | 'X') {
+                return Err(TargetError::Exited { pid: self.pid });
+            }
+            self.status = st;
+        }
+        Ok(())
+    }
+
+    /// The trigger signal the library installed, from the target's `STACKDUMP_SIGNAL`
+    /// (default USR1), in the target's libc numbering.
+    pub fn configured_signal(&self) -> Result<HostSignal, signals::SignalError> {
+        let name = self.env.signal.as_deref().unwrap_or("USR1");
+        let mut sig = signals::parse_host(name)?;
+        // A musl target seen from a glibc stackdump (or the reverse): RTMIN differs.
+        if arch::Libc::host() != self.libc && sig.name.starts_with("RT") {
+            if let Some(host) = arch::host() {
+                if let Ok(spec) = arch::parse_name(name) {
+                    if let Some(r) = host.resolve(&spec, self.libc) {
+                        sig.number = r.number;
+                    }
+                }
+            }
+        }
+        Ok(sig)
+    }
+
+    pub fn comm(&self) -> &str {
+        &self.status.name
+    }
+
+    /// True when every thread blocks `signo` (then a process-directed signal stays pending).
+    pub fn all_threads_block(&self, signo: i32) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        let mut any = false;
+        for t in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            let Some(st) = Status::parse(&text) else {
+                continue;
+            };
+            any = true;
+            if !st.blocks(signo) {
+                return false;
+            }
+        }
+        any
+    }
+
+    /// Names of the target's threads (to see whether the dump thread runs).
+    pub fn thread_names(&self) -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|s| s.trim_end().to_string())
+            .collect()
+    }
+
+    /// The dump directory as an absolute path in the target's file system.
+    pub fn dump_dir(&self) -> String {
+        let d = self.env.dir_or_default();
+        if d.starts_with('/') {
+            return d.to_string();
+        }
+        // A relative STACKDUMP_DIR is relative to the working directory the process had when
+        // the library started; its current one is the best guess we have.
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/".into());
+        format!("{}/{d}", cwd.trim_end_matches('/'))
+    }
+
+    /// Open the target's root (for the dump directory).
+    pub fn root(&self) -> Result<TargetRoot, TargetError> {
+        TargetRoot::open(self.pid).map_err(|e| match e {
+            SafeOpenError::NotFound { .. } => TargetError::NoSuchProcess { pid: self.pid },
+            SafeOpenError::Io { ref source, .. }
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                TargetError::PermissionDenied {
+                    pid: self.pid,
+                    what: "read the file system of",
+                    owner: self.status.uids.first().copied(),
+                }
+            }
+            other => TargetError::UnsafeFile {
+                pid: self.pid,
+                source: other,
+            },
+        })
+    }
+
+    /// The checks before sending `signal`. Returns the reasons to refuse (empty when it is
+    /// safe); with `--force` the caller turns them into warnings.
+    pub fn check(&self, signal: &HostSignal) -> Vec<(String, String)> {
+        let mut refusals = Vec::new();
+        let how_to_prepare = "Start it with `stackdump run -- CMD` (or LD_PRELOAD=/path/to/libstackdump.so CMD); --force sends anyway";
+        let action = arch::host()
+            .and_then(|a| a.lookup(&signal.name))
+            .map(|d| d.action)
+            .unwrap_or(arch::Action::Term);
+        let fate = if self.status.ignores(signal.number) {
+            format!("{} is ignored by it, so nothing would happen", signal.name)
+        } else if action.is_fatal() {
+            format!(
+                "sending {} would {} (its default action)",
+                signal.name,
+                action
+                    .describe()
+                    .replace("terminates", "terminate")
+                    .replace("dumps", "dump")
+            )
+        } else {
+            format!(
+                "{} {} by default, so nothing would happen",
+                signal.name,
+                action.describe()
+            )
+        };
+        if self.library.is_none() {
+            refusals.push((
+                format!("libstackdump.so is not loaded in it, and {fate}"),
+                how_to_prepare.to_string(),
+            ));
+        } else if self.env.disabled() {
+            refusals.push((
+                format!("libstackdump.so is loaded but disabled (STACKDUMP_DISABLE=1), and {fate}"),
+                "Restart it without STACKDUMP_DISABLE; --force sends anyway".to_string(),
+            ));
+        } else if !self.status.catches(signal.number) {
+            refusals.push((
+                format!("it does not catch {} (not in SigCgt of /proc/{}/status), so {fate}", signal.name, self.pid),
+                "The library may have disabled itself (check its STACKDUMP_* settings), or the application reset the handler; `stackdump list` shows the trigger signals; --force sends anyway".to_string(),
+            ));
+        } else if self.all_threads_block(signal.number) {
+            refusals.push((
+                format!("every thread blocks {}, so the dump would never start", signal.name),
+                "The application masks the signal everywhere; choose another STACKDUMP_SIGNAL; --force sends anyway".to_string(),
+            ));
+        }
+        refusals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\n";
+        let st = Status::parse(text).unwrap();
+        assert_eq!(st.name, "sleep");
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
+        assert_eq!(st.ns_pid, 7);
+        assert_eq!(st.uids, [1000; 4]);
+        assert_eq!(st.threads, 3);
+        assert!(st.catches(10));
+        assert!(!st.catches(12));
+        assert!(st.ignores(13));
+        assert!(!st.blocks(10));
+    }
+
+    #[test]
+    fn environment() {
+        let env = TargetEnv::parse(
+            b"PATH=/bin\0STACKDUMP_SIGNAL=USR2\0STACKDUMP_DIR=/var/tmp\0STACKDUMP_FORMAT=json\0X=STACKDUMP_DISABLE=1\0",
+        );
+        assert_eq!(env.signal.as_deref(), Some("USR2"));
+        assert_eq!(env.dir_or_default(), "/var/tmp");
+        assert_eq!(env.formats(), [DumpFormat::Json]);
+        assert!(!env.disabled());
+        let env = TargetEnv::parse(b"STACKDUMP_DISABLE=1\0");
+        assert!(env.disabled());
+        assert_eq!(env.dir_or_default(), "/tmp");
+        assert_eq!(env.formats(), [DumpFormat::Text, DumpFormat::Json]);
+    }
+
+    #[test]
+    fn library_in_maps() {
+        let maps = "7f0000000000-7f0000001000 r--p 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n7f0000002000-7f0000003000 r-xp 00001000 08:01 456 /work/my dir/target/release/libstackdump.so\n";
+        assert_eq!(
+            find_library(maps).as_deref(),
+            Some("/work/my dir/target/release/libstackdump.so")
+        );
+        assert_eq!(
+            find_library("7f-7f r--p 0 0:0 1 /lib/libstackdumpx.so (deleted)\n").as_deref(),
+            Some("/lib/libstackdumpx.so (deleted)")
+        );
+        assert_eq!(
+            find_library("7f-7f r--p 0 0:0 1 /lib/notstackdump.so\n"),
+            None
+        );
+        assert_eq!(
+            target_libc("7f-7f r-xp 0 0:0 1 /lib/ld-musl-x86_64.so.1\n"),
+            arch::Libc::Musl
+        );
+        assert_eq!(target_libc(maps), arch::Libc::Glibc);
+    }
+
+    #[test]
+    fn ourselves() {
+        let me = Target::inspect(std::process::id() as i32).unwrap();
+        assert!(me.alive());
+        assert!(me.library.is_none());
+        assert_eq!(me.comm().is_empty(), false);
+        let usr1 = signals::parse_host("USR1").unwrap();
+        assert_eq!(me.check(&usr1).len(), 1);
+    }
+}
