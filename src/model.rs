@@ -126,9 +126,18 @@ pub struct CaptureStats {
     pub threads: usize,
     /// Threads whose user stack was captured.
     pub captured: usize,
-    /// How user stacks were taken: `signal` (in-process capture handler).
+    /// How user stacks were taken: `signal` (in-process capture handler for every thread), or
+    /// `syscall+signal` (threads blocked in a system call copied without a signal, the others
+    /// signalled).
     #[serde(default)]
     pub method: String,
+    /// Threads whose stack was copied while they sat blocked in a system call, without any
+    /// signal (they never see EINTR because of the dump).
+    #[serde(default)]
+    pub without_signal: usize,
+    /// Threads that were sent the capture signal.
+    #[serde(default)]
+    pub signalled: usize,
     /// The capture signal's name (never the trigger signal).
     #[serde(default)]
     pub capture_signal: String,
@@ -169,6 +178,10 @@ pub struct Thread {
     /// unwind data missing): the outermost frames are missing.
     #[serde(default)]
     pub truncated: bool,
+    /// True when this thread was sent the capture signal (a blocking call it was in may have
+    /// returned EINTR); false when it was captured without interruption or not at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signalled: bool,
 }
 
 /// The kernel's view of a thread, from `/proc/PID/task/TID/*`.

@@ -236,6 +236,12 @@ impl TaskReader {
         Ok(&self.buf)
     }
 
+    /// The current system call of a thread (`syscall`), or `ThreadGone`.
+    pub fn syscall(&mut self, tid: Tid) -> Result<SyscallState, ThreadGone> {
+        let bytes = self.read(tid, "syscall").map_err(|_| ThreadGone)?;
+        Ok(parse_syscall(&String::from_utf8_lossy(bytes)))
+    }
+
     /// The status of a thread (for its signal mask), or `ThreadGone`.
     pub fn status(&mut self, tid: Tid) -> Result<TaskStatus, ThreadGone> {
         let bytes = self.read(tid, "status").map_err(|_| ThreadGone)?;

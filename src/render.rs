@@ -62,9 +62,10 @@ fn header(out: &mut String, d: &Dump) {
     let c = &d.capture;
     let _ = writeln!(
         out,
-        "capture: {} threads, {} stacks captured in {:.1} ms (capture signal SIG{}, deadline {} ms, dump #{})",
+        "capture: {} threads, {} stacks captured ({} without a signal) in {:.1} ms (capture signal SIG{}, deadline {} ms, dump #{})",
         c.threads,
         c.captured,
+        c.without_signal,
         c.duration_us as f64 / 1000.0,
         c.capture_signal,
         c.deadline_ms,

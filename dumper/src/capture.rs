@@ -12,7 +12,7 @@ use crate::unwind::{Modules, RawFrames, UnwindEnd};
 use crate::{sink, sys};
 use stackdump_core::model::{
     CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView, PhaseTimes, Pid,
-    Thread, Tid, Trigger, FORMAT,
+    SyscallState, Thread, Tid, Trigger, FORMAT,
 };
 use stackdump_core::proc::{self, TaskReader};
 use stackdump_core::timefmt::UtcTime;
@@ -28,6 +28,8 @@ struct RawThread {
     blocks_capture: bool,
     status: CaptureStatus,
     frames: Option<RawFrames>,
+    /// Sent the capture signal.
+    signalled: bool,
 }
 
 /// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
@@ -57,6 +59,8 @@ pub struct DumpThread {
     last_millis: i64,
     /// The address of our capture handler, to check it is still installed before sending.
     handler: usize,
+    /// Buffer for stacks copied without a signal (kept across dumps).
+    scratch: Vec<u8>,
 }
 
 impl DumpThread {
@@ -69,6 +73,7 @@ impl DumpThread {
             sequence: 0,
             last_millis: 0,
             handler,
+            scratch: Vec::new(),
         }
     }
 
@@ -129,7 +134,7 @@ impl DumpThread {
                     kernel: if tid == me {
                         // Our own thread is busy reading /proc: its syscall and kernel stack
                         // describe the dump itself, not the host.
-                        kernel.syscall = stackdump_core::model::SyscallState::Running;
+                        kernel.syscall = SyscallState::Running;
                         kernel.kernel_stack = None;
                         kernel.wchan = None;
                         kernel
@@ -145,6 +150,7 @@ impl DumpThread {
                         CaptureStatus::Skipped
                     },
                     frames: None,
+                    signalled: false,
                 },
                 Err(proc::ThreadGone) => RawThread {
                     tid,
@@ -153,6 +159,7 @@ impl DumpThread {
                     blocks_capture: false,
                     status: CaptureStatus::Exited,
                     frames: None,
+                    signalled: false,
                 },
             };
             threads.push(t);
@@ -171,7 +178,13 @@ impl DumpThread {
         }
         errors.extend(self.modules.problems.iter().cloned());
         let deadline = Instant::now() + self.cfg.deadline;
+        let without_signal = if self.cfg.blocked_without_signal {
+            self.capture_blocked(&mut threads)
+        } else {
+            0
+        };
         let unwind_time = self.capture_stacks(pid, &mut threads, deadline, &mut errors);
+        let signalled = threads.iter().filter(|t| t.signalled).count();
         let t_capture = start.elapsed() - t_kernel;
 
         // Phase 3: symbolize, decode, assemble.
@@ -211,6 +224,7 @@ impl DumpThread {
                 capture: t.status,
                 frames,
                 truncated,
+                signalled: t.signalled,
             });
         }
         let t_symbolize = t3.elapsed();
@@ -247,7 +261,13 @@ impl DumpThread {
                 duration_us: 0,
                 threads: out_threads.len(),
                 captured,
-                method: "signal".into(),
+                method: if without_signal > 0 {
+                    "syscall+signal".into()
+                } else {
+                    "signal".into()
+                },
+                without_signal,
+                signalled,
                 capture_signal: self.cfg.capture.name.clone(),
                 deadline_ms: self.cfg.deadline.as_millis() as u64,
                 phases_us: PhaseTimes {
@@ -270,6 +290,71 @@ impl DumpThread {
         crate::diagnose::run(&mut dump);
         dump.capture.duration_us = start.elapsed().as_micros() as u64;
         self.write(&dump, millis, &requests);
+    }
+
+    /// Copy the stacks of threads blocked in a system call without interrupting them: their SP
+    /// and PC are in `/proc/self/task/TID/syscall`. The copy is kept only when the thread
+    /// provably did not move while it was taken (same syscall line, same context-switch
+    /// counts before and after) and unwinds from SP and PC alone to a thread entry point
+    /// (x86_64 frames whose CFA depends on rbp, or aarch64 leaf wrappers, need the registers
+    /// only the capture signal gives: those threads are left for it). Returns how many.
+    fn capture_blocked(&mut self, threads: &mut [RawThread]) -> usize {
+        let mut reader = TaskReader::new("/proc/self");
+        reader.kernel_stacks = false;
+        let window = self.cfg.window;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(window, 0);
+        let mut done = 0;
+        for t in threads
+            .iter_mut()
+            .filter(|t| t.status == CaptureStatus::Skipped)
+        {
+            let SyscallState::InSyscall { sp, pc, .. } = t.kernel.syscall else {
+                continue;
+            };
+            // SAFETY: `buf` is our own buffer of `window` bytes, not shared.
+            let n = unsafe { sigctx::read_own_memory(buf.as_mut_ptr(), sp.0, window) };
+            if n < 16 {
+                continue;
+            }
+            let same_syscall = matches!(reader.syscall(t.tid), Ok(now) if now == t.kernel.syscall);
+            let same_switches = matches!(reader.status(t.tid), Ok(st)
+                if st.voluntary_ctxt_switches == t.kernel.voluntary_ctxt_switches
+                    && st.nonvoluntary_ctxt_switches == t.kernel.nonvoluntary_ctxt_switches);
+            if !(same_syscall && same_switches) {
+                continue; // it moved: the signal will take it
+            }
+            let regs = slots::RawRegs {
+                pc: pc.0,
+                sp: sp.0,
+                fp: 0,
+                lr: 0,
+            };
+            let frames = self.modules.unwind(&regs, &buf[..n], self.cfg.max_frames);
+            if frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames) {
+                t.frames = Some(frames);
+                t.status = CaptureStatus::Ok;
+                done += 1;
+            }
+        }
+        self.scratch = buf;
+        done
+    }
+
+    /// True when one of the last two frames is a thread entry point.
+    fn ends_at_root(&mut self, frames: &RawFrames) -> bool {
+        let mut tail = Vec::new();
+        for &(ip, is_return) in frames.addrs.iter().rev().take(2) {
+            tail.clear();
+            self.symbols.frames(ip, is_return, None, &mut tail);
+            if tail
+                .iter()
+                .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)))
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Send the capture signal to every thread that can take it, at most a few at a time, and
@@ -429,6 +514,7 @@ impl DumpThread {
                     slots::cookie(generation, si),
                 ) {
                     Ok(()) => {
+                        threads[ti].signalled = true;
                         inflight.push(InFlight {
                             thread: ti,
                             slot: si,

@@ -28,6 +28,9 @@ pub struct Config {
     pub max_frames: usize,
     /// Capture slots: how many threads can be answering at once (`STACKDUMP_SLOTS`, default 64).
     pub slots: usize,
+    /// Copy the stacks of threads blocked in a system call without signalling them
+    /// (`STACKDUMP_CAPTURE=auto`, the default); `signal` signals every thread.
+    pub blocked_without_signal: bool,
 }
 
 /// Why the library disabled itself.
@@ -113,6 +116,17 @@ impl Config {
         let window = number(&get, "STACKDUMP_STACK_WINDOW", 64 * 1024, 4096, 16 << 20)?;
         let max_frames = number(&get, "STACKDUMP_MAX_FRAMES", 512, 8, 100_000)?;
         let slots = number(&get, "STACKDUMP_SLOTS", 64, 1, 4096)?;
+        let blocked_without_signal = match get("STACKDUMP_CAPTURE").as_deref() {
+            None | Some("auto") => true,
+            Some("signal") => false,
+            Some(other) => {
+                return Err(ConfigError::Value {
+                    var: "STACKDUMP_CAPTURE",
+                    value: other.to_string(),
+                    why: "auto or signal",
+                })
+            }
+        };
         Ok(Config {
             trigger,
             capture,
@@ -123,6 +137,7 @@ impl Config {
             window: window.next_multiple_of(4096),
             max_frames,
             slots,
+            blocked_without_signal,
         })
     }
 }
@@ -238,6 +253,13 @@ mod tests {
         assert_eq!(c.window, 128 * 1024);
         assert_eq!(c.deadline, Duration::from_millis(250));
         assert!(cfg(&[("STACKDUMP_FORMAT", "xml")]).is_err());
+        assert!(cfg(&[]).unwrap().blocked_without_signal);
+        assert!(
+            !cfg(&[("STACKDUMP_CAPTURE", "signal")])
+                .unwrap()
+                .blocked_without_signal
+        );
+        assert!(cfg(&[("STACKDUMP_CAPTURE", "ptrace")]).is_err());
         assert!(cfg(&[("STACKDUMP_DEADLINE_MS", "0")]).is_err());
         assert!(cfg(&[("STACKDUMP_STACK_WINDOW", "lots")]).is_err());
     }

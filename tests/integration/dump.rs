@@ -256,11 +256,31 @@ fn check_parked_stack(t: &Target, d: &Dumped, th: &Thread, parking: &str) {
     }
 }
 
+/// How the C example is dumped: the default (threads blocked in a system call are copied
+/// without a signal) or `STACKDUMP_CAPTURE=signal` (every thread is sent the capture signal).
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Auto,
+    Signal,
+}
+
 #[test]
 fn c_parked_dump_has_every_thread_unwound_without_frame_pointers() {
+    c_parked_dump(Mode::Auto);
+}
+
+#[test]
+fn c_parked_dump_with_capture_signal_for_every_thread() {
+    c_parked_dump(Mode::Signal);
+}
+
+fn c_parked_dump(mode: Mode) {
     const WORKERS: usize = 6;
     let mut cmd = Command::new(build_c_example("parked"));
     cmd.arg(WORKERS.to_string());
+    if mode == Mode::Signal {
+        cmd.env("STACKDUMP_CAPTURE", "signal");
+    }
     let mut t = spawn_ready(cmd);
     let d = trigger(&mut t);
     check_common(&mut t, &d);
@@ -276,18 +296,51 @@ fn c_parked_dump_has_every_thread_unwound_without_frame_pointers() {
             _ => continue, // masked: below
         };
         check_parked_stack(&t, &d, th, parking);
+        // Blocked threads are copied without a signal, unless every thread is to be signalled.
+        assert_eq!(
+            th.signalled,
+            mode == Mode::Signal,
+            "thread {name}\n{}",
+            d.context(&t)
+        );
     }
 
-    // The thread that blocks every signal is not interrupted, but the kernel still tells.
     let masked = d.thread(&t, "masked");
-    assert_eq!(
-        masked.capture,
-        CaptureStatus::SignalBlocked,
-        "{}",
-        d.context(&t)
-    );
-    assert!(masked.frames.is_empty(), "{}", d.context(&t));
     check_blocked_in(&t, &d, masked, &["read"]);
+    match mode {
+        Mode::Signal => {
+            // The thread that blocks every signal is not interrupted, but the kernel still tells.
+            assert_eq!(
+                masked.capture,
+                CaptureStatus::SignalBlocked,
+                "{}",
+                d.context(&t)
+            );
+            assert!(masked.frames.is_empty(), "{}", d.context(&t));
+            assert_eq!(d.dump.capture.without_signal, 0, "{}", d.context(&t));
+        }
+        Mode::Auto => {
+            // Blocked in read, it is copied without a signal, mask or not.
+            assert_eq!(masked.capture, CaptureStatus::Ok, "{}", d.context(&t));
+            assert!(!masked.signalled, "{}", d.context(&t));
+            let names: Vec<&str> = masked
+                .frames
+                .iter()
+                .filter_map(|f| f.function.as_deref())
+                .collect();
+            assert!(
+                names.contains(&"masked_main"),
+                "masked thread frames: {names:?}\n{}",
+                d.context(&t)
+            );
+            assert!(!masked.truncated, "{}", d.context(&t));
+            assert!(
+                d.dump.capture.without_signal >= WORKERS + 1,
+                "{}",
+                d.context(&t)
+            );
+        }
+    }
 
     // Nobody was disturbed: every thread but main is back asleep where it was.
     let parked_again = || {
