@@ -183,7 +183,15 @@ impl DumpThread {
         } else {
             0
         };
-        let unwind_time = self.capture_stacks(pid, &mut threads, deadline, &mut errors);
+        let mut late_without_signal = 0;
+        let unwind_time = self.capture_stacks(
+            pid,
+            &mut threads,
+            deadline,
+            &mut errors,
+            &mut late_without_signal,
+        );
+        let without_signal = without_signal + late_without_signal;
         let signalled = threads.iter().filter(|t| t.signalled).count();
         let t_capture = start.elapsed() - t_kernel;
 
@@ -301,29 +309,47 @@ impl DumpThread {
     fn capture_blocked(&mut self, threads: &mut [RawThread]) -> usize {
         let mut reader = TaskReader::new("/proc/self");
         reader.kernel_stacks = false;
-        let window = self.cfg.window;
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize(window, 0);
         let mut done = 0;
         for t in threads
             .iter_mut()
             .filter(|t| t.status == CaptureStatus::Skipped)
         {
-            let SyscallState::InSyscall { sp, pc, .. } = t.kernel.syscall else {
-                continue;
-            };
-            // SAFETY: `buf` is our own buffer of `window` bytes, not shared.
-            let n = unsafe { sigctx::read_own_memory(buf.as_mut_ptr(), sp.0, window) };
-            if n < 16 {
-                continue;
+            let before = (
+                t.kernel.voluntary_ctxt_switches,
+                t.kernel.nonvoluntary_ctxt_switches,
+            );
+            if let Some(frames) = self.copy_blocked(&mut reader, t.tid, &t.kernel.syscall, before) {
+                t.frames = Some(frames);
+                t.status = CaptureStatus::Ok;
+                done += 1;
             }
-            let same_syscall = matches!(reader.syscall(t.tid), Ok(now) if now == t.kernel.syscall);
-            let same_switches = matches!(reader.status(t.tid), Ok(st)
-                if st.voluntary_ctxt_switches == t.kernel.voluntary_ctxt_switches
-                    && st.nonvoluntary_ctxt_switches == t.kernel.nonvoluntary_ctxt_switches);
-            if !(same_syscall && same_switches) {
-                continue; // it moved: the signal will take it
-            }
+        }
+        done
+    }
+
+    /// Copy and unwind the stack of `tid`, which `syscall` (read together with the context
+    /// switch counts `switches`) says is blocked in a system call. None when it is not
+    /// blocked, moved during the copy, or does not unwind from SP and PC alone.
+    fn copy_blocked(
+        &mut self,
+        reader: &mut TaskReader,
+        tid: Tid,
+        syscall: &SyscallState,
+        switches: (u64, u64),
+    ) -> Option<RawFrames> {
+        let SyscallState::InSyscall { sp, pc, .. } = *syscall else {
+            return None;
+        };
+        let window = self.cfg.window;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(window, 0);
+        // SAFETY: `buf` is our own buffer of `window` bytes, not shared.
+        let n = unsafe { sigctx::read_own_memory(buf.as_mut_ptr(), sp.0, window) };
+        let same_syscall = matches!(reader.syscall(tid), Ok(now) if now == *syscall);
+        let same_switches = matches!(reader.status(tid), Ok(st)
+            if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == switches);
+        let mut result = None;
+        if n >= 16 && same_syscall && same_switches {
             let regs = slots::RawRegs {
                 pc: pc.0,
                 sp: sp.0,
@@ -332,13 +358,11 @@ impl DumpThread {
             };
             let frames = self.modules.unwind(&regs, &buf[..n], self.cfg.max_frames);
             if frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames) {
-                t.frames = Some(frames);
-                t.status = CaptureStatus::Ok;
-                done += 1;
+                result = Some(frames);
             }
         }
         self.scratch = buf;
-        done
+        result
     }
 
     /// True when one of the last two frames is a thread entry point.
@@ -365,8 +389,11 @@ impl DumpThread {
         threads: &mut [RawThread],
         deadline: Instant,
         errors: &mut Vec<String>,
+        late_without_signal: &mut usize,
     ) -> Duration {
         let mut unwind_time = Duration::ZERO;
+        let mut recheck = TaskReader::new("/proc/self");
+        recheck.kernel_stacks = false;
         let Some(table) = slots::table(self.cfg.slots, self.cfg.window) else {
             errors.push("cannot allocate capture slots (mmap failed): no user stacks".into());
             for t in threads
@@ -498,7 +525,25 @@ impl DumpThread {
                     }
                     break;
                 }
-                let (Some(ti), Some(si)) = (queue.pop_front(), free.pop()) else {
+                let Some(ti) = queue.pop_front() else {
+                    break;
+                };
+                // Last look before interrupting it: a thread that has entered a blocking
+                // system call since phase 0 is copied without a signal (so it sees no EINTR).
+                if self.cfg.blocked_without_signal {
+                    let tid = threads[ti].tid;
+                    if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
+                        let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
+                        if let Some(frames) = self.copy_blocked(&mut recheck, tid, &sc, switches) {
+                            threads[ti].frames = Some(frames);
+                            threads[ti].status = CaptureStatus::Ok;
+                            *late_without_signal += 1;
+                            continue;
+                        }
+                    }
+                }
+                let Some(si) = free.pop() else {
+                    queue.push_front(ti);
                     break;
                 };
                 let slot = &table.slots[si];

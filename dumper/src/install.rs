@@ -116,7 +116,7 @@ fn install_trigger_handler(signo: i32, capture: i32) -> std::io::Result<()> {
 }
 
 /// Start the dump thread with every asynchronous signal blocked from its first instruction, so
-/// neither the trigger nor any host signal is ever delivered to it.
+/// no host signal is ever delivered to it; it then unblocks the trigger signal alone.
 fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
     // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only.
     unsafe {
@@ -137,7 +137,16 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
         let r = std::thread::Builder::new()
             .name("stackdump".into())
-            .spawn(move || DumpThread::new(cfg, handler).run());
+            .spawn(move || {
+                // The one signal this thread takes is the trigger: `stackdump dump` directs it
+                // here (rt_tgsigqueueinfo to the thread named `stackdump`), so that asking for
+                // a dump interrupts no host thread at all.
+                let mut trig: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut trig);
+                libc::sigaddset(&mut trig, cfg.trigger.number);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &trig, std::ptr::null_mut());
+                DumpThread::new(cfg, handler).run()
+            });
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         r.map(drop)
     }
