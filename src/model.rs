@@ -87,6 +87,10 @@ pub struct Dump {
     /// What looks wrong, most important first. Empty when nothing stands out.
     #[serde(default)]
     pub findings: Vec<Finding>,
+    /// Facts about the process as a whole (its fds, sockets, pipes, the futexes its threads wait
+    /// on), the evidence behind the findings. Absent when not gathered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessFacts>,
     /// What went wrong while dumping (never fatal: the rest of the dump is still there).
     #[serde(default)]
     pub errors: Vec<String>,
@@ -326,6 +330,195 @@ pub struct Finding {
     /// Supporting facts, one per line.
     #[serde(default)]
     pub evidence: Vec<String>,
+}
+
+/// Facts about the whole process, gathered after the threads' kernel view: what its fds are,
+/// how its sockets are doing, how full its pipes are and who holds their other ends, and who
+/// owns the futexes its threads wait on. The findings are computed from these.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessFacts {
+    /// Open file descriptors by kind.
+    #[serde(default)]
+    pub fds: FdSummary,
+    /// Sockets grouped by protocol and state (10,000 sockets in `CLOSE_WAIT` are one entry).
+    #[serde(default)]
+    pub sockets: Vec<SocketGroup>,
+    /// The pipes this process holds, by inode (at most a few hundred; the rest are counted in
+    /// `fds`).
+    #[serde(default)]
+    pub pipes: Vec<PipeFacts>,
+    /// The files behind the fd arguments of the threads' current system calls.
+    #[serde(default)]
+    pub syscall_fds: Vec<FdFacts>,
+    /// The futexes threads wait on, by address, with their owner where it can be read.
+    #[serde(default)]
+    pub futexes: Vec<FutexFacts>,
+}
+
+/// Open file descriptors by kind.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FdSummary {
+    /// All open fds.
+    pub total: usize,
+    /// `file` (a path), `pipe`, `socket`, `anon_inode:<name>` (`anon_inode:[eventpoll]` counts as
+    /// `anon_inode:eventpoll`), `other`.
+    pub by_kind: std::collections::BTreeMap<String, usize>,
+}
+
+/// Sockets of one protocol in one state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SocketGroup {
+    /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`, or `other` (not in any table we read: netlink,
+    /// packet, another network namespace, ...).
+    pub protocol: String,
+    /// `ESTABLISHED`, `CLOSE_WAIT`, `LISTEN`, ... (TCP); `UNCONNECTED`, `CONNECTED` (UDP, unix);
+    /// `LISTEN` for listening unix sockets; `-` when unknown.
+    pub state: String,
+    pub count: usize,
+    /// Sum of the receive queues (bytes not yet read by this process; for `LISTEN`:
+    /// connections waiting to be accepted).
+    pub rx_queue: u64,
+    /// Sum of the send queues (bytes not yet acknowledged by the peers; for `LISTEN`: the
+    /// backlog).
+    pub tx_queue: u64,
+    /// Sockets with a non-empty receive queue.
+    pub with_unread: usize,
+    /// The most common local addresses, `addr (count)`, at most three.
+    #[serde(default)]
+    pub local: Vec<String>,
+}
+
+/// One pipe held by the process.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PipeFacts {
+    /// The pipe's inode (`pipe:[inode]`).
+    pub inode: u64,
+    /// This process's fds on the pipe.
+    pub fds: Vec<PipeFd>,
+    /// Bytes queued in the pipe (`FIONREAD`), when known.
+    pub queued: Option<u64>,
+    /// The pipe's capacity (`F_GETPIPE_SZ`), when known.
+    pub capacity: Option<u64>,
+    /// Why `queued`/`capacity` are unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+    /// No room for another write: more than capacity minus one page is queued (every buffer
+    /// slot is in use), or a writer sleeps in `pipe_write`.
+    pub full: bool,
+    /// Other processes holding the pipe (their fd and which end).
+    #[serde(default)]
+    pub others: Vec<PipeHolder>,
+    /// Whether other processes were searched for this pipe (done only for pipes that matter:
+    /// full, or a thread is blocked on them).
+    #[serde(default)]
+    pub others_checked: bool,
+    /// What limited the search (processes we may not look into, time budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others_note: Option<String>,
+}
+
+/// One fd on a pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PipeFd {
+    pub fd: i32,
+    /// `read`, `write`, `read+write` (a FIFO opened O_RDWR), or `unknown` (from the fd's
+    /// `/proc/.../fdinfo` flags).
+    pub end: String,
+}
+
+/// Another process holding a pipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipeHolder {
+    pub pid: Pid,
+    pub comm: String,
+    pub fd: i32,
+    /// `read`, `write`, `read+write` or `unknown`.
+    pub end: String,
+    /// Whether one of its threads is in a read of this fd right now (`false`: none is, and
+    /// none waits in poll/select/epoll either); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<bool>,
+    /// What its threads are doing: system calls (or wait channels), e.g. `clock_nanosleep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doing: Option<String>,
+}
+
+/// The file behind an fd argument.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FdFacts {
+    pub fd: i32,
+    /// What `/proc/PID/fd/N` points to.
+    pub target: Option<String>,
+    /// As in [`FdSummary::by_kind`].
+    pub kind: String,
+    /// For pipes: which end this fd is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// For pipes: the inode, described in [`ProcessFacts::pipes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<u64>,
+    /// For sockets: protocol, addresses, state and queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketFacts>,
+}
+
+/// One socket, from `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SocketFacts {
+    pub inode: u64,
+    /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`, `other`.
+    pub protocol: String,
+    /// As in [`SocketGroup::state`].
+    pub state: String,
+    /// `127.0.0.1:8080`, `[::1]:443`, a unix path (`@name` for the abstract namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    pub rx_queue: u64,
+    pub tx_queue: u64,
+}
+
+/// A futex some threads wait on.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FutexFacts {
+    /// The futex word's address (the first argument of `futex(2)`).
+    pub addr: Addr,
+    /// The operation, e.g. `FUTEX_WAIT_PRIVATE`, `FUTEX_LOCK_PI`.
+    pub op: String,
+    /// The threads waiting on it.
+    pub waiters: Vec<Tid>,
+    /// The futex word when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<u32>,
+    /// The thread holding the lock, when it can be read and is a thread of this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Tid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<String>,
+    /// Where the owner was read: `pthread_mutex_t.__owner` (glibc), `futex word` (PI futex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why there is no owner (not a lock we recognize, memory not readable, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+impl ProcessFacts {
+    /// The pipe with this inode.
+    pub fn pipe(&self, inode: u64) -> Option<&PipeFacts> {
+        self.pipes.iter().find(|p| p.inode == inode)
+    }
+
+    /// What is known about fd `fd` from the threads' system calls.
+    pub fn syscall_fd(&self, fd: i32) -> Option<&FdFacts> {
+        self.syscall_fds.iter().find(|f| f.fd == fd)
+    }
+
+    /// The futex at `addr`.
+    pub fn futex(&self, addr: Addr) -> Option<&FutexFacts> {
+        self.futexes.iter().find(|f| f.addr == addr)
+    }
 }
 
 impl Dump {

@@ -288,6 +288,7 @@ impl DumpThread {
             },
             threads: out_threads,
             findings: Vec::new(),
+            process: None,
             errors,
         };
         // The request id that names the file must be the first request, whether or not the
