@@ -13,9 +13,14 @@
 //! dump thread      ─► phase 0 (capture): /proc/self/task/*/{syscall,wchan,stat,status,stack}
 //!                     for every thread BEFORE any is interrupted (a signal changes syscall and
 //!                     wchan); snapshot /proc/self/maps.
-//!                  ─► phase 1 (capture): per thread, the capture signal (a real-time signal, never
-//!                     the trigger) sent with rt_tgsigqueueinfo and a cookie (generation, slot);
-//!                     at most one per CPU outstanding; one deadline for the whole dump.
+//!                  ─► phase 1a (capture): threads blocked in a system call are copied WITHOUT a
+//!                     signal: SP and PC from /proc/self/task/TID/syscall, [SP, SP+window) with
+//!                     process_vm_readv; the copy counts only if syscall and context switches
+//!                     are unchanged afterwards and it unwinds to a thread entry point.
+//!                  ─► phase 1b (capture): every other thread (re-checked just before): the
+//!                     capture signal (a real-time signal, never the trigger) sent with
+//!                     rt_tgsigqueueinfo and a cookie (generation, slot); at most one per CPU
+//!                     outstanding; one deadline for the whole dump.
 //! capture handler  ─► (sigctx::capture, on each thread) check the cookie, copy registers from the
 //!                     ucontext and [SP, SP+window) with process_vm_readv on our own pid (stops at
 //!                     the first unmapped page instead of faulting) into a preallocated slot;
