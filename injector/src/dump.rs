@@ -109,16 +109,14 @@ fn take(
     interrupt: &Interrupt,
     id: u32,
 ) -> Result<Fetched, TargetError> {
-    fetch::wait_for_dump(
-        &mut armed.target,
-        &armed.dir,
-        &armed.signal,
+    let req = fetch::Request {
+        signal: &armed.signal,
         id,
-        &armed.formats,
+        formats: &armed.formats,
         deadline,
         timeout,
-        Some(interrupt),
-    )
+    };
+    fetch::wait_for_dump(&mut armed.target, &armed.dir, &req, Some(interrupt))
 }
 
 /// What one round produced for one target.
@@ -280,8 +278,8 @@ fn gone(e: &anyhow::Error) -> bool {
 }
 
 /// Dumps every `every`, `count` times or for a while. A failed round is reported and the run
-/// goes on; a target that exits leaves the run, which stops when none is left; Ctrl-C stops it
-/// cleanly.
+/// goes on; a target that exits leaves the run (that is not a failure), which stops when none is
+/// left; Ctrl-C stops it cleanly. Exit 1 when any round failed.
 fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::Result<()> {
     let start = Instant::now();
     let end = args.for_.map(|d| start + d);
@@ -327,7 +325,7 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
             match result {
                 Ok(a) => sent.push((a, id)),
                 Err(e) => {
-                    failed += 1;
+                    failed += usize::from(!gone(&e));
                     report_round(&label, &e, &mut live, pid);
                 }
             }
@@ -346,7 +344,7 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
                         Some(TargetError::Interrupted)
                     ) => {}
                 Err(e) => {
-                    failed += 1;
+                    failed += usize::from(!gone(&e));
                     report_round(&label, &e, &mut live, pid);
                 }
             }

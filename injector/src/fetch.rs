@@ -161,17 +161,31 @@ pub struct Fetched {
     pub files: BTreeMap<DumpFormat, (DumpFileName, Vec<u8>)>,
 }
 
-/// Wait for the files of request `id` in `formats`, until `deadline`.
+/// One trigger that was sent, and what to wait for.
+pub struct Request<'a> {
+    pub signal: &'a HostSignal,
+    pub id: u32,
+    /// The formats to wait for.
+    pub formats: &'a [DumpFormat],
+    pub deadline: Instant,
+    /// The `--timeout` (for messages).
+    pub timeout: Duration,
+}
+
+/// Wait for the files of a request, until its deadline.
 pub fn wait_for_dump(
     target: &mut Target,
     dir: &DumpDir,
-    signal: &HostSignal,
-    id: u32,
-    formats: &[DumpFormat],
-    deadline: Instant,
-    timeout: Duration,
+    req: &Request<'_>,
     interrupt: Option<&Interrupt>,
 ) -> Result<Fetched, TargetError> {
+    let Request {
+        signal,
+        id,
+        formats,
+        deadline,
+        timeout,
+    } = *req;
     let ns_pid = if target.status.ns_pid > 0 {
         target.status.ns_pid
     } else {

@@ -2,7 +2,7 @@
 
 use crate::cli::{ListArgs, OutputFormat};
 use crate::fetch::DumpDir;
-use crate::target::{Target, TargetError};
+use crate::target::{find_library, Target, TargetError};
 use stackdump_core::dumpfile::DumpFileName;
 
 /// One process with the library.
@@ -19,6 +19,19 @@ pub struct Entry {
 }
 
 fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
+    // The maps first: only a process with the library is inspected any further.
+    match std::fs::read(format!("/proc/{pid}/maps")) {
+        Ok(maps) if find_library(&String::from_utf8_lossy(&maps)).is_some() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(TargetError::PermissionDenied {
+                pid,
+                what: "read the memory maps of",
+                owner: None,
+            })
+        }
+        Err(_) => return Ok(None),
+    }
     let target = Target::inspect(pid)?;
     if target.library.is_none() {
         return Ok(None);
@@ -161,9 +174,12 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                 }
             }
             if hidden > 0 {
-                eprintln!(
-                    "stackdump: {hidden} processes could not be inspected (run as root to see all)"
-                );
+                let hint = if nix::unistd::geteuid().is_root() {
+                    "not dumpable, or in a sandbox"
+                } else {
+                    "other users' processes; run as root to see them"
+                };
+                eprintln!("stackdump: {hidden} processes could not be inspected ({hint})");
             }
         }
     }

@@ -555,7 +555,7 @@ mod tests {
         let me = Target::inspect(std::process::id() as i32).unwrap();
         assert!(me.alive());
         assert!(me.library.is_none());
-        assert_eq!(me.comm().is_empty(), false);
+        assert!(!me.comm().is_empty());
         let usr1 = signals::parse_host("USR1").unwrap();
         assert_eq!(me.check(&usr1).len(), 1);
     }
