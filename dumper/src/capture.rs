@@ -210,6 +210,20 @@ impl DumpThread {
                         .modules
                         .module_of(ip)
                         .map(|m| (m.path.as_str(), m.bias));
+                    if self.modules.is_trampoline(ip) {
+                        // Like gdb: the kernel's signal frame, between a handler and the
+                        // code it interrupted.
+                        frames.push(Frame {
+                            ip: stackdump_core::model::Addr(ip),
+                            module: module.map(|(p, _)| p.to_string()),
+                            offset: module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
+                            function: Some("<signal handler called>".into()),
+                            file: None,
+                            line: None,
+                            inlined: false,
+                        });
+                        continue;
+                    }
                     self.symbols.frames(ip, is_return, module, &mut frames);
                 }
                 // A complete stack ends in a thread entry point; `_start` of a stripped
@@ -357,7 +371,9 @@ impl DumpThread {
                 fp: 0,
                 lr: 0,
             };
-            let frames = self.modules.unwind(&regs, &buf[..n], self.cfg.max_frames);
+            let frames = self
+                .modules
+                .unwind(&regs, &buf[..n], self.cfg.max_frames, true);
             if frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames) {
                 result = Some(frames);
             }
@@ -643,7 +659,7 @@ impl DumpThread {
         }
         t.frames = Some(
             self.modules
-                .unwind(&cap.regs, cap.stack, self.cfg.max_frames),
+                .unwind(&cap.regs, cap.stack, self.cfg.max_frames, false),
         );
         t.status = CaptureStatus::Ok;
     }

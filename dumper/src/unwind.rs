@@ -14,19 +14,46 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
+    use crate::sigctx::capture::RawRegs;
     pub type Unwinder = framehop::x86_64::UnwinderX86_64<Vec<u8>>;
     pub type Cache = framehop::x86_64::CacheX86_64;
-    pub fn regs(r: &crate::sigctx::capture::RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
+    pub fn regs(r: &RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
         framehop::x86_64::UnwindRegsX86_64::new(r.pc, r.sp, r.fp)
+    }
+    /// glibc's `__restore_rt`: `mov $15, %rax; syscall` (rt_sigreturn).
+    pub const SIGRETURN_CODE: &[u8] = &[0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+    /// At the trampoline, `sp` points at the `ucontext_t` (the handler's return popped the
+    /// trampoline address). `uc_mcontext.gregs` starts at offset 40; RBP, RSP and RIP are
+    /// entries 10, 15 and 16.
+    pub fn restore_signal_frame(
+        sp: u64,
+        mut read: impl FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<RawRegs> {
+        let gregs = sp.checked_add(40)?;
+        Some(RawRegs {
+            fp: read(gregs + 10 * 8).ok()?,
+            sp: read(gregs + 15 * 8).ok()?,
+            pc: read(gregs + 16 * 8).ok()?,
+            lr: 0,
+        })
     }
 }
 
 #[cfg(target_arch = "aarch64")]
 mod arch {
+    use crate::sigctx::capture::RawRegs;
     pub type Unwinder = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
     pub type Cache = framehop::aarch64::CacheAarch64;
-    pub fn regs(r: &crate::sigctx::capture::RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
+    pub fn regs(r: &RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
         framehop::aarch64::UnwindRegsAarch64::new(r.lr, r.sp, r.fp)
+    }
+    /// Signal frames are not restored on aarch64 yet: the unwind stops there.
+    pub const SIGRETURN_CODE: &[u8] = &[];
+    pub fn restore_signal_frame(
+        _sp: u64,
+        _read: impl FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<RawRegs> {
+        None
     }
 }
 
@@ -66,6 +93,8 @@ pub struct Modules {
     sorted: Vec<ModuleInfo>,
     /// Modules that could not be read (path → why), reported in the dump's errors.
     pub problems: Vec<String>,
+    /// Return addresses known to be (or not be) the signal trampoline.
+    trampolines: HashMap<u64, bool>,
 }
 
 impl Default for Modules {
@@ -76,6 +105,7 @@ impl Default for Modules {
             loaded: HashMap::new(),
             sorted: Vec::new(),
             problems: Vec::new(),
+            trampolines: HashMap::new(),
         }
     }
 }
@@ -165,31 +195,97 @@ impl Modules {
     }
 
     /// Unwind one copied stack: `stack[0]` is the byte at `regs.sp`.
-    pub fn unwind(&mut self, regs: &RawRegs, stack: &[u8], max_frames: usize) -> RawFrames {
-        let sp = regs.sp;
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let off = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
-            let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
-            Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
+    ///
+    /// Reads outside the copy go to the live memory of this process only when `live` is set
+    /// (the thread is known not to run: blocked in a system call) or after a signal frame
+    /// moved the unwind to another stack (the interrupted code cannot run while its handler
+    /// does). Signal frames (the `rt_sigreturn` trampoline) are unwound by restoring the
+    /// registers saved in the `ucontext` on the stack, so a thread inside a signal handler of
+    /// the host shows the handler *and* the code it interrupted.
+    pub fn unwind(
+        &mut self,
+        regs: &RawRegs,
+        stack: &[u8],
+        max_frames: usize,
+        live: bool,
+    ) -> RawFrames {
+        let sp0 = regs.sp;
+        let mut hopped = false;
+        let read = |addr: u64, hopped: bool| -> Result<u64, ()> {
+            if let Some(off) = addr.checked_sub(sp0).and_then(|o| usize::try_from(o).ok()) {
+                if let Some(bytes) = off.checked_add(8).and_then(|end| stack.get(off..end)) {
+                    return Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?));
+                }
+            }
+            if !(live || hopped) {
+                return Err(());
+            }
+            let mut word = [0u8; 8];
+            // SAFETY: `word` is our own 8-byte buffer.
+            let n = unsafe { crate::sigctx::read_own_memory(word.as_mut_ptr(), addr, 8) };
+            if n == 8 {
+                Ok(u64::from_ne_bytes(word))
+            } else {
+                Err(())
+            }
         };
-        let mut addrs = Vec::with_capacity(32);
-        let mut iter =
-            self.unwinder
-                .iter_frames(regs.pc, arch::regs(regs), &mut self.cache, &mut read_stack);
+        let mut addrs: Vec<(u64, bool)> = Vec::with_capacity(32);
+        let mut uregs = arch::regs(regs);
+        let mut address = framehop::FrameAddress::InstructionPointer(regs.pc);
         let end = loop {
             if addrs.len() >= max_frames {
                 break UnwindEnd::FrameLimit;
             }
-            match iter.next() {
-                Ok(Some(fa)) => {
-                    let is_return = matches!(fa, framehop::FrameAddress::ReturnAddress(_));
-                    addrs.push((fa.address(), is_return));
+            let is_return = matches!(address, framehop::FrameAddress::ReturnAddress(_));
+            addrs.push((address.address(), is_return));
+            if is_return && self.is_sigreturn(address.address()) {
+                // The frame below returns into the kernel's signal trampoline: the interrupted
+                // registers are in the ucontext at the current stack pointer.
+                match arch::restore_signal_frame(uregs.sp(), |a| read(a, hopped)) {
+                    Some(restored) => {
+                        hopped = true;
+                        address = framehop::FrameAddress::InstructionPointer(restored.pc);
+                        uregs = arch::regs(&restored);
+                        continue;
+                    }
+                    None => break UnwindEnd::Stopped,
                 }
+            }
+            let h = hopped;
+            let mut read_stack = |a: u64| read(a, h);
+            match self
+                .unwinder
+                .unwind_frame(address, &mut uregs, &mut self.cache, &mut read_stack)
+            {
+                Ok(Some(ra)) => match framehop::FrameAddress::from_return_address(ra) {
+                    Some(next) => address = next,
+                    None => break UnwindEnd::Clean,
+                },
                 Ok(None) => break UnwindEnd::Clean,
                 Err(_) => break UnwindEnd::Stopped,
             }
         };
         RawFrames { addrs, end }
+    }
+
+    /// True when `addr` was seen to be the signal trampoline (after [`Modules::unwind`]).
+    pub fn is_trampoline(&self, addr: u64) -> bool {
+        self.trampolines.get(&addr).copied().unwrap_or(false)
+    }
+
+    /// True when `addr` is the first instruction of the `rt_sigreturn` trampoline (checked by
+    /// its code bytes, memoized per address).
+    fn is_sigreturn(&mut self, addr: u64) -> bool {
+        if let Some(&known) = self.trampolines.get(&addr) {
+            return known;
+        }
+        let mut code = [0u8; 16];
+        let want = arch::SIGRETURN_CODE;
+        // SAFETY: `code` is our own buffer of 16 bytes.
+        let n = unsafe { crate::sigctx::read_own_memory(code.as_mut_ptr(), addr, want.len()) };
+        let yes = !want.is_empty() && n == want.len() && &code[..n] == want;
+        self.trampolines.insert(addr, yes);
+        yes
     }
 }
 
