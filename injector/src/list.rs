@@ -179,7 +179,8 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                 } else {
                     "other users' processes; run as root to see them"
                 };
-                eprintln!("stackdump: {hidden} processes could not be inspected ({hint})");
+                let what = if hidden == 1 { "process" } else { "processes" };
+                eprintln!("stackdump: {hidden} {what} could not be inspected ({hint})");
             }
         }
     }

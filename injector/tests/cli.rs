@@ -811,3 +811,31 @@ fn run_sets_the_environment_and_passes_the_exit_status_through() {
             .unwrap()
     );
 }
+
+#[test]
+fn failed_rounds_are_reported_and_the_run_goes_on_behind_schedule() {
+    let dl = Deadline::new(60);
+    let t = fake("catch", &[]);
+    wait_until(&dl, "the fake library catches USR1", || {
+        catches(t.pid, USR1)
+    });
+    let out = stackdump(
+        &dl,
+        &[
+            "dump",
+            &t.pid.to_string(),
+            "--every",
+            "100ms",
+            "--count",
+            "3",
+            "--timeout",
+            "250ms",
+        ],
+    );
+    out.assert_code(1)
+        .stderr_has("round 1/3: no dump from process")
+        .stderr_has("round 3/3: no dump from process")
+        .stderr_has("behind schedule")
+        .stderr_has("3 of 3 dumps failed");
+    assert!(t.alive());
+}
