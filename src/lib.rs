@@ -14,6 +14,7 @@
 //! - [`render`]: the text form of a dump (the JSON form is `serde_json` of the model).
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
+//! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
 
 pub mod dumpfile;
 pub mod model;
@@ -22,5 +23,6 @@ pub mod render;
 pub mod signals;
 pub mod syscalls;
 pub mod timefmt;
+pub mod unwind;
 
 pub use model::{Pid, Tid};

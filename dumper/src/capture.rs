@@ -8,7 +8,6 @@
 use crate::config::Config;
 use crate::sigctx::{self, capture as slots, trigger};
 use crate::symbolize::Symbolizer;
-use crate::unwind::{Modules, RawFrames, UnwindEnd};
 use crate::{sink, sys};
 use stackdump_core::model::{
     CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView, PhaseTimes, Pid,
@@ -16,6 +15,7 @@ use stackdump_core::model::{
 };
 use stackdump_core::proc::{self, TaskReader};
 use stackdump_core::timefmt::UtcTime;
+use stackdump_core::unwind::{ModuleSource, Modules, RawFrames, Regs, UnwindEnd};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ impl DumpThread {
     pub fn new(cfg: Config, handler: usize) -> DumpThread {
         DumpThread {
             cfg,
-            modules: Modules::default(),
+            modules: Modules::new(ModuleSource::this_process()),
             symbols: Symbolizer::default(),
             generation: 0,
             sequence: 0,
@@ -365,7 +365,7 @@ impl DumpThread {
             if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == switches);
         let mut result = None;
         if n >= 16 && same_syscall && same_switches {
-            let regs = slots::RawRegs {
+            let regs = Regs {
                 pc: pc.0,
                 sp: sp.0,
                 fp: 0,
@@ -657,10 +657,11 @@ impl DumpThread {
             t.status = CaptureStatus::Failed;
             return;
         }
-        t.frames = Some(
-            self.modules
-                .unwind(&cap.regs, cap.stack, self.cfg.max_frames, false),
-        );
+        t.frames =
+            Some(
+                self.modules
+                    .unwind(&cap.regs.into(), cap.stack, self.cfg.max_frames, false),
+            );
         t.status = CaptureStatus::Ok;
     }
 

@@ -45,7 +45,8 @@
 //! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
 //! - [`capture`]: the dump thread and the pipeline's phases.
-//! - [`unwind`]: modules and DWARF unwinding of copied stacks.
+//! - `stackdump_core::unwind`: modules and DWARF unwinding of copied stacks (shared with the
+//!   CLI's `inspect`).
 //! - [`symbolize`]: addresses to functions, files and lines.
 //! - [`diagnose`]: process facts gathered from the inside, and the findings.
 //! - [`sink`]: the side files.
@@ -66,7 +67,6 @@ pub mod sigctx;
 pub mod sink;
 pub mod symbolize;
 pub mod sys;
-pub mod unwind;
 
 /// The constructor: runs when the library is loaded (before `main` when preloaded).
 #[ctor::ctor(unsafe)]

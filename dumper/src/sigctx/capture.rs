@@ -38,6 +38,17 @@ pub struct RawRegs {
     pub lr: u64,
 }
 
+impl From<RawRegs> for stackdump_core::unwind::Regs {
+    fn from(r: RawRegs) -> Self {
+        stackdump_core::unwind::Regs {
+            pc: r.pc,
+            sp: r.sp,
+            fp: r.fp,
+            lr: r.lr,
+        }
+    }
+}
+
 /// One capture slot. Everything but the stack bytes is atomic; the stack bytes are written
 /// only by the handler that owns the slot (`WRITING`) and read only after `DONE` is observed.
 pub struct Slot {

@@ -1,20 +1,104 @@
-//! Phase 2: unwind copied stacks with DWARF CFI (`.eh_frame`), off the signal path.
+//! Unwinding copied stacks with DWARF CFI (`.eh_frame`), for the dumper (its own process, after
+//! the capture) and for the CLI (another process, from outside).
 //!
 //! Owns the set of loaded modules as framehop sees them. Modules are read once (only the
 //! sections unwinding needs: the address ranges of `.text` and `.got`, the bytes of `.eh_frame`
 //! and `.eh_frame_hdr`) and kept across dumps together with framehop's rule cache; each dump
-//! only adds what was mapped since and drops what was unmapped.
+//! only adds what was mapped since and drops what was unmapped. Module files are opened through
+//! a root directory (`/` inside the process, `/proc/PID/root` from outside, so containers work)
+//! with `/proc/PID/map_files/` as the fallback; the `[vdso]` is read from memory.
 
-use crate::sigctx::capture::RawRegs;
+use crate::proc::Mapping;
 use framehop::Unwinder;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use object::{Object, ObjectSection, ObjectSegment};
-use stackdump_core::proc::Mapping;
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// The registers an unwind starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub pc: u64,
+    pub sp: u64,
+    /// Frame pointer (rbp on x86_64, x29 on aarch64); 0 when unknown.
+    pub fp: u64,
+    /// Link register (x30 on aarch64); 0 on x86_64 or when unknown.
+    pub lr: u64,
+}
+
+/// The memory of a process (ours or another), read with `process_vm_readv`: a page that is
+/// not mapped ends the read instead of faulting.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMemory {
+    pub pid: i32,
+}
+
+impl ProcessMemory {
+    /// Read up to `buf.len()` bytes at `addr`; returns how many were read (0 on error).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> usize {
+        let len = buf.len();
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
+        let mut local = [IoSliceMut::new(buf)];
+        process_vm_readv(nix::unistd::Pid::from_raw(self.pid), &mut local, &remote).unwrap_or(0)
+    }
+
+    /// Read one native-endian u64.
+    pub fn read_u64(&self, addr: u64) -> Option<u64> {
+        let mut word = [0u8; 8];
+        (self.read(addr, &mut word) == 8).then(|| u64::from_ne_bytes(word))
+    }
+}
+
+/// Where module files are found.
+#[derive(Debug, Clone)]
+pub struct ModuleSource {
+    /// Prefix for paths from `maps`: `/` inside, `/proc/PID/root` outside.
+    pub root: PathBuf,
+    /// `/proc/self` or `/proc/PID`, for `map_files/` and memory.
+    pub proc_dir: PathBuf,
+    pub memory: ProcessMemory,
+}
+
+impl ModuleSource {
+    /// Our own process.
+    pub fn this_process() -> ModuleSource {
+        ModuleSource {
+            root: PathBuf::from("/"),
+            proc_dir: PathBuf::from("/proc/self"),
+            memory: ProcessMemory {
+                pid: std::process::id() as i32,
+            },
+        }
+    }
+
+    /// Another process, seen through its root (containers, PrivateTmp).
+    pub fn process(pid: i32) -> ModuleSource {
+        ModuleSource {
+            root: PathBuf::from(format!("/proc/{pid}/root")),
+            proc_dir: PathBuf::from(format!("/proc/{pid}")),
+            memory: ProcessMemory { pid },
+        }
+    }
+
+    fn open(&self, path: &str, range: &Range<u64>) -> std::io::Result<std::fs::File> {
+        let inside = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
+        std::fs::File::open(self.root.join(inside)).or_else(|_| {
+            std::fs::File::open(
+                self.proc_dir
+                    .join(format!("map_files/{:x}-{:x}", range.start, range.end)),
+            )
+        })
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
-    use crate::sigctx::capture::RawRegs;
+    use super::Regs as RawRegs;
     pub type Unwinder = framehop::x86_64::UnwinderX86_64<Vec<u8>>;
     pub type Cache = framehop::x86_64::CacheX86_64;
     pub fn regs(r: &RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
@@ -41,7 +125,7 @@ mod arch {
 
 #[cfg(target_arch = "aarch64")]
 mod arch {
-    use crate::sigctx::capture::RawRegs;
+    use super::Regs as RawRegs;
     pub type Unwinder = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
     pub type Cache = framehop::aarch64::CacheAarch64;
     pub fn regs(r: &RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
@@ -95,10 +179,13 @@ pub struct Modules {
     pub problems: Vec<String>,
     /// Return addresses known to be (or not be) the signal trampoline.
     trampolines: HashMap<u64, bool>,
+    source: ModuleSource,
+    memory: ProcessMemory,
 }
 
-impl Default for Modules {
-    fn default() -> Self {
+impl Modules {
+    /// An empty module set for the process that `source` describes.
+    pub fn new(source: ModuleSource) -> Modules {
         Modules {
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
@@ -106,6 +193,8 @@ impl Default for Modules {
             sorted: Vec::new(),
             problems: Vec::new(),
             trampolines: HashMap::new(),
+            memory: source.memory,
+            source,
         }
     }
 }
@@ -165,7 +254,7 @@ impl Modules {
             if self.loaded.contains_key(&range.start) {
                 continue;
             }
-            match load(&path, range.clone(), first) {
+            match load(&self.source, &path, range.clone(), first) {
                 Ok((module, bias)) => {
                     self.unwinder.add_module(module);
                     self.loaded
@@ -196,7 +285,7 @@ impl Modules {
 
     /// Unwind one copied stack: `stack[0]` is the byte at `regs.sp`.
     ///
-    /// Reads outside the copy go to the live memory of this process only when `live` is set
+    /// Reads outside the copy go to the live memory of the process only when `live` is set
     /// (the thread is known not to run: blocked in a system call) or after a signal frame
     /// moved the unwind to another stack (the interrupted code cannot run while its handler
     /// does). Signal frames (the `rt_sigreturn` trampoline) are unwound by restoring the
@@ -204,13 +293,14 @@ impl Modules {
     /// the host shows the handler *and* the code it interrupted.
     pub fn unwind(
         &mut self,
-        regs: &RawRegs,
+        regs: &Regs,
         stack: &[u8],
         max_frames: usize,
         live: bool,
     ) -> RawFrames {
         let sp0 = regs.sp;
         let mut hopped = false;
+        let memory = self.memory;
         let read = |addr: u64, hopped: bool| -> Result<u64, ()> {
             if let Some(off) = addr.checked_sub(sp0).and_then(|o| usize::try_from(o).ok()) {
                 if let Some(bytes) = off.checked_add(8).and_then(|end| stack.get(off..end)) {
@@ -220,14 +310,7 @@ impl Modules {
             if !(live || hopped) {
                 return Err(());
             }
-            let mut word = [0u8; 8];
-            // SAFETY: `word` is our own 8-byte buffer.
-            let n = unsafe { crate::sigctx::read_own_memory(word.as_mut_ptr(), addr, 8) };
-            if n == 8 {
-                Ok(u64::from_ne_bytes(word))
-            } else {
-                Err(())
-            }
+            memory.read_u64(addr).ok_or(())
         };
         let mut addrs: Vec<(u64, bool)> = Vec::with_capacity(32);
         let mut uregs = arch::regs(regs);
@@ -281,8 +364,7 @@ impl Modules {
         }
         let mut code = [0u8; 16];
         let want = arch::SIGRETURN_CODE;
-        // SAFETY: `code` is our own buffer of 16 bytes.
-        let n = unsafe { crate::sigctx::read_own_memory(code.as_mut_ptr(), addr, want.len()) };
+        let n = self.memory.read(addr, &mut code[..want.len()]);
         let yes = !want.is_empty() && n == want.len() && &code[..n] == want;
         self.trampolines.insert(addr, yes);
         yes
@@ -291,6 +373,7 @@ impl Modules {
 
 /// Read the unwind sections of one object. `first` is the start of its mapping at offset 0.
 fn load(
+    source: &ModuleSource,
     path: &str,
     range: Range<u64>,
     first: u64,
@@ -298,20 +381,12 @@ fn load(
     if path == "[vdso]" {
         let len = (range.end - range.start) as usize;
         let mut bytes = vec![0u8; len];
-        // SAFETY: `bytes` is a writable buffer of `len` bytes that nothing else reads.
-        let n = unsafe { crate::sigctx::read_own_memory(bytes.as_mut_ptr(), range.start, len) };
+        let n = source.memory.read(range.start, &mut bytes);
         bytes.truncate(n);
         let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
         return module(&file, path, range, first);
     }
-    let f = std::fs::File::open(path)
-        .or_else(|_| {
-            std::fs::File::open(format!(
-                "/proc/self/map_files/{:x}-{:x}",
-                range.start, range.end
-            ))
-        })
-        .map_err(|e| e.to_string())?;
+    let f = source.open(path, &range).map_err(|e| e.to_string())?;
     let cache = object::ReadCache::new(f);
     let file = object::File::parse(&cache).map_err(|e| e.to_string())?;
     module(&file, path, range, first)
