@@ -4,6 +4,9 @@
 //!   where it should be, seen from `/proc`. No preload: these run before the dumper exists.
 //! - `dump`: the same programs with `libstackdump.so` preloaded, dumped with `kill -s USR1`;
 //!   the side files are checked against the kernel's view and the programs' known stacks.
+//! - `eintr`: a host that must never see EINTR survives 200 dumps (blocked threads are copied
+//!   without a signal).
+//! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
 //!
 //! Run: `cargo build --release && cargo test --release --test integration` (the C examples are
 //! compiled by the tests with `cc`; the Python example needs `python3`). The artifacts are found
@@ -11,5 +14,7 @@
 //! there with the same profile.
 
 mod dump;
+mod eintr;
 mod examples;
+mod odd_stacks;
 mod util;
