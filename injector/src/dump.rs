@@ -108,6 +108,7 @@ fn take(
     timeout: Duration,
     interrupt: &Interrupt,
     id: u32,
+    sent: std::time::SystemTime,
 ) -> Result<Fetched, TargetError> {
     let req = fetch::Request {
         signal: &armed.signal,
@@ -115,6 +116,7 @@ fn take(
         formats: &armed.formats,
         deadline,
         timeout,
+        sent,
     };
     fetch::wait_for_dump(&mut armed.target, &armed.dir, &req, Some(interrupt))
 }
@@ -238,17 +240,18 @@ fn once(args: &DumpArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
             Err(e) => fail(e, &mut errors)?,
         }
     }
-    let mut sent: Vec<(Armed, u32)> = Vec::new();
+    let mut sent: Vec<(Armed, u32, std::time::SystemTime)> = Vec::new();
     for (a, id) in armed {
-        match fetch::trigger(a.target.pid, &a.signal, id) {
-            Ok(()) => sent.push((a, id)),
+        let at = std::time::SystemTime::now();
+        match fetch::trigger(&a.target, &a.signal, id) {
+            Ok(()) => sent.push((a, id, at)),
             Err(e) => fail(e.into(), &mut errors)?,
         }
     }
     let deadline = Instant::now() + args.timeout;
     let mut first = true;
-    for (mut a, id) in sent {
-        let result = take(&mut a, deadline, args.timeout, interrupt, id)
+    for (mut a, id, at) in sent {
+        let result = take(&mut a, deadline, args.timeout, interrupt, id, at)
             .map_err(anyhow::Error::from)
             .and_then(|f| emit(&a, &f, args, multi, &mut first));
         if let Err(e) = result {
@@ -315,15 +318,16 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
             None => format!("round {round}"),
         };
         // Check and trigger every live target, then wait for each.
-        let mut sent: Vec<(Armed, u32)> = Vec::new();
+        let mut sent: Vec<(Armed, u32, std::time::SystemTime)> = Vec::new();
         for &pid in &live.clone() {
             let id = fetch::request_id();
+            let at = std::time::SystemTime::now();
             let result = arm(pid, args).and_then(|a| {
-                fetch::trigger(pid, &a.signal, id)?;
+                fetch::trigger(&a.target, &a.signal, id)?;
                 Ok(a)
             });
             match result {
-                Ok(a) => sent.push((a, id)),
+                Ok(a) => sent.push((a, id, at)),
                 Err(e) => {
                     failed += usize::from(!gone(&e));
                     report_round(&label, &e, &mut live, pid);
@@ -331,9 +335,9 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
             }
         }
         let deadline = Instant::now() + args.timeout;
-        for (mut a, id) in sent {
+        for (mut a, id, at) in sent {
             let pid = a.target.pid;
-            let result = take(&mut a, deadline, args.timeout, interrupt, id)
+            let result = take(&mut a, deadline, args.timeout, interrupt, id, at)
                 .map_err(anyhow::Error::from)
                 .and_then(|f| emit(&a, &f, args, multi, &mut first));
             match result {

@@ -44,7 +44,22 @@ pub fn request_id() -> u32 {
 }
 
 /// Send `signal` to `pid` with `id` as its sigqueue value.
-pub fn trigger(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
+///
+/// Standard signals do not queue: a second USR1 sent while one is still pending is merged
+/// into it, and its sigqueue value (our request id) is lost, although `sigqueue` succeeds. So
+/// first wait (briefly) until the signal is not pending; and [`wait_for_dump`] sends again when
+/// a dump that started after ours was sent does not carry our id.
+pub fn trigger(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut pause = Duration::from_micros(200);
+    while target.signal_pending(signal.number) && Instant::now() < until {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+    send(target.pid, signal, id)
+}
+
+fn send(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let value = libc::sigval {
         sival_ptr: id as usize as *mut libc::c_void,
     };
@@ -68,6 +83,17 @@ pub fn trigger(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError
             source: err,
         },
     })
+}
+
+/// The current time as in side-file names (`YYYYmmddTHHMMSS.mmm`, UTC).
+pub fn name_time(t: std::time::SystemTime) -> String {
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut s = stackdump_core::timefmt::UtcTime::from_unix_millis(ms).compact();
+    s.pop(); // the Z
+    s
 }
 
 /// The target's dump directory, opened through its root.
@@ -170,7 +196,15 @@ pub struct Request<'a> {
     pub deadline: Instant,
     /// The `--timeout` (for messages).
     pub timeout: Duration,
+    /// When the trigger was sent.
+    pub sent: std::time::SystemTime,
 }
+
+/// How long a dump that overtook ours may take to show our id (as a hard link) before we send
+/// the trigger again.
+const OVERTAKEN_GRACE: Duration = Duration::from_millis(300);
+/// At most this many re-sends per request.
+const MAX_RESENDS: u32 = 5;
 
 /// Wait for the files of a request, until its deadline.
 pub fn wait_for_dump(
@@ -185,7 +219,11 @@ pub fn wait_for_dump(
         formats,
         deadline,
         timeout,
+        sent,
     } = *req;
+    let mut sent_time = name_time(sent);
+    let mut overtaken_since: Option<Instant> = None;
+    let mut resent = 0u32;
     let ns_pid = if target.status.ns_pid > 0 {
         target.status.ns_pid
     } else {
@@ -203,10 +241,17 @@ pub fn wait_for_dump(
             context: format!("listing {}", dir.path),
             source: e,
         })?;
+        let mut overtaken = false;
         for name in &names {
             let Some(parsed) = DumpFileName::parse(name) else {
                 continue;
             };
+            if parsed.pid == ns_pid
+                && parsed.request != Some(u64::from(id))
+                && parsed.time >= sent_time
+            {
+                overtaken = true;
+            }
             if parsed.request != Some(u64::from(id))
                 || parsed.pid != ns_pid
                 || !formats.contains(&parsed.format)
@@ -225,6 +270,19 @@ pub fn wait_for_dump(
         }
         if formats.iter().all(|f| found.contains_key(f)) {
             return Ok(Fetched { files: found });
+        }
+        // A dump that started after our trigger was sent, without our id: our signal was
+        // merged into another pending one and its id lost. Send again (same id).
+        if overtaken && found.is_empty() && resent < MAX_RESENDS {
+            let since = *overtaken_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= OVERTAKEN_GRACE && !target.signal_pending(signal.number) {
+                let now = std::time::SystemTime::now();
+                send(target.pid, signal, id)?;
+                resent += 1;
+                sent_time = name_time(now);
+                overtaken_since = None;
+                continue;
+            }
         }
         if exited {
             return Err(TargetError::Exited { pid: target.pid });

@@ -77,6 +77,8 @@ pub struct Status {
     pub sig_blocked: u64,
     pub sig_ignored: u64,
     pub sig_caught: u64,
+    /// Signals pending for the whole process (`ShdPnd`).
+    pub sig_pending: u64,
     pub threads: u32,
 }
 
@@ -113,6 +115,7 @@ impl Status {
                 "SigBlk" => st.sig_blocked = hex()?,
                 "SigIgn" => st.sig_ignored = hex()?,
                 "SigCgt" => st.sig_caught = hex()?,
+                "ShdPnd" => st.sig_pending = hex()?,
                 "Threads" => st.threads = value.parse().unwrap_or(0),
                 _ => {}
             }
@@ -128,6 +131,9 @@ impl Status {
     }
     pub fn ignores(&self, signo: i32) -> bool {
         Self::bit(self.sig_ignored, signo)
+    }
+    pub fn pending(&self, signo: i32) -> bool {
+        Self::bit(self.sig_pending, signo)
     }
     pub fn blocks(&self, signo: i32) -> bool {
         Self::bit(self.sig_blocked, signo)
@@ -340,6 +346,14 @@ impl Target {
         alive(self.pid, self.pidfd.as_ref())
     }
 
+    /// True when `signo` is pending for the process right now (sent, not yet delivered).
+    pub fn signal_pending(&self, signo: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|t| Status::parse(&t))
+            .is_some_and(|st| st.pending(signo))
+    }
+
     /// Fresh `/proc/PID/status` (the signal masks change over time).
     pub fn refresh_status(&mut self) -> Result<(), TargetError> {
         let text = read_proc(self.pid, "status")?;
@@ -499,7 +513,7 @@ mod tests {
 
     #[test]
     fn status_fields() {
-        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\n";
+        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nShdPnd:\t0000000000000200\n";
         let st = Status::parse(text).unwrap();
         assert_eq!(st.name, "sleep");
         assert_eq!(st.state, 'S');
@@ -511,6 +525,7 @@ mod tests {
         assert!(!st.catches(12));
         assert!(st.ignores(13));
         assert!(!st.blocks(10));
+        assert!(st.pending(10));
     }
 
     #[test]
