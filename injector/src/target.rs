@@ -497,6 +497,15 @@ impl Target {
                 format!("it does not catch {} (not in SigCgt of /proc/{}/status), so {fate}", signal.name, self.pid),
                 "The library may have disabled itself (check its STACKDUMP_* settings), or the application reset the handler; `stackdump list` shows the trigger signals; --force sends anyway".to_string(),
             ));
+        } else if matches!(self.status.state, 'T' | 't') {
+            refusals.push((
+                format!(
+                    "it is stopped (state {}{}), so its dump thread cannot run",
+                    self.status.state,
+                    if self.status.state == 't' { ", by a debugger" } else { "" }
+                ),
+                format!("Continue it first (kill -s CONT {}, or detach the debugger); --force sends anyway", self.pid),
+            ));
         } else if self.all_threads_block(signal.number) {
             refusals.push((
                 format!("every thread blocks {}, so the dump would never start", signal.name),

@@ -618,6 +618,24 @@ fn a_planted_symlink_is_not_followed() {
 }
 
 #[test]
+fn a_stopped_process_is_refused() {
+    let dl = Deadline::new(60);
+    let dir = Scratch::new("stopped");
+    let t = prepared(&dl, dir.str(), &[]);
+    // SAFETY: kill with a pid we spawned and a valid signal number.
+    assert_eq!(unsafe { libc::kill(t.pid, libc::SIGSTOP) }, 0);
+    wait_until(&dl, "the target is stopped", || state(t.pid) == Some('T'));
+    stackdump(&dl, &["dump", &t.pid.to_string()])
+        .assert_code(3)
+        .stderr_has("it is stopped (state T)")
+        .stderr_has("kill -s CONT");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(t.pid, libc::SIGCONT) }, 0);
+    wait_until(&dl, "the target runs again", || state(t.pid) == Some('S'));
+    stackdump(&dl, &["dump", &t.pid.to_string()]).assert_code(0);
+}
+
+#[test]
 fn a_missing_dump_directory_is_refused() {
     let dl = Deadline::new(60);
     let dir = Scratch::new("missing");
