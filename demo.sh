@@ -12,7 +12,10 @@ cc -O2 -g -pthread -o target/release/c-examples/parked examples/c/parked.c
 
 dir=$(mktemp -d)
 out=$(mktemp)
-cleanup() { [ -n "${pid:-}" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$dir" "$out"; }
+cleanup() {
+  if [ -n "${pid:-}" ]; then { kill -9 "$pid" && wait "$pid"; } 2>/dev/null || true; fi
+  rm -rf "$dir" "$out"
+}
 trap cleanup EXIT
 
 STACKDUMP_DIR="$dir" LD_PRELOAD="$PWD/target/release/libstackdump.so" \

@@ -222,8 +222,9 @@ impl TaskReader {
 
     /// The tids of the process, sorted. A process that exited gives an error.
     pub fn tids(&self) -> io::Result<Vec<Tid>> {
-        let mut tids: Vec<Tid> = std::fs::read_dir(self.root.join("task"))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok().map(Tid))
+        let mut tids: Vec<Tid> = numeric_entries(&self.root.join("task"))?
+            .into_iter()
+            .map(Tid)
             .collect();
         tids.sort();
         Ok(tids)
@@ -305,6 +306,58 @@ impl TaskReader {
     pub fn resolve_fd(&self, syscall: &mut SyscallState) {
         resolve_fd(&self.root, syscall)
     }
+}
+
+/// The numeric entries of a directory (pids, tids, fds), read with `getdents64` directly:
+/// unlike `opendir`/`readdir` (and so `std::fs::read_dir`), this never calls the C library's
+/// `malloc`, so the dumper can list threads while a host thread is wedged inside `malloc`.
+pub fn numeric_entries(dir: &Path) -> io::Result<Vec<i32>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `c` is a NUL-terminated path; the returned fd is owned by `_guard` below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened by us and is closed exactly once, by this OwnedFd.
+    let _guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: getdents64 writes at most buf.len() bytes into buf, which we own.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            break;
+        }
+        let mut off = 0usize;
+        let n = n as usize;
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        while off + 19 <= n {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > n {
+                break;
+            }
+            let name = &buf[off + 19..off + reclen];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+            if let Some(v) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok())
+            {
+                out.push(v);
+            }
+            off += reclen;
+        }
+    }
+    Ok(out)
 }
 
 fn gone(e: &io::Error) -> bool {
@@ -432,5 +485,24 @@ mod tests {
         let (_, view, _) = r.kernel_view(me).unwrap();
         assert!(!view.state.is_empty());
         assert!(r.kernel_view(Tid(i32::MAX)).is_err());
+    }
+
+    #[test]
+    fn numeric_entries_match_read_dir() {
+        let mut ours = numeric_entries(Path::new("/proc/self/fd")).unwrap();
+        let mut std_: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        ours.sort();
+        std_.sort();
+        // read_dir's own fd may differ; every fd but the listing's own is in both.
+        assert!(
+            ours.iter().filter(|f| std_.contains(f)).count() + 1 >= ours.len(),
+            "{ours:?} vs {std_:?}"
+        );
+        let procs = numeric_entries(Path::new("/proc")).unwrap();
+        assert!(procs.contains(&(std::process::id() as i32)));
+        assert!(numeric_entries(Path::new("/nonexistent")).is_err());
     }
 }

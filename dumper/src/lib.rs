@@ -41,6 +41,8 @@
 //!
 //! ## Modules
 //!
+//! - [`alloc`]: the library's own heap (dlmalloc on mmap): the dump never calls the host's
+//!   `malloc`.
 //! - [`config`]: the `STACKDUMP_*` environment, parsed once; any bad value disables the library.
 //! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
@@ -59,6 +61,7 @@
 //! 2, and never reads, writes or closes a host fd. Nothing is ever written to the host's stdout
 //! or stderr.
 
+pub mod alloc;
 pub mod capture;
 pub mod config;
 pub mod diagnose;

@@ -1,44 +1,12 @@
-//! Proves that the signal handlers never allocate: a counting global allocator records every
-//! allocation made on the thread the handlers run on, and the test checks the count across a
-//! real capture signal and a real trigger signal delivered to that thread.
+//! Proves that the signal handlers never allocate: the library's global allocator counts every
+//! allocation made on one watched thread (`stackdump::alloc::watch`), the handlers run on that
+//! thread for a real capture signal and a real trigger signal, and the count stays zero.
 
 use stackdump::sigctx::{capture, trigger};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-static WATCHED_TID: AtomicI32 = AtomicI32::new(-1);
-static ALLOCS_ON_WATCHED: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-fn gettid() -> i32 {
-    // SAFETY: gettid cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
-
-// SAFETY: delegates to the system allocator; the bookkeeping is one syscall and atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if gettid() == WATCHED_TID.load(Ordering::Relaxed) {
-            ALLOCS_ON_WATCHED.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if gettid() == WATCHED_TID.load(Ordering::Relaxed) {
-            ALLOCS_ON_WATCHED.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 extern "C" fn trigger_handler(
     _sig: libc::c_int,
@@ -114,7 +82,7 @@ fn body() {
     let (mut ours, mut theirs) = UnixStream::pair().unwrap();
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
-        tid_tx.send(gettid()).unwrap();
+        tid_tx.send(stackdump::sigctx::gettid()).unwrap();
         let mut b = [0u8; 1];
         theirs.read_exact(&mut b).unwrap(); // parked here during both signals
                                             // Prove the counter works: this allocation on the watched thread must be seen.
@@ -146,7 +114,7 @@ fn body() {
         !names.iter().any(|n| n.trim() == "stackdump"),
         "constructor ran in the test binary: {names:?}"
     );
-    WATCHED_TID.store(tid, Ordering::SeqCst);
+    stackdump::alloc::watch(tid);
 
     // Capture signal, exactly as the dump thread sends it.
     let generation = 0x5a5a;
@@ -183,7 +151,7 @@ fn body() {
     assert_eq!(rec.code.load(Ordering::SeqCst), libc::SI_QUEUE);
 
     assert_eq!(
-        ALLOCS_ON_WATCHED.load(Ordering::SeqCst),
+        stackdump::alloc::watched_allocations(),
         0,
         "a signal handler allocated on the thread it interrupted"
     );
@@ -193,9 +161,9 @@ fn body() {
     let mut b = [0u8; 1];
     ours.read_exact(&mut b).unwrap();
     assert!(
-        ALLOCS_ON_WATCHED.load(Ordering::SeqCst) > 0,
+        stackdump::alloc::watched_allocations() > 0,
         "the counting allocator must see the worker's allocation"
     );
-    WATCHED_TID.store(-1, Ordering::SeqCst);
+    stackdump::alloc::watch(-1);
     worker.join().unwrap();
 }
