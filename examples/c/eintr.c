@@ -4,7 +4,10 @@
  * early). A dump that copies blocked threads without signalling them leaves it running.
  *
  * The trigger signal (USR1) is blocked in those threads, as a host would do for a thread it
- * does not want interrupted; main takes the trigger and loops in pause().
+ * does not want interrupted; main takes a process-directed trigger and loops in pause().
+ * With the argument "strict", main instead waits in epoll_wait too (exit 1 if it returns) and
+ * does not block USR1: a process-directed `kill -s USR1` kills it, and only a trigger sent to
+ * the library's own thread (what `stackdump dump` does) leaves it running.
  *
  * Prints "READY <pid>" once every thread is blocked in its call. Build: cc -O2 -g -pthread. */
 #define _GNU_SOURCE
@@ -79,7 +82,8 @@ __attribute__((noinline)) static void *in_sigtimedwait(void *arg) {
     return NULL;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    int strict = argc > 1 && strcmp(argv[1], "strict") == 0;
     void *(*fns[])(void *) = {in_epoll_wait, in_poll, in_nanosleep, in_sigtimedwait};
     const char *names[] = {"epoll", "poll", "nanosleep", "sigtimedwait"};
     pthread_t t[4];
@@ -91,5 +95,11 @@ int main(void) {
     /* The harness waits for state S of every thread through /proc before it triggers. */
     printf("READY %d\n", (int)getpid());
     fflush(stdout);
+    if (strict) {
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev;
+        epoll_wait(ep, &ev, 1, -1);
+        fail("main: epoll_wait returned");
+    }
     for (;;) pause();
 }

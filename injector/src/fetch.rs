@@ -43,29 +43,125 @@ pub fn request_id() -> u32 {
     id
 }
 
-/// Send `signal` to `pid` with `id` as its sigqueue value.
+/// Send `signal` to the target with `id` as its sigqueue value.
+///
+/// The trigger goes to the library's own thread (the task named `stackdump` that does not
+/// block the trigger signal) with `rt_tgsigqueueinfo`, so that asking for a dump interrupts no
+/// host thread at all; a process-directed `sigqueue` is the fallback (older libraries, or a
+/// dump thread that cannot be found).
 ///
 /// Standard signals do not queue: a second USR1 sent while one is still pending is merged
-/// into it, and its sigqueue value (our request id) is lost, although `sigqueue` succeeds. So
+/// into it, and its sigqueue value (our request id) is lost, although the send succeeds. So
 /// first wait (briefly) until the signal is not pending; and [`wait_for_dump`] sends again when
 /// a dump that started after ours was sent does not carry our id.
 pub fn trigger(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let until = Instant::now() + Duration::from_secs(1);
     let mut pause = Duration::from_micros(200);
-    while target.signal_pending(signal.number) && Instant::now() < until {
+    while pending(target, signal.number) && Instant::now() < until {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
     }
     send(target.pid, signal, id)
 }
 
-fn send(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
-    let value = libc::sigval {
-        sival_ptr: id as usize as *mut libc::c_void,
+/// The library's dump thread: named `stackdump`, and the only thread of the library that
+/// takes the trigger signal.
+pub fn dumper_thread(pid: i32, signo: i32) -> Option<i32> {
+    let tids =
+        stackdump_core::proc::numeric_entries(std::path::Path::new(&format!("/proc/{pid}/task")))
+            .ok()?;
+    tids.into_iter().find(|tid| {
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let named = std::fs::read_to_string(format!("{dir}/comm"))
+            .is_ok_and(|c| c.trim_end() == "stackdump");
+        named
+            && std::fs::read(format!("{dir}/status"))
+                .ok()
+                .and_then(|b| stackdump_core::proc::parse_status(&b))
+                .is_some_and(|st| !st.blocks(signo))
+    })
+}
+
+/// True when `signo` is pending for the process or for its dump thread.
+fn pending(target: &Target, signo: i32) -> bool {
+    if target.signal_pending(signo) {
+        return true;
+    }
+    let Some(tid) = dumper_thread(target.pid, signo) else {
+        return false;
     };
-    // SAFETY: sigqueue takes plain values; the pointer member only carries the integer id and is
-    // never dereferenced by anyone.
-    let rc = unsafe { libc::sigqueue(pid, signal.number, value) };
+    std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", target.pid))
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("SigPnd:"))?;
+            u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
+        })
+        .is_some_and(|bits| (1..=64).contains(&signo) && bits & (1u64 << (signo - 1)) != 0)
+}
+
+/// The kernel layout of a `siginfo_t` for SI_QUEUE on 64-bit Linux (the `_rt` union member).
+#[repr(C)]
+struct QueueInfo {
+    signo: i32,
+    errno: i32,
+    code: i32,
+    _pad: i32,
+    pid: i32,
+    uid: u32,
+    value: u64,
+    _rest: [u64; 12],
+}
+
+const _: () = assert!(std::mem::size_of::<QueueInfo>() == 128);
+
+/// Our pid as the target sees it: ours when we share its pid namespace, else 0 (what the
+/// kernel reports for a sender it cannot name).
+fn sender_pid_for(pid: i32) -> i32 {
+    let ns = |p: &str| {
+        std::fs::metadata(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    };
+    match (ns("self"), ns(&pid.to_string())) {
+        (Some(a), Some(b)) if a == b => std::process::id() as i32,
+        _ => 0,
+    }
+}
+
+fn send(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
+    let rc = match dumper_thread(pid, signal.number) {
+        Some(tid) => {
+            let info = QueueInfo {
+                signo: signal.number,
+                errno: 0,
+                code: libc::SI_QUEUE,
+                _pad: 0,
+                pid: sender_pid_for(pid),
+                // SAFETY: getuid cannot fail.
+                uid: unsafe { libc::getuid() },
+                value: u64::from(id),
+                _rest: [0; 12],
+            };
+            // SAFETY: the kernel copies 128 bytes from `info`, which is exactly that size and
+            // lives across the call; SI_QUEUE is a code user space may send to another process.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_tgsigqueueinfo,
+                    pid,
+                    tid,
+                    signal.number,
+                    &info as *const QueueInfo,
+                )
+            };
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                // The thread went away between the lookup and the send: fall back.
+                sigqueue(pid, signal, id)
+            } else {
+                r as i32
+            }
+        }
+        None => sigqueue(pid, signal, id),
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -83,6 +179,15 @@ fn send(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
             source: err,
         },
     })
+}
+
+fn sigqueue(pid: i32, signal: &HostSignal, id: u32) -> i32 {
+    let value = libc::sigval {
+        sival_ptr: id as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue takes plain values; the pointer member only carries the integer id and is
+    // never dereferenced by anyone.
+    unsafe { libc::sigqueue(pid, signal.number, value) }
 }
 
 /// The current time as in side-file names (`YYYYmmddTHHMMSS.mmm`, UTC).
@@ -275,7 +380,7 @@ pub fn wait_for_dump(
         // merged into another pending one and its id lost. Send again (same id).
         if overtaken && found.is_empty() && resent < MAX_RESENDS {
             let since = *overtaken_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= OVERTAKEN_GRACE && !target.signal_pending(signal.number) {
+            if since.elapsed() >= OVERTAKEN_GRACE && !pending(target, signal.number) {
                 let now = std::time::SystemTime::now();
                 send(target.pid, signal, id)?;
                 resent += 1;

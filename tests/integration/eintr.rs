@@ -106,3 +106,70 @@ fn control_signalling_every_thread_does_interrupt_such_a_host() {
         "exit status 1 means a call returned early: {status}"
     );
 }
+
+/// `stackdump dump` sends the trigger to the library's own thread: even a main thread that
+/// would die on any signal (strict mode: it waits in epoll_wait and exits 1 if that returns)
+/// is never interrupted, through 50 dumps.
+#[test]
+fn stackdump_dump_interrupts_no_host_thread() {
+    let mut cmd = Command::new(build_c_example("eintr"));
+    cmd.arg("strict");
+    let mut t = Target::spawn(cmd, Preload::Yes);
+    t.wait_ready(deadline());
+    let main = stackdump_core::Tid(t.pid);
+    assert!(
+        poll_until(deadline(), || t.kernel_view(main).syscall_name()
+            == Some("epoll_wait")),
+        "main never blocked in epoll_wait\n{}",
+        t.describe()
+    );
+    for round in 1..=50 {
+        let out = Command::new(stackdump_bin())
+            .args([
+                "dump",
+                &t.pid.to_string(),
+                "--format",
+                "json",
+                "--timeout",
+                "20s",
+            ])
+            .output()
+            .expect("run stackdump");
+        assert!(
+            out.status.success(),
+            "round {round}: stackdump dump failed: {}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            t.describe()
+        );
+        if let Some(status) = t.exited() {
+            panic!(
+                "round {round}: the host was interrupted and exited ({status})\n{}",
+                t.describe()
+            );
+        }
+    }
+    t.assert_alive();
+}
+
+/// Control for the test above: a process-directed `kill -s USR1` does interrupt the strict
+/// main thread (the kernel gives the signal to main), which then exits with status 1.
+#[test]
+fn control_process_directed_trigger_interrupts_strict_main() {
+    let mut cmd = Command::new(build_c_example("eintr"));
+    cmd.arg("strict");
+    let mut t = Target::spawn(cmd, Preload::Yes);
+    t.wait_ready(deadline());
+    let main = stackdump_core::Tid(t.pid);
+    assert!(poll_until(deadline(), || t
+        .kernel_view(main)
+        .syscall_name()
+        == Some("epoll_wait")));
+    send_signal(t.pid, "USR1");
+    assert!(
+        poll_until(deadline(), || t.exited().is_some()),
+        "{}",
+        t.describe()
+    );
+    assert_eq!(t.exited().unwrap().code(), Some(1));
+}
