@@ -12,12 +12,27 @@
 //! - [`signals`]: signal names and numbers, parsed **by name**.
 //! - [`syscalls`]: system call names and which arguments are file descriptors.
 //! - [`render`]: the text form of a dump (the JSON form is `serde_json` of the model).
+//! - [`facts`], [`fds`], [`net`], [`futex`]: what the process's fds are (pipes: fill level and
+//!   the other end; sockets: state and queues), and who owns the futexes its threads wait on.
+//! - [`diagnose`]: findings, one line each with evidence (full pipes, lock owners, deadlocks,
+//!   `CLOSE_WAIT` sockets, threads sharing a stack).
+//! - [`inspect`]: a kernel-view dump of any process from outside (no preload, no signal).
+//! - [`compare`]: what is stuck, what burned CPU, what came and went, across dumps.
+//! - [`folded`]: folded stacks for flame graph tools.
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 //! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
 
+pub mod compare;
+pub mod diagnose;
 pub mod dumpfile;
+pub mod facts;
+pub mod fds;
+pub mod folded;
+pub mod futex;
+pub mod inspect;
 pub mod model;
+pub mod net;
 pub mod proc;
 pub mod render;
 pub mod signals;

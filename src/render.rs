@@ -1,8 +1,9 @@
 //! The text form of a dump, in the spirit of a Java thread dump: a header (process, time, who
-//! triggered, capture statistics), findings first, then one block per thread. The JSON form is
-//! `serde_json` of [`Dump`](crate::model::Dump).
+//! triggered, capture statistics), findings first, the process summary (fds, sockets, pipes),
+//! then one block per group of threads that share a stack (the stack is shown once, under the
+//! threads that share it). The JSON form is `serde_json` of [`Dump`](crate::model::Dump).
 
-use crate::model::{CaptureStatus, Dump, Frame, SyscallState, Thread};
+use crate::model::{CaptureStatus, Dump, Frame, ProcessFacts, SyscallState, Thread};
 use std::fmt::Write;
 
 /// Render a dump as text.
@@ -18,17 +19,108 @@ pub fn text(dump: &Dump) -> String {
             }
         }
     }
+    if let Some(p) = &dump.process {
+        process(&mut out, p);
+    }
     if !dump.errors.is_empty() {
         out.push_str("\nErrors while dumping:\n");
         for e in &dump.errors {
             let _ = writeln!(out, "  ! {e}");
         }
     }
-    for t in &dump.threads {
+    let facts = dump.process.as_ref();
+    for group in crate::diagnose::stack_groups(dump) {
         out.push('\n');
-        thread(&mut out, t);
+        if let [one] = group[..] {
+            thread(&mut out, &dump.threads[one], facts);
+        } else {
+            if dump.threads[group[0]].frames.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{} threads in the same place (same system call, wait channel and kernel stack):",
+                    group.len()
+                );
+            } else {
+                let _ = writeln!(out, "{} threads with the same stack:", group.len());
+            }
+            for &i in &group {
+                thread_header(&mut out, &dump.threads[i], facts);
+            }
+            thread_stack(&mut out, &dump.threads[group[0]]);
+        }
     }
     out
+}
+
+/// The process summary: fds by kind, sockets by state, pipes.
+fn process(out: &mut String, p: &ProcessFacts) {
+    out.push_str("\nProcess:\n");
+    let mut kinds: Vec<(&String, &usize)> = p.fds.by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let _ = writeln!(out, "  fds: {} open ({})", p.fds.total, kinds.join(", "));
+    for g in &p.sockets {
+        let _ = write!(out, "  sockets: {} {} {}", g.count, g.protocol, g.state);
+        if g.state == "LISTEN" {
+            if g.rx_queue > 0 {
+                let _ = write!(out, ", {} connection(s) waiting to be accepted", g.rx_queue);
+            }
+        } else {
+            if g.rx_queue > 0 {
+                let _ = write!(
+                    out,
+                    ", Recv-Q {} bytes ({} with unread data)",
+                    g.rx_queue, g.with_unread
+                );
+            }
+            if g.tx_queue > 0 {
+                let _ = write!(out, ", Send-Q {} bytes", g.tx_queue);
+            }
+        }
+        if !g.local.is_empty() {
+            let _ = write!(out, "; local {}", g.local.join(", "));
+        }
+        out.push('\n');
+    }
+    for pipe in &p.pipes {
+        let fds: Vec<String> = pipe
+            .fds
+            .iter()
+            .map(|f| format!("fd {} ({} end)", f.fd, f.end))
+            .collect();
+        let _ = write!(out, "  pipe:[{}] {}: ", pipe.inode, fds.join(", "));
+        match (pipe.queued, pipe.capacity) {
+            (Some(q), Some(c)) => {
+                let _ = write!(out, "{q} of {c} bytes queued");
+            }
+            _ => {
+                let _ = write!(
+                    out,
+                    "fill level unknown ({})",
+                    pipe.unknown.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        if pipe.full {
+            out.push_str(" (FULL)");
+        }
+        for h in &pipe.others {
+            let _ = write!(
+                out,
+                "; pid {} ({}) fd {} ({} end)",
+                h.pid, h.comm, h.fd, h.end
+            );
+            match h.reading {
+                Some(true) => out.push_str(" reading"),
+                Some(false) => out.push_str(" not reading"),
+                None => {}
+            }
+        }
+        if pipe.others_checked && pipe.others.is_empty() {
+            out.push_str("; no other process holds it");
+        }
+        out.push('\n');
+    }
 }
 
 fn header(out: &mut String, d: &Dump) {
@@ -36,6 +128,23 @@ fn header(out: &mut String, d: &Dump) {
     let _ = writeln!(out, "exe: {}", d.exe);
     if !d.cmdline.is_empty() {
         let _ = writeln!(out, "cmdline: {}", d.cmdline);
+    }
+    if d.capture.method == crate::inspect::METHOD {
+        let _ = write!(out, "inspected from outside");
+        if let Some(p) = d.trigger.sender_pid {
+            let _ = write!(out, " by pid {p}");
+        }
+        if let Some(uid) = d.trigger.sender_uid {
+            let _ = write!(out, " (uid {uid})");
+        }
+        out.push_str(": no signal sent, nothing loaded into the process\n");
+        let _ = writeln!(
+            out,
+            "capture: {} threads, kernel view only (no user stacks) in {:.1} ms",
+            d.capture.threads,
+            d.capture.duration_us as f64 / 1000.0
+        );
+        return;
     }
     let tr = &d.trigger;
     let _ = write!(out, "trigger: SIG{}", tr.signal);
@@ -73,7 +182,13 @@ fn header(out: &mut String, d: &Dump) {
     );
 }
 
-fn thread(out: &mut String, t: &Thread) {
+fn thread(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
+    thread_header(out, t, facts);
+    thread_stack(out, t);
+}
+
+/// The thread's line and its system call.
+fn thread_header(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
     let k = &t.kernel;
     let _ = write!(
         out,
@@ -85,7 +200,12 @@ fn thread(out: &mut String, t: &Thread) {
     }
     let _ = write!(out, "  cpu user {} sys {} ticks", k.utime, k.stime);
     out.push('\n');
-    let _ = writeln!(out, "   syscall: {}", syscall(&k.syscall));
+    let _ = writeln!(out, "   syscall: {}", syscall_in(&k.syscall, facts));
+}
+
+/// The thread's capture status, frames and kernel stack.
+fn thread_stack(out: &mut String, t: &Thread) {
+    let k = &t.kernel;
     if t.capture != CaptureStatus::Ok {
         let _ = writeln!(out, "   stack: {}", t.capture.explain());
     }
@@ -105,8 +225,28 @@ fn thread(out: &mut String, t: &Thread) {
     }
 }
 
-/// One syscall in words: `write(fd 2 → pipe:[5210641], 0x55d0…, 0x12d, …)` or `running`.
+/// One syscall in words: `write(fd 2 → pipe:[5210641], 0x55d0…, 301 bytes, …)` or `running`.
 pub fn syscall(s: &SyscallState) -> String {
+    syscall_in(s, None)
+}
+
+/// The name of the system call, or what the thread does instead (`running`, `blocked`,
+/// `unknown`).
+pub fn syscall_name(s: &SyscallState) -> String {
+    match s {
+        SyscallState::InSyscall { name: Some(n), .. } => n.clone(),
+        SyscallState::InSyscall { nr, .. } => format!("syscall_{nr}"),
+        SyscallState::Blocked { .. } => "blocked outside a system call".into(),
+        SyscallState::Running => "running".into(),
+        SyscallState::Unknown => "unknown".into(),
+    }
+}
+
+/// One syscall in words, with what the process facts say about its fd (the pipe's fill level
+/// and its other end, the socket's state and queues) or its futex (the owner):
+/// `write(fd 2 → pipe:[5210641] (write end; 65104 of 65536 bytes queued, full; read end: pid
+/// 24185 (sleep) fd 0, not reading), 0x55d0…, 301 bytes, …)`.
+pub fn syscall_in(s: &SyscallState, facts: Option<&ProcessFacts>) -> String {
     match s {
         SyscallState::Running => "running (on a CPU or runnable)".to_string(),
         SyscallState::Unknown => "unknown (not readable)".to_string(),
@@ -114,20 +254,48 @@ pub fn syscall(s: &SyscallState) -> String {
         SyscallState::InSyscall {
             nr, name, args, fd, ..
         } => {
-            let mut s = match name {
-                Some(n) => format!("{n}("),
-                None => format!("syscall_{nr}("),
-            };
+            let name_str = name.clone().unwrap_or_else(|| format!("syscall_{nr}"));
+            let mut s = format!("{name_str}(");
+            let counts = matches!(
+                name_str.as_str(),
+                "read" | "write" | "pread64" | "pwrite64" | "recvfrom" | "sendto"
+            );
             for (i, a) in args.iter().take(3).enumerate() {
                 if i > 0 {
                     s.push_str(", ");
                 }
-                match fd {
-                    Some(fd) if i == 0 => {
+                match (i, fd) {
+                    (0, Some(fd)) => {
                         let _ = write!(s, "fd {}", fd.fd);
                         if let Some(target) = &fd.target {
                             let _ = write!(s, " → {target}");
                         }
+                        if let Some(more) = facts.and_then(|p| fd_details(p, fd.fd)) {
+                            let _ = write!(s, " ({more})");
+                        }
+                    }
+                    (0, None) if name_str == "futex" => {
+                        let _ = write!(s, "{a}");
+                        if let Some(f) = facts.and_then(|p| p.futex(*a)) {
+                            match (f.owner, &f.owner_name) {
+                                (Some(o), Some(n)) => {
+                                    let _ = write!(s, " (owned by thread {o} \"{n}\")");
+                                }
+                                (Some(o), None) => {
+                                    let _ = write!(s, " (owned by thread {o})");
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    (1, _) if name_str == "futex" => {
+                        s.push_str(&crate::futex::op_name(a.0));
+                    }
+                    (2, _) if name_str == "futex" => {
+                        let _ = write!(s, "{}", a.0 as u32);
+                    }
+                    (2, _) if counts => {
+                        let _ = write!(s, "{} bytes", a.0);
                     }
                     _ => {
                         let _ = write!(s, "{a}");
@@ -138,6 +306,62 @@ pub fn syscall(s: &SyscallState) -> String {
             s
         }
     }
+}
+
+/// What the process facts say about fd `fd` of a system call, in a few words.
+fn fd_details(p: &ProcessFacts, fd: i32) -> Option<String> {
+    let f = p.syscall_fd(fd)?;
+    if let Some(inode) = f.pipe {
+        let mut parts = Vec::new();
+        if let Some(end) = &f.end {
+            parts.push(format!("{end} end"));
+        }
+        if let Some(pipe) = p.pipe(inode) {
+            match (pipe.queued, pipe.capacity) {
+                (Some(q), Some(c)) => parts.push(format!(
+                    "{q} of {c} bytes queued{}",
+                    if pipe.full { ", full" } else { "" }
+                )),
+                _ if pipe.full => parts.push("full".into()),
+                _ => {}
+            }
+            let readers: Vec<String> = pipe
+                .others
+                .iter()
+                .filter(|h| h.end.starts_with("read"))
+                .take(3)
+                .map(|h| {
+                    let doing = match h.reading {
+                        Some(true) => ", reading",
+                        Some(false) => ", not reading",
+                        None => "",
+                    };
+                    format!("pid {} ({}) fd {}{doing}", h.pid, h.comm, h.fd)
+                })
+                .collect();
+            if !readers.is_empty() {
+                parts.push(format!("read end: {}", readers.join("; ")));
+            }
+        }
+        return (!parts.is_empty()).then(|| parts.join("; "));
+    }
+    if let Some(sock) = &f.socket {
+        let mut s = format!("{} {}", sock.protocol, sock.state);
+        if let Some(l) = &sock.local {
+            let _ = write!(s, " {l}");
+        }
+        if let Some(r) = &sock.remote {
+            let _ = write!(s, " ↔ {r}");
+        }
+        if sock.rx_queue > 0 {
+            let _ = write!(s, ", Recv-Q {}", sock.rx_queue);
+        }
+        if sock.tx_queue > 0 {
+            let _ = write!(s, ", Send-Q {}", sock.tx_queue);
+        }
+        return Some(s);
+    }
+    None
 }
 
 /// One frame in words: `worker_level_07 at parked.c:45 in parked (0x55d0a1b2)`.

@@ -7,6 +7,9 @@
 //! - `eintr`: a host that must never see EINTR survives 200 dumps (blocked threads are copied
 //!   without a signal).
 //! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
+//! - `findings`: the incident (full stderr pipe, CLOSE_WAIT sockets) and lock waits, dumped with
+//!   the preload and inspected without it: the findings name the pipe, its reader, the sockets,
+//!   the owner of a mutex; `compare` calls stuck threads stuck and names the CPU burner.
 //!
 //! Run: `cargo build --release && cargo test --release --test integration` (the C examples are
 //! compiled by the tests with `cc`; the Python example needs `python3`). The artifacts are found
@@ -16,5 +19,6 @@
 mod dump;
 mod eintr;
 mod examples;
+mod findings;
 mod odd_stacks;
 mod util;

@@ -1,0 +1,171 @@
+//! `stackdump inspect PID`: a dump of any process, built from outside through `/proc/PID`, with
+//! nothing loaded into it and no signal sent. Every thread's kernel view (state, wait channel,
+//! system call with the file behind its fd, kernel stack when readable), the process facts and
+//! the findings; no user stacks (`capture` is `skipped` for every thread, `capture.method` is
+//! [`METHOD`]).
+//!
+//! Reading another process's `syscall` files, duplicating its pipe fds (`pidfd_getfd`) and
+//! reading its futex words (`process_vm_readv`) need ptrace permission over it; without it those
+//! facts are reported as unknown, with the reason, and the rest of the dump is still there.
+
+use crate::diagnose;
+use crate::facts;
+use crate::model::{CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Trigger, FORMAT};
+use crate::proc::{self, TaskReader};
+use crate::timefmt::UtcTime;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// `capture.method` of a dump made by [`inspect`].
+pub const METHOD: &str = "kernel";
+
+/// Why a process cannot be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("no process {0}")]
+    NoSuchProcess(Pid),
+    #[error("process {0} is a zombie (it exited; its parent has not reaped it)")]
+    Zombie(Pid),
+    #[error("cannot read /proc/{pid}: {source}")]
+    Io {
+        pid: Pid,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Inspect process `pid` from outside: its threads' kernel view, process facts and findings.
+pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
+    let start = Instant::now();
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let io = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            InspectError::NoSuchProcess(pid)
+        } else {
+            InspectError::Io { pid, source }
+        }
+    };
+    if pid.0 <= 0 {
+        return Err(InspectError::NoSuchProcess(pid));
+    }
+    let stat = std::fs::read(dir.join("stat")).map_err(io)?;
+    if proc::parse_stat(&stat).is_some_and(|s| matches!(s.state, 'Z' | 'X')) {
+        return Err(InspectError::Zombie(pid));
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut errors = Vec::new();
+
+    let mut reader = TaskReader::new(&dir);
+    let tids = reader.tids().map_err(io)?;
+    let mut threads = Vec::with_capacity(tids.len());
+    let mut unreadable_syscalls = 0;
+    for tid in tids {
+        let Ok((name, mut kernel, _status)) = reader.kernel_view(tid) else {
+            continue; // exited while we looked
+        };
+        if kernel.syscall == SyscallState::Unknown {
+            unreadable_syscalls += 1;
+        }
+        reader.resolve_fd(&mut kernel.syscall);
+        threads.push(Thread {
+            tid,
+            name,
+            kernel,
+            capture: CaptureStatus::Skipped,
+            frames: Vec::new(),
+            truncated: false,
+            signalled: false,
+        });
+    }
+    if unreadable_syscalls > 0 {
+        errors.push(format!(
+            "the system call of {unreadable_syscalls} thread(s) is not readable (/proc/{pid}/task/*/syscall needs ptrace permission: the same user, or root)"
+        ));
+    }
+    let read_text = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let exe = match std::fs::read_link(dir.join("exe")) {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => {
+            errors.push(format!("cannot read /proc/{pid}/exe: {e}"));
+            String::new()
+        }
+    };
+    let mut cmdline = read_text("cmdline")
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cmdline.len() > 4096 {
+        let mut cut = 4096;
+        while !cmdline.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        cmdline.truncate(cut);
+        cmdline.push('…');
+    }
+    let mut dump = Dump {
+        format: FORMAT.to_string(),
+        pid,
+        comm: read_text("comm").trim_end().to_string(),
+        exe,
+        cmdline,
+        time: UtcTime::from_unix_millis(millis).rfc3339(),
+        trigger: Trigger {
+            signal: "none".into(),
+            signo: 0,
+            sender_pid: Some(std::process::id() as i32),
+            // SAFETY: getuid cannot fail and has no preconditions.
+            sender_uid: Some(unsafe { libc::getuid() }),
+            request: None,
+            coalesced: Vec::new(),
+        },
+        capture: CaptureStats {
+            threads: threads.len(),
+            captured: 0,
+            method: METHOD.into(),
+            ..CaptureStats::default()
+        },
+        threads,
+        findings: Vec::new(),
+        process: None,
+        errors,
+    };
+    diagnose::analyze(&mut dump, &facts::Options::outside(pid));
+    dump.capture.duration_us = start.elapsed().as_micros() as u64;
+    Ok(dump)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspects_itself_and_refuses_what_is_not_there() {
+        let me = Pid(std::process::id() as i32);
+        let d = inspect(me).unwrap();
+        assert_eq!(d.pid, me);
+        assert_eq!(d.capture.method, METHOD);
+        assert!(d.threads.iter().any(|t| t.tid.0 == me.0));
+        assert!(d
+            .threads
+            .iter()
+            .all(|t| t.capture == CaptureStatus::Skipped));
+        let p = d.process.as_ref().unwrap();
+        assert!(p.fds.total >= 3, "{p:?}");
+        assert!(crate::render::text(&d).contains("inspected from outside"));
+        assert!(matches!(
+            inspect(Pid(i32::MAX)),
+            Err(InspectError::NoSuchProcess(_))
+        ));
+        assert!(matches!(
+            inspect(Pid(0)),
+            Err(InspectError::NoSuchProcess(_))
+        ));
+    }
+}

@@ -1,0 +1,436 @@
+//! Findings end to end: the incident of `docs/incident.md` (workers blocked writing to a full
+//! stderr pipe held by a `sleep` that never reads, sockets left in CLOSE_WAIT) and a lock-wait
+//! program (`examples/c/lockwait.c`), dumped by the preloaded library and inspected from outside
+//! without it. Both must state the same facts: the blocked write on fd 2, the full pipe and its
+//! 65536-byte capacity, the pid of the process holding the read end, the CLOSE_WAIT sockets, the
+//! owner of a mutex. `compare` over several dumps must call the stuck workers stuck, and name
+//! the thread that burned CPU.
+
+use crate::util::*;
+use stackdump_core::compare;
+use stackdump_core::inspect;
+use stackdump_core::model::{Dump, Finding, Pid, Tid};
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+const WORKERS: usize = 4;
+const CLIENTS: usize = 20;
+
+fn spawn_incident(preload: Preload) -> Target {
+    let mut cmd = Command::new("python3");
+    cmd.arg(python_example("incident.py"))
+        .arg(WORKERS.to_string())
+        .args(["--clients", &CLIENTS.to_string()]);
+    let mut t = Target::spawn(cmd, preload);
+    t.wait_ready(deadline());
+    t
+}
+
+fn spawn_lockwait(preload: Preload, args: &[&str]) -> Target {
+    let mut cmd = Command::new(build_c_example("lockwait"));
+    cmd.args(args);
+    let mut t = Target::spawn(cmd, preload);
+    t.wait_ready(deadline());
+    t
+}
+
+/// The pid of the child of `pid` whose comm is `comm`.
+fn child_named(t: &Target, comm: &str) -> i32 {
+    let found = std::fs::read_dir("/proc").ok().and_then(|entries| {
+        entries.flatten().find_map(|e| {
+            let child: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read(e.path().join("stat")).ok()?;
+            let text = String::from_utf8_lossy(&stat);
+            let (head, rest) = text.rsplit_once(") ")?;
+            let ppid: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == t.pid && head.ends_with(&format!("({comm}"))).then_some(child)
+        })
+    });
+    found.unwrap_or_else(|| panic!("no child {comm:?} of {}\n{}", t.pid, t.describe()))
+}
+
+/// The inode of `pipe:[N]` behind fd `fd` of the target.
+fn pipe_inode_of(t: &Target, fd: i32) -> u64 {
+    let link = std::fs::read_link(t.proc_dir().join(format!("fd/{fd}")))
+        .unwrap_or_else(|e| panic!("readlink fd/{fd}: {e}"));
+    stackdump_core::fds::pipe_inode(&link.to_string_lossy())
+        .unwrap_or_else(|| panic!("fd {fd} is {}, not a pipe", link.display()))
+}
+
+/// Send USR1 and wait until there are `n` JSON dumps of the target; return the newest.
+fn trigger_nth(t: &Target, n: usize) -> (PathBuf, Dump) {
+    let deadline = deadline();
+    send_signal(t.pid, "USR1");
+    let mut files = Vec::new();
+    let arrived = poll_until(deadline, || {
+        files = dump_files(&t.dump_dir(), t.pid, "json");
+        files.len() >= n
+    });
+    assert!(
+        arrived,
+        "dump #{n} did not arrive before the deadline\n{}",
+        t.describe()
+    );
+    let path = files[n - 1].clone();
+    let dump = read_dump(&path);
+    (path, dump)
+}
+
+fn context(d: &Dump, t: &Target) -> String {
+    format!(
+        "=== dump\n{}\n=== json findings\n{:#?}\n=== target\n{}",
+        stackdump_core::render::text(d),
+        d.findings,
+        t.describe()
+    )
+}
+
+fn findings_of<'a>(d: &'a Dump, kind: &str) -> Vec<&'a Finding> {
+    d.findings.iter().filter(|f| f.kind == kind).collect()
+}
+
+fn worker_tids(t: &Target) -> BTreeSet<Tid> {
+    (0..WORKERS)
+        .map(|i| t.tid_of(&format!("worker-{i}")))
+        .collect()
+}
+
+/// What both the dump and `inspect` must say about the incident.
+fn check_incident_facts(d: &Dump, t: &Target) {
+    let ctx = || context(d, t);
+    let inode = pipe_inode_of(t, 2);
+    let holder = child_named(t, "sleep");
+    let workers = worker_tids(t);
+
+    // The finding, in one line, first.
+    let full = findings_of(d, "full_pipe");
+    assert_eq!(full.len(), 1, "one full pipe finding\n{}", ctx());
+    let f = full[0];
+    assert_eq!(
+        d.findings[0].kind,
+        "full_pipe",
+        "the full pipe comes first\n{}",
+        ctx()
+    );
+    for needle in [
+        format!("{WORKERS} threads blocked in write(fd 2 → pipe:[{inode}])"),
+        "the pipe is full (".to_string(),
+        " of 65536 bytes)".to_string(),
+        format!("its read end is held by pid {holder} (sleep) fd 0, which is not reading"),
+    ] {
+        assert!(
+            f.summary.contains(&needle),
+            "the finding should say {needle:?}: {}\n{}",
+            f.summary,
+            ctx()
+        );
+    }
+    let named: BTreeSet<Tid> = f.threads.iter().copied().collect();
+    assert_eq!(named, workers, "the finding names the workers\n{}", ctx());
+
+    // The facts behind it.
+    let p = d.process.as_ref().expect("process facts");
+    let pipe = p
+        .pipe(inode)
+        .unwrap_or_else(|| panic!("pipe {inode} in facts\n{}", ctx()));
+    assert_eq!(pipe.capacity, Some(65536), "{pipe:?}");
+    let queued = pipe.queued.expect("queued bytes known");
+    assert!(
+        queued > 65536 - 4096 && queued <= 65536,
+        "the pipe is full: {queued} bytes queued"
+    );
+    assert!(pipe.full);
+    assert_eq!(pipe.fds.len(), 1, "{pipe:?}");
+    assert_eq!((pipe.fds[0].fd, pipe.fds[0].end.as_str()), (2, "write"));
+    let reader = pipe
+        .others
+        .iter()
+        .find(|h| h.pid == Pid(holder))
+        .unwrap_or_else(|| panic!("the sleep child {holder} holds the pipe\n{}", ctx()));
+    assert_eq!((reader.fd, reader.end.as_str()), (0, "read"), "{reader:?}");
+    assert_eq!(reader.reading, Some(false), "{reader:?}");
+    let fd2 = p.syscall_fd(2).expect("fd 2 decoded");
+    assert_eq!(fd2.pipe, Some(inode));
+    assert_eq!(fd2.end.as_deref(), Some("write"));
+
+    // The sockets: one line for all of them.
+    let cw = findings_of(d, "close_wait");
+    assert_eq!(cw.len(), 1, "{}", ctx());
+    assert_eq!(
+        cw[0].summary,
+        format!("{CLIENTS} sockets in CLOSE_WAIT with unread data: the peers closed, this process never read or closed them"),
+        "{}",
+        ctx()
+    );
+    let group = p
+        .sockets
+        .iter()
+        .find(|g| g.protocol == "tcp" && g.state == "CLOSE_WAIT")
+        .unwrap_or_else(|| panic!("a tcp CLOSE_WAIT group\n{}", ctx()));
+    assert_eq!((group.count, group.with_unread), (CLIENTS, CLIENTS));
+    assert!(
+        group.rx_queue >= 250 * CLIENTS as u64 && group.rx_queue <= 400 * CLIENTS as u64,
+        "{group:?}"
+    );
+    assert!(p
+        .sockets
+        .iter()
+        .any(|g| g.protocol == "tcp" && g.state == "LISTEN" && g.count == 1));
+    assert!(p.fds.by_kind.get("socket").copied().unwrap_or(0) > CLIENTS);
+
+    // The text says it too, findings first, and shows the workers' stack once.
+    let text = stackdump_core::render::text(d);
+    let findings_at = text.find("Findings:").expect("a Findings section");
+    let first_thread = text.find("\" tid ").expect("threads");
+    assert!(findings_at < first_thread, "{text}");
+    assert!(text.contains(&f.summary), "{text}");
+    let group_header = if d.capture.method == inspect::METHOD {
+        format!("{WORKERS} threads in the same place (same system call, wait channel and kernel stack):")
+    } else {
+        format!("{WORKERS} threads with the same stack:")
+    };
+    assert!(
+        text.contains(&group_header),
+        "the workers are shown as one group\n{text}"
+    );
+    assert!(
+        text.contains(&format!("fd 2 → pipe:[{inode}] (write end; {queued} of 65536 bytes queued, full; read end: pid {holder} (sleep) fd 0, not reading)")),
+        "the syscall line decodes the pipe\n{text}"
+    );
+}
+
+#[test]
+fn incident_dump_names_the_full_pipe_its_reader_and_the_close_wait_sockets() {
+    let mut t = spawn_incident(Preload::Yes);
+    let (path, d) = trigger_nth(&t, 1);
+    check_incident_facts(&d, &t);
+    // The written text file is the rendering of the JSON.
+    let txt = std::fs::read_to_string(path.with_extension("txt")).expect("the .txt twin");
+    assert!(
+        txt.contains("sockets in CLOSE_WAIT with unread data"),
+        "{txt}"
+    );
+    // One line per distinct stack: the four workers are one line with count 4.
+    let folded = stackdump_core::folded::folded(std::slice::from_ref(&d));
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.ends_with(&format!(" {WORKERS}")) && l.contains("write")),
+        "{folded}"
+    );
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("stack count");
+        assert!(!stack.is_empty() && count.parse::<u32>().is_ok(), "{line}");
+    }
+    t.assert_alive();
+    assert_eq!(t.stdout(), vec![format!("READY {}", t.pid)]);
+}
+
+#[test]
+fn incident_inspect_without_preload_states_the_same_facts() {
+    let mut t = spawn_incident(Preload::No);
+    let d =
+        inspect::inspect(Pid(t.pid)).unwrap_or_else(|e| panic!("inspect: {e}\n{}", t.describe()));
+    assert_eq!(d.capture.method, inspect::METHOD);
+    assert!(
+        d.threads.iter().all(|th| th.frames.is_empty()),
+        "kernel view only"
+    );
+    check_incident_facts(&d, &t);
+    // Nothing was loaded or sent: the process is as it was.
+    t.assert_alive();
+    let maps = read_to_string(t.proc_dir().join("maps"));
+    assert!(!maps.contains("libstackdump"), "nothing loaded");
+}
+
+/// The workers are stuck in the comparison: one group of all of them across every dump.
+fn check_workers_stuck(c: &compare::Comparison, t: &Target, dumps: usize) {
+    let workers = worker_tids(t);
+    let text = compare::text(c);
+    assert_eq!(c.processes.len(), 1, "{text}");
+    let p = &c.processes[0];
+    assert_eq!(p.dumps, dumps, "{text}");
+    let group = p
+        .stuck
+        .iter()
+        .find(|g| g.threads.iter().any(|r| workers.contains(&r.tid)))
+        .unwrap_or_else(|| panic!("the workers are not stuck\n{text}\n{}", t.describe()));
+    let stuck: BTreeSet<Tid> = group.threads.iter().map(|r| r.tid).collect();
+    assert!(
+        workers.is_subset(&stuck),
+        "all workers stuck together: {stuck:?} vs {workers:?}\n{text}"
+    );
+    assert_eq!(group.dumps, dumps, "{text}");
+    assert!(group.syscall.starts_with("write(fd 2 → pipe:["), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} threads stuck for at least",
+            group.threads.len()
+        )) && text.contains(&format!("across {dumps} dumps")),
+        "{text}"
+    );
+    // JSON survives a round trip.
+    let back: compare::Comparison =
+        serde_json::from_str(&compare::json(c)).expect("comparison JSON");
+    assert_eq!(&back, c);
+}
+
+#[test]
+fn incident_compare_over_three_dumps_reports_the_workers_stuck() {
+    let t = spawn_incident(Preload::Yes);
+    for n in 1..=3 {
+        trigger_nth(&t, n);
+    }
+    let dumps = compare::load(&[t.dump_dir()]).expect("load the dump dir");
+    assert_eq!(dumps.len(), 3);
+    let c = compare::compare(&dumps);
+    check_workers_stuck(&c, &t, 3);
+    // Folded over the three dumps: the workers' stack counted 3 × 4 times.
+    let folded = stackdump_core::folded::folded(&dumps);
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.ends_with(&format!(" {}", 3 * WORKERS))),
+        "{folded}"
+    );
+}
+
+#[test]
+fn incident_compare_of_three_inspections_reports_the_workers_stuck() {
+    let t = spawn_incident(Preload::No);
+    let dumps: Vec<Dump> = (0..3)
+        .map(|_| inspect::inspect(Pid(t.pid)).expect("inspect"))
+        .collect();
+    let c = compare::compare(&dumps);
+    check_workers_stuck(&c, &t, 3);
+}
+
+/// What both the dump and `inspect` must say about the lock waits.
+fn check_lock_findings(d: &Dump, t: &Target, waiters: usize) {
+    let ctx = || context(d, t);
+    let holder = t.tid_of("holder");
+    let waiting: BTreeSet<Tid> = (0..waiters)
+        .map(|i| t.tid_of(&format!("waiter-{i}")))
+        .collect();
+    let waits = findings_of(d, "lock_wait");
+    let f = waits
+        .iter()
+        .find(|f| f.threads.iter().any(|w| waiting.contains(w)))
+        .unwrap_or_else(|| panic!("no lock_wait finding for the waiters\n{}", ctx()));
+    let named: BTreeSet<Tid> = f.threads.iter().copied().collect();
+    assert_eq!(named, waiting, "{}", ctx());
+    assert!(
+        f.summary
+            .starts_with(&format!("{waiters} threads wait on futex 0x"))
+            && f.summary
+                .ends_with(&format!("owned by thread holder ({holder})")),
+        "{}\n{}",
+        f.summary,
+        ctx()
+    );
+    assert!(
+        f.evidence.iter().any(|e| e.contains("nanosleep")),
+        "the evidence says what the owner does: {:?}",
+        f.evidence
+    );
+    // The priority-inheritance mutex: the owner is in the futex word.
+    let pi_holder = t.tid_of("pi-holder");
+    let pi_waiter = t.tid_of("pi-waiter");
+    assert!(
+        waits.iter().any(|f| f.threads == vec![pi_waiter]
+            && f.summary
+                .ends_with(&format!("owned by thread pi-holder ({pi_holder})"))),
+        "{}",
+        ctx()
+    );
+    // The deadlock, once, first.
+    let (a, b) = (t.tid_of("dl-a"), t.tid_of("dl-b"));
+    let dl = findings_of(d, "deadlock");
+    assert_eq!(dl.len(), 1, "{}", ctx());
+    assert_eq!(d.findings[0].kind, "deadlock", "{}", ctx());
+    let mut pair = dl[0].threads.clone();
+    pair.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(pair, expected, "{}", ctx());
+    assert!(
+        dl[0].summary.contains(&format!("dl-a ({a})"))
+            && dl[0].summary.contains(&format!("dl-b ({b})"))
+    );
+    // The text names the owner on the waiters' syscall line.
+    let text = stackdump_core::render::text(d);
+    assert!(
+        text.contains(&format!(
+            "(owned by thread {holder} \"holder\"), FUTEX_WAIT_PRIVATE, 2"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn lockwait_dump_names_the_owner_thread() {
+    let mut t = spawn_lockwait(Preload::Yes, &["3"]);
+    let (_, d) = trigger_nth(&t, 1);
+    check_lock_findings(&d, &t, 3);
+    t.assert_alive();
+}
+
+#[test]
+fn lockwait_inspect_names_the_owner_thread() {
+    let t = spawn_lockwait(Preload::No, &["3"]);
+    let d = inspect::inspect(Pid(t.pid)).expect("inspect");
+    check_lock_findings(&d, &t, 3);
+}
+
+/// CPU ticks (user + system) of a thread, from outside.
+fn cpu_ticks(t: &Target, tid: Tid) -> u64 {
+    let stat = std::fs::read(t.proc_dir().join(format!("task/{}/stat", tid.0))).expect("stat");
+    let s = stackdump_core::proc::parse_stat(&stat).expect("parse stat");
+    s.utime + s.stime
+}
+
+#[test]
+fn compare_names_the_thread_that_burned_cpu_and_the_stuck_waiters() {
+    let t = spawn_lockwait(Preload::No, &["2", "--spin"]);
+    let spinner = t.tid_of("spinner");
+    let first = inspect::inspect(Pid(t.pid)).expect("inspect");
+    let before = cpu_ticks(&t, spinner);
+    // A handshake on the kernel's accounting, not a sleep: wait until the spinner has used 20
+    // more ticks.
+    assert!(
+        poll_until(deadline(), || cpu_ticks(&t, spinner) >= before + 20),
+        "the spinner does not spin\n{}",
+        t.describe()
+    );
+    let second = inspect::inspect(Pid(t.pid)).expect("inspect");
+    let c = compare::compare(&[second, first]);
+    let text = compare::text(&c);
+    let p = &c.processes[0];
+    assert_eq!(p.cpu[0].tid, spinner, "{text}");
+    assert!(p.cpu[0].user_ticks + p.cpu[0].system_ticks >= 20, "{text}");
+    assert!(text.contains(&format!("spinner ({spinner})")), "{text}");
+    // The waiters and holders did not move; the spinner is never "stuck".
+    let stuck: BTreeSet<Tid> = p
+        .stuck
+        .iter()
+        .flat_map(|g| g.threads.iter().map(|r| r.tid))
+        .collect();
+    for name in ["waiter-0", "waiter-1", "dl-a", "dl-b", "holder"] {
+        assert!(stuck.contains(&t.tid_of(name)), "{name} stuck\n{text}");
+    }
+    assert!(!stuck.contains(&spinner), "{text}");
+}
+
+#[test]
+fn the_lockwait_example_refuses_bad_arguments_silently() {
+    for bad in [&["x"][..], &["0"], &["65"], &["--spinn"]] {
+        let out = Command::new(build_c_example("lockwait"))
+            .args(bad)
+            .output()
+            .expect("run lockwait");
+        assert_eq!(out.status.code(), Some(2), "lockwait {bad:?}: {out:?}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    }
+}
