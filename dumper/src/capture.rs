@@ -249,6 +249,8 @@ impl DumpThread {
                 signalled: t.signalled,
             });
         }
+        // Interpreter frames (CPython), merged into the native stacks they belong to.
+        crate::python::annotate(&mut out_threads, &maps, &mut errors);
         let t_symbolize = t3.elapsed();
 
         let first = triggers.first().copied();

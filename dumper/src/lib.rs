@@ -51,6 +51,7 @@
 //!   CLI's `inspect`).
 //! - [`symbolize`]: addresses to functions, files and lines.
 //! - [`diagnose`]: process facts gathered from the inside, and the findings.
+//! - [`python`]: CPython frames, read from the interpreter's structures and merged in.
 //! - [`sink`]: the side files.
 //! - [`sys`]: raw system calls the dump thread needs.
 //!
@@ -66,6 +67,7 @@ pub mod capture;
 pub mod config;
 pub mod diagnose;
 pub mod install;
+pub mod python;
 pub mod sigctx;
 pub mod sink;
 pub mod symbolize;
