@@ -7,7 +7,7 @@
 
 use crate::model::{Addr, FdRef, KernelView, SyscallState, Tid};
 use crate::syscalls;
-use procfs_core::{FromBufRead, FromRead};
+use procfs_core::FromBufRead;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -90,15 +90,27 @@ pub struct TaskStat {
     pub cpu: i32,
 }
 
-/// Parse `/proc/.../stat` (the name may contain spaces and parentheses).
+/// Parse `/proc/.../stat` (the name may contain spaces and parentheses: it is everything
+/// between the first `(` and the last `)`). Written by hand because this must never panic on
+/// odd input (procfs-core's parser indexes without checks: found by `tests/fuzz_parsers.rs`).
 pub fn parse_stat(text: &[u8]) -> Option<TaskStat> {
-    let s = procfs_core::process::Stat::from_read(text).ok()?;
+    let text = std::str::from_utf8(text).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let name = text.get(open + 1..close)?.to_string();
+    // Fields after the name, numbered as in proc(5): 3 state, 14 utime, 15 stime, 39 processor.
+    let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3).copied();
+    let state = field(3)?.chars().next()?;
     Some(TaskStat {
-        name: s.comm,
-        state: s.state,
-        utime: s.utime,
-        stime: s.stime,
-        cpu: s.processor.unwrap_or(-1),
+        name,
+        state,
+        utime: field(14)?.parse().ok()?,
+        stime: field(15)?.parse().ok()?,
+        cpu: field(39).and_then(|c| c.parse().ok()).unwrap_or(-1),
     })
 }
 
