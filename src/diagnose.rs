@@ -775,6 +775,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_pipe_whose_reader_is_the_process_itself() {
+        let mut d = incident();
+        let p = d.process.as_mut().unwrap();
+        p.pipes[0].others.clear();
+        p.pipes[0].fds.push(PipeFd {
+            fd: 7,
+            end: "read".into(),
+        });
+        let f = findings(&d);
+        assert!(
+            f[0].summary.ends_with(
+                "its read end is held by this process itself (fd 7), and none of its threads is reading it"
+            ),
+            "{}",
+            f[0].summary
+        );
+        // Nobody at all, after looking: said so.
+        d.process.as_mut().unwrap().pipes[0].fds.pop();
+        let f = findings(&d);
+        assert!(
+            f[0].summary
+                .ends_with("no process we could look into holds its read end"),
+            "{}",
+            f[0].summary
+        );
+    }
+
+    #[test]
+    fn connections_waiting_to_be_accepted() {
+        let mut d = incident();
+        let p = d.process.as_mut().unwrap();
+        p.sockets[1].rx_queue = 12;
+        let f = findings(&d);
+        let b: Vec<_> = f.iter().filter(|f| f.kind == "accept_backlog").collect();
+        assert_eq!(b.len(), 1, "{f:#?}");
+        assert_eq!(
+            b[0].summary,
+            "12 connections waiting to be accepted on 1 listening tcp socket(s)"
+        );
+    }
+
+    #[test]
     fn lock_wait_and_deadlock() {
         let futex = |addr: u64| in_syscall("futex", [addr, 128, 2, 0, 0, 0], None);
         let mut threads = vec![thread(

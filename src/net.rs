@@ -53,7 +53,7 @@ pub fn parse_inet_addr(s: &str) -> Option<SocketAddr> {
         32 => {
             let mut bytes = [0u8; 16];
             for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(&addr[i * 8..i * 8 + 8])?);
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(addr.get(i * 8..i * 8 + 8)?)?);
             }
             let ip = Ipv6Addr::from(bytes);
             // Show v4-mapped addresses the way people write them.
@@ -253,6 +253,9 @@ mod tests {
         assert_eq!(l.inode, 4242);
         assert!(parse_inet_addr("0100007F").is_none());
         assert!(parse_inet_addr("0100007:0050").is_none());
+        // Never a panic on odd bytes (a multi-byte character across a word boundary).
+        assert!(parse_inet_addr("0000000000000000FFFF00000100007é:0050").is_none());
+        assert!(parse_inet_addr("000000000000000ééFFF00000100007F:0050").is_none());
     }
 
     #[test]

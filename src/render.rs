@@ -384,3 +384,40 @@ pub fn frame(f: &Frame) -> String {
     let _ = write!(s, " ({})", f.ip);
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::{findings, tests::incident};
+
+    #[test]
+    fn findings_first_process_summary_and_shared_stacks_once() {
+        let mut d = incident();
+        d.findings = findings(&d);
+        let t = text(&d);
+        let at = |needle: &str| {
+            t.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from\n{t}"))
+        };
+        assert!(at("Findings:") < at("Process:"));
+        assert!(at("Process:") < at("\"python3\" tid 100"));
+        assert!(
+            t.contains("  fds: 27 open (21 socket, 3 file, 1 pipe)\n"),
+            "{t}"
+        );
+        assert!(t.contains("  sockets: 20 tcp CLOSE_WAIT, Recv-Q 6020 bytes (20 with unread data); local 127.0.0.1:40001 (20)\n"), "{t}");
+        assert!(t.contains("  pipe:[182067] fd 2 (write end): 65104 of 65536 bytes queued (FULL); pid 24185 (sleep) fd 0 (read end) not reading\n"), "{t}");
+        // The four workers: one block, four thread lines, one stack.
+        assert!(
+            t.contains("4 threads with the same stack:\n\"worker-0\" tid 101"),
+            "{t}"
+        );
+        assert_eq!(t.matches("#0   write").count(), 1, "{t}");
+        assert_eq!(t.matches("   syscall: write(fd 2 → pipe:[182067] (write end; 65104 of 65536 bytes queued, full; read end: pid 24185 (sleep) fd 0, not reading), ").count(), 4, "{t}");
+        // Without the facts, the plain form.
+        assert_eq!(
+            syscall(&d.threads[1].kernel.syscall),
+            "write(fd 2 → pipe:[182067], 0x5500, 301 bytes, …)"
+        );
+    }
+}
