@@ -474,7 +474,10 @@ pub fn stack_groups(dump: &Dump) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut index: HashMap<GroupKey, usize> = HashMap::new();
     for (i, t) in dump.threads.iter().enumerate() {
-        if matches!(t.capture, CaptureStatus::Dumper | CaptureStatus::Exited) {
+        // The dumper's own thread, threads that exited, and threads of which we know neither
+        // the stack nor the system call are alone: nothing says they are in the same place.
+        let unknown = t.frames.is_empty() && t.kernel.syscall == SyscallState::Unknown;
+        if unknown || matches!(t.capture, CaptureStatus::Dumper | CaptureStatus::Exited) {
             groups.push(vec![i]);
             continue;
         }
@@ -669,6 +672,7 @@ pub(crate) mod tests {
                 ]
                 .into_iter()
                 .collect(),
+                unknown: None,
             },
             sockets: vec![
                 SocketGroup {
@@ -890,5 +894,14 @@ pub(crate) mod tests {
         d2.threads[3].frames.pop(); // a different stack
         let groups = stack_groups(&d2);
         assert_eq!(groups, vec![vec![0], vec![1, 2, 4], vec![3]]);
+        // Unknown is not "the same".
+        let mut d3 = d.clone();
+        for t in &mut d3.threads {
+            t.frames.clear();
+            t.kernel.syscall = SyscallState::Unknown;
+            t.kernel.wchan = None;
+        }
+        assert_eq!(stack_groups(&d3).len(), 5);
+        assert!(findings(&d3).iter().all(|f| f.kind != "same_stack"));
     }
 }

@@ -102,8 +102,10 @@ pub fn gather(dump: &Dump, opts: &Options) -> (ProcessFacts, Vec<String>) {
     let dir = opts.proc_dir();
     let mut facts = ProcessFacts::default();
 
+    let mut fds_unknown = None;
     let fds = fds::list_fds(&dir).unwrap_or_else(|e| {
         errors.push(format!("cannot list {}/fd: {e}", dir.display()));
+        fds_unknown = Some(e.to_string());
         BTreeMap::new()
     });
 
@@ -115,6 +117,7 @@ pub fn gather(dump: &Dump, opts: &Options) -> (ProcessFacts, Vec<String>) {
     facts.fds = FdSummary {
         total: fds.len(),
         by_kind,
+        unknown: fds_unknown,
     };
 
     // Sockets: one pass over the tables for every socket we hold.

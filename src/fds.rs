@@ -558,17 +558,22 @@ mod tests {
             .unwrap();
         let pid = Pid(child.id() as i32);
         let dir = Path::new("/proc").join(pid.0.to_string());
-        // The child's fd 0 is the pipe once it has exec'd (a handshake on /proc, not a sleep).
+        // A handshake on /proc, not a sleep: the child has exec'd `sleep` (its comm says so) and
+        // its fd 0 is the pipe.
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_link(dir.join("fd/0"))
-            .map(|l| pipe_inode(&l.to_string_lossy()) != Some(inode))
-            .unwrap_or(true)
-        {
+        let ready = || {
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let fd0 = std::fs::read_link(dir.join("fd/0"))
+                .ok()
+                .and_then(|l| pipe_inode(&l.to_string_lossy()));
+            comm.trim_end() == "sleep" && fd0 == Some(inode)
+        };
+        while !ready() {
             assert!(
                 Instant::now() < deadline,
-                "child never had the pipe on fd 0"
+                "the child never became `sleep` with the pipe on fd 0"
             );
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let level = pipe_level(Vantage::Outside(pid), 0, inode);
         let me = Pid(std::process::id() as i32);
@@ -603,7 +608,11 @@ mod tests {
         assert_eq!(holders[0].end, "write");
         assert_eq!(holders[0].comm, "sleep");
         assert!(near.relatives_only);
-        assert_eq!(&near.holders[&inode], holders);
+        // (What its threads do may change in between: it was just exec'd.)
+        let key = |hs: &[PipeHolder]| -> Vec<(Pid, i32, String)> {
+            hs.iter().map(|h| (h.pid, h.fd, h.end.clone())).collect()
+        };
+        assert_eq!(key(&near.holders[&inode]), key(holders));
         drop(r);
     }
 

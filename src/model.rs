@@ -363,6 +363,9 @@ pub struct FdSummary {
     /// `file` (a path), `pipe`, `socket`, `anon_inode:<name>` (`anon_inode:[eventpoll]` counts as
     /// `anon_inode:eventpoll`), `other`.
     pub by_kind: std::collections::BTreeMap<String, usize>,
+    /// Why the fds could not be listed (then `total` is 0 and means nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
 }
 
 /// Sockets of one protocol in one state.

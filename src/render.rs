@@ -58,7 +58,14 @@ fn process(out: &mut String, p: &ProcessFacts) {
     let mut kinds: Vec<(&String, &usize)> = p.fds.by_kind.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let _ = writeln!(out, "  fds: {} open ({})", p.fds.total, kinds.join(", "));
+    match &p.fds.unknown {
+        Some(why) => {
+            let _ = writeln!(out, "  fds: unknown ({why})");
+        }
+        None => {
+            let _ = writeln!(out, "  fds: {} open ({})", p.fds.total, kinds.join(", "));
+        }
+    }
     for g in &p.sockets {
         let _ = write!(out, "  sockets: {} {} {}", g.count, g.protocol, g.state);
         if g.state == "LISTEN" {

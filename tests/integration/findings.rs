@@ -434,3 +434,95 @@ fn the_lockwait_example_refuses_bad_arguments_silently() {
         assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     }
 }
+
+/// What an inspection without ptrace permission over `pid` must look like: no failure, the
+/// threads listed, nothing claimed that could not be seen, and the reasons in `errors`.
+fn check_unprivileged_inspection(pid: i32, min_threads: usize) {
+    let d = inspect::inspect(Pid(pid)).unwrap_or_else(|e| panic!("inspect failed: {e}"));
+    let text = stackdump_core::render::text(&d);
+    assert!(d.threads.len() >= min_threads, "{text}");
+    assert!(
+        d.threads.iter().all(|t| !t.kernel.state.is_empty()),
+        "{text}"
+    );
+    for needle in [
+        "needs ptrace permission",
+        &format!("cannot list /proc/{pid}/fd"),
+    ] {
+        assert!(
+            d.errors.iter().any(|e| e.contains(needle)),
+            "the errors should say {needle:?}: {:?}",
+            d.errors
+        );
+    }
+    assert!(
+        d.findings.is_empty(),
+        "nothing claimed without evidence (threads whose system call is unknown are not \"in the same place\")\n{text}"
+    );
+    let fds = &d.process.as_ref().expect("process facts").fds;
+    assert!(
+        fds.unknown
+            .as_deref()
+            .is_some_and(|u| u.contains("ermission")),
+        "the fd count is unknown, not 0: {fds:?}"
+    );
+    assert!(text.contains("fds: unknown"), "{text}");
+}
+
+/// The environment variable that turns [`inspect_as_nobody_child`] on, with the pid to inspect.
+const AS_NOBODY_PID: &str = "STACKDUMP_IT_INSPECT_AS_NOBODY_PID";
+
+/// Run by [`inspect_without_permission_degrades_with_reasons`] in a copy of this test binary
+/// running as `nobody`.
+#[test]
+#[ignore = "run as nobody by inspect_without_permission_degrades_with_reasons"]
+fn inspect_as_nobody_child() {
+    let pid: i32 = std::env::var(AS_NOBODY_PID)
+        .expect("run by inspect_without_permission_degrades_with_reasons")
+        .parse()
+        .expect("a pid");
+    // SAFETY: geteuid has no preconditions.
+    assert_ne!(unsafe { libc::geteuid() }, 0, "must not run as root");
+    check_unprivileged_inspection(pid, WORKERS + 1);
+    println!("CHILD OK");
+}
+
+#[test]
+fn inspect_without_permission_degrades_with_reasons() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        // Not root: we are the unprivileged side already; any process of another user will do.
+        let init_uid = std::fs::metadata("/proc/1").expect("/proc/1").uid();
+        assert_ne!(
+            init_uid, euid,
+            "this test needs root, or a pid 1 owned by another user"
+        );
+        check_unprivileged_inspection(1, 1);
+        return;
+    }
+    let t = spawn_incident(Preload::No);
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(std::env::current_exe().expect("current_exe"))
+        .args([
+            "--exact",
+            "findings::inspect_as_nobody_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(AS_NOBODY_PID, t.pid.to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the test binary as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CHILD OK"),
+        "the unprivileged inspection failed ({}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        t.describe()
+    );
+}
