@@ -4,6 +4,10 @@
 //!   where it should be, seen from `/proc`. No preload: these run before the dumper exists.
 //! - `dump`: the same programs with `libstackdump.so` preloaded, dumped with `kill -s USR1`;
 //!   the side files are checked against the kernel's view and the programs' known stacks.
+//! - `dumper`: the dumper under pressure and odd configurations: 100 triggers in a row (RSS
+//!   bounded), bursts (every trigger accounted for), request ids, the trigger by name, bad
+//!   configurations that leave the host untouched, a ptrace-stopped thread, format knobs, the
+//!   main thread, a missing dump dir, an executable replaced on disk while it runs.
 //! - `eintr`: a host that must never see EINTR survives 200 dumps (blocked threads are copied
 //!   without a signal).
 //! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
@@ -17,6 +21,7 @@
 //! there with the same profile.
 
 mod dump;
+mod dumper;
 mod eintr;
 mod examples;
 mod findings;

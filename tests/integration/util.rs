@@ -143,6 +143,42 @@ pub fn build_c_example(name: &str) -> PathBuf {
     binary
 }
 
+/// A copy of `binary` that nothing will ever replace or delete while a test runs it:
+/// `target_dir()/c-examples/private/<content hash>/<name>` (same file name, so the process
+/// keeps its `comm`), written under a temporary name and renamed into place once per content.
+/// (The binary [`build_c_example`] returns is rebuilt in place whenever a checkout sharing this
+/// target dir has a newer source; a process started from it then runs a deleted executable.)
+pub fn private_copy(binary: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _serialized = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes =
+        std::fs::read(binary).unwrap_or_else(|e| panic!("cannot read {}: {e}", binary.display()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    let name = binary.file_name().expect("a binary has a file name");
+    let dir = target_dir()
+        .join("c-examples/private")
+        .join(format!("{:016x}", h.finish()));
+    let path = dir.join(name);
+    if !path.is_file() {
+        std::fs::create_dir_all(&dir).expect("create c-examples/private/<hash>");
+        // Unique per process (and serialized within it): another test process may race us.
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::write(&tmp, &bytes).expect("write the private copy");
+        let mode = std::fs::metadata(binary)
+            .expect("stat the binary")
+            .permissions();
+        std::fs::set_permissions(&tmp, mode).expect("chmod the private copy");
+        std::fs::rename(&tmp, &path).expect("rename the private copy into place");
+    }
+    path
+}
+
 /// Whether to preload `libstackdump.so` into a [`Target`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preload {
@@ -158,6 +194,9 @@ pub struct Target {
     pub what: String,
     /// Holds `dumps/` (the target's `STACKDUMP_DIR`) and `stderr.log` (the child's stderr).
     root: tempfile::TempDir,
+    /// The target's `STACKDUMP_DIR` (`root/dumps`, or `root/missing` for
+    /// [`Target::spawn_without_dump_dir`]).
+    dumps: PathBuf,
     stdout_lines: mpsc::Receiver<String>,
     /// Every stdout line seen so far (the reader thread appends).
     stdout_all: Arc<Mutex<Vec<String>>>,
@@ -168,13 +207,25 @@ impl Target {
     /// Spawn `cmd` with stdout piped, stderr to a log file, stdin from /dev/null,
     /// `STACKDUMP_DIR` set to a fresh directory and, with [`Preload::Yes`],
     /// `LD_PRELOAD=libstackdump.so`. Extra environment belongs on `cmd`.
-    pub fn spawn(mut cmd: Command, preload: Preload) -> Target {
+    pub fn spawn(cmd: Command, preload: Preload) -> Target {
+        Target::spawn_in(cmd, preload, "dumps", true)
+    }
+
+    /// Like [`Target::spawn`], but `STACKDUMP_DIR` names a directory that does not exist (yet):
+    /// `root/missing`. Create it with `std::fs::create_dir(t.dump_dir())` when the test wants.
+    pub fn spawn_without_dump_dir(cmd: Command, preload: Preload) -> Target {
+        Target::spawn_in(cmd, preload, "missing", false)
+    }
+
+    fn spawn_in(mut cmd: Command, preload: Preload, dir_name: &str, create: bool) -> Target {
         let root = tempfile::Builder::new()
             .prefix("stackdump-it-")
             .tempdir()
             .expect("create a temp dir");
-        let dumps = root.path().join("dumps");
-        std::fs::create_dir(&dumps).expect("create dumps dir");
+        let dumps = root.path().join(dir_name);
+        if create {
+            std::fs::create_dir(&dumps).expect("create dumps dir");
+        }
         let stderr = std::fs::File::create(root.path().join("stderr.log")).expect("stderr.log");
         let what = format!("{cmd:?}");
         cmd.env("STACKDUMP_DIR", &dumps)
@@ -215,6 +266,7 @@ impl Target {
             pid,
             what,
             root,
+            dumps,
             stdout_lines: rx,
             stdout_all,
             ready: false,
@@ -223,7 +275,7 @@ impl Target {
 
     /// The target's `STACKDUMP_DIR`.
     pub fn dump_dir(&self) -> PathBuf {
-        self.root.path().join("dumps")
+        self.dumps.clone()
     }
 
     /// The target's `/proc/<pid>`.
@@ -297,6 +349,37 @@ impl Target {
                     self.what,
                     self.describe()
                 );
+            }
+        }
+    }
+
+    /// Kill (SIGKILL) and reap the child, then wait (until `deadline`) for the end of its
+    /// stdout, so that [`Target::stdout`] and [`Target::stderr`] hold everything it ever wrote.
+    /// Returns the exit status. The target is not usable afterwards (drop is still fine).
+    pub fn kill_and_collect(&mut self, deadline: Instant) -> ExitStatus {
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("wait {}: {e}", self.what));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .stdout_lines
+                .recv_timeout(left.min(Duration::from_millis(50)))
+            {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return status,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if left.is_zero() {
+                        panic!(
+                            "{}: stdout still open at the deadline after the child was killed \
+                             (a grandchild holds it?)\n{}",
+                            self.what,
+                            self.describe()
+                        );
+                    }
+                }
             }
         }
     }
@@ -590,4 +673,52 @@ pub fn read_to_string(path: impl AsRef<Path>) -> String {
         .and_then(|mut f| f.read_to_string(&mut s))
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     s
+}
+
+/// `sigqueue(pid, signo, value)`: a process-directed signal carrying `value` (the way the CLI
+/// attaches a request id to a trigger). Sent by number: `signo` comes from libc or our table.
+pub fn sigqueue(pid: i32, signo: i32, value: usize) {
+    let sv = libc::sigval {
+        sival_ptr: value as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue(3) with a valid signal number and a plain value has no memory-safety
+    // preconditions (the pointer is never dereferenced, only carried).
+    let rc = unsafe { libc::sigqueue(pid, signo, sv) };
+    assert_eq!(
+        rc,
+        0,
+        "sigqueue({pid}, {signo}, {value}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A signal mask line of `/proc/<pid>/status` (`SigCgt`, `SigBlk`, `ShdPnd`, ...), as bits.
+/// `None` when the process is gone or the line is missing.
+pub fn status_mask(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let value = l.strip_prefix(field)?.strip_prefix(':')?;
+        u64::from_str_radix(value.trim(), 16).ok()
+    })
+}
+
+/// Whether signal `signo` is set in a `/proc` signal mask (bit `signo - 1`).
+pub fn mask_has(mask: u64, signo: i32) -> bool {
+    (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0
+}
+
+/// `VmRSS` of `/proc/<pid>/status`, in KiB.
+pub fn vm_rss_kib(pid: i32) -> u64 {
+    let status = read_to_string(format!("/proc/{pid}/status"));
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
