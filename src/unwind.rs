@@ -85,14 +85,21 @@ impl ModuleSource {
         }
     }
 
-    fn open(&self, path: &str, range: &Range<u64>) -> std::io::Result<std::fs::File> {
-        let inside = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
-        std::fs::File::open(self.root.join(inside)).or_else(|_| {
+    /// Open a module file: by its path under the root, or, when that fails (the file was
+    /// deleted or replaced since it was mapped, e.g. by a deploy), through
+    /// `map_files/START-END` of its first mapping, which still reaches the mapped file.
+    fn open(&self, path: &str, first: &Range<u64>) -> std::io::Result<std::fs::File> {
+        let by_map = || {
             std::fs::File::open(
                 self.proc_dir
-                    .join(format!("map_files/{:x}-{:x}", range.start, range.end)),
+                    .join(format!("map_files/{:x}-{:x}", first.start, first.end)),
             )
-        })
+        };
+        if path.ends_with(" (deleted)") {
+            return by_map();
+        }
+        let inside = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
+        std::fs::File::open(self.root.join(inside)).or_else(|_| by_map())
     }
 }
 
@@ -254,7 +261,11 @@ impl Modules {
             if self.loaded.contains_key(&range.start) {
                 continue;
             }
-            match load(&self.source, &path, range.clone(), first) {
+            let first_end = maps
+                .iter()
+                .find(|m| m.start == first)
+                .map_or(range.end, |m| m.end);
+            match load(&self.source, &path, range.clone(), first..first_end) {
                 Ok((module, bias)) => {
                     self.unwinder.add_module(module);
                     self.loaded
@@ -376,7 +387,7 @@ fn load(
     source: &ModuleSource,
     path: &str,
     range: Range<u64>,
-    first: u64,
+    first: Range<u64>,
 ) -> Result<(framehop::Module<Vec<u8>>, u64), String> {
     if path == "[vdso]" {
         let len = (range.end - range.start) as usize;
@@ -384,12 +395,12 @@ fn load(
         let n = source.memory.read(range.start, &mut bytes);
         bytes.truncate(n);
         let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
-        return module(&file, path, range, first);
+        return module(&file, path, range, first.start);
     }
-    let f = source.open(path, &range).map_err(|e| e.to_string())?;
+    let f = source.open(path, &first).map_err(|e| e.to_string())?;
     let cache = object::ReadCache::new(f);
     let file = object::File::parse(&cache).map_err(|e| e.to_string())?;
-    module(&file, path, range, first)
+    module(&file, path, range, first.start)
 }
 
 fn module<'d, R: object::ReadRef<'d>>(

@@ -177,12 +177,13 @@ impl DumpThread {
             self.symbols.reset();
         }
         errors.extend(self.modules.problems.iter().cloned());
-        let deadline = Instant::now() + self.cfg.deadline;
         let without_signal = if self.cfg.blocked_without_signal {
             self.capture_blocked(&mut threads)
         } else {
             0
         };
+        // One deadline for the threads that must be signalled (the copies above need none).
+        let deadline = Instant::now() + self.cfg.deadline;
         let mut late_without_signal = 0;
         let unwind_time = self.capture_stacks(
             pid,
@@ -646,8 +647,16 @@ impl DumpThread {
                 Err(_) => t.status = CaptureStatus::NoResponse, // its handler is still writing
             }
         }
+        if !queue.is_empty() {
+            errors.push(format!(
+                "the deadline ({} ms) passed before {} thread(s) could be signalled: they are listed as skipped (raise STACKDUMP_DEADLINE_MS)",
+                self.cfg.deadline.as_millis(),
+                queue.len()
+            ));
+        }
         for ti in queue {
-            threads[ti].status = CaptureStatus::NoResponse;
+            // Never signalled: not "no response", just not attempted in time.
+            threads[ti].status = CaptureStatus::Skipped;
         }
         slots::trim(table);
         unwind_time

@@ -334,11 +334,7 @@ fn c_parked_dump(mode: Mode) {
                 d.context(&t)
             );
             assert!(!masked.truncated, "{}", d.context(&t));
-            assert!(
-                d.dump.capture.without_signal > WORKERS,
-                "{}",
-                d.context(&t)
-            );
+            assert!(d.dump.capture.without_signal > WORKERS, "{}", d.context(&t));
         }
     }
 

@@ -97,27 +97,31 @@ pub struct RawTrigger {
     pub request: Option<u32>,
 }
 
-/// Take every complete pending trigger (dump thread only). A record whose handler is still
-/// writing it is waited for briefly; triggers lost to a full ring are reported by the count.
+/// Take every pending trigger (dump thread only). Returns how many triggers found the ring
+/// full (their siginfo was not recorded; they are served by this dump all the same).
+///
+/// The handler records trigger `idx` only when `idx - TAIL < RING`, so with `tail` the value
+/// of TAIL the handlers saw, the recorded ones are exactly `[tail, min(head, tail + RING))`.
+/// A record whose handler is still running is waited for (briefly, and only while a handler
+/// runs); everything up to `head` is then consumed.
 pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
     let head = HEAD.load(Ordering::Acquire);
-    let mut tail = TAIL.load(Ordering::Acquire);
-    while tail < head {
-        if head - tail > RING as u64 {
-            // Those slots were never written (counted in DROPPED): skip past them.
-            tail = head - RING as u64;
-            continue;
-        }
-        let rec = &RECORDS[(tail % RING as u64) as usize];
+    let tail = TAIL.load(Ordering::Acquire);
+    let end = head.min(tail + RING as u64);
+    for idx in tail..end {
+        let rec = &RECORDS[(idx % RING as u64) as usize];
         let mut spins = 0u32;
-        while rec.seq.load(Ordering::Acquire) != tail + 1 && spins < 100_000 {
+        while rec.seq.load(Ordering::Acquire) != idx + 1
+            && IN_HANDLER.load(Ordering::Acquire) != 0
+            && spins < 100_000
+        {
             spins += 1;
             std::hint::spin_loop();
-            if spins % 1000 == 0 {
+            if spins % 64 == 0 {
                 std::thread::yield_now();
             }
         }
-        if rec.seq.load(Ordering::Acquire) == tail + 1 {
+        if rec.seq.load(Ordering::Acquire) == idx + 1 {
             let code = rec.code.load(Ordering::Relaxed);
             let value = rec.value.load(Ordering::Relaxed);
             out.push(RawTrigger {
@@ -127,9 +131,8 @@ pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
                 request: (code == libc::SI_QUEUE && value != 0).then_some(value),
             });
         }
-        tail += 1;
     }
-    TAIL.store(tail, Ordering::Release);
+    TAIL.store(head, Ordering::Release);
     DROPPED.swap(0, Ordering::AcqRel)
 }
 
