@@ -6,7 +6,9 @@
 //!
 //! Inside the dumper this never reads, writes or closes a host fd: it reads `/proc` (its own
 //! fds, opened close-on-exec by std), asks pipes `F_GETPIPE_SZ`/`FIONREAD`, and reads futex
-//! words with `process_vm_readv`.
+//! words with `process_vm_readv`. Both pipe queries take the pipe's lock for an instant; a pipe
+//! a host thread is splicing to or from (which holds that lock while it moves data, possibly
+//! waiting on a file system) is not asked.
 
 use crate::fds::{self, Vantage};
 use crate::futex;
@@ -133,6 +135,36 @@ pub fn gather(dump: &Dump, opts: &Options) -> (ProcessFacts, Vec<String>) {
         }
     }
     let page = page_size();
+    // Pipes a thread is splicing to or from, by inode.
+    let splicing: HashMap<u64, Tid> = dump
+        .threads
+        .iter()
+        .filter_map(|t| match &t.kernel.syscall {
+            SyscallState::InSyscall {
+                name: Some(name),
+                args,
+                ..
+            } => {
+                let fd_args: &[usize] = match name.as_str() {
+                    "splice" => &[0, 2],
+                    "tee" => &[0, 1],
+                    "vmsplice" => &[0],
+                    _ => return None,
+                };
+                Some(
+                    fd_args
+                        .iter()
+                        .filter_map(|i| args.get(*i))
+                        .filter_map(|a| i32::try_from(a.0).ok())
+                        .filter_map(|fd| fds.get(&fd).and_then(|t| fds::pipe_inode(t)))
+                        .map(|inode| (inode, t.tid))
+                        .collect::<Vec<_>>(),
+                )
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
     for (inode, fd_list) in pipe_fds.iter().take(opts.max_pipes) {
         let ends: Vec<PipeFd> = fd_list
             .iter()
@@ -147,7 +179,14 @@ pub fn gather(dump: &Dump, opts: &Options) -> (ProcessFacts, Vec<String>) {
             ..PipeFacts::default()
         };
         let mut why = Vec::new();
-        for fd in fd_list {
+        if let Some(t) = splicing.get(inode) {
+            // splice/tee/vmsplice hold the pipe's lock while they move data, and asking the
+            // pipe anything takes that lock: never wait behind a host thread.
+            why.push(format!(
+                "not asked: thread {t} is in a splice on it (asking would wait for its lock)"
+            ));
+        }
+        for fd in fd_list.iter().filter(|_| !splicing.contains_key(inode)) {
             match fds::pipe_level(opts.vantage, *fd, *inode) {
                 Ok(level) => {
                     p.queued = Some(level.queued);
@@ -367,6 +406,87 @@ pub fn group_sockets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::tests::{dump, in_syscall, thread};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// A pipe of ours, filled until a write would block.
+    fn full_pipe() -> (OwnedFd, OwnedFd, u64) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new fds into the array.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
+            0
+        );
+        // SAFETY: both fds are new and owned by nothing else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let chunk = [b'x'; 4096];
+        // SAFETY: writes from a valid buffer to our own non-blocking fd, until EAGAIN.
+        while unsafe { libc::write(w.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) } > 0 {}
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", r.as_raw_fd())).unwrap();
+        let inode = fds::pipe_inode(&link.to_string_lossy()).unwrap();
+        (r, w, inode)
+    }
+
+    #[test]
+    fn a_full_pipe_of_our_own_and_a_writer_waiting() {
+        let (r, w, inode) = full_pipe();
+        let wfd = w.as_raw_fd();
+        let target = format!("pipe:[{inode}]");
+        let writer = thread(
+            1,
+            "writer",
+            in_syscall("write", [wfd as u64, 0, 100, 0, 0, 0], Some((wfd, &target))),
+            Some("anon_pipe_write"),
+        );
+        let mut d = dump(vec![writer]);
+        let (facts, errors) = gather(&d, &Options::inside());
+        assert!(errors.is_empty(), "{errors:?}");
+        let p = facts.pipe(inode).expect("our pipe");
+        assert_eq!(p.queued, p.capacity, "{p:?}");
+        assert!(p.full && p.unknown.is_none(), "{p:?}");
+        let ends: Vec<(i32, &str)> = p.fds.iter().map(|f| (f.fd, f.end.as_str())).collect();
+        assert!(ends.contains(&(r.as_raw_fd(), "read")) && ends.contains(&(wfd, "write")));
+        assert!(
+            p.others_checked,
+            "a full pipe's other holders are looked for"
+        );
+        let fd = facts.syscall_fd(wfd).expect("the writer's fd");
+        assert_eq!(
+            (fd.kind.as_str(), fd.end.as_deref(), fd.pipe),
+            ("pipe", Some("write"), Some(inode))
+        );
+        d.process = Some(facts);
+        let f = crate::diagnose::findings(&d);
+        assert_eq!(f[0].kind, "full_pipe", "{f:#?}");
+        assert!(
+            f[0].summary.contains(&format!(
+                "its read end is held by this process itself (fd {}), and none of its threads is reading it",
+                r.as_raw_fd()
+            )),
+            "{}",
+            f[0].summary
+        );
+    }
+
+    #[test]
+    fn a_pipe_being_spliced_is_not_asked() {
+        let (r, w, inode) = full_pipe();
+        // A thread splicing from our read end: asking the pipe would wait for its lock.
+        let splicer = thread(
+            7,
+            "splicer",
+            in_syscall("splice", [r.as_raw_fd() as u64, 0, 99, 0, 4096, 0], None),
+            Some("pipe_read"),
+        );
+        let (facts, _) = gather(&dump(vec![splicer]), &Options::inside());
+        let p = facts.pipe(inode).expect("our pipe");
+        assert_eq!((p.queued, p.capacity), (None, None), "{p:?}");
+        assert!(
+            p.unknown.as_deref().is_some_and(|u| u.contains("splice")),
+            "{p:?}"
+        );
+        drop(w);
+    }
 
     fn sock(inode: u64, protocol: &str, state: &str, local: &str, rx: u64) -> SocketFacts {
         SocketFacts {
