@@ -10,6 +10,7 @@
 //! - [`proc`]: pure parsers for `/proc/PID/task/TID/{stat,status,syscall,wchan,stack}` and
 //!   `/proc/PID/maps`, plus small readers.
 //! - [`signals`]: signal names and numbers, parsed **by name**.
+//! - [`symbols`]: symbols from module files (DWARF, symbol tables, build-id debug files).
 //! - [`syscalls`]: system call names and which arguments are file descriptors.
 //! - [`render`]: the text form of a dump (the JSON form is `serde_json` of the model).
 //! - [`facts`], [`fds`], [`net`], [`futex`]: what the process's fds are (pipes: fill level and
@@ -36,6 +37,7 @@ pub mod net;
 pub mod proc;
 pub mod render;
 pub mod signals;
+pub mod symbols;
 pub mod syscalls;
 pub mod timefmt;
 pub mod unwind;

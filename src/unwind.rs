@@ -88,18 +88,21 @@ impl ModuleSource {
     /// Open a module file: by its path under the root, or, when that fails (the file was
     /// deleted or replaced since it was mapped, e.g. by a deploy), through
     /// `map_files/START-END` of its first mapping, which still reaches the mapped file.
-    fn open(&self, path: &str, first: &Range<u64>) -> std::io::Result<std::fs::File> {
+    fn open(&self, path: &str, first: &Range<u64>) -> std::io::Result<(std::fs::File, PathBuf)> {
         let by_map = || {
-            std::fs::File::open(
-                self.proc_dir
-                    .join(format!("map_files/{:x}-{:x}", first.start, first.end)),
-            )
+            let p = self
+                .proc_dir
+                .join(format!("map_files/{:x}-{:x}", first.start, first.end));
+            std::fs::File::open(&p).map(|f| (f, p))
         };
         if path.ends_with(" (deleted)") {
             return by_map();
         }
         let inside = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
-        std::fs::File::open(self.root.join(inside)).or_else(|_| by_map())
+        let p = self.root.join(inside);
+        std::fs::File::open(&p)
+            .map(|f| (f, p))
+            .or_else(|_| by_map())
     }
 }
 
@@ -155,6 +158,9 @@ pub struct ModuleInfo {
     pub range: Range<u64>,
     /// Load bias: AVMA = SVMA + bias.
     pub bias: u64,
+    /// Where the file can be opened from here (under the root, or through `map_files` when it
+    /// was deleted or replaced); None for the vdso.
+    pub file: Option<PathBuf>,
 }
 
 /// How an unwind ended.
@@ -266,10 +272,17 @@ impl Modules {
                 .find(|m| m.start == first)
                 .map_or(range.end, |m| m.end);
             match load(&self.source, &path, range.clone(), first..first_end) {
-                Ok((module, bias)) => {
+                Ok((module, bias, file)) => {
                     self.unwinder.add_module(module);
-                    self.loaded
-                        .insert(range.start, ModuleInfo { path, range, bias });
+                    self.loaded.insert(
+                        range.start,
+                        ModuleInfo {
+                            path,
+                            range,
+                            bias,
+                            file,
+                        },
+                    );
                     changed = true;
                 }
                 Err(why) => {
@@ -388,19 +401,21 @@ fn load(
     path: &str,
     range: Range<u64>,
     first: Range<u64>,
-) -> Result<(framehop::Module<Vec<u8>>, u64), String> {
+) -> Result<(framehop::Module<Vec<u8>>, u64, Option<PathBuf>), String> {
     if path == "[vdso]" {
         let len = (range.end - range.start) as usize;
         let mut bytes = vec![0u8; len];
         let n = source.memory.read(range.start, &mut bytes);
         bytes.truncate(n);
         let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
-        return module(&file, path, range, first.start);
+        let (m, bias) = module(&file, path, range, first.start)?;
+        return Ok((m, bias, None));
     }
-    let f = source.open(path, &first).map_err(|e| e.to_string())?;
+    let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     let cache = object::ReadCache::new(f);
     let file = object::File::parse(&cache).map_err(|e| e.to_string())?;
-    module(&file, path, range, first.start)
+    let (m, bias) = module(&file, path, range, first.start)?;
+    Ok((m, bias, Some(opened)))
 }
 
 fn module<'d, R: object::ReadRef<'d>>(

@@ -207,10 +207,9 @@ impl DumpThread {
             if let Some(raw) = &t.frames {
                 captured += 1;
                 for &(ip, is_return) in &raw.addrs {
-                    let module = self
-                        .modules
-                        .module_of(ip)
-                        .map(|m| (m.path.as_str(), m.bias));
+                    let info = self.modules.module_of(ip);
+                    let module = info.map(|m| (m.path.as_str(), m.bias));
+                    let file = info.and_then(|m| m.file.as_deref());
                     if self.modules.is_trampoline(ip) {
                         // Like gdb: the kernel's signal frame, between a handler and the
                         // code it interrupted.
@@ -225,7 +224,8 @@ impl DumpThread {
                         });
                         continue;
                     }
-                    self.symbols.frames(ip, is_return, module, &mut frames);
+                    self.symbols
+                        .frames(ip, is_return, module, file, &mut frames);
                 }
                 // A complete stack ends in a thread entry point; `_start` of a stripped
                 // executable has no name, so the frame before it counts too.
@@ -390,7 +390,10 @@ impl DumpThread {
         let mut tail = Vec::new();
         for &(ip, is_return) in frames.addrs.iter().rev().take(2) {
             tail.clear();
-            self.symbols.frames(ip, is_return, None, &mut tail);
+            let info = self.modules.module_of(ip);
+            let module = info.map(|m| (m.path.as_str(), m.bias));
+            let file = info.and_then(|m| m.file.as_deref());
+            self.symbols.frames(ip, is_return, module, file, &mut tail);
             if tail
                 .iter()
                 .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)))

@@ -19,12 +19,16 @@ struct Sym {
 #[derive(Default)]
 pub struct Symbolizer {
     cache: HashMap<u64, Vec<Sym>>,
+    /// Fallback for addresses backtrace cannot name (e.g. in an executable deleted since it
+    /// started): the module file itself, reached through `map_files`.
+    files: stackdump_core::symbols::FileSymbolizer,
 }
 
 impl Symbolizer {
     /// Forget everything (the loaded modules changed).
     pub fn reset(&mut self) {
         self.cache.clear();
+        self.files.clear();
         backtrace::clear_symbol_cache();
     }
 
@@ -36,12 +40,32 @@ impl Symbolizer {
         ip: u64,
         is_return: bool,
         module: Option<(&str, u64)>,
+        file: Option<&std::path::Path>,
         out: &mut Vec<Frame>,
     ) {
         // backtrace::resolve subtracts one from the address it is given (it expects return
         // addresses); an exact PC is passed as PC+1 so it lands on the PC itself.
         let lookup = if is_return { ip } else { ip.wrapping_add(1) };
-        let syms = self.cache.entry(lookup).or_insert_with(|| resolve(lookup));
+        let files = &mut self.files;
+        let syms = self.cache.entry(lookup).or_insert_with(|| {
+            let syms = resolve(lookup);
+            match (module, file) {
+                (Some((_, bias)), Some(file)) if syms.iter().all(|s| s.function.is_none()) => files
+                    .symbols(
+                        file,
+                        std::path::Path::new("/"),
+                        lookup.wrapping_sub(1).wrapping_sub(bias),
+                    )
+                    .into_iter()
+                    .map(|s| Sym {
+                        function: s.function,
+                        file: s.file,
+                        line: s.line,
+                    })
+                    .collect(),
+                _ => syms,
+            }
+        });
         let (module, offset) = match module {
             Some((path, bias)) => (Some(path.to_string()), Some(Addr(ip.wrapping_sub(bias)))),
             None => (None, None),
