@@ -1,7 +1,7 @@
 //! `stackdump compare FILE|DIR...`: what changed across dumps of one process, and what did not.
 //!
 //! - **Stuck**: threads that did not move between consecutive dumps up to the last one: the same
-//!   stack, the same system call with the same arguments, stack pointer and program counter, the
+//!   native stack, the same system call with the same arguments, stack pointer and program counter, the
 //!   same wait channel, and no context switch and no CPU time in between (beyond what the dump
 //!   itself caused: a thread that was sent the capture signal wakes once for it, so one such
 //!   wake-up is allowed). "Stuck for at least 40 s across 5 dumps".
@@ -302,11 +302,18 @@ pub fn unmoved(da: &Dump, a: &Thread, b: &Thread) -> bool {
     if !same_place || a.kernel.wchan != b.kernel.wchan {
         return false;
     }
-    if !a.frames.is_empty() && !b.frames.is_empty() {
-        let ips = |t: &Thread| t.frames.iter().map(|f| f.ip).collect::<Vec<_>>();
-        if ips(a) != ips(b) {
-            return false;
-        }
+    // The native stacks (frames in a loaded object: interpreter frames such as Python's have
+    // no module, and whether they could be read may vary from dump to dump).
+    let ips = |t: &Thread| {
+        t.frames
+            .iter()
+            .filter(|f| f.module.is_some())
+            .map(|f| f.ip)
+            .collect::<Vec<_>>()
+    };
+    let (sa, sb) = (ips(a), ips(b));
+    if !sa.is_empty() && !sb.is_empty() && sa != sb {
+        return false;
     }
     let switches =
         |t: &Thread| t.kernel.voluntary_ctxt_switches + t.kernel.nonvoluntary_ctxt_switches;
@@ -711,6 +718,14 @@ mod tests {
         let mut c = worker(1, 10, 0);
         c.frames.pop();
         assert!(!unmoved(&d, &a, &c));
+        // Frames outside any module (an interpreter's own frames) present in one dump only:
+        // the native stack is what counts.
+        let mut p = worker(1, 10, 0);
+        let mut py = p.frames[0].clone();
+        py.module = None;
+        py.ip = crate::model::Addr(0xdead);
+        p.frames.insert(1, py);
+        assert!(unmoved(&d, &a, &p));
         // Same stack, different arguments (another write).
         let mut e = worker(1, 10, 0);
         if let SyscallState::InSyscall { args, .. } = &mut e.kernel.syscall {
