@@ -133,7 +133,17 @@ fn fd_links(fd_dir: &Path) -> std::io::Result<Vec<(i32, String)>> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `raw` was just opened by us and nothing else owns it.
-    let dir = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut dir = unsafe { OwnedFd::from_raw_fd(raw) };
+    if raw <= 2 {
+        // The host closed one of 0-2: do not sit there while we list thousands of fds (a host
+        // thread reading its stdin would read our directory). Move above 2; the low one closes.
+        // SAFETY: F_DUPFD_CLOEXEC duplicates our own fd to the lowest free number >= 3.
+        let moved = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3) };
+        if moved >= 0 {
+            // SAFETY: `moved` is a new fd owned by nothing else.
+            dir = unsafe { OwnedFd::from_raw_fd(moved) };
+        }
+    }
     let mut out = Vec::with_capacity(names.len());
     let mut buf = [0u8; 4096];
     for fd in names {
