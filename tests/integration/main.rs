@@ -10,6 +10,7 @@
 //!   main thread, a missing dump dir, an executable replaced on disk while it runs.
 //! - `eintr`: a host that must never see EINTR survives 200 dumps (blocked threads are copied
 //!   without a signal).
+//! - `wedged`: a host wedged inside malloc still gets a complete, symbolized dump.
 //! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
 //! - `findings`: the incident (full stderr pipe, CLOSE_WAIT sockets) and lock waits, dumped with
 //!   the preload and inspected without it: the findings name the pipe, its reader, the sockets,
@@ -27,3 +28,4 @@ mod examples;
 mod findings;
 mod odd_stacks;
 mod util;
+mod wedged;
