@@ -574,6 +574,7 @@ pub(crate) mod tests {
             frames: Vec::new(),
             truncated: false,
             signalled: false,
+            python: None,
         }
     }
 
@@ -602,6 +603,7 @@ pub(crate) mod tests {
                 file: None,
                 line: None,
                 inlined: false,
+                python: None,
             })
             .collect()
     }

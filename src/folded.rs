@@ -162,6 +162,7 @@ mod tests {
             file: None,
             line: None,
             inlined: false,
+            python: None,
         });
         // The same function inlined into itself is one frame.
         let mut inner = t.frames[1].clone();

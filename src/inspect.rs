@@ -77,6 +77,7 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
             frames: Vec::new(),
             truncated: false,
             signalled: false,
+            python: None,
         });
     }
     if unreadable_syscalls > 0 {

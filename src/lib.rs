@@ -23,6 +23,8 @@
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 //! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
+//! - [`python`]: CPython frames read from the interpreter's structures and merged into the
+//!   native stacks (inside and outside).
 
 pub mod compare;
 pub mod diagnose;
@@ -35,6 +37,7 @@ pub mod inspect;
 pub mod model;
 pub mod net;
 pub mod proc;
+pub mod python;
 pub mod render;
 pub mod signals;
 pub mod symbols;

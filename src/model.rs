@@ -186,6 +186,51 @@ pub struct Thread {
     /// returned EINTR); false when it was captured without interruption or not at all.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub signalled: bool,
+    /// For a thread of a CPython interpreter: its Python name and how its Python frames
+    /// relate to `frames`. Absent for threads without a Python thread state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PyThreadInfo>,
+}
+
+/// The Python side of a thread (CPython), read from the interpreter's structures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PyThreadInfo {
+    /// The interpreter, e.g. `CPython 3.11.7` (`CPython 3.13.0 free-threaded`).
+    pub interpreter: String,
+    /// `threading.Thread.name`, when the thread is known to `threading` and it was readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where the Python frames are: `merged` into `frames`, next to the evaluator frames
+    /// they belong to; `partial` (merged from the innermost frame outwards as far as the
+    /// native stack goes, the rest appended at its end: the native stack is truncated); or
+    /// `separate` (in `python.frames` below: the native stack does not have as many
+    /// evaluator frames as the Python stack has evaluator entries, or was not captured).
+    pub merge: PyMerge,
+    /// Python frames read (all of them are either in `frames` or in `python.frames`).
+    pub depth: usize,
+    /// `_PyEval_EvalFrameDefault` frames in the native stack.
+    pub eval_frames: usize,
+    /// Evaluator entries in the Python stack (each native evaluator frame runs one).
+    pub entries: usize,
+    /// The Python frames, innermost first, when `merge` is `separate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<Frame>,
+    /// The Python stack was not read to its end (frame limit, a loop, unreadable memory, the
+    /// time budget): `note` says why.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Why the frames are not merged, or why the Python stack is incomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// How a thread's Python frames relate to its native frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PyMerge {
+    Merged,
+    Partial,
+    Separate,
 }
 
 /// The kernel's view of a thread, from `/proc/PID/task/TID/*`.
@@ -315,6 +360,27 @@ pub struct Frame {
     /// True for a function inlined into the next frame (which has the same `ip`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
+    /// Present for a Python frame (CPython): `function` is its qualified name, `file` and
+    /// `line` where it is, `ip` the address of its current bytecode instruction (so stacks
+    /// that differ only in Python code still differ), `module` and `offset` absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PyFrameInfo>,
+}
+
+/// What a Python frame adds to [`Frame`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PyFrameInfo {
+    /// The address of its code object.
+    pub code: Addr,
+    /// `co_name` (the plain name; `function` is `co_qualname` from 3.11 on).
+    pub name: String,
+    /// `co_firstlineno`: the line of the `def`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_line: Option<u32>,
+    /// The first frame of an evaluator call (the outermost Python frame of its native
+    /// `_PyEval_EvalFrameDefault` frame).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entry: bool,
 }
 
 /// Something that looks wrong, with its evidence.

@@ -221,6 +221,7 @@ impl DumpThread {
                             file: None,
                             line: None,
                             inlined: false,
+                            python: None,
                         });
                         continue;
                     }
@@ -248,6 +249,7 @@ impl DumpThread {
                 frames,
                 truncated,
                 signalled: t.signalled,
+                python: None,
             });
         }
         // Interpreter frames (CPython), merged into the native stacks they belong to.

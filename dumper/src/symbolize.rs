@@ -79,6 +79,7 @@ impl Symbolizer {
                 file: None,
                 line: None,
                 inlined: false,
+                python: None,
             });
             return;
         }
@@ -92,6 +93,7 @@ impl Symbolizer {
                 file: s.file.clone(),
                 line: s.line,
                 inlined: i < last,
+                python: None,
             });
         }
     }

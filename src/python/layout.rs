@@ -1,0 +1,571 @@
+//! Where things are inside CPython's structures, per version.
+//!
+//! CPython 3.8-3.12: offsets hard-coded per minor version, read with gdb (`ptype/o`) from the
+//! debug info of release builds of 3.8.18, 3.9.18, 3.10.13, 3.11.7 and 3.12.1 on x86_64 (the
+//! layouts do not change within a minor version); they match py-spy's bindings and CPython's
+//! headers (`Include/cpython/pystate.h`, `Include/internal/pycore_frame.h`,
+//! `Include/cpython/code.h`). CPython 3.13 and later publish their offsets in
+//! `_PyRuntime.debug_offsets` (`Include/internal/pycore_debug_offsets.h`), which we read
+//! from the target instead; only the struct of offsets itself is laid out here, per version.
+//!
+//! All offsets are for 64-bit little-endian targets (x86_64, aarch64).
+
+use std::fmt;
+
+/// A CPython version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u8,
+    pub minor: u8,
+    /// Unknown when the version came from a file name.
+    pub micro: Option<u8>,
+}
+
+impl Version {
+    /// From `PY_VERSION_HEX` (`Py_Version`, `_Py_DebugOffsets.version`): 0xMMmmpp…
+    pub fn from_hex(hex: u64) -> Version {
+        Version {
+            major: (hex >> 24) as u8,
+            minor: (hex >> 16) as u8,
+            micro: Some((hex >> 8) as u8),
+        }
+    }
+
+    pub fn at_least(&self, major: u8, minor: u8) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)?;
+        if let Some(m) = self.micro {
+            write!(f, ".{m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a frame's line number is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// 3.8, 3.9: `co_lnotab`; `f_lasti` is a byte offset.
+    Lnotab,
+    /// 3.10: `co_linetable` (pairs); `f_lasti` counts code units.
+    Linetable310,
+    /// 3.11+: PEP 657 location table; offset from the instruction pointer.
+    Locations,
+}
+
+/// How a thread's frames are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameLayout {
+    /// 3.8-3.10: `PyFrameObject`s linked by `f_back`; one evaluator call per frame.
+    Object {
+        f_back: u64,
+        f_code: u64,
+        f_lasti: u64,
+        f_lineno: u64,
+    },
+    /// 3.11+: `_PyInterpreterFrame`s linked by `previous`.
+    Interpreter {
+        previous: u64,
+        /// `f_code` (3.11, 3.12) or `f_executable` (3.13+, a tagged reference from 3.14).
+        code: u64,
+        /// `prev_instr` (3.11, 3.12) or `instr_ptr` (3.13+).
+        instr: u64,
+        owner: u64,
+        /// 3.11: the frame an evaluator call started with. Later versions mark evaluator
+        /// entries with a shim frame whose owner is `FRAME_OWNED_BY_CSTACK` (or, from 3.14,
+        /// `FRAME_OWNED_BY_INTERPRETER`): any owner >= 3.
+        is_entry: Option<u64>,
+    },
+}
+
+/// Offsets of the fields we read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub version: Version,
+    /// A free-threaded (no GIL) build: 3.13t and later.
+    pub free_threaded: bool,
+    /// Offsets came from `_PyRuntime.debug_offsets`.
+    pub from_debug_offsets: bool,
+
+    pub runtime_interpreters_head: u64,
+    pub interp_next: u64,
+    pub interp_threads_head: u64,
+    /// `interp->modules` (`sys.modules`), for thread names.
+    pub interp_modules: Option<u64>,
+
+    pub ts_next: u64,
+    pub ts_interp: u64,
+    /// `frame` (3.8-3.10), `cframe` (3.11, 3.12) or `current_frame` (3.13+).
+    pub ts_frame: u64,
+    /// 3.11, 3.12: `_PyCFrame.current_frame` (`ts_frame` points to a `_PyCFrame`).
+    pub cframe_current_frame: Option<u64>,
+    /// `thread_id`: the `pthread_t`.
+    pub ts_thread_id: u64,
+    /// `native_thread_id`: the kernel tid (3.11+).
+    pub ts_native_thread_id: Option<u64>,
+
+    pub frame: FrameLayout,
+    /// Bytes to read for one frame (covers every field above).
+    pub frame_size: u64,
+
+    pub co_filename: u64,
+    pub co_name: u64,
+    pub co_qualname: Option<u64>,
+    pub co_firstlineno: u64,
+    pub co_linetable: u64,
+    /// 3.8-3.10: `co_code`, a bytes object holding the bytecode.
+    pub co_code: Option<u64>,
+    /// 3.11+: the bytecode is inline in the code object, from this offset; its length in code
+    /// units is the object's `ob_size` (offset 16).
+    pub co_code_adaptive: Option<u64>,
+    /// Bytes to read for one code object.
+    pub code_size: u64,
+    pub lines: LineFormat,
+
+    pub ob_type: u64,
+    pub var_ob_size: u64,
+    pub bytes_sval: u64,
+    pub unicode_length: u64,
+    pub unicode_state: u64,
+    /// `sizeof(PyASCIIObject)`: where the characters of a compact ASCII string start.
+    pub unicode_ascii_size: u64,
+    /// `sizeof(PyCompactUnicodeObject)`: where those of another compact string start.
+    pub unicode_compact_size: u64,
+    /// Bit position of `kind` in `state` (`interned` is 2 bits, or a whole byte in
+    /// free-threaded builds).
+    pub unicode_kind_shift: u32,
+
+    pub dict: DictLayout,
+}
+
+/// Dictionaries, for `sys.modules["threading"]._active` (thread names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictLayout {
+    pub ma_keys: u64,
+    pub ma_values: u64,
+    /// 3.8-3.10: `dk_size` (i64) at 8, `dk_nentries` at 32, indices from 40; 3.11+:
+    /// `dk_log2_size` (u8) at 8, `dk_log2_index_bytes` at 9, `dk_kind` at 10,
+    /// `dk_nentries` at 24, indices from 32.
+    pub keys_311: bool,
+    /// Where instance attributes of a plain class live (`__dict__`, or inline/shared values).
+    pub instance: InstanceDict,
+}
+
+/// Where a plain Python object's attributes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceDict {
+    /// 3.8-3.10: a `__dict__` pointer at `tp_dictoffset` (of the type, at offset 0x120).
+    DictOffset { tp_dictoffset: u64 },
+    /// 3.11: `dict` pointer at `obj - 24`, else `values` at `obj - 32` with keys in the
+    /// type's `ht_cached_keys`.
+    Managed311 { ht_cached_keys: u64 },
+    /// 3.12: `_PyDictOrValues` at `obj - 24`: a dict pointer, or, when the low bit is set,
+    /// the values array minus one.
+    Managed312 { ht_cached_keys: u64 },
+    /// 3.13+: `dict` pointer at `obj - 24`, else inline values after the object (at the
+    /// type's `tp_basicsize`, offset 0x20), their array 8 bytes into `PyDictValues`.
+    Inline313 { ht_cached_keys: u64 },
+}
+
+const PTR: u64 = 8;
+
+/// The hard-coded layout of 3.8-3.12, or `None` for other versions.
+pub fn builtin(version: Version) -> Option<Layout> {
+    let common_old = |f_lasti: u64, f_lineno: u64, lines: LineFormat, modules: u64| Layout {
+        version,
+        free_threaded: false,
+        from_debug_offsets: false,
+        runtime_interpreters_head: 0x20,
+        interp_next: 0,
+        interp_threads_head: 0x8,
+        interp_modules: Some(modules),
+        ts_next: 0x8,
+        ts_interp: 0x10,
+        ts_frame: 0x18,
+        cframe_current_frame: None,
+        ts_thread_id: 0xb0,
+        ts_native_thread_id: None,
+        frame: FrameLayout::Object {
+            f_back: 0x18,
+            f_code: 0x20,
+            f_lasti,
+            f_lineno,
+        },
+        frame_size: f_lineno + 4,
+        co_filename: 0x68,
+        co_name: 0x70,
+        co_qualname: None,
+        co_firstlineno: 0x28,
+        co_linetable: 0x78,
+        co_code: Some(0x30),
+        co_code_adaptive: None,
+        code_size: 0x78 + PTR,
+        lines,
+        ob_type: 8,
+        var_ob_size: 16,
+        bytes_sval: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_size: 48,
+        unicode_compact_size: 72,
+        unicode_kind_shift: 2,
+        dict: DictLayout {
+            ma_keys: 0x20,
+            ma_values: 0x28,
+            keys_311: false,
+            instance: InstanceDict::DictOffset {
+                tp_dictoffset: 0x120,
+            },
+        },
+    };
+    match (version.major, version.minor) {
+        (3, 8) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x38)),
+        (3, 9) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x358)),
+        (3, 10) => Some(common_old(0x60, 0x64, LineFormat::Linetable310, 0x358)),
+        (3, 11) => Some(Layout {
+            version,
+            free_threaded: false,
+            from_debug_offsets: false,
+            runtime_interpreters_head: 0x28,
+            interp_next: 0,
+            interp_threads_head: 0x10,
+            interp_modules: Some(0x378),
+            ts_next: 0x8,
+            ts_interp: 0x10,
+            ts_frame: 0x38,
+            cframe_current_frame: Some(0x8),
+            ts_thread_id: 0x98,
+            ts_native_thread_id: Some(0xa0),
+            frame: FrameLayout::Interpreter {
+                previous: 0x30,
+                code: 0x20,
+                instr: 0x38,
+                owner: 0x45,
+                is_entry: Some(0x44),
+            },
+            frame_size: 0x48,
+            co_filename: 0x70,
+            co_name: 0x78,
+            co_qualname: Some(0x80),
+            co_firstlineno: 0x48,
+            co_linetable: 0x88,
+            co_code: None,
+            co_code_adaptive: Some(0xb8),
+            code_size: 0xb8,
+            lines: LineFormat::Locations,
+            ob_type: 8,
+            var_ob_size: 16,
+            bytes_sval: 32,
+            unicode_length: 16,
+            unicode_state: 32,
+            unicode_ascii_size: 48,
+            unicode_compact_size: 72,
+            unicode_kind_shift: 2,
+            dict: DictLayout {
+                ma_keys: 0x20,
+                ma_values: 0x28,
+                keys_311: true,
+                instance: InstanceDict::Managed311 {
+                    ht_cached_keys: 0x368,
+                },
+            },
+        }),
+        (3, 12) => Some(Layout {
+            version,
+            free_threaded: false,
+            from_debug_offsets: false,
+            runtime_interpreters_head: 0x28,
+            interp_next: 0,
+            interp_threads_head: 0x48,
+            interp_modules: Some(0x3b0),
+            ts_next: 0x8,
+            ts_interp: 0x10,
+            ts_frame: 0x38,
+            cframe_current_frame: Some(0x0),
+            ts_thread_id: 0x88,
+            ts_native_thread_id: Some(0x90),
+            frame: FrameLayout::Interpreter {
+                previous: 0x8,
+                code: 0x0,
+                instr: 0x38,
+                owner: 0x46,
+                is_entry: None,
+            },
+            frame_size: 0x48,
+            co_filename: 0x70,
+            co_name: 0x78,
+            co_qualname: Some(0x80),
+            co_firstlineno: 0x44,
+            co_linetable: 0x88,
+            co_code: None,
+            co_code_adaptive: Some(0xc0),
+            code_size: 0xc0,
+            lines: LineFormat::Locations,
+            ob_type: 8,
+            var_ob_size: 16,
+            bytes_sval: 32,
+            unicode_length: 16,
+            unicode_state: 32,
+            unicode_ascii_size: 40,
+            unicode_compact_size: 56,
+            unicode_kind_shift: 2,
+            dict: DictLayout {
+                ma_keys: 0x20,
+                ma_values: 0x28,
+                keys_311: true,
+                instance: InstanceDict::Managed312 {
+                    ht_cached_keys: 0x370,
+                },
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// `_Py_DebugOffsets` as an array of u64 (after the 8-byte cookie): the index of each field we
+/// use, per version.
+struct DebugIndex {
+    runtime_interpreters_head: usize,
+    interp_next: usize,
+    interp_threads_head: usize,
+    interp_modules: usize,
+    ts_next: usize,
+    ts_interp: usize,
+    ts_current_frame: usize,
+    ts_thread_id: usize,
+    ts_native_thread_id: usize,
+    frame_size: usize,
+    frame_previous: usize,
+    frame_executable: usize,
+    frame_instr_ptr: usize,
+    frame_owner: usize,
+    code_size: usize,
+    code_filename: usize,
+    code_name: usize,
+    code_qualname: usize,
+    code_linetable: usize,
+    code_firstlineno: usize,
+    code_co_code_adaptive: usize,
+    pyobject_ob_type: usize,
+    dict_ma_keys: usize,
+    dict_ma_values: usize,
+    bytes_ob_size: usize,
+    bytes_ob_sval: usize,
+    unicode_state: usize,
+    unicode_length: usize,
+    unicode_asciiobject_size: usize,
+    /// Number of u64 words to read (after the cookie).
+    words: usize,
+}
+
+// Word 0 is `version`, word 1 `free_threaded`; the sections follow, each starting with `size`.
+const DEBUG_313: DebugIndex = DebugIndex {
+    // runtime_state: size 2, finalizing 3, interpreters_head 4
+    runtime_interpreters_head: 4,
+    // interpreter_state: size 5, id 6, next 7, threads_head 8, gc 9, imports_modules 10, ...
+    interp_next: 7,
+    interp_threads_head: 8,
+    interp_modules: 10,
+    // thread_state: size 18, prev 19, next 20, interp 21, current_frame 22, thread_id 23,
+    // native_thread_id 24, datastack_chunk 25, status 26
+    ts_next: 20,
+    ts_interp: 21,
+    ts_current_frame: 22,
+    ts_thread_id: 23,
+    ts_native_thread_id: 24,
+    // interpreter_frame: size 27, previous 28, executable 29, instr_ptr 30, localsplus 31,
+    // owner 32
+    frame_size: 27,
+    frame_previous: 28,
+    frame_executable: 29,
+    frame_instr_ptr: 30,
+    frame_owner: 32,
+    // code_object: size 33, filename 34, name 35, qualname 36, linetable 37, firstlineno 38,
+    // argcount 39, localsplusnames 40, localspluskinds 41, co_code_adaptive 42
+    code_size: 33,
+    code_filename: 34,
+    code_name: 35,
+    code_qualname: 36,
+    code_linetable: 37,
+    code_firstlineno: 38,
+    code_co_code_adaptive: 42,
+    // pyobject: size 43, ob_type 44; type_object 45-48; tuple 49-51; list 52-54;
+    // dict: size 55, ma_keys 56, ma_values 57; float 58-59; long 60-62;
+    // bytes: size 63, ob_size 64, ob_sval 65; unicode: size 66, state 67, length 68,
+    // asciiobject_size 69; gc 70-71
+    pyobject_ob_type: 44,
+    dict_ma_keys: 56,
+    dict_ma_values: 57,
+    bytes_ob_size: 64,
+    bytes_ob_sval: 65,
+    unicode_state: 67,
+    unicode_length: 68,
+    unicode_asciiobject_size: 69,
+    words: 72,
+};
+
+// 3.14 adds interpreter_state.threads_main (after threads_head), code_object_generation and
+// tlbc_generation (at its end), interpreter_frame.stackpointer and tlbc_index, code_object.co_tlbc,
+// and a set_object section before dict_object.
+const DEBUG_314: DebugIndex = DebugIndex {
+    runtime_interpreters_head: 4,
+    // interpreter_state: size 5, id 6, next 7, threads_head 8, threads_main 9, gc 10,
+    // imports_modules 11, sysdict 12, builtins 13, ceval_gil 14, gil 15-18, code_gen 19,
+    // tlbc_gen 20
+    interp_next: 7,
+    interp_threads_head: 8,
+    interp_modules: 11,
+    // thread_state: size 21, prev 22, next 23, interp 24, current_frame 25, thread_id 26,
+    // native_thread_id 27, datastack_chunk 28, status 29
+    ts_next: 23,
+    ts_interp: 24,
+    ts_current_frame: 25,
+    ts_thread_id: 26,
+    ts_native_thread_id: 27,
+    // interpreter_frame: size 30, previous 31, executable 32, instr_ptr 33, localsplus 34,
+    // owner 35, stackpointer 36, tlbc_index 37
+    frame_size: 30,
+    frame_previous: 31,
+    frame_executable: 32,
+    frame_instr_ptr: 33,
+    frame_owner: 35,
+    // code_object: size 38, filename 39, name 40, qualname 41, linetable 42, firstlineno 43,
+    // argcount 44, localsplusnames 45, localspluskinds 46, co_code_adaptive 47, co_tlbc 48
+    code_size: 38,
+    code_filename: 39,
+    code_name: 40,
+    code_qualname: 41,
+    code_linetable: 42,
+    code_firstlineno: 43,
+    code_co_code_adaptive: 47,
+    // pyobject: size 49, ob_type 50; type_object 51-54; tuple 55-57; list 58-60;
+    // set 61-64; dict: size 65, ma_keys 66, ma_values 67; float 68-69; long 70-72;
+    // bytes: size 73, ob_size 74, ob_sval 75; unicode: size 76, state 77, length 78,
+    // asciiobject_size 79
+    pyobject_ob_type: 50,
+    dict_ma_keys: 66,
+    dict_ma_values: 67,
+    bytes_ob_size: 74,
+    bytes_ob_sval: 75,
+    unicode_state: 77,
+    unicode_length: 78,
+    unicode_asciiobject_size: 79,
+    words: 80,
+};
+
+/// The cookie at the start of `_PyRuntime` from 3.13 on.
+pub const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
+
+/// How many bytes of `_Py_DebugOffsets` to read (cookie included) for any version we know.
+pub const DEBUG_OFFSETS_BYTES: usize = 8 + 8 * 80;
+
+/// The layout from `_PyRuntime.debug_offsets` (`bytes`: the cookie and what follows). `Err`
+/// says why it cannot be used.
+pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
+    if bytes.len() < 24 || &bytes[..8] != DEBUG_COOKIE {
+        return Err("no debug offsets (cookie missing)".into());
+    }
+    let word = |i: usize| -> u64 {
+        let at = 8 + i * 8;
+        bytes.get(at..at + 8).map_or(u64::MAX, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]))
+        })
+    };
+    let version = Version::from_hex(word(0));
+    let free_threaded = word(1) != 0;
+    let index = match (version.major, version.minor) {
+        (3, 13) => &DEBUG_313,
+        (3, 14) => &DEBUG_314,
+        _ => {
+            return Err(format!(
+                "CPython {version}: the layout of its debug offsets is not known to this build"
+            ))
+        }
+    };
+    if bytes.len() < 8 + index.words * 8 {
+        return Err("debug offsets not fully readable".into());
+    }
+    let w = |i: usize| word(i);
+    // Sanity: every offset we use must lie inside its struct.
+    let frame_size = w(index.frame_size);
+    let code_size = w(index.code_size);
+    let offsets_ok = [
+        index.frame_previous,
+        index.frame_executable,
+        index.frame_instr_ptr,
+        index.frame_owner,
+    ]
+    .iter()
+    .all(|&i| w(i) < frame_size)
+        && frame_size <= 4096
+        && code_size <= 4096
+        && [
+            index.code_filename,
+            index.code_name,
+            index.code_qualname,
+            index.code_linetable,
+            index.code_firstlineno,
+            index.code_co_code_adaptive,
+        ]
+        .iter()
+        .all(|&i| w(i) <= code_size);
+    if !offsets_ok {
+        return Err(format!(
+            "CPython {version}: its debug offsets are implausible (frame size {frame_size}, code size {code_size})"
+        ));
+    }
+    let ascii = w(index.unicode_asciiobject_size);
+    Ok(Layout {
+        version,
+        free_threaded,
+        from_debug_offsets: true,
+        runtime_interpreters_head: w(index.runtime_interpreters_head),
+        interp_next: w(index.interp_next),
+        interp_threads_head: w(index.interp_threads_head),
+        interp_modules: Some(w(index.interp_modules)),
+        ts_next: w(index.ts_next),
+        ts_interp: w(index.ts_interp),
+        ts_frame: w(index.ts_current_frame),
+        cframe_current_frame: None,
+        ts_thread_id: w(index.ts_thread_id),
+        ts_native_thread_id: Some(w(index.ts_native_thread_id)),
+        frame: FrameLayout::Interpreter {
+            previous: w(index.frame_previous),
+            code: w(index.frame_executable),
+            instr: w(index.frame_instr_ptr),
+            owner: w(index.frame_owner),
+            is_entry: None,
+        },
+        frame_size: (w(index.frame_owner) + 8).min(frame_size.max(8)),
+        co_filename: w(index.code_filename),
+        co_name: w(index.code_name),
+        co_qualname: Some(w(index.code_qualname)),
+        co_firstlineno: w(index.code_firstlineno),
+        co_linetable: w(index.code_linetable),
+        co_code: None,
+        co_code_adaptive: Some(w(index.code_co_code_adaptive)),
+        code_size: w(index.code_co_code_adaptive),
+        lines: LineFormat::Locations,
+        ob_type: w(index.pyobject_ob_type),
+        var_ob_size: w(index.bytes_ob_size),
+        bytes_sval: w(index.bytes_ob_sval),
+        unicode_length: w(index.unicode_length),
+        unicode_state: w(index.unicode_state),
+        unicode_ascii_size: ascii,
+        // PyCompactUnicodeObject = PyASCIIObject + utf8_length + utf8
+        unicode_compact_size: ascii + 16,
+        unicode_kind_shift: if free_threaded { 8 } else { 2 },
+        dict: DictLayout {
+            ma_keys: w(index.dict_ma_keys),
+            ma_values: w(index.dict_ma_values),
+            keys_311: true,
+            instance: InstanceDict::Inline313 {
+                ht_cached_keys: 0x370,
+            },
+        },
+    })
+}

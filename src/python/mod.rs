@@ -1,0 +1,758 @@
+//! CPython frames: read each thread's Python stack from the interpreter's own structures and
+//! merge it into the thread's native stack, the way `py-spy dump --native` does. Used by
+//! `libstackdump.so` on its own process and by `stackdump inspect` on another.
+//!
+//! Nothing here calls into CPython: no GIL, no thread state API, no reference counts. We find
+//! `_PyRuntime` in the ELF symbol table of the executable or of a `libpython*` mapping (at dump
+//! time, so a libpython loaded late by `dlopen` is found), and follow `_PyRuntime` →
+//! interpreters → thread states → frames with fault-tolerant reads ([`ProcessMemory`]). The
+//! interpreter keeps running while we read: every object's type is checked (`ob_type ==
+//! &PyCode_Type`, ...), thread and frame lists are capped and checked for loops, and the whole
+//! read has a time budget. A surprise ends that thread's Python stack early (flagged
+//! `truncated` with the reason), never the dump.
+//!
+//! Versions: 3.8-3.12 with per-version offsets ([`layout`]); 3.13 from
+//! `_PyRuntime.debug_offsets`; 3.14 and free-threaded builds from their debug offsets too, best
+//! effort (untested, labelled so). Older versions are reported as unsupported.
+//!
+//! Threads: 3.11+ give the kernel tid (`native_thread_id`); before that a thread state has only
+//! its `pthread_t`, the address of glibc's `struct pthread`, whose `tid` field we read (offset
+//! 0x2d0 on x86_64, 0xd0 on aarch64, checked against the process's tids, searched for if
+//! neither fits).
+//!
+//! Merging ([`merge`]): each native `_PyEval_EvalFrameDefault` frame runs the Python frames up
+//! to and including the next *entry* frame: 3.8-3.10, one Python frame per evaluator call;
+//! 3.11, up to a frame with `is_entry`; 3.12+, up to the frame above a shim frame
+//! (`FRAME_OWNED_BY_CSTACK`). The Python frames of an evaluator call are inserted just inside
+//! (before, innermost first) its native frame. Only when the counts agree; when the native
+//! stack is truncated, the innermost ones are merged and the rest appended; otherwise the
+//! Python frames are kept apart (`python.frames`) and the thread says why.
+
+pub mod elf;
+pub mod layout;
+pub mod lines;
+mod names;
+mod read;
+
+pub use elf::{Finder, Located};
+pub use layout::{Layout, Version};
+
+use crate::model::{Addr, Frame, PyFrameInfo, PyMerge, PyThreadInfo, Thread, Tid};
+use crate::proc::Mapping;
+use crate::unwind::ProcessMemory;
+use read::Reader;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Bounds on one read of a process's Python stacks.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Interpreters (main + subinterpreters).
+    pub max_interpreters: usize,
+    /// Thread states per interpreter.
+    pub max_threads: usize,
+    /// Python frames per thread.
+    pub max_frames: usize,
+    /// Time for the whole read.
+    pub budget: Duration,
+    /// Read `threading.Thread` names.
+    pub names: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_interpreters: 64,
+            max_threads: 8192,
+            max_frames: 1024,
+            budget: Duration::from_millis(500),
+            names: true,
+        }
+    }
+}
+
+/// One Python frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyFrame {
+    /// `co_qualname` (3.11+) or `co_name`.
+    pub function: String,
+    /// `co_name`.
+    pub name: String,
+    /// `co_filename`.
+    pub file: String,
+    pub line: Option<u32>,
+    pub first_line: Option<u32>,
+    /// Address of the code object.
+    pub code: u64,
+    /// Address of the current bytecode instruction.
+    pub ip: u64,
+    /// The first frame of an evaluator call.
+    pub entry: bool,
+}
+
+/// One Python thread state and its stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyThread {
+    /// The kernel thread, when it could be identified.
+    pub tid: Option<Tid>,
+    /// `thread_id`: the `pthread_t` (also `threading.get_ident()`).
+    pub thread_id: u64,
+    /// Address of the `PyThreadState`.
+    pub tstate: u64,
+    /// `threading.Thread.name`.
+    pub name: Option<String>,
+    /// Innermost first.
+    pub frames: Vec<PyFrame>,
+    /// Why the stack was not read to its end.
+    pub truncated: Option<String>,
+}
+
+impl PyThread {
+    /// Python frames per evaluator call, innermost call first (the last group may lack its
+    /// entry frame when the stack is truncated).
+    pub fn segments(&self) -> Vec<&[PyFrame]> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, f) in self.frames.iter().enumerate() {
+            if f.entry {
+                out.push(&self.frames[start..=i]);
+                start = i + 1;
+            }
+        }
+        if start < self.frames.len() {
+            out.push(&self.frames[start..]);
+        }
+        out
+    }
+}
+
+/// The Python side of a process.
+#[derive(Debug, Clone)]
+pub struct PyProcess {
+    /// `CPython 3.11.7`, `CPython 3.13.0 free-threaded`, with `(best effort)` for versions this
+    /// build was not tested with.
+    pub interpreter: String,
+    pub version: Version,
+    pub free_threaded: bool,
+    /// The module holding `_PyRuntime`.
+    pub module: String,
+    pub threads: Vec<PyThread>,
+    /// What went wrong (the rest is still valid).
+    pub problems: Vec<String>,
+}
+
+/// Why there are no Python stacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PyError {
+    /// No `_PyRuntime` in the executable or any libpython: not a CPython process.
+    #[error("not a CPython process")]
+    NotPython,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// Read the Python stacks of the process `memory` reads (our own or another), with a fresh
+/// [`Finder`] and default [`Limits`]. `tids` are the process's threads (to identify Python
+/// threads before 3.11).
+pub fn threads(
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    root: &Path,
+    tids: &[Tid],
+) -> Result<PyProcess, PyError> {
+    threads_with(
+        &mut Finder::new(),
+        &Limits::default(),
+        memory,
+        maps,
+        root,
+        tids,
+    )
+}
+
+/// [`threads`] with a [`Finder`] kept across dumps and explicit limits.
+pub fn threads_with(
+    finder: &mut Finder,
+    limits: &Limits,
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    root: &Path,
+    tids: &[Tid],
+) -> Result<PyProcess, PyError> {
+    let start = Instant::now();
+    let loc = match finder.locate(memory.pid, maps, root) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(PyError::NotPython),
+        Err(e) => return Err(PyError::Unreadable(format!("looking for _PyRuntime: {e}"))),
+    };
+    let base = loc
+        .module
+        .rsplit('/')
+        .next()
+        .unwrap_or(&loc.module)
+        .to_string();
+    let layout = layout_of(memory, &loc).map_err(|e| match e {
+        LayoutError::Unsupported(s) => PyError::Unsupported(format!("{s} ({base})")),
+        LayoutError::Unreadable(s) => PyError::Unreadable(format!("{s} ({base})")),
+    })?;
+    let tested = matches!((layout.version.major, layout.version.minor), (3, 8..=13))
+        && !layout.free_threaded;
+    let interpreter = format!(
+        "CPython {}{}{}",
+        layout.version,
+        if layout.free_threaded {
+            " free-threaded"
+        } else {
+            ""
+        },
+        if tested { "" } else { " (best effort)" }
+    );
+    let mut r = Reader::new(memory, &layout, &loc, start + limits.budget);
+    let mut problems = Vec::new();
+    let mut threads = Vec::new();
+    let mut names: HashMap<u64, String> = HashMap::new();
+
+    let mut interp = r
+        .u64(loc.runtime + layout.runtime_interpreters_head)
+        .ok_or_else(|| {
+            PyError::Unreadable(format!("_PyRuntime at {:#x} is not readable", loc.runtime))
+        })?;
+    let mut seen_interps = HashSet::new();
+    while interp != 0 {
+        if !seen_interps.insert(interp) || seen_interps.len() > limits.max_interpreters {
+            problems.push("the list of interpreters loops or is too long".into());
+            break;
+        }
+        let Some(mut ts) = r.u64(interp + layout.interp_threads_head) else {
+            problems.push(format!("interpreter at {interp:#x} is not readable"));
+            break;
+        };
+        let mut seen = HashSet::new();
+        while ts != 0 {
+            if r.late() {
+                problems.push(format!(
+                    "the time budget ({} ms) ran out: some Python threads were not read",
+                    limits.budget.as_millis()
+                ));
+                break;
+            }
+            if !seen.insert(ts) || seen.len() > limits.max_threads {
+                problems.push(format!(
+                    "the thread list of interpreter {interp:#x} loops or has more than {} threads",
+                    limits.max_threads
+                ));
+                break;
+            }
+            let Some(raw) = r.thread_state(ts, interp) else {
+                // A thread exiting while we read: its state may already be freed.
+                problems.push(format!(
+                    "thread state at {ts:#x} is not readable or not of this interpreter (a thread exiting?): the threads after it were not read"
+                ));
+                break;
+            };
+            let (frames, truncated) = match r.frames(raw.frame, limits.max_frames) {
+                Ok(f) => (f, None),
+                Err((f, why)) => (f, Some(why)),
+            };
+            let tid = raw
+                .native_thread_id
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .map(Tid);
+            threads.push(PyThread {
+                tid,
+                thread_id: raw.thread_id,
+                tstate: raw.addr,
+                name: None,
+                frames,
+                truncated,
+            });
+            ts = raw.next;
+        }
+        if limits.names && !r.late() {
+            names.extend(names::thread_names(&r, interp));
+        }
+        interp = r.u64(interp + layout.interp_next).unwrap_or(0);
+    }
+    if layout.ts_native_thread_id.is_none() {
+        map_pthreads(memory, &mut threads, tids, &mut problems);
+    }
+    for t in &mut threads {
+        t.name = names.get(&t.thread_id).cloned();
+    }
+    Ok(PyProcess {
+        interpreter,
+        version: layout.version,
+        free_threaded: layout.free_threaded,
+        module: loc.module.clone(),
+        threads,
+        problems,
+    })
+}
+
+enum LayoutError {
+    Unsupported(String),
+    Unreadable(String),
+}
+
+/// The version and layout of the interpreter at `loc`.
+fn layout_of(memory: &ProcessMemory, loc: &Located) -> Result<Layout, LayoutError> {
+    let mut head = vec![0u8; layout::DEBUG_OFFSETS_BYTES];
+    let n = memory.read(loc.runtime, &mut head);
+    if n >= 8 && &head[..8] == layout::DEBUG_COOKIE {
+        head.truncate(n);
+        return layout::from_debug_offsets(&head).map_err(LayoutError::Unsupported);
+    }
+    if n < 8 && memory.read(loc.runtime, &mut head[..8]) < 8 {
+        return Err(LayoutError::Unreadable(format!(
+            "_PyRuntime at {:#x} is not readable",
+            loc.runtime
+        )));
+    }
+    let version = loc
+        .py_version
+        .and_then(|a| memory.read_u64(a))
+        .map(Version::from_hex)
+        .filter(|v| v.major == 3)
+        .or(loc.name_version)
+        .ok_or_else(|| {
+            LayoutError::Unsupported("a CPython whose version cannot be told".to_string())
+        })?;
+    if !version.at_least(3, 8) {
+        return Err(LayoutError::Unsupported(format!(
+            "CPython {version}: Python frames need CPython 3.8 or later"
+        )));
+    }
+    if version.at_least(3, 13) {
+        return Err(LayoutError::Unsupported(format!(
+            "CPython {version} without debug offsets in _PyRuntime"
+        )));
+    }
+    layout::builtin(version)
+        .ok_or_else(|| LayoutError::Unsupported(format!("CPython {version}: layout not known")))
+}
+
+/// Offsets of `tid` in glibc's `struct pthread` to try first.
+#[cfg(target_arch = "x86_64")]
+const PTHREAD_TID: u64 = 0x2d0;
+#[cfg(target_arch = "aarch64")]
+const PTHREAD_TID: u64 = 0xd0;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const PTHREAD_TID: u64 = 0x2d0;
+
+/// Before 3.11 a thread state knows only its `pthread_t`: read the tid from `struct pthread`.
+/// The offset must map every thread state either to a distinct thread of the process or to 0
+/// (a thread that has exited: the kernel clears the field); the usual glibc offset is tried
+/// first, then every offset of the first 2 KiB.
+fn map_pthreads(
+    memory: &ProcessMemory,
+    threads: &mut [PyThread],
+    tids: &[Tid],
+    problems: &mut Vec<String>,
+) {
+    let live: HashSet<i32> = tids.iter().map(|t| t.0).collect();
+    let try_offset = |off: u64| -> Option<Vec<Option<Tid>>> {
+        let mut used = HashSet::new();
+        let mut out = Vec::with_capacity(threads.len());
+        let mut matched = 0;
+        for t in threads.iter() {
+            let mut word = [0u8; 4];
+            if t.thread_id < 4096 || memory.read(t.thread_id + off, &mut word) != 4 {
+                out.push(None);
+                continue;
+            }
+            let tid = i32::from_le_bytes(word);
+            if tid == 0 {
+                out.push(None);
+            } else if live.contains(&tid) && used.insert(tid) {
+                matched += 1;
+                out.push(Some(Tid(tid)));
+            } else {
+                return None;
+            }
+        }
+        (matched > 0).then_some(out)
+    };
+    if threads.is_empty() {
+        return;
+    }
+    let found = try_offset(PTHREAD_TID).or_else(|| (0..2048u64).step_by(4).find_map(&try_offset));
+    match found {
+        Some(tids) => {
+            for (t, tid) in threads.iter_mut().zip(tids) {
+                t.tid = tid;
+            }
+        }
+        None => problems.push(
+            "cannot tell which kernel thread each Python thread is (the tid in struct pthread was not found)"
+                .into(),
+        ),
+    }
+}
+
+/// Is this native frame the evaluator (`_PyEval_EvalFrameDefault`, or a compiler's clone of
+/// it such as `_PyEval_EvalFrameDefault.cold`)?
+pub fn is_eval_frame(f: &Frame) -> bool {
+    if f.inlined || f.python.is_some() {
+        return false;
+    }
+    let Some(name) = f.function.as_deref() else {
+        return false;
+    };
+    match name.strip_prefix("_PyEval_EvalFrameDefault") {
+        Some(rest) => rest.is_empty() || rest.starts_with('.'),
+        None => false,
+    }
+}
+
+/// The result of merging one thread's Python frames into its native frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    /// The thread's frames: native frames with the Python frames inserted (when `merge` is
+    /// `merged` or `partial`), or the native frames unchanged (`separate`).
+    pub frames: Vec<Frame>,
+    /// The Python frames on their own, when `separate`; empty otherwise.
+    pub python: Vec<Frame>,
+    pub merge: PyMerge,
+    pub eval_frames: usize,
+    pub entries: usize,
+    pub note: Option<String>,
+}
+
+/// A Python frame as a [`Frame`] of the dump.
+pub fn to_frame(f: &PyFrame) -> Frame {
+    Frame {
+        ip: Addr(f.ip),
+        module: None,
+        offset: None,
+        function: Some(f.function.clone()),
+        file: Some(f.file.clone()),
+        line: f.line,
+        inlined: false,
+        python: Some(PyFrameInfo {
+            code: Addr(f.code),
+            name: f.name.clone(),
+            first_line: f.first_line,
+            entry: f.entry,
+        }),
+    }
+}
+
+/// Merge `py`'s frames into `native` (innermost first; `native_truncated`: the native stack
+/// does not reach its thread's entry point). See the module documentation.
+pub fn merge(native: &[Frame], native_truncated: bool, py: &PyThread) -> Merged {
+    let evals: Vec<usize> = native
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| is_eval_frame(f))
+        .map(|(i, _)| i)
+        .collect();
+    let segments = py.segments();
+    let (e, s) = (evals.len(), segments.len());
+    let py_truncated = py.truncated.is_some();
+    let separate = |note: String| Merged {
+        frames: native.to_vec(),
+        python: py.frames.iter().map(to_frame).collect(),
+        merge: PyMerge::Separate,
+        eval_frames: e,
+        entries: s,
+        note: Some(note),
+    };
+    if py.frames.is_empty() {
+        return Merged {
+            frames: native.to_vec(),
+            python: Vec::new(),
+            merge: PyMerge::Merged,
+            eval_frames: e,
+            entries: 0,
+            note: None,
+        };
+    }
+    if native.is_empty() {
+        return separate("no native stack to merge into".into());
+    }
+    let pairs = if e == s {
+        e
+    } else if (native_truncated && e < s) || (py_truncated && s < e) {
+        e.min(s)
+    } else {
+        return separate(format!(
+            "not merged: the native stack has {e} evaluator frame(s) (_PyEval_EvalFrameDefault), the Python stack {s} evaluator entr{} (the thread may have moved between the two reads)",
+            if s == 1 { "y" } else { "ies" }
+        ));
+    };
+    if pairs == 0 && s > 0 {
+        return separate(format!(
+            "not merged: no evaluator frame in the {} native stack",
+            if native_truncated {
+                "truncated"
+            } else {
+                "captured"
+            }
+        ));
+    }
+    let mut frames = Vec::with_capacity(native.len() + py.frames.len());
+    let mut next = 0;
+    for (k, &at) in evals.iter().take(pairs).enumerate() {
+        frames.extend_from_slice(&native[next..at]);
+        frames.extend(segments[k].iter().map(to_frame));
+        next = at;
+    }
+    frames.extend_from_slice(&native[next..]);
+    if pairs == e && pairs == s {
+        return Merged {
+            frames,
+            python: Vec::new(),
+            merge: PyMerge::Merged,
+            eval_frames: e,
+            entries: s,
+            note: None,
+        };
+    }
+    let note = if pairs < s {
+        // The native stack is truncated: the outer Python frames go after it.
+        for seg in &segments[pairs..] {
+            frames.extend(seg.iter().map(to_frame));
+        }
+        format!(
+            "the native stack is truncated: its {e} evaluator frame(s) are merged with the innermost Python frames, the {} outer Python frame(s) follow it",
+            segments[pairs..].iter().map(|s| s.len()).sum::<usize>()
+        )
+    } else {
+        format!(
+            "the Python stack is truncated: its {s} evaluator entries are merged with the innermost native evaluator frames; the outer {} native evaluator frame(s) have no Python frames",
+            e - pairs
+        )
+    };
+    Merged {
+        frames,
+        python: Vec::new(),
+        merge: PyMerge::Partial,
+        eval_frames: e,
+        entries: s,
+        note: Some(note),
+    }
+}
+
+/// Add Python frames and names to the threads of a dump (no-op when the process is not a
+/// CPython process). What went wrong goes to `errors`, prefixed `python: `.
+pub fn annotate(
+    threads: &mut [Thread],
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    root: &Path,
+    errors: &mut Vec<String>,
+) {
+    annotate_with(
+        &mut Finder::new(),
+        &Limits::default(),
+        threads,
+        memory,
+        maps,
+        root,
+        errors,
+    )
+}
+
+/// [`annotate`] with a [`Finder`] kept across dumps and explicit limits.
+pub fn annotate_with(
+    finder: &mut Finder,
+    limits: &Limits,
+    threads: &mut [Thread],
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    root: &Path,
+    errors: &mut Vec<String>,
+) {
+    let tids: Vec<Tid> = threads.iter().map(|t| t.tid).collect();
+    let py = match threads_with(finder, limits, memory, maps, root, &tids) {
+        Ok(p) => p,
+        Err(PyError::NotPython) => return,
+        Err(e) => {
+            errors.push(format!("python: {e}"));
+            return;
+        }
+    };
+    errors.extend(py.problems.iter().take(8).map(|p| format!("python: {p}")));
+    let mut unmatched = 0;
+    for pt in &py.threads {
+        let Some(t) = pt
+            .tid
+            .and_then(|tid| threads.iter_mut().find(|t| t.tid == tid))
+        else {
+            unmatched += 1;
+            continue;
+        };
+        let m = merge(&t.frames, t.truncated, pt);
+        let note = match (&pt.truncated, m.note) {
+            (Some(why), Some(n)) => Some(format!("Python stack truncated: {why}; {n}")),
+            (Some(why), None) => Some(format!("Python stack truncated: {why}")),
+            (None, n) => n,
+        };
+        t.frames = m.frames;
+        t.python = Some(PyThreadInfo {
+            interpreter: py.interpreter.clone(),
+            name: pt.name.clone(),
+            merge: m.merge,
+            depth: pt.frames.len(),
+            eval_frames: m.eval_frames,
+            entries: m.entries,
+            frames: m.python,
+            truncated: pt.truncated.is_some(),
+            note,
+        });
+    }
+    if unmatched > 0 {
+        errors.push(format!(
+            "python: {unmatched} Python thread state(s) match no thread of the process (threads that exited, or not identifiable)"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn native(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Frame {
+                ip: Addr(0x1000 + i as u64),
+                module: Some("/usr/lib/libpython3.11.so".into()),
+                offset: None,
+                function: Some(n.to_string()),
+                file: None,
+                line: None,
+                inlined: false,
+                python: None,
+            })
+            .collect()
+    }
+
+    fn py(frames: &[(&str, bool)]) -> PyThread {
+        PyThread {
+            tid: Some(Tid(1)),
+            thread_id: 0,
+            tstate: 0,
+            name: None,
+            frames: frames
+                .iter()
+                .enumerate()
+                .map(|(i, (n, entry))| PyFrame {
+                    function: n.to_string(),
+                    name: n.to_string(),
+                    file: "x.py".into(),
+                    line: Some(i as u32 + 1),
+                    first_line: Some(1),
+                    code: 0x5000,
+                    ip: 0x6000 + i as u64,
+                    entry: *entry,
+                })
+                .collect(),
+            truncated: None,
+        }
+    }
+
+    fn names(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| {
+                let n = f.function.clone().unwrap_or_default();
+                if f.python.is_some() {
+                    format!("py:{n}")
+                } else {
+                    n
+                }
+            })
+            .collect()
+    }
+
+    const EVAL: &str = "_PyEval_EvalFrameDefault";
+
+    #[test]
+    fn merges_at_the_evaluator_frames() {
+        let n = native(&["write", "builtin_print", EVAL, "sorted", EVAL, "main"]);
+        let p = py(&[
+            ("inner", false),
+            ("key", true),
+            ("outer", false),
+            ("<module>", true),
+        ]);
+        let m = merge(&n, false, &p);
+        assert_eq!(m.merge, PyMerge::Merged);
+        assert_eq!(
+            names(&m.frames),
+            [
+                "write",
+                "builtin_print",
+                "py:inner",
+                "py:key",
+                EVAL,
+                "sorted",
+                "py:outer",
+                "py:<module>",
+                EVAL,
+                "main"
+            ]
+        );
+        assert!(m.python.is_empty());
+    }
+
+    #[test]
+    fn counts_that_disagree_keep_both() {
+        let n = native(&["write", EVAL, "main"]);
+        let p = py(&[("a", true), ("b", true)]);
+        let m = merge(&n, false, &p);
+        assert_eq!(m.merge, PyMerge::Separate);
+        assert_eq!(names(&m.frames), ["write", EVAL, "main"]);
+        assert_eq!(names(&m.python), ["py:a", "py:b"]);
+        assert!(m.note.unwrap().contains("1 evaluator frame"));
+    }
+
+    #[test]
+    fn truncated_native_stack_merges_the_innermost() {
+        let n = native(&["write", EVAL, "call", EVAL]);
+        let p = py(&[("a", true), ("b", true), ("c", true), ("d", true)]);
+        let m = merge(&n, true, &p);
+        assert_eq!(m.merge, PyMerge::Partial);
+        assert_eq!(
+            names(&m.frames),
+            ["write", "py:a", EVAL, "call", "py:b", EVAL, "py:c", "py:d"]
+        );
+    }
+
+    #[test]
+    fn cold_clones_and_inlined_frames() {
+        let mut n = native(&["write", "_PyEval_EvalFrameDefault.cold", EVAL, "main"]);
+        n[2].inlined = true; // an inlined frame of the same name does not count
+        let p = py(&[("a", true)]);
+        let m = merge(&n, false, &p);
+        assert_eq!(m.merge, PyMerge::Merged);
+        assert_eq!(
+            names(&m.frames),
+            [
+                "write",
+                "py:a",
+                "_PyEval_EvalFrameDefault.cold",
+                EVAL,
+                "main"
+            ]
+        );
+        assert!(!is_eval_frame(&native(&["_PyEval_EvalFrameDefaultX"])[0]));
+    }
+
+    #[test]
+    fn segments_end_at_entries() {
+        let p = py(&[("a", false), ("b", true), ("c", true), ("d", false)]);
+        let s: Vec<Vec<&str>> = p
+            .segments()
+            .iter()
+            .map(|s| s.iter().map(|f| f.name.as_str()).collect())
+            .collect();
+        assert_eq!(s, vec![vec!["a", "b"], vec!["c"], vec!["d"]]);
+    }
+}
