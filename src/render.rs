@@ -202,6 +202,9 @@ fn thread_header(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
         "\"{}\" tid {}  {} ({})",
         t.name, t.tid, k.state, k.state_name
     );
+    if let Some(n) = t.python.as_ref().and_then(|p| p.name.as_ref()) {
+        let _ = write!(out, "  python \"{n}\"");
+    }
     if let Some(w) = &k.wchan {
         let _ = write!(out, "  wchan {w}");
     }
@@ -221,6 +224,14 @@ fn thread_stack(out: &mut String, t: &Thread) {
     }
     if t.truncated {
         out.push_str("   ... (truncated: the stack did not end at a thread entry point)\n");
+    }
+    if let Some(py) = &t.python {
+        if let Some(note) = &py.note {
+            let _ = writeln!(out, "   python ({}): {note}", py.interpreter);
+        }
+        for (i, f) in py.frames.iter().enumerate() {
+            let _ = writeln!(out, "   py#{i:<3} {}", frame(f));
+        }
     }
     if let Some(ks) = &k.kernel_stack {
         if !ks.is_empty() {
@@ -377,6 +388,9 @@ pub fn frame(f: &Frame) -> String {
     if f.inlined {
         s.push_str("[inlined] ");
     }
+    if f.python.is_some() {
+        s.push_str("[py] ");
+    }
     s.push_str(f.function.as_deref().unwrap_or("??"));
     if let Some(file) = &f.file {
         let _ = write!(s, " at {file}");
@@ -388,7 +402,9 @@ pub fn frame(f: &Frame) -> String {
         let base = m.rsplit('/').next().unwrap_or(m);
         let _ = write!(s, " in {base}");
     }
-    let _ = write!(s, " ({})", f.ip);
+    if f.python.is_none() {
+        let _ = write!(s, " ({})", f.ip);
+    }
     s
 }
 
