@@ -10,6 +10,7 @@
 //!   main thread, a missing dump dir, an executable replaced on disk while it runs.
 //! - `eintr`: a host that must never see EINTR survives 200 dumps (blocked threads are copied
 //!   without a signal).
+//! - `loader`: a host stuck in a library constructor during dlopen still gets a dump.
 //! - `wedged`: a host wedged inside malloc still gets a complete, symbolized dump.
 //! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
 //! - `findings`: the incident (full stderr pipe, CLOSE_WAIT sockets) and lock waits, dumped with
@@ -27,5 +28,6 @@ mod eintr;
 mod examples;
 mod findings;
 mod odd_stacks;
+mod loader;
 mod util;
 mod wedged;
