@@ -27,7 +27,7 @@ mod dumper;
 mod eintr;
 mod examples;
 mod findings;
-mod odd_stacks;
 mod loader;
+mod odd_stacks;
 mod util;
 mod wedged;
