@@ -302,12 +302,12 @@ pub fn unmoved(da: &Dump, a: &Thread, b: &Thread) -> bool {
     if !same_place || a.kernel.wchan != b.kernel.wchan {
         return false;
     }
-    // The native stacks (frames in a loaded object: interpreter frames such as Python's have
-    // no module, and whether they could be read may vary from dump to dump).
+    // The native stacks (interpreter frames such as Python's are left out: whether they could
+    // be read may vary from dump to dump).
     let ips = |t: &Thread| {
         t.frames
             .iter()
-            .filter(|f| f.module.is_some())
+            .filter(|f| f.python.is_none())
             .map(|f| f.ip)
             .collect::<Vec<_>>()
     };
@@ -718,12 +718,17 @@ mod tests {
         let mut c = worker(1, 10, 0);
         c.frames.pop();
         assert!(!unmoved(&d, &a, &c));
-        // Frames outside any module (an interpreter's own frames) present in one dump only:
-        // the native stack is what counts.
+        // Interpreter frames present in one dump only: the native stack is what counts.
         let mut p = worker(1, 10, 0);
         let mut py = p.frames[0].clone();
         py.module = None;
         py.ip = crate::model::Addr(0xdead);
+        py.python = Some(crate::model::PyFrameInfo {
+            code: crate::model::Addr(0xc0de),
+            name: "handler".into(),
+            first_line: Some(3),
+            entry: true,
+        });
         p.frames.insert(1, py);
         assert!(unmoved(&d, &a, &p));
         // Same stack, different arguments (another write).

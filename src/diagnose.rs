@@ -493,10 +493,21 @@ pub fn stack_groups(dump: &Dump) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Up to `n` function names of a stack, innermost first, joined with ` ← `.
+/// A frame of interpreted code (a Python frame merged into the native stack).
+fn is_interpreted(f: &crate::model::Frame) -> bool {
+    f.python.is_some()
+}
+
+/// Up to `n` function names of a stack, innermost first, joined with ` ← `. For a thread of an
+/// interpreter whose frames are merged in, the innermost native frame and then the interpreted
+/// frames: `__GI___libc_write ← _db_execute ← handle_request ← worker_main`.
 pub fn stack_preview(t: &Thread, n: usize) -> String {
     let mut names: Vec<String> = Vec::new();
-    for f in &t.frames {
+    let interpreted = t.frames.iter().any(is_interpreted);
+    for (i, f) in t.frames.iter().enumerate() {
+        if interpreted && i > 0 && !is_interpreted(f) {
+            continue;
+        }
         let name = f
             .function
             .clone()
@@ -885,6 +896,36 @@ pub(crate) mod tests {
         );
         // deadlock first
         assert_eq!(f[0].kind, "deadlock");
+    }
+
+    #[test]
+    fn previews_show_interpreted_frames_after_the_innermost_native_one() {
+        let mut t = thread(1, "w", in_syscall("write", [0; 6], None), None);
+        t.frames = frames(&[
+            "write",
+            "_Py_write",
+            "_PyEval_EvalFrameDefault",
+            "_db_execute",
+            "handle_request",
+            "clone3",
+        ]);
+        for f in &mut t.frames[3..5] {
+            f.module = None;
+            f.file = Some("/srv/app.py".into());
+            f.python = Some(PyFrameInfo {
+                code: Addr(0x1000),
+                name: f.function.clone().unwrap_or_default(),
+                first_line: None,
+                entry: false,
+            });
+        }
+        assert_eq!(stack_preview(&t, 5), "write ← _db_execute ← handle_request");
+        t.frames[3].python = None;
+        t.frames[4].python = None;
+        assert_eq!(
+            stack_preview(&t, 3),
+            "write ← _Py_write ← _PyEval_EvalFrameDefault ← … (6 frames)"
+        );
     }
 
     #[test]
