@@ -142,6 +142,27 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
     Ok(dump)
 }
 
+/// Inspect process `pid` from outside with its user stacks: the kernel view first (as
+/// [`inspect`]), then every thread's stack ([`crate::outside::add_stacks`]: blocked threads read
+/// without stopping them, the others stopped one at a time with ptrace), then the findings again
+/// (threads sharing a stack). Without permission to ptrace, the dump is the kernel view and
+/// [`crate::outside::Outcome::denied`] says why.
+pub fn inspect_stacks(
+    pid: Pid,
+    opts: &crate::outside::Options,
+) -> Result<(Dump, crate::outside::Outcome), InspectError> {
+    let start = Instant::now();
+    let mut dump = inspect(pid)?;
+    let kernel_view = start.elapsed();
+    let outcome = crate::outside::add_stacks(&mut dump, opts);
+    if outcome.denied.is_none() {
+        dump.findings = diagnose::findings(&dump);
+    }
+    dump.capture.phases_us.kernel_view = kernel_view.as_micros() as u64;
+    dump.capture.duration_us = start.elapsed().as_micros() as u64;
+    Ok((dump, outcome))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,8 @@
 //! - [`diagnose`]: findings, one line each with evidence (full pipes, lock owners, deadlocks,
 //!   `CLOSE_WAIT` sockets, threads sharing a stack).
 //! - [`inspect`]: a kernel-view dump of any process from outside (no preload, no signal).
+//! - [`outside`]: user stacks of another process from outside: blocked threads copied without
+//!   a stop, the others stopped one at a time with ptrace.
 //! - [`compare`]: what is stuck, what burned CPU, what came and went, across dumps.
 //! - [`folded`]: folded stacks for flame graph tools.
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
@@ -36,6 +38,7 @@ pub mod futex;
 pub mod inspect;
 pub mod model;
 pub mod net;
+pub mod outside;
 pub mod proc;
 pub mod python;
 pub mod render;

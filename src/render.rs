@@ -153,6 +153,28 @@ fn header(out: &mut String, d: &Dump) {
         );
         return;
     }
+    if d.capture.method.starts_with(crate::outside::METHOD) {
+        let _ = write!(out, "inspected from outside");
+        if let Some(p) = d.trigger.sender_pid {
+            let _ = write!(out, " by pid {p}");
+        }
+        if let Some(uid) = d.trigger.sender_uid {
+            let _ = write!(out, " (uid {uid})");
+        }
+        out.push_str(": no signal sent, nothing loaded into the process\n");
+        let c = &d.capture;
+        let _ = writeln!(
+            out,
+            "capture: {} threads, {} stacks captured from outside ({} read without a stop, {} stopped with ptrace{}) in {:.1} ms",
+            c.threads,
+            c.captured,
+            c.without_signal,
+            c.captured.saturating_sub(c.without_signal),
+            if c.method.ends_with("+consistent") { ", all at once" } else { ", one at a time" },
+            c.duration_us as f64 / 1000.0
+        );
+        return;
+    }
     let tr = &d.trigger;
     let _ = write!(out, "trigger: SIG{}", tr.signal);
     match tr.sender_pid {

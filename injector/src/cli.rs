@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const ABOUT: &str = "What is every thread of this process doing right now? \
-Trigger, wait for and print stack dumps of processes running with libstackdump.so.";
+Trigger, wait for and print stack dumps of processes running with libstackdump.so, inspect any \
+process from outside, and compare dumps.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -16,6 +17,8 @@ Examples:
   stackdump list                            which processes here can be dumped
   stackdump dump 1234                       dump every thread of process 1234 (text)
   stackdump dump 1234 --every 10s --count 6 --out dumps/
+  stackdump inspect 1234                    any process, no preload: stacks, kernel view, findings
+  stackdump compare dumps/                  which threads are stuck across those dumps
   stackdump signals 30                      what would `kill -30` do here, and elsewhere?
 
 Exit codes: 0 done; 1 failed at run time (target gone, no dump before the deadline);
@@ -34,6 +37,13 @@ pub enum Command {
     /// Check processes, trigger a dump in each, wait for it and print it.
     #[command(after_help = DUMP_HELP)]
     Dump(DumpArgs),
+    /// Any process, without the library: every thread's stack (read from outside), kernel view
+    /// and findings.
+    #[command(after_help = INSPECT_HELP)]
+    Inspect(InspectArgs),
+    /// Compare dumps of a process: which threads are stuck, which burned CPU, which came and went.
+    #[command(after_help = COMPARE_HELP)]
+    Compare(CompareArgs),
     /// Run a command with libstackdump.so preloaded (its exit status is passed through).
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
@@ -58,7 +68,34 @@ Examples:
   stackdump dump 1234 5678 --timeout 30s         two processes, wait up to 30 s each
   stackdump dump 1234 --every 500ms --count 4    four dumps, half a second apart
   stackdump dump 1234 --every 1m --for 1h --out /var/tmp/dumps
-                                                 one dump a minute for an hour, kept as files";
+                                                 one dump a minute for an hour, kept as files
+  stackdump dump 1234 --every 1s --count 10 --format folded > stacks.folded
+                                                 ten dumps summed as folded stacks";
+
+const INSPECT_HELP: &str = "\
+inspect needs nothing in the target: no library, no signal. Threads blocked in a system call are
+read without being stopped (their stack is copied from the SP in /proc/PID/task/TID/syscall and
+checked unchanged afterwards); every other thread is stopped alone, only while its registers and
+stack are copied (ptrace seize, interrupt, copy, detach; typically well under a millisecond),
+and the time each was stopped is reported. --consistent stops every thread first for a coherent
+cut (blocked calls may then see EINTR, as under gdb). Without permission to ptrace the process
+(another user, Yama ptrace_scope, a non-dumpable process), the reason is given in one line on
+stderr and the kernel view is still printed (exit 0).
+
+Examples:
+  stackdump inspect 1234                         stacks, kernel view and findings as text
+  stackdump inspect 1234 --format json | jq '.threads[] | {name, state}'
+  stackdump inspect 1234 --format folded | flamegraph.pl > threads.svg
+  stackdump inspect 1234 --consistent            stop all threads at once for a coherent cut";
+
+const COMPARE_HELP: &str = "\
+Give JSON dumps (stackdump-*.json) or directories of them, e.g. the --out directory of periodic
+dumps. A thread is stuck when it has the same stack, the same system call with the same
+arguments and no context switch from one dump to the next.
+
+Examples:
+  stackdump dump 1234 --every 10s --count 3 --out dumps/ && stackdump compare dumps/
+  stackdump compare a.json b.json c.json --format json";
 
 const RUN_HELP: &str = "\
 The library is taken from STACKDUMP_LIB, or found next to the stackdump executable (or in
@@ -96,15 +133,51 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How to print stacks: a dump, or folded stacks for flame graph tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StackFormat {
+    /// The text dump, readable in a terminal.
+    Text,
+    /// The stackdump/1 JSON document.
+    Json,
+    /// One line per distinct stack with its thread count (flamegraph.pl, inferno, speedscope),
+    /// summed over every dump taken.
+    Folded,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The process to inspect.
+    #[arg(value_name = "PID", value_parser = parse_pid)]
+    pub pid: i32,
+    /// Print the dump as text, JSON or folded stacks.
+    #[arg(long, value_enum, default_value_t = StackFormat::Text)]
+    pub format: StackFormat,
+    /// Stop every thread first (a coherent cut), copy all, then let all go.
+    #[arg(long)]
+    pub consistent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// JSON dump files, or directories of them.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Print the comparison as text or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("period_end").args(["count", "for_"])))]
 pub struct DumpArgs {
     /// Process ids to dump.
     #[arg(required = true, value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<i32>,
-    /// Print the dump as text or JSON.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
+    /// Print the dump as text, JSON, or folded stacks (summed over every dump taken, printed
+    /// at the end; with --out, a .folded file is saved next to each dump).
+    #[arg(long, value_enum, default_value_t = StackFormat::Text)]
+    pub format: StackFormat,
     /// Save every dump (all the formats the target writes) in DIR instead of printing it; the
     /// files are named stackdump-<pid>-<UTC time>Z.{txt,json}, so they sort by time.
     #[arg(long, value_name = "DIR")]
@@ -240,5 +313,12 @@ mod tests {
         assert!(p(&["run", "--", "sleep", "-x"]).is_ok());
         assert!(p(&["run"]).is_err());
         assert!(p(&["signals", "-5"]).is_ok());
+        assert!(p(&["inspect", "1", "--format", "folded", "--consistent"]).is_ok());
+        assert!(p(&["inspect", "1", "2"]).is_err());
+        assert!(p(&["inspect"]).is_err());
+        assert!(p(&["dump", "1", "--format", "folded"]).is_ok());
+        assert!(p(&["compare"]).is_err());
+        assert!(p(&["compare", "a", "b", "--format", "json"]).is_ok());
+        assert!(p(&["compare", "a", "--format", "folded"]).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! `stackdump dump PID...`: check → trigger → wait → read → print (or save), once or
 //! periodically.
 
-use crate::cli::{DumpArgs, OutputFormat};
+use crate::cli::{DumpArgs, StackFormat};
 use crate::duration::format_duration;
 use crate::exit::{RoundsFailed, Several, UsageError};
 use crate::fetch::{self, DumpDir, Fetched};
@@ -75,21 +75,34 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
         }
     }
     let written = target.env.formats();
+    let needs_json = |what: &str| -> anyhow::Result<()> {
+        if written.contains(&DumpFormat::Json) {
+            return Ok(());
+        }
+        Err(UsageError(format!(
+            "process {pid} writes only text dumps (STACKDUMP_FORMAT={}); {what}",
+            target.env.format.as_deref().unwrap_or("")
+        ))
+        .into())
+    };
     let formats = if args.out.is_some() {
+        if args.format == StackFormat::Folded {
+            needs_json("--format folded needs its JSON dumps; use --format text")?;
+        }
         written.clone()
     } else {
         match args.format {
-            OutputFormat::Json if !written.contains(&DumpFormat::Json) => {
-                return Err(UsageError(format!(
-                    "process {pid} writes only text dumps (STACKDUMP_FORMAT={}); use --format text",
-                    target.env.format.as_deref().unwrap_or("")
-                ))
-                .into())
+            StackFormat::Json => {
+                needs_json("use --format text")?;
+                vec![DumpFormat::Json]
             }
-            OutputFormat::Json => vec![DumpFormat::Json],
-            OutputFormat::Text if written.contains(&DumpFormat::Text) => vec![DumpFormat::Text],
+            StackFormat::Folded => {
+                needs_json("--format folded needs its JSON dumps; use --format text")?;
+                vec![DumpFormat::Json]
+            }
+            StackFormat::Text if written.contains(&DumpFormat::Text) => vec![DumpFormat::Text],
             // Only JSON is written: render it here.
-            OutputFormat::Text => vec![DumpFormat::Json],
+            StackFormat::Text => vec![DumpFormat::Json],
         }
     };
     let dir = DumpDir::open(&target)?;
@@ -122,12 +135,37 @@ fn take(
 }
 
 /// What one round produced for one target.
+/// What has been printed so far, and the dumps to fold at the end (`--format folded`).
+#[derive(Default)]
+pub struct Emitted {
+    printed: bool,
+    folded: Vec<Dump>,
+}
+
+impl Emitted {
+    /// With `--format folded` (and no `--out`): print the folded stacks of every dump taken.
+    fn finish(&self, args: &DumpArgs) -> anyhow::Result<()> {
+        if args.format == StackFormat::Folded && args.out.is_none() && !self.folded.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(stackdump_core::folded::folded(&self.folded).as_bytes())?;
+            stdout.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_json(pid: i32, fetched: &Fetched) -> anyhow::Result<Dump> {
+    let (_, bytes) = &fetched.files[&DumpFormat::Json];
+    Dump::from_json(&String::from_utf8_lossy(bytes))
+        .with_context(|| format!("process {pid}: the JSON dump does not parse"))
+}
+
 fn emit(
     armed: &Armed,
     fetched: &Fetched,
     args: &DumpArgs,
     multi: bool,
-    first: &mut bool,
+    emitted: &mut Emitted,
 ) -> anyhow::Result<()> {
     let pid = armed.target.pid;
     if let Some(out) = &args.out {
@@ -135,11 +173,24 @@ fn emit(
             let path = save(out, pid, name, bytes)?;
             println!("{}", path.display());
         }
+        if args.format == StackFormat::Folded {
+            if let Some((name, _)) = fetched.files.get(&DumpFormat::Json) {
+                let folded = stackdump_core::folded::folded(&[parse_json(pid, fetched)?]);
+                let path = save_as(out, pid, name, "folded", folded.as_bytes())?;
+                println!("{}", path.display());
+            }
+        }
         return Ok(());
     }
+    if args.format == StackFormat::Folded {
+        emitted.folded.push(parse_json(pid, fetched)?);
+        return Ok(());
+    }
+    let first = &mut emitted.printed;
     let mut stdout = std::io::stdout().lock();
     match args.format {
-        OutputFormat::Json => {
+        StackFormat::Folded => {}
+        StackFormat::Json => {
             let (_, bytes) = &fetched.files[&DumpFormat::Json];
             let value: serde_json::Value = serde_json::from_slice(bytes)
                 .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
@@ -153,8 +204,8 @@ fn emit(
                 }
             }
         }
-        OutputFormat::Text => {
-            if !*first {
+        StackFormat::Text => {
+            if *first {
                 writeln!(stdout)?;
             }
             if let Some((_, bytes)) = fetched.files.get(&DumpFormat::Text) {
@@ -174,13 +225,24 @@ fn emit(
             }
         }
     }
-    *first = false;
+    *first = true;
     stdout.flush()?;
     Ok(())
 }
 
 /// Save a dump in `out` as `stackdump-<pid>-<time>Z.<ext>` (pid as seen from here), atomically.
 fn save(out: &Path, pid: i32, name: &DumpFileName, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    save_as(out, pid, name, name.format.extension(), bytes)
+}
+
+/// [`save`] with another extension (`folded`) than the dump's own.
+fn save_as(
+    out: &Path,
+    pid: i32,
+    name: &DumpFileName,
+    ext: &str,
+    bytes: &[u8],
+) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("creating the output directory {}", out.display()))?;
     let mut local = DumpFileName {
@@ -189,13 +251,20 @@ fn save(out: &Path, pid: i32, name: &DumpFileName, bytes: &[u8]) -> anyhow::Resu
         request: None,
         format: name.format,
     };
-    let mut path = out.join(local.to_string());
+    let file = |local: &DumpFileName| {
+        let s = local.to_string();
+        match s.rsplit_once('.') {
+            Some((stem, _)) => format!("{stem}.{ext}"),
+            None => format!("{s}.{ext}"),
+        }
+    };
+    let mut path = out.join(file(&local));
     if path.symlink_metadata().is_ok() {
         // Two dumps in one millisecond: keep both.
         local.request = name.request;
-        path = out.join(local.to_string());
+        path = out.join(file(&local));
     }
-    let tmp = out.join(format!(".{}.tmp{}", local, std::process::id()));
+    let tmp = out.join(format!(".{}.tmp{}", file(&local), std::process::id()));
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -249,15 +318,16 @@ fn once(args: &DumpArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
         }
     }
     let deadline = Instant::now() + args.timeout;
-    let mut first = true;
+    let mut emitted = Emitted::default();
     for (mut a, id, at) in sent {
         let result = take(&mut a, deadline, args.timeout, interrupt, id, at)
             .map_err(anyhow::Error::from)
-            .and_then(|f| emit(&a, &f, args, multi, &mut first));
+            .and_then(|f| emit(&a, &f, args, multi, &mut emitted));
         if let Err(e) = result {
             fail(e, &mut errors)?;
         }
     }
+    emitted.finish(args)?;
     if errors.is_empty() {
         Ok(())
     } else {
@@ -289,7 +359,7 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
     let multi = args.pids.len() > 1;
     let mut live: Vec<i32> = args.pids.clone();
     let (mut ok, mut failed) = (0usize, 0usize);
-    let mut first = true;
+    let mut emitted = Emitted::default();
     let mut round: u64 = 0;
     loop {
         if args.count.is_some_and(|c| round >= c) {
@@ -339,7 +409,7 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
             let pid = a.target.pid;
             let result = take(&mut a, deadline, args.timeout, interrupt, id, at)
                 .map_err(anyhow::Error::from)
-                .and_then(|f| emit(&a, &f, args, multi, &mut first));
+                .and_then(|f| emit(&a, &f, args, multi, &mut emitted));
             match result {
                 Ok(()) => ok += 1,
                 Err(e)
@@ -362,6 +432,7 @@ fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::
             break;
         }
     }
+    emitted.finish(args)?;
     if failed > 0 {
         return Err(RoundsFailed {
             failed,

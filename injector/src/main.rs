@@ -1,6 +1,8 @@
 //! `stackdump`: the CLI. It runs outside the target and never links the dumper.
 //!
 //! - `dump`: check → trigger → wait → read → print, once or periodically ([`dump`]).
+//! - `inspect`: any process, from outside: stacks, kernel view, findings ([`inspect_cmd`]).
+//! - `compare`: what is stuck across dumps ([`compare_cmd`]).
 //! - `run`: exec a command with libstackdump.so preloaded ([`run`]).
 //! - `list`: processes with the library loaded ([`list`]).
 //! - `signals`: signal names and numbers of every Linux architecture ([`signals_cmd`]).
@@ -8,10 +10,12 @@
 //! Exit codes come from one place, [`exit`].
 
 mod cli;
+mod compare_cmd;
 mod dump;
 mod duration;
 mod exit;
 mod fetch;
+mod inspect_cmd;
 mod interrupt;
 mod list;
 mod rootfs;
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         cli::Command::Dump(args) => dump::run(args),
+        cli::Command::Inspect(args) => inspect_cmd::run(args),
+        cli::Command::Compare(args) => compare_cmd::run(args),
         cli::Command::Run(args) => run::run(args),
         cli::Command::List(args) => list::run(args),
         cli::Command::Signals(args) => signals_cmd::run(args),

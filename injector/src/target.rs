@@ -459,7 +459,10 @@ impl Target {
     /// safe); with `--force` the caller turns them into warnings.
     pub fn check(&self, signal: &HostSignal) -> Vec<(String, String)> {
         let mut refusals = Vec::new();
-        let how_to_prepare = "Start it with `stackdump run -- CMD` (or LD_PRELOAD=/path/to/libstackdump.so CMD); --force sends anyway";
+        let how_to_prepare = format!(
+            "Its stacks without the library, from outside: `stackdump inspect {}`. To dump it with the library, start it with `stackdump run -- CMD` (or LD_PRELOAD=/path/to/libstackdump.so CMD); --force sends anyway",
+            self.pid
+        );
         let action = arch::host()
             .and_then(|a| a.lookup(&signal.name))
             .map(|d| d.action)
@@ -485,7 +488,7 @@ impl Target {
         if self.library.is_none() {
             refusals.push((
                 format!("libstackdump.so is not loaded in it, and {fate}"),
-                how_to_prepare.to_string(),
+                how_to_prepare.clone(),
             ));
         } else if self.env.disabled() {
             refusals.push((

@@ -1,0 +1,90 @@
+//! `stackdump inspect PID`: any process, without the library and without a signal: every
+//! thread's kernel view, its user stack read from outside (`stackdump_core::outside`), the
+//! process facts and the findings.
+//!
+//! Exit codes: 0 done (also without permission to ptrace: the reason goes to stderr in one line
+//! and the kernel view is printed); 1 the process does not exist, is a zombie, or /proc cannot
+//! be read; 130 Ctrl-C or SIGTERM during the capture (what was read is printed; every thread
+//! was let go).
+//!
+//! Test hook: with `STACKDUMP_TEST_PAUSE_AFTER_SEIZE=1` in its environment, inspect prints
+//! `SEIZED <tid>` to stderr while it holds a thread stopped and waits there until Ctrl-C or
+//! SIGTERM (or until it is killed), so tests can check that a CLI killed mid-capture leaves the
+//! target running.
+
+use crate::cli::{InspectArgs, StackFormat};
+use crate::exit::Interrupted;
+use crate::interrupt::Interrupt;
+use crate::target::TargetError;
+use anyhow::Context;
+use stackdump_core::inspect::{self, InspectError};
+use stackdump_core::model::{Pid, Tid};
+use stackdump_core::outside;
+use std::io::Write;
+use std::time::Duration;
+
+/// The environment variable of the test hook (see the module documentation).
+pub const PAUSE_ENV: &str = "STACKDUMP_TEST_PAUSE_AFTER_SEIZE";
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let interrupt = Interrupt::install().context("installing the Ctrl-C handler")?;
+    let pause = std::env::var_os(PAUSE_ENV).is_some_and(|v| v == "1");
+    let cancel = || interrupt.fired();
+    let on_stopped = |tid: Tid| {
+        if pause {
+            eprintln!("SEIZED {tid}");
+            while !interrupt.fired() {
+                interrupt.sleep_until(std::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    };
+    let opts = outside::Options {
+        consistent: args.consistent,
+        cancel: &cancel,
+        on_stopped: &on_stopped,
+        ..outside::Options::default()
+    };
+    let pid = args.pid;
+    let (dump, outcome) = inspect::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
+        InspectError::NoSuchProcess(_) => TargetError::NoSuchProcess { pid },
+        InspectError::Zombie(_) => TargetError::Zombie {
+            pid,
+            ppid: ppid(pid),
+        },
+        InspectError::Io { source, .. } => TargetError::Io {
+            pid,
+            context: format!("reading /proc/{pid}"),
+            source,
+        },
+    })?;
+    if let Some(why) = &outcome.denied {
+        eprintln!("stackdump: no stacks for process {pid}, kernel view only: {why}");
+    }
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        StackFormat::Text => stdout.write_all(stackdump_core::render::text(&dump).as_bytes())?,
+        StackFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, &dump)?;
+            writeln!(stdout)?;
+        }
+        StackFormat::Folded => {
+            stdout.write_all(stackdump_core::folded::folded(&[dump]).as_bytes())?
+        }
+    }
+    stdout.flush()?;
+    if outcome.cancelled || interrupt.fired() {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
+
+fn ppid(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,735 @@
+//! User stacks of another process, taken from outside (`stackdump inspect PID`), with nothing
+//! loaded into it and no signal sent to it.
+//!
+//! - A thread blocked in a system call is read **without stopping it**: its SP and PC are in
+//!   `/proc/PID/task/TID/syscall`; its stack is copied with `process_vm_readv`, then `syscall`
+//!   and the context-switch counts are read again: unchanged means the thread did not move while
+//!   it was copied. The copy is unwound with the shared DWARF unwinder from SP and PC alone and
+//!   kept only when it ends at a thread entry point (a frame whose CFA depends on a register
+//!   the kernel does not show, e.g. rbp, cannot unwind that way).
+//! - Every other thread (running, runnable, or blocked but not unwindable from SP/PC) is
+//!   **stopped alone, for the copy only**: `PTRACE_SEIZE` (without `PTRACE_O_EXITKILL`: if we
+//!   die, the kernel detaches and the target runs on), `PTRACE_INTERRUPT`, `waitpid(__WALL)`,
+//!   `PTRACE_GETREGS`, a copy of the stack window, `PTRACE_DETACH`. The time each thread was
+//!   stopped is measured and reported.
+//! - With [`Options::consistent`], every thread is seized and stopped first (a coherent cut of
+//!   the whole process), then all are copied, then all are detached. Blocked calls of the
+//!   target may then see EINTR (as under gdb), which the default mode avoids.
+//!
+//! The target is never left stopped by us: every seized thread is held by a guard that detaches
+//! it on every path (errors, panics, an early return on cancellation).
+//! Unwind data and symbols come from the target's own files, through `/proc/PID/root` and
+//! `/proc/PID/map_files` ([`crate::unwind::ModuleSource::process`]).
+
+use crate::model::{Addr, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
+use crate::proc::{self, Mapping, TaskReader};
+use crate::symbols::FileSymbolizer;
+use crate::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `capture.method` of a dump whose stacks were taken from outside.
+pub const METHOD: &str = "outside";
+
+/// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
+pub const ROOTS: &[&str] = &[
+    "clone3",
+    "__clone3",
+    "clone",
+    "__clone",
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "start_thread",
+];
+
+/// How to take the stacks.
+pub struct Options<'a> {
+    /// Stop every thread first, then copy, then detach every thread.
+    pub consistent: bool,
+    /// Bytes of stack copied from SP.
+    pub window: usize,
+    pub max_frames: usize,
+    /// Checked between threads: true stops the capture (the threads left are `skipped`).
+    pub cancel: &'a dyn Fn() -> bool,
+    /// Called while a thread is held stopped, after its registers were read (a test hook: the
+    /// CLI uses it to pause there, so a test can kill the CLI while it holds a thread).
+    pub on_stopped: &'a dyn Fn(Tid),
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            consistent: false,
+            window: 64 * 1024,
+            max_frames: 512,
+            cancel: &|| false,
+            on_stopped: &|_| {},
+        }
+    }
+}
+
+/// One thread stopped with ptrace, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub tid: Tid,
+    pub name: String,
+    /// From `PTRACE_INTERRUPT` to the return of `PTRACE_DETACH`.
+    pub stopped: Duration,
+}
+
+/// What happened besides the stacks.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Why no stack could be read at all (no permission to ptrace the process), in one line.
+    pub denied: Option<String>,
+    /// Threads read without being stopped.
+    pub without_stop: usize,
+    /// Threads stopped, with their stop times.
+    pub stops: Vec<Stop>,
+    /// The capture was cancelled (Ctrl-C) before every thread was read.
+    pub cancelled: bool,
+}
+
+impl Outcome {
+    /// The longest stop of any thread.
+    pub fn longest_stop(&self) -> Option<&Stop> {
+        self.stops.iter().max_by_key(|s| s.stopped)
+    }
+}
+
+/// A copied stack and the registers to unwind it from.
+struct Copy {
+    regs: Regs,
+    stack: Vec<u8>,
+    /// The thread cannot run (it is blocked, and was re-checked): reads beyond the copy may go
+    /// to its live memory.
+    live: bool,
+}
+
+/// Add user stacks to `dump` (a kernel-view dump of another process made by
+/// [`crate::inspect::inspect`]). Threads read get `capture: ok`, `signalled: false`; the
+/// others keep their status, with the reason in `errors`.
+pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
+    let pid = dump.pid.0;
+    let mut out = Outcome::default();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let root = proc_dir.join("root");
+    let maps = match std::fs::read(proc_dir.join("maps")) {
+        Ok(b) if !b.is_empty() => proc::parse_maps(&b),
+        Ok(_) | Err(_) => {
+            let why = denied_reason(pid);
+            dump.errors.push(format!("no user stacks: {why}"));
+            out.denied = Some(why);
+            return out;
+        }
+    };
+    let memory = ProcessMemory { pid };
+    if let Some(errno) = memory_denied(pid, &maps) {
+        let why = if errno == libc::EPERM || errno == libc::EACCES {
+            denied_reason(pid)
+        } else {
+            format!(
+                "cannot read the memory of process {pid}: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )
+        };
+        dump.errors.push(format!("no user stacks: {why}"));
+        out.denied = Some(why);
+        return out;
+    }
+    let mut modules = Modules::new(ModuleSource::process(pid));
+    modules.sync(&maps);
+    dump.errors.extend(modules.problems.iter().cloned());
+    let mut symbols = FileSymbolizer::default();
+    let mut reader = TaskReader::new(&proc_dir);
+    reader.kernel_stacks = false;
+
+    let start = Instant::now();
+    let mut copies: Vec<(usize, Copy)> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let todo: Vec<usize> = (0..dump.threads.len())
+        .filter(|&i| dump.threads[i].capture == CaptureStatus::Skipped)
+        .collect();
+    let mut unwind_time = Duration::ZERO;
+    let mut frames_of: Vec<(usize, RawFrames)> = Vec::new();
+
+    if opts.consistent {
+        // Seize and stop everything, then copy, then let everything go.
+        let mut held: Vec<(usize, Seized)> = Vec::new();
+        for &i in &todo {
+            if (opts.cancel)() {
+                out.cancelled = true;
+                break;
+            }
+            let t = &mut dump.threads[i];
+            match Seized::stop(t.tid) {
+                Ok(s) => held.push((i, s)),
+                Err(e) => note_failure(t, e, &mut failures),
+            }
+        }
+        for (i, s) in &mut held {
+            let t = &mut dump.threads[*i];
+            match s.copy(&memory, opts.window) {
+                Ok(c) => {
+                    (opts.on_stopped)(t.tid);
+                    copies.push((*i, c));
+                }
+                Err(e) => note_failure(t, e, &mut failures),
+            }
+        }
+        for (i, s) in held {
+            let stopped = s.detach();
+            out.stops.push(Stop {
+                tid: dump.threads[i].tid,
+                name: dump.threads[i].name.clone(),
+                stopped,
+            });
+        }
+    } else {
+        for &i in &todo {
+            if (opts.cancel)() {
+                out.cancelled = true;
+                break;
+            }
+            let tid = dump.threads[i].tid;
+            // Blocked in a system call: copy without stopping, if it unwinds from SP/PC alone.
+            if let Some(c) = copy_blocked(&mut reader, &memory, tid, opts.window) {
+                let t0 = Instant::now();
+                let raw = modules.unwind(&c.regs, &c.stack, opts.max_frames, c.live);
+                unwind_time += t0.elapsed();
+                if raw.end == UnwindEnd::FrameLimit
+                    || ends_at_root(&modules, &mut symbols, &root, &raw)
+                {
+                    frames_of.push((i, raw));
+                    out.without_stop += 1;
+                    continue;
+                }
+            }
+            // Running (or not unwindable from SP/PC): stop it alone, for the copy only.
+            let t = &mut dump.threads[i];
+            let mut seized = match Seized::stop(tid) {
+                Ok(s) => s,
+                Err(e) => {
+                    note_failure(t, e, &mut failures);
+                    continue;
+                }
+            };
+            let copied = seized.copy(&memory, opts.window);
+            if copied.is_ok() {
+                (opts.on_stopped)(tid);
+            }
+            let stopped = seized.detach();
+            out.stops.push(Stop {
+                tid,
+                name: t.name.clone(),
+                stopped,
+            });
+            match copied {
+                Ok(c) => copies.push((i, c)),
+                Err(e) => note_failure(t, e, &mut failures),
+            }
+        }
+    }
+    let capture_time = start.elapsed();
+    for (i, c) in copies {
+        let t0 = Instant::now();
+        let raw = modules.unwind(&c.regs, &c.stack, opts.max_frames, c.live);
+        unwind_time += t0.elapsed();
+        frames_of.push((i, raw));
+    }
+
+    // Symbolize.
+    let t3 = Instant::now();
+    for (i, raw) in frames_of {
+        let t = &mut dump.threads[i];
+        let (frames, truncated) = symbolize(&modules, &mut symbols, &root, &raw);
+        t.frames = frames;
+        t.truncated = truncated;
+        t.capture = CaptureStatus::Ok;
+        t.signalled = false;
+    }
+    crate::python::annotate(&mut dump.threads, &memory, &maps, &root, &mut dump.errors);
+    let symbolize_time = t3.elapsed();
+
+    dump.errors.extend(failures);
+    if out.cancelled {
+        let left = dump
+            .threads
+            .iter()
+            .filter(|t| t.capture == CaptureStatus::Skipped)
+            .count();
+        dump.errors.push(format!(
+            "interrupted: the stacks of {left} thread(s) were not read (they are listed as skipped)"
+        ));
+    }
+    if !out.stops.is_empty() {
+        let mut stops = out.stops.clone();
+        stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
+        let list: Vec<String> = stops
+            .iter()
+            .take(16)
+            .map(|s| format!("{} ({}) {} µs", s.tid, s.name, s.stopped.as_micros()))
+            .collect();
+        let more = stops.len().saturating_sub(16);
+        dump.errors.push(format!(
+            "note: {} thread(s) stopped with ptrace{}, longest first: {}{}",
+            stops.len(),
+            if opts.consistent {
+                " all at once (--consistent)"
+            } else {
+                " one at a time, each for its copy only"
+            },
+            list.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let c = &mut dump.capture;
+    c.method = if opts.consistent {
+        format!("{METHOD}+consistent")
+    } else {
+        METHOD.to_string()
+    };
+    c.captured = dump
+        .threads
+        .iter()
+        .filter(|t| t.capture == CaptureStatus::Ok)
+        .count();
+    c.without_signal = out.without_stop;
+    c.signalled = 0;
+    c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
+    c.phases_us.unwind = unwind_time.as_micros() as u64;
+    c.phases_us.symbolize = symbolize_time.as_micros() as u64;
+    out
+}
+
+fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
+    match e {
+        StopError::Exited => t.capture = CaptureStatus::Exited,
+        StopError::Other(why) => {
+            t.capture = CaptureStatus::Failed;
+            failures.push(format!("thread {} ({}): {why}", t.tid, t.name));
+        }
+    }
+}
+
+/// Copy the stack of a thread blocked in a system call without stopping it: None when it is
+/// not blocked, or moved while it was copied.
+fn copy_blocked(
+    reader: &mut TaskReader,
+    memory: &ProcessMemory,
+    tid: Tid,
+    window: usize,
+) -> Option<Copy> {
+    let before = reader.status(tid).ok()?;
+    let syscall = reader.syscall(tid).ok()?;
+    let SyscallState::InSyscall { sp, pc, .. } = syscall else {
+        return None;
+    };
+    let mut stack = vec![0u8; window];
+    let n = memory.read(sp.0, &mut stack);
+    stack.truncate(n);
+    let same_syscall = matches!(reader.syscall(tid), Ok(now) if now == syscall);
+    let same_switches = matches!(reader.status(tid), Ok(st)
+        if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches)
+            == (before.voluntary_ctxt_switches, before.nonvoluntary_ctxt_switches));
+    (n >= 16 && same_syscall && same_switches).then_some(Copy {
+        regs: Regs {
+            pc: pc.0,
+            sp: sp.0,
+            fp: 0,
+            lr: 0,
+        },
+        stack,
+        live: true,
+    })
+}
+
+/// Frames of one address: an exact PC (frame 0) or a return address (looked up at addr-1).
+fn frames_at(
+    modules: &Modules,
+    symbols: &mut FileSymbolizer,
+    root: &Path,
+    ip: u64,
+    is_return: bool,
+    out: &mut Vec<Frame>,
+) {
+    let info = modules.module_of(ip);
+    let module = info.map(|m| m.path.clone());
+    let offset = info.map(|m| Addr(ip.wrapping_sub(m.bias)));
+    if modules.is_trampoline(ip) {
+        out.push(Frame {
+            ip: Addr(ip),
+            module,
+            offset,
+            function: Some("<signal handler called>".into()),
+            file: None,
+            line: None,
+            inlined: false,
+            python: None,
+        });
+        return;
+    }
+    let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
+    let syms = match info.and_then(|m| m.file.as_deref().map(|f| (f, m.bias))) {
+        Some((file, bias)) => symbols.symbols(file, root, lookup.wrapping_sub(bias)),
+        None => Vec::new(),
+    };
+    if syms.is_empty() {
+        out.push(Frame {
+            ip: Addr(ip),
+            module,
+            offset,
+            function: None,
+            file: None,
+            line: None,
+            inlined: false,
+            python: None,
+        });
+        return;
+    }
+    let last = syms.len() - 1;
+    for (i, s) in syms.into_iter().enumerate() {
+        out.push(Frame {
+            ip: Addr(ip),
+            module: module.clone(),
+            offset,
+            function: s.function,
+            file: s.file,
+            line: s.line,
+            inlined: i < last,
+            python: None,
+        });
+    }
+}
+
+/// True when a function in the last two frames is a thread entry point.
+fn ends_at_root(
+    modules: &Modules,
+    symbols: &mut FileSymbolizer,
+    root: &Path,
+    raw: &RawFrames,
+) -> bool {
+    let mut tail = Vec::new();
+    for &(ip, is_return) in raw.addrs.iter().rev().take(2) {
+        tail.clear();
+        frames_at(modules, symbols, root, ip, is_return, &mut tail);
+        if tail
+            .iter()
+            .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Frames of an unwound stack, and whether it is truncated (it does not end at an entry point).
+fn symbolize(
+    modules: &Modules,
+    symbols: &mut FileSymbolizer,
+    root: &Path,
+    raw: &RawFrames,
+) -> (Vec<Frame>, bool) {
+    let mut frames = Vec::with_capacity(raw.addrs.len() * 2);
+    for &(ip, is_return) in &raw.addrs {
+        frames_at(modules, symbols, root, ip, is_return, &mut frames);
+    }
+    let near_root = frames
+        .iter()
+        .rev()
+        .filter(|f| !f.inlined)
+        .take(2)
+        .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)));
+    let truncated = match raw.end {
+        UnwindEnd::FrameLimit => true,
+        UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
+    };
+    (frames, truncated)
+}
+
+/// The errno of reading a little of the target's memory, when that fails.
+fn memory_denied(pid: i32, maps: &[Mapping]) -> Option<i32> {
+    let m = maps.iter().find(|m| m.readable && m.end > m.start)?;
+    let mut buf = [0u8; 8];
+    let mut local = [std::io::IoSliceMut::new(&mut buf)];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: m.start as usize,
+        len: 8,
+    }];
+    match nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote) {
+        Err(e @ (nix::errno::Errno::EPERM | nix::errno::Errno::EACCES)) => Some(e as i32),
+        Ok(_) | Err(_) => None,
+    }
+}
+
+/// Why we may not ptrace (or read the memory of) process `pid`, in one line.
+pub fn denied_reason(pid: i32) -> String {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let status = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let field = |text: &str, key: &str| -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    };
+    let mine = status("/proc/self/status");
+    let theirs = status(&format!("/proc/{pid}/status"));
+    let cap_sys_ptrace = field(&mine, "CapEff")
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .is_some_and(|caps| caps & (1 << 19) != 0); // bit 19: CAP_SYS_PTRACE
+                                                    // SAFETY: getuid cannot fail and has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let uids: Vec<u32> = field(&theirs, "Uid")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    let tracer = field(&theirs, "TracerPid")
+        .and_then(|t| t.parse::<i32>().ok())
+        .filter(|&t| t != 0);
+    let proc_owner = std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .ok();
+    if let Some(t) = tracer {
+        return format!("process {pid} is already traced by pid {t} (a debugger or strace): only one tracer at a time");
+    }
+    if scope == Some(3) {
+        return "ptrace is disabled on this host (kernel.yama.ptrace_scope = 3, which only a reboot lifts)".into();
+    }
+    if !cap_sys_ptrace {
+        if let Some(&uid) = uids.first() {
+            if uids.iter().any(|&u| u != me) {
+                return format!("process {pid} runs as uid {uid} and stackdump as uid {me} without CAP_SYS_PTRACE: run it as uid {uid} or as root");
+            }
+        }
+        if proc_owner == Some(0) && me != 0 {
+            return format!("process {pid} is not dumpable (prctl(PR_SET_DUMPABLE, 0), or it changed credentials): only CAP_SYS_PTRACE (root) may read its stacks");
+        }
+        match scope {
+            Some(2) => return "kernel.yama.ptrace_scope = 2: only CAP_SYS_PTRACE may ptrace; run as root".into(),
+            Some(1) => return format!("kernel.yama.ptrace_scope = 1: only an ancestor of process {pid} may ptrace it; run as root, or set the sysctl kernel.yama.ptrace_scope=0"),
+            _ => {}
+        }
+    }
+    format!("not allowed to ptrace process {pid} (EPERM){}: a security module (SELinux, AppArmor) or the container's seccomp policy may forbid ptrace", if cap_sys_ptrace { " although stackdump has CAP_SYS_PTRACE" } else { "" })
+}
+
+/// Why a thread could not be stopped or copied.
+#[derive(Debug)]
+enum StopError {
+    Exited,
+    Other(String),
+}
+
+/// A thread seized with ptrace and stopped. Dropping it detaches the thread (always).
+struct Seized {
+    tid: i32,
+    /// A signal that was about to be delivered when the thread stopped: handed back on detach.
+    deliver: i32,
+    since: Instant,
+    detached: bool,
+}
+
+impl Seized {
+    /// `PTRACE_SEIZE` (no options: no `PTRACE_O_EXITKILL`), `PTRACE_INTERRUPT`, and wait for
+    /// the stop.
+    fn stop(tid: Tid) -> Result<Seized, StopError> {
+        let tid = tid.0;
+        // SAFETY: PTRACE_SEIZE takes no pointers (addr and data are 0: no options).
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ESRCH) => StopError::Exited,
+                Some(libc::EPERM) => {
+                    StopError::Other(format!("cannot ptrace it: {}", denied_reason(tid)))
+                }
+                _ => StopError::Other(format!("PTRACE_SEIZE: {e}")),
+            });
+        }
+        // From here on the guard detaches whatever happens.
+        let mut s = Seized {
+            tid,
+            deliver: 0,
+            since: Instant::now(),
+            detached: false,
+        };
+        // SAFETY: PTRACE_INTERRUPT takes no pointers.
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_INTERRUPT,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(StopError::Other(format!("PTRACE_INTERRUPT: {e}")));
+        }
+        s.since = Instant::now();
+        s.wait_stop()?;
+        Ok(s)
+    }
+
+    /// Wait for the thread's stop. A signal-delivery stop (a signal was on its way) is a stop
+    /// too: the signal is handed back on detach.
+    fn wait_stop(&mut self) -> Result<(), StopError> {
+        loop {
+            let mut status = 0;
+            // SAFETY: `status` is a valid out pointer for the duration of the call.
+            let r = unsafe { libc::waitpid(self.tid, &mut status, libc::__WALL) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                if e.raw_os_error() == Some(libc::ECHILD) {
+                    self.detached = true; // nothing left to detach
+                    return Err(StopError::Exited);
+                }
+                return Err(StopError::Other(format!("waitpid: {e}")));
+            }
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                self.detached = true;
+                return Err(StopError::Exited);
+            }
+            if libc::WIFSTOPPED(status) {
+                let sig = libc::WSTOPSIG(status);
+                let event = status >> 16;
+                if event == 0 && sig != libc::SIGTRAP {
+                    // Signal-delivery stop: the thread stopped on the way to handling `sig`.
+                    self.deliver = sig;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Registers and a copy of the stack window.
+    fn copy(&mut self, memory: &ProcessMemory, window: usize) -> Result<Copy, StopError> {
+        let regs = self.regs()?;
+        let mut stack = vec![0u8; window];
+        let n = memory.read(regs.sp, &mut stack);
+        stack.truncate(n);
+        if n < 16 {
+            return Err(StopError::Other(format!(
+                "its stack at {:#x} is not readable",
+                regs.sp
+            )));
+        }
+        Ok(Copy {
+            regs,
+            stack,
+            live: false,
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn regs(&self) -> Result<Regs, StopError> {
+        // SAFETY: user_regs_struct is plain old data; all zeroes is a valid value.
+        let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        // SAFETY: PTRACE_GETREGS writes one user_regs_struct to `data`, which points at `r`.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETREGS,
+                self.tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                &mut r as *mut libc::user_regs_struct as *mut libc::c_void,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ESRCH) => StopError::Exited,
+                _ => StopError::Other(format!("PTRACE_GETREGS: {e}")),
+            });
+        }
+        Ok(Regs {
+            pc: r.rip,
+            sp: r.rsp,
+            fp: r.rbp,
+            lr: 0,
+        })
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn regs(&self) -> Result<Regs, StopError> {
+        Err(StopError::Other(
+            "reading registers with ptrace is implemented for x86_64 only".into(),
+        ))
+    }
+
+    /// Let the thread go; returns how long it was stopped.
+    fn detach(mut self) -> Duration {
+        self.release();
+        self.since.elapsed()
+    }
+
+    fn release(&mut self) {
+        if self.detached {
+            return;
+        }
+        self.detached = true;
+        // SAFETY: PTRACE_DETACH takes no pointers; `data` is the signal to deliver (or 0).
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_DETACH,
+                self.tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                self.deliver as usize as *mut libc::c_void,
+            )
+        };
+        if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            // Not in a ptrace stop (seized, but the stop was never waited for): stop it, then
+            // detach. ESRCH again means the thread is gone.
+            // SAFETY: PTRACE_INTERRUPT takes no pointers.
+            let r = unsafe {
+                libc::ptrace(
+                    libc::PTRACE_INTERRUPT,
+                    self.tid,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                )
+            };
+            if r == 0 && self.wait_again().is_ok() {
+                // SAFETY: as above.
+                unsafe {
+                    libc::ptrace(
+                        libc::PTRACE_DETACH,
+                        self.tid,
+                        std::ptr::null_mut::<libc::c_void>(),
+                        self.deliver as usize as *mut libc::c_void,
+                    );
+                }
+            }
+        }
+    }
+
+    fn wait_again(&mut self) -> Result<(), StopError> {
+        self.detached = false;
+        let r = self.wait_stop();
+        self.detached = true;
+        r
+    }
+}
+
+impl Drop for Seized {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
