@@ -494,7 +494,8 @@ pub fn denied_reason(pid: i32) -> String {
     let tracer = field(&theirs, "TracerPid")
         .and_then(|t| t.parse::<i32>().ok())
         .filter(|&t| t != 0);
-    let proc_owner = std::fs::metadata(format!("/proc/{pid}"))
+    // A process that is not dumpable has its /proc files (not its directory) owned by root.
+    let proc_owner = std::fs::metadata(format!("/proc/{pid}/mem"))
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .ok();
     if let Some(t) = tracer {

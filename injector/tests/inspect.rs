@@ -1,0 +1,477 @@
+//! End-to-end tests of `stackdump inspect` (stacks of any process from outside, issue 7),
+//! `stackdump compare` and the folded format: real processes WITHOUT the preload, handshakes on
+//! READY lines and /proc state (never fixed sleeps), children killed and reaped on drop, a
+//! deadline per test.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// Compile `examples/c/NAME.c` with `cc -O2 -g -pthread` once per test run.
+fn c_example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/c/{name}.c"));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // World-readable and executable: some tests run it as nobody.
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let out = dir.join(name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let o = Command::new(&cc)
+        .args([
+            "-O2", "-g", "-pthread", "-std=c11", "-Wall", "-Wextra", "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(
+        o.status.success(),
+        "compiling {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    built.push((name.to_string(), out.clone()));
+    out
+}
+
+/// Spawn `cmd` (stdout piped) and wait for its `READY <pid> ...` line; returns the process and
+/// the words after READY.
+fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut p = Proc::spawn_piped(cmd);
+    let out = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(dl.left())
+        .expect("no READY line before the deadline");
+    let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    assert_eq!(words.first().map(String::as_str), Some("READY"), "{line:?}");
+    (p, words[1..].to_vec())
+}
+
+fn inspect_json(dl: &Deadline, pid: i32, extra: &[&str]) -> Value {
+    let p = pid.to_string();
+    let mut args = vec!["inspect", p.as_str(), "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = stackdump(dl, &args);
+    out.assert_code(0);
+    json(&out)
+}
+
+fn thread<'a>(d: &'a Value, name: &str) -> &'a Value {
+    d["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no thread {name} in {d}"))
+}
+
+fn functions(t: &Value) -> Vec<String> {
+    t["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// `want` appears in `have` in this order (other frames may sit between, e.g. inlined ones).
+fn in_order(have: &[String], want: &[&str]) -> bool {
+    let mut it = have.iter();
+    want.iter().all(|w| it.any(|h| h == w))
+}
+
+fn worker_sequence(park: &str) -> Vec<String> {
+    let mut v = vec![park.to_string()];
+    for i in (1..=20).rev() {
+        v.push(format!("level_{i:02}"));
+    }
+    v.extend(["worker_main", "start_thread", "clone3"].map(String::from));
+    v
+}
+
+fn stat_field(pid: i32, tid: i32, n: usize) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(n - 3)?
+        .parse()
+        .ok()
+}
+
+fn task_state(pid: i32, tid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The spinning thread runs: its state is not a stop and its CPU time grows.
+fn assert_runs_on(dl: &Deadline, pid: i32, tid: i32) {
+    let utime = |pid, tid| stat_field(pid, tid, 14).unwrap_or(0);
+    let before = utime(pid, tid);
+    wait_until(dl, "the spinning thread runs again", || {
+        utime(pid, tid) > before + 2 && !matches!(task_state(pid, tid), Some('t' | 'T'))
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn parked_c_example_without_preload_has_full_symbolized_stacks() {
+    let dl = Deadline::new(60);
+    let mut cmd = Command::new(c_example("parked"));
+    cmd.arg("6");
+    let (target, _) = spawn_ready(&dl, cmd);
+    let d = inspect_json(&dl, target.pid, &[]);
+    assert_eq!(d["capture"]["method"], "outside");
+    assert_eq!(d["capture"]["signalled"], 0);
+    for (name, park) in [
+        ("reader-0", "park_read"),
+        ("sleeper-1", "park_sleep"),
+        ("waiter-2", "park_cond"),
+        ("reader-3", "park_read"),
+    ] {
+        let t = thread(&d, name);
+        assert_eq!(t["capture"], "ok", "{t}");
+        assert!(t.get("signalled").map_or(true, |s| s == false), "{t}");
+        assert_ne!(t["truncated"], true, "{t}");
+        let f = functions(t);
+        let want = worker_sequence(park);
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert!(in_order(&f, &want), "{name}: {f:?}");
+        let level = t["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == "level_13")
+            .unwrap();
+        assert!(
+            level["file"].as_str().unwrap().ends_with("parked.c"),
+            "{level}"
+        );
+        assert!(level["line"].as_u64().unwrap() > 0);
+    }
+    // The masked thread blocks every signal: irrelevant from outside.
+    assert!(in_order(
+        &functions(thread(&d, "masked")),
+        &["masked_main", "start_thread", "clone3"]
+    ));
+    // Nothing was stopped: every thread was blocked in a call.
+    assert!(
+        !d["errors"].to_string().contains("stopped with ptrace"),
+        "{}",
+        d["errors"]
+    );
+    // The text form: the same frames with file:line, and the process is left sleeping.
+    let out = stackdump(&dl, &["inspect", &target.pid.to_string()]);
+    out.assert_code(0)
+        .stdout_has("inspected from outside")
+        .stdout_has("park_read at ")
+        .stdout_has("parked.c:");
+    assert_eq!(state(target.pid), Some('S'));
+}
+
+#[test]
+fn consistent_stops_all_threads_and_lets_them_go() {
+    let dl = Deadline::new(60);
+    let mut cmd = Command::new(c_example("parked"));
+    cmd.arg("3");
+    let (target, _) = spawn_ready(&dl, cmd);
+    let d = inspect_json(&dl, target.pid, &["--consistent"]);
+    assert_eq!(d["capture"]["method"], "outside+consistent");
+    let f = functions(thread(&d, "reader-0"));
+    let want = worker_sequence("park_read");
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert!(in_order(&f, &want), "{f:?}");
+    assert!(
+        d["errors"].to_string().contains("all at once"),
+        "{}",
+        d["errors"]
+    );
+    assert!(target.alive());
+    for t in std::fs::read_dir(format!("/proc/{}/task", target.pid)).unwrap() {
+        let tid: i32 = t.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        assert_ne!(
+            task_state(target.pid, tid),
+            Some('t'),
+            "thread {tid} left stopped"
+        );
+    }
+}
+
+#[test]
+fn a_busy_thread_is_captured_with_a_short_stop() {
+    let dl = Deadline::new(60);
+    let (target, words) = spawn_ready(&dl, Command::new(c_example("busy")));
+    let spinner: i32 = words[1].parse().unwrap();
+    let d = inspect_json(&dl, target.pid, &[]);
+    let t = thread(&d, "spinner");
+    assert_eq!(t["capture"], "ok", "{t}");
+    assert!(
+        in_order(
+            &functions(t),
+            &[
+                "spin_here",
+                "spin_outer",
+                "spinner_main",
+                "start_thread",
+                "clone3"
+            ]
+        ),
+        "{:?}",
+        functions(t)
+    );
+    let errors = d["errors"].to_string();
+    assert!(
+        errors.contains(&format!("{spinner} (spinner)")) && errors.contains(" µs"),
+        "the stop time of the spinner is reported: {errors}"
+    );
+    // main was blocked in pause(): read without a stop.
+    assert_eq!(d["capture"]["without_signal"], 1, "{}", d["capture"]);
+    assert_runs_on(&dl, target.pid, spinner);
+}
+
+#[test]
+fn the_cli_killed_while_it_holds_a_thread_leaves_the_target_running() {
+    let dl = Deadline::new(60);
+    let (target, words) = spawn_ready(&dl, Command::new(c_example("busy")));
+    let spinner: i32 = words[1].parse().unwrap();
+    for how in [libc::SIGKILL, libc::SIGTERM] {
+        let mut cmd = cli(&["inspect", &target.pid.to_string()]);
+        cmd.env("STACKDUMP_TEST_PAUSE_AFTER_SEIZE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut p = Proc::spawn_piped(cmd);
+        let err = p.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = loop {
+            let l = rx.recv_timeout(dl.left()).expect("no SEIZED line");
+            if l.starts_with("SEIZED ") {
+                break l;
+            }
+        };
+        assert_eq!(line, format!("SEIZED {spinner}"));
+        // It holds the spinner stopped right now.
+        assert_eq!(task_state(target.pid, spinner), Some('t'));
+        // SAFETY: kill with a pid we spawned and still own (not reaped yet).
+        assert_eq!(unsafe { libc::kill(p.pid, how) }, 0);
+        let status = p.child.wait().unwrap();
+        if how == libc::SIGTERM {
+            // SIGTERM is caught: it lets the thread go and exits 130 after printing.
+            assert_eq!(status.code(), Some(130), "{status:?}");
+        }
+        assert_runs_on(&dl, target.pid, spinner);
+        assert!(target.alive());
+    }
+}
+
+#[test]
+fn the_eintr_host_survives_50_inspects() {
+    let dl = Deadline::new(120);
+    let (mut target, _) = spawn_ready(&dl, Command::new(c_example("eintr")));
+    let pid = target.pid.to_string();
+    for i in 0..50 {
+        let out = stackdump(&dl, &["inspect", &pid, "--format", "json"]);
+        assert_eq!(out.code, 0, "inspect #{i}: {}", out.stderr);
+        assert!(
+            target.child.try_wait().unwrap().is_none(),
+            "the host exited after inspect #{i} (a blocked call returned: EINTR)"
+        );
+        if i == 0 {
+            let d = json(&out);
+            assert_eq!(
+                d["capture"]["captured"], d["capture"]["threads"],
+                "every thread is captured: {}",
+                d["capture"]
+            );
+            assert!(!d["errors"].to_string().contains("stopped with ptrace"));
+        }
+    }
+    assert!(target.alive());
+}
+
+fn incident(dl: &Deadline) -> Option<Proc> {
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("skipped: no python3");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/incident.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(["4", "--clients", "3"]);
+    Some(spawn_ready(dl, cmd).0)
+}
+
+#[test]
+fn the_incident_without_preload_names_the_stuck_write_and_compare_says_stuck() {
+    let dl = Deadline::new(120);
+    let Some(target) = incident(&dl) else { return };
+    let pid = target.pid.to_string();
+    let scratch = Scratch::new("inspect-incident");
+    for i in 0..3 {
+        let out = stackdump(&dl, &["inspect", &pid, "--format", "json"]);
+        out.assert_code(0);
+        if i == 0 {
+            let d = json(&out);
+            let w = thread(&d, "worker-0");
+            let f = functions(w);
+            assert!(
+                f.first().is_some_and(|f| f.contains("write")),
+                "innermost frame is the write: {f:?}"
+            );
+            assert!(
+                in_order(
+                    &f,
+                    &["_db_execute", "handle_request", "start_thread", "clone3"]
+                ),
+                "{f:?}"
+            );
+            let findings = d["findings"].to_string();
+            assert!(findings.contains("65536"), "{findings}");
+            assert!(findings.contains("CLOSE_WAIT"), "{findings}");
+        }
+        std::fs::write(
+            scratch.join(&format!("stackdump-{pid}-{i}.json")),
+            &out.stdout,
+        )
+        .unwrap();
+    }
+    let out = stackdump(&dl, &["compare", scratch.str()]);
+    out.assert_code(0).stdout_has("stuck");
+    for w in 0..4 {
+        out.stdout_has(&format!("worker-{w}"));
+    }
+    let out = stackdump(&dl, &["compare", scratch.str(), "--format", "json"]);
+    out.assert_code(0);
+    let c: Value = serde_json::from_str(&out.stdout).unwrap();
+    let stuck: usize = c["processes"][0]["stuck"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["threads"].as_array().unwrap().len())
+        .sum();
+    assert!(stuck >= 4, "{c}");
+}
+
+#[test]
+fn folded_format_counts_distinct_stacks() {
+    let dl = Deadline::new(60);
+    let mut cmd = Command::new(c_example("parked"));
+    cmd.arg("6");
+    let (target, _) = spawn_ready(&dl, cmd);
+    let out = stackdump(
+        &dl,
+        &["inspect", &target.pid.to_string(), "--format", "folded"],
+    );
+    out.assert_code(0);
+    let levels: Vec<String> = (1..=20).map(|i| format!("level_{i:02}")).collect();
+    let reader = format!(
+        "clone3;start_thread;worker_main;{};park_read;",
+        levels.join(";")
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&reader))
+        .unwrap_or_else(|| panic!("no reader stack in:\n{}", out.stdout));
+    assert!(line.ends_with(" 2"), "two readers of six workers: {line}");
+    for l in out.stdout.lines() {
+        let (_, n) = l.rsplit_once(' ').unwrap();
+        assert!(n.parse::<u32>().is_ok(), "{l}");
+    }
+}
+
+#[test]
+fn usage_and_missing_targets_have_their_exit_codes() {
+    let dl = Deadline::new(30);
+    stackdump(&dl, &["inspect", "2147483000"])
+        .assert_code(1)
+        .stderr_has("no process");
+    stackdump(&dl, &["inspect", "x"]).assert_code(2);
+    stackdump(&dl, &["compare", "/nonexistent/dumps"]).assert_code(2);
+    let scratch = Scratch::new("inspect-bad-compare");
+    std::fs::write(scratch.join("stackdump-1-x.json"), "{not json").unwrap();
+    stackdump(&dl, &["compare", scratch.str()]).assert_code(2);
+    // `dump` of a process without the library still refuses, and points at inspect.
+    let mut sleep = Command::new("sleep");
+    sleep.arg("1000");
+    let target = Proc::spawn(sleep);
+    wait_until(&dl, "sleep runs", || state(target.pid) == Some('S'));
+    let pid = target.pid.to_string();
+    stackdump(&dl, &["dump", &pid])
+        .assert_code(3)
+        .stderr_has(&format!("stackdump inspect {pid}"));
+    assert!(target.alive());
+}
+
+#[test]
+fn without_ptrace_permission_the_reason_and_the_kernel_view() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run as another user");
+        return;
+    }
+    let dl = Deadline::new(60);
+    // A root process, inspected by nobody.
+    let mut cmd = Command::new(c_example("parked"));
+    cmd.arg("3");
+    let (target, _) = spawn_ready(&dl, cmd);
+    let mut c = cli(&["inspect", &target.pid.to_string()]);
+    c.uid(65534).gid(65534);
+    let out = run(&dl, c);
+    out.assert_code(0)
+        .stderr_has("no stacks for process")
+        .stderr_has("uid 0")
+        .stdout_has("stackdump of pid")
+        .stdout_has("reader-0");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+
+    // A non-dumpable process of nobody, inspected by nobody.
+    let mut cmd = Command::new(c_example("busy"));
+    cmd.arg("nodump").uid(65534).gid(65534);
+    let (nd, _) = spawn_ready(&dl, cmd);
+    let mut c = cli(&["inspect", &nd.pid.to_string()]);
+    c.uid(65534).gid(65534);
+    run(&dl, c)
+        .assert_code(0)
+        .stderr_has("not dumpable")
+        .stdout_has("stackdump of pid");
+    // Root (CAP_SYS_PTRACE) may read it.
+    let d = inspect_json(&dl, nd.pid, &[]);
+    assert!(
+        d["capture"]["captured"].as_u64().unwrap() >= 1,
+        "{}",
+        d["capture"]
+    );
+    assert!(nd.alive());
+}
