@@ -395,13 +395,16 @@ impl Modules {
     }
 }
 
+/// A loaded module: framehop's view, its load bias, and the path its file was opened from.
+type Loaded = (framehop::Module<Vec<u8>>, u64, Option<PathBuf>);
+
 /// Read the unwind sections of one object. `first` is the start of its mapping at offset 0.
 fn load(
     source: &ModuleSource,
     path: &str,
     range: Range<u64>,
     first: Range<u64>,
-) -> Result<(framehop::Module<Vec<u8>>, u64, Option<PathBuf>), String> {
+) -> Result<Loaded, String> {
     if path == "[vdso]" {
         let len = (range.end - range.start) as usize;
         let mut bytes = vec![0u8; len];
