@@ -13,6 +13,10 @@
 //! - `loader`: a host stuck in a library constructor during dlopen still gets a dump.
 //! - `wedged`: a host wedged inside malloc still gets a complete, symbolized dump.
 //! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
+//! - `torture`: the dumper never harms its host: a trigger storm into a busy host, a forked
+//!   child, everyday programs (setuid, setpriv, unshare), hostile surroundings (unwritable dir,
+//!   planted symlinks, no fds 0-2, RLIMIT_NOFILE, the host's own handlers, two copies), 2,000
+//!   threads.
 //! - `findings`: the incident (full stderr pipe, CLOSE_WAIT sockets) and lock waits, dumped with
 //!   the preload and inspected without it: the findings name the pipe, its reader, the sockets,
 //!   the owner of a mutex; `compare` calls stuck threads stuck and names the CPU burner.
@@ -29,5 +33,6 @@ mod examples;
 mod findings;
 mod loader;
 mod odd_stacks;
+mod torture;
 mod util;
 mod wedged;
