@@ -374,6 +374,15 @@ fn storm(triggers: usize, per_second: u32, budget: Duration) {
         listing(&t.dump_dir())
     );
     assert!(t.stderr().is_empty(), "the host's stderr: {}", t.stderr());
+    let slowest = files
+        .iter()
+        .map(|f| read_dump(f))
+        .max_by_key(|d| d.capture.duration_us)
+        .expect("a dump");
+    println!(
+        "storm: slowest dump {} µs, phases {:?}, errors {:?}",
+        slowest.capture.duration_us, slowest.capture.phases_us, slowest.errors
+    );
     durations.sort_unstable();
     let n = files.len();
     println!(
@@ -825,9 +834,36 @@ fn host_without_fds_0_to_2_never_finds_our_files_there() {
         .filter(|l| l.starts_with("LOWFD"))
         .collect();
     println!("closed 0-2: {samples} samples of /proc/{pid}/fd/0..2 during 20 dumps");
+    // Distinct targets (with the dump's time stamps and request ids taken out), with counts.
+    let mut distinct: BTreeMap<String, usize> = BTreeMap::new();
+    let shape = |s: &str| {
+        s.split('/')
+            .map(|c| {
+                if c.starts_with(".stackdump-") {
+                    ".stackdump-<pid>-<time>.<ext>.tmp"
+                } else {
+                    c
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for l in &low {
+        *distinct
+            .entry(format!("host saw {}", shape(l)))
+            .or_default() += 1;
+    }
+    for (fd, target) in &seen {
+        *distinct
+            .entry(format!(
+                "/proc saw fd {fd} -> {}",
+                shape(&target.to_string_lossy())
+            ))
+            .or_default() += 1;
+    }
     assert!(
-        low.is_empty() && seen.is_empty(),
-        "our files landed on fds 0-2 during dumps: the host saw {low:?}; /proc saw {seen:?}"
+        distinct.is_empty(),
+        "our files landed on fds 0-2 during dumps (what, how many times): {distinct:#?}"
     );
     assert_eq!(fd_table(t.pid), before, "the host's fds changed");
 }
@@ -840,10 +876,9 @@ fn host_at_rlimit_nofile_is_unharmed_and_dumps_once_fds_are_available() {
     let mut t = hostile("nofile", &[]);
     let line = wait_line(&mut t, deadline(), "FDS <n>", |l| l.starts_with("FDS "));
     let before = fd_table(t.pid);
-    assert_eq!(
-        before.len(),
-        64,
-        "precondition: the host holds 64 fds: {line}"
+    assert!(
+        before.len() >= 60,
+        "precondition: the host used up its 64 fds ({line}): {before:?}"
     );
     sigqueue(t.pid, libc::SIGUSR1, 1);
     wait_dumper_served(&mut t, 1, deadline());
@@ -859,7 +894,7 @@ fn host_at_rlimit_nofile_is_unharmed_and_dumps_once_fds_are_available() {
     assert_eq!(fd_table(t.pid), before, "the host's fds changed");
     let limit = libc::rlimit {
         rlim_cur: 1024,
-        rlim_max: 1024,
+        rlim_max: 4096,
     };
     // SAFETY: prlimit on our own child with a valid new limit and no old-limit out-parameter.
     let rc = unsafe { libc::prlimit(t.pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
