@@ -23,7 +23,8 @@ Examples:
 
 Exit codes: 0 done; 1 failed at run time (target gone, no dump before the deadline);
 2 bad usage (unknown signal, bad duration, unknown arch); 3 refused: the target cannot take a
-dump safely (its trigger signal is not caught, or permission). See docs/CLI.md.";
+dump safely (its trigger signal is not caught, or permission). inspect without permission to
+ptrace says why and prints the kernel view (exit 0). See docs/CLI.md.";
 
 #[derive(Debug, Parser)]
 #[command(name = "stackdump", version, about = ABOUT, after_help = AFTER_HELP)]

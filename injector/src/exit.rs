@@ -4,10 +4,10 @@
 //! | --- | --- |
 //! | 0 | done |
 //! | 1 | failed at run time: the target is gone or a zombie, no dump before the deadline, an unsafe file, an I/O error |
-//! | 2 | bad usage: unknown signal or architecture, bad duration, bad flags |
-//! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission |
+//! | 2 | bad usage: unknown signal or architecture, bad duration, bad flags; `compare` of files that are not dumps |
+//! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission (`dump`; `inspect` without ptrace permission says why on stderr, prints the kernel view and exits 0) |
 //! | 126, 127 | `run`: the command could not be executed / was not found (as `env` and shells say) |
-//! | 130 | interrupted (Ctrl-C) while waiting for a single dump |
+//! | 130 | interrupted (Ctrl-C, SIGTERM) while waiting for a single dump, or during `inspect` |
 //!
 //! `run` passes the exit status of its command through (it execs it).
 

@@ -475,3 +475,53 @@ fn without_ptrace_permission_the_reason_and_the_kernel_view() {
     );
     assert!(nd.alive());
 }
+
+#[test]
+fn dump_prints_folded_stacks_of_one_dump_or_many() {
+    let dl = Deadline::new(60);
+    let dir = Scratch::new("dump-folded");
+    let mut cmd = cli(&["run", "--dir", dir.str(), "--", "sleep", "1000"]);
+    cmd.env("STACKDUMP_LIB", real_lib());
+    let target = Proc::spawn(cmd);
+    wait_ready(&dl, target.pid, libc::SIGUSR1);
+    let pid = target.pid.to_string();
+    let out = stackdump(&dl, &["dump", &pid, "--format", "folded"]);
+    out.assert_code(0);
+    let main = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("nanosleep"))
+        .unwrap_or_else(|| panic!("no sleeping main thread in:\n{}", out.stdout));
+    assert!(main.ends_with(" 1"), "{main}");
+    // Three dumps summed.
+    let out = stackdump(
+        &dl,
+        &[
+            "dump", &pid, "--format", "folded", "--every", "100ms", "--count", "3",
+        ],
+    );
+    out.assert_code(0);
+    let main = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("nanosleep"))
+        .unwrap();
+    assert!(main.ends_with(" 3"), "{}", out.stdout);
+    // With --out: a .folded file beside each dump.
+    let saved = Scratch::new("dump-folded-out");
+    let out = stackdump(
+        &dl,
+        &["dump", &pid, "--format", "folded", "--out", saved.str()],
+    );
+    out.assert_code(0);
+    let folded: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.ends_with(".folded"))
+        .collect();
+    assert_eq!(folded.len(), 1, "{}", out.stdout);
+    assert!(std::fs::read_to_string(folded[0])
+        .unwrap()
+        .contains("nanosleep"));
+    assert!(out.stdout.lines().any(|l| l.ends_with(".json")));
+}
