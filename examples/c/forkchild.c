@@ -2,8 +2,8 @@
  * forkchild: a preloaded host that forks (without exec) a long-lived child
  * (tests/integration/torture.rs). The parent has a thread `parked` in read() and main in
  * pause(); it prints "READY <pid>" then "CHILD <child pid>". The child (PR_SET_PDEATHSIG:
- * SIGKILL, so it never outlives the parent) sits in pause() and prints "CHILD-WOKE <n>" each
- * time a signal interrupted it. Nothing is written to stderr.
+ * SIGKILL, so it never outlives the parent) blocks USR1, prints "CHILD-READY <pid>", waits in
+ * sigsuspend() and prints "CHILD-WOKE <n>" each time a signal interrupted it. Nothing is written to stderr.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -35,8 +35,17 @@ int main(void) {
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(0);
+        /* USR1 stays blocked except inside sigsuspend: a signal sent before the child is
+         * waiting stays pending instead of being lost before the wait. */
+        sigset_t usr1, none;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        sigemptyset(&none);
+        sigprocmask(SIG_BLOCK, &usr1, NULL);
+        printf("CHILD-READY %d\n", (int)getpid());
+        fflush(stdout);
         for (int n = 1;; n++) {
-            pause();
+            sigsuspend(&none);
             printf("CHILD-WOKE %d\n", n);
             fflush(stdout);
         }
