@@ -17,13 +17,13 @@ Each scenario starts its threads (named after it, so `threading.Thread.name` is 
               joins them: threads come and go constantly
   fork        the main thread forks a child that parks in child_main -> time.sleep; once it
               sleeps, "CHILD <pid>" follows the READY line
-  exit        after READY, the main thread reads a line from stdin and exits (sys.exit); an atexit
-              handler (at_exit) prints "EXITING" and waits until the file named by the
-              STACKS_EXIT_FILE environment variable exists
+  exit        after READY, the main thread waits until the file named by the STACKS_GO environment
+              variable exists, then exits (sys.exit(0)); an atexit handler (at_exit) prints
+              "EXITING" and waits until the file named by STACKS_EXIT_FILE exists
 
 Prints exactly "READY <pid>" to stdout once every thread is parked where it should be (checked
 with sys._current_frames() and /proc/self/task/TID/stat), then the main thread blocks in
-main_park -> HELD2.acquire() (or, with "exit", in sys.stdin.readline()). Line numbers of the
+main_park -> HELD2.acquire() (or, with "exit", in wait_for_file). Line numbers of the
 parking spots are marked in this file with comments of the form `# @name`.
 """
 
@@ -124,14 +124,17 @@ def main_park():
     HELD2.acquire()  # @main_park
 
 
+def wait_for_file(path):
+    delay = 0.001
+    while path and not os.path.exists(path):
+        time.sleep(delay)  # @wait_for_file
+        delay = min(delay * 2, 0.02)
+
+
 def at_exit():
     sys.stdout.write("EXITING\n")
     sys.stdout.flush()
-    path = os.environ.get("STACKS_EXIT_FILE", "")
-    delay = 0.001
-    while path and not os.path.exists(path):
-        time.sleep(delay)  # @at_exit
-        delay = min(delay * 2, 0.02)
+    wait_for_file(os.environ.get("STACKS_EXIT_FILE", ""))  # @at_exit
 
 
 def marker_lines():
@@ -223,7 +226,7 @@ def main():
         sys.stdout.write(f"CHILD {child}\n")
     sys.stdout.flush()
     if exit_mode:
-        sys.stdin.readline()  # @main_exit_wait
+        wait_for_file(os.environ.get("STACKS_GO", ""))
         sys.exit(0)
     main_park()
 

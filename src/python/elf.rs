@@ -28,6 +28,8 @@ struct FileSymbols {
     values: HashMap<&'static str, u64>,
     /// Lowest `PT_LOAD` address, page aligned.
     min_vaddr: u64,
+    /// File offset and address of the first executable `PT_LOAD` segment.
+    exec_segment: Option<(u64, u64)>,
 }
 
 /// The interpreter found in a process: where its module is and its symbols' run-time addresses.
@@ -115,7 +117,13 @@ impl Finder {
             let Some(&runtime) = syms.values.get("_PyRuntime") else {
                 continue;
             };
-            let bias = m.start.wrapping_sub(syms.min_vaddr);
+            let Some(bias) = load_bias(maps, m, syms) else {
+                problems.push(format!(
+                    "{}: mapped, but not as the loader maps a module",
+                    m.path
+                ));
+                continue;
+            };
             let at = |name: &str| syms.values.get(name).map(|v| v.wrapping_add(bias));
             return Ok(Some(Located {
                 module: m.path.clone(),
@@ -139,6 +147,28 @@ impl Finder {
     }
 }
 
+/// The load bias of the module `first` is a mapping of. A file can be mapped more than once
+/// at offset 0 (a symbolizer that `mmap`s a whole library to read its debug info, as the dumper
+/// itself does): the loaded image is the offset-0 mapping whose executable segment is mapped
+/// where that bias puts it.
+fn load_bias(maps: &[Mapping], first: &Mapping, syms: &FileSymbols) -> Option<u64> {
+    let same_file = |m: &&Mapping| m.path == first.path && m.inode == first.inode;
+    let Some((x_offset, x_vaddr)) = syms.exec_segment else {
+        return Some(first.start.wrapping_sub(syms.min_vaddr));
+    };
+    maps.iter()
+        .filter(same_file)
+        .filter(|m| m.offset == 0)
+        .map(|m| m.start.wrapping_sub(syms.min_vaddr))
+        .find(|&bias| {
+            maps.iter().filter(same_file).any(|e| {
+                e.executable
+                    && e.offset == x_offset & !0xfff
+                    && e.start == bias.wrapping_add(x_vaddr & !0xfff)
+            })
+        })
+}
+
 fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -157,6 +187,10 @@ fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols
     let cache = object::ReadCache::new(file);
     let elf = object::File::parse(&cache).map_err(|e| format!("not a readable ELF file: {e}"))?;
     let min_vaddr = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+    let exec_segment = elf
+        .segments()
+        .find(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & 1 != 0))
+        .map(|s| (s.file_range().0, s.address()));
     let mut values = HashMap::new();
     collect(elf.dynamic_symbols(), &mut values);
     // A static interpreter that does not export its symbols: the full symbol table, only for
@@ -167,7 +201,11 @@ fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols
     if !values.contains_key("_PyRuntime") {
         return Ok(None);
     }
-    Ok(Some(FileSymbols { values, min_vaddr }))
+    Ok(Some(FileSymbols {
+        values,
+        min_vaddr,
+        exec_segment,
+    }))
 }
 
 fn collect<'d, S: ObjectSymbol<'d>>(

@@ -227,7 +227,10 @@ pub fn threads_with(
             break;
         }
         let Some(mut ts) = r.u64(interp + layout.interp_threads_head) else {
-            problems.push(format!("interpreter at {interp:#x} is not readable"));
+            problems.push(format!(
+                "interpreter at {interp:#x} (from _PyRuntime at {:#x} in {}) is not readable",
+                loc.runtime, loc.module
+            ));
             break;
         };
         let mut seen = HashSet::new();

@@ -13,6 +13,9 @@
 //! - `loader`: a host stuck in a library constructor during dlopen still gets a dump.
 //! - `wedged`: a host wedged inside malloc still gets a complete, symbolized dump.
 //! - `odd_stacks`: signal handlers, a sigaltstack, a 16 KiB stack, a 10,000-deep recursion.
+//! - `python`: CPython processes (every version on the machine): Python frames, names and lines
+//!   merged at the evaluator frames; recursion, 150 threads, 500 dumps under churn, start-up,
+//!   exit, fork; the core's reader from outside.
 //! - `torture`: the dumper never harms its host: a trigger storm into a busy host, a forked
 //!   child, everyday programs (setuid, setpriv, unshare), hostile surroundings (unwritable dir,
 //!   planted symlinks, no fds 0-2, RLIMIT_NOFILE, the host's own handlers, two copies), 2,000
@@ -33,6 +36,7 @@ mod examples;
 mod findings;
 mod loader;
 mod odd_stacks;
+mod python;
 mod torture;
 mod util;
 mod wedged;

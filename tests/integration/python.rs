@@ -1,0 +1,973 @@
+//! Python frames (issue 8): CPython processes dumped with the preload (and read from outside with
+//! the core's reader, as `stackdump inspect` does) show every thread's Python frames, with
+//! function, file and line, merged into the native stack at the evaluator frames they belong
+//! to, and each thread's `threading` name.
+//!
+//! Every test runs against each CPython found on the machine (pyenv's builds under
+//! `$PYENV_ROOT/versions`, shared libpython; Debian's `/usr/bin/python3.X`, a static
+//! interpreter), or the ones listed in `STACKDUMP_TEST_PYTHONS` (colon-separated paths). Versions
+//! 3.8-3.13 that are missing are skipped with a printed reason. The fixture is
+//! `examples/python/stacks.py`; its parking spots are marked `# @name` in the source, and the
+//! tests read the line numbers from there.
+
+use crate::util::*;
+use stackdump_core::model::{CaptureStatus, Dump, Frame, PyMerge, Thread};
+use stackdump_core::proc as kproc;
+use stackdump_core::python;
+use stackdump_core::unwind::ProcessMemory;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One CPython on this machine.
+#[derive(Debug, Clone)]
+struct Python {
+    exe: PathBuf,
+    major: u32,
+    minor: u32,
+    micro: u32,
+}
+
+impl Python {
+    fn label(&self) -> String {
+        format!(
+            "CPython {}.{}.{} ({})",
+            self.major,
+            self.minor,
+            self.micro,
+            self.exe.display()
+        )
+    }
+
+    fn at_least(&self, minor: u32) -> bool {
+        self.major == 3 && self.minor >= minor
+    }
+}
+
+/// Ask an interpreter its version; None if it does not run.
+fn probe(exe: &Path) -> Option<Python> {
+    let out = Command::new(exe)
+        .args(["-c", "import sys; print('%d %d %d' % sys.version_info[:3])"])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v.len() == 3).then(|| Python {
+        exe: exe.to_path_buf(),
+        major: v[0],
+        minor: v[1],
+        micro: v[2],
+    })
+}
+
+/// Every CPython interpreter found (all versions, also those older than 3.8).
+fn all_pythons() -> &'static [Python] {
+    static FOUND: OnceLock<Vec<Python>> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Ok(list) = std::env::var("STACKDUMP_TEST_PYTHONS") {
+            candidates.extend(list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+        } else {
+            let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| "/root/.pyenv".into());
+            if let Ok(dirs) = std::fs::read_dir(Path::new(&root).join("versions")) {
+                let mut dirs: Vec<PathBuf> = dirs.flatten().map(|d| d.path()).collect();
+                dirs.sort();
+                for d in dirs {
+                    for name in ["bin/python3", "bin/python"] {
+                        if d.join(name).is_file() {
+                            candidates.push(d.join(name));
+                            break;
+                        }
+                    }
+                }
+            }
+            for minor in 6..=14 {
+                let p = PathBuf::from(format!("/usr/bin/python3.{minor}"));
+                if p.is_file() {
+                    candidates.push(p);
+                }
+            }
+        }
+        let found: Vec<Python> = candidates.iter().filter_map(|c| probe(c)).collect();
+        for minor in 8..=13 {
+            if !found.iter().any(|p| p.major == 3 && p.minor == minor) {
+                eprintln!(
+                    "python tests: no CPython 3.{minor} on this machine (pyenv or /usr/bin): its tests are skipped"
+                );
+            }
+        }
+        found
+    })
+}
+
+/// The interpreters Python frames are supported for (3.8+).
+fn pythons() -> Vec<Python> {
+    let v: Vec<Python> = all_pythons()
+        .iter()
+        .filter(|p| p.at_least(8))
+        .cloned()
+        .collect();
+    if v.is_empty() {
+        eprintln!("python tests: no CPython 3.8 or later on this machine: skipped");
+    }
+    v
+}
+
+/// Run `body` for every interpreter; report every failure, not just the first.
+fn for_each_python(body: impl Fn(&Python)) {
+    let mut failures = Vec::new();
+    for py in pythons() {
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&py)));
+        match result {
+            Ok(()) => eprintln!("  {}: ok in {:.1?}", py.label(), started.elapsed()),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                failures.push(format!("=== {}\n{msg}", py.label()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Line numbers of the `# @name` markers of a fixture.
+fn markers(file: &Path) -> HashMap<String, u32> {
+    read_to_string(file)
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let (_, name) = l.rsplit_once("# @")?;
+            Some((name.trim().to_string(), i as u32 + 1))
+        })
+        .collect()
+}
+
+fn stacks_py() -> PathBuf {
+    python_example("stacks.py")
+}
+
+/// `python stacks.py ARGS...` with the library preloaded (or not).
+fn spawn(py: &Python, args: &[&str], preload: Preload, env: &[(&str, &Path)]) -> Target {
+    let mut cmd = Command::new(&py.exe);
+    cmd.arg(stacks_py()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Target::spawn(cmd, preload)
+}
+
+static REQUEST: AtomicU32 = AtomicU32::new(1000);
+
+/// `sigqueue(pid, SIGUSR1, id)`; false when the process is gone.
+fn trigger(pid: i32, id: u32) -> bool {
+    let sv = libc::sigval {
+        sival_ptr: id as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue(3) with a valid signal number and a plain value has no memory-safety
+    // preconditions (the pointer is never dereferenced, only carried).
+    let rc = unsafe { libc::sigqueue(pid, libc::SIGUSR1, sv) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "sigqueue({pid}): {e}");
+    }
+    rc == 0
+}
+
+/// The dump of request `id`, if it appears before `deadline` (or while `alive` holds).
+fn wait_request(
+    dir: &Path,
+    pid: i32,
+    id: u32,
+    deadline: Instant,
+    mut alive: impl FnMut() -> bool,
+) -> Option<PathBuf> {
+    let suffix = format!("-r{id}.json");
+    let mut found = None;
+    poll_until(deadline, || {
+        found = dump_files(dir, pid, "json")
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(&suffix));
+        found.is_some() || !alive()
+    });
+    found
+}
+
+/// Trigger a dump with a fresh request id and read it.
+fn dump(t: &mut Target) -> (PathBuf, Dump) {
+    let id = REQUEST.fetch_add(1, Ordering::Relaxed);
+    assert!(trigger(t.pid, id), "{} is gone\n{}", t.what, t.describe());
+    let pid = t.pid;
+    let path = wait_request(&t.dump_dir(), pid, id, deadline(), || true).unwrap_or_else(|| {
+        panic!(
+            "no dump for request {id} of {} before the deadline\n{}",
+            t.what,
+            t.describe()
+        )
+    });
+    let d = read_dump(&path);
+    (path, d)
+}
+
+/// The thread whose Python name is `name`.
+fn py_thread<'a>(d: &'a Dump, name: &str, text: &str) -> &'a Thread {
+    let found: Vec<&Thread> = d
+        .threads
+        .iter()
+        .filter(|t| t.python.as_ref().and_then(|p| p.name.as_deref()) == Some(name))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one thread with the Python name {name:?}\n{text}"
+    );
+    found[0]
+}
+
+/// A thread's Python frames, innermost first, wherever they are.
+fn py_frames(t: &Thread) -> Vec<&Frame> {
+    let merged: Vec<&Frame> = t.frames.iter().filter(|f| f.python.is_some()).collect();
+    if merged.is_empty() {
+        t.python
+            .as_ref()
+            .map(|p| p.frames.iter().collect())
+            .unwrap_or_default()
+    } else {
+        merged
+    }
+}
+
+fn is_eval(f: &Frame) -> bool {
+    python::is_eval_frame(f)
+}
+
+/// The Python frames sit right inside the evaluator frames that run them: when merged, every
+/// entry frame is followed by an evaluator frame, and every evaluator frame follows an entry
+/// frame (so the counts agree, pair by pair).
+fn check_merged_in_place(t: &Thread, text: &str) {
+    let py = t.python.as_ref().expect("a Python thread");
+    if py.merge != PyMerge::Merged {
+        return;
+    }
+    for (i, f) in t.frames.iter().enumerate() {
+        if f.python.as_ref().is_some_and(|p| p.entry) {
+            assert!(
+                t.frames.get(i + 1).is_some_and(is_eval),
+                "thread {}: Python entry frame #{i} ({:?}) is not followed by _PyEval_EvalFrameDefault\n{text}",
+                t.tid,
+                f.function
+            );
+        }
+        if is_eval(f) {
+            let before = i.checked_sub(1).and_then(|j| t.frames.get(j));
+            assert!(
+                before.is_some_and(|b| b.python.as_ref().is_some_and(|p| p.entry)),
+                "thread {}: evaluator frame #{i} has no Python entry frame right before it\n{text}",
+                t.tid
+            );
+        }
+    }
+}
+
+/// Assert the innermost Python frames of `t` are `expect` (function, line), in order, in the
+/// fixture file `file`.
+fn assert_innermost(t: &Thread, file: &Path, expect: &[(&str, u32)], text: &str) {
+    let frames = py_frames(t);
+    let got: Vec<(String, Option<u32>, String)> = frames
+        .iter()
+        .map(|f| {
+            (
+                f.function.clone().unwrap_or_default(),
+                f.line,
+                f.file.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        got.len() >= expect.len(),
+        "thread {}: {} Python frames, expected at least {}: {got:?}\n{text}",
+        t.tid,
+        got.len(),
+        expect.len()
+    );
+    for (i, (name, line)) in expect.iter().enumerate() {
+        let (f, l, path) = &got[i];
+        assert!(
+            f == name && *l == Some(*line) && Path::new(path) == file,
+            "thread {}: Python frame {i} is {f} at {path}:{l:?}, expected {name} at {}:{line}\nall: {got:?}\n{text}",
+            t.tid,
+            file.display()
+        );
+    }
+}
+
+/// The index in `t.frames` of the first frame whose function is `name` (Python or native,
+/// `contains` for native substrings).
+fn index_of(t: &Thread, pred: impl Fn(&Frame) -> bool) -> Option<usize> {
+    t.frames.iter().position(pred)
+}
+
+fn py_named(name: &str) -> impl Fn(&Frame) -> bool + '_ {
+    move |f| f.python.is_some() && f.function.as_deref() == Some(name)
+}
+
+fn native_containing(part: &str) -> impl Fn(&Frame) -> bool + '_ {
+    move |f| f.python.is_none() && f.function.as_deref().is_some_and(|n| n.contains(part))
+}
+
+/// Between frames `inner` and `outer` (a Python callback and the Python code that called the C
+/// function calling it back), the C function's native frames: one whose name contains `part`
+/// (`sort`, `reduce`) when the interpreter has symbols for its static functions (a stripped
+/// distribution build shows `??`), and in any case a native frame that is not the evaluator.
+fn assert_native_between(t: &Thread, inner: usize, outer: usize, part: &str, text: &str) {
+    assert!(
+        inner < outer,
+        "thread {}: #{inner} not inside #{outer}\n{text}",
+        t.tid
+    );
+    let between = &t.frames[inner + 1..outer];
+    assert!(
+        between.iter().any(|f| f.python.is_none() && !is_eval(f)),
+        "thread {}: no C frames between #{inner} and #{outer}\n{text}",
+        t.tid
+    );
+    let named = t.frames.iter().any(native_containing(part));
+    if named {
+        assert!(
+            between.iter().any(native_containing(part)),
+            "thread {}: the native {part} frame is not between #{inner} and #{outer}\n{text}",
+            t.tid
+        );
+    }
+}
+
+/// The thread's outermost Python frames are threading's bootstrap.
+fn assert_thread_bootstrap(t: &Thread, text: &str) {
+    let frames = py_frames(t);
+    let last = frames.last().expect("Python frames");
+    assert!(
+        last.function.as_deref().is_some_and(|f| f.ends_with("_bootstrap"))
+            && last
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("threading.py")),
+        "thread {}: outermost Python frame is {:?} at {:?}, expected threading's _bootstrap\n{text}",
+        t.tid,
+        last.function,
+        last.file
+    );
+}
+
+#[test]
+fn parked_threads_show_python_frames_merged_at_the_evaluator_frames() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let mut t = spawn(
+            py,
+            &["lock", "sleep", "spin", "callback", "reduce"],
+            Preload::Yes,
+            &[],
+        );
+        t.wait_ready(deadline());
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let interp = format!("CPython {}.{}", py.major, py.minor);
+
+        let locker = py_thread(&d, "locker", &text);
+        assert_innermost(
+            locker,
+            &file,
+            &[
+                ("lock_inner", m["lock_inner"]),
+                ("lock_outer", m["lock_outer"]),
+            ],
+            &text,
+        );
+        assert_thread_bootstrap(locker, &text);
+        let info = locker.python.as_ref().unwrap();
+        assert!(
+            info.interpreter.starts_with(&interp),
+            "interpreter {:?}, expected {interp}\n{text}",
+            info.interpreter
+        );
+        assert_eq!(info.merge, PyMerge::Merged, "locker not merged\n{text}");
+        check_merged_in_place(locker, &text);
+        // The native lock wait is inside (before) the Python frame that called it.
+        let acquire = index_of(locker, native_containing("acquire")).unwrap_or_else(|| {
+            panic!("locker: no native frame with 'acquire'\n{text}");
+        });
+        let inner = index_of(locker, py_named("lock_inner")).unwrap();
+        assert!(
+            acquire < inner,
+            "locker: lock wait not inside lock_inner\n{text}"
+        );
+
+        let sleeper = py_thread(&d, "sleeper", &text);
+        assert_innermost(
+            sleeper,
+            &file,
+            &[
+                ("sleep_inner", m["sleep_inner"]),
+                ("sleep_outer", m["sleep_outer"]),
+            ],
+            &text,
+        );
+        assert_eq!(
+            sleeper.python.as_ref().unwrap().merge,
+            PyMerge::Merged,
+            "{text}"
+        );
+        check_merged_in_place(sleeper, &text);
+
+        // A C function calling back into Python: blocking_key runs in its own evaluator call,
+        // under sorted()'s native frames, under callback_outer.
+        let cb = py_thread(&d, "callback", &text);
+        assert_innermost(
+            cb,
+            &file,
+            &[
+                ("blocking_key", m["blocking_key"]),
+                ("callback_outer", m["callback_outer"]),
+            ],
+            &text,
+        );
+        assert_eq!(cb.python.as_ref().unwrap().merge, PyMerge::Merged, "{text}");
+        check_merged_in_place(cb, &text);
+        let key = index_of(cb, py_named("blocking_key")).unwrap();
+        let outer = index_of(cb, py_named("callback_outer")).unwrap();
+        assert_native_between(cb, key, outer, "sort", &text);
+
+        let reducer = py_thread(&d, "reducer", &text);
+        assert_innermost(
+            reducer,
+            &file,
+            &[
+                ("blocking_add", m["blocking_add"]),
+                ("reduce_outer", m["reduce_outer"]),
+            ],
+            &text,
+        );
+        check_merged_in_place(reducer, &text);
+        let add = index_of(reducer, py_named("blocking_add")).unwrap();
+        let outer = index_of(reducer, py_named("reduce_outer")).unwrap();
+        assert_native_between(reducer, add, outer, "reduce", &text);
+
+        // Spinning in pure Python: spin_inner somewhere in its loop, under spin_outer.
+        let spinner = py_thread(&d, "spinner", &text);
+        let frames = py_frames(spinner);
+        assert!(
+            frames.len() >= 2,
+            "spinner: {} Python frames\n{text}",
+            frames.len()
+        );
+        assert_eq!(frames[0].function.as_deref(), Some("spin_inner"), "{text}");
+        let line = frames[0].line.unwrap_or(0);
+        assert!(
+            (m["spin_first"]..=m["spin_last"]).contains(&line),
+            "spinner at line {line}, expected {}..={}\n{text}",
+            m["spin_first"],
+            m["spin_last"]
+        );
+        assert_eq!(frames[1].function.as_deref(), Some("spin_outer"), "{text}");
+        assert_eq!(frames[1].line, Some(m["spin_outer"]), "{text}");
+
+        let main = py_thread(&d, "MainThread", &text);
+        assert_eq!(
+            main.tid.0, t.pid,
+            "MainThread is not the main thread\n{text}"
+        );
+        assert_innermost(main, &file, &[("main_park", m["main_park"])], &text);
+        assert_eq!(
+            py_frames(main).last().and_then(|f| f.function.as_deref()),
+            Some("<module>"),
+            "{text}"
+        );
+        check_merged_in_place(main, &text);
+
+        // The text form shows them.
+        let needle = format!("[py] lock_inner at {}:{}", file.display(), m["lock_inner"]);
+        assert!(text.contains(&needle), "text lacks {needle:?}\n{text}");
+        assert!(
+            text.contains("python \"locker\""),
+            "text lacks the Python name\n{text}"
+        );
+        assert!(
+            !d.errors.iter().any(|e| e.starts_with("python:")),
+            "python errors: {:?}\n{text}",
+            d.errors
+        );
+        // The dumper's own thread and non-Python threads carry no Python part.
+        for th in &d.threads {
+            if th.capture == CaptureStatus::Dumper {
+                assert!(th.python.is_none(), "{text}");
+            }
+        }
+    });
+}
+
+#[test]
+fn incident_workers_show_db_execute_inside_write() {
+    let file = python_example("incident.py");
+    let source = read_to_string(&file);
+    let line_of = |needle: &str| -> u32 {
+        source
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("incident.py has no line with {needle:?}")) as u32
+            + 1
+    };
+    let print_line = line_of("print(\"DEBUG sql: \"");
+    let db_call = line_of("    _db_execute(worker, request)");
+    let handle_call = line_of("        handle_request(worker, request)");
+    for_each_python(|py| {
+        let mut cmd = Command::new(&py.exe);
+        cmd.arg(&file).arg("2");
+        let mut t = Target::spawn(cmd, Preload::Yes);
+        t.wait_ready(deadline());
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        for name in ["worker-0", "worker-1"] {
+            let w = py_thread(&d, name, &text);
+            assert_innermost(
+                w,
+                &file,
+                &[
+                    ("_db_execute", print_line),
+                    ("handle_request", db_call),
+                    ("worker_main", handle_call),
+                ],
+                &text,
+            );
+            assert_eq!(w.python.as_ref().unwrap().merge, PyMerge::Merged, "{text}");
+            check_merged_in_place(w, &text);
+            // write(2) is inside _db_execute.
+            let write = index_of(w, native_containing("write")).unwrap_or_else(|| {
+                panic!("{name}: no native write frame\n{text}");
+            });
+            let db = index_of(w, py_named("_db_execute")).unwrap();
+            assert!(write < db, "{name}: write not inside _db_execute\n{text}");
+        }
+        let needle = format!("[py] _db_execute at {}:{print_line}", file.display());
+        assert!(text.contains(&needle), "text lacks {needle:?}\n{text}");
+    });
+}
+
+#[test]
+fn deep_recursion_is_read_whole_and_very_deep_recursion_is_capped_and_flagged() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        // 500 levels: every Python frame is read; on 3.8-3.10 (one C evaluator call per
+        // Python call) the native stack is truncated and the merge is partial.
+        let mut t = spawn(py, &["recurse:500"], Preload::Yes, &[]);
+        t.wait_ready(deadline());
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let r = py_thread(&d, "recurser", &text);
+        let frames = py_frames(r);
+        let recurse = frames
+            .iter()
+            .filter(|f| f.function.as_deref() == Some("recurse"))
+            .count();
+        assert_eq!(recurse, 501, "recurse frames\n{text}");
+        assert_eq!(frames[0].line, Some(m["recurse_bottom"]), "{text}");
+        assert!(
+            frames[1..501]
+                .iter()
+                .all(|f| f.line == Some(m["recurse_call"])),
+            "{text}"
+        );
+        assert_thread_bootstrap(r, &text);
+        let info = r.python.as_ref().unwrap();
+        assert!(!info.truncated, "500 levels flagged truncated\n{text}");
+        if r.truncated {
+            assert_eq!(info.merge, PyMerge::Partial, "{text}");
+            assert!(
+                info.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("native stack is truncated")),
+                "{text}"
+            );
+        } else {
+            assert_eq!(info.merge, PyMerge::Merged, "{text}");
+        }
+        check_merged_in_place(r, &text);
+        drop(t);
+
+        // 1500 levels: more than the 1024 Python frames read per thread: capped, flagged.
+        let mut t = spawn(py, &["recurse:1500"], Preload::Yes, &[]);
+        t.wait_ready(deadline());
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let r = py_thread(&d, "recurser", &text);
+        let info = r.python.as_ref().unwrap();
+        assert!(info.truncated, "1500 levels not flagged truncated\n{text}");
+        assert_eq!(info.depth, 1024, "{text}");
+        assert!(
+            info.note
+                .as_deref()
+                .is_some_and(|n| n.contains("more than 1024 Python frames")),
+            "note {:?}\n{text}",
+            info.note
+        );
+        assert_eq!(py_frames(r)[0].line, Some(m["recurse_bottom"]), "{text}");
+    });
+}
+
+#[test]
+fn more_than_a_hundred_threads_are_all_named_and_merged() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let mut t = spawn(py, &["many:150"], Preload::Yes, &[]);
+        t.wait_ready(deadline());
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        for i in 0..150 {
+            let w = py_thread(&d, &format!("many-{i}"), &text);
+            assert_innermost(w, &file, &[("many_worker", m["many_worker"])], &text);
+            assert_thread_bootstrap(w, &text);
+            assert_eq!(w.python.as_ref().unwrap().merge, PyMerge::Merged, "{text}");
+        }
+        let python_threads = d.threads.iter().filter(|t| t.python.is_some()).count();
+        assert_eq!(python_threads, 151, "{text}");
+    });
+}
+
+#[test]
+fn five_hundred_dumps_under_thread_churn() {
+    for_each_python(|py| {
+        let mut t = spawn(py, &["churn", "lock"], Preload::Yes, &[]);
+        t.wait_ready(deadline());
+        let until = Instant::now() + Duration::from_secs(120);
+        let mut with_churner = 0;
+        for i in 0..500 {
+            assert!(
+                Instant::now() < until,
+                "500 dumps took more than 120 s (at {i})\n{}",
+                t.describe()
+            );
+            let (_, d) = dump(&mut t);
+            t.assert_alive();
+            if d.threads
+                .iter()
+                .any(|th| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("churner"))
+            {
+                with_churner += 1;
+            }
+            // The parked thread is always there, whole.
+            let locker = d
+                .threads
+                .iter()
+                .find(|th| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("locker"));
+            if let Some(l) = locker {
+                assert_eq!(
+                    py_frames(l).first().and_then(|f| f.function.as_deref()),
+                    Some("lock_inner"),
+                    "dump {i}: {}",
+                    stackdump_core::render::text(&d)
+                );
+            }
+        }
+        t.assert_alive();
+        assert!(
+            with_churner > 250,
+            "the churner thread was named in only {with_churner} of 500 dumps"
+        );
+    });
+}
+
+/// The pid's trigger signal is caught (the library's handler is installed).
+fn catches_usr1(pid: i32) -> bool {
+    status_mask(pid, "SigCgt").is_some_and(|m| mask_has(m, libc::SIGUSR1))
+}
+
+#[test]
+fn dumps_during_start_up() {
+    let startup = repo_root().join("examples/python/startup");
+    let site = startup.join("sitecustomize.py");
+    let hold_line = markers(&site)["startup_hold"];
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let flag_dir = tempfile::tempdir().unwrap();
+        let flag = flag_dir.path().join("go");
+        let mut cmd = Command::new(&py.exe);
+        cmd.arg(&file)
+            .arg("lock")
+            .env("PYTHONPATH", &startup)
+            .env("STACKS_STARTUP_FILE", &flag);
+        let mut t = Target::spawn(cmd, Preload::Yes);
+        // As soon as the library catches the trigger: dumps while the interpreter starts.
+        assert!(
+            poll_until(deadline(), || catches_usr1(t.pid)),
+            "the library never installed its handler\n{}",
+            t.describe()
+        );
+        for _ in 0..3 {
+            let (_, d) = dump(&mut t);
+            assert!(!d.threads.is_empty());
+        }
+        let starting = format!("STARTING {}", t.pid);
+        assert!(
+            poll_until(deadline(), || t.stdout().contains(&starting)),
+            "no STARTING line\n{}",
+            t.describe()
+        );
+        // Held in sitecustomize, imported by site during initialization.
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let main = d.thread(stackdump_core::model::Tid(t.pid)).unwrap();
+        let frames = py_frames(main);
+        assert!(
+            frames.iter().any(|f| f.function.as_deref() == Some("hold")
+                && f.line == Some(hold_line)
+                && f.file.as_deref().is_some_and(|p| Path::new(p) == site)),
+            "main thread during start-up: no hold at sitecustomize.py:{hold_line}\n{text}"
+        );
+        std::fs::write(&flag, b"").unwrap();
+        let ready = format!("READY {}", t.pid);
+        assert!(
+            poll_until(deadline(), || t.stdout().contains(&ready)),
+            "no READY\n{}",
+            t.describe()
+        );
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let locker = py_thread(&d, "locker", &text);
+        assert_innermost(locker, &file, &[("lock_inner", m["lock_inner"])], &text);
+        t.assert_alive();
+    });
+}
+
+#[test]
+fn dumps_at_exit() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let flags = tempfile::tempdir().unwrap();
+        let go = flags.path().join("go");
+        let exit = flags.path().join("exit");
+        let mut t = spawn(
+            py,
+            &["exit", "lock", "sleep"],
+            Preload::Yes,
+            &[("STACKS_GO", &go), ("STACKS_EXIT_FILE", &exit)],
+        );
+        t.wait_ready(deadline());
+        std::fs::write(&go, b"").unwrap();
+        assert!(
+            poll_until(deadline(), || t.stdout().iter().any(|l| l == "EXITING")),
+            "no EXITING line\n{}",
+            t.describe()
+        );
+        // In the atexit handler, inside Py_FinalizeEx.
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let main = d.thread(stackdump_core::model::Tid(t.pid)).unwrap();
+        let frames = py_frames(main);
+        let names: Vec<&str> = frames
+            .iter()
+            .filter_map(|f| f.function.as_deref())
+            .collect();
+        assert!(
+            names.starts_with(&["wait_for_file", "at_exit"]),
+            "main thread at exit: {names:?}\n{text}"
+        );
+        assert_eq!(frames[1].line, Some(m["at_exit"]), "{text}");
+        // Then dump again and again while the interpreter finalizes and the process exits.
+        std::fs::write(&exit, b"").unwrap();
+        let pid = t.pid;
+        let dir = t.dump_dir();
+        let mut dumps = 0;
+        let end = deadline();
+        loop {
+            if t.exited().is_some() || Instant::now() > end {
+                break;
+            }
+            let id = REQUEST.fetch_add(1, Ordering::Relaxed);
+            if !trigger(pid, id) {
+                break;
+            }
+            let mut gone = false;
+            if let Some(p) = wait_request(&dir, pid, id, end, || {
+                gone = t.exited().is_some();
+                !gone
+            }) {
+                read_dump(&p);
+                dumps += 1;
+            }
+        }
+        let status = t
+            .exited()
+            .or_else(|| {
+                let mut s = None;
+                poll_until(deadline(), || {
+                    s = t.exited();
+                    s.is_some()
+                });
+                s
+            })
+            .unwrap_or_else(|| panic!("did not exit\n{}", t.describe()));
+        assert!(
+            status.success(),
+            "exited with {status} after {dumps} dumps during exit\n{}",
+            t.describe()
+        );
+    });
+}
+
+/// Kills a process on drop.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn a_forked_child_survives_the_trigger() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let mut t = spawn(py, &["fork", "lock"], Preload::Yes, &[]);
+        t.wait_ready(deadline());
+        let mut child = None;
+        poll_until(deadline(), || {
+            child = t
+                .stdout()
+                .iter()
+                .find_map(|l| l.strip_prefix("CHILD ")?.parse::<i32>().ok());
+            child.is_some()
+        });
+        let child = child.unwrap_or_else(|| panic!("no CHILD line\n{}", t.describe()));
+        let _guard = KillOnDrop(child);
+        // The child inherited the handler (not the dump thread): the trigger must be harmless.
+        send_signal(child, "USR1");
+        let pending =
+            |field: &str| status_mask(child, field).is_some_and(|m| mask_has(m, libc::SIGUSR1));
+        assert!(
+            poll_until(deadline(), || !pending("SigPnd") && !pending("ShdPnd")),
+            "the child never took the trigger"
+        );
+        let stat = std::fs::read(format!("/proc/{child}/stat")).expect("the child is gone");
+        let state = kproc::parse_stat(&stat).expect("stat").state;
+        assert!(
+            !matches!(state, 'Z' | 'X'),
+            "the child died (state {state})"
+        );
+        // The parent still dumps, with its Python frames.
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        let locker = py_thread(&d, "locker", &text);
+        assert_innermost(locker, &file, &[("lock_inner", m["lock_inner"])], &text);
+        t.assert_alive();
+    });
+}
+
+#[test]
+fn the_core_reads_python_stacks_from_outside_without_the_preload() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let mut t = spawn(py, &["lock", "callback"], Preload::No, &[]);
+        t.wait_ready(deadline());
+        let maps = kproc::parse_maps(&std::fs::read(t.proc_dir().join("maps")).unwrap());
+        let tids = t.tids();
+        let p = python::threads(
+            &ProcessMemory { pid: t.pid },
+            &maps,
+            &t.proc_dir().join("root"),
+            &tids,
+        )
+        .unwrap_or_else(|e| panic!("python::threads: {e}\n{}", t.describe()));
+        assert!(
+            p.interpreter
+                .starts_with(&format!("CPython {}.{}", py.major, py.minor)),
+            "{}",
+            p.interpreter
+        );
+        let locker = p
+            .threads
+            .iter()
+            .find(|th| th.name.as_deref() == Some("locker"))
+            .unwrap_or_else(|| panic!("no locker in {:#?}", p.threads));
+        assert!(
+            locker.tid.is_some_and(|tid| tids.contains(&tid)),
+            "{locker:#?}"
+        );
+        let f: Vec<(&str, Option<u32>)> = locker
+            .frames
+            .iter()
+            .map(|f| (f.function.as_str(), f.line))
+            .collect();
+        assert_eq!(
+            &f[..2],
+            &[
+                ("lock_inner", Some(m["lock_inner"])),
+                ("lock_outer", Some(m["lock_outer"]))
+            ],
+            "{f:?}"
+        );
+        let main = p
+            .threads
+            .iter()
+            .find(|th| th.name.as_deref() == Some("MainThread"))
+            .expect("MainThread");
+        assert_eq!(main.tid, Some(stackdump_core::model::Tid(t.pid)));
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+    });
+}
+
+#[test]
+fn an_interpreter_older_than_3_8_is_reported_not_read() {
+    let old: Vec<&Python> = all_pythons()
+        .iter()
+        .filter(|p| p.major == 3 && p.minor < 8 && p.minor >= 7)
+        .collect();
+    if old.is_empty() {
+        eprintln!(
+            "python tests: no CPython 3.7 on this machine: the unsupported-version test is skipped"
+        );
+        return;
+    }
+    for py in old {
+        let mut cmd = Command::new(&py.exe);
+        cmd.args([
+            "-c",
+            "import os, sys, time\nsys.stdout.write('READY %d\\n' % os.getpid())\nsys.stdout.flush()\ntime.sleep(3600)",
+        ]);
+        let mut t = Target::spawn(cmd, Preload::Yes);
+        t.wait_ready(deadline());
+        let (path, d) = dump(&mut t);
+        let text = dump_text(&path, &d);
+        assert!(
+            d.errors
+                .iter()
+                .any(|e| e.starts_with("python: CPython 3.7") && e.contains("3.8 or later")),
+            "{}: errors {:?}\n{text}",
+            py.label(),
+            d.errors
+        );
+        assert!(d.threads.iter().all(|th| th.python.is_none()));
+        t.assert_alive();
+    }
+}
