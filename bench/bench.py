@@ -1,0 +1,1387 @@
+#!/usr/bin/env python3
+"""stackdump benchmark harness (python3 standard library only). Run it through bench/run.sh.
+
+Measures, on the same targets in the same run, for N worker threads (bench/target.c):
+  - `kill -s USR1` (sent with sigqueue and a request id) until the `...-r<id>.json` appears
+    (inotify, no polling), cold (first dump of a fresh process) and warm;
+  - `stackdump dump PID` (when the CLI exists), cold and warm;
+  - `eu-stack -p PID` and `gdb -batch -ex 'thread apply all bt' -p PID`;
+  - the peak RSS of each tool (getrusage of the child, via wait4);
+  - the longest stop of the target's spinning thread during each dump (shared-memory gap meter);
+  - the RSS the preload adds to the target (idle, after the first dump, across 100 dumps),
+    the start-up cost of the preload on /bin/true, the dump thread's CPU while idle;
+  - scale: stack depth 20 vs 200, 4000/8000 threads against the default 1 s deadline, and the
+    symbolizer's memory on a large binary (python3 linking a 23 MB libpython3.11 with DWARF).
+
+Writes bench/results/latest.{json,md}, bench/plot.svg and the generated section of
+BENCHMARKS.md (between the `<!-- bench:results:begin/end -->` markers).
+"""
+import argparse
+import collections
+import ctypes
+import ctypes.util
+import datetime
+import json
+import mmap
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import statistics
+import struct
+import threading
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+
+# --------------------------------------------------------------------------------------------
+# Children: every process we start is in its own session; all are killed on any exit.
+
+_children = set()
+_children_lock = threading.Lock()
+
+
+def _register(pid):
+    with _children_lock:
+        _children.add(pid)
+
+
+def _unregister(pid):
+    with _children_lock:
+        _children.discard(pid)
+
+
+def kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def cleanup():
+    with _children_lock:
+        pids = list(_children)
+        _children.clear()
+    for pid in pids:
+        kill_group(pid)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _on_signal(signum, _frame):
+    cleanup()
+    sys.stderr.write(f"bench: interrupted by signal {signum}; every target and tool killed\n")
+    os._exit(128 + signum)
+
+
+# --------------------------------------------------------------------------------------------
+# libc: sigqueue and inotify through ctypes.
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class Sigval(ctypes.Union):
+    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
+
+
+libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, Sigval]
+libc.sigqueue.restype = ctypes.c_int
+libc.inotify_init1.argtypes = [ctypes.c_int]
+libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+
+IN_CREATE = 0x100
+IN_MOVED_TO = 0x80
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+
+def sigqueue(pid, sig, value):
+    if libc.sigqueue(pid, sig, Sigval(sival_int=value)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"sigqueue({pid}): {os.strerror(e)}")
+
+
+class DirWatch:
+    """inotify on one directory: wait for a file name to appear (created or renamed into place)."""
+
+    def __init__(self, path):
+        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(self.fd, path.encode(), IN_CREATE | IN_MOVED_TO) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
+
+    def drain(self):
+        try:
+            while os.read(self.fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait_for(self, suffix, timeout):
+        end = time.perf_counter() + timeout
+        while True:
+            left = end - time.perf_counter()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.fd], [], [], left)
+            if not r:
+                return None
+            now = time.perf_counter()
+            try:
+                buf = os.read(self.fd, 65536)
+            except BlockingIOError:
+                continue
+            off = 0
+            while off + 16 <= len(buf):
+                _wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, off)
+                name = buf[off + 16:off + 16 + length].split(b"\0", 1)[0].decode()
+                off += 16 + length
+                if name.endswith(suffix) and not name.startswith("."):
+                    return now, name
+
+    def close(self):
+        os.close(self.fd)
+
+
+# --------------------------------------------------------------------------------------------
+# The spinning thread's gap meter (see struct gap in bench/target.c).
+
+GAP_MAGIC = 0x7370696E6E657231
+
+
+class Spinner:
+    def __init__(self, path):
+        self.f = open(path, "r+b")
+        self.m = mmap.mmap(self.f.fileno(), 4096)
+        self.req = self._get(1)
+
+    def _get(self, i):
+        return struct.unpack_from("<Q", self.m, 8 * i)[0]
+
+    def ok(self):
+        return self._get(0) == GAP_MAGIC
+
+    def reset(self, timeout=2.0):
+        """Zero the maximum; returns once the spinner acknowledged (or False on timeout)."""
+        self.req += 1
+        struct.pack_into("<Q", self.m, 8, self.req)
+        end = time.perf_counter() + timeout
+        while self._get(2) != self.req:
+            if time.perf_counter() > end:
+                return False
+            time.sleep(0.0001)
+        return True
+
+    def max_gap_ms(self):
+        return self._get(3) / 1e6
+
+    def close(self):
+        self.m.close()
+        self.f.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Targets.
+
+def status_kb(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Target:
+    seq = 0
+
+    def __init__(self, work, argv, preload, lib, label, spinner=True, ready_timeout=180, extra_env=None):
+        Target.seq += 1
+        self.dir = os.path.join(work, "dumps", f"{Target.seq:04d}-{label}")
+        os.makedirs(self.dir, exist_ok=True)
+        env = dict(os.environ)
+        env.pop("LD_PRELOAD", None)
+        env["STACKDUMP_DIR"] = self.dir
+        if preload:
+            env["LD_PRELOAD"] = lib
+        env.update(extra_env or {})
+        self.gapfile = os.path.join(work, f"gap-{Target.seq:04d}") if spinner else None
+        full = list(argv) + ([self.gapfile] if self.gapfile else [])
+        self.proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        _register(self.proc.pid)
+        self.pid = None
+        line = b""
+        end = time.time() + ready_timeout
+        fd = self.proc.stdout.fileno()
+        while not line.endswith(b"\n"):
+            left = end - time.time()
+            if left <= 0:
+                self.close()
+                raise RuntimeError(f"target {full} not ready after {ready_timeout}s")
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    rc = self.proc.wait()
+                    _unregister(self.proc.pid)
+                    raise RuntimeError(f"target {full} exited with {rc} before READY")
+                line += chunk
+        m = re.match(rb"READY (\d+)", line)
+        if not m:
+            self.close()
+            raise RuntimeError(f"target said {line!r}")
+        self.pid = int(m.group(1))
+        self.spinner = Spinner(self.gapfile) if self.gapfile else None
+        if self.spinner and not self.spinner.ok():
+            raise RuntimeError("spinner not running")
+        self.watch = DirWatch(self.dir)
+        self.next_id = 1
+
+    def rss_kb(self):
+        return status_kb(self.pid, "VmRSS")
+
+    def hwm_kb(self):
+        return status_kb(self.pid, "VmHWM")
+
+    def clear_dumps(self):
+        for e in os.scandir(self.dir):
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
+
+    def close(self):
+        if self.proc.poll() is None:
+            kill_group(self.proc.pid)
+            self.proc.wait()
+        _unregister(self.proc.pid)
+        if getattr(self, "spinner", None):
+            self.spinner.close()
+        if getattr(self, "watch", None):
+            self.watch.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.gapfile:
+            try:
+                os.unlink(self.gapfile)
+            except OSError:
+                pass
+
+
+def json_summary(path):
+    with open(path) as f:
+        d = json.load(f)
+    cap = d.get("capture", {})
+    statuses = collections.Counter(
+        t.get("capture") if isinstance(t.get("capture"), str) else json.dumps(t.get("capture"))
+        for t in d.get("threads", []))
+    frames = [len(t.get("frames", [])) for t in d.get("threads", []) if t.get("capture") == "ok"]
+    truncated = sum(1 for t in d.get("threads", []) if t.get("truncated"))
+    return {
+        "duration_us": cap.get("duration_us"),
+        "phases_us": cap.get("phases_us", {}),
+        "threads": cap.get("threads"),
+        "captured": cap.get("captured"),
+        "method": cap.get("method"),
+        "statuses": dict(statuses),
+        "frames_median": statistics.median(frames) if frames else 0,
+        "truncated": truncated,
+        "errors": d.get("errors", [])[:5],
+        "json_bytes": os.path.getsize(path),
+    }
+
+
+def kill_dump(t, timeout=60.0, parse=True):
+    """Trigger with sigqueue(USR1, id); wall time until ...-r<id>.json is in place."""
+    rid = t.next_id
+    t.next_id += 1
+    t.watch.drain()
+    if t.spinner:
+        t.spinner.reset()
+    t0 = time.perf_counter()
+    sigqueue(t.pid, signal.SIGUSR1, rid)
+    got = t.watch.wait_for(f"-r{rid}.json", timeout)
+    gap = t.spinner.max_gap_ms() if t.spinner else None
+    if got is None:
+        return {"wall_ms": None, "gap_ms": gap, "error": f"no -r{rid}.json within {timeout}s"}
+    wall = (got[0] - t0) * 1000
+    res = {"wall_ms": wall, "gap_ms": gap}
+    if parse:
+        try:
+            res.update(json_summary(os.path.join(t.dir, got[1])))
+        except (OSError, ValueError) as e:
+            res["error"] = f"cannot read {got[1]}: {e}"
+    t.clear_dumps()
+    return res
+
+
+RUNNER = None  # bench/runner.c, built by run.sh
+
+
+def run_tool(argv, timeout=120, spinner=None, env=None):
+    """Run a tool to completion through bench/runner: wall time (measured by the runner, from
+    fork to wait4), peak RSS (the tool's rusage), exit status, and the spinner's longest gap."""
+    if spinner:
+        spinner.reset()
+    p = subprocess.Popen([RUNNER, str(int(timeout))] + list(argv), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         start_new_session=True, env=env)
+    _register(p.pid)
+    try:
+        out, _ = p.communicate(timeout=timeout + 30)  # the runner kills the tool at `timeout`
+    except subprocess.TimeoutExpired:
+        kill_group(p.pid)
+        p.wait()
+        out = b""
+    kill_group(p.pid)  # anything the tool left behind in its process group
+    _unregister(p.pid)
+    gap = spinner.max_gap_ms() if spinner else None
+    try:
+        wall_ns, rss_kb, status, timed_out = (int(x) for x in out.split())
+    except ValueError:
+        return {"wall_ms": None, "gap_ms": gap, "error": f"runner failed ({p.returncode})"}
+    rc = os.waitstatus_to_exitcode(status)
+    res = {"wall_ms": wall_ns / 1e6, "rss_kb": rss_kb, "rc": rc, "gap_ms": gap}
+    if timed_out:
+        res["error"] = f"timed out after {timeout}s (killed)"
+        res["wall_ms"] = None
+    elif rc != 0:
+        res["error"] = f"exit status {rc}"
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and formatting.
+
+def stats(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def fmt(s, unit="", digits=None, scale=1.0):
+    if not s:
+        return "n/a"
+    def f(v):
+        v = v * scale
+        d = digits if digits is not None else (0 if v >= 100 else 1 if v >= 10 else 2)
+        return f"{v:.{d}f}"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return f"{f(s['median'])}{unit}"
+    return f"{f(s['median'])}{unit} ({f(s['min'])}–{f(s['max'])})"
+
+
+def log(msg):
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def cpu_busy(seconds=1.0):
+    """Percent of all CPUs busy over `seconds` (from /proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = snap()
+    time.sleep(seconds)
+    t1, i1 = snap()
+    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark.
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = args.work
+        self.lib = args.lib
+        self.cli = args.cli if args.cli and os.access(args.cli, os.X_OK) else None
+        self.target = args.target
+        self.runs = args.runs
+        self.env_tools = dict(os.environ)
+        self.env_tools.pop("LD_PRELOAD", None)
+        self.env_tools["DEBUGINFOD_URLS"] = ""  # never fetch debug info over the network
+        self.r = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                  "mode": "quick" if args.quick else "full", "runs": self.runs,
+                  "cells": {}, "load": {"before": loadavg()},
+                  "cpu_busy_at_start": os.environ.get("BENCH_CPU_BUSY")}
+        self.cli_works = None
+        self.quiet_budget = 600.0  # seconds we may spend waiting for other work to finish
+
+    def wait_quiet(self, what):
+        """With --wait-quiet: before a cell, wait (bounded) until the CPUs are idle."""
+        if not self.args.wait_quiet:
+            return None
+        t0 = time.time()
+        busy = cpu_busy()
+        while busy > 15 and self.quiet_budget > 0:
+            if int(time.time() - t0) % 30 == 0:
+                log(f"{what}: CPUs {busy:.0f}% busy (load {' '.join(loadavg())}); waiting")
+            time.sleep(2)
+            busy = cpu_busy()
+            self.quiet_budget -= 3
+        return round(busy)
+
+    # commands ------------------------------------------------------------------------------
+    def cmd_eu(self, pid):
+        return ["eu-stack", "-p", str(pid)]
+
+    def cmd_gdb(self, pid):
+        return ["gdb", "-batch", "-ex", "thread apply all bt", "-p", str(pid)]
+
+    def cmd_cli(self, pid):
+        return [self.cli, "dump", str(pid)]
+
+    def start(self, n, depth=20, preload=True, label="t", spinner=True, extra_env=None):
+        return Target(self.work, [self.target, str(n), str(depth)], preload, self.lib,
+                      f"{label}-n{n}-d{depth}{'-pre' if preload else ''}", spinner=spinner,
+                      ready_timeout=240, extra_env=extra_env)
+
+    def pinned(self, n, depth, external):
+        """The spinner alone on the last CPU; the target's other threads, this harness and the
+        tools on the other CPUs: the gaps are then what stops the thread itself (handlers,
+        ptrace), not the competition for a CPU with the dump thread or the tool."""
+        R = self.runs
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        rest = set(cpus[:-1])
+        old = os.sched_getaffinity(0)
+        t = self.start(n, depth, label="pinned", extra_env={"BENCH_PIN_SPINNER": "1"})
+        out = {"spinner_cpu": cpus[-1], "others": sorted(rest)}
+        try:
+            os.sched_setaffinity(0, rest)
+            noise = []
+            for _ in range(R):
+                t.spinner.reset()
+                time.sleep(0.2)
+                noise.append(t.spinner.max_gap_ms())
+            out["noise_gap_ms"] = stats(noise)
+            kill_dump(t)
+            runs = [kill_dump(t, parse=False) for _ in range(R)]
+            out["kill"] = {"gap_ms": stats([x.get("gap_ms") for x in runs]),
+                           "wall_ms": stats([x.get("wall_ms") for x in runs])}
+            tools = []
+            if self.cli:
+                tools.append(("cli", self.cmd_cli))
+            if external:
+                tools.append(("eu-stack", self.cmd_eu))
+            for name, cmd in tools:
+                runs = [run_tool(cmd(t.pid), spinner=t.spinner, env=self.env_tools) for _ in range(R)]
+                out[name] = {"gap_ms": stats([x.get("gap_ms") for x in runs]),
+                             "wall_ms": stats([x.get("wall_ms") for x in runs])}
+                t.clear_dumps()
+        finally:
+            os.sched_setaffinity(0, old)
+            t.close()
+        return out
+
+    # machine -------------------------------------------------------------------------------
+    def machine(self):
+        cpu = "?"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        mem = status = None
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split()[1]
+
+        def out(cmd):
+            try:
+                return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
+            except (OSError, subprocess.TimeoutExpired):
+                return "?"
+        fs = out(["df", "-T", self.work]).splitlines()
+        git = out(["git", "-C", ROOT, "describe", "--always", "--dirty"])
+        dirty = out(["git", "-C", ROOT, "status", "--short", "--", "src", "dumper", "injector"])
+        self.r["machine"] = {
+            "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "glibc": " ".join(platform.libc_ver()),
+            "mem_gib": round(int(mem) / 1024 / 1024, 1),
+            "fs_of_dump_dir": fs[-1].split()[1] if len(fs) > 1 else "?",
+            "eu_stack": out(["eu-stack", "--version"]).splitlines()[0:1],
+            "gdb": out(["gdb", "--version"]).splitlines()[0:1],
+            "python": platform.python_version(),
+            "git": git, "uncommitted_sources": dirty.splitlines(),
+            "lib_bytes": os.path.getsize(self.lib),
+            "lib_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(self.lib), datetime.timezone.utc).isoformat()[:19] + "Z",
+            "build_note": os.environ.get("BENCH_BUILD_NOTE", ""),
+        }
+
+    # baseline costs ------------------------------------------------------------------------
+    def spawn_overhead(self):
+        xs = [run_tool(["/bin/true"])["wall_ms"] for _ in range(max(10, self.runs * 2))]
+        self.r["spawn_overhead_ms"] = stats(xs)
+
+    def startup(self):
+        """/bin/true with and without the preload, interleaved; median wall time of each."""
+        n = self.args.startup_runs
+        base = dict(os.environ)
+        base.pop("LD_PRELOAD", None)
+        pre = dict(base, LD_PRELOAD=self.lib, STACKDUMP_DIR=self.work)
+        times = {"without": [], "with": []}
+
+        def once(env):
+            t0 = time.perf_counter()
+            pid = os.posix_spawn("/bin/true", ["/bin/true"], env)
+            os.waitpid(pid, 0)
+            return (time.perf_counter() - t0) * 1000
+        for _ in range(5):
+            once(base), once(pre)
+        for i in range(n):
+            order = [("without", base), ("with", pre)] if i % 2 == 0 else [("with", pre), ("without", base)]
+            for k, env in order:
+                times[k].append(once(env))
+        w, wo = stats(times["with"]), stats(times["without"])
+        self.r["startup"] = {"runs": n, "with_ms": w, "without_ms": wo,
+                             "added_ms": w["median"] - wo["median"]}
+        log(f"startup /bin/true: without {wo['median']:.3f} ms, with {w['median']:.3f} ms")
+
+    def idle_cpu(self):
+        """CPU used by a preloaded, idle target (no spinner) over a few seconds."""
+        secs = 1.0 if self.args.quick else 3.0
+        t = self.start(10, spinner=False, label="idle")
+        try:
+            def ticks():
+                with open(f"/proc/{t.pid}/stat") as f:
+                    s = f.read()
+                fields = s[s.rindex(")") + 2:].split()
+                return int(fields[11]) + int(fields[12])
+
+            def dumper_switches():
+                for tid in os.listdir(f"/proc/{t.pid}/task"):
+                    try:
+                        with open(f"/proc/{t.pid}/task/{tid}/comm") as f:
+                            if f.read().strip() == "stackdump":
+                                with open(f"/proc/{t.pid}/task/{tid}/status") as g:
+                                    return sum(int(l.split()[1]) for l in g if "ctxt_switches" in l)
+                    except OSError:
+                        pass
+                return None
+            time.sleep(0.3)
+            a, sa = ticks(), dumper_switches()
+            time.sleep(secs)
+            b, sb = ticks(), dumper_switches()
+            self.r["idle_cpu"] = {"seconds": secs, "ticks": b - a,
+                                  "dumper_thread_switches": None if sa is None or sb is None else sb - sa}
+        finally:
+            t.close()
+
+    # one N ---------------------------------------------------------------------------------
+    def cell(self, n, depth=20, external=True, gdb=True, rss_series=False, tag=None):
+        R = self.runs
+        key = tag or f"{n}"
+        c = {"n": n, "depth": depth, "tools": {}, "rss_kb": {}}
+        c["cpu_busy_before"] = self.wait_quiet(f"N={n} depth={depth}")
+        self.r["cells"][key] = c
+        log(f"N={n} depth={depth}: cold dumps in {R} fresh targets")
+        base_rss, idle_rss, first_rss, first_hwm, idle_hwm = [], [], [], [], []
+        first_anon, first_file, idle_anon_file = [], [], []
+        kill_cold, kill_warm, cli_cold, cli_warm, noise = [], [], [], [], []
+        if depth == 20:
+            for i in range(R):
+                t = self.start(n, depth, preload=False, label="base")
+                time.sleep(0.2)
+                base_rss.append(t.rss_kb())
+                t.close()
+        for i in range(R):
+            t = self.start(n, depth, label="cold")
+            try:
+                time.sleep(0.2)
+                idle_rss.append(t.rss_kb())
+                idle_hwm.append(t.hwm_kb())
+                idle_anon, idle_file = status_kb(t.pid, "RssAnon"), status_kb(t.pid, "RssFile")
+                kill_cold.append(kill_dump(t))
+                first_rss.append(t.rss_kb())
+                first_hwm.append(t.hwm_kb())
+                first_anon.append(status_kb(t.pid, "RssAnon"))
+                first_file.append(status_kb(t.pid, "RssFile"))
+                idle_anon_file.append((idle_anon, idle_file))
+                if i == 0 and rss_series:
+                    c["rss_series"] = self.rss_series(t, rss_series)
+            finally:
+                t.close()
+            if self.cli:
+                t = self.start(n, depth, label="clicold")
+                try:
+                    cli_cold.append(run_tool(self.cmd_cli(t.pid), spinner=t.spinner, env=self.env_tools))
+                finally:
+                    t.close()
+        log(f"N={n} depth={depth}: warm dumps, eu-stack, gdb on one target")
+        t = self.start(n, depth, label="warm")
+        try:
+            time.sleep(0.2)
+            for _ in range(R):
+                t.spinner.reset()
+                time.sleep(0.2)
+                noise.append(t.spinner.max_gap_ms())
+            kill_dump(t)  # make it warm
+            for _ in range(R):
+                kill_warm.append(kill_dump(t))
+            if self.cli:
+                run_tool(self.cmd_cli(t.pid), env=self.env_tools)
+                for _ in range(R):
+                    cli_warm.append(run_tool(self.cmd_cli(t.pid), spinner=t.spinner, env=self.env_tools))
+                t.clear_dumps()
+            eu, gd = [], []
+            if external:
+                for _ in range(R):
+                    eu.append(run_tool(self.cmd_eu(t.pid), spinner=t.spinner, env=self.env_tools))
+                if gdb:
+                    for _ in range(R):
+                        gd.append(run_tool(self.cmd_gdb(t.pid), spinner=t.spinner, env=self.env_tools))
+        finally:
+            t.close()
+
+        def summarize(cold, warm, tool_rss=True):
+            out = {}
+            for name, runs in (("cold", cold), ("warm", warm)):
+                if not runs:
+                    continue
+                out[name] = {
+                    "wall_ms": stats([x.get("wall_ms") for x in runs]),
+                    "gap_ms": stats([x.get("gap_ms") for x in runs]),
+                    "errors": [x["error"] for x in runs if "error" in x],
+                }
+                if tool_rss:
+                    out[name]["rss_kb"] = stats([x.get("rss_kb") for x in runs])
+                if runs and "duration_us" in runs[0]:
+                    out[name]["duration_ms"] = stats([x.get("duration_us", 0) / 1000 for x in runs])
+                    phases = collections.defaultdict(list)
+                    for x in runs:
+                        for k, v in (x.get("phases_us") or {}).items():
+                            phases[k].append(v / 1000)
+                    out[name]["phases_ms"] = {k: stats(v) for k, v in phases.items()}
+                    out[name]["captured"] = [(x.get("captured"), x.get("threads")) for x in runs]
+                    out[name]["statuses"] = runs[-1].get("statuses")
+                    out[name]["method"] = runs[-1].get("method")
+                    out[name]["frames_median"] = runs[-1].get("frames_median")
+                    out[name]["truncated"] = [x.get("truncated") for x in runs]
+                    out[name]["json_bytes"] = runs[-1].get("json_bytes")
+                    out[name]["dump_errors"] = runs[-1].get("errors")
+            return out
+        c["tools"]["kill"] = summarize(kill_cold, kill_warm, tool_rss=False)
+        if self.cli:
+            c["tools"]["cli"] = summarize(cli_cold, cli_warm)
+            c["tools"]["cli"]["rc"] = [x.get("rc") for x in cli_cold + cli_warm]
+        if external:
+            c["tools"]["eu-stack"] = summarize([], eu)
+            if gdb:
+                c["tools"]["gdb"] = summarize([], gd)
+        c["noise_gap_ms"] = stats(noise)
+        c["load"] = loadavg()
+        log(f"N={n} depth={depth}: pinned spinner")
+        c["pinned"] = self.pinned(n, depth, external) if depth == 20 else None
+        c["rss_kb"] = {"no_preload": stats(base_rss), "preload_idle": stats(idle_rss),
+                       "after_first_dump": stats(first_rss), "hwm_idle": stats(idle_hwm),
+                       "hwm_after_first_dump": stats(first_hwm),
+                       "anon_idle": stats([a for a, _ in idle_anon_file]),
+                       "file_idle": stats([f for _, f in idle_anon_file]),
+                       "anon_after_first_dump": stats(first_anon), "file_after_first_dump": stats(first_file)}
+        kw = c["tools"]["kill"].get("warm", {}).get("wall_ms")
+        log(f"N={n} depth={depth}: kill warm {fmt(kw, ' ms')}; "
+            + ", ".join(f"{k} {fmt(v.get('warm', {}).get('wall_ms'), ' ms')}"
+                        for k, v in c["tools"].items() if k != "kill"))
+        return c
+
+    def rss_series(self, t, count):
+        """VmRSS after each of `count` dumps in a row (each sent after the previous appeared)."""
+        series = [(1, t.rss_kb())]
+        for i in range(1, count):  # the cold dump was #1
+            res = kill_dump(t, parse=False)
+            if res.get("wall_ms") is None:
+                series.append((i + 1, None))
+                break
+            if (i + 1) % (10 if count <= 100 else 20) == 0 or i + 1 in (2, 5, 10):
+                series.append((i + 1, t.rss_kb()))
+        return {"count": count, "rss_kb": series, "hwm_kb": t.hwm_kb()}
+
+    # scale ---------------------------------------------------------------------------------
+    def deadline_scan(self, plan):
+        """Many threads against the default 1 s capture deadline. `plan`: (mode, [N...]) where
+        mode is the target's STACKDUMP_CAPTURE (`auto`: threads blocked in a system call are
+        copied without a signal; `signal`: every thread gets the capture signal, the path the
+        deadline is for)."""
+        out = {}
+        for mode, ns, deadline in plan:
+            for n in ns:
+                log(f"deadline scan: STACKDUMP_CAPTURE={mode} N={n} deadline {deadline or 'default'}")
+                env = {"STACKDUMP_CAPTURE": mode}
+                if deadline:
+                    env["STACKDUMP_DEADLINE_MS"] = str(deadline)
+                t = self.start(n, 20, label=f"big-{mode}", extra_env=env)
+                try:
+                    runs = [kill_dump(t, timeout=120) for _ in range(3)]
+                    out[f"{mode}/{n}" + (f"/{deadline}ms" if deadline else "")] = {
+                        "mode": mode + (f", STACKDUMP_DEADLINE_MS={deadline}" if deadline else ""), "n": n,
+                        "runs": [{k: x.get(k) for k in ("wall_ms", "gap_ms", "duration_us", "phases_us",
+                                                         "threads", "captured", "statuses", "json_bytes",
+                                                         "method", "error")} for x in runs],
+                        "rss_after_kb": t.rss_kb(),
+                    }
+                finally:
+                    t.close()
+                self.r["deadline_scan"] = out
+                self.save()
+
+    def python_large(self):
+        """Symbolizer memory on a big binary: python3 linking libpython3.11.so (23 MB, DWARF)."""
+        py = self.args.python
+        if not py:
+            return
+        script = ("import os,threading,time\n"
+                  "def deep(n):\n"
+                  "    if n == 0:\n"
+                  "        time.sleep(100000)\n"
+                  "    deep(n - 1)\n"
+                  "for i in range(10):\n"
+                  "    threading.Thread(target=deep, args=(20,), daemon=True).start()\n"
+                  "time.sleep(0.5)\n"
+                  "print('READY', os.getpid(), flush=True)\n"
+                  "time.sleep(100000)\n")
+        res = {"python": py, "libpython": self.args.libpython,
+               "libpython_bytes": os.path.getsize(self.args.libpython) if self.args.libpython else None}
+        for preload in (False, True):
+            t = Target(self.work, [py, "-c", script], preload, self.lib,
+                       f"py{'-pre' if preload else ''}", spinner=False, ready_timeout=60)
+            try:
+                time.sleep(0.3)
+                if not preload:
+                    res["rss_no_preload_kb"] = t.rss_kb()
+                    continue
+                res["rss_idle_kb"] = t.rss_kb()
+                res["anon_idle_kb"] = status_kb(t.pid, "RssAnon")
+                res["file_idle_kb"] = status_kb(t.pid, "RssFile")
+                cold = kill_dump(t)
+                res["cold"] = {k: cold.get(k) for k in ("wall_ms", "duration_us", "phases_us", "captured", "threads")}
+                res["rss_after_first_kb"] = t.rss_kb()
+                res["anon_after_first_kb"] = status_kb(t.pid, "RssAnon")
+                res["file_after_first_kb"] = status_kb(t.pid, "RssFile")
+                warm = [kill_dump(t) for _ in range(self.runs)]
+                res["warm_wall_ms"] = stats([x.get("wall_ms") for x in warm])
+                res["rss_after_warm_kb"] = t.rss_kb()
+                res["hwm_kb"] = t.hwm_kb()
+            finally:
+                t.close()
+        self.r["python_large"] = res
+        log(f"python: RSS idle {res.get('rss_idle_kb')} kB -> after first dump {res.get('rss_after_first_kb')} kB")
+
+    # profile -------------------------------------------------------------------------------
+    PROFILE_KEYS = [
+        ("whole dump (DumpThread::dump)", r"stackdump::capture::DumpThread::dump$"),
+        ("phase 0: TaskReader::kernel_view", r"TaskReader::kernel_view$"),
+        ("  open() of /proc files", r"^do_sys_openat2$"),
+        ("  read() of /proc files", r"^ksys_read$"),
+        ("  close()", r"^__x64_sys_close$|^__fput$"),
+        ("  kernel: /proc/TID/status", r"^proc_pid_status$"),
+        ("  kernel: /proc/TID/stat", r"^do_task_stat$"),
+        ("  kernel: /proc/TID/stack", r"^proc_pid_stack$"),
+        ("  kernel: /proc/TID/wchan", r"^proc_pid_wchan$"),
+        ("  kernel: /proc/TID/syscall", r"^proc_pid_syscall$"),
+        ("  kernel: path lookup", r"^path_openat$"),
+        ("maps: parse_maps", r"parse_maps$"),
+        ("modules: Modules::sync", r"Modules::sync$"),
+        ("phase 1: capture_stacks", r"DumpThread::capture_stacks$"),
+        ("phase 1: copy of blocked threads' stacks", r"DumpThread::copy_blocked$|DumpThread::capture_blocked$"),
+        ("  kernel: process_vm_readv", r"^process_vm_rw$|^__x64_sys_process_vm_readv$"),
+        ("phase 2: Modules::unwind", r"Modules::unwind$"),
+        ("phase 3: Symbolizer::frames", r"Symbolizer::frames$"),
+        ("  backtrace::resolve", r"backtrace::symbolize::resolve_unsynchronized$|backtrace::symbolize::gimli::resolve$"),
+        ("  fd targets (resolve_fd)", r"resolve_fd$"),
+        ("diagnose::run", r"stackdump::diagnose::run$"),
+        ("render text", r"stackdump_core::render::text$|stackdump_core::render::thread$"),
+        ("serialize JSON", r"serde_json::ser::to_vec_pretty|serialize_entry<.*Vec<stackdump_core::model::Thread"),
+        ("write files (sink::write)", r"stackdump::sink::write$"),
+        ("  fsync", r"^vfs_fsync_range$|^ext4_sync_file$"),
+        ("  write()", r"^ksys_write$"),
+        ("malloc/free (self)", r"^malloc$|^_int_malloc$|^_int_free$|^cfree|^free$|^realloc$|^malloc_consolidate$|^dlmalloc::"),
+        ("  of which the allocator's mutex (self)", r"^pthread_mutex_lock|^__GI___pthread_mutex_unlock|^__pthread_mutex_unlock|^dlmalloc::global::lock"),
+    ]
+
+    def profile(self, n, warm=5):
+        """perf record (DWARF call graphs) of the dump thread only, cold then warm dumps; on-CPU
+        milliseconds per dump for the functions that make up each phase."""
+        if not shutil.which("perf"):
+            self.r["profile"] = {"error": "perf not installed"}
+            return
+        t = self.start(n, 20, spinner=False, label="prof")
+        out = {"n": n, "warm_dumps": warm}
+        try:
+            tid = None
+            for d in os.listdir(f"/proc/{t.pid}/task"):
+                with open(f"/proc/{t.pid}/task/{d}/comm") as f:
+                    if f.read().strip() == "stackdump":
+                        tid = int(d)
+            if tid is None:
+                raise RuntimeError("no stackdump thread")
+            for phase, k in (("cold", 1), ("warm", warm)):
+                data = os.path.join(self.work, f"perf-{n}-{phase}.data")
+                p = subprocess.Popen(["perf", "record", "-q", "-F", "1999", "--call-graph", "dwarf,32768",
+                                      "-t", str(tid), "-o", data], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                _register(p.pid)
+                time.sleep(1.0)
+                runs = [kill_dump(t) for _ in range(k)]
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    kill_group(p.pid)
+                    p.wait()
+                _unregister(p.pid)
+                rep = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "symbol", "--stdio",
+                                      "-g", "none", "--percent-limit", "0.3"],
+                                     capture_output=True, text=True, timeout=600).stdout
+                total_ns = None
+                rows = []
+                for line in rep.splitlines():
+                    m = re.match(r"# Event count \(approx\.\): (\d+)", line)
+                    if m:
+                        total_ns = int(m.group(1))
+                    m = re.match(r"\s+([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*?)\s*$", line)
+                    if m:
+                        name = re.split(r"\s{2,}", m.group(3).strip())[0]
+                        name = re.sub(r" \(inlined\)$", "", name)
+                        rows.append((float(m.group(1)), float(m.group(2)), name))
+                if not total_ns:
+                    out[phase] = {"error": "no samples"}
+                    continue
+                per = total_ns / 1e6 / k / 100.0
+                keys = []
+                for label, rx in self.PROFILE_KEYS:
+                    hits = [r for r in rows if re.search(rx, r[2])]
+                    ms = sum(r[0] for r in hits) * per if hits else 0.0
+                    if label.startswith("malloc") or "(self)" in label:
+                        ms = sum(r[1] for r in hits) * per
+                    elif hits:
+                        ms = max(r[0] for r in hits) * per  # nested matches: the outermost
+                    keys.append((label, round(ms, 2)))
+                top_self = sorted(rows, key=lambda r: -r[1])[:15]
+                out[phase] = {
+                    "on_cpu_ms_per_dump": round(total_ns / 1e6 / k, 1),
+                    "wall_ms": stats([x.get("wall_ms") for x in runs]),
+                    "duration_ms": stats([(x.get("duration_us") or 0) / 1000 for x in runs]),
+                    "phases_ms": {p2: stats([(x.get("phases_us") or {}).get(p2, 0) / 1000 for x in runs])
+                                  for p2 in (runs[0].get("phases_us") or {})},
+                    "keys": keys,
+                    "top_self": [(name, round(s2 * per, 2)) for _, s2, name in top_self],
+                }
+                if self.args.keep_perf:
+                    with open(os.path.join(BENCH, "results", f"perf-{n}-{phase}.txt"), "w") as f:
+                        f.write(rep)
+                os.unlink(data)
+        finally:
+            t.close()
+        self.r["profile"] = out
+        log(f"profile N={n}: done")
+
+    # all -----------------------------------------------------------------------------------
+    def run(self):
+        a = self.args
+        self.machine()
+        log(f"machine: {self.r['machine']['cpu']}, {self.r['machine']['nproc']} CPUs, load {loadavg()}")
+        if self.cli:
+            t = self.start(3, label="clicheck")
+            try:
+                res = run_tool(self.cmd_cli(t.pid), env=self.env_tools, timeout=30)
+                self.cli_works = res.get("rc") == 0
+            finally:
+                t.close()
+            if not self.cli_works:
+                log(f"stackdump dump does not work yet ({res.get('error')}): column n/a")
+                self.r["cli_error"] = res.get("error")
+                self.cli = None
+        self.r["cli"] = bool(self.cli)
+        self.wait_quiet("start-up")
+        self.spawn_overhead()
+        self.startup()
+        self.idle_cpu()
+        for n in a.threads:
+            self.cell(n, rss_series=a.rss_series.get(n, 0))
+            self.save()
+        if not a.quick and not a.cells_only:
+            for n in a.depth_threads:
+                self.cell(n, depth=200, gdb=n <= a.depth_gdb_max, tag=f"{n}-d200")
+                self.save()
+            self.wait_quiet("deadline scan")
+            self.deadline_scan([("signal", [1000, 2000, 4000, 8000], None), ("auto", [4000, 8000], None),
+                                ("signal", [8000], 100)])
+            self.save()
+            self.wait_quiet("python")
+            self.python_large()
+            self.save()
+            if not a.no_profile:
+                self.wait_quiet("profile")
+                self.profile(1000)
+        self.r["load"]["after"] = loadavg()
+        self.r["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        self.save()
+
+    def save(self):
+        os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
+        tmp = os.path.join(BENCH, "results", ".results.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.r, f, indent=1)
+        os.replace(tmp, self.args.out_json)
+
+
+# --------------------------------------------------------------------------------------------
+# Report: markdown tables, budgets, plot.
+
+TOOLS = [("kill", "`kill -s USR1` → .json"), ("cli", "`stackdump dump PID`"),
+         ("eu-stack", "`eu-stack -p PID`"), ("gdb", "`gdb -batch -ex 'thread apply all bt' -p PID`")]
+
+
+TOOLNAMES = {"kill": "kill → .json", "cli": "stackdump dump", "eu-stack": "eu-stack", "gdb": "gdb"}
+
+
+def rfmt(x):
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
+def median_of(s):
+    return s["median"] if s else None
+
+
+def report(r):
+    L = []
+    m = r["machine"]
+    L.append(f"Run: {r['started'][:19]}Z, mode `{r['mode']}`, {r['runs']} runs per cell; "
+             + (f"CPUs {r['cpu_busy_at_start']}% busy just before the run; " if r.get("cpu_busy_at_start") else "")
+             + f"load average before {' '.join(r['load']['before'])}, after {' '.join(r['load'].get('after', ['?']))}.")
+    L.append("")
+    L.append(f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, kernel {m['kernel']}, "
+             f"{m['glibc']}, dump directory on {m['fs_of_dump_dir']}; "
+             f"{(m['eu_stack'] or ['?'])[0]}; {(m['gdb'] or ['?'])[0]}; "
+             f"source `{m['git']}`"
+             + (f" (uncommitted: {', '.join(x.split()[-1] for x in m['uncommitted_sources'])})" if m['uncommitted_sources'] else "")
+             + f"; libstackdump.so {m['lib_bytes'] / 1e6:.1f} MB built {m.get('lib_mtime', '?')}"
+             + (f" (**{m['build_note']}**)" if m.get("build_note") else "") + ".")
+    L.append("")
+    so = r.get("spawn_overhead_ms")
+    L.append(f"Tools are timed by `bench/runner` from fork to wait4; running `/bin/true` that way takes {fmt(so, ' ms')}, "
+             "which is included in the wall times of the CLI, eu-stack and gdb (the `kill` row is a sigqueue from the harness "
+             "and the inotify event of the .json). Peak RSS is the tool's own `ru_maxrss` (forked from the ~1 MB runner).")
+    L.append("")
+    for key, c in r["cells"].items():
+        n, depth = c["n"], c["depth"]
+        L.append(f"### {n} threads, depth {depth}" + (f" (load average {' '.join(c['load'])} at the end"
+                                                       + (f"; CPUs {c['cpu_busy_before']}% busy at the start" if c.get("cpu_busy_before") is not None else "")
+                                                       + ")" if c.get("load") else ""))
+        L.append("")
+        L.append("| tool | cold wall ms | warm wall ms | longest stop ms (warm) | peak RSS of tool | eu-stack ÷ this | gdb ÷ this |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        eu = median_of(c["tools"].get("eu-stack", {}).get("warm", {}).get("wall_ms"))
+        gd = median_of(c["tools"].get("gdb", {}).get("warm", {}).get("wall_ms"))
+        for tool, label in TOOLS:
+            x = c["tools"].get(tool)
+            if x is None:
+                if tool == "cli" and not r.get("cli"):
+                    L.append(f"| {label} | n/a (not built yet) | | | | | |")
+                continue
+            cold, warm = x.get("cold", {}), x.get("warm", {})
+            w = median_of(warm.get("wall_ms"))
+            cw = median_of(cold.get("wall_ms"))
+
+            def ratio(ref):
+                if not ref or not w:
+                    return "–"
+                s = f"{rfmt(ref / w)}×"
+                if cw and tool in ("kill", "cli"):
+                    s += f" (cold {rfmt(ref / cw)}×)"
+                return s
+            rss = warm.get("rss_kb") or cold.get("rss_kb")
+            rss_s = fmt(rss, " MiB", scale=1 / 1024) if rss else "– (signal only)"
+            gaps = warm.get("gap_ms")
+            gap_s = fmt(gaps, "")
+            if cold.get("gap_ms"):
+                gap_s += f"; cold {fmt(cold.get('gap_ms'), '')}"
+            cold_s = fmt(cold.get("wall_ms")) if cold else "– (no state kept)"
+            errs = (warm.get("errors") or []) + (cold.get("errors") or [])
+            note = f" ⚠ {len(errs)} failed: {errs[0]}" if errs else ""
+            L.append(f"| {label} | {cold_s} | {fmt(warm.get('wall_ms'))}{note} | {gap_s} | {rss_s} | "
+                     f"{ratio(eu) if tool != 'eu-stack' else '1'} | {ratio(gd) if tool != 'gdb' else '1'} |")
+        L.append("")
+        k = c["tools"]["kill"]
+        for name in ("cold", "warm"):
+            kk = k.get(name)
+            if not kk or not kk.get("phases_ms"):
+                continue
+            ph = ", ".join(f"{p} {fmt(s)}" for p, s in kk["phases_ms"].items())
+            cap = kk.get("captured") or []
+            caps = sorted(set(f"{a}/{b}" for a, b in cap))
+            L.append(f"- stackdump {name} (ms, median (min–max)): in-process duration {fmt(kk.get('duration_ms'))} = {ph}; "
+                     f"stacks captured {', '.join(caps)} (method `{kk.get('method')}`; {kk.get('frames_median')} frames per "
+                     f"stack; truncated {max(kk.get('truncated') or [0])}); JSON {kk.get('json_bytes', 0) / 1e6:.1f} MB.")
+        rs = c["rss_kb"]
+        if rs.get("no_preload"):
+            added = median_of(rs["preload_idle"]) - median_of(rs["no_preload"])
+            L.append(f"- target VmRSS (MiB): without preload {fmt(rs['no_preload'], scale=1 / 1024)}, "
+                     f"with preload idle {fmt(rs['preload_idle'], scale=1 / 1024)} (**+{added / 1024:.2f} MiB**), "
+                     f"after the first dump {fmt(rs['after_first_dump'], scale=1 / 1024)} "
+                     + (f"(anonymous {median_of(rs['anon_idle']) / 1024:.1f} → {median_of(rs['anon_after_first_dump']) / 1024:.1f}, "
+                        f"file-backed {median_of(rs['file_idle']) / 1024:.1f} → {median_of(rs['file_after_first_dump']) / 1024:.1f}); "
+                        if rs.get("anon_after_first_dump") else "; ")
+                     + f"peak (VmHWM) after the first dump {fmt(rs['hwm_after_first_dump'], scale=1 / 1024)}.")
+        if c.get("noise_gap_ms"):
+            L.append(f"- spinner's longest gap in 200 ms without any dump (scheduler noise floor): {fmt(c['noise_gap_ms'], ' ms')}.")
+        pn = c.get("pinned")
+        if pn:
+            L.append(f"- longest stop with the spinner alone on CPU {pn['spinner_cpu']} (everything else of ours on CPU "
+                     f"{','.join(map(str, pn['others']))}), ms: "
+                     + "; ".join(f"{TOOLNAMES[k]} {fmt(pn[k]['gap_ms'])}" for k in ("kill", "cli", "eu-stack") if k in pn)
+                     + f"; no dump (noise floor) {fmt(pn['noise_gap_ms'])}.")
+        if c.get("rss_series"):
+            s = c["rss_series"]["rss_kb"]
+            L.append(f"- VmRSS across {c['rss_series']['count']} dumps in a row (after dump #k: MiB): "
+                     + ", ".join(f"#{i}: {v / 1024:.1f}" if v else f"#{i}: ?" for i, v in s) + ".")
+        L.append("")
+
+    st = r.get("startup")
+    if st:
+        L.append(f"Start-up of `/bin/true`, {st['runs']} runs each, interleaved: without preload {fmt(st['without_ms'], ' ms', 3)}, "
+                 f"with preload {fmt(st['with_ms'], ' ms', 3)}: **+{st['added_ms']:.3f} ms** (medians).")
+        L.append("")
+    ic = r.get("idle_cpu")
+    if ic:
+        L.append(f"Idle: a preloaded target (10 threads, no spinner) used {ic['ticks']} clock ticks of CPU in "
+                 f"{ic['seconds']:.0f} s; the dump thread switched context {ic['dumper_thread_switches']} times.")
+        L.append("")
+    ds = r.get("deadline_scan")
+    if ds:
+        L.append("### Many threads against the default 1 s deadline (`kill` path, 3 dumps each: cold, warm, warm)")
+        L.append("")
+        L.append("`STACKDUMP_CAPTURE=signal` sends the capture signal to every thread (the path the deadline bounds); "
+                 "`auto` (the default) copies the stacks of threads blocked in a system call without a signal.")
+        L.append("")
+        L.append("| capture | threads | wall ms | in-process ms | kernel_view | capture | unwind | symbolize | captured | statuses | longest stop ms |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for key, d in ds.items():
+            n = f"{d.get('mode', '?')} | {d.get('n', key)}"
+            for x in d["runs"]:
+                ph = x.get("phases_us") or {}
+                def ms(v):
+                    return f"{v / 1000:.0f}" if v is not None else "?"
+                L.append(f"| {n} | {x['wall_ms']:.0f} | {ms(x.get('duration_us'))} | {ms(ph.get('kernel_view'))} | "
+                         f"{ms(ph.get('capture'))} | {ms(ph.get('unwind'))} | {ms(ph.get('symbolize'))} | "
+                         f"{x.get('captured')}/{x.get('threads')} | {json.dumps(x.get('statuses'))} | "
+                         f"{x['gap_ms']:.2f} |" if x.get("wall_ms") else f"| {n} | failed: {x.get('error')} | | | | | | | |")
+        L.append("")
+    py = r.get("python_large")
+    if py and py.get("rss_idle_kb"):
+        L.append("### Symbolizer memory on a large binary")
+        L.append("")
+        L.append(f"`{py['python']}` linking `{py['libpython']}` ({(py['libpython_bytes'] or 0) / 1e6:.0f} MB with DWARF), "
+                 f"10 threads 20 Python calls deep in `time.sleep`: VmRSS without preload {py['rss_no_preload_kb'] / 1024:.1f} MiB, "
+                 f"with preload idle {py['rss_idle_kb'] / 1024:.1f} MiB, after the first dump {py['rss_after_first_kb'] / 1024:.1f} MiB "
+                 f"(**+{(py['rss_after_first_kb'] - py['rss_idle_kb']) / 1024:.1f} MiB**"
+                 + (f": anonymous {py['anon_idle_kb'] / 1024:.1f} → {py['anon_after_first_kb'] / 1024:.1f}, file-backed "
+                    f"{py['file_idle_kb'] / 1024:.1f} → {py['file_after_first_kb'] / 1024:.1f}" if py.get("anon_idle_kb") else "")
+                 + f"), after {r['runs']} more "
+                 f"{py['rss_after_warm_kb'] / 1024:.1f} MiB, peak {py['hwm_kb'] / 1024:.1f} MiB. First dump {py['cold']['wall_ms']:.0f} ms "
+                 f"(in-process phases µs {json.dumps(py['cold']['phases_us'])}), warm {fmt(py['warm_wall_ms'], ' ms')}.")
+        L.append("")
+    if r.get("profile"):
+        L.append(profile_md(r["profile"]))
+    L.append(budgets(r))
+    return "\n".join(L)
+
+
+def profile_md(pr):
+    L = [f"### Where a dump of {pr.get('n')} threads spends its time (perf, dump thread only)", ""]
+    if "error" in pr:
+        return L[0] + f": {pr['error']}\n"
+    L.append("On-CPU milliseconds per dump, from `perf record -F 1999 --call-graph dwarf -t <dump thread>` "
+             "(inclusive: a function's time includes what it calls; perf slows the dump itself down a little). "
+             "Wall time and in-process phases of the same dumps for comparison.")
+    L.append("")
+    L.append("| | cold (1 dump) | warm (per dump) |")
+    L.append("| --- | --- | --- |")
+    c, w = pr.get("cold", {}), pr.get("warm", {})
+    L.append(f"| wall time, trigger → .json | {fmt(c.get('wall_ms'))} | {fmt(w.get('wall_ms'))} |")
+    for p2 in (w.get("phases_ms") or {}):
+        L.append(f"| in-process `phases_us.{p2}` | {fmt((c.get('phases_ms') or {}).get(p2))} | {fmt(w['phases_ms'][p2])} |")
+    L.append(f"| on-CPU time of the dump thread | {c.get('on_cpu_ms_per_dump')} | {w.get('on_cpu_ms_per_dump')} |")
+    ck = dict(c.get("keys") or [])
+    for label, v in (w.get("keys") or []):
+        if v or ck.get(label):
+            L.append(f"| {label} | {ck.get(label, 0):.2f} | {v:.2f} |")
+    L.append("")
+    L.append("Largest self time, warm (ms per dump): " + ", ".join(f"`{n}` {v}" for n, v in (w.get("top_self") or [])[:10]) + ".")
+    L.append("")
+    L.append("Largest self time, cold (ms): " + ", ".join(f"`{n}` {v}" for n, v in (c.get("top_self") or [])[:10]) + ".")
+    L.append("")
+    return "\n".join(L)
+
+
+def budgets(r):
+    rows = []
+    cells = r["cells"]
+
+    def warm(n, tool="kill"):
+        c = cells.get(str(n))
+        return c and median_of(c["tools"].get(tool, {}).get("warm", {}).get("wall_ms"))
+
+    def row(what, budget, value, ok):
+        rows.append(f"| {what} | {budget} | {value} | {'met' if ok else '**missed**' if ok is not None else 'not measured'} |")
+    st = r.get("startup")
+    row("`/bin/true` start-up added", "< 1 ms", f"{st['added_ms']:.3f} ms" if st else "?", st and st["added_ms"] < 1)
+    ic = r.get("idle_cpu")
+    row("CPU while idle", "none", f"{ic['ticks']} ticks, {ic['dumper_thread_switches']} wake-ups in {ic['seconds']:.0f} s" if ic else "?",
+        ic and ic["ticks"] == 0 and not ic["dumper_thread_switches"])
+    for n, lim in ((100, 10), (1000, 100)):
+        w = warm(n)
+        row(f"one dump, {n} threads, warm (`kill` → file)", f"< {lim} ms", f"{w:.1f} ms" if w else "?", w and w < lim)
+        cw = warm(n, "cli")
+        if cw:
+            row(f"one dump, {n} threads, warm (`stackdump dump`)", f"< {lim} ms", f"{cw:.1f} ms", cw < lim)
+    w, eu = warm(1000), warm(1000, "eu-stack")
+    row("1000 threads vs `eu-stack -p`", "≥ 10× faster", f"{eu / w:.1f}×" if w and eu else "?", (w and eu) and eu / w >= 10)
+    # Longest stop: only cells whose noise floor (the spinner's longest gap without any dump)
+    # was quiet can tell what the dump did; the others measured other people's work too.
+    QUIET = 0.5
+    for pinned in (False, True):
+        worst, noisy = None, []
+        for key, c in cells.items():
+            if c["depth"] != 20:
+                continue
+            src = (c.get("pinned") or {}) if pinned else c["tools"]
+            floor = (src.get("noise_gap_ms") if pinned else c.get("noise_gap_ms")) or {}
+            if not floor or floor["median"] >= QUIET:
+                noisy.append(f"{key} ({floor.get('median', 0):.1f} ms)")
+                continue
+            for tool in ("kill", "cli"):
+                for name in (("warm",) if pinned else ("cold", "warm")):
+                    g = src.get(tool, {}).get("gap_ms") if pinned else src.get(tool, {}).get(name, {}).get("gap_ms")
+                    if g and (worst is None or g["median"] > worst[0]):
+                        worst = (g["median"], g["max"], key, tool, name)
+        what = ("longest stop, spinner alone on its CPU (direct stop)" if pinned
+                else "longest stop of the spinning thread during a dump")
+        if worst:
+            row(f"{what}: median of the worst quiet cell", "< 1 ms",
+                f"{worst[0]:.2f} ms (max {worst[1]:.2f}; {worst[2]} threads, {worst[3]} {worst[4]})"
+                + (f"; not judged, noise floor ≥ {QUIET} ms: {', '.join(noisy)} threads" if noisy else ""),
+                worst[0] < 1)
+        else:
+            row(what, "< 1 ms", "no quiet cell (noise floor ≥ 0.5 ms everywhere)", None)
+    adds = []
+    for key, c in cells.items():
+        rs = c["rss_kb"]
+        if rs.get("no_preload") and rs.get("preload_idle"):
+            adds.append((median_of(rs["preload_idle"]) - median_of(rs["no_preload"]), key))
+    if adds:
+        mx = max(adds)
+        row("idle RSS added", "< 2 MiB", ", ".join(f"{a / 1024:.2f} MiB ({k} thr)" for a, k in adds), mx[0] < 2048)
+    for key, c in cells.items():
+        s = c.get("rss_series")
+        if s:
+            pts = [(i, v) for i, v in s["rss_kb"] if v]
+            by = dict(pts)
+            first, ten, last_i, last = by.get(1), by.get(10), pts[-1][0], pts[-1][1]
+            mid_i = min((i for i, _ in pts if i >= last_i // 2), default=last_i)
+            mid = by[mid_i]
+            flat = last - ten < 1024 if ten else None
+            value = (f"#1 {first / 1024:.1f} → #10 {ten / 1024:.1f} → #{mid_i} {mid / 1024:.1f} → #{last_i} {last / 1024:.1f} MiB"
+                     if ten else "?")
+            if ten and not flat:
+                value += f" (+{(mid - ten) / 1024:.1f} MiB by #{mid_i}, +{(last - mid) / 1024:.1f} MiB after)"
+            row(f"RSS across {s['count']} dumps ({key} threads)", "flat", value, flat)
+    return "\n".join(["### Budgets", "", "| what | budget | measured | |", "| --- | --- | --- | --- |"] + rows) + "\n"
+
+
+def plot(r, path):
+    """Two log-log panels: warm wall time and longest stop against thread count, by tool."""
+    colors = {"noise": "#999999", "kill": "#1b9e77", "cli": "#7570b3", "eu-stack": "#d95f02", "gdb": "#e7298a"}
+    labels = {"kill": "stackdump (kill → file)", "cli": "stackdump dump", "eu-stack": "eu-stack -p", "gdb": "gdb thread apply all bt"}
+    series = {"wall": {}, "gap": {}}
+    for key, c in r["cells"].items():
+        if c["depth"] != 20:
+            continue
+        for tool, x in c["tools"].items():
+            w = x.get("warm", {})
+            for m, k in (("wall", "wall_ms"), ("gap", "gap_ms")):
+                s = w.get(k)
+                if s:
+                    series[m].setdefault(tool, []).append((c["n"], s["median"], s["min"], s["max"]))
+        if c.get("noise_gap_ms"):
+            s = c["noise_gap_ms"]
+            series["gap"].setdefault("noise", []).append((c["n"], s["median"], s["min"], s["max"]))
+        pn = c.get("pinned") or {}
+        for tool in ("kill", "eu-stack"):
+            s = pn.get(tool, {}).get("gap_ms")
+            if s:
+                series["gap"].setdefault(tool + " pinned", []).append((c["n"], s["median"], s["min"], s["max"]))
+    W, H, pw, ph = 980, 440, 400, 300
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>']
+    import math
+
+    def panel(x0, y0, title, data, ylabel, budget=None, marks=()):
+        xs = [p[0] for s in data.values() for p in s]
+        ys = [v for s in data.values() for p in s for v in p[1:] if v and v > 0]
+        if budget:
+            ys += [budget]
+        ys += [m[1] for m in marks]
+        if not xs or not ys:
+            return
+        lx0, lx1 = math.log10(min(xs)) - 0.15, math.log10(max(xs)) + 0.15
+        ly0, ly1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+        if ly1 == ly0:
+            ly1 += 1
+
+        def X(v):
+            return x0 + (math.log10(v) - lx0) / (lx1 - lx0) * pw
+
+        def Y(v):
+            return y0 + ph - (math.log10(v) - ly0) / (ly1 - ly0) * ph
+        out.append(f'<text x="{x0 + pw / 2}" y="{y0 - 12}" text-anchor="middle" font-size="14" font-weight="bold">{title}</text>')
+        out.append(f'<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
+        for e in range(ly0, ly1 + 1):
+            for mult in (1, 2, 5):
+                v = mult * 10 ** e
+                if v > 10 ** ly1:
+                    break
+                y = Y(v)
+                out.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd" stroke-width="{1 if mult == 1 else 0.5}"/>')
+                if mult == 1 or (ly1 - ly0) <= 2:
+                    lab = f"{v:g}"
+                    out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{lab}</text>')
+        for n in sorted(set(xs)):
+            x = X(n)
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0}" y2="{y0 + ph}" stroke="#eee"/>')
+            out.append(f'<text x="{x:.1f}" y="{y0 + ph + 16}" text-anchor="middle">{n}</text>')
+        out.append(f'<text x="{x0 + pw / 2}" y="{y0 + ph + 34}" text-anchor="middle">threads (log)</text>')
+        out.append(f'<text transform="translate({x0 - 46},{y0 + ph / 2}) rotate(-90)" text-anchor="middle">{ylabel}</text>')
+        if budget:
+            y = Y(budget)
+            out.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c00" stroke-dasharray="5,4"/>')
+            out.append(f'<text x="{x0 + pw - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#c00">budget {budget:g} ms</text>')
+        for n, v, lab in marks:
+            if min(xs) <= n <= max(xs):
+                x, y = X(n), Y(v)
+                out.append(f'<path d="M{x - 6:.1f},{y:.1f} h12" stroke="#c00" stroke-width="3"/>')
+                out.append(f'<text x="{x + 9:.1f}" y="{y + 4:.1f}" fill="#c00">{lab}</text>')
+        for tool, pts in data.items():
+            pts.sort()
+            col = colors.get(tool.split()[0], "#333")
+            dash = ' stroke-dasharray="6,3"' if tool.endswith("pinned") else ' stroke-dasharray="2,3"' if tool == "noise" else ""
+            out.append('<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>' % (
+                col, dash, " ".join(f"{X(p[0]):.1f},{Y(p[1]):.1f}" for p in pts)))
+            for n, med, lo, hi in pts:
+                out.append(f'<line x1="{X(n):.1f}" x2="{X(n):.1f}" y1="{Y(max(lo, 1e-9)):.1f}" y2="{Y(hi):.1f}" stroke="{col}"/>')
+                out.append(f'<circle cx="{X(n):.1f}" cy="{Y(med):.1f}" r="3.5" fill="{col}"/>')
+    panel(80, 50, "Warm dump: wall time (ms)", series["wall"], "milliseconds (log)",
+          marks=((100, 10, "budget"), (1000, 100, "budget")))
+    panel(560, 50, "Longest stop of a spinning thread (ms)", series["gap"], "milliseconds (log)", budget=1.0)
+    ly = H - 40
+    x = 80
+    labels["noise"] = "no dump (noise)"
+    for tool in ("kill", "cli", "eu-stack", "gdb", "noise"):
+        if tool in series["wall"] or tool in series["gap"]:
+            out.append(f'<rect x="{x}" y="{ly - 10}" width="14" height="10" fill="{colors[tool]}"/>')
+            out.append(f'<text x="{x + 20}" y="{ly}">{labels[tool]}</text>')
+            x += 32 + 7 * len(labels[tool])
+    out.append(f'<text x="80" y="{H - 12}" fill="#555">median of warm runs, bars min–max; dashed: spinner alone on its CPU; {r["machine"]["nproc"]} CPUs, {r["machine"]["cpu"]}; {r["started"][:10]}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def write_outputs(r, args):
+    md = report(r)
+    with open(os.path.join(BENCH, "results", f"{args.tag or 'latest'}.md"), "w") as f:
+        f.write(md + "\n")
+    if args.tag:
+        return
+    plot(r, os.path.join(BENCH, "plot.svg"))
+    bm = os.path.join(ROOT, "BENCHMARKS.md")
+    if args.update_benchmarks and os.path.exists(bm):
+        with open(bm) as f:
+            text = f.read()
+        b, e = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+        if b in text and e in text:
+            head, rest = text.split(b, 1)
+            _, tail = rest.split(e, 1)
+            with open(bm, "w") as f:
+                f.write(head + b + "\n" + md + "\n" + e + tail)
+            log("BENCHMARKS.md: generated section updated")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--work", required=True)
+    p.add_argument("--lib", required=True)
+    p.add_argument("--cli")
+    p.add_argument("--target", required=True)
+    p.add_argument("--runner")
+    p.add_argument("--python")
+    p.add_argument("--libpython")
+    p.add_argument("--threads", type=int, nargs="+")
+    p.add_argument("--runs", type=int)
+    p.add_argument("--keep-perf", action="store_true", help="keep the perf reports in bench/results")
+    p.add_argument("--wait-quiet", action="store_true", help="before each cell, wait until the CPUs are idle (at most 10 minutes in all)")
+    p.add_argument("--no-profile", action="store_true", help="skip the perf profile")
+    p.add_argument("--profile-only", type=int, metavar="N", help="only profile a dump of N threads")
+    p.add_argument("--tag", help="write bench/results/TAG.{json,md} only (no plot, no BENCHMARKS.md)")
+    p.add_argument("--cells-only", action="store_true", help="only the per-N cells (no depth/deadline/python/profile)")
+    p.add_argument("--report-only", action="store_true", help="re-render latest.json only")
+    p.add_argument("--update-benchmarks", action="store_true")
+    a = p.parse_args()
+    a.out_json = os.path.join(BENCH, "results", f"{a.tag or 'latest'}.json")
+    if a.report_only:
+        with open(a.out_json) as f:
+            write_outputs(json.load(f), a)
+        return
+    a.threads = a.threads or ([10, 100] if a.quick else [10, 100, 1000, 2000])
+    a.runs = a.runs or (3 if a.quick else 5)
+    a.rss_series = {100: 100} if a.quick else {100: 100, 1000: 200}
+    a.startup_runs = 50 if a.quick else 200
+    a.depth_threads = [100, 1000]
+    a.depth_gdb_max = 100
+    a.deadline_threads = [4000, 8000]
+    global RUNNER
+    RUNNER = a.runner
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    b = Bench(a)
+    if a.profile_only:
+        try:
+            b.machine()
+            b.profile(a.profile_only)
+        finally:
+            cleanup()
+        print(profile_md(b.r["profile"]))
+        return
+    try:
+        b.run()
+    finally:
+        cleanup()
+    write_outputs(b.r, a)
+
+
+if __name__ == "__main__":
+    main()

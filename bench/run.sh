@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# stackdump benchmark: stackdump vs eu-stack vs gdb on the same targets, in the same run.
+#
+#   bench/run.sh            full run: N = 10, 100, 1000, 2000 threads, 5 runs per cell, plus
+#                           depth 200, 4000/8000 threads, python3 + libpython (~10 minutes)
+#   bench/run.sh --quick    N = 10, 100, 3 runs per cell (< 2 minutes)
+#   bench/run.sh --wait-quiet [--quick]  first wait (up to 10 minutes) until the CPUs are idle
+#   bench/run.sh --threads "1000 2000" --tag NAME   only these cells, into bench/results/NAME.{json,md}
+#   bench/run.sh --profile N  only the perf profile of the dump thread for N threads (cold + warm)
+#   bench/run.sh --report   re-render bench/results/latest.md, bench/plot.svg and the generated
+#                           section of BENCHMARKS.md from bench/results/latest.json
+#
+# Needs: Linux, cargo, cc, python3 (standard library only), gdb; installs elfutils (eu-stack)
+# with apt-get when missing. Builds the workspace in release and bench/target.c with
+# `cc -O2 -g -pthread`. Copies libstackdump.so and the stackdump CLI into a private work
+# directory first, so a concurrent rebuild of target/release cannot change them mid-run.
+# Every target and tool is killed on exit (trap); gdb and eu-stack time out after 120 s.
+#
+# Outputs: bench/results/latest.json (raw), bench/results/latest.md (tables),
+# bench/plot.svg (wall time and longest stop against thread count), and the section of
+# BENCHMARKS.md between the bench:results markers.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+mode=full
+extra=()
+profile_n=
+wait_quiet=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) mode=quick ;;
+        --wait-quiet) wait_quiet=1 ;;
+        --threads) extra+=(--threads ${2:?--threads "N..."} --cells-only); shift ;;
+        --tag) extra+=(--tag "${2:?--tag NAME}"); shift ;;
+        --report) mode=report ;;
+        --profile) mode=profile; profile_n=${2:?--profile N}; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "usage: bench/run.sh [--quick | --profile N | --report]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$mode" = report ]; then
+    exec python3 "$here/bench.py" --report-only --update-benchmarks \
+        --work /tmp --lib x --target x
+fi
+
+work=$(mktemp -d /tmp/stackdump-bench.XXXXXX)
+bench_pid=
+cleanup() {
+    if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+        kill -TERM "$bench_pid" 2>/dev/null || true   # bench.py kills its targets and tools
+        wait "$bench_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+need_apt=()
+command -v eu-stack >/dev/null || need_apt+=(elfutils)
+command -v perf >/dev/null || echo "bench: perf not found: the profile is skipped (apt-get install linux-perf)" >&2
+command -v gdb >/dev/null || need_apt+=(gdb)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "bench: installing ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y "${need_apt[@]}" >/dev/null 2>&1 || {
+        apt-get update >/dev/null 2>&1 && apt-get install -y "${need_apt[@]}" >/dev/null
+    }
+fi
+
+echo "bench: cargo build --release --workspace" >&2
+build_note=
+if ! (cd "$root" && cargo build --release --workspace --quiet); then
+    # Others may be editing the tree right now: measure the last good build, and say so.
+    if [ -f "$root/target/release/libstackdump.so" ]; then
+        build_note="cargo build failed; measured the existing target/release artifacts"
+        echo "bench: WARNING: $build_note" >&2
+    else
+        echo "bench: cargo build failed and there is no libstackdump.so to measure" >&2
+        exit 1
+    fi
+fi
+export BENCH_BUILD_NOTE="$build_note"
+cp "$root/target/release/libstackdump.so" "$work/libstackdump.so"
+cli_args=()
+if [ -x "$root/target/release/stackdump" ]; then
+    cp "$root/target/release/stackdump" "$work/stackdump"
+    cli_args=(--cli "$work/stackdump")
+fi
+echo "bench: cc -O2 -g -pthread bench/target.c" >&2
+cc -O2 -g -pthread -o "$work/target" "$here/target.c"
+cc -O2 -o "$work/runner" "$here/runner.c"
+
+# The large-binary case: a python3 that links libpython3.*.so dynamically (pyenv builds do).
+py_args=()
+for py in python3 /usr/bin/python3; do
+    exe=$(command -v "$py" 2>/dev/null) || continue
+    real=$(python3 -c 'import sys,subprocess; print(subprocess.run([sys.argv[1], "-c", "import sys; print(sys.executable)"], capture_output=True, text=True).stdout.strip())' "$exe" 2>/dev/null) || continue
+    lp=$(ldd "$real" 2>/dev/null | awk '/libpython/ {print $3; exit}')
+    if [ -n "$lp" ]; then
+        py_args=(--python "$real" --libpython "$(readlink -f "$lp")")
+        break
+    fi
+done
+
+# Percent of CPU time busy over the next 3 seconds, all CPUs (from /proc/stat).
+cpu_busy() {
+    local a b
+    read -r _ a1 a2 a3 a4 a5 a6 a7 a8 _ < /proc/stat
+    sleep 3
+    read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ < /proc/stat
+    local total=$(( (b1+b2+b3+b4+b5+b6+b7+b8) - (a1+a2+a3+a4+a5+a6+a7+a8) ))
+    local idle=$(( (b4+b5) - (a4+a5) ))
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+if [ -n "$wait_quiet" ]; then
+    for i in $(seq 1 200); do
+        busy=$(cpu_busy)
+        [ "$busy" -lt 10 ] && break
+        [ $((i % 10)) -eq 1 ] && echo "bench: CPUs ${busy}% busy; waiting for quiet (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    done
+    echo "bench: CPUs ${busy}% busy when starting" >&2
+    export BENCH_CPU_BUSY="$busy"
+fi
+
+quick=()
+[ "$mode" = quick ] && quick=(--quick)
+[ -n "$wait_quiet" ] && quick+=(--wait-quiet)
+quick+=("${extra[@]}")
+[ "$mode" = profile ] && quick=(--profile-only "$profile_n" --keep-perf)
+echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run" >&2
+python3 "$here/bench.py" "${quick[@]}" --work "$work" --lib "$work/libstackdump.so" \
+    --target "$work/target" --runner "$work/runner" "${cli_args[@]}" "${py_args[@]}" --update-benchmarks &
+bench_pid=$!
+wait "$bench_pid"
+rc=$?
+bench_pid=
+echo "bench: done (results in bench/results/latest.md, plot in bench/plot.svg)" >&2
+exit $rc
