@@ -75,8 +75,13 @@ impl Default for Options<'_> {
 pub struct Stop {
     pub tid: Tid,
     pub name: String,
-    /// From `PTRACE_INTERRUPT` to the return of `PTRACE_DETACH`.
+    /// From `PTRACE_INTERRUPT` to the return of `PTRACE_DETACH`: an upper bound of the time
+    /// the thread did not run because of us (a runnable thread that waits for a CPU reaches its
+    /// stop only when it gets one).
     pub stopped: Duration,
+    /// From the moment `waitpid` reported the stop to the return of `PTRACE_DETACH`: the time
+    /// we held the thread (registers and stack copy), a lower bound of its stop.
+    pub held: Duration,
 }
 
 /// What happened besides the stacks.
@@ -180,11 +185,12 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
             }
         }
         for (i, s) in held {
-            let stopped = s.detach();
+            let (stopped, held) = s.detach();
             out.stops.push(Stop {
                 tid: dump.threads[i].tid,
                 name: dump.threads[i].name.clone(),
                 stopped,
+                held,
             });
         }
     } else {
@@ -220,11 +226,12 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
             if copied.is_ok() {
                 (opts.on_stopped)(tid);
             }
-            let stopped = seized.detach();
+            let (stopped, held) = seized.detach();
             out.stops.push(Stop {
                 tid,
                 name: t.name.clone(),
                 stopped,
+                held,
             });
             match copied {
                 Ok(c) => copies.push((i, c)),
@@ -270,11 +277,19 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
         let list: Vec<String> = stops
             .iter()
             .take(16)
-            .map(|s| format!("{} ({}) {} µs", s.tid, s.name, s.stopped.as_micros()))
+            .map(|s| {
+                format!(
+                    "{} ({}) {} µs (held {} µs)",
+                    s.tid,
+                    s.name,
+                    s.stopped.as_micros(),
+                    s.held.as_micros()
+                )
+            })
             .collect();
         let more = stops.len().saturating_sub(16);
         dump.errors.push(format!(
-            "note: {} thread(s) stopped with ptrace{}, longest first: {}{}",
+            "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
             stops.len(),
             if opts.consistent {
                 " all at once (--consistent)"
@@ -535,6 +550,8 @@ struct Seized {
     /// A signal that was about to be delivered when the thread stopped: handed back on detach.
     deliver: i32,
     since: Instant,
+    /// When `waitpid` reported the stop.
+    stopped_at: Option<Instant>,
     detached: bool,
 }
 
@@ -567,6 +584,7 @@ impl Seized {
             tid,
             deliver: 0,
             since: Instant::now(),
+            stopped_at: None,
             detached: false,
         };
         // SAFETY: PTRACE_INTERRUPT takes no pointers.
@@ -616,6 +634,7 @@ impl Seized {
                     // Signal-delivery stop: the thread stopped on the way to handling `sig`.
                     self.deliver = sig;
                 }
+                self.stopped_at = Some(Instant::now());
                 return Ok(());
             }
         }
@@ -675,10 +694,13 @@ impl Seized {
         ))
     }
 
-    /// Let the thread go; returns how long it was stopped.
-    fn detach(mut self) -> Duration {
+    /// Let the thread go; returns how long it was stopped (interrupt to detach) and how long
+    /// we held it (reported stop to detach).
+    fn detach(mut self) -> (Duration, Duration) {
         self.release();
-        self.since.elapsed()
+        let now = Instant::now();
+        let held = self.stopped_at.map_or(Duration::ZERO, |t| now - t);
+        (now - self.since, held)
     }
 
     fn release(&mut self) {
