@@ -137,5 +137,5 @@ bench_pid=$!
 wait "$bench_pid"
 rc=$?
 bench_pid=
-echo "bench: done (results in bench/results/latest.md, plot in bench/plot.svg)" >&2
+echo "bench: done (results in bench/results/, plot in bench/plot.svg)" >&2
 exit $rc
