@@ -518,6 +518,34 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
             "CPython {version}: its debug offsets are implausible (frame size {frame_size}, code size {code_size})"
         ));
     }
+    // Offsets inside thread states and objects are small; interpreters and the runtime are
+    // big structs, but not that big. (Bounds keep every read we size from them small.)
+    let small = [
+        index.ts_next,
+        index.ts_interp,
+        index.ts_current_frame,
+        index.ts_thread_id,
+        index.ts_native_thread_id,
+        index.pyobject_ob_type,
+        index.dict_ma_keys,
+        index.dict_ma_values,
+        index.bytes_ob_size,
+        index.bytes_ob_sval,
+        index.unicode_state,
+        index.unicode_length,
+        index.unicode_asciiobject_size,
+    ];
+    let large = [
+        index.runtime_interpreters_head,
+        index.interp_next,
+        index.interp_threads_head,
+        index.interp_modules,
+    ];
+    if small.iter().any(|&i| w(i) > 4096) || large.iter().any(|&i| w(i) > 1 << 20) {
+        return Err(format!(
+            "CPython {version}: its debug offsets are implausible (out of range)"
+        ));
+    }
     let ascii = w(index.unicode_asciiobject_size);
     Ok(Layout {
         version,
@@ -540,7 +568,9 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
             owner: w(index.frame_owner),
             is_entry: None,
         },
-        frame_size: (w(index.frame_owner) + 8).min(frame_size.max(8)),
+        frame_size: w(index.frame_owner)
+            .saturating_add(8)
+            .min(frame_size.max(8)),
         co_filename: w(index.code_filename),
         co_name: w(index.code_name),
         co_qualname: Some(w(index.code_qualname)),
@@ -557,7 +587,7 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
         unicode_state: w(index.unicode_state),
         unicode_ascii_size: ascii,
         // PyCompactUnicodeObject = PyASCIIObject + utf8_length + utf8
-        unicode_compact_size: ascii + 16,
+        unicode_compact_size: ascii.saturating_add(16),
         unicode_kind_shift: if free_threaded { 8 } else { 2 },
         dict: DictLayout {
             ma_keys: w(index.dict_ma_keys),
@@ -568,4 +598,179 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start of `_PyRuntime` in libpython3.13.so.1.0 of CPython 3.13.0 (x86_64, GIL build):
+    /// `x/81gx &_PyRuntime` in gdb.
+    const RUNTIME_3_13_0: [u64; 81] = [
+        0x7970677562656478,
+        0x030d00f0,
+        0,
+        0x452b8,
+        0x260,
+        0x278,
+        0x2f998,
+        0x1c68,
+        0x1c60,
+        0x1cb0,
+        0x1ce8,
+        0x1de8,
+        0x1dd8,
+        0x1de0,
+        0x10,
+        0x1e48,
+        0,
+        0x1e58,
+        0x1e50,
+        0x130,
+        0,
+        0x8,
+        0x10,
+        0x48,
+        0x98,
+        0xa0,
+        0xe8,
+        0x20,
+        0x50,
+        0x8,
+        0,
+        0x38,
+        0x48,
+        0x46,
+        0xd0,
+        0x70,
+        0x78,
+        0x80,
+        0x88,
+        0x44,
+        0x34,
+        0x60,
+        0x68,
+        0xc8,
+        0x10,
+        0x8,
+        0x1a0,
+        0x18,
+        0x58,
+        0xa8,
+        0x20,
+        0x18,
+        0x10,
+        0x28,
+        0x18,
+        0x10,
+        0x30,
+        0x20,
+        0x28,
+        0x18,
+        0x10,
+        0x20,
+        0x10,
+        0x18,
+        0x28,
+        0x10,
+        0x20,
+        0x40,
+        0x20,
+        0x10,
+        0x28,
+        0xf0,
+        0xc8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+
+    #[test]
+    fn debug_offsets_of_3_13_0() {
+        let bytes: Vec<u8> = RUNTIME_3_13_0
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let l = from_debug_offsets(&bytes).unwrap();
+        assert_eq!(
+            (l.version.major, l.version.minor, l.version.micro),
+            (3, 13, Some(0))
+        );
+        assert!(!l.free_threaded);
+        // The values gdb gives for offsetof() in the same build.
+        assert_eq!(l.runtime_interpreters_head, 0x278);
+        assert_eq!(l.interp_next, 0x1c60);
+        assert_eq!(l.interp_threads_head, 0x1cb0);
+        assert_eq!(l.interp_modules, Some(0x1de8));
+        assert_eq!((l.ts_next, l.ts_interp, l.ts_frame), (0x8, 0x10, 0x48));
+        assert_eq!((l.ts_thread_id, l.ts_native_thread_id), (0x98, Some(0xa0)));
+        assert_eq!(
+            l.frame,
+            FrameLayout::Interpreter {
+                previous: 0x8,
+                code: 0x0,
+                instr: 0x38,
+                owner: 0x46,
+                is_entry: None
+            }
+        );
+        assert_eq!(
+            (l.co_filename, l.co_name, l.co_qualname),
+            (0x70, 0x78, Some(0x80))
+        );
+        assert_eq!((l.co_firstlineno, l.co_linetable), (0x44, 0x88));
+        assert_eq!(l.co_code_adaptive, Some(0xc8));
+        assert_eq!((l.unicode_ascii_size, l.unicode_compact_size), (40, 56));
+        assert_eq!((l.bytes_sval, l.var_ob_size, l.ob_type), (32, 16, 8));
+        assert_eq!((l.dict.ma_keys, l.dict.ma_values), (0x20, 0x28));
+    }
+
+    #[test]
+    fn debug_offsets_are_checked() {
+        let mut bytes: Vec<u8> = RUNTIME_3_13_0
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        assert!(from_debug_offsets(&bytes[..100]).is_err());
+        bytes[0] = b'X';
+        assert!(from_debug_offsets(&bytes).is_err());
+        bytes[0] = b'x';
+        // An absurd thread-state offset is refused, not used to size a read.
+        bytes[8 + 20 * 8..8 + 21 * 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(from_debug_offsets(&bytes).is_err());
+        // A version whose layout we do not know.
+        let mut other: Vec<u8> = RUNTIME_3_13_0
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        other[8..16].copy_from_slice(&0x030f00f0u64.to_le_bytes());
+        assert!(from_debug_offsets(&other).unwrap_err().contains("3.15"));
+    }
+
+    #[test]
+    fn builtin_layouts() {
+        for minor in 8..=12 {
+            let v = Version {
+                major: 3,
+                minor,
+                micro: None,
+            };
+            let l = builtin(v).unwrap();
+            assert_eq!(l.version, v);
+            assert!(l.frame_size <= 0x100 && l.code_size <= 0x100);
+        }
+        let v = |minor| Version {
+            major: 3,
+            minor,
+            micro: None,
+        };
+        assert!(builtin(v(7)).is_none());
+        assert!(builtin(v(13)).is_none());
+        assert_eq!(Version::from_hex(0x030b07f0).to_string(), "3.11.7");
+    }
 }

@@ -71,7 +71,7 @@ pub fn locations(table: &[u8], first_line: i64, offset: i64) -> Option<u32> {
             10..=12 => i64::from(code - 10),
             _ => 0,
         };
-        line += delta;
+        line = line.saturating_add(delta);
         if start <= offset && offset < end {
             return if code == 15 { None } else { to_line(line) };
         }

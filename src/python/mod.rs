@@ -216,7 +216,7 @@ pub fn threads_with(
     let mut names: HashMap<u64, String> = HashMap::new();
 
     let mut interp = r
-        .u64(loc.runtime + layout.runtime_interpreters_head)
+        .u64(loc.runtime.wrapping_add(layout.runtime_interpreters_head))
         .ok_or_else(|| {
             PyError::Unreadable(format!("_PyRuntime at {:#x} is not readable", loc.runtime))
         })?;
@@ -226,59 +226,71 @@ pub fn threads_with(
             problems.push("the list of interpreters loops or is too long".into());
             break;
         }
-        let Some(mut ts) = r.u64(interp + layout.interp_threads_head) else {
-            problems.push(format!(
-                "interpreter at {interp:#x} (from _PyRuntime at {:#x} in {}) is not readable",
-                loc.runtime, loc.module
-            ));
+        // A thread state freed while we walk the list (its thread exiting) ends the walk;
+        // walk again from the head (a few times), skipping the thread states already read.
+        let mut done: HashSet<u64> = HashSet::new();
+        let mut attempts = 0;
+        'walk: loop {
+            let Some(mut ts) = r.u64(interp.wrapping_add(layout.interp_threads_head)) else {
+                problems.push(format!(
+                    "interpreter at {interp:#x} (from _PyRuntime at {:#x} in {}) is not readable",
+                    loc.runtime, loc.module
+                ));
+                break;
+            };
+            let mut seen = HashSet::new();
+            while ts != 0 {
+                if r.late() {
+                    problems.push(format!(
+                        "the time budget ({} ms) ran out: some Python threads were not read",
+                        limits.budget.as_millis()
+                    ));
+                    break 'walk;
+                }
+                if !seen.insert(ts) || seen.len() > limits.max_threads {
+                    problems.push(format!(
+                        "the thread list of interpreter {interp:#x} loops or has more than {} threads",
+                        limits.max_threads
+                    ));
+                    break 'walk;
+                }
+                let Some(raw) = r.thread_state(ts, interp) else {
+                    attempts += 1;
+                    if attempts < 3 {
+                        continue 'walk;
+                    }
+                    problems.push(format!(
+                        "thread state at {ts:#x} is not readable or not of this interpreter (threads exiting while we read?): the threads after it were not read"
+                    ));
+                    break 'walk;
+                };
+                if done.insert(ts) {
+                    let (frames, truncated) = match r.frames(raw.frame, limits.max_frames) {
+                        Ok(f) => (f, None),
+                        Err((f, why)) => (f, Some(why)),
+                    };
+                    let tid = raw
+                        .native_thread_id
+                        .and_then(|n| i32::try_from(n).ok())
+                        .filter(|&n| n > 0)
+                        .map(Tid);
+                    threads.push(PyThread {
+                        tid,
+                        thread_id: raw.thread_id,
+                        tstate: raw.addr,
+                        name: None,
+                        frames,
+                        truncated,
+                    });
+                }
+                ts = raw.next;
+            }
             break;
-        };
-        let mut seen = HashSet::new();
-        while ts != 0 {
-            if r.late() {
-                problems.push(format!(
-                    "the time budget ({} ms) ran out: some Python threads were not read",
-                    limits.budget.as_millis()
-                ));
-                break;
-            }
-            if !seen.insert(ts) || seen.len() > limits.max_threads {
-                problems.push(format!(
-                    "the thread list of interpreter {interp:#x} loops or has more than {} threads",
-                    limits.max_threads
-                ));
-                break;
-            }
-            let Some(raw) = r.thread_state(ts, interp) else {
-                // A thread exiting while we read: its state may already be freed.
-                problems.push(format!(
-                    "thread state at {ts:#x} is not readable or not of this interpreter (a thread exiting?): the threads after it were not read"
-                ));
-                break;
-            };
-            let (frames, truncated) = match r.frames(raw.frame, limits.max_frames) {
-                Ok(f) => (f, None),
-                Err((f, why)) => (f, Some(why)),
-            };
-            let tid = raw
-                .native_thread_id
-                .and_then(|n| i32::try_from(n).ok())
-                .filter(|&n| n > 0)
-                .map(Tid);
-            threads.push(PyThread {
-                tid,
-                thread_id: raw.thread_id,
-                tstate: raw.addr,
-                name: None,
-                frames,
-                truncated,
-            });
-            ts = raw.next;
         }
         if limits.names && !r.late() {
             names.extend(names::thread_names(&r, interp));
         }
-        interp = r.u64(interp + layout.interp_next).unwrap_or(0);
+        interp = r.u64(interp.wrapping_add(layout.interp_next)).unwrap_or(0);
     }
     if layout.ts_native_thread_id.is_none() {
         map_pthreads(memory, &mut threads, tids, &mut problems);
@@ -347,44 +359,72 @@ const PTHREAD_TID: u64 = 0xd0;
 const PTHREAD_TID: u64 = 0x2d0;
 
 /// Before 3.11 a thread state knows only its `pthread_t`: read the tid from `struct pthread`.
-/// The offset must map every thread state either to a distinct thread of the process or to 0
-/// (a thread that has exited: the kernel clears the field); the usual glibc offset is tried
-/// first, then every offset of the first 2 KiB.
+/// An offset is good when every thread state maps to a distinct thread of the process, to 0
+/// (an exited thread: the kernel clears the field) or to a tid we do not know (a thread born
+/// after the list of tids was taken, or a `struct pthread` reused by one), and at least one
+/// (the main thread, whose tid is the pid, when it has a thread state) maps to a known thread.
+/// The usual glibc offset is tried first, then every offset of the first 2 KiB, keeping the one
+/// that identifies the most threads.
 fn map_pthreads(
     memory: &ProcessMemory,
     threads: &mut [PyThread],
     tids: &[Tid],
     problems: &mut Vec<String>,
 ) {
+    if threads.is_empty() {
+        return;
+    }
     let live: HashSet<i32> = tids.iter().map(|t| t.0).collect();
-    let try_offset = |off: u64| -> Option<Vec<Option<Tid>>> {
-        let mut used = HashSet::new();
+    let pid = memory.pid;
+    // (tids found, whether the main thread is among them), None when two thread states map to
+    // the same thread (not the tid field).
+    let try_offset = |off: u64, sample: usize| -> Option<(Vec<Option<Tid>>, bool)> {
+        let mut used: HashMap<i32, u64> = HashMap::new();
         let mut out = Vec::with_capacity(threads.len());
-        let mut matched = 0;
-        for t in threads.iter() {
+        for t in threads.iter().take(sample) {
             let mut word = [0u8; 4];
-            if t.thread_id < 4096 || memory.read(t.thread_id + off, &mut word) != 4 {
+            if t.thread_id < 4096 || memory.read(t.thread_id.wrapping_add(off), &mut word) != 4 {
                 out.push(None);
                 continue;
             }
             let tid = i32::from_le_bytes(word);
-            if tid == 0 {
-                out.push(None);
-            } else if live.contains(&tid) && used.insert(tid) {
-                matched += 1;
+            if tid > 0 && live.contains(&tid) {
+                // Two thread states may share a pthread_t (3.8-3.10 give a thread state made
+                // for a thread about to start its creator's ident), not a tid.
+                if used
+                    .insert(tid, t.thread_id)
+                    .is_some_and(|p| p != t.thread_id)
+                {
+                    return None;
+                }
                 out.push(Some(Tid(tid)));
             } else {
-                return None;
+                out.push(None);
             }
         }
-        (matched > 0).then_some(out)
+        let main = used.contains_key(&pid);
+        (!used.is_empty()).then_some((out, main))
     };
-    if threads.is_empty() {
-        return;
-    }
-    let found = try_offset(PTHREAD_TID).or_else(|| (0..2048u64).step_by(4).find_map(&try_offset));
+    let found = try_offset(PTHREAD_TID, threads.len()).or_else(|| {
+        // Search on a sample (a few hundred reads at most), then map every thread.
+        let sample = threads.len().min(16);
+        let mut best: Option<(u64, usize, bool)> = None;
+        for off in (0..2048u64).step_by(4) {
+            if let Some((found, main)) = try_offset(off, sample) {
+                let n = found.iter().flatten().count();
+                let better = match best {
+                    None => true,
+                    Some((_, bn, bmain)) => (main, n) > (bmain, bn),
+                };
+                if better {
+                    best = Some((off, n, main));
+                }
+            }
+        }
+        best.and_then(|(off, _, _)| try_offset(off, threads.len()))
+    });
     match found {
-        Some(tids) => {
+        Some((tids, _)) => {
             for (t, tid) in threads.iter_mut().zip(tids) {
                 t.tid = tid;
             }
@@ -586,9 +626,20 @@ pub fn annotate_with(
             .tid
             .and_then(|tid| threads.iter_mut().find(|t| t.tid == tid))
         else {
-            unmatched += 1;
+            // Thread states without frames are threads about to start or just finishing.
+            if !pt.frames.is_empty() {
+                unmatched += 1;
+            }
             continue;
         };
+        // A second thread state for the same thread (one made for a thread about to start
+        // carries its creator's ident before 3.11): keep the one with frames.
+        if t.python
+            .as_ref()
+            .is_some_and(|p| p.depth >= pt.frames.len())
+        {
+            continue;
+        }
         let m = merge(&t.frames, t.truncated, pt);
         let note = match (&pt.truncated, m.note) {
             (Some(why), Some(n)) => Some(format!("Python stack truncated: {why}; {n}")),
@@ -610,7 +661,7 @@ pub fn annotate_with(
     }
     if unmatched > 0 {
         errors.push(format!(
-            "python: {unmatched} Python thread state(s) match no thread of the process (threads that exited, or not identifiable)"
+            "python: {unmatched} Python thread state(s) with frames match no thread of the process (threads that started or exited during the dump, or not identifiable)"
         ));
     }
 }

@@ -17,13 +17,13 @@ pub fn thread_names(r: &Reader, interp: u64) -> HashMap<u64, String> {
 }
 
 fn fill(r: &Reader, interp: u64, names: &mut HashMap<u64, String>) -> Option<()> {
-    let modules = r.u64(interp + r.l.interp_modules?)?;
+    let modules = r.u64(interp.wrapping_add(r.l.interp_modules?))?;
     let threading = dict_get(r, modules, "threading")?;
     if !r.has_type(threading, r.loc.module_type) {
         return None;
     }
     // PyModuleObject: md_dict right after the object header.
-    let md_dict = r.u64(threading + 16)?;
+    let md_dict = r.u64(threading.wrapping_add(16))?;
     let active = dict_get(r, md_dict, "_active")?;
     for (key, thread) in dict_entries(r, active)? {
         if r.late() {
@@ -87,10 +87,14 @@ fn dict_entries(r: &Reader, dict: u64) -> Option<Vec<(u64, u64)>> {
         return None;
     }
     let d = &r.l.dict;
-    let keys = r.u64(dict + d.ma_keys)?;
-    let values = r.u64(dict + d.ma_values)?;
+    let keys = r.u64(dict.wrapping_add(d.ma_keys))?;
+    let values = r.u64(dict.wrapping_add(d.ma_values))?;
     let values_at = if r.l.version.at_least(3, 13) { 8 } else { 0 };
-    keys_entries(r, keys, (values != 0).then_some(values + values_at))
+    keys_entries(
+        r,
+        keys,
+        (values != 0).then_some(values.wrapping_add(values_at)),
+    )
 }
 
 /// Entries of a `PyDictKeysObject`; `values`: the array of a split table's values.
@@ -105,7 +109,7 @@ fn keys_entries(r: &Reader, keys: u64, values: Option<u64>) -> Option<Vec<(u64, 
         }
         let general = kind == 0;
         (
-            keys + 0x20 + (1u64 << log2_index_bytes),
+            keys.wrapping_add(0x20 + (1u64 << log2_index_bytes)),
             nentries,
             if general { 24 } else { 16 },
             if general { 8 } else { 0 },
@@ -124,7 +128,13 @@ fn keys_entries(r: &Reader, keys: u64, values: Option<u64>) -> Option<Vec<(u64, 
             0x1_0000..=0xffff_ffff => 4,
             _ => 8,
         };
-        (keys + 0x28 + size as u64 * width, nentries, 24, 8, 16)
+        (
+            keys.wrapping_add(0x28 + size as u64 * width),
+            nentries,
+            24,
+            8,
+            16,
+        )
     };
     if !(0..=MAX_ENTRIES as i64).contains(&nentries) {
         return None;
@@ -158,11 +168,11 @@ fn attr(r: &Reader, obj: u64, name: &str) -> Option<u64> {
     let ty = r.type_of(obj)?;
     match r.l.dict.instance {
         InstanceDict::DictOffset { tp_dictoffset } => {
-            let off = r.u64(ty + tp_dictoffset)? as i64;
+            let off = r.u64(ty.wrapping_add(tp_dictoffset))? as i64;
             if off <= 0 || off > 4096 {
                 return None;
             }
-            dict_get(r, r.u64(obj + off as u64)?, name)
+            dict_get(r, r.u64(obj.wrapping_add(off as u64))?, name)
         }
         InstanceDict::Managed311 { ht_cached_keys } => {
             let dict = r.u64(obj.checked_sub(24)?)?;
@@ -170,13 +180,18 @@ fn attr(r: &Reader, obj: u64, name: &str) -> Option<u64> {
                 return dict_get(r, dict, name);
             }
             let values = r.u64(obj.checked_sub(32)?)?;
-            shared_get(r, r.u64(ty + ht_cached_keys)?, values, name)
+            shared_get(r, r.u64(ty.wrapping_add(ht_cached_keys))?, values, name)
         }
         InstanceDict::Managed312 { ht_cached_keys } => {
             let dv = r.u64(obj.checked_sub(24)?)?;
             if dv & 1 == 1 {
                 // Stored as `values - 1` (odd, as values are 8-aligned).
-                shared_get(r, r.u64(ty + ht_cached_keys)?, dv + 1, name)
+                shared_get(
+                    r,
+                    r.u64(ty.wrapping_add(ht_cached_keys))?,
+                    dv.wrapping_add(1),
+                    name,
+                )
             } else {
                 dict_get(r, dv, name)
             }
@@ -186,17 +201,22 @@ fn attr(r: &Reader, obj: u64, name: &str) -> Option<u64> {
             if dict != 0 {
                 return dict_get(r, dict, name);
             }
-            let basic = r.u64(ty + 0x20)?;
+            let basic = r.u64(ty.wrapping_add(0x20))?;
             if basic == 0 || basic > 4096 {
                 return None;
             }
-            let values = obj + basic;
+            let values = obj.wrapping_add(basic);
             // PyDictValues: capacity, size, embedded, valid (bytes), then the values.
             let head = r.read(values, 8)?;
             if head[3] == 0 {
                 return None;
             }
-            shared_get(r, r.u64(ty + ht_cached_keys)?, values + 8, name)
+            shared_get(
+                r,
+                r.u64(ty.wrapping_add(ht_cached_keys))?,
+                values.wrapping_add(8),
+                name,
+            )
         }
     }
 }

@@ -141,8 +141,8 @@ impl<'a> Reader<'a> {
         let compact = (state >> (shift + 3)) & 1 == 1;
         let ascii = (state >> (shift + 4)) & 1 == 1;
         let (data_at, width) = match (compact, ascii) {
-            (true, true) => (obj + l.unicode_ascii_size, 1),
-            (true, false) => (obj + l.unicode_compact_size, kind as usize),
+            (true, true) => (obj.wrapping_add(l.unicode_ascii_size), 1),
+            (true, false) => (obj.wrapping_add(l.unicode_compact_size), kind as usize),
             (false, _) => (le_u64(&buf, l.unicode_compact_size)?, kind as usize),
         };
         if !matches!(width, 1 | 2 | 4) {
@@ -206,7 +206,7 @@ impl<'a> Reader<'a> {
         if len == 0 {
             return Some(Vec::new());
         }
-        self.read(obj + l.bytes_sval, len as usize)
+        self.read(obj.wrapping_add(l.bytes_sval), len as usize)
     }
 
     /// A code object (cached for the duration of this reader: one dump).
@@ -240,14 +240,17 @@ impl<'a> Reader<'a> {
         let (bytecode, bytecode_len) = match (l.co_code_adaptive, l.co_code) {
             (Some(off), _) => {
                 let units = le_u64(&buf, l.var_ob_size)? as i64;
-                (addr + off, (units >= 0).then(|| units as u64 * 2))
+                (
+                    addr.wrapping_add(off),
+                    (units >= 0).then(|| (units as u64).wrapping_mul(2)),
+                )
             }
             (None, Some(off)) => {
                 let bytes = le_u64(&buf, off)?;
                 let len = self
                     .read(bytes, l.bytes_sval as usize)
                     .and_then(|h| le_u64(&h, l.var_ob_size));
-                (bytes + l.bytes_sval, len)
+                (bytes.wrapping_add(l.bytes_sval), len)
             }
             (None, None) => (0, None),
         };
@@ -285,7 +288,7 @@ impl<'a> Reader<'a> {
             frame = if frame == 0 {
                 0
             } else {
-                self.u64(frame + off)?
+                self.u64(frame.wrapping_add(off))?
             };
         }
         Some(RawThreadState {
@@ -358,7 +361,7 @@ impl<'a> Reader<'a> {
                     out.push(frame(
                         code_addr,
                         &code,
-                        code.bytecode + offset.max(0) as u64,
+                        code.bytecode.wrapping_add(offset.max(0) as u64),
                         line,
                         true,
                     ));
@@ -395,7 +398,7 @@ impl<'a> Reader<'a> {
                         continue;
                     };
                     let ip = le_u64(&buf, instr).unwrap_or(0);
-                    let offset = ip as i64 - code.bytecode as i64;
+                    let offset = ip.wrapping_sub(code.bytecode) as i64;
                     let line = match code.bytecode_len {
                         Some(len) if offset >= len as i64 => None,
                         _ => lines::locations(&code.linetable, code.first_line, offset),
