@@ -207,23 +207,10 @@ fn query_pipe(fd: i32) -> Result<PipeLevel, std::io::Error> {
 /// How full the pipe `inode` behind fd `fd` of the process is. `Err` is the reason in words.
 pub fn pipe_level(vantage: Vantage, fd: i32, inode: u64) -> Result<PipeLevel, String> {
     match vantage {
-        Vantage::Inside => {
-            let link = format!("/proc/self/fd/{fd}");
-            let still_ours = || {
-                std::fs::read_link(&link)
-                    .ok()
-                    .and_then(|l| pipe_inode(&l.to_string_lossy()))
-                    == Some(inode)
-            };
-            if !still_ours() {
-                return Err(format!("fd {fd} was closed"));
-            }
-            let level = query_pipe(fd).map_err(|e| format!("F_GETPIPE_SZ/FIONREAD: {e}"))?;
-            if !still_ours() {
-                return Err(format!("fd {fd} was closed while we looked"));
-            }
-            Ok(level)
-        }
+        // Inside, the dumper's thread has a file-descriptor table of its own (so the host never
+        // sees our fds and we never hold the host's): the host's fd is reached the same way as
+        // from outside, by a duplicate taken with pidfd_getfd on our own pid.
+        Vantage::Inside => pipe_level(Vantage::Outside(Pid(std::process::id() as i32)), fd, inode),
         Vantage::Outside(pid) => {
             let dup = pidfd_getfd(pid, fd)?;
             let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();

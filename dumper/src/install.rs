@@ -19,12 +19,17 @@ pub enum NotStarted {
     Config(crate::config::ConfigError),
     AnotherCopy,
     CaptureSignalInUse,
+    /// A privilege or namespace launcher (see [`LAUNCHERS`]).
+    Launcher,
     Install(std::io::Error),
 }
 
 /// Read the configuration and start. Called by the constructor inside `catch_unwind`.
 pub fn start() -> Result<(), NotStarted> {
     let cfg = Config::from_env().map_err(NotStarted::Config)?;
+    if is_launcher() {
+        return Err(NotStarted::Launcher);
+    }
     if another_copy_active(cfg.trigger.number) {
         return Err(NotStarted::AnotherCopy);
     }
@@ -49,6 +54,38 @@ pub fn start() -> Result<(), NotStarted> {
 fn restore_default(signo: i32) {
     // SAFETY: resetting a signal we installed ourselves to its default disposition.
     unsafe { libc::signal(signo, libc::SIG_DFL) };
+}
+
+/// Programs that change credentials per thread (capset, then setuid/setgid: glibc then aborts
+/// if any other thread cannot follow) or enter a user namespace (`unshare(CLONE_NEWUSER)` and
+/// `setns` into one refuse a process with more than one thread). Our dump thread would break
+/// them, and they only exec the real program, which loads the library afresh: stay inert.
+pub const LAUNCHERS: &[&str] = &[
+    "setpriv",
+    "unshare",
+    "nsenter",
+    "su",
+    "sudo",
+    "runuser",
+    "newgrp",
+    "sg",
+    "bwrap",
+    "capsh",
+    "chroot",
+    "firejail",
+    "newuidmap",
+    "newgidmap",
+    "systemd-nspawn",
+    "setcap",
+    "pkexec",
+    "doas",
+];
+
+fn is_launcher() -> bool {
+    std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|name| LAUNCHERS.contains(&name.as_str()))
 }
 
 /// True when another copy of libstackdump already handles `trigger` in this process: the current
@@ -138,9 +175,16 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
         let r = std::thread::Builder::new()
             .name("stackdump".into())
             .spawn(move || {
-                // The one signal this thread takes is the trigger: `stackdump dump` directs it
-                // here (rt_tgsigqueueinfo to the thread named `stackdump`), so that asking for
-                // a dump interrupts no host thread at all.
+                // `stackdump dump` directs the trigger here (rt_tgsigqueueinfo to the thread
+                // named `stackdump`), so that asking for a dump interrupts no host thread.
+                // A file-descriptor table of our own: every fd the dump opens lives there, so the
+                // host never finds one of ours (even on fds 0-2 it closed, or when it is at
+                // RLIMIT_NOFILE), and we close our copies of the host's fds at once, so we never
+                // keep a host file open after the host closed it.
+                if libc::unshare(libc::CLONE_FILES) == 0 {
+                    libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                }
+                // The one signal this thread takes is the trigger (see above).
                 let mut trig: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut trig);
                 libc::sigaddset(&mut trig, cfg.trigger.number);
