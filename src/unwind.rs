@@ -300,6 +300,11 @@ impl Modules {
         changed
     }
 
+    /// Every loaded module, by address.
+    pub fn list(&self) -> &[ModuleInfo] {
+        &self.sorted
+    }
+
     /// The module containing `addr`.
     pub fn module_of(&self, addr: u64) -> Option<&ModuleInfo> {
         let i = self.sorted.partition_point(|m| m.range.start <= addr);

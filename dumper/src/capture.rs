@@ -61,6 +61,8 @@ pub struct DumpThread {
     handler: usize,
     /// Buffer for stacks copied without a signal (kept across dumps).
     scratch: Vec<u8>,
+    /// The modules present when backtrace's symbol cache was last reset (what it knows).
+    backtrace_modules: Vec<(String, std::ops::Range<u64>)>,
 }
 
 impl DumpThread {
@@ -74,6 +76,7 @@ impl DumpThread {
             last_millis: 0,
             handler,
             scratch: Vec::new(),
+            backtrace_modules: Vec::new(),
         }
     }
 
@@ -174,7 +177,29 @@ impl DumpThread {
 
         // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
         if self.modules.sync(&maps) {
-            self.symbols.reset();
+            // Addresses may mean something else now: drop our memo. backtrace's own cache (the
+            // parsed debug info, ~100 ms to rebuild for libc) is dropped only when a module now
+            // sits where backtrace knew a different one; objects it does not know yet (dlopen'ed
+            // since) are named by the file symbolizer meanwhile.
+            let known = &self.backtrace_modules;
+            let conflict = self.modules.list().iter().any(|m| {
+                known.iter().any(|(path, range)| {
+                    range.start < m.range.end
+                        && m.range.start < range.end
+                        && (*path != m.path || range.start != m.range.start)
+                })
+            });
+            if conflict || known.is_empty() {
+                self.symbols.reset();
+                self.backtrace_modules = self
+                    .modules
+                    .list()
+                    .iter()
+                    .map(|m| (m.path.clone(), m.range.clone()))
+                    .collect();
+            } else {
+                self.symbols.forget_addresses();
+            }
         }
         errors.extend(self.modules.problems.iter().cloned());
         let without_signal = if self.cfg.blocked_without_signal {
@@ -706,21 +731,16 @@ impl DumpThread {
                 bytes: j,
             });
         }
-        let mut millis = millis;
-        for _ in 0..5 {
-            let stem = format!(
-                "stackdump-{}-{}",
-                dump.pid,
-                UtcTime::from_unix_millis(millis).compact()
-            );
-            match sink::write(&self.cfg.dir, &stem, requests, &outputs) {
-                Ok(_) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    millis += 1;
-                    self.last_millis = millis;
-                }
-                Err(_) => return, // nowhere to report it: never the host's stderr
-            }
+        let pid = dump.pid;
+        let stem = |n: u32| {
+            format!(
+                "stackdump-{pid}-{}",
+                UtcTime::from_unix_millis(millis + i64::from(n)).compact()
+            )
+        };
+        // Errors have nowhere to go (never the host's stderr): the dump is dropped.
+        if let Ok((_, used)) = sink::write(&self.cfg.dir, stem, requests, &outputs) {
+            self.last_millis = self.last_millis.max(millis + i64::from(used));
         }
     }
 }

@@ -76,6 +76,10 @@ pub mod sys;
 /// The constructor: runs when the library is loaded (before `main` when preloaded).
 #[ctor::ctor(unsafe)]
 fn stackdump_init() {
-    // Never unwind out of a constructor, never print: on any failure the library stays inert.
+    // Never print: this library's copy of std would write a panic message to fd 2, which may
+    // be the very pipe that is stuck. Panics are caught where they can happen and reported in
+    // the dump's `errors`. (The hook belongs to this library's std; the host's is untouched.)
+    std::panic::set_hook(Box::new(|_| {}));
+    // Never unwind out of a constructor: on any failure the library stays inert.
     let _ = std::panic::catch_unwind(install::start);
 }

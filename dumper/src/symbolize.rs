@@ -25,6 +25,12 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
+    /// Forget what addresses meant (modules were loaded or unloaded), keeping backtrace's
+    /// parsed debug info.
+    pub fn forget_addresses(&mut self) {
+        self.cache.clear();
+    }
+
     /// Forget everything (the loaded modules changed).
     pub fn reset(&mut self) {
         self.cache.clear();
