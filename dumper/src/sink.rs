@@ -49,23 +49,30 @@ fn fsync(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Write every output for one dump. `stem` is `stackdump-<pid>-<time>Z`; `requests` are the
-/// request ids this dump serves (the first names the files, the others get links).
+/// How many later names (one millisecond apart) are tried when a final name is taken.
+const NAME_ATTEMPTS: u32 = 10_000;
+
+/// Write every output for one dump. `stem(n)` is `stackdump-<pid>-<time>Z` for the n-th
+/// candidate time (names already taken, e.g. planted, are skipped: the next candidate is
+/// tried); `requests` are the request ids this dump serves (the first names the files, the
+/// others get links). Returns the names written and the candidate used.
 pub fn write(
     dir: &Path,
-    stem: &str,
+    stem: impl Fn(u32) -> String,
     requests: &[u32],
     outputs: &[Output<'_>],
-) -> io::Result<Written> {
+) -> io::Result<(Written, u32)> {
     let dirc = cstr(&dir.to_string_lossy())?;
     let dirfd = sys::open_dir(&dirc)?;
-    let mut written = Vec::new();
-    let primary = match requests.first() {
+    let with_request = |stem: &str| match requests.first() {
         Some(r) => format!("{stem}-r{r}"),
         None => stem.to_string(),
     };
+    // 1. Every file complete under a temporary name.
+    let first = with_request(&stem(0));
+    let mut tmps: Vec<CString> = Vec::new();
     for out in outputs {
-        let tmp = cstr(&format!(".{primary}.{}.tmp", out.ext))?;
+        let tmp = cstr(&format!(".{first}.{}.tmp", out.ext))?;
         let fd = match sys::create_exclusive(&dirfd, &tmp) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -74,25 +81,70 @@ pub fn write(
                 sys::unlink(&dirfd, &tmp)?;
                 sys::create_exclusive(&dirfd, &tmp)?
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                for t in &tmps {
+                    let _ = sys::unlink(&dirfd, t);
+                }
+                return Err(e);
+            }
         };
         let result = write_all(&fd, out.bytes).and_then(|()| fsync(&fd));
         drop(fd);
-        let final_name = format!("{primary}.{}", out.ext);
-        let finalc = cstr(&final_name)?;
-        if let Err(e) = result.and_then(|()| sys::rename_noreplace(&dirfd, &tmp, &finalc)) {
-            let _ = sys::unlink(&dirfd, &tmp);
+        tmps.push(tmp);
+        if let Err(e) = result {
+            for t in &tmps {
+                let _ = sys::unlink(&dirfd, t);
+            }
             return Err(e);
         }
-        written.push(final_name.clone());
-        for r in requests.iter().skip(1) {
-            let link = format!("{stem}-r{r}.{}", out.ext);
-            if sys::link(&dirfd, &finalc, &cstr(&link)?).is_ok() {
-                written.push(link);
+    }
+    // 2. Rename them all to the first candidate name that is free for every format.
+    let mut written = Vec::new();
+    let mut used = None;
+    'candidates: for attempt in 0..NAME_ATTEMPTS {
+        let primary = with_request(&stem(attempt));
+        let mut done: Vec<(CString, &CString)> = Vec::new();
+        for (out, tmp) in outputs.iter().zip(&tmps) {
+            let finalc = cstr(&format!("{primary}.{}", out.ext))?;
+            match sys::rename_noreplace(&dirfd, tmp, &finalc) {
+                Ok(()) => done.push((finalc, tmp)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Taken: put back what this candidate already renamed, try the next one.
+                    for (f, t) in done.iter().rev() {
+                        let _ = sys::rename_noreplace(&dirfd, f, t);
+                    }
+                    continue 'candidates;
+                }
+                Err(e) => {
+                    for t in &tmps {
+                        let _ = sys::unlink(&dirfd, t);
+                    }
+                    return Err(e);
+                }
             }
         }
+        used = Some(attempt);
+        for (out, (finalc, _)) in outputs.iter().zip(&done) {
+            written.push(finalc.to_string_lossy().into_owned());
+            for r in requests.iter().skip(1) {
+                let link = format!("{}-r{r}.{}", stem(attempt), out.ext);
+                if sys::link(&dirfd, finalc, &cstr(&link)?).is_ok() {
+                    written.push(link);
+                }
+            }
+        }
+        break;
     }
+    let Some(used) = used else {
+        for t in &tmps {
+            let _ = sys::unlink(&dirfd, t);
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every candidate name is taken",
+        ));
+    };
     // Make the renames durable too.
     let _ = fsync(&dirfd);
-    Ok(written)
+    Ok((written, used))
 }
