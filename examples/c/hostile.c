@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -93,10 +94,24 @@ static void *spinner(void *arg) {
     return NULL;
 }
 
+/* Threads name themselves: pthread_setname_np on another thread opens
+ * /proc/self/task/TID/comm, which would land on a closed fd 0-2 and be reported as ours. */
+struct named { void *(*fn)(void *); const char *name; };
+
+static void *named_start(void *arg) {
+    struct named n = *(struct named *)arg;
+    free(arg);
+    prctl(PR_SET_NAME, n.name, 0, 0, 0);
+    return n.fn(NULL);
+}
+
 static void start(void *(*fn)(void *), const char *name) {
     pthread_t t;
-    if (pthread_create(&t, NULL, fn, NULL) != 0) exit(3);
-    pthread_setname_np(t, name);
+    struct named *n = malloc(sizeof *n);
+    if (!n) exit(3);
+    n->fn = fn;
+    n->name = name;
+    if (pthread_create(&t, NULL, named_start, n) != 0) exit(3);
 }
 
 int main(int argc, char **argv) {
