@@ -119,8 +119,9 @@ fn full_pipes(dump: &Dump, p: &ProcessFacts, out: &mut Vec<Finding>) {
             names.join("/")
         };
         let mut summary = format!(
-            "{} blocked in {call}(fd {fd_text} → pipe:[{inode}]): the pipe is full",
-            plural(threads.len(), "thread", "threads")
+            "{} blocked in {call}(fd {fd_text} → pipe:[{inode}]){}: the pipe is full",
+            plural(threads.len(), "thread", "threads"),
+            python_origin(&threads)
         );
         let mut evidence = Vec::new();
         match pipe {
@@ -491,6 +492,30 @@ pub fn stack_groups(dump: &Dump) -> Vec<Vec<usize>> {
         }
     }
     groups
+}
+
+/// ` from `_db_execute` (db.py:623)` when every thread's innermost interpreted (Python) frame
+/// is the same function; empty otherwise. Findings speak the language of the code that called.
+fn python_origin(threads: &[&Thread]) -> String {
+    let innermost = |t: &Thread| t.frames.iter().find(|f| is_interpreted(f)).cloned();
+    let Some(first) = threads.first().and_then(|t| innermost(t)) else {
+        return String::new();
+    };
+    let same = threads.iter().all(|t| {
+        innermost(t).is_some_and(|f| f.function == first.function && f.file == first.file)
+    });
+    let Some(name) = first.function.as_deref().filter(|_| same) else {
+        return String::new();
+    };
+    let file = first
+        .file
+        .as_deref()
+        .map(|f| f.rsplit('/').next().unwrap_or(f).to_string());
+    match (file, first.line) {
+        (Some(file), Some(line)) => format!(" from `{name}` ({file}:{line})"),
+        (Some(file), None) => format!(" from `{name}` ({file})"),
+        _ => format!(" from `{name}`"),
+    }
 }
 
 /// A frame of interpreted code (a Python frame merged into the native stack).

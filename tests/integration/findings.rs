@@ -206,6 +206,13 @@ fn incident_dump_names_the_full_pipe_its_reader_and_the_close_wait_sockets() {
     let mut t = spawn_incident(Preload::Yes);
     let (path, d) = trigger_nth(&t, 1);
     check_incident_facts(&d, &t);
+    // With the Python frames merged in, the finding names the Python function that writes.
+    let full = findings_of(&d, "full_pipe");
+    assert!(
+        full[0].summary.contains("from `_db_execute` (incident.py:"),
+        "the finding should speak Python: {}",
+        full[0].summary
+    );
     // The written text file is the rendering of the JSON.
     let txt = std::fs::read_to_string(path.with_extension("txt")).expect("the .txt twin");
     assert!(
