@@ -9,7 +9,7 @@ use crate::model::{Addr, FdRef, KernelView, SyscallState, Tid};
 use crate::syscalls;
 use procfs_core::FromBufRead;
 
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Parse `/proc/.../syscall`: `running`, `-1 sp pc`, or `nr a0 a1 a2 a3 a4 a5 sp pc` (hex).
@@ -218,6 +218,9 @@ pub struct ThreadGone;
 pub struct TaskReader {
     root: PathBuf,
     buf: Vec<u8>,
+    /// The directory of the task read last (`task/<tid>`), for openat: one path walk per
+    /// thread instead of one per file.
+    dir: Option<(Tid, std::os::fd::OwnedFd)>,
     /// Whether to try `/proc/.../stack` (root only; skipped after the first EACCES).
     pub kernel_stacks: bool,
 }
@@ -228,6 +231,7 @@ impl TaskReader {
         TaskReader {
             root: proc_pid_dir.into(),
             buf: Vec::with_capacity(4096),
+            dir: None,
             kernel_stacks: true,
         }
     }
@@ -243,9 +247,71 @@ impl TaskReader {
     }
 
     fn read(&mut self, tid: Tid, file: &str) -> io::Result<&[u8]> {
-        let path = self.root.join("task").join(tid.0.to_string()).join(file);
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        if self.dir.as_ref().map(|(t, _)| *t) != Some(tid) {
+            self.dir = None;
+            let path = self.root.join("task").join(tid.0.to_string());
+            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+            // SAFETY: `c` is NUL-terminated; the fd returned is owned by the OwnedFd below.
+            let fd = unsafe {
+                libc::open(
+                    c.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh fd that nothing else owns.
+            self.dir = Some((tid, unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        let Some((_, dir)) = &self.dir else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        };
+        let name = std::ffi::CString::new(file)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+        // SAFETY: openat on our directory fd with a NUL-terminated relative name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns; closed when `f` drops.
+        let f = unsafe { OwnedFd::from_raw_fd(fd) };
         self.buf.clear();
-        std::fs::File::open(path)?.read_to_end(&mut self.buf)?;
+        loop {
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(4096);
+            }
+            let spare = self.buf.capacity() - self.buf.len();
+            // SAFETY: reading at most `spare` bytes into the vector's unused capacity.
+            let n = unsafe {
+                libc::read(
+                    f.as_raw_fd(),
+                    self.buf.as_mut_ptr().add(self.buf.len()).cast(),
+                    spare,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                break;
+            }
+            // SAFETY: the kernel initialised `n` more bytes.
+            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+        }
         Ok(&self.buf)
     }
 

@@ -6,6 +6,7 @@ use crate::capture::DumpThread;
 use crate::config::Config;
 use crate::sigctx;
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Exported so that a second copy of the library can recognise the first (see
 /// [`another_copy_active`]). The value is irrelevant; its presence is the marker.
@@ -189,9 +190,31 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
                 libc::sigemptyset(&mut trig);
                 libc::sigaddset(&mut trig, cfg.trigger.number);
                 libc::pthread_sigmask(libc::SIG_UNBLOCK, &trig, std::ptr::null_mut());
-                DumpThread::new(cfg, handler).run()
+                let dumper = DumpThread::new(cfg, handler);
+                // std's per-thread set-up is done by now (it registers thread-local destructors
+                // with __cxa_thread_atexit_impl, which takes the dynamic loader's lock): tell the
+                // constructor, which waits for this before `main` can start a dlopen that could
+                // hold that lock forever.
+                THREAD_READY.store(1, Ordering::Release);
+                crate::sigctx::futex_wake_all(&THREAD_READY);
+                dumper.run()
             });
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        r.map(drop)
+        r.map(drop)?;
     }
+    // Bounded: start-up takes ~0.1 ms. When the library is itself being dlopen'ed, the loading
+    // thread holds the loader's lock and our thread cannot finish until this constructor
+    // returns: give up after 20 ms, it completes right after.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(20);
+    while THREAD_READY.load(Ordering::Acquire) == 0 {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        crate::sys::futex_wait(&THREAD_READY, 0, Some(left));
+    }
+    Ok(())
 }
+
+/// Set by the dump thread once its start-up (which may need the loader's lock) is over.
+static THREAD_READY: AtomicU32 = AtomicU32::new(0);
