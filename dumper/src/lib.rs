@@ -58,9 +58,14 @@
 //! ## Rules for code in the host
 //!
 //! The constructor does the minimum and never panics or prints; any error disables the library
-//! silently. The dump thread blocks every asynchronous signal, opens its fds O_CLOEXEC and above
-//! 2, and never reads, writes or closes a host fd. Nothing is ever written to the host's stdout
-//! or stderr.
+//! silently (it waits, at most 20 ms, for the dump thread's start-up). The dump thread blocks
+//! every asynchronous signal but the trigger (so `stackdump dump` can send the trigger to it and
+//! interrupt no host thread), has a file-descriptor table of its own (its fds are never visible
+//! in the host's table; it holds none of the host's files; pipes are queried through
+//! `pidfd_getfd`), and never reads, writes or closes a host fd. Nothing is ever written to the
+//! host's stdout or stderr (a silent panic hook). Privilege and namespace launchers (`setpriv`,
+//! `unshare`, ...) get no dump thread: a second thread breaks `capset`+`setuid` and
+//! `unshare(CLONE_NEWUSER)`.
 
 pub mod alloc;
 pub mod capture;
