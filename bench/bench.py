@@ -453,6 +453,9 @@ class Bench:
     def cmd_cli(self, pid):
         return [self.cli, "dump", str(pid)]
 
+    def cmd_inspect(self, pid):
+        return [self.cli, "inspect", str(pid)]
+
     def start(self, n, depth=20, preload=True, label="t", spinner=True, extra_env=None):
         return Target(self.work, [self.target, str(n), str(depth)], preload, self.lib,
                       f"{label}-n{n}-d{depth}{'-pre' if preload else ''}", spinner=spinner,
@@ -646,7 +649,12 @@ class Bench:
                 for _ in range(R):
                     cli_warm.append(run_tool(self.cmd_cli(t.pid), spinner=t.spinner, env=self.env_tools))
                 t.clear_dumps()
-            eu, gd = [], []
+            eu, gd, insp = [], [], []
+            if self.cli:
+                # `stackdump inspect`: from outside, no preload needed (blocked threads read without
+                # a stop, running ones stopped one at a time with ptrace).
+                for _ in range(R):
+                    insp.append(run_tool(self.cmd_inspect(t.pid), spinner=t.spinner, env=self.env_tools))
             if external:
                 for _ in range(R):
                     eu.append(run_tool(self.cmd_eu(t.pid), spinner=t.spinner, env=self.env_tools))
@@ -687,6 +695,8 @@ class Bench:
         if self.cli:
             c["tools"]["cli"] = summarize(cli_cold, cli_warm)
             c["tools"]["cli"]["rc"] = [x.get("rc") for x in cli_cold + cli_warm]
+            if insp:
+                c["tools"]["inspect"] = summarize([], insp)
         if external:
             c["tools"]["eu-stack"] = summarize([], eu)
             if gdb:
@@ -952,10 +962,11 @@ class Bench:
 # Report: markdown tables, budgets, plot.
 
 TOOLS = [("kill", "`kill -s USR1` → .json"), ("cli", "`stackdump dump PID`"),
+         ("inspect", "`stackdump inspect PID` (no preload needed)"),
          ("eu-stack", "`eu-stack -p PID`"), ("gdb", "`gdb -batch -ex 'thread apply all bt' -p PID`")]
 
 
-TOOLNAMES = {"kill": "kill → .json", "cli": "stackdump dump", "eu-stack": "eu-stack", "gdb": "gdb"}
+TOOLNAMES = {"kill": "kill → .json", "cli": "stackdump dump", "inspect": "stackdump inspect", "eu-stack": "eu-stack", "gdb": "gdb"}
 
 
 def rfmt(x):
@@ -1214,8 +1225,8 @@ def budgets(r):
 
 def plot(r, path):
     """Two log-log panels: warm wall time and longest stop against thread count, by tool."""
-    colors = {"noise": "#999999", "kill": "#1b9e77", "cli": "#7570b3", "eu-stack": "#d95f02", "gdb": "#e7298a"}
-    labels = {"kill": "stackdump (kill → file)", "cli": "stackdump dump", "eu-stack": "eu-stack -p", "gdb": "gdb thread apply all bt"}
+    colors = {"noise": "#999999", "kill": "#1b9e77", "cli": "#7570b3", "inspect": "#66a61e", "eu-stack": "#d95f02", "gdb": "#e7298a"}
+    labels = {"kill": "stackdump (kill → file)", "cli": "stackdump dump", "inspect": "stackdump inspect", "eu-stack": "eu-stack -p", "gdb": "gdb thread apply all bt"}
     series = {"wall": {}, "gap": {}}
     for key, c in r["cells"].items():
         if c["depth"] != 20:
@@ -1299,7 +1310,7 @@ def plot(r, path):
     ly = H - 40
     x = 80
     labels["noise"] = "no dump (noise)"
-    for tool in ("kill", "cli", "eu-stack", "gdb", "noise"):
+    for tool in ("kill", "cli", "inspect", "eu-stack", "gdb", "noise"):
         if tool in series["wall"] or tool in series["gap"]:
             out.append(f'<rect x="{x}" y="{ly - 10}" width="14" height="10" fill="{colors[tool]}"/>')
             out.append(f'<text x="{x + 20}" y="{ly}">{labels[tool]}</text>')
