@@ -32,17 +32,7 @@ use std::time::{Duration, Instant};
 pub const METHOD: &str = "outside";
 
 /// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
-pub const ROOTS: &[&str] = &[
-    "clone3",
-    "__clone3",
-    "clone",
-    "__clone",
-    "_start",
-    "__libc_start_main",
-    "__libc_start_main_impl",
-    "__libc_start_call_main",
-    "start_thread",
-];
+pub use crate::unwind::THREAD_ROOTS as ROOTS;
 
 /// How to take the stacks.
 pub struct Options<'a> {
@@ -395,32 +385,7 @@ fn frames_at(
         Some((file, bias)) => symbols.symbols(file, root, lookup.wrapping_sub(bias)),
         None => Vec::new(),
     };
-    if syms.is_empty() {
-        out.push(Frame {
-            ip: Addr(ip),
-            module,
-            offset,
-            function: None,
-            file: None,
-            line: None,
-            inlined: false,
-            python: None,
-        });
-        return;
-    }
-    let last = syms.len() - 1;
-    for (i, s) in syms.into_iter().enumerate() {
-        out.push(Frame {
-            ip: Addr(ip),
-            module: module.clone(),
-            offset,
-            function: s.function,
-            file: s.file,
-            line: s.line,
-            inlined: i < last,
-            python: None,
-        });
-    }
+    crate::symbols::push_frames(ip, module, offset, &syms, out);
 }
 
 /// True when a function in the last two frames is a thread entry point.
@@ -434,10 +399,7 @@ fn ends_at_root(
     for &(ip, is_return) in raw.addrs.iter().rev().take(2) {
         tail.clear();
         frames_at(modules, symbols, root, ip, is_return, &mut tail);
-        if tail
-            .iter()
-            .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)))
-        {
+        if crate::unwind::has_thread_root(&tail) {
             return true;
         }
     }

@@ -17,6 +17,44 @@ pub struct Symbol {
     pub line: Option<u32>,
 }
 
+/// The frames of one address from its symbols (innermost first; all but the last are marked
+/// inlined), or one bare frame when there are none. `module`/`offset` say where `ip` lies.
+pub fn push_frames(
+    ip: u64,
+    module: Option<String>,
+    offset: Option<crate::model::Addr>,
+    symbols: &[Symbol],
+    out: &mut Vec<crate::model::Frame>,
+) {
+    use crate::model::{Addr, Frame};
+    if symbols.is_empty() {
+        out.push(Frame {
+            ip: Addr(ip),
+            module,
+            offset,
+            function: None,
+            file: None,
+            line: None,
+            inlined: false,
+            python: None,
+        });
+        return;
+    }
+    let last = symbols.len() - 1;
+    for (i, s) in symbols.iter().enumerate() {
+        out.push(Frame {
+            ip: Addr(ip),
+            module: module.clone(),
+            offset,
+            function: s.function.clone(),
+            file: s.file.clone(),
+            line: s.line,
+            inlined: i < last,
+            python: None,
+        });
+    }
+}
+
 /// Loaded module files, by the path they were opened with.
 #[derive(Default)]
 pub struct FileSymbolizer {

@@ -17,6 +17,29 @@ use std::io::IoSliceMut;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+/// Functions a complete stack ends in: the thread entry points of glibc and musl, and `_start`.
+/// A stack whose last frames are none of these is truncated.
+pub const THREAD_ROOTS: &[&str] = &[
+    "clone3",
+    "__clone3",
+    "clone",
+    "__clone",
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "start_thread",
+];
+
+/// True when `frames` is a symbolized frame list that contains a thread entry point.
+pub fn has_thread_root(frames: &[crate::model::Frame]) -> bool {
+    frames.iter().any(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| THREAD_ROOTS.contains(&n))
+    })
+}
+
 /// The registers an unwind starts from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Regs {

@@ -15,7 +15,7 @@ use stackdump_core::model::{
 };
 use stackdump_core::proc::{self, TaskReader};
 use stackdump_core::timefmt::UtcTime;
-use stackdump_core::unwind::{ModuleSource, Modules, RawFrames, Regs, UnwindEnd};
+use stackdump_core::unwind::{ModuleSource, Modules, RawFrames, Regs, UnwindEnd, THREAD_ROOTS};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -31,19 +31,6 @@ struct RawThread {
     /// Sent the capture signal.
     signalled: bool,
 }
-
-/// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
-const ROOTS: &[&str] = &[
-    "clone3",
-    "__clone3",
-    "clone",
-    "__clone",
-    "_start",
-    "__libc_start_main",
-    "__libc_start_main_impl",
-    "__libc_start_call_main",
-    "start_thread",
-];
 
 /// A capture that has not answered after this long no longer counts against the number of
 /// threads signalled at once (it still has until the deadline to answer).
@@ -255,12 +242,11 @@ impl DumpThread {
                 }
                 // A complete stack ends in a thread entry point; `_start` of a stripped
                 // executable has no name, so the frame before it counts too.
-                let near_root = frames
-                    .iter()
-                    .rev()
-                    .filter(|f| !f.inlined)
-                    .take(2)
-                    .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)));
+                let near_root = frames.iter().rev().filter(|f| !f.inlined).take(2).any(|f| {
+                    f.function
+                        .as_deref()
+                        .is_some_and(|n| THREAD_ROOTS.contains(&n))
+                });
                 truncated = match raw.end {
                     UnwindEnd::FrameLimit => true,
                     UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
@@ -421,10 +407,7 @@ impl DumpThread {
             let module = info.map(|m| (m.path.as_str(), m.bias));
             let file = info.and_then(|m| m.file.as_deref());
             self.symbols.frames(ip, is_return, module, file, &mut tail);
-            if tail
-                .iter()
-                .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)))
-            {
+            if stackdump_core::unwind::has_thread_root(&tail) {
                 return true;
             }
         }

@@ -5,15 +5,8 @@
 //! module set changes we drop both its cache and ours (`reset`).
 
 use stackdump_core::model::{Addr, Frame};
+use stackdump_core::symbols::{push_frames, Symbol as Sym};
 use std::collections::HashMap;
-
-/// One symbol of an address (several when functions were inlined; innermost first).
-#[derive(Debug, Clone)]
-struct Sym {
-    function: Option<String>,
-    file: Option<String>,
-    line: Option<u32>,
-}
 
 /// Memoized symbolization.
 #[derive(Default)]
@@ -61,14 +54,7 @@ impl Symbolizer {
                         file,
                         std::path::Path::new("/"),
                         lookup.wrapping_sub(1).wrapping_sub(bias),
-                    )
-                    .into_iter()
-                    .map(|s| Sym {
-                        function: s.function,
-                        file: s.file,
-                        line: s.line,
-                    })
-                    .collect(),
+                    ),
                 _ => syms,
             }
         });
@@ -76,32 +62,7 @@ impl Symbolizer {
             Some((path, bias)) => (Some(path.to_string()), Some(Addr(ip.wrapping_sub(bias)))),
             None => (None, None),
         };
-        if syms.is_empty() {
-            out.push(Frame {
-                ip: Addr(ip),
-                module,
-                offset,
-                function: None,
-                file: None,
-                line: None,
-                inlined: false,
-                python: None,
-            });
-            return;
-        }
-        let last = syms.len() - 1;
-        for (i, s) in syms.iter().enumerate() {
-            out.push(Frame {
-                ip: Addr(ip),
-                module: module.clone(),
-                offset,
-                function: s.function.clone(),
-                file: s.file.clone(),
-                line: s.line,
-                inlined: i < last,
-                python: None,
-            });
-        }
+        push_frames(ip, module, offset, syms, out);
     }
 }
 
