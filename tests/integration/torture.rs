@@ -356,14 +356,13 @@ fn storm(triggers: usize, per_second: u32, budget: Duration) {
         assert_eq!(masked.capture, CaptureStatus::SignalBlocked, "{}", ctx());
         assert!(masked.frames.is_empty() && !masked.signalled, "{}", ctx());
         // Spinning, never in a system call: its kernel view says so. On a CPU the kernel says
-        // "running"; preempted (runnable, not on a CPU: common under load) it gives "-1 sp pc",
-        // i.e. blocked outside any system call. Either way: state R, no syscall.
+        // "running"; preempted, or waiting in a page fault for the mmap lock that fork and dlopen
+        // take (state D, seen in CI), it gives "-1 sp pc": blocked outside any system call.
         assert!(
-            masked.kernel.state == "R"
-                && matches!(
-                    masked.kernel.syscall,
-                    SyscallState::Running | SyscallState::Blocked { .. }
-                ),
+            matches!(
+                masked.kernel.syscall,
+                SyscallState::Running | SyscallState::Blocked { .. }
+            ),
             "masked-spin: expected the kernel view of a running thread\n{}",
             ctx()
         );
