@@ -51,6 +51,13 @@ pub fn parse_wchan(text: &str) -> Option<String> {
     (!t.is_empty() && t != "0").then(|| t.to_string())
 }
 
+/// The wait channel named by the first line of `/proc/.../stack` (`pipe_write+0x1a3/0x4e0` →
+/// `pipe_write`), as `wchan` would give it.
+pub fn wchan_of_stack_line(line: &str) -> Option<String> {
+    let name = line.split('+').next().unwrap_or(line).trim();
+    (!name.is_empty() && name != "0").then(|| name.to_string())
+}
+
 /// Parse `/proc/.../stack`: lines `[<0>] pipe_write+0x1a3/0x4e0` → `pipe_write+0x1a3/0x4e0`.
 pub fn parse_kernel_stack(text: &str) -> Vec<String> {
     text.lines()
@@ -102,15 +109,18 @@ pub fn parse_stat(text: &[u8]) -> Option<TaskStat> {
     }
     let name = text.get(open + 1..close)?.to_string();
     // Fields after the name, numbered as in proc(5): 3 state, 14 utime, 15 stime, 39 processor.
-    let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
-    let field = |n: usize| rest.get(n - 3).copied();
-    let state = field(3)?.chars().next()?;
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?; // field 3
+    let mut rest = rest.skip(10); // fields 4-13
+    let utime = rest.next()?.parse().ok()?; // 14
+    let stime = rest.next()?.parse().ok()?; // 15
+    let cpu = rest.nth(23).and_then(|c| c.parse().ok()).unwrap_or(-1); // 39 = 15 + 24
     Some(TaskStat {
         name,
         state,
-        utime: field(14)?.parse().ok()?,
-        stime: field(15)?.parse().ok()?,
-        cpu: field(39).and_then(|c| c.parse().ok()).unwrap_or(-1),
+        utime,
+        stime,
+        cpu,
     })
 }
 
@@ -138,26 +148,34 @@ impl TaskStatus {
 }
 
 /// Parse `/proc/.../status` (`Key:\tvalue` lines; only the fields we use, so a kernel that adds
-/// or drops other fields does not matter).
+/// or drops other fields does not matter). Works on bytes, line by line, and stops after the
+/// last field it needs (the dump reads this file for every thread, twice).
 pub fn parse_status(text: &[u8]) -> Option<TaskStatus> {
-    let text = std::str::from_utf8(text).ok()?;
+    fn hex(v: &[u8]) -> Option<u64> {
+        u64::from_str_radix(std::str::from_utf8(v).ok()?, 16).ok()
+    }
+    fn dec(v: &[u8]) -> Option<u64> {
+        std::str::from_utf8(v).ok()?.parse().ok()
+    }
     let mut st = TaskStatus::default();
     let mut seen_name = false;
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+    for line in text.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
-        let value = value.trim();
-        let hex = || u64::from_str_radix(value, 16).ok();
+        let (key, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         match key {
-            "Name" => {
-                st.name = value.to_string();
+            b"Name" => {
+                st.name = String::from_utf8_lossy(value).into_owned();
                 seen_name = true;
             }
-            "SigBlk" => st.sig_blocked = hex()?,
-            "SigCgt" => st.sig_caught = hex()?,
-            "voluntary_ctxt_switches" => st.voluntary_ctxt_switches = value.parse().ok()?,
-            "nonvoluntary_ctxt_switches" => st.nonvoluntary_ctxt_switches = value.parse().ok()?,
+            b"SigBlk" => st.sig_blocked = hex(value)?,
+            b"SigCgt" => st.sig_caught = hex(value)?,
+            b"voluntary_ctxt_switches" => st.voluntary_ctxt_switches = dec(value)?,
+            b"nonvoluntary_ctxt_switches" => {
+                st.nonvoluntary_ctxt_switches = dec(value)?;
+                break; // the last line of interest (and of the file, today)
+            }
             _ => {}
         }
     }
@@ -321,14 +339,33 @@ impl TaskReader {
         Ok(parse_syscall(&String::from_utf8_lossy(bytes)))
     }
 
+    /// The thread's `schedstat`, opened to be read more than once (see [`RunCounter`]).
+    pub fn run_counter(&mut self, tid: Tid) -> Option<RunCounter> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        self.read(tid, "schedstat").ok()?; // opens the task directory, checks the file is there
+        let (_, dir) = self.dir.as_ref()?;
+        // SAFETY: openat on our directory fd with a NUL-terminated relative name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c"schedstat".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        // SAFETY: a fresh fd that nothing else owns.
+        (fd >= 0).then(|| RunCounter(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
     /// The status of a thread (for its signal mask), or `ThreadGone`.
     pub fn status(&mut self, tid: Tid) -> Result<TaskStatus, ThreadGone> {
         let bytes = self.read(tid, "status").map_err(|_| ThreadGone)?;
         parse_status(bytes).ok_or(ThreadGone)
     }
 
-    /// The kernel view of one thread plus its status. `syscall` is read first: it and `wchan`
-    /// are what a signal would change.
+    /// The kernel view of one thread plus its status. `syscall` is read first: it and the wait
+    /// channel are what a signal would change. The wait channel is the first function of the
+    /// kernel stack when that is readable (both skip the scheduler's own functions: the kernel
+    /// computes `wchan` the same way), so `wchan` is read only when `stack` is not.
     pub fn kernel_view(
         &mut self,
         tid: Tid,
@@ -338,10 +375,26 @@ impl TaskReader {
             Err(e) if gone(&e) => return Err(ThreadGone),
             Err(_) => SyscallState::Unknown,
         };
-        let wchan = match self.read(tid, "wchan") {
-            Ok(b) => parse_wchan(&String::from_utf8_lossy(b)),
-            Err(e) if gone(&e) => return Err(ThreadGone),
-            Err(_) => None,
+        let kernel_stack = if self.kernel_stacks {
+            match self.read(tid, "stack") {
+                Ok(b) => Some(parse_kernel_stack(&String::from_utf8_lossy(b))),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    self.kernel_stacks = false;
+                    None
+                }
+                Err(e) if gone(&e) => return Err(ThreadGone),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let wchan = match &kernel_stack {
+            Some(stack) => stack.first().and_then(|l| wchan_of_stack_line(l)),
+            None => match self.read(tid, "wchan") {
+                Ok(b) => parse_wchan(&String::from_utf8_lossy(b)),
+                Err(e) if gone(&e) => return Err(ThreadGone),
+                Err(_) => None,
+            },
         };
         let stat = self
             .read(tid, "stat")
@@ -353,22 +406,12 @@ impl TaskReader {
             .ok()
             .and_then(parse_status)
             .ok_or(ThreadGone)?;
-        let kernel_stack = if self.kernel_stacks {
-            match self.read(tid, "stack") {
-                Ok(b) => Some(parse_kernel_stack(&String::from_utf8_lossy(b))),
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    self.kernel_stacks = false;
-                    None
-                }
-                Err(_) => None,
-            }
-        } else {
-            None
-        };
         let view = KernelView {
             state: stat.state.to_string(),
             state_name: state_name(stat.state).to_string(),
-            wchan,
+            // A running thread has no wait channel (the kernel reports 0), whatever its stack
+            // file shows.
+            wchan: if stat.state == 'R' { None } else { wchan },
             syscall,
             kernel_stack,
             utime: stat.utime,
@@ -383,6 +426,29 @@ impl TaskReader {
     /// Fill in the file behind a syscall's fd argument (`readlink /proc/PID/fd/N`).
     pub fn resolve_fd(&self, syscall: &mut SyscallState) {
         resolve_fd(&self.root, syscall)
+    }
+}
+
+/// A thread's `/proc/.../schedstat` kept open: `read` gives its time on a CPU (ns) and the
+/// number of times it was put on a CPU. Both change whenever the thread runs at all, so two
+/// equal readings prove it did not run in between: the cheapest such proof /proc offers
+/// (one `pread` of three numbers, against ~60 formatted lines for the context-switch counts of
+/// `status`).
+pub struct RunCounter(std::os::fd::OwnedFd);
+
+impl RunCounter {
+    /// `(time on a CPU in ns, times put on a CPU)`, or None when unreadable or when the kernel
+    /// does not keep these numbers (it then shows zeros).
+    pub fn read(&self) -> Option<(u64, u64)> {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 96];
+        // SAFETY: pread into our own stack buffer of the given length, on our own fd.
+        let n = unsafe { libc::pread(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let text = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+        let mut words = text.split_ascii_whitespace();
+        let run_ns: u64 = words.next()?.parse().ok()?;
+        let timeslices: u64 = words.nth(1)?.parse().ok()?;
+        (timeslices != 0 || run_ns != 0).then_some((run_ns, timeslices))
     }
 }
 
@@ -516,6 +582,12 @@ mod tests {
             parse_kernel_stack("[<0>] pipe_write+0x1a3/0x4e0\n[<0>] vfs_write+0x2/0x3\n"),
             vec!["pipe_write+0x1a3/0x4e0", "vfs_write+0x2/0x3"]
         );
+        assert_eq!(
+            wchan_of_stack_line("pipe_write+0x1a3/0x4e0"),
+            Some("pipe_write".into())
+        );
+        assert_eq!(wchan_of_stack_line("0x0"), Some("0x0".into()));
+        assert_eq!(wchan_of_stack_line(""), None);
     }
 
     #[test]
@@ -563,6 +635,81 @@ mod tests {
         let (_, view, _) = r.kernel_view(me).unwrap();
         assert!(!view.state.is_empty());
         assert!(r.kernel_view(Tid(i32::MAX)).is_err());
+    }
+
+    /// A thread's run counter moves once it has woken up and run (what `copy_blocked` relies
+    /// on: a blocked thread that leaves its system call must be put on a CPU).
+    #[test]
+    fn run_counter_moves_when_a_sleeping_thread_runs() {
+        use std::sync::mpsc::channel;
+        let (to_thread, rx) = channel::<()>();
+        let (tx, from_thread) = channel::<i32>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            while rx.recv().is_ok() {
+                tx.send(0).unwrap();
+            }
+        });
+        let tid = Tid(from_thread.recv().unwrap());
+        let mut r = TaskReader::new("/proc/self");
+        let Some(counter) = r.run_counter(tid) else {
+            println!("skipped: this kernel keeps no schedstat");
+            return;
+        };
+        let Some(first) = counter.read() else {
+            println!("skipped: schedstat shows zeros (no CONFIG_SCHED_INFO)");
+            return;
+        };
+        to_thread.send(()).unwrap();
+        from_thread.recv().unwrap(); // it ran: it answered
+        assert_ne!(counter.read(), Some(first));
+        drop(to_thread);
+        t.join().unwrap();
+        assert!(r.run_counter(Tid(i32::MAX)).is_none());
+    }
+
+    /// The wait channel taken from the kernel stack is what `wchan` says (when the stack is
+    /// readable: root), and falls back to `wchan` otherwise.
+    #[test]
+    fn wait_channel_matches_the_wchan_file() {
+        let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        let mut fds = [0; 2];
+        // SAFETY: pipe with a valid two-int array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let reader = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let mut b = [0u8; 1];
+            // SAFETY: reading one byte into a local buffer from our pipe.
+            unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+        });
+        let tid = Tid(rx.recv().unwrap());
+        let wchan_file = format!("/proc/self/task/{}/wchan", tid.0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Handshake: the thread is asleep in read once its wchan names a pipe read.
+        let expected = loop {
+            let w = std::fs::read_to_string(&wchan_file).unwrap_or_default();
+            if w.contains("pipe_read") {
+                break w;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reader never slept: {w:?}"
+            );
+            std::thread::yield_now();
+        };
+        let mut r = TaskReader::new("/proc/self");
+        let (_, view, _) = r.kernel_view(tid).unwrap();
+        println!("stacks readable: {}; {view:?}", r.kernel_stacks);
+        assert_eq!(view.wchan.as_deref(), Some(expected.trim()));
+        // SAFETY: writing one byte from a local buffer to our pipe, then closing our fds.
+        unsafe {
+            libc::write(fds[1], b"x".as_ptr().cast(), 1);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        reader.join().unwrap();
     }
 
     #[test]

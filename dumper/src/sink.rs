@@ -17,15 +17,19 @@ use std::path::Path;
 /// held whole in memory as bytes.
 pub struct Output<'a> {
     pub ext: &'static str,
-    pub content: &'a dyn Fn(&mut dyn io::Write) -> io::Result<()>,
+    pub content: &'a dyn Fn(&mut FileWriter<'_>) -> io::Result<()>,
 }
+
+/// What an [`Output`] writes into: a concrete type (not `dyn Write`), so that the serializer's
+/// many small writes are inlined into the buffer.
+pub type FileWriter<'a> = io::BufWriter<FdWriter<'a>>;
 
 /// Buffer between the serializers and `write(2)`.
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// `io::Write` straight onto our fd (`write(2)`, retried on EINTR): no C library stdio, no
 /// host allocator.
-struct FdWriter<'a>(&'a OwnedFd);
+pub struct FdWriter<'a>(&'a OwnedFd);
 
 impl io::Write for FdWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
