@@ -236,6 +236,8 @@ pub struct ThreadGone;
 pub struct TaskReader {
     root: PathBuf,
     buf: Vec<u8>,
+    /// Scratch for the task directory's path.
+    path: Vec<u8>,
     /// The directory of the task read last (`task/<tid>`), for openat: one path walk per
     /// thread instead of one per file.
     dir: Option<(Tid, std::os::fd::OwnedFd)>,
@@ -249,6 +251,7 @@ impl TaskReader {
         TaskReader {
             root: proc_pid_dir.into(),
             buf: Vec::with_capacity(4096),
+            path: Vec::new(),
             dir: None,
             kernel_stacks: true,
         }
@@ -264,13 +267,18 @@ impl TaskReader {
         Ok(tids)
     }
 
-    fn read(&mut self, tid: Tid, file: &str) -> io::Result<&[u8]> {
+    /// Open `file` of task `tid` (relative to the task's directory, opened once per task).
+    fn open(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+        use std::io::Write;
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         use std::os::unix::ffi::OsStrExt;
         if self.dir.as_ref().map(|(t, _)| *t) != Some(tid) {
             self.dir = None;
-            let path = self.root.join("task").join(tid.0.to_string());
-            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            let mut path = std::mem::take(&mut self.path);
+            path.clear();
+            path.extend_from_slice(self.root.as_os_str().as_bytes());
+            let _ = write!(path, "/task/{}\0", tid.0);
+            let c = std::ffi::CStr::from_bytes_with_nul(&path)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
             // SAFETY: `c` is NUL-terminated; the fd returned is owned by the OwnedFd below.
             let fd = unsafe {
@@ -279,6 +287,7 @@ impl TaskReader {
                     libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
                 )
             };
+            self.path = path;
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -288,21 +297,24 @@ impl TaskReader {
         let Some((_, dir)) = &self.dir else {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         };
-        let name = std::ffi::CString::new(file)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
         // SAFETY: openat on our directory fd with a NUL-terminated relative name.
         let fd = unsafe {
             libc::openat(
                 dir.as_raw_fd(),
-                name.as_ptr(),
+                file.as_ptr(),
                 libc::O_RDONLY | libc::O_CLOEXEC,
             )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: a fresh fd that nothing else owns; closed when `f` drops.
-        let f = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn read(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<&[u8]> {
+        use std::os::fd::AsRawFd;
+        let f = self.open(tid, file)?;
         self.buf.clear();
         loop {
             if self.buf.capacity() - self.buf.len() < 1024 {
@@ -335,30 +347,19 @@ impl TaskReader {
 
     /// The current system call of a thread (`syscall`), or `ThreadGone`.
     pub fn syscall(&mut self, tid: Tid) -> Result<SyscallState, ThreadGone> {
-        let bytes = self.read(tid, "syscall").map_err(|_| ThreadGone)?;
+        let bytes = self.read(tid, c"syscall").map_err(|_| ThreadGone)?;
         Ok(parse_syscall(&String::from_utf8_lossy(bytes)))
     }
 
     /// The thread's `schedstat`, opened to be read more than once (see [`RunCounter`]).
     pub fn run_counter(&mut self, tid: Tid) -> Option<RunCounter> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        self.read(tid, "schedstat").ok()?; // opens the task directory, checks the file is there
-        let (_, dir) = self.dir.as_ref()?;
-        // SAFETY: openat on our directory fd with a NUL-terminated relative name.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c"schedstat".as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        // SAFETY: a fresh fd that nothing else owns.
-        (fd >= 0).then(|| RunCounter(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let fd = self.open(tid, c"schedstat").ok()?;
+        Some(RunCounter(fd))
     }
 
     /// The status of a thread (for its signal mask), or `ThreadGone`.
     pub fn status(&mut self, tid: Tid) -> Result<TaskStatus, ThreadGone> {
-        let bytes = self.read(tid, "status").map_err(|_| ThreadGone)?;
+        let bytes = self.read(tid, c"status").map_err(|_| ThreadGone)?;
         parse_status(bytes).ok_or(ThreadGone)
     }
 
@@ -370,13 +371,13 @@ impl TaskReader {
         &mut self,
         tid: Tid,
     ) -> Result<(String, KernelView, TaskStatus), ThreadGone> {
-        let syscall = match self.read(tid, "syscall") {
+        let syscall = match self.read(tid, c"syscall") {
             Ok(b) => parse_syscall(&String::from_utf8_lossy(b)),
             Err(e) if gone(&e) => return Err(ThreadGone),
             Err(_) => SyscallState::Unknown,
         };
         let kernel_stack = if self.kernel_stacks {
-            match self.read(tid, "stack") {
+            match self.read(tid, c"stack") {
                 Ok(b) => Some(parse_kernel_stack(&String::from_utf8_lossy(b))),
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                     self.kernel_stacks = false;
@@ -390,19 +391,19 @@ impl TaskReader {
         };
         let wchan = match &kernel_stack {
             Some(stack) => stack.first().and_then(|l| wchan_of_stack_line(l)),
-            None => match self.read(tid, "wchan") {
+            None => match self.read(tid, c"wchan") {
                 Ok(b) => parse_wchan(&String::from_utf8_lossy(b)),
                 Err(e) if gone(&e) => return Err(ThreadGone),
                 Err(_) => None,
             },
         };
         let stat = self
-            .read(tid, "stat")
+            .read(tid, c"stat")
             .ok()
             .and_then(parse_stat)
             .ok_or(ThreadGone)?;
         let status = self
-            .read(tid, "status")
+            .read(tid, c"status")
             .ok()
             .and_then(parse_status)
             .ok_or(ThreadGone)?;
