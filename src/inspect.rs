@@ -147,14 +147,22 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
 /// without stopping them, the others stopped one at a time with ptrace), then the findings again
 /// (threads sharing a stack). Without permission to ptrace, the dump is the kernel view and
 /// [`crate::outside::Outcome::denied`] says why.
+///
+/// The maps, the modules' unwind data and a thread that reads their debug information are
+/// started first ([`crate::outside::Prepared`]), so that reading DWARF (tens of milliseconds
+/// for a C library's separate debug file) overlaps the kernel view and the capture.
 pub fn inspect_stacks(
     pid: Pid,
     opts: &crate::outside::Options,
 ) -> Result<(Dump, crate::outside::Outcome), InspectError> {
     let start = Instant::now();
+    if pid.0 <= 0 {
+        return Err(InspectError::NoSuchProcess(pid));
+    }
+    let prepared = crate::outside::Prepared::start(pid.0);
     let mut dump = inspect(pid)?;
     let kernel_view = start.elapsed();
-    let outcome = crate::outside::add_stacks(&mut dump, opts);
+    let outcome = crate::outside::add_stacks_prepared(&mut dump, opts, prepared);
     if outcome.denied.is_none() {
         dump.findings = diagnose::findings(&dump);
     }

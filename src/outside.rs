@@ -2,19 +2,27 @@
 //! loaded into it and no signal sent to it.
 //!
 //! - A thread blocked in a system call is read **without stopping it**: its SP and PC are in
-//!   `/proc/PID/task/TID/syscall`; its stack is copied with `process_vm_readv`, then `syscall`
-//!   and the context-switch counts are read again: unchanged means the thread did not move while
-//!   it was copied. The copy is unwound with the shared DWARF unwinder from SP and PC alone and
-//!   kept only when it ends at a thread entry point (a frame whose CFA depends on a register
-//!   the kernel does not show, e.g. rbp, cannot unwind that way).
+//!   `/proc/PID/task/TID/syscall`, as the kernel view just read them; its stack is copied with
+//!   `process_vm_readv`, then `syscall` and the context-switch counts are read again and
+//!   compared with the kernel view's: unchanged means the thread was not put on a CPU since, so
+//!   it did not move while it was copied (when it moved since the kernel view, the check is
+//!   made once more with a fresh "before"). The copy is unwound with the shared DWARF unwinder
+//!   from SP and PC alone and kept only when it ends at a thread entry point, named from the
+//!   modules' symbol tables (a frame whose CFA depends on a register the kernel does not show,
+//!   e.g. rbp, cannot unwind that way).
 //! - Every other thread (running, runnable, or blocked but not unwindable from SP/PC) is
 //!   **stopped alone, for the copy only**: `PTRACE_SEIZE` (without `PTRACE_O_EXITKILL`: if we
-//!   die, the kernel detaches and the target runs on), `PTRACE_INTERRUPT`, `waitpid(__WALL)`,
-//!   `PTRACE_GETREGS`, a copy of the stack window, `PTRACE_DETACH`. The time each thread was
-//!   stopped is measured and reported.
+//!   die, the kernel detaches and the target runs on), `PTRACE_INTERRUPT`, `waitpid(__WALL)`
+//!   (polled, so the stop is seen at once), `PTRACE_GETREGS`, a copy of the stack window into a
+//!   buffer allocated before the stop, `PTRACE_DETACH`. Unwinding and symbols come after the
+//!   detach. The time each thread was stopped is measured and reported.
 //! - With [`Options::consistent`], every thread is seized and stopped first (a coherent cut of
 //!   the whole process), then all are copied, then all are detached. Blocked calls of the
 //!   target may then see EINTR (as under gdb), which the default mode avoids.
+//! - Symbols (function, file:line, inlined frames) come from DWARF, read on a thread of its own
+//!   ([`Prepared`]) while the kernel view and the stacks are read: the module the main thread
+//!   is blocked in and the executable first, then every module a stack goes through as soon as
+//!   one does. Each distinct address is symbolized once.
 //!
 //! The target is never left stopped by us: every seized thread is held by a guard that detaches
 //! it on every path (errors, panics, an early return on cancellation).
@@ -23,9 +31,11 @@
 
 use crate::model::{Addr, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
 use crate::proc::{self, Mapping, TaskReader};
-use crate::symbols::FileSymbolizer;
+use crate::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
 use crate::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// `capture.method` of a dump whose stacks were taken from outside.
@@ -103,41 +113,180 @@ struct Copy {
     live: bool,
 }
 
+/// What [`add_stacks`] can start before the kernel view is read: the target's maps, its
+/// modules' unwind data, and a thread that reads the DWARF of the modules its stacks are in,
+/// in parallel with the capture (starting with the module the main thread is blocked in and
+/// the executable, the ones nearly every stack goes through).
+pub struct Prepared {
+    pid: i32,
+    ready: Result<Ready, String>,
+}
+
+struct Ready {
+    maps: Vec<Mapping>,
+    modules: Modules,
+    loader: DebugLoader,
+}
+
+impl Prepared {
+    /// Read the maps of process `pid` and start loading what its stacks will need. Without
+    /// permission to read them, [`add_stacks_prepared`] says why.
+    pub fn start(pid: i32) -> Prepared {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let maps = match std::fs::read(proc_dir.join("maps")) {
+            Ok(b) if !b.is_empty() => proc::parse_maps(&b),
+            Ok(_) | Err(_) => {
+                return Prepared {
+                    pid,
+                    ready: Err(denied_reason(pid)),
+                }
+            }
+        };
+        if let Some(errno) = memory_denied(pid, &maps) {
+            let why = if errno == libc::EPERM || errno == libc::EACCES {
+                denied_reason(pid)
+            } else {
+                format!(
+                    "cannot read the memory of process {pid}: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                )
+            };
+            return Prepared {
+                pid,
+                ready: Err(why),
+            };
+        }
+        let mut modules = Modules::new(ModuleSource::process(pid));
+        modules.sync(&maps);
+        let mut loader = DebugLoader::start(proc_dir.join("root"));
+        // The module the main thread is blocked in (its C library, nearly always), and the
+        // executable.
+        if let Ok(b) = std::fs::read(proc_dir.join("syscall")) {
+            if let SyscallState::InSyscall { pc, .. } | SyscallState::Blocked { pc, .. } =
+                proc::parse_syscall(&String::from_utf8_lossy(&b))
+            {
+                loader.request(&modules, pc.0);
+            }
+        }
+        if let Ok(exe) = std::fs::read_link(proc_dir.join("exe")) {
+            let exe = exe.to_string_lossy();
+            if let Some(m) = modules.list().iter().find(|m| m.path == exe) {
+                loader.request(&modules, m.range.start);
+            }
+        }
+        Prepared {
+            pid,
+            ready: Ok(Ready {
+                maps,
+                modules,
+                loader,
+            }),
+        }
+    }
+}
+
+/// Reads module debug information on a thread of its own, as the capture finds the modules its
+/// stacks go through. Without that thread (it could not be spawned), everything is loaded when
+/// the symbols are needed.
+struct DebugLoader {
+    root: PathBuf,
+    tx: Option<mpsc::Sender<PathBuf>>,
+    worker: Option<std::thread::JoinHandle<Vec<(PathBuf, ModuleDebug)>>>,
+    /// Modules asked for, by the start of their range.
+    requested: HashSet<u64>,
+}
+
+impl DebugLoader {
+    fn start(root: PathBuf) -> DebugLoader {
+        let (tx, rx) = mpsc::channel::<PathBuf>();
+        let r = root.clone();
+        let worker = std::thread::Builder::new()
+            .name("symbols".into())
+            .spawn(move || {
+                let mut out = Vec::new();
+                for file in rx {
+                    let debug = ModuleDebug::load(&file, &r);
+                    out.push((file, debug));
+                }
+                out
+            })
+            .ok();
+        DebugLoader {
+            root,
+            tx: worker.is_some().then_some(tx),
+            worker,
+            requested: HashSet::new(),
+        }
+    }
+
+    /// Ask for the debug information of the module containing `addr`.
+    fn request(&mut self, modules: &Modules, addr: u64) {
+        let Some(m) = modules.module_of(addr) else {
+            return;
+        };
+        if !self.requested.insert(m.range.start) {
+            return;
+        }
+        if let (Some(tx), Some(file)) = (&self.tx, &m.file) {
+            let _ = tx.send(file.clone());
+        }
+    }
+
+    /// Ask for the modules of every address of an unwound stack.
+    fn request_all(&mut self, modules: &Modules, raw: &RawFrames) {
+        let mut last = None;
+        for &(ip, _) in &raw.addrs {
+            let start = modules.module_of(ip).map(|m| m.range.start);
+            if start != last {
+                last = start;
+                self.request(modules, ip);
+            }
+        }
+    }
+
+    /// Wait for what was asked for and hand it to `symbols`.
+    fn finish(mut self, symbols: &mut FileSymbolizer) {
+        drop(self.tx.take());
+        if let Some(worker) = self.worker.take() {
+            if let Ok(loaded) = worker.join() {
+                for (file, debug) in loaded {
+                    symbols.insert(file, debug);
+                }
+            }
+        }
+    }
+}
+
 /// Add user stacks to `dump` (a kernel-view dump of another process made by
 /// [`crate::inspect::inspect`]). Threads read get `capture: ok`, `signalled: false`; the
 /// others keep their status, with the reason in `errors`.
 pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
-    let pid = dump.pid.0;
+    let prepared = Prepared::start(dump.pid.0);
+    add_stacks_prepared(dump, opts, prepared)
+}
+
+/// [`add_stacks`] with the maps, modules and debug information loading started by
+/// [`Prepared::start`] (before the kernel view was read, so the loading runs alongside it).
+pub fn add_stacks_prepared(dump: &mut Dump, opts: &Options, prepared: Prepared) -> Outcome {
+    let pid = prepared.pid;
     let mut out = Outcome::default();
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let root = proc_dir.join("root");
-    let maps = match std::fs::read(proc_dir.join("maps")) {
-        Ok(b) if !b.is_empty() => proc::parse_maps(&b),
-        Ok(_) | Err(_) => {
-            let why = denied_reason(pid);
+    let Ready {
+        maps,
+        mut modules,
+        mut loader,
+    } = match prepared.ready {
+        Ok(r) => r,
+        Err(why) => {
             dump.errors.push(format!("no user stacks: {why}"));
             out.denied = Some(why);
             return out;
         }
     };
+    let root = loader.root.clone();
     let memory = ProcessMemory { pid };
-    if let Some(errno) = memory_denied(pid, &maps) {
-        let why = if errno == libc::EPERM || errno == libc::EACCES {
-            denied_reason(pid)
-        } else {
-            format!(
-                "cannot read the memory of process {pid}: {}",
-                std::io::Error::from_raw_os_error(errno)
-            )
-        };
-        dump.errors.push(format!("no user stacks: {why}"));
-        out.denied = Some(why);
-        return out;
-    }
-    let mut modules = Modules::new(ModuleSource::process(pid));
-    modules.sync(&maps);
     dump.errors.extend(modules.problems.iter().cloned());
-    let mut symbols = FileSymbolizer::default();
+    let mut names = Names::default();
     let mut reader = TaskReader::new(&proc_dir);
     reader.kernel_stacks = false;
 
@@ -166,7 +315,7 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
         }
         for (i, s) in &mut held {
             let t = &mut dump.threads[*i];
-            match s.copy(&memory, opts.window) {
+            match s.copy(&memory, vec![0u8; opts.window]) {
                 Ok(c) => {
                     (opts.on_stopped)(t.tid);
                     copies.push((*i, c));
@@ -184,6 +333,7 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
             });
         }
     } else {
+        let mut scratch = vec![0u8; opts.window];
         for &i in &todo {
             if (opts.cancel)() {
                 out.cancelled = true;
@@ -191,13 +341,30 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
             }
             let tid = dump.threads[i].tid;
             // Blocked in a system call: copy without stopping, if it unwinds from SP/PC alone.
-            if let Some(c) = copy_blocked(&mut reader, &memory, tid, opts.window) {
+            // The kernel view just read is the "before" of the check that the thread did not
+            // move; if it moved since, once more with a fresh "before".
+            let k = &dump.threads[i].kernel;
+            let seen = (
+                &k.syscall,
+                (k.voluntary_ctxt_switches, k.nonvoluntary_ctxt_switches),
+            );
+            let copied =
+                copy_blocked(&mut reader, &memory, tid, seen, &mut scratch).or_else(|| {
+                    let (syscall, switches) = fresh_view(&mut reader, tid)?;
+                    copy_blocked(
+                        &mut reader,
+                        &memory,
+                        tid,
+                        (&syscall, switches),
+                        &mut scratch,
+                    )
+                });
+            if let Some((regs, n)) = copied {
                 let t0 = Instant::now();
-                let raw = modules.unwind(&c.regs, &c.stack, opts.max_frames, c.live);
+                let raw = modules.unwind(&regs, &scratch[..n], opts.max_frames, true);
                 unwind_time += t0.elapsed();
-                if raw.end == UnwindEnd::FrameLimit
-                    || ends_at_root(&modules, &mut symbols, &root, &raw)
-                {
+                loader.request_all(&modules, &raw);
+                if raw.end == UnwindEnd::FrameLimit || names.ends_at_root(&modules, &root, &raw) {
                     frames_of.push((i, raw));
                     out.without_stop += 1;
                     continue;
@@ -205,6 +372,7 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
             }
             // Running (or not unwindable from SP/PC): stop it alone, for the copy only.
             let t = &mut dump.threads[i];
+            let stack = vec![0u8; opts.window]; // allocated before the stop, not during it
             let mut seized = match Seized::stop(tid) {
                 Ok(s) => s,
                 Err(e) => {
@@ -212,7 +380,7 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
                     continue;
                 }
             };
-            let copied = seized.copy(&memory, opts.window);
+            let copied = seized.copy(&memory, stack);
             if copied.is_ok() {
                 (opts.on_stopped)(tid);
             }
@@ -234,14 +402,18 @@ pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
         let t0 = Instant::now();
         let raw = modules.unwind(&c.regs, &c.stack, opts.max_frames, c.live);
         unwind_time += t0.elapsed();
+        loader.request_all(&modules, &raw);
         frames_of.push((i, raw));
     }
 
-    // Symbolize.
+    // Symbolize: each distinct address once.
     let t3 = Instant::now();
+    let mut symbols = FileSymbolizer::default();
+    loader.finish(&mut symbols);
+    let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
     for (i, raw) in frames_of {
         let t = &mut dump.threads[i];
-        let (frames, truncated) = symbolize(&modules, &mut symbols, &root, &raw);
+        let (frames, truncated) = symbolize(&modules, &mut symbols, &root, &raw, &mut memo);
         t.frames = frames;
         t.truncated = truncated;
         t.capture = CaptureStatus::Ok;
@@ -323,36 +495,100 @@ fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
     }
 }
 
-/// Copy the stack of a thread blocked in a system call without stopping it: None when it is
-/// not blocked, or moved while it was copied.
+/// The system call and context-switch counts of a thread, read now (the "before" of
+/// [`copy_blocked`] when the kernel view's is stale).
+fn fresh_view(reader: &mut TaskReader, tid: Tid) -> Option<(SyscallState, (u64, u64))> {
+    let status = reader.status(tid).ok()?;
+    let syscall = reader.syscall(tid).ok()?;
+    Some((
+        syscall,
+        (
+            status.voluntary_ctxt_switches,
+            status.nonvoluntary_ctxt_switches,
+        ),
+    ))
+}
+
+/// The same system call at the same place (the fd's description, filled in by the kernel
+/// view, is not compared).
+fn same_call(a: &SyscallState, b: &SyscallState) -> bool {
+    match (a, b) {
+        (
+            SyscallState::InSyscall {
+                nr, args, sp, pc, ..
+            },
+            SyscallState::InSyscall {
+                nr: nr2,
+                args: args2,
+                sp: sp2,
+                pc: pc2,
+                ..
+            },
+        ) => nr == nr2 && args == args2 && sp == sp2 && pc == pc2,
+        _ => false,
+    }
+}
+
+/// Copy the stack of a thread blocked in a system call into `buf`, without stopping it:
+/// `before` is its system call and context-switch counts read earlier (the kernel view, or
+/// [`fresh_view`]). The copy is kept when both are the same afterwards: the thread was not put
+/// on a CPU since `before`'s counts were read, so its registers are the system call's SP and PC
+/// and its stack did not change while it was copied. Returns the registers and the bytes
+/// copied; None when it is not blocked, or moved.
 fn copy_blocked(
     reader: &mut TaskReader,
     memory: &ProcessMemory,
     tid: Tid,
-    window: usize,
-) -> Option<Copy> {
-    let before = reader.status(tid).ok()?;
-    let syscall = reader.syscall(tid).ok()?;
+    before: (&SyscallState, (u64, u64)),
+    buf: &mut [u8],
+) -> Option<(Regs, usize)> {
+    let (syscall, switches) = before;
     let SyscallState::InSyscall { sp, pc, .. } = syscall else {
         return None;
     };
-    let mut stack = vec![0u8; window];
-    let n = memory.read(sp.0, &mut stack);
-    stack.truncate(n);
-    let same_syscall = matches!(reader.syscall(tid), Ok(now) if now == syscall);
+    let n = memory.read(sp.0, buf);
+    let same_syscall = matches!(reader.syscall(tid), Ok(now) if same_call(&now, syscall));
     let same_switches = matches!(reader.status(tid), Ok(st)
-        if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches)
-            == (before.voluntary_ctxt_switches, before.nonvoluntary_ctxt_switches));
-    (n >= 16 && same_syscall && same_switches).then_some(Copy {
-        regs: Regs {
+        if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == switches);
+    (n >= 16 && same_syscall && same_switches).then_some((
+        Regs {
             pc: pc.0,
             sp: sp.0,
             fp: 0,
             lr: 0,
         },
-        stack,
-        live: true,
-    })
+        n,
+    ))
+}
+
+/// Function names from the modules' symbol tables (cheap: no DWARF), for deciding during the
+/// capture whether a stack read without a stop reached its thread's entry point.
+#[derive(Default)]
+struct Names {
+    tables: HashMap<PathBuf, SymbolTable>,
+}
+
+impl Names {
+    fn name_of<'a>(&'a mut self, modules: &Modules, root: &Path, ip: u64) -> Option<&'a str> {
+        let m = modules.module_of(ip)?;
+        let file = m.file.as_deref()?;
+        let table = self
+            .tables
+            .entry(file.to_path_buf())
+            .or_insert_with(|| SymbolTable::load(&debug_source(file, root)));
+        table.containing(ip.wrapping_sub(m.bias))
+    }
+
+    /// True when a function in the last two frames is a thread entry point.
+    fn ends_at_root(&mut self, modules: &Modules, root: &Path, raw: &RawFrames) -> bool {
+        raw.addrs.iter().rev().take(2).any(|&(ip, is_return)| {
+            let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
+            !modules.is_trampoline(ip)
+                && self
+                    .name_of(modules, root, lookup)
+                    .is_some_and(|n| ROOTS.contains(&n))
+        })
+    }
 }
 
 /// Frames of one address: an exact PC (frame 0) or a return address (looked up at addr-1).
@@ -388,34 +624,23 @@ fn frames_at(
     crate::symbols::push_frames(ip, module, offset, &syms, out);
 }
 
-/// True when a function in the last two frames is a thread entry point.
-fn ends_at_root(
-    modules: &Modules,
-    symbols: &mut FileSymbolizer,
-    root: &Path,
-    raw: &RawFrames,
-) -> bool {
-    let mut tail = Vec::new();
-    for &(ip, is_return) in raw.addrs.iter().rev().take(2) {
-        tail.clear();
-        frames_at(modules, symbols, root, ip, is_return, &mut tail);
-        if crate::unwind::has_thread_root(&tail) {
-            return true;
-        }
-    }
-    false
-}
-
 /// Frames of an unwound stack, and whether it is truncated (it does not end at an entry point).
+/// `memo` keeps the frames of each address (threads share most of theirs).
 fn symbolize(
     modules: &Modules,
     symbols: &mut FileSymbolizer,
     root: &Path,
     raw: &RawFrames,
+    memo: &mut HashMap<(u64, bool), Vec<Frame>>,
 ) -> (Vec<Frame>, bool) {
     let mut frames = Vec::with_capacity(raw.addrs.len() * 2);
     for &(ip, is_return) in &raw.addrs {
-        frames_at(modules, symbols, root, ip, is_return, &mut frames);
+        let of_ip = memo.entry((ip, is_return)).or_insert_with(|| {
+            let mut v = Vec::new();
+            frames_at(modules, symbols, root, ip, is_return, &mut v);
+            v
+        });
+        frames.extend_from_slice(of_ip);
     }
     let near_root = frames
         .iter()
@@ -499,6 +724,9 @@ pub fn denied_reason(pid: i32) -> String {
     format!("not allowed to ptrace process {pid} (EPERM){}: a security module (SELinux, AppArmor) or the container's seccomp policy may forbid ptrace", if cap_sys_ptrace { " although stackdump has CAP_SYS_PTRACE" } else { "" })
 }
 
+/// How long [`Seized::wait_stop`] polls for a stop before it sleeps in `waitpid`.
+const POLL_STOP: Duration = Duration::from_millis(2);
+
 /// Why a thread could not be stopped or copied.
 #[derive(Debug)]
 enum StopError {
@@ -569,11 +797,25 @@ impl Seized {
 
     /// Wait for the thread's stop. A signal-delivery stop (a signal was on its way) is a stop
     /// too: the signal is handed back on detach.
+    ///
+    /// A running thread stops within microseconds of the interrupt: `waitpid` is first polled
+    /// (`WNOHANG`, yielding the CPU between polls) for up to [`POLL_STOP`], so that the stop is
+    /// seen at once instead of after a wake-up of this thread that the scheduler may delay (the
+    /// thread stays stopped until we detach it, so that delay would be part of its stop). A
+    /// thread that takes longer (in uninterruptible sleep, or waiting for a CPU) is then waited
+    /// for without polling.
     fn wait_stop(&mut self) -> Result<(), StopError> {
+        let polling_until = Instant::now() + POLL_STOP;
         loop {
             let mut status = 0;
+            let polling = Instant::now() < polling_until;
+            let flags = libc::__WALL | if polling { libc::WNOHANG } else { 0 };
             // SAFETY: `status` is a valid out pointer for the duration of the call.
-            let r = unsafe { libc::waitpid(self.tid, &mut status, libc::__WALL) };
+            let r = unsafe { libc::waitpid(self.tid, &mut status, flags) };
+            if r == 0 {
+                std::thread::yield_now(); // WNOHANG: not stopped yet
+                continue;
+            }
             if r < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EINTR) {
@@ -602,10 +844,10 @@ impl Seized {
         }
     }
 
-    /// Registers and a copy of the stack window.
-    fn copy(&mut self, memory: &ProcessMemory, window: usize) -> Result<Copy, StopError> {
+    /// Registers and a copy of the stack window into `stack` (allocated by the caller before
+    /// the stop: nothing but the two system calls happens while the thread is held).
+    fn copy(&mut self, memory: &ProcessMemory, mut stack: Vec<u8>) -> Result<Copy, StopError> {
         let regs = self.regs()?;
-        let mut stack = vec![0u8; window];
         let n = memory.read(regs.sp, &mut stack);
         stack.truncate(n);
         if n < 16 {

@@ -60,7 +60,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if let Some(why) = &outcome.denied {
         eprintln!("stackdump: no stacks for process {pid}, kernel view only: {why}");
     }
-    let mut stdout = std::io::stdout().lock();
+    // One buffer, written in large pieces (stdout is line-buffered: JSON would otherwise be
+    // written line by line).
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match args.format {
         StackFormat::Text => stdout.write_all(stackdump_core::render::text(&dump).as_bytes())?,
         StackFormat::Json => {
