@@ -41,12 +41,19 @@ pub fn start() -> Result<(), NotStarted> {
     install_capture_handler(cfg.capture.number).map_err(NotStarted::Install)?;
     let handler = sigctx::capture::handler as *const () as usize;
     let (trigger, capture) = (cfg.trigger.number, cfg.capture.number);
+    // Before anything can take a trigger: the handler and the dump thread read these.
+    sigctx::trigger::set_signals(trigger, capture);
     if let Err(e) = spawn_dump_thread(cfg, handler) {
         restore_default(capture);
         return Err(NotStarted::Install(e));
     }
+    // A forked child has no dump thread: its trigger handler must not look for ours.
+    // SAFETY: registers a child handler that does one atomic store (async-signal-safe); the
+    // library is never unloaded while the process runs (a dlclose unregisters it anyway).
+    unsafe { libc::pthread_atfork(None, None, Some(sigctx::trigger::forget_dump_thread)) };
     if let Err(e) = install_trigger_handler(trigger, capture) {
-        // The dump thread stays parked forever on its futex: harmless, and nothing wakes it.
+        // The dump thread stays in its signal wait, where only a trigger sent to it directly
+        // (or one no host thread takes) reaches it: harmless.
         return Err(NotStarted::Install(e));
     }
     Ok(())
@@ -153,8 +160,9 @@ fn install_trigger_handler(signo: i32, capture: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Start the dump thread with every asynchronous signal blocked from its first instruction, so
-/// no host signal is ever delivered to it; it then unblocks the trigger signal alone.
+/// Start the dump thread with every asynchronous signal blocked from its first instruction, and
+/// for its whole life: no signal handler ever runs on it. It takes the trigger (and the
+/// capture signal, as a wake) with `rt_sigtimedwait` (`sigctx::trigger::wait_for_work`).
 fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
     // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only.
     unsafe {
@@ -177,7 +185,9 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
             .name("stackdump".into())
             .spawn(move || {
                 // `stackdump dump` directs the trigger here (rt_tgsigqueueinfo to the thread
-                // named `stackdump`), so that asking for a dump interrupts no host thread.
+                // named `stackdump`), so that asking for a dump interrupts no host thread; this
+                // thread takes it with rt_sigtimedwait, so no handler (ours, or one the host
+                // installed over ours) ever runs here.
                 // A file-descriptor table of our own: every fd the dump opens lives there, so the
                 // host never finds one of ours (even on fds 0-2 it closed, or when it is at
                 // RLIMIT_NOFILE), and we close our copies of the host's fds at once, so we never
@@ -185,11 +195,6 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
                 if libc::unshare(libc::CLONE_FILES) == 0 {
                     libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
                 }
-                // The one signal this thread takes is the trigger (see above).
-                let mut trig: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut trig);
-                libc::sigaddset(&mut trig, cfg.trigger.number);
-                libc::pthread_sigmask(libc::SIG_UNBLOCK, &trig, std::ptr::null_mut());
                 let dumper = DumpThread::new(cfg, handler);
                 // std's per-thread set-up is done by now (it registers thread-local destructors
                 // with __cxa_thread_atexit_impl, which takes the dynamic loader's lock): tell the

@@ -38,6 +38,35 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     }
 }
 
+/// The kernel's `sigset_t` size (64 signals), which `rt_sigtimedwait` insists on.
+const KERNEL_SIGSET_SIZE: usize = 8;
+
+/// Wait, without a timeout, for one of the signals in `set` (all blocked by the calling thread)
+/// and take it: `rt_sigtimedwait(set, &info, NULL, 8)`. Nothing runs a handler for it.
+///
+/// `note` goes in the system call's fifth argument register, which `rt_sigtimedwait` (four
+/// arguments) ignores; `/proc/PID/task/TID/syscall` shows all six argument registers, so a
+/// sleeping caller can be seen from outside together with the number it passed. The dump
+/// thread passes the number of triggers it has served: the tests' handshake.
+pub fn sigwait(set: &libc::sigset_t, note: u64) -> io::Result<libc::siginfo_t> {
+    // SAFETY: an all-zero siginfo_t is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel reads KERNEL_SIGSET_SIZE bytes of `set` (a libc sigset_t is at least
+    // that large) and writes one siginfo_t into `info`; both outlive the call. A null timeout
+    // means wait forever. The fifth argument is not read by the kernel.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigtimedwait,
+            set as *const libc::sigset_t,
+            &mut info as *mut libc::siginfo_t,
+            std::ptr::null::<libc::timespec>(),
+            KERNEL_SIGSET_SIZE,
+            note,
+        )
+    })?;
+    Ok(info)
+}
+
 /// The kernel layout of a `siginfo_t` for SI_QUEUE on 64-bit Linux (the `_rt` union member).
 #[repr(C)]
 struct QueueInfo {

@@ -7,8 +7,9 @@
  *                 prints "LOWFD <fd> <target>" whenever one of them is open.
  *   nofile        lowers RLIMIT_NOFILE to 64 and opens /dev/null until EMFILE; prints
  *                 "FDS <count of open fds>" after READY.
- *   own-usr1      installs its own SIGUSR1 handler after start; thread `reporter` prints
- *                 "HOST-USR1 <n>" each time that handler has run.
+ *   own-usr1      installs its own SIGUSR1 handler (SA_SIGINFO) after start; thread `reporter`
+ *                 prints "HOST-USR1 <n> code <si_code> value <sigqueue value or 0>" each time
+ *                 that handler has run (n counts the runs, from 1).
  *   reset-all     resets every signal but KILL, STOP and USR1 to SIG_DFL after start, and runs
  *                 a thread `spinner` that never enters a system call.
  * Every mode also has two threads `parked-0`, `parked-1` in read() on a pipe nobody writes and
@@ -70,19 +71,25 @@ static void *lowfd_watch(void *arg) {
     return NULL;
 }
 
-static void on_usr1(int sig) {
+/* One handler run, as written to the pipe (smaller than PIPE_BUF: written whole). */
+struct usr1_run { int code; int value; };
+
+static void on_usr1(int sig, siginfo_t *si, void *uc) {
+    (void)sig;
+    (void)uc;
     int saved = errno;
-    char c = (char)sig;
-    if (write(usr1_pipe[1], &c, 1) < 0) {}
+    struct usr1_run r = {si->si_code, si->si_code == SI_QUEUE ? si->si_value.sival_int : 0};
+    if (write(usr1_pipe[1], &r, sizeof r) < 0) {}
     errno = saved;
 }
 
 static void *reporter(void *arg) {
     (void)arg;
-    char c, line[64];
+    char line[96];
+    struct usr1_run r;
     for (int n = 1;; n++) {
-        while (read(usr1_pipe[0], &c, 1) != 1) {}
-        snprintf(line, sizeof line, "HOST-USR1 %d\n", n);
+        while (read(usr1_pipe[0], &r, sizeof r) != (ssize_t)sizeof r) {}
+        snprintf(line, sizeof line, "HOST-USR1 %d code %d value %d\n", n, r.code, r.value);
         say(line);
     }
     return NULL;
@@ -132,8 +139,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(mode, "own-usr1") == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_usr1;
-        sa.sa_flags = SA_RESTART;
+        sa.sa_sigaction = on_usr1;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
         if (sigaction(SIGUSR1, &sa, NULL) < 0) return 3;
         start(reporter, "reporter");
     } else if (strcmp(mode, "reset-all") == 0) {

@@ -45,15 +45,19 @@ pub fn request_id() -> u32 {
 
 /// Send `signal` to the target with `id` as its sigqueue value.
 ///
-/// The trigger goes to the library's own thread (the task named `stackdump` that does not
-/// block the trigger signal) with `rt_tgsigqueueinfo`, so that asking for a dump interrupts no
-/// host thread at all; a process-directed `sigqueue` is the fallback (older libraries, or a
-/// dump thread that cannot be found).
+/// The trigger goes to the library's own thread (the task named `stackdump`, see
+/// [`Target::dump_thread`]) with `rt_tgsigqueueinfo`. That thread keeps the trigger blocked and
+/// takes it with `sigwaitinfo`: asking for a dump interrupts no host thread at all, and works
+/// even when the application installed its own handler for the signal over the library's (no
+/// handler runs for it) or blocks the signal in all its threads. A process-directed `sigqueue`
+/// is the fallback when there is no such thread (it went away, or the library never started
+/// it): one of the application's threads then takes it, with whatever handler is installed.
 ///
 /// Standard signals do not queue: a second USR1 sent while one is still pending is merged
-/// into it, and its sigqueue value (our request id) is lost, although the send succeeds. So
-/// first wait (briefly) until the signal is not pending; and [`wait_for_dump`] sends again when
-/// a dump that started after ours was sent does not carry our id.
+/// into it, and its sigqueue value (our request id) is lost, although the send succeeds. A
+/// trigger sent to the dump thread stays pending while it finishes a dump. So first wait
+/// (briefly) until the signal is not pending; and [`wait_for_dump`] sends again when a dump that
+/// started after ours was sent does not carry our id.
 pub fn trigger(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let until = Instant::now() + Duration::from_secs(1);
     let mut pause = Duration::from_micros(200);
@@ -61,25 +65,7 @@ pub fn trigger(target: &Target, signal: &HostSignal, id: u32) -> Result<(), Targ
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
     }
-    send(target.pid, signal, id)
-}
-
-/// The library's dump thread: named `stackdump`, and the only thread of the library that
-/// takes the trigger signal.
-pub fn dumper_thread(pid: i32, signo: i32) -> Option<i32> {
-    let tids =
-        stackdump_core::proc::numeric_entries(std::path::Path::new(&format!("/proc/{pid}/task")))
-            .ok()?;
-    tids.into_iter().find(|tid| {
-        let dir = format!("/proc/{pid}/task/{tid}");
-        let named = std::fs::read_to_string(format!("{dir}/comm"))
-            .is_ok_and(|c| c.trim_end() == "stackdump");
-        named
-            && std::fs::read(format!("{dir}/status"))
-                .ok()
-                .and_then(|b| stackdump_core::proc::parse_status(&b))
-                .is_some_and(|st| !st.blocks(signo))
-    })
+    send(target, signal, id)
 }
 
 /// True when `signo` is pending for the process or for its dump thread.
@@ -87,15 +73,9 @@ fn pending(target: &Target, signo: i32) -> bool {
     if target.signal_pending(signo) {
         return true;
     }
-    let Some(tid) = dumper_thread(target.pid, signo) else {
-        return false;
-    };
-    std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", target.pid))
-        .ok()
-        .and_then(|t| {
-            let line = t.lines().find(|l| l.starts_with("SigPnd:"))?;
-            u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
-        })
+    target
+        .dump_thread(signo)
+        .and_then(|tid| target.thread_pending(tid))
         .is_some_and(|bits| (1..=64).contains(&signo) && bits & (1u64 << (signo - 1)) != 0)
 }
 
@@ -128,8 +108,9 @@ fn sender_pid_for(pid: i32) -> i32 {
     }
 }
 
-fn send(pid: i32, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
-    let rc = match dumper_thread(pid, signal.number) {
+fn send(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
+    let pid = target.pid;
+    let rc = match target.dump_thread(signal.number) {
         Some(tid) => {
             let info = QueueInfo {
                 signo: signal.number,
@@ -382,7 +363,7 @@ pub fn wait_for_dump(
             let since = *overtaken_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= OVERTAKEN_GRACE && !pending(target, signal.number) {
                 let now = std::time::SystemTime::now();
-                send(target.pid, signal, id)?;
+                send(target, signal, id)?;
                 resent += 1;
                 sent_time = name_time(now);
                 overtaken_since = None;
@@ -472,8 +453,18 @@ fn diagnose(
             signal.name
         ));
     }
-    if target.library.is_some() && !target.thread_names().iter().any(|n| n == "stackdump") {
+    let dump_thread = target.dump_thread(signal.number);
+    if target.library.is_some() && dump_thread.is_none() {
         causes.push("there is no thread named `stackdump` in it: the library's dump thread is not running (it disables itself on a bad STACKDUMP_* setting)".into());
+    }
+    if let Some(tid) = dump_thread {
+        if target.thread_pending(tid).is_some_and(|bits| {
+            (1..=64).contains(&signal.number) && bits & (1u64 << (signal.number - 1)) != 0
+        }) {
+            causes.push(format!(
+                "the trigger is still pending on the library's dump thread (tid {tid}): it has not come back to wait for triggers (a dump still running, or stuck)"
+            ));
+        }
     }
     let temp_prefix = format!("{TEMP_PREFIX}{ns_pid}-");
     if names.iter().any(|n| n.starts_with(&temp_prefix)) {
@@ -502,10 +493,14 @@ fn diagnose(
             ));
         }
     }
-    causes.push(format!(
-        "the application may have installed its own {} handler over the library's (SigCgt only shows that something catches it)",
-        signal.name
-    ));
+    if dump_thread.is_none() {
+        // Only then did the trigger go to the process as a whole: with a dump thread, it went
+        // there, and no handler (the library's or the application's) runs for it.
+        causes.push(format!(
+            "the trigger went to the process as a whole (no dump thread to send it to), so one of the application's threads took it: if the application installed its own {} handler over the library's, that handler ran instead (SigCgt only shows that something catches it)",
+            signal.name
+        ));
+    }
     causes
         .iter()
         .map(|c| format!("  - {c}"))

@@ -409,16 +409,46 @@ impl Target {
         any
     }
 
-    /// Names of the target's threads (to see whether the dump thread runs).
-    pub fn thread_names(&self) -> Vec<String> {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return Vec::new();
-        };
-        tasks
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-            .map(|s| s.trim_end().to_string())
-            .collect()
+    /// The library's dump thread: the task named `stackdump`, in a process that has the library
+    /// mapped. It keeps every asynchronous signal blocked, the trigger included, and takes the
+    /// trigger with `sigwaitinfo`, so a trigger sent to it directly reaches the library whatever
+    /// handler the application installed and however its threads mask the signal. When several
+    /// tasks have that name, the one that blocks `signo` is ours (a library from before that
+    /// change kept it unblocked on its dump thread: any task of that name then).
+    pub fn dump_thread(&self, signo: i32) -> Option<i32> {
+        self.library.as_ref()?;
+        let tids = stackdump_core::proc::numeric_entries(std::path::Path::new(&format!(
+            "/proc/{}/task",
+            self.pid
+        )))
+        .ok()?;
+        let named: Vec<(i32, bool)> = tids
+            .into_iter()
+            .filter_map(|tid| {
+                let dir = format!("/proc/{}/task/{tid}", self.pid);
+                let comm = std::fs::read_to_string(format!("{dir}/comm")).ok()?;
+                if comm.trim_end() != "stackdump" {
+                    return None;
+                }
+                let blocks = std::fs::read_to_string(format!("{dir}/status"))
+                    .ok()
+                    .and_then(|t| Status::parse(&t))
+                    .is_some_and(|st| st.blocks(signo));
+                Some((tid, blocks))
+            })
+            .collect();
+        named
+            .iter()
+            .find(|(_, blocks)| *blocks)
+            .or(named.first())
+            .map(|(tid, _)| *tid)
+    }
+
+    /// Signals pending for one thread of the target (`SigPnd` of its task), as a mask.
+    pub fn thread_pending(&self, tid: i32) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", self.pid)).ok()?;
+        let line = text.lines().find(|l| l.starts_with("SigPnd:"))?;
+        u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
     }
 
     /// The dump directory as an absolute path in the target's file system.
@@ -509,9 +539,12 @@ impl Target {
                 ),
                 format!("Continue it first (kill -s CONT {}, or detach the debugger); --force sends anyway", self.pid),
             ));
-        } else if self.all_threads_block(signal.number) {
+        } else if self.all_threads_block(signal.number) && self.dump_thread(signal.number).is_none()
+        {
+            // With the library's dump thread there, every thread blocks the trigger as soon as
+            // the application's do (ours always does), and the dump thread still takes it.
             refusals.push((
-                format!("every thread blocks {}, so the dump would never start", signal.name),
+                format!("every thread blocks {} and the library's dump thread is not running, so the dump would never start", signal.name),
                 "The application masks the signal everywhere; choose another STACKDUMP_SIGNAL; --force sends anyway".to_string(),
             ));
         }

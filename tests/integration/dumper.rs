@@ -14,14 +14,17 @@
 //! on observable facts (a file appearing, a bit in `/proc/PID/status`, the dump thread back in
 //! its idle wait), each bounded by the test's deadline; no test sleeps a fixed time.
 //!
-//! The dump thread's idle wait is `futex(&WAKE, FUTEX_WAIT_PRIVATE, seen, NULL)`, where `seen`
-//! is the number of trigger handler runs it has taken into account; `/proc/PID/task/TID/syscall`
-//! shows those arguments. While it sleeps there with `seen == n`, every one of the first `n`
-//! triggers has been served by a finished dump (see [`DumperWait`]).
+//! The dump thread's idle wait is `rt_sigtimedwait(&{trigger, capture signal}, &info, NULL, 8,
+//! served)`: the library passes `served`, the number of triggers it has recorded and served so
+//! far, in the fifth argument register, which that system call ignores and
+//! `/proc/PID/task/TID/syscall` shows. While it sleeps there with `served == n`, every one of the
+//! first `n` triggers recorded (by the trigger handler on a host thread, or by the dump thread
+//! itself for a trigger it took in that wait) has been served by a finished dump (see
+//! [`dumper_idle`]).
 
 use crate::examples::{parked_names, parked_syscalls};
 use crate::util::*;
-use stackdump_core::model::{CaptureStatus, Dump, SyscallState, Thread, Tid};
+use stackdump_core::model::{CaptureStatus, Dump, Thread, Tid};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -398,50 +401,24 @@ fn check_statuses(d: &Loaded, ctx: &dyn Fn() -> String) {
 // ---------------------------------------------------------------------------------------------
 // The dump thread's idle wait
 
-/// Where the dump thread sleeps when it has nothing to do: `futex(word, WAIT, seen, NULL)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DumperWait {
-    word: u64,
-    seen: u64,
-}
-
-/// The dump thread's wait, if it is asleep in a futex wait without a timeout right now.
-fn dumper_wait(t: &Target, dumper: Tid) -> Option<DumperWait> {
-    let k = t.kernel_view(dumper);
-    match &k.syscall {
-        SyscallState::InSyscall {
-            name: Some(name),
-            args,
-            ..
-        } if k.state == "S" && name == "futex" && args.len() >= 4 && args[3].0 == 0 => {
-            Some(DumperWait {
-                word: args[0].0,
-                seen: args[2].0 & 0xffff_ffff,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Wait until the dump thread sleeps in its idle wait and `cond` holds for it; return it.
-/// With `word`, only a wait on that futex word counts (the idle word seen before any trigger).
+/// Wait until the dump thread sleeps in its idle wait and `cond` holds for the number of
+/// triggers it has served ([`dumper_idle`]); return that number.
 fn wait_dumper_idle(
     t: &Target,
     dumper: Tid,
-    word: Option<u64>,
     what: &str,
     deadline: Instant,
-    mut cond: impl FnMut(DumperWait) -> bool,
-) -> DumperWait {
+    mut cond: impl FnMut(u64) -> bool,
+) -> u64 {
     let mut last = None;
     let ok = poll_until(deadline, || {
-        last = dumper_wait(t, dumper);
-        last.is_some_and(|w| word.map_or(true, |word| w.word == word) && cond(w))
+        last = dumper_idle(t, dumper);
+        last.is_some_and(&mut cond)
     });
     assert!(
         ok,
-        "the dump thread ({dumper}) did not reach its idle wait ({what}); last seen {last:?}, \
-         kernel view {:?}\n{}",
+        "the dump thread ({dumper}) did not reach its idle wait ({what}); last seen served = \
+         {last:?}, kernel view {:?}\n{}",
         t.kernel_view(dumper),
         t.describe()
     );
@@ -469,9 +446,7 @@ fn hundred_consecutive_triggers(mode: Capture) {
     let started = Instant::now();
     let mut t = spawn_parked(mode.env(), deadline);
     let dumper = t.tid_of("stackdump");
-    let idle = wait_dumper_idle(&t, dumper, None, "before any trigger", deadline, |w| {
-        w.seen == 0
-    });
+    wait_dumper_idle(&t, dumper, "before any trigger", deadline, |n| n == 0);
 
     let mut rss_after_10 = 0;
     for n in 1..=ROUNDS {
@@ -486,25 +461,13 @@ fn hundred_consecutive_triggers(mode: Capture) {
         );
         if n == 10 {
             // Quiesce (the dump thread back in its idle wait) before measuring.
-            wait_dumper_idle(
-                &t,
-                dumper,
-                Some(idle.word),
-                "after dump 10",
-                deadline,
-                |w| w.seen == 10,
-            );
+            wait_dumper_idle(&t, dumper, "after dump 10", deadline, |n| n == 10);
             rss_after_10 = vm_rss_kib(t.pid);
         }
     }
-    wait_dumper_idle(
-        &t,
-        dumper,
-        Some(idle.word),
-        "after dump 100",
-        deadline,
-        |w| w.seen == ROUNDS as u64,
-    );
+    wait_dumper_idle(&t, dumper, "after dump 100", deadline, |n| {
+        n == ROUNDS as u64
+    });
     let rss_after_100 = vm_rss_kib(t.pid);
     let triggered_in = started.elapsed();
 
@@ -586,7 +549,7 @@ fn dropped_triggers(t: &Target, d: &Loaded) -> u64 {
     dropped
 }
 
-/// Trigger handler runs a dump accounts for: its first trigger (when it had one), the ones
+/// Recorded triggers a dump accounts for: its first trigger (when it had one), the ones
 /// coalesced into it, and the ones it reports as dropped from a full trigger queue.
 fn accounted(t: &Target, d: &Loaded) -> u64 {
     let tr = &d.dump.trigger;
@@ -594,14 +557,14 @@ fn accounted(t: &Target, d: &Loaded) -> u64 {
 }
 
 /// Wait until the dump thread is idle, then check that the dumps on disk account for every
-/// trigger handler run it has seen. The snapshot is consistent when the dump thread is in the
-/// same idle wait (same `seen`) before and after the files are read: no dump ran in between.
-/// Returns the dumps (one per inode) and the handler count.
-fn settle(t: &Target, dumper: Tid, idle: DumperWait, deadline: Instant) -> (Vec<Loaded>, u64) {
+/// trigger it has recorded. The snapshot is consistent when the dump thread is idle with the
+/// same `served` count before and after the files are read: no dump ran in between. Returns the
+/// dumps (one per inode) and the count of triggers recorded.
+fn settle(t: &Target, dumper: Tid, deadline: Instant) -> (Vec<Loaded>, u64) {
     let mut dumps: BTreeMap<u64, Loaded> = BTreeMap::new();
     let mut snapshot = None;
     let consistent = poll_until(deadline, || {
-        let Some(before) = dumper_wait(t, dumper).filter(|w| w.word == idle.word) else {
+        let Some(before) = dumper_idle(t, dumper) else {
             return false;
         };
         for path in dump_files(&t.dump_dir(), t.pid, "json") {
@@ -609,8 +572,8 @@ fn settle(t: &Target, dumper: Tid, idle: DumperWait, deadline: Instant) -> (Vec<
             dumps.entry(ino).or_insert_with(|| Loaded::read(&path));
         }
         let served: u64 = dumps.values().map(|d| accounted(t, d)).sum();
-        snapshot = Some((before.seen, served));
-        dumper_wait(t, dumper) == Some(before)
+        snapshot = Some((before, served));
+        dumper_idle(t, dumper) == Some(before)
     });
     assert!(
         consistent,
@@ -635,8 +598,8 @@ fn settle(t: &Target, dumper: Tid, idle: DumperWait, deadline: Instant) -> (Vec<
                 })
                 .collect();
         panic!(
-            "the dumps account for {served} trigger(s) but the trigger handler ran {handled} \
-             time(s) (the idle dump thread's futex value): {} trigger(s) lost without a trace\n{}\n{}",
+            "the dumps account for {served} trigger(s) but {handled} were recorded (the idle dump \
+             thread's served count): {} trigger(s) lost without a trace\n{}\n{}",
             handled as i64 - served as i64,
             summary.join("\n"),
             t.describe()
@@ -677,9 +640,7 @@ fn burst_then_request(setting: Option<&str>, signo: i32, count: usize) {
         .collect();
     let mut t = spawn_parked(&env, deadline);
     let dumper = t.tid_of("stackdump");
-    let idle = wait_dumper_idle(&t, dumper, None, "before any trigger", deadline, |w| {
-        w.seen == 0
-    });
+    wait_dumper_idle(&t, dumper, "before any trigger", deadline, |n| n == 0);
 
     let started = Instant::now();
     for i in 0..count {
@@ -696,9 +657,9 @@ fn burst_then_request(setting: Option<&str>, signo: i32, count: usize) {
     }
     sigqueue(t.pid, signo, REQUEST as usize);
     let request_path = wait_request(&mut t, REQUEST, "json", deadline);
-    let (dumps, handled) = settle(&t, dumper, idle, deadline);
+    let (dumps, handled) = settle(&t, dumper, deadline);
     println!(
-        "{count} x {} + 1 sigqueue: the trigger handler ran {handled} time(s), {} dump(s), in \
+        "{count} x {} + 1 sigqueue: {handled} trigger(s) taken and recorded, {} dump(s), in \
          {:?}",
         setting.unwrap_or("USR1"),
         dumps.len(),
@@ -708,12 +669,12 @@ fn burst_then_request(setting: Option<&str>, signo: i32, count: usize) {
     if realtime {
         assert_eq!(
             handled, sent,
-            "real-time signals queue: one handler run each"
+            "real-time signals queue: each one taken and recorded once"
         );
     } else {
         assert!(
             (1..=sent).contains(&handled),
-            "the handler ran {handled} times for {sent} signals"
+            "{handled} triggers recorded for {sent} signals"
         );
     }
     assert!(
@@ -746,7 +707,7 @@ fn burst_of_usr1_coalesces_into_complete_dumps_and_no_trigger_is_lost() {
 
 #[test]
 fn burst_of_queued_realtime_triggers_coalesces_and_no_trigger_is_lost() {
-    // A real-time trigger queues every signal: the handler runs 51 times, and the dumper's own
+    // A real-time trigger queues every signal: 51 are taken and recorded, and the dumper's own
     // queue (not the kernel) has to coalesce them.
     burst_then_request(Some("RTMIN+3"), libc::SIGRTMIN() + 3, 50);
 }
@@ -754,34 +715,27 @@ fn burst_of_queued_realtime_triggers_coalesces_and_no_trigger_is_lost() {
 #[test]
 fn burst_larger_than_the_trigger_queue_loses_no_trigger_uncounted() {
     // More queued triggers than the dumper's trigger queue holds (64) while a dump runs: the
-    // extra ones are served without their request ids and counted in `errors`; every handler
-    // run is accounted for by exactly one dump.
+    // extra ones are served without their request ids and counted in `errors`; every trigger
+    // taken is accounted for by exactly one dump.
     const COUNT: usize = 1000;
     let deadline = test_deadline(120);
     let signo = libc::SIGRTMIN() + 3;
     let mut t = spawn_parked(&[("STACKDUMP_SIGNAL", "RTMIN+3")], deadline);
     let dumper = t.tid_of("stackdump");
-    let idle = wait_dumper_idle(&t, dumper, None, "before any trigger", deadline, |w| {
-        w.seen == 0
-    });
+    wait_dumper_idle(&t, dumper, "before any trigger", deadline, |n| n == 0);
     for i in 0..COUNT {
         // SAFETY: kill(2) with a valid signal number.
         let rc = unsafe { libc::kill(t.pid, signo) };
         assert_eq!(rc, 0, "kill #{i}: {}", std::io::Error::last_os_error());
     }
     // Every queued signal has been handled once the dump thread idles having seen them all.
-    wait_dumper_idle(
-        &t,
-        dumper,
-        Some(idle.word),
-        "after the burst",
-        deadline,
-        |w| w.seen == COUNT as u64,
-    );
-    let (dumps, handled) = settle(&t, dumper, idle, deadline);
+    wait_dumper_idle(&t, dumper, "after the burst", deadline, |n| {
+        n == COUNT as u64
+    });
+    let (dumps, handled) = settle(&t, dumper, deadline);
     let dropped: u64 = dumps.iter().map(|d| dropped_triggers(&t, d)).sum();
     println!(
-        "{COUNT} x RTMIN+3: the trigger handler ran {handled} time(s), {} dump(s), {dropped} \
+        "{COUNT} x RTMIN+3: {handled} trigger(s) taken and recorded, {} dump(s), {dropped} \
          reported as over the queue",
         dumps.len()
     );
@@ -1414,9 +1368,7 @@ fn missing_dump_dir_fails_quietly_and_the_next_dump_works() {
     let dir = t.dump_dir();
     assert!(!dir.exists(), "{} exists", dir.display());
     let dumper = t.tid_of("stackdump");
-    let idle = wait_dumper_idle(&t, dumper, None, "before any trigger", deadline, |w| {
-        w.seen == 0
-    });
+    wait_dumper_idle(&t, dumper, "before any trigger", deadline, |n| n == 0);
 
     send_signal(t.pid, "USR1");
     // The handshake: the dump thread is back in its idle wait having seen the trigger, so the
@@ -1424,10 +1376,9 @@ fn missing_dump_dir_fails_quietly_and_the_next_dump_works() {
     wait_dumper_idle(
         &t,
         dumper,
-        Some(idle.word),
         "after the dump into a missing directory",
         deadline,
-        |w| w.seen == 1,
+        |n| n == 1,
     );
     t.assert_alive();
     assert!(!dir.exists(), "the dumper created {}", dir.display());

@@ -2,7 +2,8 @@
 //! (`examples/c/storm.c`, `hostile.c`, `forkchild.c`, `wide.c`, everyday programs) with the
 //! library preloaded, real signals and real files, handshakes on observable facts (a line on
 //! stdout, a file appearing, a bit in `/proc/PID/status`, the dump thread back in its idle
-//! futex wait), each bounded by a deadline.
+//! signal wait with the number of triggers it served: see [`dumper_idle`]), each bounded by a
+//! deadline.
 //!
 //! - trigger storm: 100+ triggers at ~50/s into a host whose threads come and go, which forks,
 //!   dlopens/dlcloses, mallocs, and spins in a thread that blocks every signal;
@@ -10,14 +11,15 @@
 //! - everyday programs behave exactly as without the preload (output, exit status), setuid
 //!   programs included;
 //! - hostile surroundings: an unwritable dump dir, symlinks planted at the dump's names, a host
-//!   without fds 0-2, a host at RLIMIT_NOFILE, a host with its own USR1 handler, a host that
-//!   reset every signal, two copies of the library;
+//!   without fds 0-2, a host at RLIMIT_NOFILE, a host with its own USR1 handler (`kill` runs
+//!   it, `stackdump dump` still dumps), a host that reset every signal, two copies of the
+//!   library;
 //! - deep and wide: 2,000 threads in one dump.
 //!
 //! `STACKDUMP_SOAK=1` makes the storm long (60 s, 3,000 triggers) and prints its numbers.
 
 use crate::util::*;
-use stackdump_core::model::{CaptureStatus, Dump, SyscallState, Thread, Tid};
+use stackdump_core::model::{CaptureStatus, Dump, SyscallState, Thread};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -108,28 +110,13 @@ fn wait_not_pending(pid: i32, signo: i32, deadline: Instant) {
     );
 }
 
-/// The dump thread asleep in its idle wait, `futex(&WAKE, FUTEX_WAIT_PRIVATE, seen, NULL)`:
-/// `seen` is how many trigger-handler runs it has served (see tests/integration/dumper.rs).
-fn dumper_seen(t: &Target, dumper: Tid) -> Option<u64> {
-    let k = t.kernel_view(dumper);
-    match &k.syscall {
-        SyscallState::InSyscall {
-            name: Some(name),
-            args,
-            ..
-        } if k.state == "S" && name == "futex" && args.len() >= 4 && args[3].0 == 0 => {
-            Some(args[2].0 & 0xffff_ffff)
-        }
-        _ => None,
-    }
-}
-
-/// Wait until the dump thread has served `n` trigger-handler runs and is idle again.
+/// Wait until the dump thread is asleep in its idle wait having served exactly `n` triggers
+/// ([`dumper_idle`]).
 fn wait_dumper_served(t: &mut Target, n: u64, deadline: Instant) {
     let dumper = t.tid_of("stackdump");
     let mut last = None;
     let ok = poll_until(deadline, || {
-        last = dumper_seen(t, dumper);
+        last = dumper_idle(t, dumper);
         last == Some(n)
     });
     assert!(
@@ -424,7 +411,11 @@ fn forked_child_survives_the_trigger_and_writes_no_dump() {
         Command::new(private_copy(&build_c_example("forkchild"))),
         Preload::Yes,
     );
-    t.wait_ready(deadline());
+    // Not `wait_ready`: parent and child both print after fork(), in either order, so READY is
+    // not necessarily the first line (the child's CHILD-READY came first in about a quarter of
+    // the runs without the library, more often with it).
+    let ready = format!("READY {}", t.pid);
+    wait_line(&mut t, deadline(), &ready, |l| l == ready);
     let line = wait_line(&mut t, deadline(), "CHILD <pid>", |l| {
         l.starts_with("CHILD ")
     });
@@ -925,39 +916,120 @@ fn host_at_rlimit_nofile_is_unharmed_and_dumps_once_fds_are_available() {
     t.assert_alive();
 }
 
-/// A host that installs its own USR1 handler after start replaces the library's: `kill -s
-/// USR1` runs the host's handler and no dump is written; `stackdump dump` (which sends the
-/// trigger to the library's thread) also ends in the host's handler, times out with exit
-/// status 1 and names the likely cause.
+/// The `HOST-USR1 <n> code <si_code> value <v>` lines of `hostile own-usr1`, as (n, code, v).
+fn host_usr1_runs(t: &Target) -> Vec<(u32, i32, i32)> {
+    t.stdout()
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            match w.as_slice() {
+                ["HOST-USR1", n, "code", code, "value", v] => {
+                    Some((n.parse().ok()?, code.parse().ok()?, v.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A host that installs its own USR1 handler after start replaces the library's trigger
+/// handler. `kill -s USR1` goes to a host thread (main, in `pause`), which runs the host's
+/// handler: no dump. `stackdump dump` sends the trigger to the library's dump thread, which
+/// keeps it blocked and takes it with `sigwaitinfo`: the dump is written, and the host's handler
+/// does not run for it (the next host signal is its handler's run number 2, not 3, and no run
+/// ever saw the CLI's request id).
 #[test]
-#[ignore = "known bug (issue 5): when the host replaced our trigger handler, `stackdump dump` \
-            sends the trigger to the dump thread, so the host's handler runs on our thread, \
-            whose fd table is private: its output is lost. Fix planned: the dump thread keeps \
-            the trigger blocked and takes it with sigwaitinfo (no handler ever runs there)"]
-fn host_with_its_own_usr1_handler_gets_its_handler_and_the_cli_says_why_no_dump() {
+fn host_with_its_own_usr1_handler_gets_it_from_kill_and_a_dump_from_stackdump_dump() {
+    const MARK: i32 = 4242;
     let mut t = hostile("own-usr1", &[]);
     send_signal(t.pid, "USR1");
-    wait_line(&mut t, deadline(), "HOST-USR1 1", |l| l == "HOST-USR1 1");
+    wait_line(&mut t, deadline(), "HOST-USR1 1", |l| {
+        l.starts_with("HOST-USR1 1 ")
+    });
+    assert_eq!(
+        host_usr1_runs(&t),
+        vec![(1, libc::SI_USER, 0)],
+        "the kill ran the host's handler once\n{}",
+        t.describe()
+    );
+    wait_not_pending(t.pid, libc::SIGUSR1, deadline());
+    // Nothing reached the library: its dump thread is idle having served no trigger.
     wait_dumper_served(&mut t, 0, deadline());
+    assert_eq!(listing(&t.dump_dir()), Vec::<String>::new());
+
     let out = Command::new(stackdump_bin())
-        .args(["dump", &t.pid.to_string(), "--timeout", "2s"])
+        .args(["dump", &t.pid.to_string(), "--timeout", "30s"])
         .stdin(Stdio::null())
         .output()
         .expect("run stackdump dump");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!(
-        "stackdump dump on a host with its own USR1 handler: {:?}\n{stderr}",
-        out.status
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stackdump dump on a host with its own USR1 handler: {stderr}\n{}",
+        t.describe()
     );
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The dump thread served exactly that one trigger and is idle again.
+    wait_dumper_served(&mut t, 1, deadline());
+    let files = dump_files(&t.dump_dir(), t.pid, "json");
+    assert_eq!(
+        files.len(),
+        1,
+        "one dump, from stackdump dump: {:?}",
+        listing(&t.dump_dir())
+    );
+    let (d, text) = load(&files[0]);
+    let ctx = || format!("{text}\n{}", t.describe());
+    check_consistent(&d, &ctx);
+    check_parked(&d, &ctx);
+    let request = d
+        .trigger
+        .request
+        .unwrap_or_else(|| panic!("the CLI's trigger carries a request id\n{}", ctx()));
     assert!(
-        stderr.contains("no dump from process") && stderr.contains("its own USR1 handler"),
-        "the CLI should name the likely cause: {stderr}"
+        files[0]
+            .to_string_lossy()
+            .ends_with(&format!("-r{request}.json")),
+        "{}",
+        files[0].display()
     );
-    // The CLI's trigger went to the library's thread and ran the host's handler there.
-    wait_line(&mut t, deadline(), "HOST-USR1 2", |l| l == "HOST-USR1 2");
+    assert!(
+        files[0].with_extension("txt").is_file(),
+        "no text twin\n{}",
+        ctx()
+    );
+    assert!(
+        stdout.contains(&format!("stackdump of pid {}", t.pid)),
+        "the CLI prints the dump: {stdout}"
+    );
+    assert_no_temp_files(&t);
+
+    // The handshake for "the host's handler did not run for the CLI's trigger": one more host
+    // signal, with a mark, must be the handler's second run. (A run for the CLI's trigger would
+    // have started before the dump was written, on a host thread; the mark is sent after it.)
+    wait_not_pending(t.pid, libc::SIGUSR1, deadline());
+    sigqueue(t.pid, libc::SIGUSR1, MARK as usize);
+    let want = format!("value {MARK}");
+    wait_line(&mut t, deadline(), "HOST-USR1 <n> … value MARK", |l| {
+        l.starts_with("HOST-USR1 ") && l.ends_with(&want)
+    });
+    let runs = host_usr1_runs(&t);
+    assert_eq!(
+        runs,
+        vec![(1, libc::SI_USER, 0), (2, libc::SI_QUEUE, MARK)],
+        "the host's handler ran for the kill and the mark only (request id {request})\n{}",
+        t.describe()
+    );
+    assert!(
+        !runs.iter().any(|r| r.2 == request as i32),
+        "the host's handler saw the CLI's request id"
+    );
+    // The mark did not reach the library either.
+    wait_dumper_served(&mut t, 1, deadline());
+    assert_eq!(dump_files(&t.dump_dir(), t.pid, "json").len(), 1);
     t.assert_alive();
-    assert_eq!(listing(&t.dump_dir()), Vec::<String>::new());
+    assert!(t.stderr().is_empty(), "the host's stderr: {}", t.stderr());
 }
 
 /// A host that resets every signal (but USR1, the library's trigger) to SIG_DFL: the capture

@@ -531,6 +531,27 @@ impl KernelSnapshot {
     }
 }
 
+/// The library's dump thread asleep in its idle wait, `rt_sigtimedwait(&{trigger, capture
+/// signal}, &info, NULL, 8, served)`: returns `served`, the number of triggers it has recorded
+/// and served with finished dumps. The library passes that count in the fifth argument
+/// register, which `rt_sigtimedwait` ignores and `/proc/PID/task/TID/syscall` shows (see
+/// `dumper/src/sigctx/trigger.rs`). `None` while the thread is anywhere else (dumping, or on its
+/// way back). While it sleeps there with `served == n`, every one of the first `n` triggers has
+/// been served by a finished dump, and no recorded trigger waits.
+pub fn dumper_idle(t: &Target, dumper: Tid) -> Option<u64> {
+    let k = t.kernel_view(dumper);
+    match &k.syscall {
+        SyscallState::InSyscall {
+            name: Some(name),
+            args,
+            ..
+        } if k.state == "S" && name == "rt_sigtimedwait" && args.len() == 6 && args[2].0 == 0 => {
+            Some(args[4].0)
+        }
+        _ => None,
+    }
+}
+
 /// The syscall name of a dumped or observed thread.
 pub fn syscall_name(s: &SyscallState) -> Option<&str> {
     match s {
