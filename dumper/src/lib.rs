@@ -8,9 +8,14 @@
 //! ## Design note
 //!
 //! ```text
-//! kill -s USR1 pid ─► trigger handler (sigctx::trigger): record siginfo into a lock-free ring,
-//!                     futex-wake the dump thread. No fd, no lock, no allocation.
-//! dump thread      ─► phase 0 (capture): /proc/self/task/*/{syscall,wchan,stat,status,stack}
+//! kill -s USR1 pid ─► trigger handler (sigctx::trigger) on the host thread that takes it:
+//!                     record siginfo into a lock-free ring, wake the dump thread with the
+//!                     capture signal (tgkill). No fd, no lock, no allocation.
+//! stackdump dump   ─► the trigger is sent to the dump thread itself (rt_tgsigqueueinfo), which
+//!                     keeps it blocked and takes it with sigwaitinfo: no handler runs, no host
+//!                     thread is interrupted; recorded into the same ring.
+//! dump thread      ─► waits in rt_sigtimedwait({trigger, capture signal}), serves the ring.
+//!                  ─► phase 0 (capture): /proc/self/task/*/{syscall,wchan,stat,status,stack}
 //!                     for every thread BEFORE any is interrupted (a signal changes syscall and
 //!                     wchan); snapshot /proc/self/maps.
 //!                  ─► phase 1a (capture): threads blocked in a system call are copied WITHOUT a
@@ -59,8 +64,15 @@
 //!
 //! The constructor does the minimum and never panics or prints; any error disables the library
 //! silently (it waits, at most 20 ms, for the dump thread's start-up). The dump thread blocks
-//! every asynchronous signal but the trigger (so `stackdump dump` can send the trigger to it and
-//! interrupt no host thread), has a file-descriptor table of its own (its fds are never visible
+//! every asynchronous signal, the trigger included, for its whole life (what remains are the
+//! synchronous signals a fault raises and the C library's internal ones, which no thread can
+//! block), so no handler runs on it for a signal sent to the process or to it: not ours, and
+//! not one the host installed over ours. It takes its signals with
+//! `rt_sigtimedwait` instead (`sigctx::trigger::wait_for_work`): the trigger when it is sent to
+//! the dump thread (what `stackdump dump` does, so asking for a dump interrupts no host thread
+//! and works even when the host replaced our trigger handler) or when no host thread takes it,
+//! and the capture signal as the wake the trigger handler sends it after recording a trigger
+//! taken by a host thread. It has a file-descriptor table of its own (its fds are never visible
 //! in the host's table; it holds none of the host's files; pipes are queried through
 //! `pidfd_getfd`), and never reads, writes or closes a host fd. Nothing is ever written to the
 //! host's stdout or stderr (a silent panic hook). Privilege and namespace launchers (`setpriv`,
