@@ -373,7 +373,10 @@ pub fn add_stacks_prepared(dump: &mut Dump, opts: &Options, prepared: Prepared) 
             // Running (or not unwindable from SP/PC): stop it alone, for the copy only.
             let t = &mut dump.threads[i];
             let stack = vec![0u8; opts.window]; // allocated before the stop, not during it
-            let mut seized = match Seized::stop(tid) {
+                                                // Not preempted while the thread is held (when allowed): neither by other processes
+                                                // nor by our own debug-information thread.
+            let urgent = Urgent::enter();
+            let mut seized = match Seized::stop_with(tid, !urgent.active()) {
                 Ok(s) => s,
                 Err(e) => {
                     note_failure(t, e, &mut failures);
@@ -385,6 +388,7 @@ pub fn add_stacks_prepared(dump: &mut Dump, opts: &Options, prepared: Prepared) 
                 (opts.on_stopped)(tid);
             }
             let (stopped, held) = seized.detach();
+            drop(urgent);
             out.stops.push(Stop {
                 tid,
                 name: t.name.clone(),
@@ -727,6 +731,58 @@ pub fn denied_reason(pid: i32) -> String {
 /// How long [`Seized::wait_stop`] polls for a stop before it sleeps in `waitpid`.
 const POLL_STOP: Duration = Duration::from_millis(2);
 
+/// This thread on the lowest real-time priority (`SCHED_FIFO` 1) while it holds a thread of
+/// the target stopped, so that no ordinary task (another process, or our own thread reading
+/// debug information) preempts it between the stop and the detach, and its wake-up from
+/// `waitpid` is immediate. Best effort: without the privilege (`CAP_SYS_NICE` or an
+/// `RLIMIT_RTPRIO`), nothing changes. The previous policy is restored on drop; children would
+/// not inherit it (`SCHED_RESET_ON_FORK`).
+struct Urgent {
+    previous: Option<(libc::c_int, libc::sched_param)>,
+    /// Not Send: the policy must be restored by the thread that changed it.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Urgent {
+    fn enter() -> Urgent {
+        // SAFETY: sched_getscheduler on the calling thread takes no pointers.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid out pointer for the duration of the call.
+        let got = unsafe { libc::sched_getparam(0, &mut param) } == 0;
+        if !got || policy != libc::SCHED_OTHER {
+            // Already special: leave it alone.
+            return Urgent {
+                previous: None,
+                _thread: std::marker::PhantomData,
+            };
+        }
+        let fifo = libc::sched_param { sched_priority: 1 };
+        // SAFETY: `fifo` is a valid sched_param; pid 0 is the calling thread.
+        let ok = unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &fifo)
+        } == 0;
+        Urgent {
+            previous: ok.then_some((policy, param)),
+            _thread: std::marker::PhantomData,
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.previous.is_some()
+    }
+}
+
+impl Drop for Urgent {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.previous.take() {
+            // SAFETY: `param` is a valid sched_param read by sched_getparam; pid 0 is the
+            // calling thread, the one that raised its priority (Urgent is not Send).
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
+    }
+}
+
 /// Why a thread could not be stopped or copied.
 #[derive(Debug)]
 enum StopError {
@@ -743,12 +799,20 @@ struct Seized {
     /// When `waitpid` reported the stop.
     stopped_at: Option<Instant>,
     detached: bool,
+    /// Poll `waitpid` for the stop before sleeping in it (see [`Seized::wait_stop`]).
+    poll: bool,
 }
 
 impl Seized {
     /// `PTRACE_SEIZE` (no options: no `PTRACE_O_EXITKILL`), `PTRACE_INTERRUPT`, and wait for
     /// the stop.
     fn stop(tid: Tid) -> Result<Seized, StopError> {
+        Seized::stop_with(tid, true)
+    }
+
+    /// [`Seized::stop`]; `poll`: poll for the stop first (pointless when this thread runs with
+    /// a real-time priority: its wake-up preempts whatever runs then).
+    fn stop_with(tid: Tid, poll: bool) -> Result<Seized, StopError> {
         let tid = tid.0;
         // SAFETY: PTRACE_SEIZE takes no pointers (addr and data are 0: no options).
         let r = unsafe {
@@ -776,6 +840,7 @@ impl Seized {
             since: Instant::now(),
             stopped_at: None,
             detached: false,
+            poll,
         };
         // SAFETY: PTRACE_INTERRUPT takes no pointers.
         let r = unsafe {
@@ -805,7 +870,7 @@ impl Seized {
     /// thread that takes longer (in uninterruptible sleep, or waiting for a CPU) is then waited
     /// for without polling.
     fn wait_stop(&mut self) -> Result<(), StopError> {
-        let polling_until = Instant::now() + POLL_STOP;
+        let polling_until = Instant::now() + if self.poll { POLL_STOP } else { Duration::ZERO };
         loop {
             let mut status = 0;
             let polling = Instant::now() < polling_until;
