@@ -15,13 +15,18 @@
 //!                     keeps it blocked and takes it with sigwaitinfo: no handler runs, no host
 //!                     thread is interrupted; recorded into the same ring.
 //! dump thread      ─► waits in rt_sigtimedwait({trigger, capture signal}), serves the ring.
-//!                  ─► phase 0 (capture): /proc/self/task/*/{syscall,wchan,stat,status,stack}
-//!                     for every thread BEFORE any is interrupted (a signal changes syscall and
-//!                     wchan); snapshot /proc/self/maps.
+//!                  ─► phase 0 (capture): /proc/self/task/*/{syscall,stack,stat,status} (the
+//!                     wait channel is the first line of `stack`; `wchan` is read instead when
+//!                     `stack` is not readable) for every thread BEFORE any is interrupted (a
+//!                     signal changes syscall and wchan), each file opened relative to its
+//!                     task directory; snapshot /proc/self/maps.
 //!                  ─► phase 1a (capture): threads blocked in a system call are copied WITHOUT a
-//!                     signal: SP and PC from /proc/self/task/TID/syscall, [SP, SP+window) with
-//!                     process_vm_readv; the copy counts only if syscall and context switches
-//!                     are unchanged afterwards and it unwinds to a thread entry point.
+//!                     signal: SP and PC from /proc/self/task/TID/syscall, [SP, SP+16 KiB) with
+//!                     process_vm_readv (the whole window only when that is not enough); the
+//!                     copy counts only if the thread did not run meanwhile (its schedstat run
+//!                     counter, read before and after through one fd; status's context-switch
+//!                     counts where there is no schedstat), its syscall line is unchanged, and
+//!                     it unwinds to a thread entry point.
 //!                  ─► phase 1b (capture): every other thread (re-checked just before): the
 //!                     capture signal (a real-time signal, never the trigger) sent with
 //!                     rt_tgsigqueueinfo and a cookie (generation, slot); at most one per CPU
@@ -36,8 +41,9 @@
 //!                     do not answer by the deadline are `no_response`; threads that exit are
 //!                     `exited`. A dump never waits past its deadline.
 //!                  ─► phase 3 (symbolize, sink): backtrace::resolve (memoized across dumps;
-//!                     reset when the module set changes), fd targets, render text and JSON,
-//!                     write each file under a temporary name, fsync, rename without replacing.
+//!                     reset when the module set changes), fd targets, render the text; write
+//!                     each file under a temporary name (JSON compact, serialized straight into
+//!                     a 256 KiB buffer in front of the file), fsync, rename without replacing.
 //! ```
 //!
 //! Why this shape: libgcc's unwinder and the dynamic loader take locks and may allocate, so
