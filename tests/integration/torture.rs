@@ -283,6 +283,7 @@ fn storm(triggers: usize, per_second: u32, budget: Duration) {
     cmd.arg(&counters).arg(&lib);
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());
+    let rss_start = vm_rss_kib(t.pid);
 
     let period = Duration::from_secs(1) / per_second;
     let start = Instant::now();
@@ -309,6 +310,7 @@ fn storm(triggers: usize, per_second: u32, budget: Duration) {
     let last = wait_request(&mut t, id, secs(budget.as_secs()));
     let total = start.elapsed();
     t.assert_alive();
+    let rss_end = vm_rss_kib(t.pid);
 
     // The host keeps making progress, in every thread kind.
     let before = read_counters(&counters);
@@ -378,7 +380,8 @@ fn storm(triggers: usize, per_second: u32, budget: Duration) {
     println!(
         "storm: {triggers} triggers + 1 request in {sent:?} (handshake done after {total:?}); \
          {n} dumps serving {served} recorded triggers; dump duration median {} µs, max {} µs; \
-         progress during the check {:?} → {:?} ({COUNTERS:?})",
+         progress during the check {:?} → {:?} ({COUNTERS:?}); host VmRSS {rss_start} KiB at \
+         READY, {rss_end} KiB after the last dump (the host mallocs and dlopens all along)",
         durations[n / 2],
         durations[n - 1],
         before,

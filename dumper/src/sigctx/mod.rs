@@ -4,8 +4,9 @@
 //!
 //! - atomics (`core::sync::atomic`) on memory that lives for the whole process (statics, or a
 //!   table leaked once and never freed);
-//! - raw system calls through `libc::syscall` (`gettid`, `getpid`, `futex`, `process_vm_readv`):
-//!   they are async-signal-safe by construction, do not allocate and take no user-space lock;
+//! - raw system calls through `libc::syscall` (`gettid`, `getpid`, `futex`, `tgkill`,
+//!   `process_vm_readv`): they are async-signal-safe by construction, do not allocate and take
+//!   no user-space lock;
 //! - reading the `siginfo_t` and `ucontext_t` the kernel hands the handler;
 //! - saving and restoring `errno` (every handler does, because `libc::syscall` writes it on error).
 //!
@@ -21,7 +22,10 @@
 //! Each function below says why it is async-signal-safe.
 //!
 //! The handlers are installed by `crate::install`; the dump thread (`crate::capture`) is the only
-//! consumer of what they record.
+//! consumer of what they record. No handler ever runs on the dump thread: it blocks every
+//! asynchronous signal and takes the trigger and its wake-ups with `rt_sigtimedwait`
+//! ([`trigger::wait_for_work`], which lives here because it shares the trigger ring's
+//! protocol, but runs on the dump thread only, never in a handler).
 
 pub mod capture;
 pub mod trigger;

@@ -290,11 +290,19 @@ pub fn wait_for_work() {
             return;
         }
         let served = TAIL.load(Ordering::Acquire);
-        let Ok(info) = crate::sys::sigwait(&set, served) else {
-            continue; // EINTR (e.g. a stop and continue): look again
+        let info = match crate::sys::sigwait(&set, served) {
+            Ok(info) => info,
+            // A stop and continue, or a debugger: look again.
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            // Cannot happen with a valid set; never spin in the host if it does.
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
         };
-        // Whatever was taken, any wake sent so far is now either taken or merged into what
-        // was taken: let the next handler send one, then look at the ring (after this store).
+        // Whatever was taken, any wake sent so far is now taken, merged into what was taken,
+        // or still queued (a second one is then harmless): let the next handler send one, and
+        // look at the ring after this store.
         WAKE_SENT.store(0, Ordering::SeqCst);
         if info.si_signo == trigger && !is_own_wake(&info, me) {
             record(&info);
