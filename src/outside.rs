@@ -424,6 +424,12 @@ pub fn add_stacks_prepared(dump: &mut Dump, opts: &Options, prepared: Prepared) 
         t.signalled = false;
     }
     crate::python::annotate(&mut dump.threads, &memory, &maps, &root, &mut dump.errors);
+    // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
+    // allocations): done on a thread of its own, off the path to the output.
+    let garbage = (symbols, memo, names, modules, maps);
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(garbage));
     let symbolize_time = t3.elapsed();
 
     dump.errors.extend(failures);
@@ -1023,5 +1029,48 @@ impl Seized {
 impl Drop for Seized {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real-time priority is taken only when allowed, and the previous policy is back once
+    /// the guard is dropped.
+    #[test]
+    fn urgent_restores_the_scheduling_policy() {
+        // SAFETY: sched_getscheduler on the calling thread takes no pointers.
+        let policy = || unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+        let before = policy();
+        let u = Urgent::enter();
+        if u.active() {
+            assert_eq!(policy(), libc::SCHED_FIFO);
+        } else {
+            assert_eq!(policy(), before);
+        }
+        drop(u);
+        assert_eq!(policy(), before);
+    }
+
+    /// The same system call at the same place, whatever the kernel view added about its fd;
+    /// another place or another call is not the same.
+    #[test]
+    fn same_call_ignores_the_fd_description() {
+        let call = |sp: u64, fd: Option<crate::model::FdRef>| SyscallState::InSyscall {
+            nr: 0,
+            name: Some("read".into()),
+            args: vec![Addr(3), Addr(0x1000), Addr(1)],
+            fd,
+            sp: Addr(sp),
+            pc: Addr(0x7000),
+        };
+        let described = Some(crate::model::FdRef {
+            fd: 3,
+            target: Some("pipe:[1]".into()),
+        });
+        assert!(same_call(&call(0x10, described), &call(0x10, None)));
+        assert!(!same_call(&call(0x10, None), &call(0x18, None)));
+        assert!(!same_call(&SyscallState::Running, &SyscallState::Running));
     }
 }

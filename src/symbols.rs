@@ -462,4 +462,58 @@ mod tests {
             "{names:?}"
         );
     }
+
+    /// Our own executable and the address `addr` of this process as stated in it.
+    fn own_file_address(addr: u64) -> (PathBuf, u64) {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let first = maps
+            .iter()
+            .find(|m| m.path == exe.to_string_lossy() && m.offset == 0)
+            .unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let obj = object::File::parse(&*data).unwrap();
+        let lowest = object::Object::segments(&obj)
+            .map(|s| object::ObjectSegment::address(&s))
+            .min()
+            .unwrap();
+        let bias = first.start - (lowest & !0xfff);
+        (exe, addr - bias)
+    }
+
+    /// The symbol table alone names a function (what the capture asks, cheaply), and the
+    /// module's DWARF names it too, with its file and line; an address beyond every symbol
+    /// is named by neither.
+    #[test]
+    fn symbol_table_and_dwarf_name_the_same_function() {
+        let here = symbol_table_and_dwarf_name_the_same_function as *const () as u64;
+        let (exe, svma) = own_file_address(here);
+        let root = Path::new("/");
+        let table = SymbolTable::load(&debug_source(&exe, root));
+        let raw = table.containing(svma).expect("the symbol table names it");
+        let demangled = addr2line::demangle_auto(raw.into(), None);
+        assert!(
+            strip_hash(&demangled).ends_with("symbol_table_and_dwarf_name_the_same_function"),
+            "{raw}"
+        );
+        let debug = ModuleDebug::load(&exe, root);
+        let syms = debug.symbols(svma);
+        let outer = syms.last().expect("DWARF names it");
+        assert!(
+            outer
+                .function
+                .as_deref()
+                .is_some_and(|f| f.ends_with("symbol_table_and_dwarf_name_the_same_function")),
+            "{syms:?}"
+        );
+        assert!(
+            outer
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("symbols.rs")),
+            "{syms:?}"
+        );
+        assert_eq!(table.containing(u64::MAX), None);
+        assert!(debug.symbols(u64::MAX).is_empty());
+    }
 }
