@@ -493,7 +493,7 @@ fn diagnose(
             ));
         }
     }
-    if dump_thread.is_none() {
+    if target.library.is_some() && dump_thread.is_none() {
         // Only then did the trigger go to the process as a whole: with a dump thread, it went
         // there, and no handler (the library's or the application's) runs for it.
         causes.push(format!(
