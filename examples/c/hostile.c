@@ -12,6 +12,8 @@
  *                 that handler has run (n counts the runs, from 1).
  *   reset-all     resets every signal but KILL, STOP and USR1 to SIG_DFL after start, and runs
  *                 a thread `spinner` that never enters a system call.
+ *   masked-usr1   blocks USR1 in main before starting its threads, so every thread of the host
+ *                 blocks it (a process-directed USR1 can only be taken by the library's thread).
  * Every mode also has two threads `parked-0`, `parked-1` in read() on a pipe nobody writes and
  * main in pause(). Prints "READY <pid>" once set up; nothing is written to stderr.
  */
@@ -143,6 +145,11 @@ int main(int argc, char **argv) {
         sa.sa_flags = SA_SIGINFO | SA_RESTART;
         if (sigaction(SIGUSR1, &sa, NULL) < 0) return 3;
         start(reporter, "reporter");
+    } else if (strcmp(mode, "masked-usr1") == 0) {
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        if (pthread_sigmask(SIG_BLOCK, &usr1, NULL) != 0) return 3;
     } else if (strcmp(mode, "reset-all") == 0) {
         for (int sig = 1; sig <= 64; sig++)
             if (sig != SIGKILL && sig != SIGSTOP && sig != SIGUSR1) signal(sig, SIG_DFL);

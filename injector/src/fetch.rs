@@ -74,7 +74,7 @@ fn pending(target: &Target, signo: i32) -> bool {
         return true;
     }
     target
-        .dump_thread(signo)
+        .dump_thread()
         .and_then(|tid| target.thread_pending(tid))
         .is_some_and(|bits| (1..=64).contains(&signo) && bits & (1u64 << (signo - 1)) != 0)
 }
@@ -110,7 +110,7 @@ fn sender_pid_for(pid: i32) -> i32 {
 
 fn send(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let pid = target.pid;
-    let rc = match target.dump_thread(signal.number) {
+    let rc = match target.dump_thread() {
         Some(tid) => {
             let info = QueueInfo {
                 signo: signal.number,
@@ -453,7 +453,7 @@ fn diagnose(
             signal.name
         ));
     }
-    let dump_thread = target.dump_thread(signal.number);
+    let dump_thread = target.dump_thread();
     if target.library.is_some() && dump_thread.is_none() {
         causes.push("there is no thread named `stackdump` in it: the library's dump thread is not running (it disables itself on a bad STACKDUMP_* setting)".into());
     }

@@ -413,35 +413,34 @@ impl Target {
     /// mapped. It keeps every asynchronous signal blocked, the trigger included, and takes the
     /// trigger with `sigwaitinfo`, so a trigger sent to it directly reaches the library whatever
     /// handler the application installed and however its threads mask the signal. When several
-    /// tasks have that name, the one that blocks `signo` is ours (a library from before that
-    /// change kept it unblocked on its dump thread: any task of that name then).
-    pub fn dump_thread(&self, signo: i32) -> Option<i32> {
+    /// tasks have that name, the one that blocks the most signals is ours (it blocks all but
+    /// the synchronous ones; while it waits in `sigwaitinfo`, `SigBlk` shows all but those and
+    /// the two it waits for).
+    pub fn dump_thread(&self) -> Option<i32> {
         self.library.as_ref()?;
         let tids = stackdump_core::proc::numeric_entries(std::path::Path::new(&format!(
             "/proc/{}/task",
             self.pid
         )))
         .ok()?;
-        let named: Vec<(i32, bool)> = tids
-            .into_iter()
-            .filter_map(|tid| {
-                let dir = format!("/proc/{}/task/{tid}", self.pid);
-                let comm = std::fs::read_to_string(format!("{dir}/comm")).ok()?;
-                if comm.trim_end() != "stackdump" {
-                    return None;
-                }
-                let blocks = std::fs::read_to_string(format!("{dir}/status"))
-                    .ok()
-                    .and_then(|t| Status::parse(&t))
-                    .is_some_and(|st| st.blocks(signo));
-                Some((tid, blocks))
-            })
-            .collect();
-        named
-            .iter()
-            .find(|(_, blocks)| *blocks)
-            .or(named.first())
-            .map(|(tid, _)| *tid)
+        let mut best: Option<(i32, u32)> = None;
+        for tid in tids {
+            let dir = format!("/proc/{}/task/{tid}", self.pid);
+            let Ok(comm) = std::fs::read_to_string(format!("{dir}/comm")) else {
+                continue;
+            };
+            if comm.trim_end() != "stackdump" {
+                continue;
+            }
+            let blocked = std::fs::read_to_string(format!("{dir}/status"))
+                .ok()
+                .and_then(|t| Status::parse(&t))
+                .map_or(0, |st| st.sig_blocked.count_ones());
+            if !matches!(best, Some((_, most)) if most >= blocked) {
+                best = Some((tid, blocked));
+            }
+        }
+        best.map(|(tid, _)| tid)
     }
 
     /// Signals pending for one thread of the target (`SigPnd` of its task), as a mask.
@@ -539,8 +538,7 @@ impl Target {
                 ),
                 format!("Continue it first (kill -s CONT {}, or detach the debugger); --force sends anyway", self.pid),
             ));
-        } else if self.all_threads_block(signal.number) && self.dump_thread(signal.number).is_none()
-        {
+        } else if self.all_threads_block(signal.number) && self.dump_thread().is_none() {
             // With the library's dump thread there, every thread blocks the trigger as soon as
             // the application's do (ours always does), and the dump thread still takes it.
             refusals.push((

@@ -19,7 +19,7 @@
 //! `STACKDUMP_SOAK=1` makes the storm long (60 s, 3,000 triggers) and prints its numbers.
 
 use crate::util::*;
-use stackdump_core::model::{CaptureStatus, Dump, SyscallState, Thread};
+use stackdump_core::model::{CaptureStatus, Dump, SyscallState, Thread, Tid};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -1031,6 +1031,71 @@ fn host_with_its_own_usr1_handler_gets_it_from_kill_and_a_dump_from_stackdump_du
     // The mark did not reach the library either.
     wait_dumper_served(&mut t, 1, deadline());
     assert_eq!(dump_files(&t.dump_dir(), t.pid, "json").len(), 1);
+    t.assert_alive();
+    assert!(t.stderr().is_empty(), "the host's stderr: {}", t.stderr());
+}
+
+/// A host whose threads all block USR1: a process-directed `kill -s USR1` can only be taken by
+/// the library's dump thread, which waits for it with `sigwaitinfo`, so it dumps; `stackdump
+/// dump` is not refused ("every thread blocks USR1" no longer means "never delivered" when the
+/// dump thread runs) and dumps too.
+#[test]
+fn host_whose_threads_all_block_usr1_still_dumps_on_kill_and_on_stackdump_dump() {
+    let mut t = hostile("masked-usr1", &[]);
+    let blocked = |tid: Tid| {
+        let status = std::fs::read_to_string(format!("/proc/{}/task/{}/status", t.pid, tid.0))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| mask_has(m, libc::SIGUSR1))
+    };
+    // Every thread of the host blocks USR1. (The library's thread blocks it too, but while it
+    // waits for it in sigwaitinfo the kernel shows it unblocked in SigBlk.)
+    for (tid, name) in t.thread_names() {
+        if name == "stackdump" {
+            continue;
+        }
+        assert!(
+            blocked(tid),
+            "precondition: {name} ({tid}) blocks USR1\n{}",
+            t.describe()
+        );
+    }
+    send_signal(t.pid, "USR1");
+    wait_dumper_served(&mut t, 1, deadline());
+    let files = dump_files(&t.dump_dir(), t.pid, "json");
+    assert_eq!(files.len(), 1, "{:?}", listing(&t.dump_dir()));
+    let (d, text) = load(&files[0]);
+    let ctx = || format!("{text}\n{}", t.describe());
+    check_consistent(&d, &ctx);
+    check_parked(&d, &ctx);
+    assert_eq!(
+        d.trigger.sender_pid,
+        Some(std::process::id() as i32),
+        "{}",
+        ctx()
+    );
+    assert_eq!(d.trigger.request, None, "{}", ctx());
+
+    wait_not_pending(t.pid, libc::SIGUSR1, deadline());
+    let out = Command::new(stackdump_bin())
+        .args(["dump", &t.pid.to_string(), "--timeout", "30s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stackdump dump");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stackdump dump on a host whose threads all block USR1: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        t.describe()
+    );
+    wait_dumper_served(&mut t, 2, deadline());
+    let files = dump_files(&t.dump_dir(), t.pid, "json");
+    assert_eq!(files.len(), 2, "{:?}", listing(&t.dump_dir()));
+    assert_no_temp_files(&t);
     t.assert_alive();
     assert!(t.stderr().is_empty(), "the host's stderr: {}", t.stderr());
 }
