@@ -32,6 +32,10 @@ struct RawThread {
     signalled: bool,
 }
 
+/// How long a dump waits for the threads that took its triggers to return to what they were
+/// doing (see `wait_for_takers`).
+const TAKER_PATIENCE: Duration = Duration::from_millis(10);
+
 /// Bytes of stack copied first for a thread blocked in a system call (see `copy_blocked`).
 const FIRST_WINDOW: usize = 16 * 1024;
 
@@ -109,6 +113,7 @@ impl DumpThread {
             std::thread::yield_now();
         }
         std::thread::yield_now();
+        self.wait_for_takers(triggers, me);
 
         // Phase 0: the kernel's view of every thread, before any of them is interrupted.
         let mut reader = TaskReader::new("/proc/self");
@@ -328,6 +333,37 @@ impl DumpThread {
         crate::diagnose::run(&mut dump);
         dump.capture.duration_us = start.elapsed().as_micros() as u64;
         self.write(&dump, millis, &requests);
+    }
+
+    /// A host thread that took a trigger was interrupted in whatever it was doing, most often
+    /// a blocking system call it restarts once our handler returns. Wait (at most
+    /// [`TAKER_PATIENCE`]) until it is back in a system call, so that phase 0 shows what it
+    /// really waits for, and it is copied without a second signal, instead of showing it
+    /// "running" for the few microseconds of its way back (or longer, when it is preempted
+    /// on the way). A thread that was running anyway costs this wait.
+    fn wait_for_takers(&self, triggers: &[trigger::RawTrigger], me: Tid) {
+        let mut takers: Vec<Tid> = triggers
+            .iter()
+            .map(|t| Tid(t.taker))
+            .filter(|t| t.0 > 0 && *t != me)
+            .collect();
+        takers.sort();
+        takers.dedup();
+        if takers.is_empty() {
+            return;
+        }
+        let until = Instant::now() + TAKER_PATIENCE;
+        let mut reader = TaskReader::new("/proc/self");
+        reader.kernel_stacks = false;
+        for tid in takers {
+            loop {
+                match reader.syscall(tid) {
+                    Ok(SyscallState::InSyscall { .. }) | Err(_) => break,
+                    Ok(_) if Instant::now() >= until => return,
+                    Ok(_) => std::thread::sleep(Duration::from_micros(50)),
+                }
+            }
+        }
     }
 
     /// Copy the stacks of threads blocked in a system call without interrupting them: their SP

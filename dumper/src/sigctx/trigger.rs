@@ -71,6 +71,8 @@ pub struct TriggerRecord {
     pub code: AtomicI32,
     /// Low 32 bits of `si_value` when `code == SI_QUEUE`, else 0.
     pub value: AtomicU32,
+    /// The thread that took the trigger (ran the handler, or the dump thread's sigwait).
+    pub taker: AtomicI32,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -80,6 +82,7 @@ const EMPTY: TriggerRecord = TriggerRecord {
     sender_uid: AtomicU32::new(0),
     code: AtomicI32::new(0),
     value: AtomicU32::new(0),
+    taker: AtomicI32::new(0),
 };
 
 /// The ring itself.
@@ -167,6 +170,7 @@ pub fn record(info: &libc::siginfo_t) {
         rec.sender_uid.store(uid, Ordering::Relaxed);
         rec.code.store(code, Ordering::Relaxed);
         rec.value.store(value, Ordering::Relaxed);
+        rec.taker.store(super::gettid(), Ordering::Relaxed);
         rec.seq.store(idx + 1, Ordering::Release);
     }
 }
@@ -222,6 +226,8 @@ pub struct RawTrigger {
     pub code: i32,
     /// The sigqueue value (the CLI's request id), when there was one.
     pub request: Option<u32>,
+    /// The thread that took it.
+    pub taker: i32,
 }
 
 /// Take every pending trigger (dump thread only). Returns how many triggers found the ring
@@ -256,6 +262,7 @@ pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
                 sender_uid: rec.sender_uid.load(Ordering::Relaxed),
                 code,
                 request: (code == libc::SI_QUEUE && value != 0).then_some(value),
+                taker: rec.taker.load(Ordering::Relaxed),
             });
         }
     }
