@@ -88,6 +88,7 @@ impl DumpThread {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.dump(&triggers, dropped)
             }));
+            crate::alloc::trim();
         }
     }
 

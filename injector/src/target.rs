@@ -260,6 +260,8 @@ pub struct Target {
     /// The mapped library, when it is loaded.
     pub library: Option<String>,
     pub libc: arch::Libc,
+    /// [`Target::dump_thread`], found once (it reads every task's name).
+    dump_tid: std::cell::OnceCell<Option<i32>>,
 }
 
 fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
@@ -335,6 +337,7 @@ impl Target {
             pidfd,
             status,
             env,
+            dump_tid: std::cell::OnceCell::new(),
         };
         if !target.alive() {
             return Err(TargetError::NoSuchProcess { pid });
@@ -417,6 +420,10 @@ impl Target {
     /// the synchronous ones; while it waits in `sigwaitinfo`, `SigBlk` shows all but those and
     /// the two it waits for).
     pub fn dump_thread(&self) -> Option<i32> {
+        *self.dump_tid.get_or_init(|| self.find_dump_thread())
+    }
+
+    fn find_dump_thread(&self) -> Option<i32> {
         self.library.as_ref()?;
         let tids = stackdump_core::proc::numeric_entries(std::path::Path::new(&format!(
             "/proc/{}/task",
@@ -538,7 +545,7 @@ impl Target {
                 ),
                 format!("Continue it first (kill -s CONT {}, or detach the debugger); --force sends anyway", self.pid),
             ));
-        } else if self.all_threads_block(signal.number) && self.dump_thread().is_none() {
+        } else if self.dump_thread().is_none() && self.all_threads_block(signal.number) {
             // With the library's dump thread there, every thread blocks the trigger as soon as
             // the application's do (ours always does), and the dump thread still takes it.
             refusals.push((
