@@ -372,9 +372,10 @@ pub fn add_stacks_prepared(dump: &mut Dump, opts: &Options, prepared: Prepared) 
             }
             // Running (or not unwindable from SP/PC): stop it alone, for the copy only.
             let t = &mut dump.threads[i];
-            let stack = vec![0u8; opts.window]; // allocated before the stop, not during it
-                                                // Not preempted while the thread is held (when allowed): neither by other processes
-                                                // nor by our own debug-information thread.
+            // Allocated before the stop, not during it.
+            let stack = vec![0u8; opts.window];
+            // Not preempted while the thread is held (when allowed): neither by other
+            // processes nor by our own debug-information thread.
             let urgent = Urgent::enter();
             let mut seized = match Seized::stop_with(tid, !urgent.active()) {
                 Ok(s) => s,

@@ -438,22 +438,9 @@ mod tests {
     #[test]
     fn symbolizes_this_test_binary() {
         // Our own executable: find the address of this function in the file and name it.
-        let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
-        let me = symbolizes_this_test_binary as *const () as u64;
-        let first = maps
-            .iter()
-            .find(|m| m.path == exe.to_string_lossy() && m.offset == 0)
-            .unwrap();
-        let data = std::fs::read(&exe).unwrap();
-        let obj = object::File::parse(&*data).unwrap();
-        let lowest = object::Object::segments(&obj)
-            .map(|s| object::ObjectSegment::address(&s))
-            .min()
-            .unwrap();
-        let bias = first.start - (lowest & !0xfff);
+        let (exe, addr) = own_file_address(symbolizes_this_test_binary as *const () as u64);
         let mut s = FileSymbolizer::default();
-        let syms = s.symbols(&exe, Path::new("/"), me - bias);
+        let syms = s.symbols(&exe, Path::new("/"), addr);
         let names: Vec<_> = syms.iter().filter_map(|s| s.function.as_deref()).collect();
         assert!(
             names
