@@ -177,6 +177,60 @@ pub fn host_name(number: i32) -> Option<String> {
         .then(|| rt_name(number, rtmin, rtmax))
 }
 
+/// The kernel layout of a `siginfo_t` for `SI_QUEUE` on 64-bit Linux (the `_rt` union member).
+#[repr(C)]
+struct QueueInfo {
+    signo: i32,
+    errno: i32,
+    code: i32,
+    _pad: i32,
+    pid: i32,
+    uid: u32,
+    value: u64,
+    _rest: [u64; 12],
+}
+
+const _: () = assert!(std::mem::size_of::<QueueInfo>() == 128);
+
+/// Send `signo` to thread `tid` of process `tgid` with an `SI_QUEUE` value
+/// (`rt_tgsigqueueinfo`): what `sigqueue(3)` does, aimed at one thread. `sender_pid` is the pid
+/// the receiver should see (ours in its pid namespace, or 0). Used by the dumper (on its own
+/// process) and by the CLI (on its target's dump thread).
+pub fn tg_sigqueue(
+    tgid: i32,
+    tid: i32,
+    signo: i32,
+    sender_pid: i32,
+    value: u64,
+) -> std::io::Result<()> {
+    let info = QueueInfo {
+        signo,
+        errno: 0,
+        code: libc::SI_QUEUE,
+        _pad: 0,
+        pid: sender_pid,
+        // SAFETY: getuid cannot fail and takes no pointer.
+        uid: unsafe { libc::getuid() },
+        value,
+        _rest: [0; 12],
+    };
+    // SAFETY: the kernel copies 128 bytes from `info`, which is exactly that size and lives
+    // across the call; SI_QUEUE is a code user space may send (to itself or another process).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            tgid,
+            tid,
+            signo,
+            &info as *const QueueInfo,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +326,53 @@ mod tests {
         let (lo, hi, _) = host.rt.for_libc(arch::Libc::host());
         assert_eq!((lo, hi), (host_rtmin(), host_rtmax()));
         assert!(host.max_signal() >= host_rtmax());
+    }
+
+    /// A signal sent with `tg_sigqueue` reaches exactly that thread, with the value and the
+    /// sender pid given.
+    #[test]
+    fn tg_sigqueue_reaches_one_thread_with_its_value() {
+        let signo = libc::SIGRTMIN() + 5;
+        let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only. The signal
+        // is blocked before the thread starts (inherited), so it can only be taken by sigwait.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signo);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            // SAFETY: an all-zero siginfo_t is a valid out-parameter; the timeout bounds the wait.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let timeout = libc::timespec {
+                    tv_sec: 30,
+                    tv_nsec: 0,
+                };
+                let got = libc::sigtimedwait(&set, &mut info, &timeout);
+                (
+                    got,
+                    info.si_code,
+                    info.si_pid(),
+                    info.si_value().sival_ptr as u64,
+                )
+            }
+        });
+        let tid = rx.recv().unwrap();
+        let pid = std::process::id() as i32;
+        tg_sigqueue(pid, tid, signo, 4321, 42).unwrap();
+        let (got, code, sender, value) = waiter.join().unwrap();
+        assert_eq!(
+            (got, code, sender, value),
+            (signo, libc::SI_QUEUE, 4321, 42)
+        );
+        // No such thread in this process: an error, nothing sent.
+        assert!(tg_sigqueue(pid, i32::MAX, signo, pid, 1).is_err());
+        // SAFETY: restore this thread's mask.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     }
 }

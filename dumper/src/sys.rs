@@ -67,46 +67,9 @@ pub fn sigwait(set: &libc::sigset_t, note: u64) -> io::Result<libc::siginfo_t> {
     Ok(info)
 }
 
-/// The kernel layout of a `siginfo_t` for SI_QUEUE on 64-bit Linux (the `_rt` union member).
-#[repr(C)]
-struct QueueInfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    _pad: i32,
-    pid: i32,
-    uid: u32,
-    value: u64,
-    _rest: [u64; 12],
-}
-
-const _: () = assert!(std::mem::size_of::<QueueInfo>() == 128);
-
 /// Send `signo` to thread `tid` of process `tgid` with an SI_QUEUE value (`rt_tgsigqueueinfo`).
 pub fn tg_sigqueue(tgid: i32, tid: i32, signo: i32, value: u64) -> io::Result<()> {
-    let info = QueueInfo {
-        signo,
-        errno: 0,
-        code: libc::SI_QUEUE,
-        _pad: 0,
-        pid: tgid,
-        // SAFETY: getuid cannot fail.
-        uid: unsafe { libc::getuid() },
-        value,
-        _rest: [0; 12],
-    };
-    // SAFETY: the kernel copies 128 bytes from `info`, which is exactly that size and lives
-    // across the call.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_rt_tgsigqueueinfo,
-            tgid,
-            tid,
-            signo,
-            &info as *const QueueInfo,
-        )
-    })?;
-    Ok(())
+    stackdump_core::signals::tg_sigqueue(tgid, tid, signo, tgid, value)
 }
 
 /// True when thread `tid` of `tgid` still exists (`tgkill(tgid, tid, 0)`).

@@ -82,21 +82,6 @@ fn pending(target: &Target, signo: i32) -> bool {
         .is_some_and(|bits| (1..=64).contains(&signo) && bits & (1u64 << (signo - 1)) != 0)
 }
 
-/// The kernel layout of a `siginfo_t` for SI_QUEUE on 64-bit Linux (the `_rt` union member).
-#[repr(C)]
-struct QueueInfo {
-    signo: i32,
-    errno: i32,
-    code: i32,
-    _pad: i32,
-    pid: i32,
-    uid: u32,
-    value: u64,
-    _rest: [u64; 12],
-}
-
-const _: () = assert!(std::mem::size_of::<QueueInfo>() == 128);
-
 /// Our pid as the target sees it: ours when we share its pid namespace, else 0 (what the
 /// kernel reports for a sender it cannot name).
 fn sender_pid_for(pid: i32) -> i32 {
@@ -113,43 +98,23 @@ fn sender_pid_for(pid: i32) -> i32 {
 
 fn send(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let pid = target.pid;
-    let rc = match target.dump_thread() {
-        Some(tid) => {
-            let info = QueueInfo {
-                signo: signal.number,
-                errno: 0,
-                code: libc::SI_QUEUE,
-                _pad: 0,
-                pid: sender_pid_for(pid),
-                // SAFETY: getuid cannot fail.
-                uid: unsafe { libc::getuid() },
-                value: u64::from(id),
-                _rest: [0; 12],
-            };
-            // SAFETY: the kernel copies 128 bytes from `info`, which is exactly that size and
-            // lives across the call; SI_QUEUE is a code user space may send to another process.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_rt_tgsigqueueinfo,
-                    pid,
-                    tid,
-                    signal.number,
-                    &info as *const QueueInfo,
-                )
-            };
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-                // The thread went away between the lookup and the send: fall back.
-                sigqueue(pid, signal, id)
-            } else {
-                r as i32
-            }
-        }
+    let sent = match target.dump_thread() {
+        Some(tid) => match stackdump_core::signals::tg_sigqueue(
+            pid,
+            tid,
+            signal.number,
+            sender_pid_for(pid),
+            u64::from(id),
+        ) {
+            // The thread went away between the lookup and the send: fall back.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => sigqueue(pid, signal, id),
+            other => other,
+        },
         None => sigqueue(pid, signal, id),
     };
-    if rc == 0 {
+    let Err(err) = sent else {
         return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
+    };
     Err(match err.raw_os_error() {
         Some(libc::ESRCH) => TargetError::Exited { pid },
         Some(libc::EPERM) => TargetError::PermissionDenied {
@@ -165,13 +130,16 @@ fn send(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError
     })
 }
 
-fn sigqueue(pid: i32, signal: &HostSignal, id: u32) -> i32 {
+fn sigqueue(pid: i32, signal: &HostSignal, id: u32) -> std::io::Result<()> {
     let value = libc::sigval {
         sival_ptr: id as usize as *mut libc::c_void,
     };
     // SAFETY: sigqueue takes plain values; the pointer member only carries the integer id and is
     // never dereferenced by anyone.
-    unsafe { libc::sigqueue(pid, signal.number, value) }
+    if unsafe { libc::sigqueue(pid, signal.number, value) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The current time as in side-file names (`YYYYmmddTHHMMSS.mmm`, UTC).
