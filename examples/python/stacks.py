@@ -17,9 +17,10 @@ Each scenario starts its threads (named after it, so `threading.Thread.name` is 
               joins them: threads come and go constantly
   fork        the main thread forks a child that parks in child_main -> time.sleep; once it
               sleeps, "CHILD <pid>" follows the READY line
-  exit        after READY, the main thread waits until the file named by the STACKS_GO environment
-              variable exists, then exits (sys.exit(0)); an atexit handler (at_exit) prints
-              "EXITING" and waits until the file named by STACKS_EXIT_FILE exists
+  exit        after READY, the main thread waits on the FIFO named by the STACKS_GO environment
+              variable (until a writer opens and closes it), then exits (sys.exit(0)); an atexit
+              handler (at_exit) prints "EXITING" and waits the same way on STACKS_EXIT_FILE.
+              One blocking call, no polling loop: a dump never catches it between two naps
 
 Prints exactly "READY <pid>" to stdout once every thread is parked where it should be (checked
 with sys._current_frames() and /proc/self/task/TID/stat), then the main thread blocks in
@@ -125,10 +126,9 @@ def main_park():
 
 
 def wait_for_file(path):
-    delay = 0.001
-    while path and not os.path.exists(path):
-        time.sleep(delay)  # @wait_for_file
-        delay = min(delay * 2, 0.02)
+    if path:
+        with open(path, "rb") as fifo:  # @wait_for_file
+            fifo.read()
 
 
 def at_exit():

@@ -711,6 +711,31 @@ fn catches_usr1(pid: i32) -> bool {
     status_mask(pid, "SigCgt").is_some_and(|m| mask_has(m, libc::SIGUSR1))
 }
 
+/// Open the FIFO `path` for writing and close it: a reader waiting in `open()` then reads EOF.
+/// Non-blocking, retried until the reader is there (or the test's deadline).
+fn release_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let opened = poll_until(deadline(), || {
+        // SAFETY: open with a NUL-terminated path; the fd is closed right away.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+        }
+        fd >= 0
+    });
+    assert!(
+        opened,
+        "nobody ever opened the FIFO {} to read",
+        path.display()
+    );
+}
+
 #[test]
 fn dumps_during_start_up() {
     let startup = repo_root().join("examples/python/startup");
@@ -721,6 +746,10 @@ fn dumps_during_start_up() {
     for_each_python(|py| {
         let flag_dir = tempfile::tempdir().unwrap();
         let flag = flag_dir.path().join("go");
+        // A FIFO: sitecustomize's hold() blocks in open() until we open it for writing.
+        let c = std::ffi::CString::new(flag.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path of our own temporary directory.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
         let mut cmd = Command::new(&py.exe);
         cmd.arg(&file)
             .arg("lock")
@@ -754,7 +783,8 @@ fn dumps_during_start_up() {
                 && f.file.as_deref().is_some_and(|p| Path::new(p) == site)),
             "main thread during start-up: no hold at sitecustomize.py:{hold_line}\n{text}"
         );
-        std::fs::write(&flag, b"").unwrap();
+        // Release hold(): its reader is waiting in open().
+        release_fifo(&flag);
         let ready = format!("READY {}", t.pid);
         assert!(
             poll_until(deadline(), || t.stdout().contains(&ready)),
@@ -777,6 +807,12 @@ fn dumps_at_exit() {
         let flags = tempfile::tempdir().unwrap();
         let go = flags.path().join("go");
         let exit = flags.path().join("exit");
+        // FIFOs: the script waits on each in one blocking open() until we open it for writing.
+        for fifo in [&go, &exit] {
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo with a NUL-terminated path of our own temporary directory.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        }
         let mut t = spawn(
             py,
             &["exit", "lock", "sleep"],
@@ -784,7 +820,7 @@ fn dumps_at_exit() {
             &[("STACKS_GO", &go), ("STACKS_EXIT_FILE", &exit)],
         );
         t.wait_ready(deadline());
-        std::fs::write(&go, b"").unwrap();
+        release_fifo(&go);
         assert!(
             poll_until(deadline(), || t.stdout().iter().any(|l| l == "EXITING")),
             "no EXITING line\n{}",
@@ -805,7 +841,7 @@ fn dumps_at_exit() {
         );
         assert_eq!(frames[1].line, Some(m["at_exit"]), "{text}");
         // Then dump again and again while the interpreter finalizes and the process exits.
-        std::fs::write(&exit, b"").unwrap();
+        release_fifo(&exit);
         let pid = t.pid;
         let dir = t.dump_dir();
         let mut dumps = 0;
