@@ -28,6 +28,8 @@ struct RawThread {
     blocks_capture: bool,
     status: CaptureStatus,
     frames: Option<RawFrames>,
+    /// Copied without a signal: the thread's run counter when it was (see `copy_blocked`).
+    run_at_copy: Option<(u64, u64)>,
     /// Sent the capture signal.
     signalled: bool,
 }
@@ -35,6 +37,10 @@ struct RawThread {
 /// How long a dump waits for the threads that took its triggers to return to what they were
 /// doing (see `wait_for_takers`).
 const TAKER_PATIENCE: Duration = Duration::from_millis(10);
+
+/// How many times a Python thread that ran during the dump is taken again (see
+/// `retake_moved_python_threads`).
+const RETAKES: usize = 3;
 
 /// Bytes of stack copied first for a thread blocked in a system call (see `copy_blocked`).
 const FIRST_WINDOW: usize = 16 * 1024;
@@ -145,6 +151,7 @@ impl DumpThread {
                         CaptureStatus::Skipped
                     },
                     frames: None,
+                    run_at_copy: None,
                     signalled: false,
                 },
                 Err(proc::ThreadGone) => RawThread {
@@ -154,6 +161,7 @@ impl DumpThread {
                     blocks_capture: false,
                     status: CaptureStatus::Exited,
                     frames: None,
+                    run_at_copy: None,
                     signalled: false,
                 },
             };
@@ -217,46 +225,17 @@ impl DumpThread {
         let t3 = Instant::now();
         let mut out_threads = Vec::with_capacity(threads.len());
         let mut captured = 0;
+        let mut runs_at_copy = Vec::with_capacity(threads.len());
         for mut t in threads {
             reader.resolve_fd(&mut t.kernel.syscall);
-            let mut frames: Vec<Frame> = Vec::new();
-            let mut truncated = false;
-            if let Some(raw) = &t.frames {
-                captured += 1;
-                for &(ip, is_return) in &raw.addrs {
-                    let info = self.modules.module_of(ip);
-                    let module = info.map(|m| (m.path.as_str(), m.bias));
-                    let file = info.and_then(|m| m.file.as_deref());
-                    if self.modules.is_trampoline(ip) {
-                        // Like gdb: the kernel's signal frame, between a handler and the
-                        // code it interrupted.
-                        frames.push(Frame {
-                            ip: stackdump_core::model::Addr(ip),
-                            module: module.map(|(p, _)| p.to_string()),
-                            offset: module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
-                            function: Some("<signal handler called>".into()),
-                            file: None,
-                            line: None,
-                            inlined: false,
-                            python: None,
-                        });
-                        continue;
-                    }
-                    self.symbols
-                        .frames(ip, is_return, module, file, &mut frames);
+            let (frames, truncated) = match &t.frames {
+                Some(raw) => {
+                    captured += 1;
+                    self.symbolize(raw)
                 }
-                // A complete stack ends in a thread entry point; `_start` of a stripped
-                // executable has no name, so the frame before it counts too.
-                let near_root = frames.iter().rev().filter(|f| !f.inlined).take(2).any(|f| {
-                    f.function
-                        .as_deref()
-                        .is_some_and(|n| THREAD_ROOTS.contains(&n))
-                });
-                truncated = match raw.end {
-                    UnwindEnd::FrameLimit => true,
-                    UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
-                };
-            }
+                None => (Vec::new(), false),
+            };
+            runs_at_copy.push(t.run_at_copy);
             out_threads.push(Thread {
                 tid: t.tid,
                 name: t.name,
@@ -270,6 +249,7 @@ impl DumpThread {
         }
         // Interpreter frames (CPython), merged into the native stacks they belong to.
         crate::python::annotate(&mut out_threads, &maps, &mut errors);
+        self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
         let t_symbolize = t3.elapsed();
 
         let first = triggers.first().copied();
@@ -367,6 +347,110 @@ impl DumpThread {
         }
     }
 
+    /// Symbolize one captured stack: frames (inlined ones marked), and whether it is truncated
+    /// (it did not end at a thread entry point, or hit the frame limit).
+    fn symbolize(&mut self, raw: &RawFrames) -> (Vec<Frame>, bool) {
+        let mut frames: Vec<Frame> = Vec::new();
+        for &(ip, is_return) in &raw.addrs {
+            let info = self.modules.module_of(ip);
+            let module = info.map(|m| (m.path.as_str(), m.bias));
+            let file = info.and_then(|m| m.file.as_deref());
+            if self.modules.is_trampoline(ip) {
+                // Like gdb: the kernel's signal frame, between a handler and the code it
+                // interrupted.
+                frames.push(Frame {
+                    ip: stackdump_core::model::Addr(ip),
+                    module: module.map(|(p, _)| p.to_string()),
+                    offset: module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
+                    function: Some("<signal handler called>".into()),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                    python: None,
+                });
+                continue;
+            }
+            self.symbols
+                .frames(ip, is_return, module, file, &mut frames);
+        }
+        // A complete stack ends in a thread entry point; `_start` of a stripped executable has
+        // no name, so the frame before it counts too.
+        let near_root = frames.iter().rev().filter(|f| !f.inlined).take(2).any(|f| {
+            f.function
+                .as_deref()
+                .is_some_and(|n| THREAD_ROOTS.contains(&n))
+        });
+        let truncated = match raw.end {
+            UnwindEnd::FrameLimit => true,
+            UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
+        };
+        (frames, truncated)
+    }
+
+    /// Python frames are read from the interpreter's memory after every native stack was
+    /// copied. A thread copied without a signal that has run since (its run counter moved: it
+    /// woke up, e.g. from a short sleep) may now be on another Python line than its native
+    /// stack shows. Such a thread is taken again, whole (kernel view, stack, symbols, Python
+    /// frames), up to [`RETAKES`] times; if it keeps running, the dump says so.
+    fn retake_moved_python_threads(
+        &mut self,
+        threads: &mut [Thread],
+        runs_at_copy: &[Option<(u64, u64)>],
+        maps: &[proc::Mapping],
+        errors: &mut Vec<String>,
+    ) {
+        let mut reader = TaskReader::new("/proc/self");
+        for (t, run) in threads.iter_mut().zip(runs_at_copy) {
+            let (Some(mut run), Some(_)) = (*run, &t.python) else {
+                continue;
+            };
+            let mut consistent = false;
+            for _ in 0..RETAKES {
+                let Some(counter) = reader.run_counter(t.tid) else {
+                    consistent = true; // gone: what we have is its last state
+                    break;
+                };
+                if counter.read() == Some(run) {
+                    consistent = true;
+                    break;
+                }
+                let Ok((name, mut kernel, _)) = reader.kernel_view(t.tid) else {
+                    consistent = true;
+                    break;
+                };
+                let switches = (
+                    kernel.voluntary_ctxt_switches,
+                    kernel.nonvoluntary_ctxt_switches,
+                );
+                let Some((raw, again)) =
+                    self.copy_blocked(&mut reader, t.tid, &kernel.syscall, switches)
+                else {
+                    break; // running now, or not copyable without a signal
+                };
+                let (frames, truncated) = self.symbolize(&raw);
+                reader.resolve_fd(&mut kernel.syscall);
+                t.name = name;
+                t.kernel = kernel;
+                t.frames = frames;
+                t.truncated = truncated;
+                t.python = None;
+                // The process-wide notes were given by the first pass.
+                let mut notes = Vec::new();
+                crate::python::annotate(std::slice::from_mut(t), maps, &mut notes);
+                match again {
+                    Some(r) => run = r,
+                    None => break,
+                }
+            }
+            if !consistent {
+                errors.push(format!(
+                    "thread {} ran while its Python frames were read and could not be taken again consistently: its Python frames may be newer than its native stack",
+                    t.tid
+                ));
+            }
+        }
+    }
+
     /// Copy the stacks of threads blocked in a system call without interrupting them: their SP
     /// and PC are in `/proc/self/task/TID/syscall`. The copy is kept only when the thread
     /// provably did not move while it was taken (same syscall line, same context-switch
@@ -385,8 +469,11 @@ impl DumpThread {
                 t.kernel.voluntary_ctxt_switches,
                 t.kernel.nonvoluntary_ctxt_switches,
             );
-            if let Some(frames) = self.copy_blocked(&mut reader, t.tid, &t.kernel.syscall, before) {
+            if let Some((frames, run)) =
+                self.copy_blocked(&mut reader, t.tid, &t.kernel.syscall, before)
+            {
                 t.frames = Some(frames);
+                t.run_at_copy = run;
                 t.status = CaptureStatus::Ok;
                 done += 1;
             }
@@ -396,7 +483,8 @@ impl DumpThread {
 
     /// Copy and unwind the stack of `tid`, which `syscall` (read together with the context
     /// switch counts `switches`) says is blocked in a system call. None when it is not
-    /// blocked, moved during the copy, or does not unwind from SP and PC alone.
+    /// blocked, moved during the copy, or does not unwind from SP and PC alone. With the
+    /// frames comes the thread's run counter at the copy, when there is one.
     ///
     /// "Did not move" is proved by the thread's run counter (`schedstat`, read before and
     /// after the copy: it did not run in between) and the `syscall` line read after the copy
@@ -412,7 +500,7 @@ impl DumpThread {
         tid: Tid,
         syscall: &SyscallState,
         switches: (u64, u64),
-    ) -> Option<RawFrames> {
+    ) -> Option<(RawFrames, Option<(u64, u64)>)> {
         let SyscallState::InSyscall { sp, pc, .. } = *syscall else {
             return None;
         };
@@ -444,7 +532,7 @@ impl DumpThread {
                 .modules
                 .unwind(&regs, &buf[..n], self.cfg.max_frames, true);
             if frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames) {
-                result = Some(frames);
+                result = Some((frames, before));
                 break;
             }
             if n < window || window == full {
@@ -624,8 +712,11 @@ impl DumpThread {
                     let tid = threads[ti].tid;
                     if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
                         let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
-                        if let Some(frames) = self.copy_blocked(&mut recheck, tid, &sc, switches) {
+                        if let Some((frames, run)) =
+                            self.copy_blocked(&mut recheck, tid, &sc, switches)
+                        {
                             threads[ti].frames = Some(frames);
+                            threads[ti].run_at_copy = run;
                             threads[ti].status = CaptureStatus::Ok;
                             *late_without_signal += 1;
                             continue;

@@ -13,6 +13,8 @@ Each scenario starts its threads (named after it, so `threading.Thread.name` is 
               (a C function calling back into Python)
   reduce      "reducer":  reduce_outer -> functools.reduce(blocking_add) -> blocking_add -> HELD.acquire()
   many:N      N threads "many-0".."many-N-1": many_worker -> HELD.acquire()
+  nap         "napper":   nap_loop, a loop of 0.5 ms naps (time.sleep), each followed by a little
+              Python work
   churn       "churner" starts short-lived threads for ever, each a few calls deep (churn_task), and
               joins them: threads come and go constantly
   fork        the main thread forks a child that parks in child_main -> time.sleep; once it
@@ -99,6 +101,14 @@ def many_worker():
     HELD.acquire()  # @many_worker
 
 
+def nap_loop():
+    n = 0
+    while True:
+        time.sleep(0.0005)  # @nap
+        for _ in range(300):  # @nap_after: awake a while (~20-50 us) after each nap
+            n += 1
+
+
 def churn_task(depth):
     if depth > 0:
         churn_task(depth - 1)
@@ -171,6 +181,7 @@ def main():
         "sleep": ("sleeper", sleep_outer, "sleep_inner"),
         "callback": ("callback", callback_outer, "blocking_key"),
         "reduce": ("reducer", reduce_outer, "blocking_add"),
+        "nap": ("napper", nap_loop, "nap"),
     }
     exit_mode = False
     spin = None

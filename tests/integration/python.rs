@@ -706,6 +706,67 @@ fn five_hundred_dumps_under_thread_churn() {
     });
 }
 
+/// A thread that naps 0.5 ms at a time wakes up all through a dump: its Python frames (read after
+/// every native stack was copied) must still be those of the moment its native stack shows (in
+/// `time.sleep`, at the line of the call), never the line after: the dump takes such a thread
+/// again, or says it could not.
+#[test]
+fn a_napping_thread_shows_python_frames_of_the_same_moment_as_its_native_stack() {
+    let file = stacks_py();
+    let m = markers(&file);
+    for_each_python(|py| {
+        let mut t = spawn(py, &["nap"], Preload::Yes, &[]);
+        t.wait_ready(deadline());
+        let (mut asleep, mut said) = (0, 0);
+        for i in 0..150 {
+            let (_, d) = dump(&mut t);
+            let Some(napper) = d
+                .threads
+                .iter()
+                .find(|th| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("napper"))
+            else {
+                continue;
+            };
+            // Asleep in time.sleep's system call (clock_nanosleep, or select before 3.11):
+            // copied without a signal, and that copy checked against this very syscall line.
+            let in_sleep = matches!(&napper.kernel.syscall,
+                stackdump_core::model::SyscallState::InSyscall { name: Some(n), .. }
+                    if ["clock_nanosleep", "select", "pselect6", "nanosleep"].contains(&n.as_str()));
+            if !in_sleep || napper.signalled {
+                continue; // running, or interrupted by the capture signal (read at once)
+            }
+            if d.errors.iter().any(|e| {
+                e.starts_with(&format!(
+                    "thread {} ran while its Python frames",
+                    napper.tid
+                ))
+            }) {
+                said += 1;
+                continue;
+            }
+            asleep += 1;
+            let innermost = py_frames(napper)
+                .first()
+                .map(|f| (f.function.clone(), f.line));
+            assert_eq!(
+                innermost,
+                Some((Some("nap_loop".to_string()), Some(m["nap"]))),
+                "dump {i}: native stack in time.sleep, Python frame elsewhere\n{}",
+                stackdump_core::render::text(&d)
+            );
+        }
+        println!(
+            "{}: {asleep} dumps caught the napper asleep, {said} said it kept running",
+            py.label()
+        );
+        assert!(
+            asleep >= 50,
+            "only {asleep} of 150 dumps found the napper asleep"
+        );
+        t.assert_alive();
+    });
+}
+
 /// The pid's trigger signal is caught (the library's handler is installed).
 fn catches_usr1(pid: i32) -> bool {
     status_mask(pid, "SigCgt").is_some_and(|m| mask_has(m, libc::SIGUSR1))
