@@ -615,16 +615,7 @@ fn frames_at(
     let module = info.map(|m| m.path.clone());
     let offset = info.map(|m| Addr(ip.wrapping_sub(m.bias)));
     if modules.is_trampoline(ip) {
-        out.push(Frame {
-            ip: Addr(ip),
-            module,
-            offset,
-            function: Some("<signal handler called>".into()),
-            file: None,
-            line: None,
-            inlined: false,
-            python: None,
-        });
+        out.push(crate::symbols::trampoline_frame(ip, module, offset));
         return;
     }
     let lookup = if is_return { ip.wrapping_sub(1) } else { ip };

@@ -54,8 +54,7 @@ pub fn parse_wchan(text: &str) -> Option<String> {
 /// The wait channel named by the first line of `/proc/.../stack` (`pipe_write+0x1a3/0x4e0` →
 /// `pipe_write`), as `wchan` would give it.
 pub fn wchan_of_stack_line(line: &str) -> Option<String> {
-    let name = line.split('+').next().unwrap_or(line).trim();
-    (!name.is_empty() && name != "0").then(|| name.to_string())
+    parse_wchan(line.split('+').next().unwrap_or(line))
 }
 
 /// Parse `/proc/.../stack`: lines `[<0>] pipe_write+0x1a3/0x4e0` → `pipe_write+0x1a3/0x4e0`.

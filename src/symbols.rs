@@ -68,6 +68,25 @@ pub fn push_frames(
     }
 }
 
+/// The frame of the kernel's signal trampoline (between a handler and the code it interrupted),
+/// named as gdb names it.
+pub fn trampoline_frame(
+    ip: u64,
+    module: Option<String>,
+    offset: Option<crate::model::Addr>,
+) -> crate::model::Frame {
+    crate::model::Frame {
+        ip: crate::model::Addr(ip),
+        module,
+        offset,
+        function: Some("<signal handler called>".into()),
+        file: None,
+        line: None,
+        inlined: false,
+        python: None,
+    }
+}
+
 /// A file mapped read-only into memory (what `addr2line`'s loader does too): its pages are read
 /// by the kernel as they are touched, so a large file costs only what is looked at.
 struct Mapped {

@@ -358,16 +358,11 @@ impl DumpThread {
             if self.modules.is_trampoline(ip) {
                 // Like gdb: the kernel's signal frame, between a handler and the code it
                 // interrupted.
-                frames.push(Frame {
-                    ip: stackdump_core::model::Addr(ip),
-                    module: module.map(|(p, _)| p.to_string()),
-                    offset: module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
-                    function: Some("<signal handler called>".into()),
-                    file: None,
-                    line: None,
-                    inlined: false,
-                    python: None,
-                });
+                frames.push(stackdump_core::symbols::trampoline_frame(
+                    ip,
+                    module.map(|(p, _)| p.to_string()),
+                    module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
+                ));
                 continue;
             }
             self.symbols
