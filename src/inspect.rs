@@ -10,7 +10,9 @@
 
 use crate::diagnose;
 use crate::facts;
-use crate::model::{CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Trigger, FORMAT};
+use crate::model::{
+    CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
+};
 use crate::proc::{self, TaskReader};
 use crate::timefmt::UtcTime;
 use std::path::PathBuf;
@@ -34,8 +36,31 @@ pub enum InspectError {
     },
 }
 
+/// Work done on each thread in the same visit as its kernel view (the outside capture copies the
+/// stack of a thread blocked in a system call there, microseconds after its `syscall` file gave
+/// SP and PC: [`crate::outside::Capture`]).
+pub trait Visit {
+    /// Before the kernel view of `tid` is read (`reader` has the task's directory open).
+    fn before(&mut self, reader: &mut TaskReader, tid: Tid);
+    /// Right after it; `index` is the thread's place in `Dump::threads`.
+    fn after(&mut self, reader: &mut TaskReader, index: usize, thread: &Thread);
+}
+
+/// Nothing besides the kernel view.
+struct KernelOnly;
+
+impl Visit for KernelOnly {
+    fn before(&mut self, _: &mut TaskReader, _: Tid) {}
+    fn after(&mut self, _: &mut TaskReader, _: usize, _: &Thread) {}
+}
+
 /// Inspect process `pid` from outside: its threads' kernel view, process facts and findings.
 pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
+    inspect_visiting(pid, &mut KernelOnly)
+}
+
+/// [`inspect`], calling `visit` around each thread's kernel view.
+pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, InspectError> {
     let start = Instant::now();
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let io = |source: std::io::Error| {
@@ -62,13 +87,13 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
     let mut threads = Vec::with_capacity(tids.len());
     let mut unreadable_syscalls = 0;
     for tid in tids {
-        let Ok((name, mut kernel, _status)) = reader.kernel_view(tid) else {
+        visit.before(&mut reader, tid);
+        let Ok((name, kernel, _status)) = reader.kernel_view(tid) else {
             continue; // exited while we looked
         };
         if kernel.syscall == SyscallState::Unknown {
             unreadable_syscalls += 1;
         }
-        reader.resolve_fd(&mut kernel.syscall);
         threads.push(Thread {
             tid,
             name,
@@ -79,6 +104,10 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
             signalled: false,
             python: None,
         });
+        visit.after(&mut reader, threads.len() - 1, &threads[threads.len() - 1]);
+    }
+    for t in &mut threads {
+        reader.resolve_fd(&mut t.kernel.syscall);
     }
     if unreadable_syscalls > 0 {
         errors.push(format!(
@@ -142,15 +171,16 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
     Ok(dump)
 }
 
-/// Inspect process `pid` from outside with its user stacks: the kernel view first (as
-/// [`inspect`]), then every thread's stack ([`crate::outside::add_stacks`]: blocked threads read
-/// without stopping them, the others stopped one at a time with ptrace), then the findings again
-/// (threads sharing a stack). Without permission to ptrace, the dump is the kernel view and
-/// [`crate::outside::Outcome::denied`] says why.
+/// Inspect process `pid` from outside with its user stacks: the kernel view (as [`inspect`]),
+/// during which a thread blocked in a system call has its stack copied without a stop
+/// ([`crate::outside::Capture`]), then the other threads stopped one at a time with ptrace,
+/// then the findings again (threads sharing a stack). Without permission to ptrace, the dump is
+/// the kernel view and [`crate::outside::Outcome::denied`] says why.
 ///
 /// The maps, the modules' unwind data and a thread that reads their debug information are
-/// started first ([`crate::outside::Prepared`]), so that reading DWARF (tens of milliseconds
-/// for a C library's separate debug file) overlaps the kernel view and the capture.
+/// started first ([`crate::outside::Prepared`]), so that reading DWARF (milliseconds from the
+/// cache, tens of milliseconds for a C library's compressed debug file without it) overlaps the
+/// kernel view and the capture.
 pub fn inspect_stacks(
     pid: Pid,
     opts: &crate::outside::Options,
@@ -159,10 +189,12 @@ pub fn inspect_stacks(
     if pid.0 <= 0 {
         return Err(InspectError::NoSuchProcess(pid));
     }
-    let prepared = crate::outside::Prepared::start(pid.0);
-    let mut dump = inspect(pid)?;
-    let kernel_view = start.elapsed();
-    let outcome = crate::outside::add_stacks_prepared(&mut dump, opts, prepared);
+    let prepared = crate::outside::Prepared::start(pid.0, opts.cache.clone());
+    let mut capture = crate::outside::Capture::new(prepared, opts);
+    let mut dump = inspect_visiting(pid, &mut capture)?;
+    // The visit's stack copies count as capture, not as kernel view.
+    let kernel_view = start.elapsed().saturating_sub(capture.visit_time());
+    let outcome = capture.finish(&mut dump, opts);
     if outcome.denied.is_none() {
         dump.findings = diagnose::findings(&dump);
     }

@@ -10,7 +10,9 @@
 //! - [`proc`]: pure parsers for `/proc/PID/task/TID/{stat,status,syscall,wchan,stack}` and
 //!   `/proc/PID/maps`, plus small readers.
 //! - [`signals`]: signal names and numbers, parsed **by name**.
-//! - [`symbols`]: symbols from module files (DWARF, symbol tables, build-id debug files).
+//! - [`symbols`]: symbols from module files (DWARF, symbol tables, build-id debug files);
+//!   [`dwarfcache`]: the CLI's cache of their decompressed debug sections; [`dwarfunits`]:
+//!   which units hold an address, so only those are parsed.
 //! - [`syscalls`]: system call names and which arguments are file descriptors.
 //! - [`render`]: the text form of a dump (the JSON form is `serde_json` of the model).
 //! - [`facts`], [`fds`], [`net`], [`futex`]: what the process's fds are (pipes: fill level and
@@ -31,6 +33,8 @@
 pub mod compare;
 pub mod diagnose;
 pub mod dumpfile;
+pub mod dwarfcache;
+pub mod dwarfunits;
 pub mod facts;
 pub mod fds;
 pub mod folded;

@@ -29,8 +29,9 @@
 //! Unwind data and symbols come from the target's own files, through `/proc/PID/root` and
 //! `/proc/PID/map_files` ([`crate::unwind::ModuleSource::process`]).
 
+use crate::dwarfcache::DwarfCache;
 use crate::model::{Addr, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
-use crate::proc::{self, Mapping, TaskReader};
+use crate::proc::{self, Mapping, RunCounter, TaskReader};
 use crate::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
 use crate::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
 use std::collections::{HashMap, HashSet};
@@ -56,6 +57,8 @@ pub struct Options<'a> {
     /// Called while a thread is held stopped, after its registers were read (a test hook: the
     /// CLI uses it to pause there, so a test can kill the CLI while it holds a thread).
     pub on_stopped: &'a dyn Fn(Tid),
+    /// Where decompressed debug sections are kept between runs (None: decompressed each time).
+    pub cache: Option<DwarfCache>,
 }
 
 impl Default for Options<'_> {
@@ -66,6 +69,7 @@ impl Default for Options<'_> {
             max_frames: 512,
             cancel: &|| false,
             on_stopped: &|_| {},
+            cache: None,
         }
     }
 }
@@ -129,9 +133,10 @@ struct Ready {
 }
 
 impl Prepared {
-    /// Read the maps of process `pid` and start loading what its stacks will need. Without
-    /// permission to read them, [`add_stacks_prepared`] says why.
-    pub fn start(pid: i32) -> Prepared {
+    /// Read the maps of process `pid` and start loading what its stacks will need (debug
+    /// sections through `cache` when given). Without permission to read them,
+    /// [`add_stacks_prepared`] says why.
+    pub fn start(pid: i32, cache: Option<DwarfCache>) -> Prepared {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let maps = match std::fs::read(proc_dir.join("maps")) {
             Ok(b) if !b.is_empty() => proc::parse_maps(&b),
@@ -158,7 +163,7 @@ impl Prepared {
         }
         let mut modules = Modules::new(ModuleSource::process(pid));
         modules.sync(&maps);
-        let mut loader = DebugLoader::start(proc_dir.join("root"));
+        let mut loader = DebugLoader::start(proc_dir.join("root"), cache);
         // The module the main thread is blocked in (its C library, nearly always), and the
         // executable.
         if let Ok(b) = std::fs::read(proc_dir.join("syscall")) {
@@ -197,7 +202,7 @@ struct DebugLoader {
 }
 
 impl DebugLoader {
-    fn start(root: PathBuf) -> DebugLoader {
+    fn start(root: PathBuf, cache: Option<DwarfCache>) -> DebugLoader {
         let (tx, rx) = mpsc::channel::<PathBuf>();
         let r = root.clone();
         let worker = std::thread::Builder::new()
@@ -205,7 +210,7 @@ impl DebugLoader {
             .spawn(move || {
                 let mut out = Vec::new();
                 for file in rx {
-                    let debug = ModuleDebug::load(&file, &r);
+                    let debug = ModuleDebug::load_from(&debug_source(&file, &r), cache.as_ref());
                     out.push((file, debug));
                 }
                 out
@@ -257,243 +262,455 @@ impl DebugLoader {
     }
 }
 
-/// Add user stacks to `dump` (a kernel-view dump of another process made by
-/// [`crate::inspect::inspect`]). Threads read get `capture: ok`, `signalled: false`; the
-/// others keep their status, with the reason in `errors`.
-pub fn add_stacks(dump: &mut Dump, opts: &Options) -> Outcome {
-    let prepared = Prepared::start(dump.pid.0);
-    add_stacks_prepared(dump, opts, prepared)
+/// The outside capture of one `inspect`: started before the kernel view ([`Capture::new`]), fed
+/// every thread during it ([`Visit`]: a thread blocked in a system call has its stack copied
+/// there, without a stop), finished after it ([`Capture::finish`]: the other threads stopped one
+/// at a time, or all at once with [`Options::consistent`]; every stack unwound and symbolized).
+pub struct Capture {
+    pid: i32,
+    ready: Result<Ready, String>,
+    /// Blocked threads are copied during the visit (not with `--consistent`, which stops
+    /// every thread for one coherent cut).
+    copy_blocked: bool,
+    memory: ProcessMemory,
+    names: Names,
+    scratch: Vec<u8>,
+    window: usize,
+    max_frames: usize,
+    /// The run counter of the thread being visited, read before its kernel view.
+    counter: Option<Counted>,
+    /// Stacks taken so far, by index in `Dump::threads`.
+    frames_of: Vec<(usize, RawFrames)>,
+    /// Time spent copying and unwinding during the visit.
+    visit_time: Duration,
+    unwind_time: Duration,
 }
 
-/// [`add_stacks`] with the maps, modules and debug information loading started by
-/// [`Prepared::start`] (before the kernel view was read, so the loading runs alongside it).
-pub fn add_stacks_prepared(dump: &mut Dump, opts: &Options, prepared: Prepared) -> Outcome {
-    let pid = prepared.pid;
-    let mut out = Outcome::default();
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let Ready {
-        maps,
-        mut modules,
-        mut loader,
-    } = match prepared.ready {
-        Ok(r) => r,
-        Err(why) => {
-            dump.errors.push(format!("no user stacks: {why}"));
-            out.denied = Some(why);
-            return out;
+impl Capture {
+    /// A capture of the process `prepared` was started for.
+    pub fn new(prepared: Prepared, opts: &Options) -> Capture {
+        Capture {
+            pid: prepared.pid,
+            ready: prepared.ready,
+            copy_blocked: !opts.consistent,
+            memory: ProcessMemory { pid: prepared.pid },
+            names: Names::default(),
+            scratch: Vec::new(),
+            window: opts.window,
+            max_frames: opts.max_frames,
+            counter: None,
+            frames_of: Vec::new(),
+            visit_time: Duration::ZERO,
+            unwind_time: Duration::ZERO,
         }
-    };
-    let root = loader.root.clone();
-    let memory = ProcessMemory { pid };
-    dump.errors.extend(modules.problems.iter().cloned());
-    let mut names = Names::default();
-    let mut reader = TaskReader::new(&proc_dir);
-    reader.kernel_stacks = false;
+    }
 
-    let start = Instant::now();
-    let mut copies: Vec<(usize, Copy)> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let todo: Vec<usize> = (0..dump.threads.len())
-        .filter(|&i| dump.threads[i].capture == CaptureStatus::Skipped)
-        .collect();
-    let mut unwind_time = Duration::ZERO;
-    let mut frames_of: Vec<(usize, RawFrames)> = Vec::new();
+    /// The time the visit spent on stacks (part of the kernel view's wall time).
+    pub fn visit_time(&self) -> Duration {
+        self.visit_time
+    }
+}
 
-    if opts.consistent {
-        // Seize and stop everything, then copy, then let everything go.
-        let mut held: Vec<(usize, Seized)> = Vec::new();
-        for &i in &todo {
-            if (opts.cancel)() {
-                out.cancelled = true;
-                break;
-            }
-            let t = &mut dump.threads[i];
-            match Seized::stop(t.tid) {
-                Ok(s) => held.push((i, s)),
-                Err(e) => note_failure(t, e, &mut failures),
-            }
+/// A thread's run counter and its reading before the thread's kernel view.
+struct Counted {
+    tid: Tid,
+    counter: RunCounter,
+    before: Option<(u64, u64)>,
+}
+
+impl crate::inspect::Visit for Capture {
+    fn before(&mut self, reader: &mut TaskReader, tid: Tid) {
+        self.counter = None;
+        if !self.copy_blocked || self.ready.is_err() {
+            return;
         }
-        for (i, s) in &mut held {
-            let t = &mut dump.threads[*i];
-            match s.copy(&memory, vec![0u8; opts.window]) {
-                Ok(c) => {
-                    (opts.on_stopped)(t.tid);
-                    copies.push((*i, c));
-                }
-                Err(e) => note_failure(t, e, &mut failures),
-            }
-        }
-        for (i, s) in held {
-            let (stopped, held) = s.detach();
-            out.stops.push(Stop {
-                tid: dump.threads[i].tid,
-                name: dump.threads[i].name.clone(),
-                stopped,
-                held,
-            });
-        }
-    } else {
-        let mut scratch = vec![0u8; opts.window];
-        for &i in &todo {
-            if (opts.cancel)() {
-                out.cancelled = true;
-                break;
-            }
-            let tid = dump.threads[i].tid;
-            // Blocked in a system call: copy without stopping, if it unwinds from SP/PC alone.
-            // The kernel view just read is the "before" of the check that the thread did not
-            // move; if it moved since, once more with a fresh "before".
-            let k = &dump.threads[i].kernel;
-            let seen = (
-                &k.syscall,
-                (k.voluntary_ctxt_switches, k.nonvoluntary_ctxt_switches),
-            );
-            let copied =
-                copy_blocked(&mut reader, &memory, tid, seen, &mut scratch).or_else(|| {
-                    let (syscall, switches) = fresh_view(&mut reader, tid)?;
-                    copy_blocked(
-                        &mut reader,
-                        &memory,
-                        tid,
-                        (&syscall, switches),
-                        &mut scratch,
-                    )
-                });
-            if let Some((regs, n)) = copied {
-                let t0 = Instant::now();
-                let raw = modules.unwind(&regs, &scratch[..n], opts.max_frames, true);
-                unwind_time += t0.elapsed();
-                loader.request_all(&modules, &raw);
-                if raw.end == UnwindEnd::FrameLimit || names.ends_at_root(&modules, &root, &raw) {
-                    frames_of.push((i, raw));
-                    out.without_stop += 1;
-                    continue;
-                }
-            }
-            // Running (or not unwindable from SP/PC): stop it alone, for the copy only.
-            let t = &mut dump.threads[i];
-            // Allocated before the stop, not during it.
-            let stack = vec![0u8; opts.window];
-            // Not preempted while the thread is held (when allowed): neither by other
-            // processes nor by our own debug-information thread.
-            let urgent = Urgent::enter();
-            let mut seized = match Seized::stop_with(tid, !urgent.active()) {
-                Ok(s) => s,
-                Err(e) => {
-                    note_failure(t, e, &mut failures);
-                    continue;
-                }
-            };
-            let copied = seized.copy(&memory, stack);
-            if copied.is_ok() {
-                (opts.on_stopped)(tid);
-            }
-            let (stopped, held) = seized.detach();
-            drop(urgent);
-            out.stops.push(Stop {
+        if let Some(counter) = reader.run_counter(tid) {
+            let before = counter.read();
+            self.counter = Some(Counted {
                 tid,
-                name: t.name.clone(),
-                stopped,
-                held,
+                counter,
+                before,
             });
-            match copied {
-                Ok(c) => copies.push((i, c)),
-                Err(e) => note_failure(t, e, &mut failures),
-            }
         }
     }
-    let capture_time = start.elapsed();
-    for (i, c) in copies {
+
+    fn after(&mut self, reader: &mut TaskReader, index: usize, thread: &Thread) {
+        let Ok(ready) = &mut self.ready else {
+            return;
+        };
+        if !self.copy_blocked {
+            return;
+        }
         let t0 = Instant::now();
-        let raw = modules.unwind(&c.regs, &c.stack, opts.max_frames, c.live);
-        unwind_time += t0.elapsed();
-        loader.request_all(&modules, &raw);
-        frames_of.push((i, raw));
+        let counted = self.counter.take().filter(|c| c.tid == thread.tid);
+        let k = &thread.kernel;
+        let seen = Seen {
+            syscall: &k.syscall,
+            switches: (k.voluntary_ctxt_switches, k.nonvoluntary_ctxt_switches),
+            runs: counted.as_ref().and_then(|c| c.before),
+        };
+        let memory = &self.memory;
+        let modules = &mut ready.modules;
+        let names = &mut self.names;
+        let root = &ready.loader.root;
+        let max_frames = self.max_frames;
+        let mut unwound = Duration::ZERO;
+        let mut unwind = |regs: &Regs, stack: &[u8]| {
+            let t = Instant::now();
+            let raw = modules.unwind(regs, stack, max_frames, true);
+            unwound += t.elapsed();
+            let complete =
+                raw.end == UnwindEnd::FrameLimit || names.ends_at_root(modules, root, &raw);
+            (raw, complete)
+        };
+        let taken = copy_blocked(
+            reader,
+            thread.tid,
+            seen,
+            counted.as_ref().map(|c| &c.counter),
+            (FIRST_WINDOW.min(self.window), self.window),
+            &mut self.scratch,
+            &mut |addr, buf| memory.read(addr, buf),
+            &mut unwind,
+        );
+        if let Some((raw, _)) = taken {
+            ready.loader.request_all(&ready.modules, &raw);
+            self.frames_of.push((index, raw));
+        }
+        self.unwind_time += unwound;
+        self.visit_time += t0.elapsed();
     }
+}
 
-    // Symbolize: each distinct address once.
-    let t3 = Instant::now();
-    let mut symbols = FileSymbolizer::default();
-    loader.finish(&mut symbols);
-    let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
-    for (i, raw) in frames_of {
-        let t = &mut dump.threads[i];
-        let (frames, truncated) = symbolize(&modules, &mut symbols, &root, &raw, &mut memo);
-        t.frames = frames;
-        t.truncated = truncated;
-        t.capture = CaptureStatus::Ok;
-        t.signalled = false;
+/// What the kernel view saw of a thread, to prove that a stack copied afterwards is the one
+/// of that moment.
+#[derive(Clone, Copy)]
+pub struct Seen<'a> {
+    /// Its `syscall` line (SP and PC come from here).
+    pub syscall: &'a SyscallState,
+    /// Its context-switch counts (`status`), read after `syscall`.
+    pub switches: (u64, u64),
+    /// Its run counter (`schedstat`), when it was read before `syscall`.
+    pub runs: Option<(u64, u64)>,
+}
+
+/// Unwinds a copied stack from its registers, and says whether the stack is complete (it ends
+/// at a thread entry point, or at the frame limit).
+pub type UnwindCopy<'a> = dyn FnMut(&Regs, &[u8]) -> (RawFrames, bool) + 'a;
+
+/// The first copy of a blocked thread's stack (most stacks are a few KiB deep; copying the
+/// whole window for every thread cost ~3 ms per 1000 threads); a stack that does not unwind to
+/// its end within it is copied again with the whole window.
+pub const FIRST_WINDOW: usize = 16 * 1024;
+
+/// Copy and unwind the stack of a thread that `seen` says is blocked in a system call, without
+/// stopping it. Used by `stackdump inspect` (during the kernel view) and by the dumper (after
+/// its phase 0). Returns the frames, and the run counter's reading the copy was checked with;
+/// None when the thread is not blocked, moved, or does not unwind completely from SP and PC
+/// alone (`unwind` says whether a stack is complete).
+///
+/// "Did not move" is proved by the thread's run counter (`schedstat`): equal before and after
+/// the copy means it was not put on a CPU in between. When `seen.runs` was read before the
+/// `syscall` line, that proves the line still holds; otherwise the line is read again after
+/// the copy and must be the same call at the same SP and PC. Where the kernel keeps no run
+/// counter, the context-switch counts of `status` are compared with `seen`'s instead. When
+/// the kernel view is stale (the thread ran since), the check is made once more with a fresh
+/// `syscall` line.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_blocked(
+    reader: &mut TaskReader,
+    tid: Tid,
+    seen: Seen,
+    counter: Option<&RunCounter>,
+    (first, full): (usize, usize),
+    buf: &mut Vec<u8>,
+    read: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    unwind: &mut UnwindCopy,
+) -> Option<(RawFrames, Option<(u64, u64)>)> {
+    if buf.len() < full {
+        buf.resize(full, 0);
     }
-    crate::python::annotate(&mut dump.threads, &memory, &maps, &root, &mut dump.errors);
-    // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
-    // allocations): done on a thread of its own, off the path to the output.
-    let garbage = (symbols, memo, names, modules, maps);
-    let _ = std::thread::Builder::new()
-        .name("free".into())
-        .spawn(move || drop(garbage));
-    let symbolize_time = t3.elapsed();
+    let mut fresh: Option<SyscallState> = None;
+    let mut windows = [first.min(full), full].into_iter().peekable();
+    let mut retried = false;
+    while let Some(&window) = windows.peek() {
+        let syscall = fresh.as_ref().unwrap_or(seen.syscall);
+        let SyscallState::InSyscall { sp, pc, .. } = *syscall else {
+            return None;
+        };
+        // The first check may use the kernel view's readings; later ones read their own.
+        let first_check = fresh.is_none() && window == first.min(full);
+        let before = match (first_check, seen.runs) {
+            (true, Some(b)) => Some(b),
+            _ => counter.and_then(|c| c.read()),
+        };
+        let n = read(sp.0, &mut buf[..window]);
+        let line_holds = (first_check && seen.runs.is_some())
+            || matches!(reader.syscall(tid), Ok(now) if same_call(&now, syscall));
+        let unmoved = match (counter, before) {
+            (Some(c), Some(b)) => c.read() == Some(b),
+            _ => {
+                let switches = if fresh.is_some() {
+                    None
+                } else {
+                    Some(seen.switches)
+                };
+                matches!((reader.status(tid), switches), (Ok(st), Some(sw))
+                    if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == sw)
+            }
+        };
+        if !(line_holds && unmoved) || n < 16 {
+            if retried || n < 16 || counter.is_none() {
+                return None;
+            }
+            // It moved since the kernel view (or during the copy): once more, from a fresh line.
+            retried = true;
+            fresh = Some(reader.syscall(tid).ok()?);
+            continue;
+        }
+        let regs = Regs {
+            pc: pc.0,
+            sp: sp.0,
+            fp: 0,
+            lr: 0,
+        };
+        let (raw, complete) = unwind(&regs, &buf[..n]);
+        if complete {
+            return Some((raw, before));
+        }
+        if n < window || window == full {
+            return None; // the copy reached the end of the stack, or was the whole window
+        }
+        windows.next();
+    }
+    None
+}
 
-    dump.errors.extend(failures);
-    if out.cancelled {
-        let left = dump
+impl Capture {
+    /// Take the stacks the visit did not (running threads, and blocked ones that moved or do
+    /// not unwind from SP and PC): each stopped alone with ptrace for its copy only, or all at
+    /// once with [`Options::consistent`]. Then unwind and symbolize every stack. Threads read
+    /// get `capture: ok`, `signalled: false`; the others keep their status, with the reason in
+    /// `errors`.
+    pub fn finish(self, dump: &mut Dump, opts: &Options) -> Outcome {
+        let Capture {
+            pid,
+            ready,
+            memory,
+            mut frames_of,
+            visit_time,
+            mut unwind_time,
+            ..
+        } = self;
+        let mut out = Outcome::default();
+        let Ready {
+            maps,
+            mut modules,
+            mut loader,
+        } = match ready {
+            Ok(r) => r,
+            Err(why) => {
+                dump.errors.push(format!("no user stacks: {why}"));
+                out.denied = Some(why);
+                return out;
+            }
+        };
+        let root = loader.root.clone();
+        dump.errors.extend(modules.problems.iter().cloned());
+        out.without_stop = frames_of.len();
+        let _ = pid;
+
+        let start = Instant::now();
+        let mut copies: Vec<(usize, Copy)> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let done: HashSet<usize> = frames_of.iter().map(|(i, _)| *i).collect();
+        let todo: Vec<usize> = (0..dump.threads.len())
+            .filter(|i| !done.contains(i) && dump.threads[*i].capture == CaptureStatus::Skipped)
+            .collect();
+
+        if opts.consistent {
+            // Seize and stop everything, then copy, then let everything go.
+            let mut held: Vec<(usize, Seized)> = Vec::new();
+            for &i in &todo {
+                if (opts.cancel)() {
+                    out.cancelled = true;
+                    break;
+                }
+                let t = &mut dump.threads[i];
+                match Seized::stop(t.tid) {
+                    Ok(s) => held.push((i, s)),
+                    Err(e) => note_failure(t, e, &mut failures),
+                }
+            }
+            for (i, s) in &mut held {
+                let t = &mut dump.threads[*i];
+                match s.copy(&memory, vec![0u8; opts.window]) {
+                    Ok(c) => {
+                        (opts.on_stopped)(t.tid);
+                        copies.push((*i, c));
+                    }
+                    Err(e) => note_failure(t, e, &mut failures),
+                }
+            }
+            for (i, s) in held {
+                let (stopped, held) = s.detach();
+                out.stops.push(Stop {
+                    tid: dump.threads[i].tid,
+                    name: dump.threads[i].name.clone(),
+                    stopped,
+                    held,
+                });
+            }
+        } else {
+            for &i in &todo {
+                if (opts.cancel)() {
+                    out.cancelled = true;
+                    break;
+                }
+                let t = &mut dump.threads[i];
+                let tid = t.tid;
+                // Allocated before the stop, not during it.
+                let stack = vec![0u8; opts.window];
+                // Not preempted while the thread is held (when allowed): neither by other
+                // processes nor by our own debug-information thread.
+                let urgent = Urgent::enter();
+                let mut seized = match Seized::stop_with(tid, !urgent.active()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        note_failure(t, e, &mut failures);
+                        continue;
+                    }
+                };
+                let copied = seized.copy(&memory, stack);
+                if copied.is_ok() {
+                    (opts.on_stopped)(tid);
+                }
+                let (stopped, held) = seized.detach();
+                drop(urgent);
+                out.stops.push(Stop {
+                    tid,
+                    name: t.name.clone(),
+                    stopped,
+                    held,
+                });
+                match copied {
+                    Ok(c) => copies.push((i, c)),
+                    Err(e) => note_failure(t, e, &mut failures),
+                }
+            }
+        }
+        let capture_time = start.elapsed() + visit_time;
+        for (i, c) in copies {
+            let t0 = Instant::now();
+            let raw = modules.unwind(&c.regs, &c.stack, opts.max_frames, c.live);
+            unwind_time += t0.elapsed();
+            loader.request_all(&modules, &raw);
+            frames_of.push((i, raw));
+        }
+
+        // Symbolize: each distinct address once.
+        let t3 = Instant::now();
+        let mut symbols = FileSymbolizer::default();
+        loader.finish(&mut symbols);
+        // Every module's DWARF set up once, for all of its addresses.
+        let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
+        for &(ip, is_return) in frames_of.iter().flat_map(|(_, raw)| &raw.addrs) {
+            if let Some((file, bias)) = modules
+                .module_of(ip)
+                .and_then(|m| Some((m.file.as_deref()?, m.bias)))
+            {
+                let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
+                by_file
+                    .entry(file)
+                    .or_default()
+                    .push(lookup.wrapping_sub(bias));
+            }
+        }
+        for (file, mut svmas) in by_file {
+            svmas.sort_unstable();
+            svmas.dedup();
+            symbols.prepare(file, &root, &svmas);
+        }
+        let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
+        for (i, raw) in frames_of {
+            let t = &mut dump.threads[i];
+            let (frames, truncated) = symbolize(&modules, &mut symbols, &root, &raw, &mut memo);
+            t.frames = frames;
+            t.truncated = truncated;
+            t.capture = CaptureStatus::Ok;
+            t.signalled = false;
+        }
+        crate::python::annotate(&mut dump.threads, &memory, &maps, &root, &mut dump.errors);
+        // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
+        // allocations): done on a thread of its own, off the path to the output.
+        let garbage = (symbols, memo, modules, maps);
+        let _ = std::thread::Builder::new()
+            .name("free".into())
+            .spawn(move || drop(garbage));
+        let symbolize_time = t3.elapsed();
+
+        dump.errors.extend(failures);
+        if out.cancelled {
+            let left = dump
+                .threads
+                .iter()
+                .filter(|t| t.capture == CaptureStatus::Skipped)
+                .count();
+            dump.errors.push(format!(
+                "interrupted: the stacks of {left} thread(s) were not read (they are listed as skipped)"
+            ));
+        }
+        if !out.stops.is_empty() {
+            let mut stops = out.stops.clone();
+            stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
+            let list: Vec<String> = stops
+                .iter()
+                .take(16)
+                .map(|s| {
+                    format!(
+                        "{} ({}) {} µs (held {} µs)",
+                        s.tid,
+                        s.name,
+                        s.stopped.as_micros(),
+                        s.held.as_micros()
+                    )
+                })
+                .collect();
+            let more = stops.len().saturating_sub(16);
+            dump.errors.push(format!(
+                "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
+                stops.len(),
+                if opts.consistent {
+                    " all at once (--consistent)"
+                } else {
+                    " one at a time, each for its copy only"
+                },
+                list.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let c = &mut dump.capture;
+        c.method = if opts.consistent {
+            format!("{METHOD}+consistent")
+        } else {
+            METHOD.to_string()
+        };
+        c.captured = dump
             .threads
             .iter()
-            .filter(|t| t.capture == CaptureStatus::Skipped)
+            .filter(|t| t.capture == CaptureStatus::Ok)
             .count();
-        dump.errors.push(format!(
-            "interrupted: the stacks of {left} thread(s) were not read (they are listed as skipped)"
-        ));
+        c.without_signal = out.without_stop;
+        c.signalled = 0;
+        c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
+        c.phases_us.unwind = unwind_time.as_micros() as u64;
+        c.phases_us.symbolize = symbolize_time.as_micros() as u64;
+        out
     }
-    if !out.stops.is_empty() {
-        let mut stops = out.stops.clone();
-        stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
-        let list: Vec<String> = stops
-            .iter()
-            .take(16)
-            .map(|s| {
-                format!(
-                    "{} ({}) {} µs (held {} µs)",
-                    s.tid,
-                    s.name,
-                    s.stopped.as_micros(),
-                    s.held.as_micros()
-                )
-            })
-            .collect();
-        let more = stops.len().saturating_sub(16);
-        dump.errors.push(format!(
-            "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
-            stops.len(),
-            if opts.consistent {
-                " all at once (--consistent)"
-            } else {
-                " one at a time, each for its copy only"
-            },
-            list.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        ));
-    }
-    let c = &mut dump.capture;
-    c.method = if opts.consistent {
-        format!("{METHOD}+consistent")
-    } else {
-        METHOD.to_string()
-    };
-    c.captured = dump
-        .threads
-        .iter()
-        .filter(|t| t.capture == CaptureStatus::Ok)
-        .count();
-    c.without_signal = out.without_stop;
-    c.signalled = 0;
-    c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
-    c.phases_us.unwind = unwind_time.as_micros() as u64;
-    c.phases_us.symbolize = symbolize_time.as_micros() as u64;
-    out
 }
 
 fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
@@ -504,20 +721,6 @@ fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
             failures.push(format!("thread {} ({}): {why}", t.tid, t.name));
         }
     }
-}
-
-/// The system call and context-switch counts of a thread, read now (the "before" of
-/// [`copy_blocked`] when the kernel view's is stale).
-fn fresh_view(reader: &mut TaskReader, tid: Tid) -> Option<(SyscallState, (u64, u64))> {
-    let status = reader.status(tid).ok()?;
-    let syscall = reader.syscall(tid).ok()?;
-    Some((
-        syscall,
-        (
-            status.voluntary_ctxt_switches,
-            status.nonvoluntary_ctxt_switches,
-        ),
-    ))
 }
 
 /// The same system call at the same place (the fd's description, filled in by the kernel
@@ -538,38 +741,6 @@ fn same_call(a: &SyscallState, b: &SyscallState) -> bool {
         ) => nr == nr2 && args == args2 && sp == sp2 && pc == pc2,
         _ => false,
     }
-}
-
-/// Copy the stack of a thread blocked in a system call into `buf`, without stopping it:
-/// `before` is its system call and context-switch counts read earlier (the kernel view, or
-/// [`fresh_view`]). The copy is kept when both are the same afterwards: the thread was not put
-/// on a CPU since `before`'s counts were read, so its registers are the system call's SP and PC
-/// and its stack did not change while it was copied. Returns the registers and the bytes
-/// copied; None when it is not blocked, or moved.
-fn copy_blocked(
-    reader: &mut TaskReader,
-    memory: &ProcessMemory,
-    tid: Tid,
-    before: (&SyscallState, (u64, u64)),
-    buf: &mut [u8],
-) -> Option<(Regs, usize)> {
-    let (syscall, switches) = before;
-    let SyscallState::InSyscall { sp, pc, .. } = syscall else {
-        return None;
-    };
-    let n = memory.read(sp.0, buf);
-    let same_syscall = matches!(reader.syscall(tid), Ok(now) if same_call(&now, syscall));
-    let same_switches = matches!(reader.status(tid), Ok(st)
-        if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == switches);
-    (n >= 16 && same_syscall && same_switches).then_some((
-        Regs {
-            pc: pc.0,
-            sp: sp.0,
-            fp: 0,
-            lr: 0,
-        },
-        n,
-    ))
 }
 
 /// Function names from the modules' symbol tables (cheap: no DWARF), for deciding during the
@@ -635,14 +806,21 @@ fn symbolize(
     raw: &RawFrames,
     memo: &mut HashMap<(u64, bool), Vec<Frame>>,
 ) -> (Vec<Frame>, bool) {
-    let mut frames = Vec::with_capacity(raw.addrs.len() * 2);
+    // Every address's frames first, so the thread's list is allocated once at its size.
+    let mut len = 0;
     for &(ip, is_return) in &raw.addrs {
-        let of_ip = memo.entry((ip, is_return)).or_insert_with(|| {
-            let mut v = Vec::new();
-            frames_at(modules, symbols, root, ip, is_return, &mut v);
-            v
-        });
-        frames.extend_from_slice(of_ip);
+        len += memo
+            .entry((ip, is_return))
+            .or_insert_with(|| {
+                let mut v = Vec::new();
+                frames_at(modules, symbols, root, ip, is_return, &mut v);
+                v
+            })
+            .len();
+    }
+    let mut frames = Vec::with_capacity(len);
+    for key in &raw.addrs {
+        frames.extend_from_slice(&memo[key]);
     }
     let near_root = frames
         .iter()

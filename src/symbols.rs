@@ -17,6 +17,7 @@
 //!
 //! [`FileSymbolizer`] keeps one [`ModuleDebug`] per file and memoizes per address.
 
+use crate::dwarfcache::DwarfCache;
 use addr2line::gimli;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
@@ -89,7 +90,7 @@ pub fn trampoline_frame(
 
 /// A file mapped read-only into memory (what `addr2line`'s loader does too): its pages are read
 /// by the kernel as they are touched, so a large file costs only what is looked at.
-struct Mapped {
+pub struct Mapped {
     ptr: *mut libc::c_void,
     len: usize,
 }
@@ -101,7 +102,8 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    fn open(path: &Path) -> Option<Mapped> {
+    /// Map the file at `path` (None when it cannot be opened or is empty).
+    pub fn open(path: &Path) -> Option<Mapped> {
         use std::os::fd::AsRawFd;
         let f = std::fs::File::open(path).ok()?;
         let len = usize::try_from(f.metadata().ok()?.len()).ok()?;
@@ -125,7 +127,8 @@ impl Mapped {
         (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` is a live read-only mapping of `len` bytes until `self` is dropped.
         unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
     }
@@ -233,31 +236,132 @@ type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 /// The symbols of one module file: its symbol table and its DWARF (when it has any).
 pub struct ModuleDebug {
     names: SymbolTable,
-    /// Borrows from `sections` and `map`; declared before them, so it is dropped first.
-    dwarf: Option<addr2line::Context<Reader>>,
+    /// Borrows from `sections` and `maps`; declared before them, so it is dropped first.
+    dwarf: Option<Lookup>,
     /// The DWARF sections decompressed, never moved or changed while `dwarf` lives (boxed
     /// slices: their bytes stay where they are when the struct moves).
     #[allow(dead_code)]
     sections: Vec<Box<[u8]>>,
-    /// The file, mapped: sections stored uncompressed are read from here.
+    /// The file, mapped (sections stored uncompressed are read from here), and the cache file
+    /// the decompressed sections were read from, if any.
     #[allow(dead_code)]
-    map: Option<Mapped>,
+    maps: Vec<Mapped>,
+}
+
+/// The DWARF of one file, and the `addr2line` context that answers from it: set up for the
+/// units holding the addresses asked for so far ([`crate::dwarfunits`]), or for the whole file
+/// when that is not possible.
+struct Lookup {
+    /// Borrows from `info` (and the owner's buffers); declared first, so it is dropped first.
+    context: Option<addr2line::Context<Reader>>,
+    /// The `.debug_info` with only the units in `units`, when the context reads that one.
+    #[allow(dead_code)]
+    info: Option<Box<[u8]>>,
+    /// The sections as loaded (slices of the owner's buffers).
+    sections: Vec<(gimli::SectionId, Reader)>,
+    index: crate::dwarfunits::UnitIndex,
+    /// The units the context was set up with; None when it is the whole file's.
+    units: Option<std::collections::BTreeSet<usize>>,
+}
+
+impl Lookup {
+    fn section(&self, id: gimli::SectionId) -> Reader {
+        self.sections
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| *r)
+            .unwrap_or_else(|| gimli::EndianSlice::new(&[], self.endian()))
+    }
+
+    fn endian(&self) -> gimli::RunTimeEndian {
+        self.sections
+            .first()
+            .map_or(gimli::RunTimeEndian::Little, |(_, r)| {
+                gimli::Reader::endian(r)
+            })
+    }
+
+    /// A context over the sections, with `info` instead of the file's `.debug_info` when given.
+    fn context_with(&self, info: Option<&[u8]>) -> Option<addr2line::Context<Reader>> {
+        let dwarf = gimli::Dwarf::load(|id| -> Result<Reader, ()> {
+            match (id, info) {
+                (gimli::SectionId::DebugInfo, Some(b)) => {
+                    // SAFETY: `b` is the boxed slice the caller stores in `Lookup::info` next
+                    // to the context, which is dropped before it (field order) and replaced
+                    // only after the context that reads it was replaced.
+                    let bytes: &'static [u8] =
+                        unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) };
+                    Ok(gimli::EndianSlice::new(bytes, self.endian()))
+                }
+                _ => Ok(self.section(id)),
+            }
+        })
+        .ok()?;
+        addr2line::Context::from_dwarf(dwarf).ok()
+    }
+
+    /// Set the context up for the whole file.
+    fn whole(&mut self) {
+        if self.context.is_some() && self.units.is_none() {
+            return;
+        }
+        self.context = self.context_with(None);
+        self.info = None;
+        self.units = None;
+    }
+
+    /// Make sure the context covers the units of `svmas`: only those units (and the ones
+    /// already set up) when `.debug_aranges` places every address and the units refer to no
+    /// other unit, else the whole file.
+    fn want(&mut self, svmas: &[u64]) {
+        if self.context.is_some() && self.units.is_none() {
+            return;
+        }
+        let mut units = self.units.clone().unwrap_or_default();
+        let known = units.len();
+        for &a in svmas {
+            match self.index.unit_of(a) {
+                Some(u) => {
+                    units.insert(u);
+                }
+                None => return self.whole(),
+            }
+        }
+        if self.context.is_some() && units.len() == known {
+            return;
+        }
+        let info = self.section(gimli::SectionId::DebugInfo);
+        let abbrev = self.section(gimli::SectionId::DebugAbbrev);
+        let Some(filtered) =
+            crate::dwarfunits::filtered_info(info.slice(), abbrev.slice(), self.endian(), &units)
+        else {
+            return self.whole();
+        };
+        let Some(context) = self.context_with(Some(&filtered)) else {
+            return self.whole();
+        };
+        // The old context goes before the buffer it read.
+        self.context = Some(context);
+        self.info = Some(filtered);
+        self.units = Some(units);
+    }
 }
 
 impl ModuleDebug {
     /// Read the symbols of the module opened at `file` (`root`: where separate debug files are
     /// looked up, `/` or `/proc/PID/root`). Never fails: a file without symbols names nothing.
     pub fn load(file: &Path, root: &Path) -> ModuleDebug {
-        ModuleDebug::load_from(&debug_source(file, root))
+        ModuleDebug::load_from(&debug_source(file, root), None)
     }
 
-    /// [`ModuleDebug::load`] from the file [`debug_source`] chose.
-    pub fn load_from(source: &Path) -> ModuleDebug {
+    /// [`ModuleDebug::load`] from the file [`debug_source`] chose; compressed debug sections
+    /// are read from `cache` when it has them, and written to it when it does not.
+    pub fn load_from(source: &Path, cache: Option<&DwarfCache>) -> ModuleDebug {
         let none = || ModuleDebug {
             names: SymbolTable::default(),
             dwarf: None,
             sections: Vec::new(),
-            map: None,
+            maps: Vec::new(),
         };
         let Some(map) = Mapped::open(source) else {
             return none();
@@ -266,14 +370,16 @@ impl ModuleDebug {
             return none();
         };
         let mut sections = Vec::new();
-        let dwarf = dwarf_of(&obj, &mut sections);
+        let mut maps = Vec::new();
+        let dwarf = dwarf_of(&obj, &mut sections, &mut maps, cache);
         let names = SymbolTable::of(&obj);
         drop(obj);
+        maps.push(map);
         ModuleDebug {
             names,
             dwarf,
             sections,
-            map: Some(map),
+            maps,
         }
     }
 
@@ -282,13 +388,38 @@ impl ModuleDebug {
         &self.names
     }
 
+    /// Whether the DWARF context covers only some units (test hook).
+    #[cfg(test)]
+    fn partial(&self) -> bool {
+        self.dwarf.as_ref().is_some_and(|d| d.units.is_some())
+    }
+
+    /// Set the DWARF context up for the whole file (test hook).
+    #[cfg(test)]
+    fn whole(&mut self) {
+        if let Some(d) = &mut self.dwarf {
+            d.whole();
+        }
+    }
+
+    /// Set the DWARF lookups up for all of `svmas` at once (see [`crate::dwarfunits`]); later
+    /// [`ModuleDebug::symbols`] of other addresses still work, at the cost of another set-up.
+    pub fn prepare(&mut self, svmas: &[u64]) {
+        if let Some(d) = &mut self.dwarf {
+            d.want(svmas);
+        }
+    }
+
     /// Symbols of `svma` (an address as stated in the file: the process address minus the load
     /// bias; for return addresses, already pointing inside the call). Innermost first: DWARF
     /// functions (inlined ones included) with file:line; when DWARF names no function, the
     /// symbol table's name.
-    pub fn symbols(&self, svma: u64) -> Vec<Symbol> {
+    pub fn symbols(&mut self, svma: u64) -> Vec<Symbol> {
         let mut out = Vec::new();
-        if let Some(ctx) = &self.dwarf {
+        if let Some(d) = &mut self.dwarf {
+            d.want(&[svma]);
+        }
+        if let Some(ctx) = self.dwarf.as_ref().and_then(|d| d.context.as_ref()) {
             if let Ok(mut frames) = ctx.find_frames(svma).skip_all_loads() {
                 while let Ok(Some(f)) = frames.next() {
                     let function = f
@@ -329,51 +460,63 @@ impl ModuleDebug {
 /// The DWARF sections that naming an address reads (addr2line's lookups: units, their
 /// ranges, functions, inlined calls and line programs).
 fn wanted(id: gimli::SectionId) -> bool {
-    use gimli::SectionId as S;
-    matches!(
-        id,
-        S::DebugAbbrev
-            | S::DebugAddr
-            | S::DebugAranges
-            | S::DebugInfo
-            | S::DebugLine
-            | S::DebugLineStr
-            | S::DebugStr
-            | S::DebugStrOffsets
-            | S::DebugRanges
-            | S::DebugRngLists
-    )
+    WANTED.contains(&id)
 }
 
-/// The DWARF context of `obj`, its sections read into `sections` (which must outlive it: see
-/// [`ModuleDebug`]).
-fn dwarf_of<'d, R: object::ReadRef<'d>>(
-    obj: &object::File<'d, R>,
+/// The DWARF context of `obj`. Sections stored uncompressed are borrowed from the file's
+/// mapping; compressed ones are read from `cache` (its mapping is pushed to `maps`) or
+/// decompressed into `sections` (and then written to `cache`). `sections` and `maps` must
+/// outlive the context: see [`ModuleDebug`].
+fn dwarf_of<'d>(
+    obj: &object::File<'d, &'d [u8]>,
     sections: &mut Vec<Box<[u8]>>,
-) -> Option<addr2line::Context<Reader>> {
+    maps: &mut Vec<Mapped>,
+    cache: Option<&DwarfCache>,
+) -> Option<Lookup> {
+    use object::CompressionFormat;
     obj.section_by_name(".debug_info")?;
     let endian = if obj.is_little_endian() {
         gimli::RunTimeEndian::Little
     } else {
         gimli::RunTimeEndian::Big
     };
-    let load = |id: gimli::SectionId| -> Result<Reader, ()> {
-        let data = if wanted(id) {
-            obj.section_by_name(id.name())
-                .and_then(|s| s.uncompressed_data().ok())
-        } else {
-            None
+    // The wanted sections stored compressed, with their decompressed sizes.
+    let compressed: Vec<(&'static str, usize)> = WANTED
+        .iter()
+        .filter_map(|id| {
+            let c = obj.section_by_name(id.name())?.compressed_data().ok()?;
+            let size = usize::try_from(c.uncompressed_size).ok()?;
+            (c.format != CompressionFormat::None).then_some((id.name(), size))
+        })
+        .collect();
+    let build_id = obj.build_id().ok().flatten().unwrap_or_default();
+    let cache = cache.filter(|_| !compressed.is_empty() && !build_id.is_empty());
+    let cached = cache.and_then(|c| c.load(build_id, &compressed));
+    let mut fresh: Vec<(&'static str, usize)> = Vec::new();
+    let mut load = |id: gimli::SectionId| -> Result<Reader, ()> {
+        let empty = Ok(gimli::EndianSlice::new(&[], endian));
+        if !wanted(id) {
+            return empty;
+        }
+        let Some(section) = obj.section_by_name(id.name()) else {
+            return empty;
         };
-        let data: Box<[u8]> = match data {
-            None => return Ok(gimli::EndianSlice::new(&[], endian)),
-            Some(std::borrow::Cow::Borrowed(b)) => {
-                // SAFETY: `b` borrows the file's mapping, which the caller keeps in the same
-                // `ModuleDebug` as the context, and drops after it (see `ModuleDebug`).
-                let bytes: &'static [u8] =
-                    unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) };
-                return Ok(gimli::EndianSlice::new(bytes, endian));
-            }
-            Some(std::borrow::Cow::Owned(v)) => v.into_boxed_slice(),
+        let Ok(c) = section.compressed_data() else {
+            return empty;
+        };
+        let borrowed: Option<&[u8]> = if c.format == CompressionFormat::None {
+            Some(c.data)
+        } else {
+            cached.as_ref().and_then(|m| m.section(id.name()))
+        };
+        if let Some(b) = borrowed {
+            // SAFETY: `b` borrows the file's mapping or the cache file's, which the caller keeps
+            // in the same `ModuleDebug` as the context (`maps`), and drops after it.
+            let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) };
+            return Ok(gimli::EndianSlice::new(bytes, endian));
+        }
+        let Some(data) = inflate(&c) else {
+            return empty;
         };
         // SAFETY: the bytes live in a boxed slice that is pushed to `sections` below and is
         // neither moved nor changed nor dropped while the context lives: the caller stores both
@@ -381,11 +524,79 @@ fn dwarf_of<'d, R: object::ReadRef<'d>>(
         // context never hands out the 'static slices (`ModuleDebug::symbols` returns owned
         // strings).
         let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(data.as_ptr(), data.len()) };
+        fresh.push((id.name(), sections.len()));
         sections.push(data);
         Ok(gimli::EndianSlice::new(bytes, endian))
     };
-    let dwarf = gimli::Dwarf::load(load).ok()?;
-    addr2line::Context::from_dwarf(dwarf).ok()
+    let mut loaded = Vec::new();
+    for id in WANTED {
+        loaded.push((id, load(id).ok()?));
+    }
+    if let Some(cache) = cache {
+        if cached.is_none() && fresh.len() == compressed.len() {
+            let parts: Vec<(&str, &[u8])> =
+                fresh.iter().map(|&(n, i)| (n, &*sections[i])).collect();
+            cache.store(build_id, &parts);
+        }
+    }
+    if let Some(c) = cached {
+        maps.push(c.into_map());
+    }
+    let aranges = loaded
+        .iter()
+        .find(|(id, _)| *id == gimli::SectionId::DebugAranges)
+        .map_or(&[][..], |(_, r)| r.slice());
+    let index = crate::dwarfunits::UnitIndex::new(aranges, endian);
+    Some(Lookup {
+        context: None,
+        info: None,
+        sections: loaded,
+        index,
+        units: None,
+    })
+}
+
+/// The sections [`wanted`].
+const WANTED: [gimli::SectionId; 10] = {
+    use gimli::SectionId as S;
+    [
+        S::DebugAbbrev,
+        S::DebugAddr,
+        S::DebugAranges,
+        S::DebugInfo,
+        S::DebugLine,
+        S::DebugLineStr,
+        S::DebugStr,
+        S::DebugStrOffsets,
+        S::DebugRanges,
+        S::DebugRngLists,
+    ]
+};
+
+/// A compressed section, decompressed (zlib straight into a buffer of the stated size, whose
+/// untouched pages cost nothing; zstd through `object`). None when the data is damaged or its
+/// stated size is impossible for its compressed size.
+fn inflate(c: &object::CompressedData<'_>) -> Option<Box<[u8]>> {
+    let size = usize::try_from(c.uncompressed_size).ok()?;
+    match c.format {
+        object::CompressionFormat::Zlib => {
+            // Deflate expands at most ~1032:1; a larger claim is a damaged header.
+            if size > c.data.len().saturating_mul(1032).saturating_add(4096) {
+                return None;
+            }
+            let mut out = vec![0u8; size];
+            let mut d = flate2::Decompress::new(true);
+            let status = d
+                .decompress(c.data, &mut out, flate2::FlushDecompress::Finish)
+                .ok()?;
+            (status == flate2::Status::StreamEnd && d.total_out() == c.uncompressed_size)
+                .then(|| out.into_boxed_slice())
+        }
+        _ => c
+            .decompress()
+            .ok()
+            .map(|d| d.into_owned().into_boxed_slice()),
+    }
 }
 
 /// Loaded module files, by the path they were opened with, and the symbols of each address
@@ -411,8 +622,14 @@ impl FileSymbolizer {
         out
     }
 
+    /// Set the module opened at `file` up for all of `svmas` at once (cheaper than one by one:
+    /// see [`ModuleDebug::prepare`]).
+    pub fn prepare(&mut self, file: &Path, root: &Path, svmas: &[u64]) {
+        self.module(file, root).prepare(svmas);
+    }
+
     /// The symbols of the module opened at `file`, loaded on first use.
-    pub fn module(&mut self, file: &Path, root: &Path) -> &ModuleDebug {
+    pub fn module(&mut self, file: &Path, root: &Path) -> &mut ModuleDebug {
         self.modules
             .entry(file.to_path_buf())
             .or_insert_with(|| ModuleDebug::load(file, root))
@@ -502,7 +719,7 @@ mod tests {
             strip_hash(&demangled).ends_with("symbol_table_and_dwarf_name_the_same_function"),
             "{raw}"
         );
-        let debug = ModuleDebug::load(&exe, root);
+        let mut debug = ModuleDebug::load(&exe, root);
         let syms = debug.symbols(svma);
         let outer = syms.last().expect("DWARF names it");
         assert!(
@@ -521,5 +738,76 @@ mod tests {
         );
         assert_eq!(table.containing(u64::MAX), None);
         assert!(debug.symbols(u64::MAX).is_empty());
+    }
+
+    /// Parsing only the units of the addresses asked for names every address exactly as
+    /// parsing the whole file does: on the C library's separate debug file when there is one
+    /// (Debian: libc6-dbg; 4126 units, none referring to another), else on this test binary.
+    #[test]
+    fn only_the_units_asked_for_give_the_same_symbols_as_the_whole_file() {
+        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let libc = maps
+            .iter()
+            .find(|m| m.path.contains("/libc.so"))
+            .map(|m| PathBuf::from(&m.path))
+            .unwrap();
+        let root = Path::new("/");
+        let libc_debug = debug_source(&libc, root);
+        let source = if libc_debug != libc {
+            libc_debug
+        } else {
+            eprintln!(
+                "no separate debug file for {}: testing on this binary",
+                libc.display()
+            );
+            debug_source(&std::fs::read_link("/proc/self/exe").unwrap(), root)
+        };
+        let table = SymbolTable::load(&source);
+        let step = (table.entries.len() / 400).max(1);
+        let mut whole = ModuleDebug::load_from(&source, None);
+        let index = &whole.dwarf.as_ref().unwrap().index;
+        // Code the aranges place (data symbols and code without DWARF are not theirs).
+        let (svmas, elsewhere): (Vec<u64>, Vec<u64>) = table
+            .entries
+            .iter()
+            .step_by(step)
+            .filter(|e| e.1 > 1)
+            .flat_map(|e| [e.0, e.0 + e.1 / 2])
+            .partition(|&a| index.unit_of(a).is_some());
+        assert!(svmas.len() > 100, "{}", source.display());
+        whole.whole();
+        let mut prepared = ModuleDebug::load_from(&source, None);
+        prepared.prepare(&svmas);
+        let mut one_by_one = ModuleDebug::load_from(&source, None);
+        let mut named = 0;
+        for (i, &a) in svmas.iter().enumerate() {
+            let expected = whole.symbols(a);
+            assert_eq!(
+                prepared.symbols(a),
+                expected,
+                "{:#x} in {}",
+                a,
+                source.display()
+            );
+            if i % 16 == 0 {
+                assert_eq!(one_by_one.symbols(a), expected, "{:#x}", a);
+            }
+            named += expected.iter().filter(|s| s.line.is_some()).count();
+        }
+        assert!(
+            named > svmas.len() / 2,
+            "DWARF named {named} of {}",
+            svmas.len()
+        );
+        if source.to_string_lossy().contains("/usr/lib/debug/") {
+            assert!(prepared.partial(), "the C library's units were all parsed");
+            assert!(one_by_one.partial());
+        }
+        // An address no arange places: the whole file, with the same answers.
+        if let Some(&a) = elsewhere.first() {
+            let expected = whole.symbols(a);
+            assert_eq!(prepared.symbols(a), expected, "{a:#x}");
+            assert!(!prepared.partial());
+        }
     }
 }

@@ -42,6 +42,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         consistent: args.consistent,
         cancel: &cancel,
         on_stopped: &on_stopped,
+        cache: stackdump_core::dwarfcache::DwarfCache::from_env(),
         ..outside::Options::default()
     };
     let pid = args.pid;

@@ -525,3 +525,119 @@ fn dump_prints_folded_stacks_of_one_dump_or_many() {
         .contains("nanosleep"));
     assert!(out.stdout.lines().any(|l| l.ends_with(".json")));
 }
+
+/// The C library's separate debug file, when it has one with compressed DWARF (Debian's
+/// libc6-dbg): the case the cache of decompressed debug sections is for.
+fn compressed_libc_debug_file(pid: i32) -> Option<PathBuf> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))?;
+    let debug = stackdump_core::symbols::debug_source(Path::new(libc), Path::new("/"));
+    let sections = Command::new("readelf")
+        .arg("-SW")
+        .arg(&debug)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&sections.stdout);
+    // The flags column of `.debug_info` holds C when it is compressed.
+    let line = text.lines().find(|l| l.contains(" .debug_info "))?;
+    let flags = line.split_whitespace().rev().nth(3)?;
+    (debug != Path::new(libc) && flags.contains('C')).then_some(debug)
+}
+
+/// Frames of every thread, by name: (function, file, line) each.
+fn frames_by_thread(d: &Value) -> Vec<(String, Vec<(Value, Value, Value)>)> {
+    let mut out: Vec<_> = d["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let frames = t["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| (f["function"].clone(), f["file"].clone(), f["line"].clone()))
+                .collect();
+            (t["name"].as_str().unwrap().to_string(), frames)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
+    let dl = Deadline::new(60);
+    let mut cmd = Command::new(c_example("parked"));
+    cmd.arg("3");
+    let (target, _) = spawn_ready(&dl, cmd);
+    let pid = target.pid.to_string();
+    let home = Scratch::new("cache-home");
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = cli(&["inspect", &pid, "--format", "json"]);
+        cmd.env_remove("STACKDUMP_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", home.str());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(&dl, cmd);
+        out.assert_code(0);
+        json(&out)
+    };
+    let cached = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir.join("dwarf"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "sections"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Turned off: nothing written anywhere.
+    let off = run(&[("STACKDUMP_CACHE_DIR", "off")]);
+    assert!(!home.join(".cache").exists());
+    // The default place: ~/.cache/stackdump; the first run writes, the second reads.
+    let first = run(&[]);
+    let second = run(&[]);
+    let dir = home.join(".cache/stackdump");
+    let files = cached(&dir);
+    match compressed_libc_debug_file(target.pid) {
+        Some(debug) => {
+            assert_eq!(files.len(), 1, "{files:?} for {}", debug.display());
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(dir.join("dwarf"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        None => eprintln!("the C library has no compressed debug file here: nothing to cache"),
+    }
+    // The same stacks, with or without the cache, written or read.
+    let want = frames_by_thread(&off);
+    assert!(want
+        .iter()
+        .any(|(_, f)| f.iter().any(|f| f.0 == "park_read")));
+    assert_eq!(frames_by_thread(&first), want);
+    assert_eq!(frames_by_thread(&second), want);
+    // A damaged cache file is not used (and the stacks are still right).
+    for f in &files {
+        std::fs::write(f, b"SDDWARF1 but not really").unwrap();
+    }
+    assert_eq!(frames_by_thread(&run(&[])), want);
+    // XDG_CACHE_HOME, then STACKDUMP_CACHE_DIR, name the place.
+    let xdg = Scratch::new("cache-xdg");
+    run(&[("XDG_CACHE_HOME", xdg.str())]);
+    assert_eq!(cached(&xdg.join("stackdump")).len(), files.len());
+    let own = Scratch::new("cache-own");
+    run(&[
+        ("STACKDUMP_CACHE_DIR", own.str()),
+        ("XDG_CACHE_HOME", xdg.str()),
+    ]);
+    assert_eq!(cached(&own.path).len(), files.len());
+}

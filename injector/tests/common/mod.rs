@@ -170,6 +170,11 @@ pub fn cli(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(args);
     cmd.env_remove("STACKDUMP_TEST_NO_OPENAT2");
+    // `inspect`'s cache of decompressed debug sections: the test run's, not the user's.
+    cmd.env(
+        "STACKDUMP_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("dwarf-cache"),
+    );
     cmd
 }
 

@@ -1,0 +1,346 @@
+//! The CLI's cache of decompressed debug sections, keyed by build id.
+//!
+//! Separate debug files are usually shipped with their DWARF compressed (`SHF_COMPRESSED`:
+//! Debian's `libc6-dbg` holds 8.6 MB of it in 3.2 MB of zlib). Inflating it is most of what
+//! `stackdump inspect` spends on symbols: 15–40 ms of CPU for a C library, on every run, more
+//! than the rest of a 100-thread inspect. The first run that needs a module's sections writes
+//! them here, decompressed; later runs map that file instead (gdb's `index-cache` and
+//! debuginfod's client cache do the same kind of thing, under `~/.cache` too).
+//!
+//! - Where: `$STACKDUMP_CACHE_DIR`, else `$XDG_CACHE_HOME/stackdump`, else
+//!   `$HOME/.cache/stackdump`; `STACKDUMP_CACHE_DIR=off` (or empty) turns the cache off. Only the
+//!   CLI uses it: the preloaded library never writes outside its dump directory.
+//! - What: one file per build id (`dwarf/<build id>.sections`), written to a temporary name
+//!   and renamed, mode 0600 in a 0700 directory. A file is used only when its header names the
+//!   same build id and holds, for every compressed section the debug file has, a section of
+//!   exactly the size the debug file's compression header states; anything else (a truncated or
+//!   foreign file) is ignored and rewritten.
+//! - How big: at most [`LIMIT`] bytes in all; the least recently used files are removed when a
+//!   new one would go past it.
+//!
+//! Build ids identify a file's contents (the linker hashes them), so nothing here ever needs to
+//! be invalidated; a module without a build id is simply not cached.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The cache's size limit, all files together.
+pub const LIMIT: u64 = 512 << 20;
+
+const MAGIC: &[u8; 8] = b"SDDWARF1";
+
+/// The cache directory (see the module doc).
+#[derive(Debug, Clone)]
+pub struct DwarfCache {
+    dir: PathBuf,
+}
+
+/// A cache file, mapped: its sections by name.
+pub struct Cached {
+    map: crate::symbols::Mapped,
+    sections: Vec<(String, std::ops::Range<usize>)>,
+}
+
+impl Cached {
+    /// The bytes of section `name` (e.g. `.debug_info`), decompressed.
+    pub fn section(&self, name: &str) -> Option<&[u8]> {
+        let (_, r) = self.sections.iter().find(|(n, _)| n == name)?;
+        self.map.bytes().get(r.clone())
+    }
+
+    /// The mapping, to be kept alive as long as slices of [`Cached::section`] are used.
+    pub fn into_map(self) -> crate::symbols::Mapped {
+        self.map
+    }
+}
+
+impl DwarfCache {
+    /// The cache the environment asks for (see the module doc), or None when it is turned off
+    /// or no directory can be named.
+    pub fn from_env() -> Option<DwarfCache> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let dir = match std::env::var_os("STACKDUMP_CACHE_DIR") {
+            Some(v) if v.is_empty() || v == "off" => return None,
+            Some(v) => PathBuf::from(v),
+            None => match var("XDG_CACHE_HOME") {
+                Some(x) => PathBuf::from(x).join("stackdump"),
+                None => PathBuf::from(var("HOME")?).join(".cache/stackdump"),
+            },
+        };
+        Some(DwarfCache::at(dir))
+    }
+
+    /// A cache in `dir` (created when first written).
+    pub fn at(dir: impl Into<PathBuf>) -> DwarfCache {
+        DwarfCache { dir: dir.into() }
+    }
+
+    fn file(&self, build_id: &[u8]) -> PathBuf {
+        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join("dwarf").join(format!("{hex}.sections"))
+    }
+
+    /// The cached sections of build id `build_id`, when there is a file and it holds every
+    /// `expected` section (name, decompressed size) at its size.
+    pub fn load(&self, build_id: &[u8], expected: &[(&str, usize)]) -> Option<Cached> {
+        if build_id.is_empty() {
+            return None;
+        }
+        let path = self.file(build_id);
+        let map = crate::symbols::Mapped::open(&path)?;
+        let sections = parse(map.bytes(), build_id)?;
+        let complete = expected.iter().all(|(name, size)| {
+            sections
+                .iter()
+                .any(|(n, r)| n == name && r.end - r.start == *size)
+        });
+        if !complete {
+            return None;
+        }
+        // Most recently used: the eviction order.
+        let _ =
+            std::fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        Some(Cached { map, sections })
+    }
+
+    /// Write the sections of build id `build_id` (name, decompressed bytes). Best effort: a
+    /// cache that cannot be written is not an error (the next run decompresses again).
+    pub fn store(&self, build_id: &[u8], sections: &[(&str, &[u8])]) {
+        if build_id.is_empty() || sections.is_empty() {
+            return;
+        }
+        let _ = self.try_store(build_id, sections);
+    }
+
+    fn try_store(&self, build_id: &[u8], sections: &[(&str, &[u8])]) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = self.dir.join("dwarf");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let bytes: u64 = sections.iter().map(|(_, d)| d.len() as u64).sum();
+        if bytes > LIMIT / 2 {
+            return Ok(()); // one module may not take most of the cache
+        }
+        evict(&dir, LIMIT.saturating_sub(bytes));
+        let header = header(build_id, sections);
+        let path = self.file(build_id);
+        let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
+        let result = (|| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            w.write_all(&header)?;
+            for (_, data) in sections {
+                w.write_all(data)?;
+                w.write_all(&[0u8; 8][..pad8(data.len())])?;
+            }
+            w.into_inner().map_err(|e| e.into_error())?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// A number no other store of this process used (temporary file names).
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn pad8(n: usize) -> usize {
+    (8 - n % 8) % 8
+}
+
+/// The file's header: magic, build id, then (name, offset, length) of each section; the
+/// sections follow, each at an offset that is a multiple of 8. All numbers little-endian u64.
+fn header(build_id: &[u8], sections: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(MAGIC);
+    let put = |h: &mut Vec<u8>, v: u64| h.extend_from_slice(&v.to_le_bytes());
+    let put_bytes = |h: &mut Vec<u8>, b: &[u8]| {
+        put(h, b.len() as u64);
+        h.extend_from_slice(b);
+        h.extend_from_slice(&[0u8; 8][..pad8(b.len())]);
+    };
+    put_bytes(&mut h, build_id);
+    put(&mut h, sections.len() as u64);
+    let table_len: usize = sections
+        .iter()
+        .map(|(n, _)| 8 + n.len() + pad8(n.len()) + 16)
+        .sum();
+    let mut offset = (h.len() + table_len) as u64;
+    for (name, data) in sections {
+        put_bytes(&mut h, name.as_bytes());
+        put(&mut h, offset);
+        put(&mut h, data.len() as u64);
+        offset += (data.len() + pad8(data.len())) as u64;
+    }
+    h
+}
+
+/// The sections a cache file holds, when it is well formed and is that of `build_id`.
+fn parse(file: &[u8], build_id: &[u8]) -> Option<Vec<(String, std::ops::Range<usize>)>> {
+    let mut c = Cursor { file, at: 0 };
+    if c.take(8)? != MAGIC {
+        return None;
+    }
+    let id_len = c.num()?;
+    if c.take(id_len)? != build_id {
+        return None;
+    }
+    c.take(pad8(id_len))?;
+    let count = c.num()?;
+    if count > 64 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = c.num()?;
+        let name = std::str::from_utf8(c.take(len)?).ok()?.to_string();
+        c.take(pad8(len))?;
+        let offset = c.num()?;
+        let size = c.num()?;
+        let range = offset..offset.checked_add(size)?;
+        if range.end > file.len() {
+            return None;
+        }
+        out.push((name, range));
+    }
+    Some(out)
+}
+
+/// Reads a cache file's header.
+struct Cursor<'a> {
+    file: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.file.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+
+    fn num(&mut self) -> Option<usize> {
+        usize::try_from(u64::from_le_bytes(self.take(8)?.try_into().ok()?)).ok()
+    }
+}
+
+/// Remove the least recently used files of `dir` until at most `keep` bytes are left.
+fn evict(dir: &Path, keep: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let m = e.metadata().ok()?;
+            if !m.is_file() {
+                return None;
+            }
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort();
+    for (_, len, path) in files {
+        if total <= keep {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total = total.saturating_sub(len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_and_loads_only_what_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DwarfCache::at(dir.path());
+        let id = [0xab, 0xcd, 0xef, 1, 2];
+        let info = vec![7u8; 1001];
+        let line = b"line program".to_vec();
+        assert!(cache.load(&id, &[(".debug_info", 1001)]).is_none());
+        cache.store(&id, &[(".debug_info", &info), (".debug_line", &line)]);
+        let got = cache
+            .load(&id, &[(".debug_info", 1001), (".debug_line", line.len())])
+            .expect("stored");
+        assert_eq!(got.section(".debug_info"), Some(&info[..]));
+        assert_eq!(got.section(".debug_line"), Some(&line[..]));
+        assert_eq!(got.section(".debug_str"), None);
+        // Another build id, another size, a section it lacks: not used.
+        assert!(cache
+            .load(&[0xab, 0xcd], &[(".debug_info", 1001)])
+            .is_none());
+        assert!(cache.load(&id, &[(".debug_info", 1000)]).is_none());
+        assert!(cache.load(&id, &[(".debug_abbrev", 3)]).is_none());
+        // The file is private.
+        use std::os::unix::fs::PermissionsExt;
+        let f = std::fs::metadata(cache.file(&id)).unwrap();
+        assert_eq!(f.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_damaged_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DwarfCache::at(dir.path());
+        let id = [9u8; 20];
+        let info = vec![1u8; 4096];
+        cache.store(&id, &[(".debug_info", &info)]);
+        let path = cache.file(&id);
+        let whole = std::fs::read(&path).unwrap();
+        for cut in [0, 7, 8, 40, whole.len() - 1] {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            assert!(
+                cache.load(&id, &[(".debug_info", 4096)]).is_none(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = whole.clone();
+        bad[0] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(cache.load(&id, &[(".debug_info", 4096)]).is_none());
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.sections");
+        let new = dir.path().join("new.sections");
+        std::fs::write(&old, vec![0u8; 1000]).unwrap();
+        std::fs::write(&new, vec![0u8; 1000]).unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        evict(dir.path(), 1500);
+        assert!(!old.exists());
+        assert!(new.exists());
+        evict(dir.path(), 1000);
+        assert!(new.exists());
+    }
+
+    #[test]
+    fn the_environment_names_the_directory_or_turns_it_off() {
+        // Only the pure part: `at` and file naming (the environment is process-wide).
+        let c = DwarfCache::at("/x");
+        assert_eq!(c.file(&[0x0f, 0xa0]), Path::new("/x/dwarf/0fa0.sections"));
+    }
+}

@@ -1,0 +1,307 @@
+//! Which DWARF units hold which addresses, and a `.debug_info` that holds only the units asked
+//! for: what lets [`crate::symbols::ModuleDebug`] parse a few units of a large file instead of
+//! all of them.
+//!
+//! `addr2line` sets up every unit of a file before its first lookup (abbreviations and line
+//! program header of each): for the C library's debug file, 4126 units, 15 MB of parsed
+//! abbreviations and ~15 ms, on every `stackdump inspect`, to name addresses that lie in half a
+//! dozen of them. So we give it a copy of `.debug_info` in which the units our addresses are in
+//! are kept at their offsets, byte for byte, and every run of other units is covered by one
+//! empty DWARF 5 *type unit* header, which `addr2line` skips without parsing (it never looks
+//! at type units). The copy is allocated zeroed, so the pages it never writes cost nothing.
+//!
+//! Which unit holds an address comes from `.debug_aranges`. The filtering is refused (and the
+//! caller sets up the whole file instead) when an address is in no arange, or when a kept unit
+//! may refer to an entry of another unit (an attribute of form `DW_FORM_ref_addr`, the
+//! supplementary-file forms, or `DW_FORM_indirect`): link-time optimised code and `dwz`-
+//! compressed files do that, and a name found through such a reference would then be missing.
+
+use addr2line::gimli;
+use gimli::{constants, Reader as _};
+use std::collections::BTreeSet;
+
+type Slice<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
+
+/// The units of a `.debug_info`, by the address ranges `.debug_aranges` gives them.
+#[derive(Debug, Default)]
+pub struct UnitIndex {
+    /// (begin, end, offset of the unit in `.debug_info`), sorted by begin.
+    ranges: Vec<(u64, u64, usize)>,
+}
+
+impl UnitIndex {
+    /// The index of `.debug_aranges` (empty when there is none or it is damaged).
+    pub fn new(aranges: &[u8], endian: gimli::RunTimeEndian) -> UnitIndex {
+        let mut ranges = Vec::new();
+        let mut headers = gimli::DebugAranges::new(aranges, endian).headers();
+        while let Ok(Some(header)) = headers.next() {
+            let unit = header.debug_info_offset().0;
+            let mut entries = header.entries();
+            loop {
+                match entries.next() {
+                    Ok(Some(e)) if e.length() != 0 => {
+                        let r = e.range();
+                        ranges.push((r.begin, r.end, unit));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return UnitIndex::default(),
+                }
+            }
+        }
+        ranges.sort_unstable();
+        UnitIndex { ranges }
+    }
+
+    /// The offset of the unit holding `addr`.
+    pub fn unit_of(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .ranges
+            .partition_point(|r| r.0 <= addr)
+            .checked_sub(1)?;
+        let (begin, end, unit) = self.ranges[i];
+        (begin <= addr && addr < end).then_some(unit)
+    }
+}
+
+/// The smallest gap a filler unit fits in: a DWARF 5 type unit header in the 32-bit format
+/// (length 4, version 2, unit type 1, address size 1, abbreviations offset 4, type signature 8,
+/// type offset 4).
+const FILLER: usize = 24;
+
+/// A copy of `info` (a whole `.debug_info` section) in which the units at the offsets `keep`
+/// are as they are and everything else is filler (see the module doc). None when a kept unit
+/// is not a well-formed unit at that offset or may refer outside itself.
+pub fn filtered_info(
+    info: &[u8],
+    abbrev: &[u8],
+    endian: gimli::RunTimeEndian,
+    keep: &BTreeSet<usize>,
+) -> Option<Box<[u8]>> {
+    let debug_info = gimli::DebugInfo::new(info, endian);
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(keep.len());
+    for &offset in keep {
+        let header = debug_info
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+            .ok()?;
+        if !matches!(header.type_(), gimli::UnitType::Compilation) {
+            return None;
+        }
+        let end = offset.checked_add(header.length_including_self())?;
+        if end > info.len() || refers_outside(abbrev, endian, header.debug_abbrev_offset().0)? {
+            return None;
+        }
+        spans.push((offset, end));
+    }
+    // The gaps between kept units, each covered by one filler (or, when too small for one, by
+    // the units it holds, copied).
+    let mut copy: Vec<(usize, usize)> = Vec::new();
+    let mut fill: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    for &(start, end) in spans
+        .iter()
+        .chain(std::iter::once(&(info.len(), info.len())))
+    {
+        if start > at {
+            if start - at >= FILLER {
+                fill.push((at, start));
+            } else {
+                copy.push((at, start));
+            }
+        }
+        if end > start {
+            copy.push((start, end));
+        }
+        at = at.max(end);
+    }
+    let mut out = vec![0u8; info.len()].into_boxed_slice();
+    for (start, end) in copy {
+        out[start..end].copy_from_slice(&info[start..end]);
+    }
+    let little = matches!(endian, gimli::RunTimeEndian::Little);
+    for (start, end) in fill {
+        let length = u32::try_from(end - start - 4).ok()?;
+        if length >= 0xffff_fff0 {
+            return None; // would read as the 64-bit format's escape
+        }
+        let h = &mut out[start..start + FILLER];
+        h[0..4].copy_from_slice(&if little {
+            length.to_le_bytes()
+        } else {
+            length.to_be_bytes()
+        });
+        h[4..6].copy_from_slice(&if little {
+            5u16.to_le_bytes()
+        } else {
+            5u16.to_be_bytes()
+        });
+        h[6] = constants::DW_UT_type.0;
+        h[7] = 8; // address size; the rest (abbreviations offset, signature, type offset) is 0
+    }
+    Some(out)
+}
+
+/// Whether the abbreviations table at `offset` of `.debug_abbrev` has an attribute whose form
+/// may point into another unit. None when the table cannot be read.
+fn refers_outside(abbrev: &[u8], endian: gimli::RunTimeEndian, offset: usize) -> Option<bool> {
+    let mut r: Slice = gimli::EndianSlice::new(abbrev.get(offset..)?, endian);
+    loop {
+        let code = r.read_uleb128().ok()?;
+        if code == 0 {
+            return Some(false);
+        }
+        r.read_uleb128().ok()?; // tag
+        r.read_u8().ok()?; // children
+        loop {
+            let name = r.read_uleb128().ok()?;
+            let form = constants::DwForm(u16::try_from(r.read_uleb128().ok()?).ok()?);
+            if name == 0 && form.0 == 0 {
+                break;
+            }
+            if form == constants::DW_FORM_implicit_const {
+                r.read_sleb128().ok()?;
+            }
+            if matches!(
+                form,
+                constants::DW_FORM_ref_addr
+                    | constants::DW_FORM_GNU_ref_alt
+                    | constants::DW_FORM_ref_sup4
+                    | constants::DW_FORM_ref_sup8
+                    | constants::DW_FORM_indirect
+            ) {
+                return Some(true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit header of the 32-bit DWARF 4 format with one DIE (abbreviation 1), `body` bytes.
+    fn unit(body: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        let length = (2 + 4 + 1 + body.len()) as u32;
+        u.extend_from_slice(&length.to_le_bytes());
+        u.extend_from_slice(&4u16.to_le_bytes());
+        u.extend_from_slice(&0u32.to_le_bytes()); // abbreviations at offset 0
+        u.push(8);
+        u.extend_from_slice(body);
+        u
+    }
+
+    fn abbrev(form: u16) -> Vec<u8> {
+        // code 1, DW_TAG_compile_unit, no children, (DW_AT_name, form), (0, 0), end.
+        let mut a = vec![1, 0x11, 0, 0x03];
+        let mut f = form as u64;
+        loop {
+            let b = (f & 0x7f) as u8;
+            f >>= 7;
+            if f == 0 {
+                a.push(b);
+                break;
+            }
+            a.push(b | 0x80);
+        }
+        a.extend_from_slice(&[0, 0, 0]);
+        a
+    }
+
+    #[test]
+    fn keeps_the_units_asked_for_and_covers_the_rest() {
+        let le = gimli::RunTimeEndian::Little;
+        let units = [
+            unit(&[1, b'a', 0]),
+            unit(&[0u8; 40]),
+            unit(&[0u8; 3]),
+            unit(&[1, b'd', 0]),
+        ];
+        let info: Vec<u8> = units.concat();
+        let offsets: Vec<usize> = units
+            .iter()
+            .scan(0, |at, u| {
+                let o = *at;
+                *at += u.len();
+                Some(o)
+            })
+            .collect();
+        let abbrev = abbrev(0x08); // DW_FORM_string
+        let keep: BTreeSet<usize> = [offsets[0], offsets[3]].into();
+        let out = filtered_info(&info, &abbrev, le, &keep).expect("filtered");
+        assert_eq!(out.len(), info.len());
+        // The kept units are unchanged, at their offsets.
+        assert_eq!(&out[..units[0].len()], &units[0][..]);
+        assert_eq!(&out[offsets[3]..], &units[3][..]);
+        // gimli reads: the first unit, one type unit over the two in between, the last unit.
+        let mut headers = gimli::DebugInfo::new(&out, le).units();
+        let mut seen = Vec::new();
+        while let Some(h) = headers.next().expect("well formed") {
+            seen.push((h.debug_info_offset().unwrap().0, h.type_()));
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[0], (offsets[0], gimli::UnitType::Compilation));
+        assert!(matches!(seen[1], (o, gimli::UnitType::Type { .. }) if o == offsets[1]));
+        assert_eq!(seen[2], (offsets[3], gimli::UnitType::Compilation));
+        // A gap too small for a filler keeps its units as they are.
+        let keep: BTreeSet<usize> = [offsets[1], offsets[3]].into();
+        let out = filtered_info(&info, &abbrev, le, &keep).expect("filtered");
+        assert_eq!(&out[offsets[2]..offsets[3]], &units[2][..]);
+        // Not at a unit's start: refused.
+        assert!(filtered_info(&info, &abbrev, le, &[offsets[0] + 1].into()).is_none());
+    }
+
+    #[test]
+    fn refuses_units_that_may_refer_to_other_units() {
+        let le = gimli::RunTimeEndian::Little;
+        let info = [unit(&[1, 0, 0, 0, 0]), unit(&[0u8; 40])].concat();
+        for (form, refused) in [
+            (0x10u16, true), // DW_FORM_ref_addr
+            (0x1f20, true),  // DW_FORM_GNU_ref_alt
+            (0x16, true),    // DW_FORM_indirect
+            (0x13, false),   // DW_FORM_ref4: inside the unit
+            (0x0e, false),   // DW_FORM_strp
+        ] {
+            let got = filtered_info(&info, &abbrev(form), le, &[0].into());
+            assert_eq!(got.is_none(), refused, "form {form:#x}");
+        }
+    }
+
+    #[test]
+    fn aranges_index_finds_the_unit_of_an_address() {
+        // Two sets: unit 0 holds [0x1000, 0x1100), unit 0x40 holds [0x2000, 0x2010) and
+        // [0x3000, 0x3004).
+        fn set(unit: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
+            let mut body = Vec::new();
+            body.extend_from_slice(&2u16.to_le_bytes());
+            body.extend_from_slice(&unit.to_le_bytes());
+            body.push(8);
+            body.push(0);
+            body.extend_from_slice(&[0u8; 4]); // pad the header to 16 bytes
+            for &(a, l) in ranges {
+                body.extend_from_slice(&a.to_le_bytes());
+                body.extend_from_slice(&l.to_le_bytes());
+            }
+            body.extend_from_slice(&[0u8; 16]);
+            let mut s = (body.len() as u32).to_le_bytes().to_vec();
+            s.extend_from_slice(&body);
+            s
+        }
+        let aranges = [
+            set(0, &[(0x1000, 0x100)]),
+            set(0x40, &[(0x2000, 0x10), (0x3000, 4)]),
+        ]
+        .concat();
+        let index = UnitIndex::new(&aranges, gimli::RunTimeEndian::Little);
+        assert_eq!(index.unit_of(0x1000), Some(0));
+        assert_eq!(index.unit_of(0x10ff), Some(0));
+        assert_eq!(index.unit_of(0x1100), None);
+        assert_eq!(index.unit_of(0x2008), Some(0x40));
+        assert_eq!(index.unit_of(0x3003), Some(0x40));
+        assert_eq!(index.unit_of(0xfff), None);
+        assert_eq!(
+            UnitIndex::new(&[], gimli::RunTimeEndian::Little).unit_of(0x1000),
+            None
+        );
+    }
+}
