@@ -386,7 +386,8 @@ impl DumpThread {
     /// copied. A thread copied without a signal that has run since (its run counter moved: it
     /// woke up, e.g. from a short sleep) may now be on another Python line than its native
     /// stack shows. Such a thread is taken again, whole (kernel view, stack, symbols, Python
-    /// frames), up to [`RETAKES`] times; if it keeps running, the dump says so.
+    /// frames), up to [`RETAKES`] times, each retake checked like the first copy (see
+    /// [`settle`]); if it keeps running, the dump says so.
     fn retake_moved_python_threads(
         &mut self,
         threads: &mut [Thread],
@@ -396,51 +397,19 @@ impl DumpThread {
     ) {
         let mut reader = TaskReader::new("/proc/self");
         for (t, run) in threads.iter_mut().zip(runs_at_copy) {
-            let (Some(mut run), Some(_)) = (*run, &t.python) else {
+            let (Some(run), Some(_)) = (*run, &t.python) else {
                 continue;
             };
-            let mut consistent = false;
-            for _ in 0..RETAKES {
-                let Some(counter) = reader.run_counter(t.tid) else {
-                    consistent = true; // gone: what we have is its last state
-                    break;
-                };
-                if counter.read() == Some(run) {
-                    consistent = true;
-                    break;
-                }
-                let Ok((name, mut kernel, _)) = reader.kernel_view(t.tid) else {
-                    consistent = true;
-                    break;
-                };
-                let switches = (
-                    kernel.voluntary_ctxt_switches,
-                    kernel.nonvoluntary_ctxt_switches,
-                );
-                let Some((raw, again)) =
-                    self.copy_blocked(&mut reader, t.tid, &kernel.syscall, switches)
-                else {
-                    break; // running now, or not copyable without a signal
-                };
-                let (frames, truncated) = self.symbolize(&raw);
-                reader.resolve_fd(&mut kernel.syscall);
-                t.name = name;
-                t.kernel = kernel;
-                t.frames = frames;
-                t.truncated = truncated;
-                t.python = None;
-                // The process-wide notes were given by the first pass.
-                let mut notes = Vec::new();
-                crate::python::annotate(std::slice::from_mut(t), maps, &mut notes);
-                match again {
-                    Some(r) => run = r,
-                    None => break,
-                }
-            }
-            if !consistent {
+            let tid = t.tid;
+            let mut retake = LiveRetake {
+                dumper: self,
+                reader: &mut reader,
+                thread: t,
+                maps,
+            };
+            if !settle(run, RETAKES, &mut retake) {
                 errors.push(format!(
-                    "thread {} ran while its Python frames were read and could not be taken again consistently: its Python frames may be newer than its native stack",
-                    t.tid
+                    "thread {tid} ran while its Python frames were read and could not be taken again consistently: its Python frames may be newer than its native stack",
                 ));
             }
         }
@@ -875,6 +844,93 @@ impl DumpThread {
     }
 }
 
+/// What became of a thread taken again (see [`settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retaken {
+    /// Taken again, whole; with its run counter at the new copy.
+    Taken((u64, u64)),
+    /// Not taken again (it is running now, or the copy did not hold), or taken again with no
+    /// run counter to check the new copy against: the thread keeps its last copy, unverified.
+    Failed,
+    /// The thread is gone: what we have is its last state.
+    Gone,
+}
+
+/// One thread that may have run between the copy of its native stack and the read of its
+/// Python frames, as [`settle`] sees it.
+trait Retake {
+    /// Whether the thread ran since the copy whose run counter was `run`; None when it is gone.
+    fn ran_since(&mut self, run: (u64, u64)) -> Option<bool>;
+    /// Take the thread again, whole (kernel view, stack, symbols, Python frames).
+    fn take_again(&mut self) -> Retaken;
+}
+
+/// Take `thread` again until it did not run between a copy and the read of its Python frames
+/// that follows, at most `retakes` times. Every copy, the first one and each retake, is checked
+/// the same way, after its Python frames were read: true when the last one held (or the
+/// thread is gone), false when it ran again after the last retake or could not be taken again.
+fn settle(mut run: (u64, u64), retakes: usize, thread: &mut impl Retake) -> bool {
+    let mut left = retakes;
+    loop {
+        match thread.ran_since(run) {
+            None | Some(false) => return true,
+            Some(true) if left == 0 => return false,
+            Some(true) => left -= 1,
+        }
+        match thread.take_again() {
+            Retaken::Taken(again) => run = again,
+            Retaken::Failed => return false,
+            Retaken::Gone => return true,
+        }
+    }
+}
+
+/// A thread of this process, taken again by the dump thread.
+struct LiveRetake<'a> {
+    dumper: &'a mut DumpThread,
+    reader: &'a mut TaskReader,
+    thread: &'a mut Thread,
+    maps: &'a [proc::Mapping],
+}
+
+impl Retake for LiveRetake<'_> {
+    fn ran_since(&mut self, run: (u64, u64)) -> Option<bool> {
+        let counter = self.reader.run_counter(self.thread.tid)?;
+        Some(counter.read() != Some(run))
+    }
+
+    fn take_again(&mut self) -> Retaken {
+        let t = &mut *self.thread;
+        let Ok((name, mut kernel, _)) = self.reader.kernel_view(t.tid) else {
+            return Retaken::Gone;
+        };
+        let switches = (
+            kernel.voluntary_ctxt_switches,
+            kernel.nonvoluntary_ctxt_switches,
+        );
+        let Some((raw, again)) =
+            self.dumper
+                .copy_blocked(self.reader, t.tid, &kernel.syscall, switches)
+        else {
+            return Retaken::Failed; // running now, or not copyable without a signal
+        };
+        let (frames, truncated) = self.dumper.symbolize(&raw);
+        self.reader.resolve_fd(&mut kernel.syscall);
+        t.name = name;
+        t.kernel = kernel;
+        t.frames = frames;
+        t.truncated = truncated;
+        t.python = None;
+        // The process-wide notes were given by the first pass.
+        let mut notes = Vec::new();
+        crate::python::annotate(std::slice::from_mut(t), self.maps, &mut notes);
+        match again {
+            Some(run) => Retaken::Taken(run),
+            None => Retaken::Failed, // nothing to check this copy against
+        }
+    }
+}
+
 /// The command line with arguments separated by spaces, at most 4 KiB.
 fn cmdline() -> String {
     let bytes = std::fs::read("/proc/self/cmdline").unwrap_or_default();
@@ -893,4 +949,115 @@ fn cmdline() -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread scripted check by check: `moved[i]` is what the i-th check finds (None: gone);
+    /// `retakes[i]` what the i-th retake gives (its run counter is `(i + 1, i + 1)`).
+    struct Scripted {
+        moved: Vec<Option<bool>>,
+        retakes: Vec<Retaken>,
+        /// The run counter each check was asked about.
+        checked: Vec<(u64, u64)>,
+        taken: usize,
+    }
+
+    impl Scripted {
+        fn new(moved: &[Option<bool>], retakes: &[Retaken]) -> Scripted {
+            Scripted {
+                moved: moved.to_vec(),
+                retakes: retakes.to_vec(),
+                checked: Vec::new(),
+                taken: 0,
+            }
+        }
+    }
+
+    impl Retake for Scripted {
+        fn ran_since(&mut self, run: (u64, u64)) -> Option<bool> {
+            let answer = self.moved[self.checked.len()];
+            self.checked.push(run);
+            answer
+        }
+
+        fn take_again(&mut self) -> Retaken {
+            let r = self.retakes[self.taken];
+            self.taken += 1;
+            r
+        }
+    }
+
+    fn taken(n: u64) -> Retaken {
+        Retaken::Taken((n, n))
+    }
+
+    #[test]
+    fn a_thread_that_did_not_run_is_not_taken_again() {
+        let mut t = Scripted::new(&[Some(false)], &[]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        assert_eq!((t.checked.len(), t.taken), (1, 0));
+    }
+
+    #[test]
+    fn a_retake_that_held_settles_the_thread() {
+        let mut t = Scripted::new(&[Some(true), Some(false)], &[taken(1)]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        // The second check is made against the retake's own counter.
+        assert_eq!(t.checked, vec![(0, 0), (1, 1)]);
+    }
+
+    /// The defect this replaced: the last retake was never checked, so a thread that ran
+    /// until the last retake and then held was reported as not taken consistently.
+    #[test]
+    fn the_last_retake_is_checked_too() {
+        let mut moved = vec![Some(true); RETAKES];
+        moved.push(Some(false));
+        let retakes: Vec<Retaken> = (1..=RETAKES as u64).map(taken).collect();
+        let mut t = Scripted::new(&moved, &retakes);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        assert_eq!(t.taken, RETAKES);
+        let expected: Vec<(u64, u64)> = (0..=RETAKES as u64).map(|n| (n, n)).collect();
+        assert_eq!(
+            t.checked, expected,
+            "one check per copy, the last retake included"
+        );
+    }
+
+    #[test]
+    fn a_thread_that_ran_after_every_retake_is_reported() {
+        let moved = vec![Some(true); RETAKES + 1];
+        let retakes: Vec<Retaken> = (1..=RETAKES as u64).map(taken).collect();
+        let mut t = Scripted::new(&moved, &retakes);
+        assert!(!settle((0, 0), RETAKES, &mut t));
+        // Exactly RETAKES retakes, each checked; no retake beyond the limit.
+        assert_eq!((t.checked.len(), t.taken), (RETAKES + 1, RETAKES));
+    }
+
+    #[test]
+    fn a_retake_that_failed_is_reported_and_ends_the_retakes() {
+        let mut t = Scripted::new(&[Some(true)], &[Retaken::Failed]);
+        assert!(!settle((0, 0), RETAKES, &mut t));
+        assert_eq!((t.checked.len(), t.taken), (1, 1));
+    }
+
+    #[test]
+    fn a_thread_gone_is_its_last_state() {
+        let mut t = Scripted::new(&[None], &[]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        let mut t = Scripted::new(&[Some(true)], &[Retaken::Gone]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        let mut t = Scripted::new(&[Some(true), None], &[taken(1)]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        assert_eq!(t.taken, 1);
+    }
+
+    #[test]
+    fn no_retakes_allowed_reports_a_thread_that_ran() {
+        let mut t = Scripted::new(&[Some(true)], &[]);
+        assert!(!settle((0, 0), 0, &mut t));
+        assert_eq!(t.taken, 0);
+    }
 }
