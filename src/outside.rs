@@ -1,15 +1,16 @@
 //! User stacks of another process, taken from outside (`stackdump inspect PID`), with nothing
 //! loaded into it and no signal sent to it.
 //!
-//! - A thread blocked in a system call is read **without stopping it**: its SP and PC are in
-//!   `/proc/PID/task/TID/syscall`, as the kernel view just read them; its stack is copied with
-//!   `process_vm_readv`, then `syscall` and the context-switch counts are read again and
-//!   compared with the kernel view's: unchanged means the thread was not put on a CPU since, so
-//!   it did not move while it was copied (when it moved since the kernel view, the check is
-//!   made once more with a fresh "before"). The copy is unwound with the shared DWARF unwinder
-//!   from SP and PC alone and kept only when it ends at a thread entry point, named from the
-//!   modules' symbol tables (a frame whose CFA depends on a register the kernel does not show,
-//!   e.g. rbp, cannot unwind that way).
+//! - A thread blocked in a system call is read **without stopping it**, in the same visit as
+//!   its kernel view ([`Capture`], through [`crate::inspect::Visit`]): its run counter
+//!   (`schedstat`) is read, then its `syscall` line (SP and PC), then its stack is copied with
+//!   `process_vm_readv`, then the run counter again: unchanged means it was not put on a CPU
+//!   since before the line was read, so it did not move while it was copied ([`copy_blocked`]:
+//!   without `schedstat`, the line and the context-switch counts are compared instead; a thread
+//!   that moved is tried once more from a fresh line). The copy is unwound with the shared
+//!   DWARF unwinder from SP and PC alone and kept only when it ends at a thread entry point,
+//!   named from the modules' symbol tables (a frame whose CFA depends on a register the kernel
+//!   does not show, e.g. rbp, cannot unwind that way).
 //! - Every other thread (running, runnable, or blocked but not unwindable from SP/PC) is
 //!   **stopped alone, for the copy only**: `PTRACE_SEIZE` (without `PTRACE_O_EXITKILL`: if we
 //!   die, the kernel detaches and the target runs on), `PTRACE_INTERRUPT`, `waitpid(__WALL)`
@@ -22,7 +23,9 @@
 //! - Symbols (function, file:line, inlined frames) come from DWARF, read on a thread of its own
 //!   ([`Prepared`]) while the kernel view and the stacks are read: the module the main thread
 //!   is blocked in and the executable first, then every module a stack goes through as soon as
-//!   one does. Each distinct address is symbolized once.
+//!   one does (compressed sections through [`crate::dwarfcache`] when the caller gives one).
+//!   Once every stack is taken, each module's DWARF is set up for the units its addresses are
+//!   in ([`crate::dwarfunits`]), and each distinct address is symbolized once.
 //!
 //! The target is never left stopped by us: every seized thread is held by a guard that detaches
 //! it on every path (errors, panics, an early return on cancellation).
@@ -1221,6 +1224,147 @@ mod tests {
         }
         drop(u);
         assert_eq!(policy(), before);
+    }
+
+    /// A thread of ours blocked in `read` on a pipe; each byte written wakes it once (it
+    /// answers on `ack`, then blocks in the same call again).
+    struct Reader {
+        tid: Tid,
+        write_fd: i32,
+        ack: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Reader {
+        fn start() -> Reader {
+            let mut fds = [0i32; 2];
+            // SAFETY: pipe writes two fds into our array.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            let (tx, ack) = std::sync::mpsc::channel();
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let read_fd = fds[0];
+            std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid_tx.send(unsafe { libc::gettid() }).unwrap();
+                let mut b = 0u8;
+                // SAFETY: reading one byte into our own variable from our own pipe.
+                while unsafe { libc::read(read_fd, (&mut b as *mut u8).cast(), 1) } == 1 {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+            let r = Reader {
+                tid: Tid(tid_rx.recv().unwrap()),
+                write_fd: fds[1],
+                ack,
+            };
+            r.wait_blocked();
+            r
+        }
+
+        fn wait_blocked(&self) {
+            let mut reader = TaskReader::new("/proc/self");
+            while !matches!(reader.syscall(self.tid),
+                Ok(SyscallState::InSyscall { nr, .. }) if nr == libc::SYS_read)
+            {
+                std::thread::yield_now();
+            }
+        }
+
+        /// Wake it once and wait until it is blocked again.
+        fn poke(&self) {
+            // SAFETY: writing one byte from our own variable to our own pipe.
+            assert_eq!(
+                unsafe { libc::write(self.write_fd, [1u8].as_ptr().cast(), 1) },
+                1
+            );
+            self.ack.recv().unwrap();
+            self.wait_blocked();
+        }
+    }
+
+    impl Drop for Reader {
+        fn drop(&mut self) {
+            // SAFETY: closing our own write end: the thread's read returns 0 and it exits.
+            unsafe { libc::close(self.write_fd) };
+        }
+    }
+
+    /// The proof that a blocked thread did not move while its stack was copied: a thread that
+    /// runs during the copy is not taken from that copy; it is taken from a second one made
+    /// from a fresh `syscall` line, or not at all if it runs again; a stack that does not end
+    /// within the first window is copied again whole.
+    #[test]
+    fn a_blocked_copy_is_kept_only_when_the_thread_did_not_run() {
+        let t = Reader::start();
+        let mut reader = TaskReader::new("/proc/self");
+        let Some(counter) = reader.run_counter(t.tid) else {
+            println!("skipped: this kernel keeps no schedstat");
+            return;
+        };
+        if counter.read().is_none() {
+            println!("skipped: schedstat shows zeros (no CONFIG_SCHED_INFO)");
+            return;
+        }
+        let memory = ProcessMemory {
+            // SAFETY: getpid has no preconditions.
+            pid: unsafe { libc::getpid() },
+        };
+        let mut buf = Vec::new();
+        let mut take = |pokes: &[bool], complete: bool| {
+            let runs = counter.read();
+            let syscall = reader.syscall(t.tid).unwrap();
+            let st = reader.status(t.tid).unwrap();
+            let seen = Seen {
+                syscall: &syscall,
+                switches: (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches),
+                runs,
+            };
+            let mut reads = Vec::new();
+            let mut unwinds = 0;
+            let got = copy_blocked(
+                &mut reader,
+                t.tid,
+                seen,
+                Some(&counter),
+                (4096, 16384),
+                &mut buf,
+                &mut |addr, b| {
+                    if pokes.get(reads.len()).copied().unwrap_or(false) {
+                        t.poke();
+                    }
+                    reads.push(b.len());
+                    memory.read(addr, b)
+                },
+                &mut |_, _| {
+                    unwinds += 1;
+                    (
+                        RawFrames {
+                            addrs: vec![(1, false)],
+                            end: UnwindEnd::Clean,
+                        },
+                        complete,
+                    )
+                },
+            );
+            (got.map(|(_, before)| before), runs, reads, unwinds)
+        };
+        // Still: taken from the first copy, checked with the reading made before the line.
+        let (got, runs, reads, unwinds) = take(&[], true);
+        assert_eq!(got, Some(runs));
+        assert_eq!((reads, unwinds), (vec![4096], 1));
+        // It ran during the first copy: taken from the second, with a fresh reading.
+        let (got, runs, reads, unwinds) = take(&[true], true);
+        assert!(got.is_some_and(|b| b != runs), "{got:?} {runs:?}");
+        assert_eq!((reads, unwinds), (vec![4096, 4096], 1));
+        // It ran during both: not taken.
+        let (got, _, reads, unwinds) = take(&[true, true], true);
+        assert_eq!(got, None);
+        assert_eq!((reads, unwinds), (vec![4096, 4096], 0));
+        // Not complete within the first window: copied again whole (and still not complete).
+        let (got, _, reads, unwinds) = take(&[], false);
+        assert_eq!(got, None);
+        assert_eq!((reads, unwinds), (vec![4096, 16384], 2));
     }
 
     /// The same system call at the same place, whatever the kernel view added about its fd;
