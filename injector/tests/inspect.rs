@@ -547,8 +547,11 @@ fn compressed_libc_debug_file(pid: i32) -> Option<PathBuf> {
     (debug != Path::new(libc) && flags.contains('C')).then_some(debug)
 }
 
-/// Frames of every thread, by name: (function, file, line) each.
-fn frames_by_thread(d: &Value) -> Vec<(String, Vec<(Value, Value, Value)>)> {
+/// A frame's function, file and line.
+type Place = (Value, Value, Value);
+
+/// Frames of every thread, by name.
+fn frames_by_thread(d: &Value) -> Vec<(String, Vec<Place>)> {
     let mut out: Vec<_> = d["threads"]
         .as_array()
         .unwrap()
