@@ -9,7 +9,7 @@
 use crate::util::*;
 use stackdump_core::compare;
 use stackdump_core::inspect;
-use stackdump_core::model::{Dump, Finding, Pid, Tid};
+use stackdump_core::model::{Dump, Finding, KernelView, Pid, SyscallState, Tid};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,7 +25,44 @@ fn spawn_incident(preload: Preload) -> Target {
         .args(["--clients", &CLIENTS.to_string()]);
     let mut t = Target::spawn(cmd, preload);
     t.wait_ready(deadline());
+    wait_workers_stuck(&t);
     t
+}
+
+/// Wait until every worker sleeps for good in write(2) on the full pipe. READY alone does not
+/// prove it: incident.py reads a worker's syscall and then its state, one after the other, so a
+/// worker seen in write(2) while it waits for the pipe's lock (state D) and then in S (already
+/// past that write, waiting for the GIL) passes. A worker counts here when two kernel views in a
+/// row agree: in write(2) on fd 2 with the same registers, wait channel in pipe_write, state S,
+/// and the same context-switch counts (it was not switched out in between, so both views see
+/// one sleep). Asleep in S in pipe_write is the wait for room in the pipe (its lock sleeps in
+/// D), and nothing ever reads that pipe.
+fn wait_workers_stuck(t: &Target) {
+    let workers = worker_tids(t);
+    let mut reader = stackdump_core::proc::TaskReader::new(t.proc_dir());
+    reader.kernel_stacks = false;
+    let mut view = |tid: Tid| reader.kernel_view(tid).ok().map(|(_, v, _)| v);
+    let mut stuck = |tid: Tid| {
+        let (Some(a), Some(b)) = (view(tid), view(tid)) else {
+            return false;
+        };
+        let in_write_2 = matches!(&a.syscall, SyscallState::InSyscall { name: Some(n), args, .. }
+            if n == "write" && args.first().map(|fd| fd.0) == Some(2));
+        let asleep_in_pipe_write = |v: &KernelView| {
+            v.state == "S" && v.wchan.as_deref().is_some_and(|w| w.contains("pipe_write"))
+        };
+        in_write_2
+            && a.syscall == b.syscall
+            && asleep_in_pipe_write(&a)
+            && asleep_in_pipe_write(&b)
+            && (a.voluntary_ctxt_switches, a.nonvoluntary_ctxt_switches)
+                == (b.voluntary_ctxt_switches, b.nonvoluntary_ctxt_switches)
+    };
+    assert!(
+        poll_until(deadline(), || workers.iter().all(|&tid| stuck(tid))),
+        "the workers did not all end up asleep in write(2) on the full pipe\n{}",
+        t.describe()
+    );
 }
 
 fn spawn_lockwait(preload: Preload, args: &[&str]) -> Target {
@@ -294,14 +331,54 @@ fn incident_compare_over_three_dumps_reports_the_workers_stuck() {
     assert_eq!(dumps.len(), 3);
     let c = compare::compare(&dumps);
     check_workers_stuck(&c, &t, 3);
-    // Folded over the three dumps: the workers' stack counted 3 × 4 times.
-    let folded = stackdump_core::folded::folded(&dumps);
-    assert!(
-        folded
-            .lines()
-            .any(|l| l.ends_with(&format!(" {}", 3 * WORKERS))),
-        "{folded}"
+    check_workers_folded(&dumps, 3);
+}
+
+/// Folded over `dumps` dumps of stuck workers: each worker's stack once per dump, and workers
+/// with the same stack on one line, their counts summed.
+///
+/// The workers need not all share one native stack. CPython's specializing interpreter (3.11
+/// and later) specializes the print() call in `_db_execute` once it has run a few times (shared
+/// by all threads: it is the code object's); a worker that entered that print() before then
+/// blocks below the generic call (`PyObject_Vectorcall` → `cfunction_vectorcall_FASTCALL_KEYWORDS`
+/// → `builtin_print`), a worker that entered it later below the specialized one (`builtin_print`
+/// called straight from `_PyEval_EvalFrameDefault`). Which workers block where depends on how the
+/// threads were scheduled while the pipe filled up: under load, a worker that began its first
+/// print() and was preempted before its write(2) blocks there while the others fill the pipe.
+/// So the count is checked per stack, not as one line of `dumps` × WORKERS.
+fn check_workers_folded(dumps: &[Dump], n: u64) {
+    use stackdump_core::folded::{folded, folded_with, Options};
+    use std::collections::BTreeMap;
+    let named = folded_with(
+        dumps,
+        &Options {
+            thread_names: true,
+            ..Options::default()
+        },
     );
+    let mut workers_with: BTreeMap<&str, u64> = BTreeMap::new();
+    for i in 0..WORKERS {
+        let prefix = format!("[worker-{i}];");
+        let lines: Vec<&str> = named.lines().filter(|l| l.starts_with(&prefix)).collect();
+        let [line] = lines[..] else {
+            panic!("worker-{i} should have one stack in all {n} dumps: {lines:#?}\n{named}");
+        };
+        let (stack, count) = line.rsplit_once(' ').expect("stack count");
+        assert!(
+            count == n.to_string() && stack.contains(";_db_execute;") && stack.contains("write"),
+            "worker-{i}: its stack blocked in write from _db_execute, once per dump ({n}): {line}\n{named}"
+        );
+        *workers_with.entry(&stack[prefix.len()..]).or_default() += 1;
+    }
+    // Without names: one line per distinct stack, counted over every dump.
+    let folded = folded(dumps);
+    for (stack, workers) in workers_with {
+        let line = format!("{stack} {}", n * workers);
+        assert!(
+            folded.lines().any(|l| l == line),
+            "{workers} worker(s) × {n} dumps: {line}\n{folded}"
+        );
+    }
 }
 
 #[test]
