@@ -7,7 +7,7 @@
 //!   `process_vm_readv`, then the run counter again: unchanged means it was not put on a CPU
 //!   since before the line was read, so it did not move while it was copied ([`copy_blocked`]:
 //!   without `schedstat`, the line and the context-switch counts are compared instead; a thread
-//!   that moved is tried once more from a fresh line). The copy is unwound with the shared
+//!   that ran but is back in the same call at the same place is tried once more). The copy is unwound with the shared
 //!   DWARF unwinder from SP and PC alone and kept only when it ends at a thread entry point,
 //!   named from the modules' symbol tables (a frame whose CFA depends on a register the kernel
 //!   does not show, e.g. rbp, cannot unwind that way).
@@ -417,8 +417,8 @@ pub const FIRST_WINDOW: usize = 16 * 1024;
 /// `syscall` line, that proves the line still holds; otherwise the line is read again after
 /// the copy and must be the same call at the same SP and PC. Where the kernel keeps no run
 /// counter, the context-switch counts of `status` are compared with `seen`'s instead. When
-/// the kernel view is stale (the thread ran since), the check is made once more with a fresh
-/// `syscall` line.
+/// the thread ran since (or during the copy) but is back in the same call at the same SP and
+/// PC, the copy and the check are made once more from a fresh `syscall` line.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_blocked(
     reader: &mut TaskReader,
@@ -466,9 +466,15 @@ pub fn copy_blocked(
             if retried || n < 16 || counter.is_none() {
                 return None;
             }
-            // It moved since the kernel view (or during the copy): once more, from a fresh line.
+            // It ran since the kernel view (or during the copy): once more, from a fresh line,
+            // if it is back in the same call at the same place (else the kernel view would
+            // describe another moment than the stack).
             retried = true;
-            fresh = Some(reader.syscall(tid).ok()?);
+            let now = reader.syscall(tid).ok()?;
+            if !same_call(&now, seen.syscall) {
+                return None;
+            }
+            fresh = Some(now);
             continue;
         }
         let regs = Regs {

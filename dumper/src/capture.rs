@@ -13,9 +13,10 @@ use stackdump_core::model::{
     CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView, PhaseTimes, Pid,
     SyscallState, Thread, Tid, Trigger, FORMAT,
 };
+use stackdump_core::outside::{Seen, FIRST_WINDOW};
 use stackdump_core::proc::{self, TaskReader};
 use stackdump_core::timefmt::UtcTime;
-use stackdump_core::unwind::{ModuleSource, Modules, RawFrames, Regs, UnwindEnd, THREAD_ROOTS};
+use stackdump_core::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,9 +42,6 @@ const TAKER_PATIENCE: Duration = Duration::from_millis(10);
 /// How many times a Python thread that ran during the dump is taken again (see
 /// `retake_moved_python_threads`).
 const RETAKES: usize = 3;
-
-/// Bytes of stack copied first for a thread blocked in a system call (see `copy_blocked`).
-const FIRST_WINDOW: usize = 16 * 1024;
 
 /// A capture that has not answered after this long no longer counts against the number of
 /// threads signalled at once (it still has until the deadline to answer).
@@ -450,14 +448,13 @@ impl DumpThread {
     /// blocked, moved during the copy, or does not unwind from SP and PC alone. With the
     /// frames comes the thread's run counter at the copy, when there is one.
     ///
-    /// "Did not move" is proved by the thread's run counter (`schedstat`, read before and
-    /// after the copy: it did not run in between) and the `syscall` line read after the copy
-    /// being the one whose SP and PC we copied from; where the kernel keeps no run counter, by
-    /// the context-switch counts of `status` instead, compared with phase 0's.
-    ///
-    /// The first copy is [`FIRST_WINDOW`] bytes (most stacks are a few KiB deep; copying the
-    /// whole window for every thread cost ~3 ms per 1000 threads); a stack that does not
-    /// unwind to its end within it is copied again with the whole window.
+    /// The copy and its proof are `stackdump inspect`'s ([`stackdump_core::outside::
+    /// copy_blocked`]): the run counter (`schedstat`) unchanged across the copy and the
+    /// `syscall` line read after it still the one copied from (where the kernel keeps no run
+    /// counter, the context-switch counts of `status`, compared with phase 0's); the first
+    /// copy is [`FIRST_WINDOW`] bytes, then the whole window if the stack does not end within
+    /// it; a thread that ran but is back in the same call at the same place is copied once
+    /// more instead of being sent the capture signal.
     fn copy_blocked(
         &mut self,
         reader: &mut TaskReader,
@@ -465,44 +462,32 @@ impl DumpThread {
         syscall: &SyscallState,
         switches: (u64, u64),
     ) -> Option<(RawFrames, Option<(u64, u64)>)> {
-        let SyscallState::InSyscall { sp, pc, .. } = *syscall else {
-            return None;
-        };
-        let full = self.cfg.window;
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize(full, 0);
         let counter = reader.run_counter(tid);
-        let mut result = None;
-        for window in [FIRST_WINDOW.min(full), full] {
-            let before = counter.as_ref().and_then(|c| c.read());
-            // SAFETY: `buf` is our own buffer of `full >= window` bytes, not shared.
-            let n = unsafe { sigctx::read_own_memory(buf.as_mut_ptr(), sp.0, window) };
-            let same_syscall = matches!(reader.syscall(tid), Ok(now) if now == *syscall);
-            let still = match (&counter, before) {
-                (Some(c), Some(b)) => c.read() == Some(b),
-                _ => matches!(reader.status(tid), Ok(st)
-                    if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == switches),
-            };
-            if n < 16 || !same_syscall || !still {
-                break;
-            }
-            let regs = Regs {
-                pc: pc.0,
-                sp: sp.0,
-                fp: 0,
-                lr: 0,
-            };
-            let frames = self
-                .modules
-                .unwind(&regs, &buf[..n], self.cfg.max_frames, true);
-            if frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames) {
-                result = Some((frames, before));
-                break;
-            }
-            if n < window || window == full {
-                break; // the copy reached the end of the stack, or was the whole window
-            }
-        }
+        let full = self.cfg.window;
+        let max_frames = self.cfg.max_frames;
+        let mut buf = std::mem::take(&mut self.scratch);
+        let seen = Seen {
+            syscall,
+            switches,
+            runs: None, // read at the copy, after phase 0's `syscall` line
+        };
+        let result = stackdump_core::outside::copy_blocked(
+            reader,
+            tid,
+            seen,
+            counter.as_ref(),
+            (FIRST_WINDOW.min(full), full),
+            &mut buf,
+            &mut |addr, b| {
+                // SAFETY: `b` is our own buffer of `b.len()` bytes, not shared.
+                unsafe { sigctx::read_own_memory(b.as_mut_ptr(), addr, b.len()) }
+            },
+            &mut |regs, stack| {
+                let frames = self.modules.unwind(regs, stack, max_frames, true);
+                let complete = frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames);
+                (frames, complete)
+            },
+        );
         self.scratch = buf;
         result
     }
