@@ -10,11 +10,12 @@
 //! empty DWARF 5 *type unit* header, which `addr2line` skips without parsing (it never looks
 //! at type units). The copy is allocated zeroed, so the pages it never writes cost nothing.
 //!
-//! Which unit holds an address comes from `.debug_aranges`. The filtering is refused (and the
-//! caller sets up the whole file instead) when an address is in no arange, or when a kept unit
-//! may refer to an entry of another unit (an attribute of form `DW_FORM_ref_addr`, the
-//! supplementary-file forms, or `DW_FORM_indirect`): link-time optimised code and `dwz`-
-//! compressed files do that, and a name found through such a reference would then be missing.
+//! Which unit holds an address comes from `.debug_aranges`; the caller sets up the whole file
+//! instead when an address is in no arange. A kept unit that refers to entries of other units
+//! (attributes of form `DW_FORM_ref_addr`: Rust crates split in codegen units, link-time
+//! optimised code, `dwz`'s partial units) brings those units along, transitively
+//! ([`with_referenced_units`]), so every name `addr2line` looks up through such a reference is
+//! there.
 
 use addr2line::gimli;
 use gimli::{constants, Reader as _};
@@ -69,12 +70,70 @@ impl UnitIndex {
 /// type offset 4).
 const FILLER: usize = 24;
 
-/// A copy of `info` (a whole `.debug_info` section) in which the units at the offsets `keep`
-/// are as they are and everything else is filler (see the module doc). None when a kept unit
-/// is not a well-formed unit at that offset or may refer outside itself.
-pub fn filtered_info(
+/// The offsets of every unit of `info` (headers only: nothing inside a unit is read).
+pub fn unit_offsets(info: &[u8], endian: gimli::RunTimeEndian) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut headers = gimli::DebugInfo::new(info, endian).units();
+    while let Some(h) = headers.next().ok()? {
+        out.push(h.debug_info_offset()?.0);
+    }
+    Some(out)
+}
+
+/// `keep` and every unit its units refer to (`DW_FORM_ref_addr`), transitively. `units` is
+/// [`unit_offsets`] of `info`. A unit whose abbreviations have no such form is not read
+/// further; the others have their entries' attributes of that form read. None when a unit
+/// cannot be read.
+pub fn with_referenced_units(
     info: &[u8],
     abbrev: &[u8],
+    endian: gimli::RunTimeEndian,
+    keep: &BTreeSet<usize>,
+    units: &[usize],
+) -> Option<BTreeSet<usize>> {
+    let debug_info = gimli::DebugInfo::new(info, endian);
+    let debug_abbrev = gimli::DebugAbbrev::new(abbrev, endian);
+    let mut out = keep.clone();
+    let mut todo: Vec<usize> = keep.iter().copied().collect();
+    while let Some(offset) = todo.pop() {
+        let header = debug_info
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+            .ok()?;
+        if !refers_outside(abbrev, endian, header.debug_abbrev_offset().0)? {
+            continue;
+        }
+        let abbrevs = header.abbreviations(&debug_abbrev).ok()?;
+        let mut entries = header.entries_raw(&abbrevs, None).ok()?;
+        while !entries.is_empty() {
+            let Some(a) = entries.read_abbreviation().ok()? else {
+                continue;
+            };
+            for spec in a.attributes() {
+                if !matches!(
+                    spec.form(),
+                    constants::DW_FORM_ref_addr | constants::DW_FORM_indirect
+                ) {
+                    entries.skip_attributes(std::slice::from_ref(spec)).ok()?;
+                    continue;
+                }
+                let attr = entries.read_attribute(*spec).ok()?;
+                if let gimli::AttributeValue::DebugInfoRef(r) = attr.value() {
+                    let i = units.partition_point(|&u| u <= r.0).checked_sub(1)?;
+                    if out.insert(units[i]) {
+                        todo.push(units[i]);
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A copy of `info` (a whole `.debug_info` section) in which the units at the offsets `keep`
+/// are as they are and everything else is filler (see the module doc). None when a kept unit
+/// is not a well-formed compilation or partial unit at that offset.
+pub fn filtered_info(
+    info: &[u8],
     endian: gimli::RunTimeEndian,
     keep: &BTreeSet<usize>,
 ) -> Option<Box<[u8]>> {
@@ -84,11 +143,14 @@ pub fn filtered_info(
         let header = debug_info
             .header_from_offset(gimli::DebugInfoOffset(offset))
             .ok()?;
-        if !matches!(header.type_(), gimli::UnitType::Compilation) {
+        if !matches!(
+            header.type_(),
+            gimli::UnitType::Compilation | gimli::UnitType::Partial
+        ) {
             return None;
         }
         let end = offset.checked_add(header.length_including_self())?;
-        if end > info.len() || refers_outside(abbrev, endian, header.debug_abbrev_offset().0)? {
+        if end > info.len() {
             return None;
         }
         spans.push((offset, end));
@@ -142,7 +204,7 @@ pub fn filtered_info(
 }
 
 /// Whether the abbreviations table at `offset` of `.debug_abbrev` has an attribute whose form
-/// may point into another unit. None when the table cannot be read.
+/// may point into another unit of the same file. None when the table cannot be read.
 fn refers_outside(abbrev: &[u8], endian: gimli::RunTimeEndian, offset: usize) -> Option<bool> {
     let mut r: Slice = gimli::EndianSlice::new(abbrev.get(offset..)?, endian);
     loop {
@@ -163,11 +225,7 @@ fn refers_outside(abbrev: &[u8], endian: gimli::RunTimeEndian, offset: usize) ->
             }
             if matches!(
                 form,
-                constants::DW_FORM_ref_addr
-                    | constants::DW_FORM_GNU_ref_alt
-                    | constants::DW_FORM_ref_sup4
-                    | constants::DW_FORM_ref_sup8
-                    | constants::DW_FORM_indirect
+                constants::DW_FORM_ref_addr | constants::DW_FORM_indirect
             ) {
                 return Some(true);
             }
@@ -191,23 +249,6 @@ mod tests {
         u
     }
 
-    fn abbrev(form: u16) -> Vec<u8> {
-        // code 1, DW_TAG_compile_unit, no children, (DW_AT_name, form), (0, 0), end.
-        let mut a = vec![1, 0x11, 0, 0x03];
-        let mut f = form as u64;
-        loop {
-            let b = (f & 0x7f) as u8;
-            f >>= 7;
-            if f == 0 {
-                a.push(b);
-                break;
-            }
-            a.push(b | 0x80);
-        }
-        a.extend_from_slice(&[0, 0, 0]);
-        a
-    }
-
     #[test]
     fn keeps_the_units_asked_for_and_covers_the_rest() {
         let le = gimli::RunTimeEndian::Little;
@@ -226,9 +267,8 @@ mod tests {
                 Some(o)
             })
             .collect();
-        let abbrev = abbrev(0x08); // DW_FORM_string
         let keep: BTreeSet<usize> = [offsets[0], offsets[3]].into();
-        let out = filtered_info(&info, &abbrev, le, &keep).expect("filtered");
+        let out = filtered_info(&info, le, &keep).expect("filtered");
         assert_eq!(out.len(), info.len());
         // The kept units are unchanged, at their offsets.
         assert_eq!(&out[..units[0].len()], &units[0][..]);
@@ -245,26 +285,50 @@ mod tests {
         assert_eq!(seen[2], (offsets[3], gimli::UnitType::Compilation));
         // A gap too small for a filler keeps its units as they are.
         let keep: BTreeSet<usize> = [offsets[1], offsets[3]].into();
-        let out = filtered_info(&info, &abbrev, le, &keep).expect("filtered");
+        let out = filtered_info(&info, le, &keep).expect("filtered");
         assert_eq!(&out[offsets[2]..offsets[3]], &units[2][..]);
         // Not at a unit's start: refused.
-        assert!(filtered_info(&info, &abbrev, le, &[offsets[0] + 1].into()).is_none());
+        assert!(filtered_info(&info, le, &[offsets[0] + 1].into()).is_none());
     }
 
     #[test]
-    fn refuses_units_that_may_refer_to_other_units() {
+    fn a_kept_unit_brings_the_units_it_refers_to() {
         let le = gimli::RunTimeEndian::Little;
-        let info = [unit(&[1, 0, 0, 0, 0]), unit(&[0u8; 40])].concat();
-        for (form, refused) in [
-            (0x10u16, true), // DW_FORM_ref_addr
-            (0x1f20, true),  // DW_FORM_GNU_ref_alt
-            (0x16, true),    // DW_FORM_indirect
-            (0x13, false),   // DW_FORM_ref4: inside the unit
-            (0x0e, false),   // DW_FORM_strp
-        ] {
-            let got = filtered_info(&info, &abbrev(form), le, &[0].into());
-            assert_eq!(got.is_none(), refused, "form {form:#x}");
-        }
+        // Every unit: one DIE whose only attribute (DW_AT_abstract_origin) is a reference of
+        // form `form` (4 bytes in DWARF 4's 32-bit format).
+        let units_with =
+            |refs: [u32; 4]| refs.map(|r| unit(&[[1].as_slice(), &r.to_le_bytes()].concat()));
+        let size = unit(&[0; 5]).len() as u32;
+        let off = |i: u32| i * size;
+        // A → C, B → A, C → C, D → A.
+        let units = units_with([off(2), off(0), off(2), off(0)]);
+        let info = units.concat();
+        let all = unit_offsets(&info, le).unwrap();
+        assert_eq!(all, (0..4).map(|i| off(i) as usize).collect::<Vec<_>>());
+        let abbrev = |form: u16| {
+            let mut a = vec![1, 0x11, 0, 0x31];
+            a.push(form as u8);
+            a.extend_from_slice(&[0, 0, 0]);
+            a
+        };
+        let of = |keep: &[u32], form: u16| -> Vec<usize> {
+            let keep: BTreeSet<usize> = keep.iter().map(|&i| off(i) as usize).collect();
+            with_referenced_units(&info, &abbrev(form), le, &keep, &all)
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
+        let o = |v: &[u32]| v.iter().map(|&i| off(i) as usize).collect::<Vec<_>>();
+        assert_eq!(of(&[0], 0x10), o(&[0, 2])); // DW_FORM_ref_addr: A brings C
+        assert_eq!(of(&[1], 0x10), o(&[0, 1, 2])); // B brings A, which brings C
+        assert_eq!(of(&[2], 0x10), o(&[2]));
+        // DW_FORM_ref4 (inside the unit), DW_FORM_strp: nothing else is read.
+        assert_eq!(of(&[1], 0x13), o(&[1]));
+        assert_eq!(of(&[1], 0x0e), o(&[1]));
+        // And the filtered copy parses with B's closure kept.
+        let keep: BTreeSet<usize> = o(&[0, 1, 2]).into_iter().collect();
+        let out = filtered_info(&info, le, &keep).unwrap();
+        assert_eq!(&out[..off(3) as usize], &info[..off(3) as usize]);
     }
 
     #[test]

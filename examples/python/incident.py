@@ -101,6 +101,19 @@ def handle_request(worker, request):
     _db_execute(worker, request)
 
 
+def warm_up():
+    # CPython (3.11+) specialises a call site once it has run a few times, for every thread at
+    # once: a worker that entered print() before that blocks in write(2) under another native
+    # call chain (PyObject_Vectorcall -> builtin_print) than one that entered it after. Run the
+    # request path here first, into /dev/null, so every worker takes the same path from its
+    # first request and their native stacks are the same, as in the incident.
+    _local.stderr = open(os.devnull, "w", encoding="utf-8")
+    for request in range(2000):
+        handle_request(-1, request)
+    _local.stderr.close()
+    del _local.stderr
+
+
 def worker_main(worker):
     _set_os_thread_name(threading.current_thread().name)
     request = 0
@@ -187,6 +200,7 @@ def main():
     if args.clients:
         server, port, accepted = make_close_wait_connections(args.clients)
 
+    warm_up()
     make_stderr_a_full_pipe_to_be()
 
     workers = [
