@@ -12,14 +12,19 @@
 //!   CLI uses it: the preloaded library never writes outside its dump directory.
 //! - What: one file per build id (`dwarf/<build id>.sections`), written to a temporary name
 //!   and renamed, mode 0600 in a 0700 directory. A file is used only when its header names the
-//!   same build id and holds, for every compressed section the debug file has, a section of
-//!   exactly the size the debug file's compression header states; anything else (a truncated or
-//!   foreign file) is ignored and rewritten.
+//!   same build id **and the same debug file** (device, inode, size, modification and change
+//!   times: a file made from another file that claims the same build id, e.g. in a container,
+//!   is never used for this one) and holds, for every compressed section the debug file has, a
+//!   section of exactly the size the debug file's compression header states; anything else (a
+//!   truncated or foreign file) is ignored and rewritten.
+//! - Trust: the directories must be real directories (not symbolic links) owned by the user
+//!   running the CLI and writable by nobody else, and a cache file a regular file owned by that
+//!   user, opened without following symbolic links; otherwise the cache is not used. Only files
+//!   named like ours are ever removed.
 //! - How big: at most [`LIMIT`] bytes in all; the least recently used files are removed when a
 //!   new one would go past it.
 //!
-//! Build ids identify a file's contents (the linker hashes them), so nothing here ever needs to
-//! be invalidated; a module without a build id is simply not cached.
+//! A module without a build id is not cached.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The cache's size limit, all files together.
 pub const LIMIT: u64 = 512 << 20;
 
-const MAGIC: &[u8; 8] = b"SDDWARF1";
+const MAGIC: &[u8; 8] = b"SDDWARF2";
 
 /// The cache directory (see the module doc).
 #[derive(Debug, Clone)]
@@ -62,7 +67,8 @@ impl DwarfCache {
         let dir = match std::env::var_os("STACKDUMP_CACHE_DIR") {
             Some(v) if v.is_empty() || v == "off" => return None,
             Some(v) => PathBuf::from(v),
-            None => match var("XDG_CACHE_HOME") {
+            // A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
+            None => match var("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
                 Some(x) => PathBuf::from(x).join("stackdump"),
                 None => PathBuf::from(var("HOME")?).join(".cache/stackdump"),
             },
@@ -80,15 +86,28 @@ impl DwarfCache {
         self.dir.join("dwarf").join(format!("{hex}.sections"))
     }
 
-    /// The cached sections of build id `build_id`, when there is a file and it holds every
-    /// `expected` section (name, decompressed size) at its size.
-    pub fn load(&self, build_id: &[u8], expected: &[(&str, usize)]) -> Option<Cached> {
-        if build_id.is_empty() {
+    /// The cached sections of `key`, when there is a file and it holds every `expected`
+    /// section (name, decompressed size) at its size.
+    pub fn load(&self, key: &Key, expected: &[(&str, usize)]) -> Option<Cached> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        if key.build_id.is_empty()
+            || !trusted_dir(&self.dir)
+            || !trusted_dir(&self.dir.join("dwarf"))
+        {
             return None;
         }
-        let path = self.file(build_id);
-        let map = crate::symbols::Mapped::open(&path)?;
-        let sections = parse(map.bytes(), build_id)?;
+        let path = self.file(&key.build_id);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        let meta = f.metadata().ok()?;
+        if !meta.is_file() || meta.uid() != euid() {
+            return None;
+        }
+        let map = crate::symbols::Mapped::of_file(&f)?;
+        let sections = parse(map.bytes(), key)?;
         let complete = expected.iter().all(|(name, size)| {
             sections
                 .iter()
@@ -98,34 +117,36 @@ impl DwarfCache {
             return None;
         }
         // Most recently used: the eviction order.
-        let _ =
-            std::fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let _ = f.set_modified(std::time::SystemTime::now());
         Some(Cached { map, sections })
     }
 
-    /// Write the sections of build id `build_id` (name, decompressed bytes). Best effort: a
-    /// cache that cannot be written is not an error (the next run decompresses again).
-    pub fn store(&self, build_id: &[u8], sections: &[(&str, &[u8])]) {
-        if build_id.is_empty() || sections.is_empty() {
+    /// Write the sections of `key` (name, decompressed bytes). Best effort: a cache that cannot
+    /// be written is not an error (the next run decompresses again).
+    pub fn store(&self, key: &Key, sections: &[(&str, &[u8])]) {
+        if key.build_id.is_empty() || sections.is_empty() {
             return;
         }
-        let _ = self.try_store(build_id, sections);
+        let _ = self.try_store(key, sections);
     }
 
-    fn try_store(&self, build_id: &[u8], sections: &[(&str, &[u8])]) -> std::io::Result<()> {
+    fn try_store(&self, key: &Key, sections: &[(&str, &[u8])]) -> std::io::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = self.dir.join("dwarf");
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        if !trusted_dir(&self.dir) || !trusted_dir(&dir) {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
         let bytes: u64 = sections.iter().map(|(_, d)| d.len() as u64).sum();
         if bytes > LIMIT / 2 {
             return Ok(()); // one module may not take most of the cache
         }
         evict(&dir, LIMIT.saturating_sub(bytes));
-        let header = header(build_id, sections);
-        let path = self.file(build_id);
+        let header = header(key, sections);
+        let path = self.file(&key.build_id);
         let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
         let result = (|| {
             let f = std::fs::OpenOptions::new()
@@ -139,7 +160,9 @@ impl DwarfCache {
                 w.write_all(data)?;
                 w.write_all(&[0u8; 8][..pad8(data.len())])?;
             }
-            w.into_inner().map_err(|e| e.into_error())?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            // On disk before it has its name: after a crash, a file is whole or absent.
+            f.sync_data()?;
             std::fs::rename(&tmp, &path)
         })();
         if result.is_err() {
@@ -147,6 +170,64 @@ impl DwarfCache {
         }
         result
     }
+}
+
+/// What a cache file is for: a debug file, by build id and by identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    build_id: Vec<u8>,
+    /// Device, inode, size, modification and change times (ns) of the debug file.
+    identity: [u64; 5],
+}
+
+impl Key {
+    /// The key of the debug file at `source`, whose build id is `build_id`.
+    pub fn of(build_id: &[u8], source: &Path) -> Option<Key> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(source).ok()?;
+        let ns = |s: i64, n: i64| {
+            (s as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(n as u64)
+        };
+        Some(Key {
+            build_id: build_id.to_vec(),
+            identity: [
+                m.dev(),
+                m.ino(),
+                m.size(),
+                ns(m.mtime(), m.mtime_nsec()),
+                ns(m.ctime(), m.ctime_nsec()),
+            ],
+        })
+    }
+}
+
+/// Our effective uid.
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// `path` is a directory (not a symbolic link to one) owned by us and writable by nobody else.
+fn trusted_dir(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_dir() && m.uid() == euid() && m.mode() & 0o022 == 0)
+}
+
+/// Whether `name` is one of the files this module writes: `<hex>.sections`, or a temporary
+/// `.<pid>.<n>.tmp`.
+fn ours(name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(stem) = name.strip_suffix(".sections") {
+        return hex(stem);
+    }
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .and_then(|n| n.split_once('.'))
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
 }
 
 /// A number no other store of this process used (temporary file names).
@@ -160,9 +241,10 @@ fn pad8(n: usize) -> usize {
     (8 - n % 8) % 8
 }
 
-/// The file's header: magic, build id, then (name, offset, length) of each section; the
+/// The file's header: magic, build id, the debug file's identity, then (name, offset, length)
+/// of each section; the
 /// sections follow, each at an offset that is a multiple of 8. All numbers little-endian u64.
-fn header(build_id: &[u8], sections: &[(&str, &[u8])]) -> Vec<u8> {
+fn header(key: &Key, sections: &[(&str, &[u8])]) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(MAGIC);
     let put = |h: &mut Vec<u8>, v: u64| h.extend_from_slice(&v.to_le_bytes());
@@ -171,7 +253,10 @@ fn header(build_id: &[u8], sections: &[(&str, &[u8])]) -> Vec<u8> {
         h.extend_from_slice(b);
         h.extend_from_slice(&[0u8; 8][..pad8(b.len())]);
     };
-    put_bytes(&mut h, build_id);
+    put_bytes(&mut h, &key.build_id);
+    for v in key.identity {
+        put(&mut h, v);
+    }
     put(&mut h, sections.len() as u64);
     let table_len: usize = sections
         .iter()
@@ -187,17 +272,22 @@ fn header(build_id: &[u8], sections: &[(&str, &[u8])]) -> Vec<u8> {
     h
 }
 
-/// The sections a cache file holds, when it is well formed and is that of `build_id`.
-fn parse(file: &[u8], build_id: &[u8]) -> Option<Vec<(String, std::ops::Range<usize>)>> {
+/// The sections a cache file holds, when it is well formed and is that of `key`.
+fn parse(file: &[u8], key: &Key) -> Option<Vec<(String, std::ops::Range<usize>)>> {
     let mut c = Cursor { file, at: 0 };
     if c.take(8)? != MAGIC {
         return None;
     }
     let id_len = c.num()?;
-    if c.take(id_len)? != build_id {
+    if c.take(id_len)? != key.build_id {
         return None;
     }
     c.take(pad8(id_len))?;
+    for v in key.identity {
+        if c.take(8)? != v.to_le_bytes() {
+            return None;
+        }
+    }
     let count = c.num()?;
     if count > 64 {
         return None;
@@ -244,7 +334,10 @@ fn evict(dir: &Path, keep: u64) {
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
         .filter_map(|e| {
             let e = e.ok()?;
-            let m = e.metadata().ok()?;
+            if !ours(e.file_name().to_str()?) {
+                return None;
+            }
+            let m = e.metadata().ok()?; // of the entry itself: a symbolic link is not a file
             if !m.is_file() {
                 return None;
             }
@@ -267,79 +360,139 @@ fn evict(dir: &Path, keep: u64) {
 mod tests {
     use super::*;
 
+    fn key(id: &[u8], identity: u64) -> Key {
+        Key {
+            build_id: id.to_vec(),
+            identity: [1, 2, 3, 4, identity],
+        }
+    }
+
     #[test]
     fn stores_and_loads_only_what_matches() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = DwarfCache::at(dir.path());
-        let id = [0xab, 0xcd, 0xef, 1, 2];
+        let cache = DwarfCache::at(dir.path().join("c"));
+        let k = key(&[0xab, 0xcd, 0xef, 1, 2], 5);
         let info = vec![7u8; 1001];
         let line = b"line program".to_vec();
-        assert!(cache.load(&id, &[(".debug_info", 1001)]).is_none());
-        cache.store(&id, &[(".debug_info", &info), (".debug_line", &line)]);
+        assert!(cache.load(&k, &[(".debug_info", 1001)]).is_none());
+        cache.store(&k, &[(".debug_info", &info), (".debug_line", &line)]);
         let got = cache
-            .load(&id, &[(".debug_info", 1001), (".debug_line", line.len())])
+            .load(&k, &[(".debug_info", 1001), (".debug_line", line.len())])
             .expect("stored");
         assert_eq!(got.section(".debug_info"), Some(&info[..]));
         assert_eq!(got.section(".debug_line"), Some(&line[..]));
         assert_eq!(got.section(".debug_str"), None);
-        // Another build id, another size, a section it lacks: not used.
+        // Another build id, another debug file with the same build id, another size, a
+        // section it lacks: not used.
         assert!(cache
-            .load(&[0xab, 0xcd], &[(".debug_info", 1001)])
+            .load(&key(&[0xab, 0xcd], 5), &[(".debug_info", 1001)])
             .is_none());
-        assert!(cache.load(&id, &[(".debug_info", 1000)]).is_none());
-        assert!(cache.load(&id, &[(".debug_abbrev", 3)]).is_none());
-        // The file is private.
+        assert!(cache
+            .load(&key(&k.build_id, 6), &[(".debug_info", 1001)])
+            .is_none());
+        assert!(cache.load(&k, &[(".debug_info", 1000)]).is_none());
+        assert!(cache.load(&k, &[(".debug_abbrev", 3)]).is_none());
+        // The file is private, its directories too.
         use std::os::unix::fs::PermissionsExt;
-        let f = std::fs::metadata(cache.file(&id)).unwrap();
-        assert_eq!(f.permissions().mode() & 0o777, 0o600);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache.file(&k.build_id)), 0o600);
+        assert_eq!(mode(&dir.path().join("c")), 0o700);
+        assert_eq!(mode(&dir.path().join("c/dwarf")), 0o700);
     }
 
     #[test]
     fn a_damaged_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DwarfCache::at(dir.path());
-        let id = [9u8; 20];
+        let k = key(&[9u8; 20], 1);
         let info = vec![1u8; 4096];
-        cache.store(&id, &[(".debug_info", &info)]);
-        let path = cache.file(&id);
+        cache.store(&k, &[(".debug_info", &info)]);
+        let path = cache.file(&k.build_id);
         let whole = std::fs::read(&path).unwrap();
         for cut in [0, 7, 8, 40, whole.len() - 1] {
             std::fs::write(&path, &whole[..cut]).unwrap();
             assert!(
-                cache.load(&id, &[(".debug_info", 4096)]).is_none(),
+                cache.load(&k, &[(".debug_info", 4096)]).is_none(),
                 "cut at {cut}"
             );
         }
         let mut bad = whole.clone();
         bad[0] ^= 1;
         std::fs::write(&path, &bad).unwrap();
-        assert!(cache.load(&id, &[(".debug_info", 4096)]).is_none());
+        assert!(cache.load(&k, &[(".debug_info", 4096)]).is_none());
+        std::fs::write(&path, &whole).unwrap();
+        assert!(cache.load(&k, &[(".debug_info", 4096)]).is_some());
+    }
+
+    /// Symbolic links and directories others may write are not used; a FIFO in place of a
+    /// cache file does not block.
+    #[test]
+    fn an_untrusted_place_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        let k = key(&[1, 2, 3], 1);
+        let info = vec![3u8; 100];
+        DwarfCache::at(&real).store(&k, &[(".debug_info", &info)]);
+        let want = [(".debug_info", 100)];
+        assert!(DwarfCache::at(&real).load(&k, &want).is_some());
+        // Through a symbolic link: neither read nor written.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(DwarfCache::at(&link).load(&k, &want).is_none());
+        let k2 = key(&[4, 5, 6], 1);
+        DwarfCache::at(&link).store(&k2, &[(".debug_info", &info)]);
+        assert!(!DwarfCache::at(&real).file(&k2.build_id).exists());
+        // A group-writable directory.
+        std::fs::set_permissions(real.join("dwarf"), std::fs::Permissions::from_mode(0o770))
+            .unwrap();
+        assert!(DwarfCache::at(&real).load(&k, &want).is_none());
+        std::fs::set_permissions(real.join("dwarf"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        // A cache file that is a FIFO, or a symbolic link to a good file.
+        let path = DwarfCache::at(&real).file(&k.build_id);
+        let saved = dir.path().join("saved");
+        std::fs::rename(&path, &saved).unwrap();
+        let c = std::ffi::CString::new(path.as_os_str().to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(DwarfCache::at(&real).load(&k, &want).is_none());
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&saved, &path).unwrap();
+        assert!(DwarfCache::at(&real).load(&k, &want).is_none());
     }
 
     #[test]
-    fn evicts_the_least_recently_used() {
+    fn evicts_the_least_recently_used_of_its_own_files_only() {
         let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("old.sections");
-        let new = dir.path().join("new.sections");
-        std::fs::write(&old, vec![0u8; 1000]).unwrap();
-        std::fs::write(&new, vec![0u8; 1000]).unwrap();
+        let old = dir.path().join("0a.sections");
+        let new = dir.path().join("0b.sections");
+        let foreign = dir.path().join("libc.so.6");
+        for p in [&old, &new, &foreign] {
+            std::fs::write(p, vec![0u8; 1000]).unwrap();
+        }
         let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(&old)
-            .unwrap()
-            .set_modified(past)
-            .unwrap();
+        for p in [&old, &foreign] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
         evict(dir.path(), 1500);
         assert!(!old.exists());
         assert!(new.exists());
-        evict(dir.path(), 1000);
-        assert!(new.exists());
+        assert!(foreign.exists(), "not ours: never removed");
+        evict(dir.path(), 0);
+        assert!(!new.exists());
+        assert!(foreign.exists());
+        assert!(ours(".12.3.tmp") && ours("93ac.sections"));
+        assert!(!ours("x.sections") && !ours(".tmp") && !ours(".1.tmp") && !ours("a.so"));
     }
 
     #[test]
-    fn the_environment_names_the_directory_or_turns_it_off() {
-        // Only the pure part: `at` and file naming (the environment is process-wide).
+    fn file_names_are_the_build_id_in_hex() {
         let c = DwarfCache::at("/x");
         assert_eq!(c.file(&[0x0f, 0xa0]), Path::new("/x/dwarf/0fa0.sections"));
     }

@@ -46,7 +46,9 @@ impl UnitIndex {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
-                    Err(_) => return UnitIndex::default(),
+                    // An entry whose range overflows (seen from rustc): skipped, as addr2line
+                    // does; errors that end the set end the iteration.
+                    Err(_) => continue,
                 }
             }
         }

@@ -5,9 +5,10 @@
 //!   its kernel view ([`Capture`], through [`crate::inspect::Visit`]): its run counter
 //!   (`schedstat`) is read, then its `syscall` line (SP and PC), then its stack is copied with
 //!   `process_vm_readv`, then the run counter again: unchanged means it was not put on a CPU
-//!   since before the line was read, so it did not move while it was copied ([`copy_blocked`]:
-//!   without `schedstat`, the line and the context-switch counts are compared instead; a thread
-//!   that ran but is back in the same call at the same place is tried once more). The copy is unwound with the shared
+//!   since before the line was read (and read once more after the unwinding, which may read
+//!   beyond the copy), so it did not move while it was copied ([`copy_blocked`]: a thread that
+//!   ran but is back in the same call at the same place is tried once more; without
+//!   `schedstat`, the line and the context-switch counts are compared instead, once). The copy is unwound with the shared
 //!   DWARF unwinder from SP and PC alone and kept only when it ends at a thread entry point,
 //!   named from the modules' symbol tables (a frame whose CFA depends on a register the kernel
 //!   does not show, e.g. rbp, cannot unwind that way).
@@ -413,7 +414,10 @@ pub const FIRST_WINDOW: usize = 16 * 1024;
 /// alone (`unwind` says whether a stack is complete).
 ///
 /// "Did not move" is proved by the thread's run counter (`schedstat`): equal before and after
-/// the copy means it was not put on a CPU in between. When `seen.runs` was read before the
+/// the copy (and after the unwinding, which may read beyond the copy from live memory) means it
+/// was not put on a CPU in between. Both of its numbers matter: a thread that was on a CPU at
+/// the first reading and went to sleep since shows the same count of times put on a CPU, but
+/// more time on one. When `seen.runs` was read before the
 /// `syscall` line, that proves the line still holds; otherwise the line is read again after
 /// the copy and must be the same call at the same SP and PC. Where the kernel keeps no run
 /// counter, the context-switch counts of `status` are compared with `seen`'s instead. When
@@ -448,7 +452,7 @@ pub fn copy_blocked(
             _ => counter.and_then(|c| c.read()),
         };
         let n = read(sp.0, &mut buf[..window]);
-        let line_holds = (first_check && seen.runs.is_some())
+        let line_holds = (first_check && seen.runs.is_some() && counter.is_some())
             || matches!(reader.syscall(tid), Ok(now) if same_call(&now, syscall));
         let unmoved = match (counter, before) {
             (Some(c), Some(b)) => c.read() == Some(b),
@@ -462,7 +466,27 @@ pub fn copy_blocked(
                     if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == sw)
             }
         };
-        if !(line_holds && unmoved) || n < 16 {
+        let mut taken = None;
+        if line_holds && unmoved && n >= 16 {
+            let regs = Regs {
+                pc: pc.0,
+                sp: sp.0,
+                fp: 0,
+                lr: 0,
+            };
+            let (raw, complete) = unwind(&regs, &buf[..n]);
+            // The unwinder may have read beyond the copy, from live memory: the thread must
+            // still not have run once it is done (without a run counter, the switch counts
+            // were compared after the copy only).
+            let still = match (counter, before) {
+                (Some(c), Some(b)) => c.read() == Some(b),
+                _ => true,
+            };
+            if still {
+                taken = Some((raw, complete));
+            }
+        }
+        let Some((raw, complete)) = taken else {
             if retried || n < 16 || counter.is_none() {
                 return None;
             }
@@ -476,14 +500,7 @@ pub fn copy_blocked(
             }
             fresh = Some(now);
             continue;
-        }
-        let regs = Regs {
-            pc: pc.0,
-            sp: sp.0,
-            fp: 0,
-            lr: 0,
         };
-        let (raw, complete) = unwind(&regs, &buf[..n]);
         if complete {
             return Some((raw, before));
         }
@@ -1329,7 +1346,7 @@ mod tests {
             pid: unsafe { libc::getpid() },
         };
         let mut buf = Vec::new();
-        let mut take = |pokes: &[bool], complete: bool| {
+        let mut take = |pokes: &[bool], unwind_pokes: &[bool], complete: bool| {
             let runs = counter.read();
             let syscall = reader.syscall(t.tid).unwrap();
             let st = reader.status(t.tid).unwrap();
@@ -1355,6 +1372,9 @@ mod tests {
                     memory.read(addr, b)
                 },
                 &mut |_, _| {
+                    if unwind_pokes.get(unwinds).copied().unwrap_or(false) {
+                        t.poke();
+                    }
                     unwinds += 1;
                     (
                         RawFrames {
@@ -1368,19 +1388,24 @@ mod tests {
             (got.map(|(_, before)| before), runs, reads, unwinds)
         };
         // Still: taken from the first copy, checked with the reading made before the line.
-        let (got, runs, reads, unwinds) = take(&[], true);
+        let (got, runs, reads, unwinds) = take(&[], &[], true);
         assert_eq!(got, Some(runs));
         assert_eq!((reads, unwinds), (vec![4096], 1));
         // It ran during the first copy: taken from the second, with a fresh reading.
-        let (got, runs, reads, unwinds) = take(&[true], true);
+        let (got, runs, reads, unwinds) = take(&[true], &[], true);
         assert!(got.is_some_and(|b| b != runs), "{got:?} {runs:?}");
         assert_eq!((reads, unwinds), (vec![4096, 4096], 1));
         // It ran during both: not taken.
-        let (got, _, reads, unwinds) = take(&[true, true], true);
+        let (got, _, reads, unwinds) = take(&[true, true], &[], true);
         assert_eq!(got, None);
         assert_eq!((reads, unwinds), (vec![4096, 4096], 0));
+        // It ran while the first copy was unwound (whose reads may go beyond the copy): taken
+        // from the second.
+        let (got, runs, reads, unwinds) = take(&[], &[true], true);
+        assert!(got.is_some_and(|b| b != runs), "{got:?} {runs:?}");
+        assert_eq!((reads, unwinds), (vec![4096, 4096], 2));
         // Not complete within the first window: copied again whole (and still not complete).
-        let (got, _, reads, unwinds) = take(&[], false);
+        let (got, _, reads, unwinds) = take(&[], &[], false);
         assert_eq!(got, None);
         assert_eq!((reads, unwinds), (vec![4096, 16384], 2));
     }

@@ -104,8 +104,12 @@ unsafe impl Sync for Mapped {}
 impl Mapped {
     /// Map the file at `path` (None when it cannot be opened or is empty).
     pub fn open(path: &Path) -> Option<Mapped> {
+        Mapped::of_file(&std::fs::File::open(path).ok()?)
+    }
+
+    /// Map the open file `f` (None when it is empty or cannot be mapped).
+    pub fn of_file(f: &std::fs::File) -> Option<Mapped> {
         use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(path).ok()?;
         let len = usize::try_from(f.metadata().ok()?.len()).ok()?;
         if len == 0 {
             return None;
@@ -264,6 +268,8 @@ struct Lookup {
     all_units: Option<Vec<usize>>,
     /// The units the context was set up with; None when it is the whole file's.
     units: Option<std::collections::BTreeSet<usize>>,
+    /// Setting the whole file up failed: not tried again.
+    failed: bool,
 }
 
 impl Lookup {
@@ -304,19 +310,20 @@ impl Lookup {
 
     /// Set the context up for the whole file.
     fn whole(&mut self) {
-        if self.context.is_some() && self.units.is_none() {
+        if self.failed || (self.context.is_some() && self.units.is_none()) {
             return;
         }
         self.context = self.context_with(None);
         self.info = None;
         self.units = None;
+        self.failed = self.context.is_none();
     }
 
     /// Make sure the context covers the units of `svmas`: only those units, the ones they
     /// refer to and the ones already set up, when `.debug_aranges` places every address; else
     /// the whole file.
     fn want(&mut self, svmas: &[u64]) {
-        if self.context.is_some() && self.units.is_none() {
+        if self.failed || (self.context.is_some() && self.units.is_none()) {
             return;
         }
         let mut units = self.units.clone().unwrap_or_default();
@@ -382,7 +389,7 @@ impl ModuleDebug {
         };
         let mut sections = Vec::new();
         let mut maps = Vec::new();
-        let dwarf = dwarf_of(&obj, &mut sections, &mut maps, cache);
+        let dwarf = dwarf_of(&obj, source, &mut sections, &mut maps, cache);
         let names = SymbolTable::of(&obj);
         drop(obj);
         maps.push(map);
@@ -480,6 +487,7 @@ fn wanted(id: gimli::SectionId) -> bool {
 /// outlive the context: see [`ModuleDebug`].
 fn dwarf_of<'d>(
     obj: &object::File<'d, &'d [u8]>,
+    source: &Path,
     sections: &mut Vec<Box<[u8]>>,
     maps: &mut Vec<Mapped>,
     cache: Option<&DwarfCache>,
@@ -501,8 +509,13 @@ fn dwarf_of<'d>(
         })
         .collect();
     let build_id = obj.build_id().ok().flatten().unwrap_or_default();
-    let cache = cache.filter(|_| !compressed.is_empty() && !build_id.is_empty());
-    let cached = cache.and_then(|c| c.load(build_id, &compressed));
+    let key = cache
+        .filter(|_| !compressed.is_empty() && !build_id.is_empty())
+        .and_then(|_| crate::dwarfcache::Key::of(build_id, source));
+    let cache = cache.filter(|_| key.is_some());
+    let cached = key
+        .as_ref()
+        .and_then(|k| cache.and_then(|c| c.load(k, &compressed)));
     let mut fresh: Vec<(&'static str, usize)> = Vec::new();
     let mut load = |id: gimli::SectionId| -> Result<Reader, ()> {
         let empty = Ok(gimli::EndianSlice::new(&[], endian));
@@ -543,11 +556,11 @@ fn dwarf_of<'d>(
     for id in WANTED {
         loaded.push((id, load(id).ok()?));
     }
-    if let Some(cache) = cache {
+    if let (Some(cache), Some(key)) = (cache, &key) {
         if cached.is_none() && fresh.len() == compressed.len() {
             let parts: Vec<(&str, &[u8])> =
                 fresh.iter().map(|&(n, i)| (n, &*sections[i])).collect();
-            cache.store(build_id, &parts);
+            cache.store(key, &parts);
         }
     }
     if let Some(c) = cached {
@@ -565,6 +578,7 @@ fn dwarf_of<'d>(
         index,
         all_units: None,
         units: None,
+        failed: false,
     })
 }
 
