@@ -645,7 +645,7 @@ impl Capture {
                 .module_of(ip)
                 .and_then(|m| Some((m.file.as_deref()?, m.bias)))
             {
-                let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
+                let lookup = probe(ip, is_return);
                 by_file
                     .entry(file)
                     .or_default()
@@ -781,6 +781,16 @@ fn same_place(a: &SyscallState, b: &SyscallState, args: usize) -> bool {
     }
 }
 
+/// The address to look `ip` up at: a return address points after its call, so the call is
+/// one byte before it; an exact PC (frame 0, a signal frame) is itself.
+fn probe(ip: u64, is_return: bool) -> u64 {
+    if is_return {
+        ip.wrapping_sub(1)
+    } else {
+        ip
+    }
+}
+
 /// Function names from the modules' symbol tables (cheap: no DWARF), for deciding during the
 /// capture whether a stack read without a stop reached its thread's entry point.
 #[derive(Default)]
@@ -802,7 +812,7 @@ impl Names {
     /// True when a function in the last two frames is a thread entry point.
     fn ends_at_root(&mut self, modules: &Modules, root: &Path, raw: &RawFrames) -> bool {
         raw.addrs.iter().rev().take(2).any(|&(ip, is_return)| {
-            let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
+            let lookup = probe(ip, is_return);
             !modules.is_trampoline(ip)
                 && self
                     .name_of(modules, root, lookup)
@@ -827,7 +837,7 @@ fn frames_at(
         out.push(crate::symbols::trampoline_frame(ip, module, offset));
         return;
     }
-    let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
+    let lookup = probe(ip, is_return);
     let syms = match info.and_then(|m| m.file.as_deref().map(|f| (f, m.bias))) {
         Some((file, bias)) => symbols.symbols(file, root, lookup.wrapping_sub(bias)),
         None => Vec::new(),

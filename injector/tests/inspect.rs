@@ -49,6 +49,13 @@ fn c_example(name: &str) -> PathBuf {
     out
 }
 
+/// The C example `parked` with `workers` parked threads, once it is READY.
+fn spawn_parked(dl: &Deadline, workers: u32) -> Proc {
+    let mut cmd = Command::new(c_example("parked"));
+    cmd.arg(workers.to_string());
+    spawn_ready(dl, cmd).0
+}
+
 /// Spawn `cmd` (stdout piped) and wait for its `READY <pid> ...` line; returns the process and
 /// the words after READY.
 fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
@@ -140,9 +147,7 @@ fn assert_runs_on(dl: &Deadline, pid: i32, tid: i32) {
 #[test]
 fn parked_c_example_without_preload_has_full_symbolized_stacks() {
     let dl = Deadline::new(60);
-    let mut cmd = Command::new(c_example("parked"));
-    cmd.arg("6");
-    let (target, _) = spawn_ready(&dl, cmd);
+    let target = spawn_parked(&dl, 6);
     let d = inspect_json(&dl, target.pid, &[]);
     assert_eq!(d["capture"]["method"], "outside");
     assert_eq!(d["capture"]["signalled"], 0);
@@ -195,9 +200,7 @@ fn parked_c_example_without_preload_has_full_symbolized_stacks() {
 #[test]
 fn consistent_stops_all_threads_and_lets_them_go() {
     let dl = Deadline::new(60);
-    let mut cmd = Command::new(c_example("parked"));
-    cmd.arg("3");
-    let (target, _) = spawn_ready(&dl, cmd);
+    let target = spawn_parked(&dl, 3);
     let d = inspect_json(&dl, target.pid, &["--consistent"]);
     assert_eq!(d["capture"]["method"], "outside+consistent");
     let f = functions(thread(&d, "reader-0"));
@@ -387,9 +390,7 @@ fn the_incident_without_preload_names_the_stuck_write_and_compare_says_stuck() {
 #[test]
 fn folded_format_counts_distinct_stacks() {
     let dl = Deadline::new(60);
-    let mut cmd = Command::new(c_example("parked"));
-    cmd.arg("6");
-    let (target, _) = spawn_ready(&dl, cmd);
+    let target = spawn_parked(&dl, 6);
     let out = stackdump(
         &dl,
         &["inspect", &target.pid.to_string(), "--format", "folded"],
@@ -443,9 +444,7 @@ fn without_ptrace_permission_the_reason_and_the_kernel_view() {
     }
     let dl = Deadline::new(60);
     // A root process, inspected by nobody.
-    let mut cmd = Command::new(c_example("parked"));
-    cmd.arg("3");
-    let (target, _) = spawn_ready(&dl, cmd);
+    let target = spawn_parked(&dl, 3);
     let mut c = cli(&["inspect", &target.pid.to_string()]);
     c.uid(65534).gid(65534);
     let out = run(&dl, c);
@@ -573,9 +572,7 @@ fn frames_by_thread(d: &Value) -> Vec<(String, Vec<Place>)> {
 #[test]
 fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
     let dl = Deadline::new(60);
-    let mut cmd = Command::new(c_example("parked"));
-    cmd.arg("3");
-    let (target, _) = spawn_ready(&dl, cmd);
+    let target = spawn_parked(&dl, 3);
     let pid = target.pid.to_string();
     let home = Scratch::new("cache-home");
     let run = |env: &[(&str, &str)]| {
