@@ -68,10 +68,20 @@ impl DwarfCache {
             Some(v) if v.is_empty() || v == "off" => return None,
             Some(v) => PathBuf::from(v),
             // A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
-            None => match var("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
-                Some(x) => PathBuf::from(x).join("stackdump"),
-                None => PathBuf::from(var("HOME")?).join(".cache/stackdump"),
-            },
+            None => {
+                let parent = match var("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
+                    Some(x) => PathBuf::from(x),
+                    None => PathBuf::from(var("HOME")?).join(".cache"),
+                };
+                // Our own home's cache directory may not exist yet (a named
+                // STACKDUMP_CACHE_DIR must: nothing is created above it).
+                use std::os::unix::fs::DirBuilderExt;
+                let _ = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&parent);
+                parent.join("stackdump")
+            }
         };
         Some(DwarfCache::at(dir))
     }
@@ -81,22 +91,46 @@ impl DwarfCache {
         DwarfCache { dir: dir.into() }
     }
 
+    #[cfg(test)]
     fn file(&self, build_id: &[u8]) -> PathBuf {
-        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join("dwarf").join(format!("{hex}.sections"))
+        self.dir.join("dwarf").join(file_name(build_id))
+    }
+
+    /// The `dwarf/` directory, opened without following a symbolic link at it or at the cache
+    /// directory, when both are directories we trust (see [`trusted`]); created first (0700)
+    /// when `create`. Every later access goes through the returned descriptor, so a directory
+    /// renamed or replaced by a link after the check is not followed. Nothing is created in a
+    /// directory before it is checked.
+    fn open_dwarf_dir(&self, create: bool) -> Option<std::os::fd::OwnedFd> {
+        use nix::fcntl::{open, openat, OFlag};
+        use nix::sys::stat::{mkdirat, Mode};
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let private = Mode::from_bits_truncate(0o700);
+        if create {
+            // The cache directory itself, not its parents: those must exist (`~/.cache` is
+            // made by the default's caller, see from_env).
+            let _ = nix::unistd::mkdir(&self.dir, private);
+        }
+        let top = open(&self.dir, flags, Mode::empty()).ok()?;
+        if !trusted(&top) {
+            return None;
+        }
+        if create {
+            let _ = mkdirat(&top, "dwarf", private);
+        }
+        let dwarf = openat(&top, "dwarf", flags, Mode::empty()).ok()?;
+        trusted(&dwarf).then_some(dwarf)
     }
 
     /// The cached sections of `key`, when there is a file and it holds every `expected`
     /// section (name, decompressed size) at its size.
     pub fn load(&self, key: &Key, expected: &[(&str, usize)]) -> Option<Cached> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        if key.build_id.is_empty()
-            || !trusted_dir(&self.dir)
-            || !trusted_dir(&self.dir.join("dwarf"))
-        {
+        if key.build_id.is_empty() {
             return None;
         }
-        let path = self.file(&key.build_id);
+        let dir = self.open_dwarf_dir(false)?;
+        let path = fd_dir(&dir).join(file_name(&key.build_id));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -131,22 +165,18 @@ impl DwarfCache {
     }
 
     fn try_store(&self, key: &Key, sections: &[(&str, &[u8])]) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = self.dir.join("dwarf");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        if !trusted_dir(&self.dir) || !trusted_dir(&dir) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(dir_fd) = self.open_dwarf_dir(true) else {
             return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-        }
+        };
+        let dir = fd_dir(&dir_fd);
         let bytes: u64 = sections.iter().map(|(_, d)| d.len() as u64).sum();
         if bytes > LIMIT / 2 {
             return Ok(()); // one module may not take most of the cache
         }
         evict(&dir, LIMIT.saturating_sub(bytes));
         let header = header(key, sections);
-        let path = self.file(&key.build_id);
+        let path = dir.join(file_name(&key.build_id));
         let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
         let result = (|| {
             let f = std::fs::OpenOptions::new()
@@ -184,7 +214,10 @@ impl Key {
     /// The key of the debug file at `source`, whose build id is `build_id`.
     pub fn of(build_id: &[u8], source: &Path) -> Option<Key> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(source).ok()?;
+        let m = crate::rootfs::open_untrusted(source, crate::rootfs::MAX_MODULE_BYTES)
+            .ok()?
+            .metadata()
+            .ok()?;
         let ns = |s: i64, n: i64| {
             (s as u64)
                 .wrapping_mul(1_000_000_000)
@@ -209,11 +242,23 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// `path` is a directory (not a symbolic link to one) owned by us and writable by nobody else.
-fn trusted_dir(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .is_ok_and(|m| m.is_dir() && m.uid() == euid() && m.mode() & 0o022 == 0)
+/// The open directory `dir` is owned by us and writable by nobody else.
+fn trusted(dir: &std::os::fd::OwnedFd) -> bool {
+    nix::sys::stat::fstat(dir).is_ok_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == euid() && st.st_mode & 0o022 == 0
+    })
+}
+
+/// The path of an open directory: names under it are looked up in that very directory.
+fn fd_dir(dir: &std::os::fd::OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()))
+}
+
+/// The cache file of a build id.
+fn file_name(build_id: &[u8]) -> String {
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.sections")
 }
 
 /// Whether `name` is one of the files this module writes: `<hex>.sections`, or a temporary
@@ -443,6 +488,13 @@ mod tests {
         let k2 = key(&[4, 5, 6], 1);
         DwarfCache::at(&link).store(&k2, &[(".debug_info", &info)]);
         assert!(!DwarfCache::at(&real).file(&k2.build_id).exists());
+        // A link to a directory without a cache: nothing is created in it.
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let to_victim = dir.path().join("to-victim");
+        std::os::unix::fs::symlink(&victim, &to_victim).unwrap();
+        DwarfCache::at(&to_victim).store(&k2, &[(".debug_info", &info)]);
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
         // A group-writable directory.
         std::fs::set_permissions(real.join("dwarf"), std::fs::Permissions::from_mode(0o770))
             .unwrap();

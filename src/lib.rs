@@ -46,6 +46,7 @@ pub mod outside;
 pub mod proc;
 pub mod python;
 pub mod render;
+pub mod rootfs;
 pub mod signals;
 pub mod symbols;
 pub mod syscalls;

@@ -18,6 +18,7 @@
 //! [`FileSymbolizer`] keeps one [`ModuleDebug`] per file and memoizes per address.
 
 use crate::dwarfcache::DwarfCache;
+use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
 use addr2line::gimli;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
@@ -104,7 +105,7 @@ unsafe impl Sync for Mapped {}
 impl Mapped {
     /// Map the file at `path` (None when it cannot be opened or is empty).
     pub fn open(path: &Path) -> Option<Mapped> {
-        Mapped::of_file(&std::fs::File::open(path).ok()?)
+        Mapped::of_file(&open_untrusted(path, MAX_MODULE_BYTES).ok()?)
     }
 
     /// Map the open file `f` (None when it is empty or cannot be mapped).
@@ -176,7 +177,9 @@ fn build_id_file<'d, R: object::ReadRef<'d>>(
         &hex[..2],
         &hex[2..]
     ));
-    p.exists().then_some(p)
+    // Opened the one safe way: inside the target's root, with its user's rights, a regular
+    // file only (a planted link to a root-only file, a FIFO or a device is not a debug file).
+    open_untrusted(&p, MAX_MODULE_BYTES).is_ok().then_some(p)
 }
 
 /// The names of an ELF symbol table (defined text and data symbols, the best name per address,

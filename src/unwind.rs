@@ -112,18 +112,23 @@ impl ModuleSource {
     /// deleted or replaced since it was mapped, e.g. by a deploy), through
     /// `map_files/START-END` of its first mapping, which still reaches the mapped file.
     fn open(&self, path: &str, first: &Range<u64>) -> std::io::Result<(std::fs::File, PathBuf)> {
+        use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
         let by_map = || {
             let p = self
                 .proc_dir
                 .join(format!("map_files/{:x}-{:x}", first.start, first.end));
-            std::fs::File::open(&p).map(|f| (f, p))
+            open_untrusted(&p, MAX_MODULE_BYTES).map(|f| (f, p))
         };
-        if path.ends_with(" (deleted)") {
-            return by_map();
+        // Another process's module: exactly the mapped file when we may read `map_files`
+        // (root), whatever was renamed over its path since it was mapped.
+        if path.ends_with(" (deleted)") || self.proc_dir != Path::new("/proc/self") {
+            if let Ok(found) = by_map() {
+                return Ok(found);
+            }
         }
         let inside = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
         let p = self.root.join(inside);
-        std::fs::File::open(&p)
+        open_untrusted(&p, MAX_MODULE_BYTES)
             .map(|f| (f, p))
             .or_else(|_| by_map())
     }

@@ -12,11 +12,11 @@
 
 use crate::duration::format_duration;
 use crate::interrupt::Interrupt;
-use crate::rootfs::{self, SafeOpenError};
 use crate::target::{Target, TargetError};
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use stackdump_core::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
+use stackdump_core::rootfs::{self, SafeOpenError};
 use stackdump_core::signals::HostSignal;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};

@@ -18,7 +18,6 @@ mod fetch;
 mod inspect_cmd;
 mod interrupt;
 mod list;
-mod rootfs;
 mod run;
 mod signals_cmd;
 mod target;

@@ -6,8 +6,8 @@
 //! everything read from `/proc/PID` was about that very process, not a successor that got the
 //! same pid.
 
-use crate::rootfs::{SafeOpenError, TargetRoot};
 use stackdump_core::dumpfile::DumpFormat;
+use stackdump_core::rootfs::{SafeOpenError, TargetRoot};
 use stackdump_core::signals::{self, arch, HostSignal};
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};

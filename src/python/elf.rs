@@ -97,7 +97,8 @@ impl Finder {
         }
         let mut problems = Vec::new();
         for m in candidates {
-            let size = std::fs::metadata(in_root(root, &m.path))
+            let size = open_mapped(root, pid, m)
+                .and_then(|f| f.metadata())
                 .map(|md| md.len())
                 .unwrap_or(0);
             let key = (m.path.clone(), m.inode, size);
@@ -177,13 +178,18 @@ fn in_root(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
 }
 
+/// The file mapped at `m`: through `map_files` (exactly what is mapped), else by its path in
+/// the root, both opened the one safe way ([`crate::rootfs::open_untrusted`]).
+fn open_mapped(root: &Path, pid: i32, m: &Mapping) -> std::io::Result<std::fs::File> {
+    use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+    let by_map = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    open_untrusted(&by_map, MAX_MODULE_BYTES)
+        .or_else(|_| open_untrusted(&in_root(root, &m.path), MAX_MODULE_BYTES))
+}
+
 /// The symbols we want from one file, or None when it has no `_PyRuntime`.
 fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols>, String> {
-    let file = std::fs::File::open(in_root(root, &m.path))
-        .or_else(|_| {
-            std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
-        })
-        .map_err(|e| format!("cannot open: {e}"))?;
+    let file = open_mapped(root, pid, m).map_err(|e| format!("cannot open: {e}"))?;
     let cache = object::ReadCache::new(file);
     let elf = object::File::parse(&cache).map_err(|e| format!("not a readable ELF file: {e}"))?;
     let min_vaddr = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
