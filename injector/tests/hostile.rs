@@ -66,7 +66,12 @@ fn eve() -> (u32, u32) {
             }
             // Exit 9: it exists (made meanwhile); 10: the passwd file is locked by another.
             let o = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
                 .arg(EVE)
                 .output()
                 .expect("running useradd");
@@ -220,7 +225,10 @@ fn fixture(name: &str) -> PathBuf {
 fn cc(out: &Path, src: &str, args: &[&str]) {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let mut cmd = Command::new(&cc);
-    cmd.args(["-Wall", "-o"]).arg(out).arg(fixture(src)).args(args);
+    cmd.args(["-Wall", "-o"])
+        .arg(out)
+        .arg(fixture(src))
+        .args(args);
     let o = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cc} (a C compiler is needed): {e}"));
@@ -380,7 +388,9 @@ fn spawn_ready(dl: &Deadline, mut cmd: Command) -> Proc {
             if n == 0 {
                 break;
             }
-            e.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            e.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     let (tx, rx) = std::sync::mpsc::channel();
@@ -456,7 +466,10 @@ fn layout(pid: i32, rel: &str) -> String {
                     }
                     Err(e) => format!("({e})"),
                 };
-                s += &format!("  {}: {kind}\n", path.strip_prefix(&root).unwrap().display());
+                s += &format!(
+                    "  {}: {kind}\n",
+                    path.strip_prefix(&root).unwrap().display()
+                );
             }
         }
     }
@@ -582,6 +595,36 @@ fn assert_never_shows(r: &Run, what: &str, ctx: &str) {
     );
 }
 
+/// The stack has frames (at least two), named or not: `#1 ` in text, `frames` in JSON.
+#[track_caller]
+fn assert_has_frames(r: &Run, ctx: &str) {
+    assert_finished_ok(r, ctx);
+    let frames = match serde_json::from_str::<serde_json::Value>(&r.out.stdout) {
+        Ok(v) => v["threads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["frames"].as_array().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0),
+        Err(_) => usize::from(r.out.stdout.contains("   #1 ")) * 2,
+    };
+    assert!(frames >= 2, "no stack shown\n{ctx}\n{}", r.all());
+}
+
+/// Run one case of a test; a failing case is reported (its panic message is printed as it
+/// happens) and the next one still runs, so one run shows every case that fails.
+fn case(failed: &mut Vec<String>, what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        failed.push(what.to_string());
+    }
+}
+
+#[track_caller]
+fn verdict(failed: &[String]) {
+    assert!(failed.is_empty(), "failed cases: {failed:#?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// eve, root of her own user and mount namespace, mounts a tmpfs over /usr/lib/debug and plants
@@ -598,30 +641,36 @@ fn a_build_id_symlink_planted_in_a_user_namespace_does_not_read_a_root_only_file
     let public_debug = public.join("libeve.debug");
     copy(&b.lib_debug, &public_debug, 0o644);
 
-    // Control: the link names a debug file eve may read: it is used.
-    let plant = format!("ln -s {} {}", q(&public_debug), q(b.debug_abs()));
-    let target = spawn_eve_in_userns(&dl, &b, &plant, &b.lib);
-    let ctx = format!(
-        "control: debug link to eve's readable debug file\n{}",
-        layout(target.pid, &b.debug_rel())
+    let mut failed = Vec::new();
+    case(
+        &mut failed,
+        "control: a link to a debug file eve may read",
+        || {
+            let plant = format!("ln -s {} {}", q(&public_debug), q(b.debug_abs()));
+            let target = spawn_eve_in_userns(&dl, &b, &plant, &b.lib);
+            let ctx = format!(
+                "control: debug link to eve's readable debug file\n{}",
+                layout(target.pid, &b.debug_rel())
+            );
+            for r in inspect_both(&dl, target.pid) {
+                assert_shows(&r, EVE_FN, &ctx);
+            }
+        },
     );
-    for r in inspect_both(&dl, target.pid) {
-        assert_shows(&r, EVE_FN, &ctx);
-    }
-    drop(target);
-
-    // The attack: the link names root's secret.
-    let plant = format!("ln -s {} {}", q(secret.path()), q(b.debug_abs()));
-    let target = spawn_eve_in_userns(&dl, &b, &plant, &b.lib);
-    let ctx = format!(
-        "attack: debug link to {} (root's, mode 0600 in a 0700 directory)\n{}",
-        secret.path(),
-        layout(target.pid, &b.debug_rel())
-    );
-    for r in inspect_both(&dl, target.pid) {
-        assert_never_shows(&r, "TOP_SECRET", &ctx);
-        assert_shows(&r, ENTRY, &ctx);
-    }
+    case(&mut failed, "attack: a link to root's secret", || {
+        let plant = format!("ln -s {} {}", q(secret.path()), q(b.debug_abs()));
+        let target = spawn_eve_in_userns(&dl, &b, &plant, &b.lib);
+        let ctx = format!(
+            "attack: debug link to {} (root's, mode 0600 in a 0700 directory)\n{}",
+            secret.path(),
+            layout(target.pid, &b.debug_rel())
+        );
+        for r in inspect_both(&dl, target.pid) {
+            assert_never_shows(&r, "TOP_SECRET", &ctx);
+            assert_shows(&r, ENTRY, &ctx);
+        }
+    });
+    verdict(&failed);
 }
 
 /// A chroot of eve's (root made it, as a container runtime would; no user namespace) whose
@@ -644,32 +693,48 @@ fn a_chroot_without_user_namespace_does_not_read_a_root_only_file() {
 
     let escape_rel = format!("{}{}", "../".repeat(12), &secret.path()[1..]);
     let cases: [(&str, Option<&str>, bool); 3] = [
-        ("control: a regular debug file inside the chroot", None, true),
-        ("attack: absolute link out of the chroot", Some(secret.path()), false),
-        ("attack: relative link out of the chroot", Some(&escape_rel), false),
+        (
+            "control: a regular debug file inside the chroot",
+            None,
+            true,
+        ),
+        (
+            "attack: absolute link out of the chroot",
+            Some(secret.path()),
+            false,
+        ),
+        (
+            "attack: relative link out of the chroot",
+            Some(&escape_rel),
+            false,
+        ),
     ];
+    let mut failed = Vec::new();
     for (what, link, control) in cases {
-        let chroot = make_chroot(&b, &prog);
-        let debug = chroot.join(&b.debug_rel());
-        match link {
-            None => copy(&prog_debug, &debug, 0o644),
-            Some(l) => symlink(l, &debug),
-        }
-        let target = spawn_chrooted(&dl, &chroot);
-        let ctx = format!(
-            "{what}; chroot {}\n{}",
-            chroot.path.display(),
-            layout(target.pid, &b.debug_rel())
-        );
-        for r in inspect_both(&dl, target.pid) {
-            if control {
-                assert_shows(&r, EVE_FN, &ctx);
-            } else {
-                assert_never_shows(&r, "TOP_SECRET", &ctx);
-                assert_shows(&r, "main", &ctx);
+        case(&mut failed, what, || {
+            let chroot = make_chroot(&b, &prog);
+            let debug = chroot.join(&b.debug_rel());
+            match link {
+                None => copy(&prog_debug, &debug, 0o644),
+                Some(l) => symlink(l, &debug),
             }
-        }
+            let target = spawn_chrooted(&dl, &chroot);
+            let ctx = format!(
+                "{what}; chroot {}\n{}",
+                chroot.path.display(),
+                layout(target.pid, &b.debug_rel())
+            );
+            for r in inspect_both(&dl, target.pid) {
+                if control {
+                    assert_shows(&r, EVE_FN, &ctx);
+                } else {
+                    assert_never_shows(&r, "TOP_SECRET", &ctx);
+                    assert_has_frames(&r, &ctx);
+                }
+            }
+        });
     }
+    verdict(&failed);
 }
 
 /// Symbolic links inside a chroot, absolute or relative, are followed inside it (Fedora's
@@ -686,6 +751,7 @@ fn a_chroot_debug_link_is_followed_inside_the_chroot() {
     chmod(&prog_debug, 0o644);
     let prog = b.dir.join("static");
     b.strip(&prog_debug, &prog);
+    let mut failed = Vec::new();
     for (what, link) in [
         (
             "relative link inside the chroot",
@@ -696,20 +762,23 @@ fn a_chroot_debug_link_is_followed_inside_the_chroot() {
             "/debugfiles/prog.debug",
         ),
     ] {
-        let chroot = make_chroot(&b, &prog);
-        std::fs::create_dir(chroot.join("debugfiles")).unwrap();
-        copy(&prog_debug, &chroot.join("debugfiles/prog.debug"), 0o644);
-        symlink(link, &chroot.join(&b.debug_rel()));
-        let target = spawn_chrooted(&dl, &chroot);
-        let ctx = format!(
-            "{what}; chroot {}\n{}",
-            chroot.path.display(),
-            layout(target.pid, &b.debug_rel())
-        );
-        for r in inspect_both(&dl, target.pid) {
-            assert_shows(&r, EVE_FN, &ctx);
-        }
+        case(&mut failed, what, || {
+            let chroot = make_chroot(&b, &prog);
+            std::fs::create_dir(chroot.join("debugfiles")).unwrap();
+            copy(&prog_debug, &chroot.join("debugfiles/prog.debug"), 0o644);
+            symlink(link, &chroot.join(&b.debug_rel()));
+            let target = spawn_chrooted(&dl, &chroot);
+            let ctx = format!(
+                "{what}; chroot {}\n{}",
+                chroot.path.display(),
+                layout(target.pid, &b.debug_rel())
+            );
+            for r in inspect_both(&dl, target.pid) {
+                assert_shows(&r, EVE_FN, &ctx);
+            }
+        });
     }
+    verdict(&failed);
 }
 
 /// A chroot directory (world-readable) with `prog` at /prog and the build-id directory made.
@@ -868,10 +937,18 @@ fn compare_of_a_directory_with_a_fifo_named_like_a_dump_does_not_hang() {
     let dl = Deadline::new(90);
     let dir = TempDir::new("stackdump-compare", 0o755);
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sample-dump.json");
-    copy(&sample, &dir.join("stackdump-30621-20251231T000000.000Z.json"), 0o644);
+    copy(
+        &sample,
+        &dir.join("stackdump-30621-20251231T000000.000Z.json"),
+        0o644,
+    );
 
     // Control: the directory with the one regular dump compares.
-    let r = run_within(&dl, CLI_LIMIT, cli(&["compare", dir.path.to_str().unwrap()]));
+    let r = run_within(
+        &dl,
+        CLI_LIMIT,
+        cli(&["compare", dir.path.to_str().unwrap()]),
+    );
     assert_finished_ok(&r, "control: one regular dump");
 
     let name = "stackdump-123-20260101T000000.000Z.json";
@@ -879,17 +956,26 @@ fn compare_of_a_directory_with_a_fifo_named_like_a_dump_does_not_hang() {
     let mut mkfifo = Command::new("mkfifo");
     mkfifo.arg(&fifo);
     sh(mkfifo);
+    let mut failed = Vec::new();
     for arg in [&dir.path, &fifo] {
-        let r = run_within(&dl, CLI_LIMIT, cli(&["compare", arg.to_str().unwrap()]));
-        let ctx = format!("compare {}: {} is a FIFO", arg.display(), fifo.display());
-        assert!(!r.timed_out, "the CLI hung\n{ctx}\n{}", r.all());
-        assert_ne!(r.out.code, 0, "a FIFO was taken as a dump\n{ctx}\n{}", r.all());
-        assert!(
-            r.out.stderr.contains(name) && r.out.stderr.contains("not a regular file"),
-            "stderr should name {name} and say it is not a regular file\n{ctx}\n{}",
-            r.all()
-        );
+        case(&mut failed, &format!("compare {}", arg.display()), || {
+            let r = run_within(&dl, CLI_LIMIT, cli(&["compare", arg.to_str().unwrap()]));
+            let ctx = format!("compare {}: {} is a FIFO", arg.display(), fifo.display());
+            assert!(!r.timed_out, "the CLI hung\n{ctx}\n{}", r.all());
+            assert_ne!(
+                r.out.code,
+                0,
+                "a FIFO was taken as a dump\n{ctx}\n{}",
+                r.all()
+            );
+            assert!(
+                r.out.stderr.contains(name) && r.out.stderr.contains("not a regular file"),
+                "stderr should name {name} and say it is not a regular file\n{ctx}\n{}",
+                r.all()
+            );
+        });
     }
+    verdict(&failed);
 }
 
 /// `STACKDUMP_CACHE_DIR` names a symbolic link to a directory: the cache is not used there, and
@@ -933,43 +1019,46 @@ fn a_cache_dir_symlink_gets_nothing_created_inside() {
         r.all()
     );
 
-    // Root's own link, in a directory of root's.
-    let x = TempDir::new("stackdump-cache-x", 0o755);
-    let victim = x.join("victim");
-    std::fs::create_dir(&victim).unwrap();
-    chmod(&victim, 0o755);
-    let link = x.join("link");
-    symlink(victim.to_str().unwrap(), &link);
-    let r = inspect_with_cache(&link);
-    let inside = listing(&victim);
-    assert!(
-        inside.is_empty(),
-        "created in {} through the link {} -> {}: {inside:?}\n{}",
-        victim.display(),
-        link.display(),
-        victim.display(),
-        r.all()
-    );
-
-    // eve's directory, eve's link to a directory of root's.
-    let evedir = TempDir::new("stackdump-cache-eve", 0o755);
-    chown_eve(&evedir.path);
-    let v = TempDir::new("stackdump-cache-victim", 0o755);
-    let victim = v.join("victim");
-    std::fs::create_dir(&victim).unwrap();
-    chmod(&victim, 0o755);
-    let link = evedir.join("link");
-    let mut ln = as_eve("ln");
-    ln.arg("-s").arg(&victim).arg(&link);
-    sh(ln);
-    let r = inspect_with_cache(&link);
-    let inside = listing(&victim);
-    assert!(
-        inside.is_empty(),
-        "created in {} through eve's link {} -> {}: {inside:?}\n{}",
-        victim.display(),
-        link.display(),
-        victim.display(),
-        r.all()
-    );
+    let mut failed = Vec::new();
+    case(&mut failed, "root's link in root's directory", || {
+        let x = TempDir::new("stackdump-cache-x", 0o755);
+        let victim = x.join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        chmod(&victim, 0o755);
+        let link = x.join("link");
+        symlink(victim.to_str().unwrap(), &link);
+        let r = inspect_with_cache(&link);
+        let inside = listing(&victim);
+        assert!(
+            inside.is_empty(),
+            "created in {} through the link {} -> {}: {inside:?}\n{}",
+            victim.display(),
+            link.display(),
+            victim.display(),
+            r.all()
+        );
+    });
+    case(&mut failed, "eve's link in eve's directory", || {
+        let evedir = TempDir::new("stackdump-cache-eve", 0o755);
+        chown_eve(&evedir.path);
+        let v = TempDir::new("stackdump-cache-victim", 0o755);
+        let victim = v.join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        chmod(&victim, 0o755);
+        let link = evedir.join("link");
+        let mut ln = as_eve("ln");
+        ln.arg("-s").arg(&victim).arg(&link);
+        sh(ln);
+        let r = inspect_with_cache(&link);
+        let inside = listing(&victim);
+        assert!(
+            inside.is_empty(),
+            "created in {} through eve's link {} -> {}: {inside:?}\n{}",
+            victim.display(),
+            link.display(),
+            victim.display(),
+            r.all()
+        );
+    });
+    verdict(&failed);
 }
