@@ -13,6 +13,10 @@
 //! without it. Everything eve runs is built into fresh world-readable directories under /tmp,
 //! never under the work tree. Handshakes on READY lines, children killed and reaped on drop,
 //! a deadline per test and per CLI run.
+//!
+//! Needs: a C compiler with a static C library (`libc.a`), `strip`, util-linux (`setpriv`,
+//! `unshare`, `mount`), coreutils (`chroot`, `mkfifo`, `mknod`), `useradd`; the namespace tests
+//! also need unprivileged user namespaces (skipped loudly without them).
 
 mod common;
 
