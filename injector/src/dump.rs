@@ -354,6 +354,8 @@ fn gone(e: &anyhow::Error) -> bool {
 /// goes on; a target that exits leaves the run (that is not a failure), which stops when none is
 /// left; Ctrl-C stops it cleanly. Exit 1 when any round failed.
 fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::Result<()> {
+    // Ctrl-C is how a periodic run normally ends: if the watchdog has to end it, exit 0 too.
+    crate::interrupt::set_exit_code(0);
     let start = Instant::now();
     let end = args.for_.map(|d| start + d);
     let multi = args.pids.len() > 1;
