@@ -457,18 +457,34 @@ fn load(
         let n = source.memory.read(range.start, &mut bytes);
         bytes.truncate(n);
         let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
-        let (m, bias, kept) = module(&file, path, range, first.start, remaining)?;
+        let read = |offset: u64, size: u64| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            bytes.get(start..end).map(<[u8]>::to_vec)
+        };
+        let (m, bias, kept) = module(&file, path, range, first.start, remaining, &read)?;
         return Ok((m, bias, None, kept));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     // Every read is checked against the file's real size and the caps before the cache
     // allocates for it (`crate::limits::Capped`): sizes in the file are the target's word.
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let cache = object::ReadCache::new(f);
+    let cache = object::ReadCache::new(&f);
     let used = std::cell::Cell::new(0);
     let capped = crate::limits::Capped::new(&cache, len, &used);
     let file = object::File::parse(capped).map_err(|e| e.to_string())?;
-    let (m, bias, kept) = module(&file, path, range, first.start, remaining)?;
+    // The unwind sections are read straight into the buffers framehop keeps (one copy, not
+    // the cache's and then ours), after the same checks.
+    let read = |offset: u64, size: u64| {
+        let end = offset.checked_add(size)?;
+        if end > len || size > crate::limits::MAX_READ {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(size).ok()?];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
+        Some(buf)
+    };
+    let (m, bias, kept) = module(&file, path, range, first.start, remaining, &read)?;
     Ok((m, bias, Some(opened), kept))
 }
 
@@ -478,6 +494,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     range: Range<u64>,
     first: u64,
     remaining: u64,
+    read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
 ) -> Result<(framehop::Module<Vec<u8>>, u64, u64), String> {
     let lowest = file
         .segments()
@@ -490,8 +507,8 @@ fn module<'d, R: object::ReadRef<'d>>(
     let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
     let data = |name: &str| {
         section(name)
-            .and_then(|s| s.data().ok())
-            .map(|d| d.to_vec())
+            .and_then(|s| s.file_range())
+            .and_then(|(offset, size)| read(offset, size))
     };
     // The sections kept must fit what is left of the run's budget (each one was already
     // checked against the file's size and the per-read cap when read).
