@@ -146,8 +146,17 @@ impl Drop for Scratch {
     }
 }
 
-/// A small library with DWARF (`cc -g`), or None without a C compiler.
-fn base_lib(dir: &Path) -> Option<Vec<u8>> {
+/// A small library with DWARF (`cc -g`), or None without a C compiler (built once).
+fn base_lib(_dir: &Path) -> Option<Vec<u8>> {
+    static BASE: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = Scratch::new("base");
+        build_base(&dir.0)
+    })
+    .clone()
+}
+
+fn build_base(dir: &Path) -> Option<Vec<u8>> {
     let src = dir.join("base.c");
     std::fs::write(
         &src,
@@ -213,6 +222,12 @@ fn header(elf: &[u8], name: &str) -> usize {
 /// Make section `name` a compressed one: an `Elf64_Chdr` stating `ch_size`, then `data`,
 /// appended to the file.
 fn compress(elf: &mut Vec<u8>, name: &str, ch_type: u32, ch_size: u64, data: &[u8]) {
+    let h = header(elf, name);
+    compress_at(elf, h, ch_type, ch_size, data);
+}
+
+/// [`compress`] the section whose header is at `h`.
+fn compress_at(elf: &mut Vec<u8>, h: usize, ch_type: u32, ch_size: u64, data: &[u8]) {
     while elf.len() % 8 != 0 {
         elf.push(0);
     }
@@ -222,7 +237,6 @@ fn compress(elf: &mut Vec<u8>, name: &str, ch_type: u32, ch_size: u64, data: &[u
     elf.extend_from_slice(&ch_size.to_le_bytes());
     elf.extend_from_slice(&1u64.to_le_bytes());
     elf.extend_from_slice(data);
-    let h = header(elf, name);
     let flags = u64_at(elf, h + 8) | SHF_COMPRESSED;
     put64(elf, h + 8, flags);
     put64(elf, h + 24, at);
@@ -423,18 +437,22 @@ proptest! {
             return Ok(());
         };
         let mut elf = base.clone();
-        let names: Vec<String> = sections(&elf).into_iter().map(|(n, _)| n).collect();
+        // The headers of the base file (their place does not change: data is only appended);
+        // the section names' table is left alone so that the mutations stay nameable.
+        let shstrndx = u16_at(&base, 0x3e) as usize;
+        let headers: Vec<usize> = sections(&base)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (n, _))| *i != shstrndx && !n.is_empty())
+            .map(|(_, (_, h))| h)
+            .collect();
         for (which, how, value, ch_type) in muts {
-            let name = &names[which % names.len()];
-            if name.is_empty() {
-                continue;
-            }
-            let h = header(&elf, name);
+            let h = headers[which % headers.len()];
             match how {
                 0 => put64(&mut elf, h + 32, value >> (value % 64)),
                 1 => put64(&mut elf, h + 24, value >> (value % 64)),
-                2 => compress(&mut elf, name, ch_type, value >> (value % 64), &[0x78, 0x9c, 3, 0, 0, 0, 0, 1]),
-                _ => compress(&mut elf, name, ELFCOMPRESS_ZSTD, value % (64 * MIB), &zstd_bomb(MIB)),
+                2 => compress_at(&mut elf, h, ch_type, value >> (value % 64), &[0x78, 0x9c, 3, 0, 0, 0, 0, 1]),
+                _ => compress_at(&mut elf, h, ELFCOMPRESS_ZSTD, value % (64 * MIB), &zstd_bomb(MIB)),
             }
         }
         let p = write(&dir.0, "prop.so", &elf);
