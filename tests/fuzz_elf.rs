@@ -46,9 +46,8 @@ fn child() {
     let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     let maps = std::fs::read("/proc/self/maps").unwrap();
     let maps = stackdump_core::proc::parse_maps(&maps);
-    let mut modules = stackdump_core::unwind::Modules::new(
-        stackdump_core::unwind::ModuleSource::this_process(),
-    );
+    let mut modules =
+        stackdump_core::unwind::Modules::new(stackdump_core::unwind::ModuleSource::this_process());
     modules.sync(&maps);
     if !handle.is_null() {
         assert!(
@@ -133,7 +132,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("stackdump-fuzzelf-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("stackdump-fuzzelf-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Scratch(d)
@@ -290,7 +290,11 @@ fn zstd_bomb_matches_the_zstd_tool() {
     let p = write(&dir.0, "bomb.zst", &zstd_bomb(3 * MIB + 5));
     match Command::new("zstd").arg("-dc").arg(&p).output() {
         Ok(out) => {
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert_eq!(out.stdout.len() as u64, 3 * MIB + 5);
             assert!(out.stdout.iter().all(|&b| b == 0));
         }
@@ -353,7 +357,13 @@ fn bombs_and_lying_headers_stay_in_bounds() {
         (
             "section sizes of 2^64-1",
             Box::new(|e| {
-                for s in [".debug_info", ".eh_frame", ".eh_frame_hdr", ".dynsym", ".symtab"] {
+                for s in [
+                    ".debug_info",
+                    ".eh_frame",
+                    ".eh_frame_hdr",
+                    ".dynsym",
+                    ".symtab",
+                ] {
                     let h = header(e, s);
                     put64(e, h + 32, u64::MAX);
                 }
