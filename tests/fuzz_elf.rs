@@ -302,6 +302,9 @@ fn zstd_bomb_matches_the_zstd_tool() {
     }
 }
 
+/// A named change to a file's bytes.
+type Mutation<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+
 #[test]
 fn bombs_and_lying_headers_stay_in_bounds() {
     let dir = Scratch::new("bombs");
@@ -312,7 +315,7 @@ fn bombs_and_lying_headers_stay_in_bounds() {
     let zstd_2g = zstd_bomb(2 << 30);
     let zlib_600m = zlib_bomb(600 * MIB);
     let zlib_64m = zlib_bomb(64 * MIB);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Mutation<'_>)> = vec![
         (
             // 64 KiB stating 2 GiB (true): beyond the ratio and the module cap.
             "zstd bomb, honest header (2 GiB)",
