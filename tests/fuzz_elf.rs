@@ -477,3 +477,41 @@ proptest! {
         prop_assert!(peak_kb < PEAK_BOUND_KB, "peak {} MiB", peak_kb >> 10);
     }
 }
+
+#[test]
+fn real_compressed_debug_sections_still_give_file_and_line() {
+    // The caps must not cost real files their symbols: objcopy's zlib and zstd compression.
+    let dir = Scratch::new("real");
+    let Some(base) = base_lib(&dir.0) else {
+        return;
+    };
+    let plain = write(&dir.0, "plain.so", &base);
+    use object::{Object, ObjectSymbol};
+    let obj = object::File::parse(&*base).unwrap();
+    let leaf = obj
+        .symbols()
+        .find(|s| s.name() == Ok("leaf"))
+        .expect("leaf in the symbol table")
+        .address();
+    for how in ["none", "zlib", "zstd"] {
+        let out = dir.0.join(format!("{how}.so"));
+        let ok = Command::new("objcopy")
+            .arg(format!("--compress-debug-sections={how}"))
+            .arg(&plain)
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: objcopy cannot compress with {how}");
+            continue;
+        }
+        let mut debug = stackdump_core::symbols::ModuleDebug::load_from(&out, None);
+        let syms = debug.symbols(leaf);
+        assert!(
+            syms.iter().any(|s| s.function.as_deref() == Some("leaf")
+                && s.file.as_deref().is_some_and(|f| f.ends_with("base.c"))
+                && s.line.is_some()),
+            "{how}: {syms:?}"
+        );
+    }
+}
