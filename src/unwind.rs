@@ -519,9 +519,9 @@ fn module<'d, R: object::ReadRef<'d>>(
         .fold(0, u64::saturating_add);
     if sizes > remaining.min(crate::limits::MAX_READ) {
         return Err(format!(
-            "unwind sections of {sizes} bytes, beyond the budget ({} bytes left of {})",
-            remaining,
-            crate::limits::MAX_UNWIND_PER_RUN
+            "unwind sections of {sizes} bytes: over the cap of {} MiB per module or the {remaining} bytes left of {} MiB per process",
+            crate::limits::MAX_READ >> 20,
+            crate::limits::MAX_UNWIND_PER_RUN >> 20
         ));
     }
     let eh_frame = data(".eh_frame");
