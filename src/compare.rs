@@ -119,10 +119,72 @@ pub enum LoadError {
     },
     #[error("no JSON dumps (stackdump-*.json) in {0}")]
     Empty(PathBuf),
+    #[error("{path}: {why}; refused")]
+    Refused { path: PathBuf, why: String },
+}
+
+/// The bytes of a dump file, read safely: the file is opened without following a symlink and
+/// without blocking (`O_NOFOLLOW | O_NONBLOCK | O_NOCTTY`: a FIFO or a device is not waited on),
+/// must be a regular file by `fstat`, and at most [`crate::limits::MAX_DUMP_FILE`] bytes (checked
+/// before reading, and the read stops there whatever `fstat` said).
+fn read_dump_file(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refused = |why: String| LoadError::Refused {
+        path: path.to_path_buf(),
+        why,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("a symbolic link, not a dump file".into()),
+            _ => io(e),
+        })?;
+    let meta = f.metadata().map_err(io)?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(refused(format!("{what}, not a dump file")));
+    }
+    let limit = crate::limits::MAX_DUMP_FILE;
+    if meta.len() > limit {
+        return Err(refused(format!(
+            "{} bytes, larger than the {} MiB limit for a dump",
+            meta.len(),
+            limit >> 20
+        )));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 > limit {
+        return Err(refused(format!(
+            "grew beyond the {} MiB limit for a dump while read",
+            limit >> 20
+        )));
+    }
+    String::from_utf8(buf).map_err(|_| refused("not UTF-8 text, not a dump file".into()))
 }
 
 /// Read the dumps named by `paths`: JSON dump files, or directories whose `stackdump-*.json`
-/// files are all read. Sorted by process, then time.
+/// files are all read. Sorted by process, then time. Each file must be a regular file (no
+/// symlink, FIFO or device) of at most [`crate::limits::MAX_DUMP_FILE`] bytes, and all of them
+/// together at most [`crate::limits::MAX_COMPARE_TOTAL`]: see [`read_dump_file`].
 pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Dump>, LoadError> {
     let mut files = Vec::new();
     for p in paths {
@@ -155,11 +217,19 @@ pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Dump>, LoadError> {
         }
     }
     let mut dumps = Vec::with_capacity(files.len());
+    let mut total = 0u64;
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| LoadError::Io {
-            path: f.clone(),
-            source,
-        })?;
+        let text = read_dump_file(&f)?;
+        total += text.len() as u64;
+        if total > crate::limits::MAX_COMPARE_TOTAL {
+            return Err(LoadError::Refused {
+                path: f.clone(),
+                why: format!(
+                    "the dumps read so far and this one exceed the {} MiB limit for one comparison",
+                    crate::limits::MAX_COMPARE_TOTAL >> 20
+                ),
+            });
+        }
         let dump = Dump::from_json(&text).map_err(|source| LoadError::NotADump {
             path: f.clone(),
             source,

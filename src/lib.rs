@@ -24,6 +24,8 @@
 //!   a stop, the others stopped one at a time with ptrace.
 //! - [`compare`]: what is stuck, what burned CPU, what came and went, across dumps.
 //! - [`folded`]: folded stacks for flame graph tools.
+//! - [`limits`]: the budgets of everything read from files a target controls (decompressed
+//!   DWARF, unwind tables, symbol tables, dump files), with the reasons for each cap.
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 //! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
@@ -40,6 +42,7 @@ pub mod fds;
 pub mod folded;
 pub mod futex;
 pub mod inspect;
+pub mod limits;
 pub mod model;
 pub mod net;
 pub mod outside;

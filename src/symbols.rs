@@ -204,6 +204,16 @@ impl SymbolTable {
     }
 
     fn of<'d, R: object::ReadRef<'d>>(obj: &object::File<'d, R>) -> SymbolTable {
+        use object::ObjectSection;
+        // A symbol table larger than the cap (a hostile or sparse file claiming one) is not
+        // indexed: the index costs about as much memory as the table.
+        let too_big = [".symtab", ".dynsym"]
+            .iter()
+            .filter_map(|n| obj.section_by_name(n))
+            .any(|s| s.size() > crate::limits::MAX_SYMTAB);
+        if too_big {
+            return SymbolTable::default();
+        }
         let map = obj.symbol_map();
         let mut t = SymbolTable {
             entries: Vec::with_capacity(map.symbols().len()),
@@ -253,6 +263,9 @@ pub struct ModuleDebug {
     /// the decompressed sections were read from, if any.
     #[allow(dead_code)]
     maps: Vec<Mapped>,
+    /// The share of the run's budget that `sections` use ([`crate::limits`]).
+    #[allow(dead_code)]
+    budget: crate::limits::Reservation,
 }
 
 /// The DWARF of one file, and the `addr2line` context that answers from it: set up for the
@@ -261,9 +274,10 @@ pub struct ModuleDebug {
 struct Lookup {
     /// Borrows from `info` (and the owner's buffers); declared first, so it is dropped first.
     context: Option<addr2line::Context<Reader>>,
-    /// The `.debug_info` with only the units in `units`, when the context reads that one.
+    /// The `.debug_info` with only the units in `units`, when the context reads that one,
+    /// and its share of the run's budget ([`crate::limits`]).
     #[allow(dead_code)]
-    info: Option<Box<[u8]>>,
+    info: Option<(Box<[u8]>, crate::limits::Reservation)>,
     /// The sections as loaded (slices of the owner's buffers).
     sections: Vec<(gimli::SectionId, Reader)>,
     index: crate::dwarfunits::UnitIndex,
@@ -355,6 +369,10 @@ impl Lookup {
         let Some(units) = with_referenced_units(info, abbrev, endian, &units, all) else {
             return self.whole();
         };
+        // The copy counts against the run's budget; without room, the whole file instead.
+        let Some(reserved) = crate::limits::Reservation::take(info.len() as u64) else {
+            return self.whole();
+        };
         let Some(filtered) = filtered_info(info, endian, &units) else {
             return self.whole();
         };
@@ -363,7 +381,7 @@ impl Lookup {
         };
         // The old context goes before the buffer it read.
         self.context = Some(context);
-        self.info = Some(filtered);
+        self.info = Some((filtered, reserved));
         self.units = Some(units);
     }
 }
@@ -383,6 +401,7 @@ impl ModuleDebug {
             dwarf: None,
             sections: Vec::new(),
             maps: Vec::new(),
+            budget: crate::limits::Reservation::default(),
         };
         let Some(map) = Mapped::open(source) else {
             return none();
@@ -392,7 +411,8 @@ impl ModuleDebug {
         };
         let mut sections = Vec::new();
         let mut maps = Vec::new();
-        let dwarf = dwarf_of(&obj, source, &mut sections, &mut maps, cache);
+        let mut budget = crate::limits::Reservation::default();
+        let dwarf = dwarf_of(&obj, source, &mut sections, &mut maps, &mut budget, cache);
         let names = SymbolTable::of(&obj);
         drop(obj);
         maps.push(map);
@@ -401,6 +421,7 @@ impl ModuleDebug {
             dwarf,
             sections,
             maps,
+            budget,
         }
     }
 
@@ -487,12 +508,15 @@ fn wanted(id: gimli::SectionId) -> bool {
 /// The DWARF context of `obj`. Sections stored uncompressed are borrowed from the file's
 /// mapping; compressed ones are read from `cache` (its mapping is pushed to `maps`) or
 /// decompressed into `sections` (and then written to `cache`). `sections` and `maps` must
-/// outlive the context: see [`ModuleDebug`].
+/// outlive the context: see [`ModuleDebug`]. What is decompressed is paid for from the run's
+/// budget into `budget` ([`crate::limits`]): a section that would exceed the module's or the
+/// run's share, or whose header states an implausible size, is left out (empty).
 fn dwarf_of<'d>(
     obj: &object::File<'d, &'d [u8]>,
     source: &Path,
     sections: &mut Vec<Box<[u8]>>,
     maps: &mut Vec<Mapped>,
+    budget: &mut crate::limits::Reservation,
     cache: Option<&DwarfCache>,
 ) -> Option<Lookup> {
     use object::CompressionFormat;
@@ -508,7 +532,9 @@ fn dwarf_of<'d>(
         .filter_map(|id| {
             let c = obj.section_by_name(id.name())?.compressed_data().ok()?;
             let size = usize::try_from(c.uncompressed_size).ok()?;
-            (c.format != CompressionFormat::None).then_some((id.name(), size))
+            (c.format != CompressionFormat::None
+                && crate::limits::plausible_inflate(c.data.len(), c.uncompressed_size))
+            .then_some((id.name(), size))
         })
         .collect();
     let build_id = obj.build_id().ok().flatten().unwrap_or_default();
@@ -532,6 +558,9 @@ fn dwarf_of<'d>(
             return empty;
         };
         let borrowed: Option<&[u8]> = if c.format == CompressionFormat::None {
+            if c.data.len() as u64 > crate::limits::MAX_MAPPED_SECTION {
+                return empty;
+            }
             Some(c.data)
         } else {
             cached.as_ref().and_then(|m| m.section(id.name()))
@@ -542,9 +571,19 @@ fn dwarf_of<'d>(
             let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) };
             return Ok(gimli::EndianSlice::new(bytes, endian));
         }
+        // Paid for before anything is allocated: the module's share, then the run's.
+        if !crate::limits::plausible_inflate(c.data.len(), c.uncompressed_size)
+            || budget.bytes() + c.uncompressed_size > crate::limits::MAX_INFLATED_PER_MODULE
+        {
+            return empty;
+        }
+        let Some(reserved) = crate::limits::Reservation::take(c.uncompressed_size) else {
+            return empty;
+        };
         let Some(data) = inflate(&c) else {
             return empty;
         };
+        budget.merge(reserved);
         // SAFETY: the bytes live in a boxed slice that is pushed to `sections` below and is
         // neither moved nor changed nor dropped while the context lives: the caller stores both
         // in one `ModuleDebug`, whose `dwarf` field is dropped before its `sections` field. The
@@ -603,16 +642,17 @@ const WANTED: [gimli::SectionId; 10] = {
 };
 
 /// A compressed section, decompressed (zlib straight into a buffer of the stated size, whose
-/// untouched pages cost nothing; zstd through `object`). None when the data is damaged or its
-/// stated size is impossible for its compressed size.
+/// untouched pages cost nothing; zstd through `object`, which decodes into a buffer of the
+/// stated size and no further). None when the data is damaged, does not fill exactly the
+/// stated size, or the stated size is beyond [`crate::limits::plausible_inflate`]: the output
+/// never exceeds the stated size, and the stated size is checked before anything is allocated.
 fn inflate(c: &object::CompressedData<'_>) -> Option<Box<[u8]>> {
     let size = usize::try_from(c.uncompressed_size).ok()?;
+    if !crate::limits::plausible_inflate(c.data.len(), c.uncompressed_size) {
+        return None;
+    }
     match c.format {
         object::CompressionFormat::Zlib => {
-            // Deflate expands at most ~1032:1; a larger claim is a damaged header.
-            if size > c.data.len().saturating_mul(1032).saturating_add(4096) {
-                return None;
-            }
             let mut out = vec![0u8; size];
             let mut d = flate2::Decompress::new(true);
             let status = d

@@ -222,12 +222,16 @@ pub struct Modules {
     trampolines: HashMap<u64, bool>,
     source: ModuleSource,
     memory: ProcessMemory,
+    /// The bytes of unwind tables each loaded module keeps, by start of range (their sum is
+    /// at most [`crate::limits::MAX_UNWIND_PER_RUN`]).
+    kept: HashMap<u64, u64>,
 }
 
 impl Modules {
     /// An empty module set for the process that `source` describes.
     pub fn new(source: ModuleSource) -> Modules {
         Modules {
+            kept: HashMap::new(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
             loaded: HashMap::new(),
@@ -289,6 +293,7 @@ impl Modules {
         for start in stale {
             self.unwinder.remove_module(start);
             self.loaded.remove(&start);
+            self.kept.remove(&start);
             changed = true;
         }
         for (path, range, first) in current {
@@ -299,8 +304,17 @@ impl Modules {
                 .iter()
                 .find(|m| m.start == first)
                 .map_or(range.end, |m| m.end);
-            match load(&self.source, &path, range.clone(), first..first_end) {
-                Ok((module, bias, file)) => {
+            let kept: u64 = self.kept.values().sum();
+            let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
+            match load(
+                &self.source,
+                &path,
+                range.clone(),
+                first..first_end,
+                remaining,
+            ) {
+                Ok((module, bias, file, kept)) => {
+                    self.kept.insert(range.start, kept);
                     self.unwinder.add_module(module);
                     self.loaded.insert(
                         range.start,
@@ -428,30 +442,55 @@ impl Modules {
     }
 }
 
-/// A loaded module: framehop's view, its load bias, and the path its file was opened from.
-type Loaded = (framehop::Module<Vec<u8>>, u64, Option<PathBuf>);
+/// A loaded module: framehop's view, its load bias, the path its file was opened from, and the
+/// bytes of unwind tables it keeps.
+type Loaded = (framehop::Module<Vec<u8>>, u64, Option<PathBuf>, u64);
 
 /// Read the unwind sections of one object. `first` is the start of its mapping at offset 0.
+/// `remaining`: what is left of the run's budget for unwind tables.
 fn load(
     source: &ModuleSource,
     path: &str,
     range: Range<u64>,
     first: Range<u64>,
+    remaining: u64,
 ) -> Result<Loaded, String> {
     if path == "[vdso]" {
-        let len = (range.end - range.start) as usize;
+        // The kernel's (a few KB); a mapping of that name larger than the cap is not read.
+        let len = (range.end - range.start).min(crate::limits::MAX_READ) as usize;
         let mut bytes = vec![0u8; len];
         let n = source.memory.read(range.start, &mut bytes);
         bytes.truncate(n);
         let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
-        let (m, bias) = module(&file, path, range, first.start)?;
-        return Ok((m, bias, None));
+        let read = |offset: u64, size: u64| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            bytes.get(start..end).map(<[u8]>::to_vec)
+        };
+        let (m, bias, kept) = module(&file, path, range, first.start, remaining, &read)?;
+        return Ok((m, bias, None, kept));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
-    let cache = object::ReadCache::new(f);
-    let file = object::File::parse(&cache).map_err(|e| e.to_string())?;
-    let (m, bias) = module(&file, path, range, first.start)?;
-    Ok((m, bias, Some(opened)))
+    // Every read is checked against the file's real size and the caps before the cache
+    // allocates for it (`crate::limits::Capped`): sizes in the file are the target's word.
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let cache = object::ReadCache::new(&f);
+    let used = std::cell::Cell::new(0);
+    let capped = crate::limits::Capped::new(&cache, len, &used);
+    let file = object::File::parse(capped).map_err(|e| e.to_string())?;
+    // The unwind sections are read straight into the buffers framehop keeps (one copy, not
+    // the cache's and then ours), after the same checks.
+    let read = |offset: u64, size: u64| {
+        let end = offset.checked_add(size)?;
+        if end > len || size > crate::limits::MAX_READ {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(size).ok()?];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
+        Some(buf)
+    };
+    let (m, bias, kept) = module(&file, path, range, first.start, remaining, &read)?;
+    Ok((m, bias, Some(opened), kept))
 }
 
 fn module<'d, R: object::ReadRef<'d>>(
@@ -459,7 +498,9 @@ fn module<'d, R: object::ReadRef<'d>>(
     path: &str,
     range: Range<u64>,
     first: u64,
-) -> Result<(framehop::Module<Vec<u8>>, u64), String> {
+    remaining: u64,
+    read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
+) -> Result<(framehop::Module<Vec<u8>>, u64, u64), String> {
     let lowest = file
         .segments()
         .map(|s| s.address())
@@ -471,18 +512,38 @@ fn module<'d, R: object::ReadRef<'d>>(
     let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
     let data = |name: &str| {
         section(name)
-            .and_then(|s| s.data().ok())
-            .map(|d| d.to_vec())
+            .and_then(|s| s.file_range())
+            .and_then(|(offset, size)| read(offset, size))
     };
+    // The sections kept must fit what is left of the run's budget (each one was already
+    // checked against the file's size and the per-read cap when read).
+    let sizes: u64 = [".eh_frame", ".eh_frame_hdr"]
+        .iter()
+        .filter_map(|n| section(n))
+        .map(|s| s.size())
+        .fold(0, u64::saturating_add);
+    if sizes > remaining.min(crate::limits::MAX_READ) {
+        return Err(format!(
+            "unwind sections of {sizes} bytes: over the cap of {} MiB per module or the {remaining} bytes left of {} MiB per process",
+            crate::limits::MAX_READ >> 20,
+            crate::limits::MAX_UNWIND_PER_RUN >> 20
+        ));
+    }
     let eh_frame = data(".eh_frame");
     let debug_frame = if eh_frame.is_none() {
         data(".debug_frame")
+            .filter(|d| d.len() as u64 <= remaining.min(crate::limits::MAX_READ) - sizes)
     } else {
         None
     };
     if eh_frame.is_none() && debug_frame.is_none() {
-        return Err("neither .eh_frame nor .debug_frame".into());
+        return Err("neither .eh_frame nor .debug_frame (or beyond the size caps)".into());
     }
+    let eh_frame_hdr = data(".eh_frame_hdr");
+    let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
+        .iter()
+        .map(|d| d.as_ref().map_or(0, |d| d.len() as u64))
+        .sum();
     let info = framehop::ExplicitModuleSectionInfo {
         base_svma: 0,
         text_svma: svma(".text"),
@@ -491,12 +552,13 @@ fn module<'d, R: object::ReadRef<'d>>(
         eh_frame_svma: svma(".eh_frame"),
         eh_frame,
         eh_frame_hdr_svma: svma(".eh_frame_hdr"),
-        eh_frame_hdr: data(".eh_frame_hdr"),
+        eh_frame_hdr,
         debug_frame,
         ..Default::default()
     };
     Ok((
         framehop::Module::new(path.to_string(), range, bias, info),
         bias,
+        kept,
     ))
 }

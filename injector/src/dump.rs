@@ -154,6 +154,27 @@ impl Emitted {
     }
 }
 
+/// `json` (valid JSON) without the whitespace between tokens: one line.
+fn compact_json(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
 fn parse_json(pid: i32, fetched: &Fetched) -> anyhow::Result<Dump> {
     let (_, bytes) = &fetched.files[&DumpFormat::Json];
     Dump::from_json(&String::from_utf8_lossy(bytes))
@@ -192,11 +213,14 @@ fn emit(
         StackFormat::Folded => {}
         StackFormat::Json => {
             let (_, bytes) = &fetched.files[&DumpFormat::Json];
-            let value: serde_json::Value = serde_json::from_slice(bytes)
+            // Checked without building it in memory (a `serde_json::Value` of a dump takes
+            // about 6 times the file's size).
+            serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
                 .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
             if multi {
                 // One document per line, so several dumps stay machine-readable.
-                writeln!(stdout, "{}", serde_json::to_string(&value)?)?;
+                stdout.write_all(&compact_json(bytes))?;
+                writeln!(stdout)?;
             } else {
                 stdout.write_all(bytes)?;
                 if !bytes.ends_with(b"\n") {
@@ -354,6 +378,8 @@ fn gone(e: &anyhow::Error) -> bool {
 /// goes on; a target that exits leaves the run (that is not a failure), which stops when none is
 /// left; Ctrl-C stops it cleanly. Exit 1 when any round failed.
 fn periodic(args: &DumpArgs, every: Duration, interrupt: &Interrupt) -> anyhow::Result<()> {
+    // Ctrl-C is how a periodic run normally ends: if the watchdog has to end it, exit 0 too.
+    crate::interrupt::set_exit_code(0);
     let start = Instant::now();
     let end = args.for_.map(|d| start + d);
     let multi = args.pids.len() > 1;
@@ -453,5 +479,17 @@ fn report_round(label: &str, e: &anyhow::Error, live: &mut Vec<i32>, pid: i32) {
             msg.push_str(&format!(": {src}"));
         }
         warn(format_args!("{label}: {msg}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_json_keeps_strings_and_drops_the_rest_of_the_whitespace() {
+        let v = serde_json::json!({"a b": "x \" y\\ ", "n": [1, 2, {"t": "\n\t {"}]});
+        let pretty = serde_json::to_vec_pretty(&v).unwrap();
+        assert_eq!(compact_json(&pretty), serde_json::to_vec(&v).unwrap());
     }
 }

@@ -7,7 +7,7 @@
 //! | 2 | bad usage: unknown signal or architecture, bad duration, bad flags; `compare` of files that are not dumps |
 //! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission (`dump`; `inspect` without ptrace permission says why on stderr, prints the kernel view and exits 0) |
 //! | 126, 127 | `run`: the command could not be executed / was not found (as `env` and shells say) |
-//! | 130 | interrupted (Ctrl-C, SIGTERM) while waiting for a single dump, or during `inspect` |
+//! | 130 | interrupted (Ctrl-C, SIGTERM), in any phase of any subcommand (periodic `dump` stops with 0: Ctrl-C is how it normally ends); within about 50 ms, see [`crate::interrupt`] |
 //!
 //! `run` passes the exit status of its command through (it execs it).
 
@@ -25,6 +25,9 @@ pub enum ExitKind {
     Interrupted,
 }
 
+/// The exit code of an interrupted run.
+pub const INTERRUPTED_CODE: i32 = 130;
+
 impl ExitKind {
     pub fn code(self) -> u8 {
         match self {
@@ -33,7 +36,7 @@ impl ExitKind {
             ExitKind::Refused => 3,
             ExitKind::CannotExecute => 126,
             ExitKind::NotFound => 127,
-            ExitKind::Interrupted => 130,
+            ExitKind::Interrupted => INTERRUPTED_CODE as u8,
         }
     }
 }

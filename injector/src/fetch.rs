@@ -22,8 +22,9 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// A dump is a few MB at most; refuse anything absurd.
-const MAX_DUMP_BYTES: u64 = 512 << 20;
+/// A dump is a few MB at most (20 MB for 10000 threads); refuse anything larger before
+/// reading it (see `stackdump_core::limits`).
+const MAX_DUMP_BYTES: u64 = stackdump_core::limits::MAX_DUMP_FILE;
 
 /// A fresh request id: random, non-zero, at most 0x7fffffff.
 pub fn request_id() -> u32 {
@@ -207,6 +208,15 @@ impl DumpDir {
         let shown = format!("{}/{name}", self.path.trim_end_matches('/'));
         let owners = (!owners.is_empty()).then_some(owners);
         let f = rootfs::open_file(self.fd.as_fd(), name, owners, &shown)?;
+        // Its size first (a target-made file can be anything): refused by name and size
+        // before a byte is read; the read below still stops at the limit.
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > MAX_DUMP_BYTES {
+            return Err(SafeOpenError::Refused {
+                path: format!("{shown} ({size} bytes)"),
+                what: "larger than the 64 MiB limit for a dump",
+            });
+        }
         rootfs::read_limited(f, MAX_DUMP_BYTES, &shown)
     }
 }

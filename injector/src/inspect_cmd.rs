@@ -5,7 +5,8 @@
 //! Exit codes: 0 done (also without permission to ptrace: the reason goes to stderr in one line
 //! and the kernel view is printed); 1 the process does not exist, is a zombie, or /proc cannot
 //! be read; 130 Ctrl-C or SIGTERM during the capture (what was read is printed; every thread
-//! was let go).
+//! was let go), or at any other moment (ended by the watchdog of [`crate::interrupt`] 50 ms
+//! later if it has not ended by then: the kernel lets every seized thread go).
 //!
 //! Test hook: with `STACKDUMP_TEST_PAUSE_AFTER_SEIZE=1` in its environment, inspect prints
 //! `SEIZED <tid>` to stderr while it holds a thread stopped and waits there until Ctrl-C or

@@ -1,11 +1,73 @@
-//! Ctrl-C and SIGTERM while waiting: a flag plus a self-pipe, so a `poll` wakes at once.
+//! Ctrl-C and SIGTERM.
+//!
+//! - [`Interrupt`]: while waiting, a flag plus a self-pipe, so a `poll` wakes at once and the
+//!   command ends in order (prints what it has, lets every ptrace'd thread go).
+//! - [`install_watchdog`]: in every phase of every subcommand, a thread that waits for the
+//!   signal and, if the process is still there [`GRACE`] later (the main thread is busy parsing
+//!   DWARF, rendering, or blocked in a system call), writes `stackdump: interrupted` to stderr
+//!   and calls `_exit` with [`exit_code`] (130; 0 for periodic dumps, whose normal end is
+//!   Ctrl-C). So the CLI ends within about 50 ms of the signal whatever it is doing.
+//!
+//! `_exit` is safe for `inspect` too: it never leaves a target stopped. Its threads are
+//! stopped only with `PTRACE_SEIZE` + `PTRACE_INTERRUPT` (no `PTRACE_O_EXITKILL`, no SIGSTOP):
+//! when the tracer exits, the kernel detaches every tracee and resumes the ones in a ptrace
+//! stop (`exit_ptrace`). The CLI changes no terminal state, so there is nothing to restore.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long the main thread has, after SIGINT or SIGTERM, to end in order before the watchdog
+/// ends the process.
+pub const GRACE: Duration = Duration::from_millis(50);
+
+/// The exit code the watchdog uses.
+static EXIT_CODE: AtomicI32 = AtomicI32::new(crate::exit::INTERRUPTED_CODE);
+
+/// Set the exit code of an interrupted run (periodic dumps: 0).
+pub fn set_exit_code(code: i32) {
+    EXIT_CODE.store(code, Ordering::SeqCst);
+}
+
+/// The exit code the watchdog uses now.
+pub fn exit_code() -> i32 {
+    EXIT_CODE.load(Ordering::SeqCst)
+}
+
+/// From now on, SIGINT and SIGTERM end the process within [`GRACE`] (plus scheduling), even
+/// when the main thread is blocked or busy: see the module documentation. [`Interrupt`]s
+/// installed later still see the signal first.
+pub fn install_watchdog() -> std::io::Result<()> {
+    let (mut read, write) = UnixStream::pair()?;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+    }
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let mut byte = [0u8; 1];
+            loop {
+                match read.read(&mut byte) {
+                    Ok(1) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // The pipe is gone: nothing to watch.
+                    _ => return,
+                }
+            }
+            std::thread::sleep(GRACE);
+            let msg = b"stackdump: interrupted\n";
+            // SAFETY: write(2) of a static buffer to fd 2, then _exit: no destructor, lock or
+            // allocation is involved, so it cannot deadlock whatever the main thread holds.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(exit_code());
+            }
+        })?;
+    Ok(())
+}
 
 pub struct Interrupt {
     read: UnixStream,

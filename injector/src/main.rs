@@ -36,6 +36,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::report_clap(e),
     };
+    // Ctrl-C and SIGTERM end every subcommand within ~50 ms, whatever it is doing (`run`
+    // execs its command, which gets the default dispositions back).
+    if !matches!(cli.command, cli::Command::Run(_)) {
+        if let Err(e) = interrupt::install_watchdog() {
+            eprintln!("stackdump: cannot install the Ctrl-C handler: {e}");
+            return ExitCode::from(exit::ExitKind::Failed.code());
+        }
+    }
     let result = match cli.command {
         cli::Command::Dump(args) => dump::run(args),
         cli::Command::Inspect(args) => inspect_cmd::run(args),

@@ -618,6 +618,34 @@ fn a_planted_symlink_is_not_followed() {
 }
 
 #[test]
+fn an_oversized_side_file_is_refused_by_name_and_size() {
+    let dl = Deadline::new(60);
+    let dir = Scratch::new("oversized");
+    let t = fake("oversized", &[("STACKDUMP_DIR", dir.str())]);
+    wait_until(&dl, "the fake library catches USR1", || {
+        catches(t.pid, USR1)
+    });
+    for format in ["text", "json"] {
+        let out = stackdump(
+            &dl,
+            &[
+                "dump",
+                &t.pid.to_string(),
+                "--format",
+                format,
+                "--timeout",
+                "500ms",
+            ],
+        );
+        out.assert_code(1)
+            .stderr_has("larger than the 64 MiB limit for a dump")
+            .stderr_has(&format!("({} bytes)", 65u64 << 20));
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+    }
+    assert!(t.alive());
+}
+
+#[test]
 fn a_stopped_process_is_refused() {
     let dl = Deadline::new(60);
     let dir = Scratch::new("stopped");

@@ -12,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 /// Compile `examples/c/NAME.c` with `cc -O2 -g -pthread` once per test run.
 fn c_example(name: &str) -> PathBuf {
@@ -640,4 +641,299 @@ fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
         ("XDG_CACHE_HOME", xdg.str()),
     ]);
     assert_eq!(cached(&own.path).len(), files.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile inputs: Ctrl-C in every phase, bombs, files that are no dumps (issue 15)
+
+/// Spawn `cmd` with its stdout a pipe nobody reads, wait until its main thread blocks writing
+/// to it, send `sig`, and return (exit code, time from the signal to the exit).
+fn interrupted_while_writing(dl: &Deadline, mut cmd: Command, sig: i32) -> (Option<i32>, Duration) {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut p = Proc::spawn_piped(cmd);
+    let _unread = p.child.stdout.take().unwrap();
+    wait_until(dl, "the CLI blocks writing its output", || {
+        std::fs::read_to_string(format!("/proc/{}/wchan", p.pid))
+            .is_ok_and(|w| w.trim().ends_with("pipe_write"))
+    });
+    let sent = std::time::Instant::now();
+    // SAFETY: kill with a pid we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(p.pid, sig) }, 0);
+    let status = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(!dl.passed(), "the CLI did not end after the signal");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    (status.code(), sent.elapsed())
+}
+
+#[test]
+fn ctrl_c_ends_inspect_blocked_writing_its_output_and_the_target_runs_on() {
+    let dl = Deadline::new(120);
+    // 300 threads: a JSON dump far larger than a pipe holds.
+    let target = spawn_parked(&dl, 300);
+    let mut took = Vec::new();
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGINT,
+    ] {
+        let cmd = cli(&["inspect", &target.pid.to_string(), "--format", "json"]);
+        let (code, t) = interrupted_while_writing(&dl, cmd, sig);
+        assert_eq!(code, Some(130), "signal {sig}");
+        took.push(t);
+        // No thread of the target is left stopped.
+        for task in std::fs::read_dir(format!("/proc/{}/task", target.pid)).unwrap() {
+            let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+            assert!(
+                !matches!(task_state(target.pid, tid), Some('t' | 'T')),
+                "thread {tid} left stopped"
+            );
+        }
+    }
+    took.sort();
+    eprintln!("inspect blocked in write(2), signal to exit: {took:?}");
+    // Generous for a loaded machine; the watchdog's grace is 50 ms.
+    assert!(took[took.len() - 1] < Duration::from_secs(2), "{took:?}");
+    assert!(target.alive());
+}
+
+#[test]
+fn ctrl_c_while_inspect_holds_a_thread_ends_it_and_the_thread_runs_on() {
+    let dl = Deadline::new(60);
+    let (target, words) = spawn_ready(&dl, Command::new(c_example("busy")));
+    let spinner: i32 = words[1].parse().unwrap();
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let mut cmd = cli(&["inspect", &target.pid.to_string()]);
+        cmd.env("STACKDUMP_TEST_PAUSE_AFTER_SEIZE", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut p = Proc::spawn_piped(cmd);
+        let err = p.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let l = rx.recv_timeout(dl.left()).expect("no SEIZED line");
+            if l.starts_with("SEIZED ") {
+                break;
+            }
+        }
+        let sent = std::time::Instant::now();
+        // SAFETY: kill with a pid we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(p.pid, libc::SIGINT) }, 0);
+        let status = loop {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(!dl.passed(), "inspect did not end after Ctrl-C");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        took.push(sent.elapsed());
+        assert_eq!(status.code(), Some(130), "{status:?}");
+        assert_runs_on(&dl, target.pid, spinner);
+    }
+    took.sort();
+    eprintln!("inspect holding a thread, Ctrl-C to exit: {took:?}");
+    assert!(took[took.len() - 1] < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn compare_refuses_devices_fifos_symlinks_and_huge_files_at_once() {
+    let dl = Deadline::new(60);
+    let dir = Scratch::new("compare-hostile");
+    let zero = dir.join("stackdump-1-20260101T000000.000Z.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let fifo = dir.join("fifo.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let big = dir.join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    for (path, says) in [
+        (zero.to_str().unwrap(), "a symbolic link, not a dump file"),
+        (fifo.to_str().unwrap(), "a FIFO, not a dump file"),
+        ("/dev/zero", "a device, not a dump file"),
+        (
+            big.to_str().unwrap(),
+            "68157440 bytes, larger than the 64 MiB limit",
+        ),
+        // A directory whose stackdump-*.json is a symlink planted to /dev/zero.
+        (dir.str(), "a symbolic link"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = stackdump(&dl, &["compare", path]);
+        out.assert_code(2).stderr_has(says).stderr_has("refused");
+        assert!(started.elapsed() < Duration::from_secs(10), "{path}");
+    }
+}
+
+/// Little-endian ELF64 section headers by name: (name, offset of the header).
+fn elf_sections(elf: &[u8]) -> Vec<(String, usize)> {
+    let u = |o: usize, n: usize| {
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(&elf[o..o + n]);
+        u64::from_le_bytes(v) as usize
+    };
+    let (shoff, shentsize, shnum, shstrndx) = (u(0x28, 8), u(0x3a, 2), u(0x3c, 2), u(0x3e, 2));
+    let strtab = u(shoff + shstrndx * shentsize + 24, 8);
+    (0..shnum)
+        .map(|i| {
+            let h = shoff + i * shentsize;
+            let name = strtab + u(h, 4);
+            let end = name + elf[name..].iter().position(|&c| c == 0).unwrap();
+            (String::from_utf8_lossy(&elf[name..end]).into_owned(), h)
+        })
+        .collect()
+}
+
+/// Make section `name` compressed (SHF_COMPRESSED, an Elf64_Chdr stating `ch_size`, `data`
+/// appended to the file).
+fn elf_compress(elf: &mut Vec<u8>, name: &str, ch_type: u32, ch_size: u64, data: &[u8]) {
+    let h = elf_sections(elf)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1;
+    while elf.len() % 8 != 0 {
+        elf.push(0);
+    }
+    let at = elf.len() as u64;
+    elf.extend_from_slice(&ch_type.to_le_bytes());
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    elf.extend_from_slice(&ch_size.to_le_bytes());
+    elf.extend_from_slice(&1u64.to_le_bytes());
+    elf.extend_from_slice(data);
+    let size = elf.len() as u64 - at;
+    let flags = u64::from_le_bytes(elf[h + 8..h + 16].try_into().unwrap()) | 0x800;
+    elf[h + 8..h + 16].copy_from_slice(&flags.to_le_bytes());
+    elf[h + 24..h + 32].copy_from_slice(&at.to_le_bytes());
+    elf[h + 32..h + 40].copy_from_slice(&size.to_le_bytes());
+}
+
+/// A zstd frame of `total` zero bytes in RLE blocks of 128 KiB (4 bytes each).
+fn zstd_rle_bomb(total: u64) -> Vec<u8> {
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(128 << 10);
+        left -= n;
+        let h = ((n as u32) << 3) | (1 << 1) | u32::from(left == 0);
+        f.extend_from_slice(&h.to_le_bytes()[..3]);
+        f.push(0);
+    }
+    f
+}
+
+#[test]
+fn inspect_of_a_process_with_dwarf_bombs_stays_in_bounds_and_prints_the_stack() {
+    let dl = Deadline::new(120);
+    let dir = Scratch::new("inspect-bomb");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    std::fs::write(
+        dir.join("bomb.c"),
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         __attribute__((noinline)) void bomb_park(void) {\n\
+           printf(\"READY %d\\n\", (int)getpid()); fflush(stdout);\n\
+           for (;;) pause();\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        "void bomb_park(void);\nint main(void) { bomb_park(); return 0; }\n",
+    )
+    .unwrap();
+    let lib = dir.join("libbomb.so");
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    assert!(ok(Command::new(&cc)
+        .args(["-g", "-O1", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(dir.join("bomb.c"))));
+    assert!(ok(Command::new(&cc)
+        .args(["-g", "-O1", "-o"])
+        .arg(dir.join("main"))
+        .arg(dir.join("main.c"))
+        .arg(format!("-L{}", dir.str()))
+        .arg(format!("-Wl,-rpath,{}", dir.str()))
+        .arg("-lbomb")));
+    // .debug_info: 64 KiB of zstd that inflate to 2 GiB (the header says so); .debug_line: a
+    // header stating 60 MiB over the same 2 GiB stream; .debug_str: zlib stating 2^40 bytes.
+    let mut elf = std::fs::read(&lib).unwrap();
+    let bomb = zstd_rle_bomb(2 << 30);
+    elf_compress(&mut elf, ".debug_info", 2, 2 << 30, &bomb);
+    elf_compress(&mut elf, ".debug_line", 2, 60 << 20, &bomb);
+    elf_compress(
+        &mut elf,
+        ".debug_str",
+        1,
+        1 << 40,
+        &[0x78, 0x9c, 3, 0, 0, 0, 0, 1],
+    );
+    std::fs::write(&lib, &elf).unwrap();
+    let (target, _) = spawn_ready(&dl, Command::new(dir.join("main")));
+
+    let mut cmd = cli(&["inspect", &target.pid.to_string(), "--format", "json"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    const AS_LIMIT: u64 = 1 << 30;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: AS_LIMIT,
+                rlim_max: AS_LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Proc::spawn_piped(cmd);
+    let mut out = p.child.stdout.take().unwrap();
+    let mut err = p.child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    let mut status = 0;
+    // SAFETY: all-zero bytes are a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaping our own child, with pointers to live locals.
+    assert_eq!(
+        unsafe { libc::wait4(p.pid, &mut status, 0, &mut usage) },
+        p.pid
+    );
+    // Reaped above: its drop must not kill a pid that may be reused.
+    std::mem::forget(p);
+    let stderr = errs.join().unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status:#x}: {stderr}"
+    );
+    let peak_mib = usage.ru_maxrss >> 10;
+    eprintln!("inspect of the bomb target: peak RSS {peak_mib} MiB");
+    assert!(peak_mib < 256, "peak RSS {peak_mib} MiB");
+    let d: Value = serde_json::from_str(&text).unwrap();
+    let main = &d["threads"].as_array().unwrap()[0];
+    assert!(
+        functions(main).iter().any(|f| f == "bomb_park"),
+        "{:?}",
+        functions(main)
+    );
+    assert!(target.alive());
 }

@@ -190,8 +190,16 @@ fn open_mapped(root: &Path, pid: i32, m: &Mapping) -> std::io::Result<std::fs::F
 /// The symbols we want from one file, or None when it has no `_PyRuntime`.
 fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols>, String> {
     let file = open_mapped(root, pid, m).map_err(|e| format!("cannot open: {e}"))?;
+    // Reads checked against the file's real size and the caps before the cache allocates
+    // (`crate::limits::Capped`): a sparse file may claim a symbol table of gigabytes.
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
     let cache = object::ReadCache::new(file);
-    let elf = object::File::parse(&cache).map_err(|e| format!("not a readable ELF file: {e}"))?;
+    let used = std::cell::Cell::new(0);
+    let capped = crate::limits::Capped::new(&cache, len, &used);
+    let elf = object::File::parse(capped).map_err(|e| format!("not a readable ELF file: {e}"))?;
     let min_vaddr = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
     let exec_segment = elf
         .segments()
