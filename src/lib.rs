@@ -24,6 +24,7 @@
 //!   a stop, the others stopped one at a time with ptrace.
 //! - [`compare`]: what is stuck, what burned CPU, what came and went, across dumps.
 //! - [`folded`]: folded stacks for flame graph tools.
+//! - [`escape`]: the one escaper of target-controlled text for terminals (text, folded, messages).
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 //! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
@@ -35,6 +36,7 @@ pub mod diagnose;
 pub mod dumpfile;
 pub mod dwarfcache;
 pub mod dwarfunits;
+pub mod escape;
 pub mod facts;
 pub mod fds;
 pub mod folded;

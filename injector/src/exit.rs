@@ -12,6 +12,7 @@
 //! `run` passes the exit status of its command through (it execs it).
 
 use crate::target::TargetError;
+use stackdump_core::escape;
 use std::process::ExitCode;
 
 /// What went wrong, as far as the exit code is concerned.
@@ -130,7 +131,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     let kind = kind_of(err);
     match err.downcast_ref::<Several>() {
         // Each failure was already reported when it happened.
-        Some(_) => eprintln!("stackdump: {err}"),
+        Some(_) => eprintln!("stackdump: {}", escape::text(&err.to_string())),
         None => {
             let mut msg = err.to_string();
             for cause in err.chain().skip(1) {
@@ -140,7 +141,8 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
                     msg.push_str(&c);
                 }
             }
-            eprintln!("stackdump: {msg}");
+            // Names and paths in it came from the target: nothing raw reaches the terminal.
+            eprintln!("stackdump: {}", escape::text(&msg));
         }
     }
     ExitCode::from(kind.code())

@@ -212,6 +212,7 @@ impl DumpDir {
 }
 
 fn dir_error(target: &Target, path: &str, e: SafeOpenError) -> TargetError {
+    let path = stackdump_core::escape::field(path);
     let refuse = |reason: String, todo: &str| TargetError::Refused {
         pid: target.pid,
         comm: target.comm().to_string(),

@@ -67,7 +67,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     match args.format {
         StackFormat::Text => stdout.write_all(stackdump_core::render::text(&dump).as_bytes())?,
         StackFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &dump)?;
+            // DEL and C1 characters in names, which serde_json writes raw, escaped too.
+            let json = serde_json::to_string_pretty(&dump)?;
+            stdout.write_all(stackdump_core::escape::json(&json).as_bytes())?;
             writeln!(stdout)?;
         }
         StackFormat::Folded => stdout

@@ -8,6 +8,7 @@
 
 use crate::rootfs::{SafeOpenError, TargetRoot};
 use stackdump_core::dumpfile::DumpFormat;
+use stackdump_core::escape::Esc;
 use stackdump_core::signals::{self, arch, HostSignal};
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -25,7 +26,7 @@ pub enum TargetError {
         what: &'static str,
         owner: Option<u32>,
     },
-    #[error("refusing to signal process {pid} ({comm}): {reason}. {todo}")]
+    #[error("refusing to signal process {pid} ({}): {reason}. {todo}", Esc(comm))]
     Refused {
         pid: i32,
         comm: String,
