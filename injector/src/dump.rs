@@ -66,6 +66,10 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
             .into())
         }
     };
+    // Not even with --force: see Target::init_refusal.
+    if let Some((reason, todo)) = target.init_refusal(&signal) {
+        return Err(refuse(reason, &todo).into());
+    }
     let refusals = target.check(&signal);
     if let Some((reason, todo)) = refusals.first() {
         if !args.force {

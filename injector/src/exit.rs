@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | 0 | done |
 //! | 1 | failed at run time: the target is gone or a zombie, no dump before the deadline, an unsafe file, an I/O error |
-//! | 2 | bad usage: unknown signal or architecture, bad duration, bad flags; `compare` of files that are not dumps |
+//! | 2 | bad usage: unknown signal or architecture, a trigger signal that cannot work (KILL, STOP, faults, job control), bad duration, bad flags; a thread id instead of a process id, a kernel thread; an `--out` directory that is a symlink, not ours or writable by others; `compare` of files that are not dumps |
 //! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission (`dump`; `inspect` without ptrace permission says why on stderr, prints the kernel view and exits 0) |
 //! | 126, 127 | `run`: the command could not be executed / was not found (as `env` and shells say) |
 //! | 130 | interrupted (Ctrl-C, SIGTERM) while waiting for a single dump, or during `inspect` |
@@ -82,6 +82,9 @@ pub fn kind_of(err: &anyhow::Error) -> ExitKind {
             return match e {
                 TargetError::PermissionDenied { .. } | TargetError::Refused { .. } => {
                     ExitKind::Refused
+                }
+                TargetError::NotAProcess { .. } | TargetError::KernelThread { .. } => {
+                    ExitKind::Usage
                 }
                 TargetError::NoSuchProcess { .. }
                 | TargetError::Zombie { .. }

@@ -46,6 +46,8 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         ..outside::Options::default()
     };
     let pid = args.pid;
+    // A thread id or a kernel thread: say what to do instead (exit 2).
+    crate::target::check_pid_is_process(pid, "inspect")?;
     let (dump, outcome) = inspect::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
         InspectError::NoSuchProcess(_) => TargetError::NoSuchProcess { pid },
         InspectError::Zombie(_) => TargetError::Zombie {

@@ -33,6 +33,15 @@ pub enum TargetError {
         reason: String,
         todo: String,
     },
+    #[error("{tid} is a thread of process {pid} ({}), not a process; {cmd} the process: `stackdump {cmd} {pid}`", Esc(comm))]
+    NotAProcess {
+        tid: i32,
+        pid: i32,
+        comm: String,
+        cmd: &'static str,
+    },
+    #[error("process {pid} ({}) is a kernel thread: it has no user-space stack; its kernel stack is in /proc/{pid}/stack", Esc(comm))]
+    KernelThread { pid: i32, comm: String },
     #[error("process {pid} exited before its dump was complete")]
     Exited { pid: i32 },
     #[error("no dump from process {pid} within {timeout}. Likely causes:\n{causes}")]
@@ -71,6 +80,10 @@ pub struct Status {
     pub name: String,
     pub state: char,
     pub ppid: i32,
+    /// The thread group (process) this task belongs to; differs from the pid for a thread.
+    pub tgid: i32,
+    /// `Kthread: 1` (kernels ≥ 6.x show it; see [`is_kernel_thread`] for older ones).
+    pub kthread: bool,
     /// The pid as the process sees itself (last field of `NSpid`).
     pub ns_pid: i32,
     /// Real, effective, saved and file-system uids.
@@ -100,6 +113,8 @@ impl Status {
                 }
                 "State" => st.state = value.chars().next().unwrap_or('?'),
                 "PPid" => st.ppid = value.parse().unwrap_or(0),
+                "Tgid" => st.tgid = value.parse().unwrap_or(0),
+                "Kthread" => st.kthread = value == "1",
                 "NSpid" => {
                     st.ns_pid = value
                         .split_whitespace()
@@ -138,6 +153,58 @@ impl Status {
     }
     pub fn blocks(&self, signo: i32) -> bool {
         Self::bit(self.sig_blocked, signo)
+    }
+}
+
+/// PF_KTHREAD in the flags of `/proc/PID/stat`: a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// True when `pid` is a kernel thread: `Kthread: 1` in its status, or (kernels without that
+/// line) PF_KTHREAD in the flags of its stat.
+pub fn is_kernel_thread(pid: i32, status: &Status) -> bool {
+    if status.kthread {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            // After the name: state ppid pgrp session tty_nr tpgid flags.
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Refuse what is not a user process: a thread id that is not its process's
+/// (`Tgid:` differs; "dump the process instead", with `cmd` in the advice) and kernel
+/// threads. Both are usage errors (exit 2).
+pub fn check_is_process(pid: i32, status: &Status, cmd: &'static str) -> Result<(), TargetError> {
+    if status.tgid > 0 && status.tgid != pid {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", status.tgid))
+            .map(|c| c.trim_end_matches('\n').to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(TargetError::NotAProcess {
+            tid: pid,
+            pid: status.tgid,
+            comm,
+            cmd,
+        });
+    }
+    if is_kernel_thread(pid, status) {
+        return Err(TargetError::KernelThread {
+            pid,
+            comm: status.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// [`check_is_process`] from `/proc/PID/status`, for commands that do not build a [`Target`].
+pub fn check_pid_is_process(pid: i32, cmd: &'static str) -> Result<(), TargetError> {
+    let text = read_proc(pid, "status")?;
+    match Status::parse(&String::from_utf8_lossy(&text)) {
+        Some(st) => check_is_process(pid, &st, cmd),
+        None => Ok(()),
     }
 }
 
@@ -313,6 +380,7 @@ impl Target {
                 ppid: status.ppid,
             });
         }
+        check_is_process(pid, &status, "dump")?;
         // May we signal it? Signal 0 checks without sending anything.
         if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
             return Err(match e {
@@ -490,6 +558,50 @@ impl Target {
                 source: other,
             },
         })
+    }
+
+    /// True when the process is the init process of its pid namespace (pid 1 there).
+    pub fn is_init(&self) -> bool {
+        self.pid == 1 || self.status.ns_pid == 1
+    }
+
+    /// A refusal that `--force` does not override: `signal` to an init process (pid 1 of its
+    /// namespace) that does not have the library loaded, or does not catch it. The kernel
+    /// drops a signal init does not catch, and an init's own handlers do real work with
+    /// signals (systemd re-executes or shuts down on some; tini and dumb-init forward them to
+    /// their child, which may not catch them): never send one there.
+    pub fn init_refusal(&self, signal: &HostSignal) -> Option<(String, String)> {
+        if !self.is_init() {
+            return None;
+        }
+        let who = if self.pid == 1 {
+            "it is pid 1, the init process".to_string()
+        } else {
+            "it is the init process of its pid namespace (pid 1 there)".to_string()
+        };
+        let todo = format!(
+            "Its stacks from outside, without a signal: `stackdump inspect {}`. --force does not override this for an init process",
+            self.pid
+        );
+        if self.library.is_none() {
+            return Some((
+                format!(
+                    "{who}, and libstackdump.so is not loaded in it: {} would go to init's own handler, or be dropped by the kernel if it has none",
+                    signal.name
+                ),
+                todo,
+            ));
+        }
+        if !self.status.catches(signal.number) {
+            return Some((
+                format!(
+                    "{who}, and it does not catch {} (not in SigCgt of /proc/{}/status): the kernel drops such signals for init, so nothing would happen",
+                    signal.name, self.pid
+                ),
+                todo,
+            ));
+        }
+        None
     }
 
     /// The checks before sending `signal`. Returns the reasons to refuse (empty when it is
