@@ -482,7 +482,7 @@ fn diagnose(
         } else {
             vfs.blocks_available()
         };
-        let free = u64::from(blocks).saturating_mul(vfs.fragment_size() as u64);
+        let free = blocks.saturating_mul(vfs.fragment_size());
         let inodes = if root {
             vfs.files_free()
         } else {
