@@ -61,7 +61,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         },
     })?;
     if let Some(why) = &outcome.denied {
-        eprintln!("stackdump: no stacks for process {pid}, kernel view only: {why}");
+        eprintln!(
+            "stackdump: no stacks for process {pid}, kernel view only: {}",
+            stackdump_core::escape::text(&why.to_string())
+        );
     }
     // One buffer, written in large pieces (stdout is line-buffered: JSON would otherwise be
     // written line by line).

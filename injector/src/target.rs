@@ -676,11 +676,18 @@ mod tests {
 
     #[test]
     fn status_fields() {
-        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nShdPnd:\t0000000000000200\n";
+        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nKthread:\t0\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nShdPnd:\t0000000000000200\n";
         let st = Status::parse(text).unwrap();
         assert_eq!(st.name, "sleep");
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 1);
+        assert_eq!(st.tgid, 42);
+        assert!(!st.kthread);
+        assert!(
+            Status::parse("Name:\tkthreadd\nKthread:\t1\n")
+                .unwrap()
+                .kthread
+        );
         assert_eq!(st.ns_pid, 7);
         assert_eq!(st.uids, [1000; 4]);
         assert_eq!(st.threads, 3);
@@ -726,6 +733,42 @@ mod tests {
             arch::Libc::Musl
         );
         assert_eq!(target_libc(maps), arch::Libc::Glibc);
+    }
+
+    #[test]
+    fn init_is_never_sent_what_it_does_not_catch() {
+        let usr1 = signals::parse_host("USR1").unwrap();
+        let mut init = Target {
+            pid: 1,
+            pidfd: None,
+            status: Status::parse("Name:\tinit\nState:\tS\nSigCgt:\t0000000000000000\n").unwrap(),
+            env: TargetEnv::default(),
+            library: None,
+            libc: arch::Libc::Glibc,
+            dump_tid: std::cell::OnceCell::new(),
+        };
+        let (reason, todo) = init.init_refusal(&usr1).unwrap();
+        assert!(
+            reason.starts_with("it is pid 1, the init process, and libstackdump.so is not loaded"),
+            "{reason}"
+        );
+        assert!(todo.contains("--force does not override this"), "{todo}");
+        init.library = Some("/lib/libstackdump.so".into());
+        let (reason, _) = init.init_refusal(&usr1).unwrap();
+        assert!(reason.contains("it does not catch USR1"), "{reason}");
+        init.status.sig_caught = 1 << (usr1.number - 1);
+        assert_eq!(init.init_refusal(&usr1), None);
+        // A container's init: pid 1 in its namespace.
+        init.pid = 4242;
+        init.status.ns_pid = 1;
+        init.library = None;
+        let (reason, _) = init.init_refusal(&usr1).unwrap();
+        assert!(
+            reason.starts_with("it is the init process of its pid namespace"),
+            "{reason}"
+        );
+        init.status.ns_pid = 7;
+        assert_eq!(init.init_refusal(&usr1), None);
     }
 
     #[test]
