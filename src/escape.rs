@@ -42,6 +42,33 @@ fn is_invisible_layout(c: char) -> bool {
     )
 }
 
+/// Whether `s` has anything to escape, byte by byte (a whole rendered dump is scanned once per
+/// dump: this is several times faster than going through its `char`s). The same set as
+/// [`is_control`] (UTF-8 continuation bytes are never below 0x80 nor equal 0xC2 or 0xE2, so
+/// looking at every byte is exact): C0, DEL, C1 (`C2 80`-`C2 9F`), and U+200E/F,
+/// U+2028-U+202E (`E2 80 8E`/`8F`, `E2 80 A8`-`AE`), U+2066-U+2069 (`E2 81 A6`-`A9`);
+/// `\n` and `\t` only unless `keep_lines`, the backslash only with `backslash`.
+fn needs_escape(s: &str, keep_lines: bool, backslash: bool) -> bool {
+    let b = s.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        let hit = match c {
+            b'\n' | b'\t' => !keep_lines,
+            0..=0x1f | 0x7f => true,
+            b'\\' => backslash,
+            0xc2 => matches!(b.get(i + 1), Some(0x80..=0x9f)),
+            0xe2 => matches!(
+                (b.get(i + 1), b.get(i + 2)),
+                (Some(0x80), Some(0x8e | 0x8f | 0xa8..=0xae)) | (Some(0x81), Some(0xa6..=0xa9))
+            ),
+            _ => false,
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\x1b' => out.push_str("\\e"),
@@ -62,7 +89,7 @@ fn push_escaped(out: &mut String, c: char) {
 /// character, no line break, backslashes doubled. Borrowed when there is nothing to escape.
 pub fn field(s: &str) -> Cow<'_, str> {
     let needs = |c: char| c == '\\' || is_control(c);
-    if !s.chars().any(needs) {
+    if !needs_escape(s, false, true) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -94,7 +121,7 @@ pub fn bytes(b: &[u8]) -> String {
 /// only must not reach the terminal raw). Borrowed when there is nothing to escape.
 pub fn text(s: &str) -> Cow<'_, str> {
     let needs = |c: char| c != '\n' && c != '\t' && is_control(c);
-    if !s.chars().any(needs) {
+    if !needs_escape(s, true, false) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -129,8 +156,8 @@ pub fn text_bytes(b: &[u8]) -> Cow<'_, str> {
 /// character). C0 controls are escaped by `serde_json` already; a raw one (only whitespace
 /// outside strings can be: `\r`) is escaped too.
 pub fn json(s: &str) -> Cow<'_, str> {
-    let needs = |c: char| is_control(c) && c != '\n' && c != '\t' && c != ' ';
-    if !s.chars().any(needs) {
+    let needs = |c: char| is_control(c) && c != '\n' && c != '\t';
+    if !needs_escape(s, true, false) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -174,6 +201,20 @@ mod tests {
         assert_eq!(field("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(field("\u{a0}é"), "\u{a0}é");
         assert_eq!(format!("[{}]", Esc("x\x1by")), "[x\\ey]");
+    }
+
+    #[test]
+    fn the_byte_scan_finds_exactly_the_characters_escaped() {
+        for cp in (0..0x3000u32).chain([0xfeff, 0x1f600]) {
+            let Some(c) = char::from_u32(cp) else {
+                continue;
+            };
+            let s = format!("a{c}b");
+            let field_needs = c == '\\' || is_control(c);
+            assert_eq!(needs_escape(&s, false, true), field_needs, "U+{cp:04X}");
+            let text_needs = c != '\n' && c != '\t' && is_control(c);
+            assert_eq!(needs_escape(&s, true, false), text_needs, "U+{cp:04X}");
+        }
     }
 
     #[test]
