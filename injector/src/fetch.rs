@@ -461,16 +461,15 @@ fn diagnose(
             ));
         }
     }
+    let shown = stackdump_core::escape::field(&dir.path);
     let temp_prefix = format!("{TEMP_PREFIX}{ns_pid}-");
     if names.iter().any(|n| n.starts_with(&temp_prefix)) {
         causes.push(format!(
-            "a dump is being written ({}{ns_pid}-… in {}): it takes longer than {}; try a longer --timeout",
+            "a dump is being written ({}{ns_pid}-… in {shown}): it takes longer than {}; try a longer --timeout",
             TEMP_PREFIX,
-            dir.path,
             format_duration(timeout)
         ));
     }
-    let shown = stackdump_core::escape::field(&dir.path);
     if let Ok(vfs) = nix::sys::statvfs::fstatvfs(&dir.fd) {
         if vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
             causes.push(format!("{shown} is on a read-only file system"));

@@ -20,7 +20,7 @@ pub enum TargetError {
     NoSuchProcess { pid: i32 },
     #[error("process {pid} is a zombie: it has exited and waits for its parent (pid {ppid}) to reap it; there is nothing left to dump")]
     Zombie { pid: i32, ppid: i32 },
-    #[error("not allowed to {what} process {pid}{}: run as the same user or with CAP_KILL (root)", owner.map(|u| format!(" (owned by uid {u})")).unwrap_or_default())]
+    #[error("not allowed to {what} process {pid}{}: {}", owner.map(|u| format!(" (owned by uid {u})")).unwrap_or_default(), permission_hint())]
     PermissionDenied {
         pid: i32,
         what: &'static str,
@@ -72,6 +72,16 @@ pub enum TargetError {
     },
     #[error("interrupted")]
     Interrupted,
+}
+
+/// What to do about a permission error: as root, say why even root is refused instead of
+/// "run as root".
+fn permission_hint() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        "even root may not: the process is not dumpable (set-uid or set-gid, or PR_SET_DUMPABLE 0), or a security module, a sandbox or another user namespace protects it"
+    } else {
+        "run as the same user or with CAP_KILL (root)"
+    }
 }
 
 /// The fields of `/proc/PID/status` the checks need.

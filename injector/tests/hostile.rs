@@ -406,6 +406,27 @@ fn an_init_process_is_never_sent_a_signal_it_does_not_catch() {
     assert!(alive(inner));
 }
 
+#[test]
+fn pid_1_is_refused_even_with_force() {
+    if !is_root() {
+        eprintln!("skipped: as another user pid 1 is refused for permission alone");
+        return;
+    }
+    let dl = Deadline::new(30);
+    for args in [&["dump", "1"][..], &["dump", "1", "--force"]] {
+        let out = stackdump(&dl, args);
+        out.assert_code(3);
+        // Where pid 1 can be read: the init refusal; in a sandbox that hides it even from
+        // root: why root may not (never "run as root").
+        assert!(
+            out.stderr.contains("it is pid 1, the init process")
+                || out.stderr.contains("even root may not"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Mount(PathBuf);
 
