@@ -494,6 +494,59 @@ fn a_full_dump_directory_is_named_and_the_next_dump_says_what_was_lost() {
 }
 
 #[test]
+fn an_unwritable_dump_directory_is_named_and_the_next_dump_says_what_was_lost() {
+    if !is_root() {
+        eprintln!("skipped: running the target as another uid needs root");
+        return;
+    }
+    let dl = Deadline::new(120);
+    let scratch = Scratch::new("unwritable");
+    let dir = scratch.join("root-only");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The target runs as nobody and must reach the library and the directory.
+    for p in [
+        scratch.path.as_path(),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+    ] {
+        let m = mode(p);
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m | 0o055)).unwrap();
+    }
+    let mut cmd = cli(&["run", "--dir", dir.to_str().unwrap(), "--", "sleep", "1000"]);
+    cmd.env("STACKDUMP_LIB", real_lib());
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(65534).gid(65534);
+    }
+    let p = Proc::spawn(cmd);
+    wait_ready(&dl, p.pid, USR1);
+    let pid = p.pid.to_string();
+    stackdump(&dl, &["dump", &pid, "--timeout", "2s"])
+        .assert_code(1)
+        .stderr_has(&format!(
+            "the dump directory {} may not be writable by uid 65534",
+            dir.display()
+        ));
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let out = stackdump(&dl, &["dump", &pid, "--format", "json"]);
+    out.assert_code(0);
+    let v = json(&out);
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!(
+            "the previous dump (#1) could not be written to {}: EACCES",
+            dir.display()
+        ))),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn leftovers_of_dead_dumps_are_removed_by_the_next_dump() {
     let dl = Deadline::new(120);
     let dir = Scratch::new("leftovers");
