@@ -10,6 +10,7 @@
 //!
 //! Dumps of several processes are compared per process.
 
+use crate::escape::Esc;
 use crate::model::{CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -560,7 +561,7 @@ fn names(threads: &[ThreadRef]) -> String {
     let mut s = threads
         .iter()
         .take(SHOWN)
-        .map(|t| format!("{} ({})", t.name, t.tid))
+        .map(|t| format!("{} ({})", Esc(&t.name), t.tid))
         .collect::<Vec<_>>()
         .join(", ");
     if threads.len() > SHOWN {
@@ -569,11 +570,17 @@ fn names(threads: &[ThreadRef]) -> String {
     s
 }
 
-/// The comparison in words.
+/// The comparison in words. Names and stacks from the dumps are escaped
+/// ([`crate::escape`]): the text has no control character but its own line feeds.
 pub fn text(c: &Comparison) -> String {
+    let out = text_unchecked(c);
+    crate::escape::text(&out).into_owned()
+}
+
+fn text_unchecked(c: &Comparison) -> String {
     let mut out = String::new();
     for w in &c.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", Esc(w));
     }
     for p in &c.processes {
         if !out.is_empty() {
@@ -582,7 +589,12 @@ pub fn text(c: &Comparison) -> String {
         let _ = writeln!(
             out,
             "pid {} ({}): {} dumps from {} to {} ({:.1} s)",
-            p.pid, p.comm, p.dumps, p.first, p.last, p.seconds
+            p.pid,
+            Esc(&p.comm),
+            p.dumps,
+            Esc(&p.first),
+            Esc(&p.last),
+            p.seconds
         );
         if p.stuck.is_empty() {
             out.push_str("\nStuck: none (every thread moved between the last two dumps)\n");
@@ -603,13 +615,13 @@ pub fn text(c: &Comparison) -> String {
                     g.dumps,
                     names(&g.threads)
                 );
-                let _ = write!(out, "      in {}", g.syscall);
+                let _ = write!(out, "      in {}", Esc(&g.syscall));
                 if let Some(w) = &g.wchan {
-                    let _ = write!(out, ", wchan {w}");
+                    let _ = write!(out, ", wchan {}", Esc(w));
                 }
                 out.push('\n');
                 if !g.stack.is_empty() {
-                    let _ = writeln!(out, "      stack: {}", g.stack);
+                    let _ = writeln!(out, "      stack: {}", Esc(&g.stack));
                 }
             }
         }
@@ -629,7 +641,7 @@ pub fn text(c: &Comparison) -> String {
                     u.percent,
                     u.cpu_seconds,
                     u.seconds,
-                    u.name,
+                    Esc(&u.name),
                     u.tid,
                     u.user_ticks,
                     u.system_ticks
@@ -645,14 +657,20 @@ pub fn text(c: &Comparison) -> String {
                 let _ = writeln!(
                     out,
                     "  + {} ({}) appeared: first seen {}, in {} dump(s)",
-                    t.name, t.tid, t.first_seen, t.dumps
+                    Esc(&t.name),
+                    t.tid,
+                    Esc(&t.first_seen),
+                    t.dumps
                 );
             }
             for t in &p.exited {
                 let _ = writeln!(
                     out,
                     "  - {} ({}) exited: last seen {}, in {} dump(s)",
-                    t.name, t.tid, t.last_seen, t.dumps
+                    Esc(&t.name),
+                    t.tid,
+                    Esc(&t.last_seen),
+                    t.dumps
                 );
             }
         }

@@ -58,15 +58,10 @@ pub fn folded_with(dumps: &[Dump], opts: &Options) -> String {
     out
 }
 
-/// A name that cannot break the format: no `;`, no line breaks, no trailing count look-alike.
+/// A name that cannot break the format (no `;`, no line breaks) nor drive a terminal: control
+/// characters are shown escaped ([`crate::escape::field`]).
 fn clean(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            ';' => ':',
-            '\n' | '\r' => ' ',
-            c => c,
-        })
-        .collect()
+    crate::escape::field(name).replace(';', ":")
 }
 
 fn frame_name(f: &Frame) -> String {
@@ -194,5 +189,19 @@ mod tests {
             },
         );
         assert_eq!(out, "libc.so.6+0x29d90;main;<[u8: 4] as Foo>::bar 1\n");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        let mut t = thread(1, "\x1b[2K;x\n", SyscallState::Running, None);
+        t.frames = frames(&["main", "evil\x1b]52;c;eA==\x07"]);
+        let out = folded_with(
+            &[dump(vec![t])],
+            &Options {
+                thread_names: true,
+                kernel: false,
+            },
+        );
+        assert_eq!(out, "[\\e[2K:x\\n];evil\\e]52:c:eA==\\x07;main 1\n");
     }
 }

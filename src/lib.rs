@@ -26,6 +26,7 @@
 //! - [`folded`]: folded stacks for flame graph tools.
 //! - [`limits`]: the budgets of everything read from files a target controls (decompressed
 //!   DWARF, unwind tables, symbol tables, dump files), with the reasons for each cap.
+//! - [`escape`]: the one escaper of target-controlled text for terminals (text, folded, messages).
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 //! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
@@ -37,6 +38,7 @@ pub mod diagnose;
 pub mod dumpfile;
 pub mod dwarfcache;
 pub mod dwarfunits;
+pub mod escape;
 pub mod facts;
 pub mod fds;
 pub mod folded;

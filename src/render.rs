@@ -3,19 +3,33 @@
 //! then one block per group of threads that share a stack (the stack is shown once, under the
 //! threads that share it). The JSON form is `serde_json` of [`Dump`](crate::model::Dump).
 
+use crate::escape::{field, Esc};
 use crate::model::{CaptureStatus, Dump, Frame, ProcessFacts, SyscallState, Thread};
+use std::borrow::Cow;
 use std::fmt::Write;
 
-/// Render a dump as text.
+/// Render a dump as text. Every string that came from the process (names, paths, symbols,
+/// and, when the dump was read back from a file, anything else) is escaped with
+/// [`crate::escape`]: the text has no control character but its own line feeds.
 pub fn text(dump: &Dump) -> String {
+    let out = text_unchecked(dump);
+    // The fields are escaped one by one; this catches whatever a hostile dump file put in a
+    // field shown raw (all of them came from the target).
+    match crate::escape::text(&out) {
+        Cow::Borrowed(_) => out,
+        Cow::Owned(s) => s,
+    }
+}
+
+fn text_unchecked(dump: &Dump) -> String {
     let mut out = String::with_capacity(256 + dump.threads.len() * 1024);
     header(&mut out, dump);
     if !dump.findings.is_empty() {
         out.push_str("\nFindings:\n");
         for f in &dump.findings {
-            let _ = writeln!(out, "  * {}", f.summary);
+            let _ = writeln!(out, "  * {}", Esc(&f.summary));
             for e in &f.evidence {
-                let _ = writeln!(out, "      {e}");
+                let _ = writeln!(out, "      {}", Esc(e));
             }
         }
     }
@@ -25,7 +39,7 @@ pub fn text(dump: &Dump) -> String {
     if !dump.errors.is_empty() {
         out.push_str("\nErrors while dumping:\n");
         for e in &dump.errors {
-            let _ = writeln!(out, "  ! {e}");
+            let _ = writeln!(out, "  ! {}", Esc(e));
         }
     }
     let facts = dump.process.as_ref();
@@ -57,17 +71,26 @@ fn process(out: &mut String, p: &ProcessFacts) {
     out.push_str("\nProcess:\n");
     let mut kinds: Vec<(&String, &usize)> = p.fds.by_kind.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|(k, n)| format!("{n} {}", Esc(k)))
+        .collect();
     match &p.fds.unknown {
         Some(why) => {
-            let _ = writeln!(out, "  fds: unknown ({why})");
+            let _ = writeln!(out, "  fds: unknown ({})", Esc(why));
         }
         None => {
             let _ = writeln!(out, "  fds: {} open ({})", p.fds.total, kinds.join(", "));
         }
     }
     for g in &p.sockets {
-        let _ = write!(out, "  sockets: {} {} {}", g.count, g.protocol, g.state);
+        let _ = write!(
+            out,
+            "  sockets: {} {} {}",
+            g.count,
+            Esc(&g.protocol),
+            Esc(&g.state)
+        );
         if g.state == "LISTEN" {
             if g.rx_queue > 0 {
                 let _ = write!(out, ", {} connection(s) waiting to be accepted", g.rx_queue);
@@ -85,7 +108,7 @@ fn process(out: &mut String, p: &ProcessFacts) {
             }
         }
         if !g.local.is_empty() {
-            let _ = write!(out, "; local {}", g.local.join(", "));
+            let _ = write!(out, "; local {}", field(&g.local.join(", ")));
         }
         out.push('\n');
     }
@@ -93,7 +116,7 @@ fn process(out: &mut String, p: &ProcessFacts) {
         let fds: Vec<String> = pipe
             .fds
             .iter()
-            .map(|f| format!("fd {} ({} end)", f.fd, f.end))
+            .map(|f| format!("fd {} ({} end)", f.fd, Esc(&f.end)))
             .collect();
         let _ = write!(out, "  pipe:[{}] {}: ", pipe.inode, fds.join(", "));
         match (pipe.queued, pipe.capacity) {
@@ -104,7 +127,7 @@ fn process(out: &mut String, p: &ProcessFacts) {
                 let _ = write!(
                     out,
                     "fill level unknown ({})",
-                    pipe.unknown.as_deref().unwrap_or("?")
+                    field(pipe.unknown.as_deref().unwrap_or("?"))
                 );
             }
         }
@@ -115,7 +138,10 @@ fn process(out: &mut String, p: &ProcessFacts) {
             let _ = write!(
                 out,
                 "; pid {} ({}) fd {} ({} end)",
-                h.pid, h.comm, h.fd, h.end
+                h.pid,
+                Esc(&h.comm),
+                h.fd,
+                Esc(&h.end)
             );
             match h.reading {
                 Some(true) => out.push_str(" reading"),
@@ -131,10 +157,16 @@ fn process(out: &mut String, p: &ProcessFacts) {
 }
 
 fn header(out: &mut String, d: &Dump) {
-    let _ = writeln!(out, "stackdump of pid {} ({}) at {}", d.pid, d.comm, d.time);
-    let _ = writeln!(out, "exe: {}", d.exe);
+    let _ = writeln!(
+        out,
+        "stackdump of pid {} ({}) at {}",
+        d.pid,
+        Esc(&d.comm),
+        Esc(&d.time)
+    );
+    let _ = writeln!(out, "exe: {}", Esc(&d.exe));
     if !d.cmdline.is_empty() {
-        let _ = writeln!(out, "cmdline: {}", d.cmdline);
+        let _ = writeln!(out, "cmdline: {}", Esc(&d.cmdline));
     }
     if d.capture.method == crate::inspect::METHOD {
         let _ = write!(out, "inspected from outside");
@@ -176,7 +208,7 @@ fn header(out: &mut String, d: &Dump) {
         return;
     }
     let tr = &d.trigger;
-    let _ = write!(out, "trigger: SIG{}", tr.signal);
+    let _ = write!(out, "trigger: SIG{}", Esc(&tr.signal));
     match tr.sender_pid {
         Some(p) if p > 0 => {
             let _ = write!(out, " from pid {p}");
@@ -205,7 +237,7 @@ fn header(out: &mut String, d: &Dump) {
         c.captured,
         c.without_signal,
         c.duration_us as f64 / 1000.0,
-        c.capture_signal,
+        Esc(&c.capture_signal),
         c.deadline_ms,
         c.sequence
     );
@@ -222,13 +254,16 @@ fn thread_header(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
     let _ = write!(
         out,
         "\"{}\" tid {}  {} ({})",
-        t.name, t.tid, k.state, k.state_name
+        Esc(&t.name),
+        t.tid,
+        k.state,
+        Esc(&k.state_name)
     );
     if let Some(n) = t.python.as_ref().and_then(|p| p.name.as_ref()) {
-        let _ = write!(out, "  python \"{n}\"");
+        let _ = write!(out, "  python \"{}\"", Esc(n));
     }
     if let Some(w) = &k.wchan {
-        let _ = write!(out, "  wchan {w}");
+        let _ = write!(out, "  wchan {}", Esc(w));
     }
     let _ = write!(out, "  cpu user {} sys {} ticks", k.utime, k.stime);
     out.push('\n');
@@ -249,7 +284,7 @@ fn thread_stack(out: &mut String, t: &Thread) {
     }
     if let Some(py) = &t.python {
         if let Some(note) = &py.note {
-            let _ = writeln!(out, "   python ({}): {note}", py.interpreter);
+            let _ = writeln!(out, "   python ({}): {}", Esc(&py.interpreter), Esc(note));
         }
         for (i, f) in py.frames.iter().enumerate() {
             let _ = writeln!(out, "   py#{i:<3} {}", frame(f));
@@ -259,7 +294,7 @@ fn thread_stack(out: &mut String, t: &Thread) {
         if !ks.is_empty() {
             out.push_str("   kernel:\n");
             for l in ks {
-                let _ = writeln!(out, "      {l}");
+                let _ = writeln!(out, "      {}", Esc(l));
             }
         }
     }
@@ -274,7 +309,7 @@ pub fn syscall(s: &SyscallState) -> String {
 /// `unknown`).
 pub fn syscall_name(s: &SyscallState) -> String {
     match s {
-        SyscallState::InSyscall { name: Some(n), .. } => n.clone(),
+        SyscallState::InSyscall { name: Some(n), .. } => field(n).into_owned(),
         SyscallState::InSyscall { nr, .. } => format!("syscall_{nr}"),
         SyscallState::Blocked { .. } => "blocked outside a system call".into(),
         SyscallState::Running => "running".into(),
@@ -294,7 +329,10 @@ pub fn syscall_in(s: &SyscallState, facts: Option<&ProcessFacts>) -> String {
         SyscallState::InSyscall {
             nr, name, args, fd, ..
         } => {
-            let name_str = name.clone().unwrap_or_else(|| format!("syscall_{nr}"));
+            let name_str = name
+                .as_deref()
+                .map(|n| field(n).into_owned())
+                .unwrap_or_else(|| format!("syscall_{nr}"));
             let mut s = format!("{name_str}(");
             let counts = matches!(
                 name_str.as_str(),
@@ -308,7 +346,7 @@ pub fn syscall_in(s: &SyscallState, facts: Option<&ProcessFacts>) -> String {
                     (0, Some(fd)) => {
                         let _ = write!(s, "fd {}", fd.fd);
                         if let Some(target) = &fd.target {
-                            let _ = write!(s, " → {target}");
+                            let _ = write!(s, " → {}", Esc(target));
                         }
                         if let Some(more) = facts.and_then(|p| fd_details(p, fd.fd)) {
                             let _ = write!(s, " ({more})");
@@ -319,7 +357,7 @@ pub fn syscall_in(s: &SyscallState, facts: Option<&ProcessFacts>) -> String {
                         if let Some(f) = facts.and_then(|p| p.futex(*a)) {
                             match (f.owner, &f.owner_name) {
                                 (Some(o), Some(n)) => {
-                                    let _ = write!(s, " (owned by thread {o} \"{n}\")");
+                                    let _ = write!(s, " (owned by thread {o} \"{}\")", Esc(n));
                                 }
                                 (Some(o), None) => {
                                     let _ = write!(s, " (owned by thread {o})");
@@ -354,7 +392,7 @@ fn fd_details(p: &ProcessFacts, fd: i32) -> Option<String> {
     if let Some(inode) = f.pipe {
         let mut parts = Vec::new();
         if let Some(end) = &f.end {
-            parts.push(format!("{end} end"));
+            parts.push(format!("{} end", Esc(end)));
         }
         if let Some(pipe) = p.pipe(inode) {
             match (pipe.queued, pipe.capacity) {
@@ -376,7 +414,7 @@ fn fd_details(p: &ProcessFacts, fd: i32) -> Option<String> {
                         Some(false) => ", not reading",
                         None => "",
                     };
-                    format!("pid {} ({}) fd {}{doing}", h.pid, h.comm, h.fd)
+                    format!("pid {} ({}) fd {}{doing}", h.pid, Esc(&h.comm), h.fd)
                 })
                 .collect();
             if !readers.is_empty() {
@@ -386,12 +424,12 @@ fn fd_details(p: &ProcessFacts, fd: i32) -> Option<String> {
         return (!parts.is_empty()).then(|| parts.join("; "));
     }
     if let Some(sock) = &f.socket {
-        let mut s = format!("{} {}", sock.protocol, sock.state);
+        let mut s = format!("{} {}", Esc(&sock.protocol), Esc(&sock.state));
         if let Some(l) = &sock.local {
-            let _ = write!(s, " {l}");
+            let _ = write!(s, " {}", Esc(l));
         }
         if let Some(r) = &sock.remote {
-            let _ = write!(s, " ↔ {r}");
+            let _ = write!(s, " ↔ {}", Esc(r));
         }
         if sock.rx_queue > 0 {
             let _ = write!(s, ", Recv-Q {}", sock.rx_queue);
@@ -413,16 +451,16 @@ pub fn frame(f: &Frame) -> String {
     if f.python.is_some() {
         s.push_str("[py] ");
     }
-    s.push_str(f.function.as_deref().unwrap_or("??"));
+    s.push_str(&field(f.function.as_deref().unwrap_or("??")));
     if let Some(file) = &f.file {
-        let _ = write!(s, " at {file}");
+        let _ = write!(s, " at {}", Esc(file));
         if let Some(line) = f.line {
             let _ = write!(s, ":{line}");
         }
     }
     if let Some(m) = &f.module {
         let base = m.rsplit('/').next().unwrap_or(m);
-        let _ = write!(s, " in {base}");
+        let _ = write!(s, " in {}", Esc(base));
     }
     if f.python.is_none() {
         let _ = write!(s, " ({})", f.ip);
@@ -464,5 +502,29 @@ mod tests {
             syscall(&d.threads[1].kernel.syscall),
             "write(fd 2 → pipe:[182067], 0x5500, 301 bytes, …)"
         );
+    }
+
+    #[test]
+    fn target_strings_are_escaped() {
+        let mut d = incident();
+        d.comm = "\x1b]52;c;ZXZpbA==\x07".into();
+        d.exe = "/tmp/evil\x1b[2K\nFindings: none".into();
+        d.cmdline = "run \u{9b}31m\\e".into();
+        d.threads[0].name = "\x1b[1A\x1b[2K".into();
+        let with_frames = d.threads.iter().position(|t| !t.frames.is_empty()).unwrap();
+        d.threads[with_frames].frames[0].function = Some("f\x07".into());
+        d.errors.push("bad\rline".into());
+        let t = text(&d);
+        assert!(
+            !t.chars()
+                .any(|c| c != '\n' && (c.is_control() || ('\u{80}'..='\u{9f}').contains(&c))),
+            "{t:?}"
+        );
+        assert!(t.contains("(\\e]52;c;ZXZpbA==\\x07)"), "{t}");
+        assert!(t.contains("exe: /tmp/evil\\e[2K\\nFindings: none\n"), "{t}");
+        assert!(t.contains("cmdline: run \\x9b31m\\\\e\n"), "{t}");
+        assert!(t.contains("\"\\e[1A\\e[2K\" tid"), "{t}");
+        assert!(t.contains("f\\x07"), "{t}");
+        assert!(t.contains("  ! bad\\rline\n"), "{t}");
     }
 }

@@ -86,6 +86,37 @@ pub fn host_rtmax() -> i32 {
     libc::SIGRTMAX()
 }
 
+/// Why the signal named `name` (canonical, as in [`HostSignal::name`]) cannot be a trigger, or
+/// `None` when it can: KILL and STOP cannot be caught at all (sending one kills or stops the
+/// process, no handler runs); the fault signals are never taken over (a handler there would
+/// hide real crashes, and their default action dumps core); job-control signals stop or
+/// continue the process, or are sent by the kernel itself (CHLD).
+pub fn trigger_unusable(name: &str) -> Option<&'static str> {
+    match name {
+        "KILL" => Some("it cannot be caught: the kernel kills the process, no handler runs"),
+        "STOP" => Some("it cannot be caught: the kernel stops the process, no handler runs"),
+        "SEGV" | "BUS" | "ILL" | "FPE" | "TRAP" | "SYS" | "ABRT" => Some(
+            "it reports a crash: the library never takes it over (a handler would hide real crashes), and its default action kills the process with a core dump",
+        ),
+        "CHLD" | "CONT" | "TSTP" | "TTIN" | "TTOU" => Some(
+            "it is a job-control signal (the kernel and shells send it to stop, continue or notify): the library never takes it over",
+        ),
+        _ => None,
+    }
+}
+
+/// [`parse_host`] for a trigger signal: also refuses the signals of [`trigger_unusable`].
+pub fn parse_trigger(input: &str) -> Result<HostSignal, SignalError> {
+    let sig = parse_host(input)?;
+    match trigger_unusable(&sig.name) {
+        Some(why) => Err(SignalError::Unusable {
+            name: sig.name,
+            why,
+        }),
+        None => Ok(sig),
+    }
+}
+
 /// Parse a signal name for this machine: `USR1`, `SIGUSR1`, `usr1`, `RTMIN`, `RTMIN+3`,
 /// `SIGRTMAX-2`. Numbers are refused.
 pub fn parse_host(input: &str) -> Result<HostSignal, SignalError> {
@@ -266,6 +297,21 @@ mod tests {
             parse_host("RTMIN+99"),
             Err(SignalError::Unusable { .. })
         ));
+    }
+
+    #[test]
+    fn triggers_that_cannot_work_are_refused() {
+        for name in [
+            "KILL", "sigkill", "STOP", "SEGV", "CHLD", "CONT", "TSTP", "ABRT",
+        ] {
+            assert!(
+                matches!(parse_trigger(name), Err(SignalError::Unusable { .. })),
+                "{name}"
+            );
+        }
+        for name in ["USR1", "USR2", "RTMIN+3", "HUP", "PWR"] {
+            assert!(parse_trigger(name).is_ok(), "{name}");
+        }
     }
 
     #[test]

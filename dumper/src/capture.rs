@@ -61,6 +61,12 @@ pub struct DumpThread {
     scratch: Vec<u8>,
     /// The modules present when backtrace's symbol cache was last reset (what it knows).
     backtrace_modules: Vec<(String, std::ops::Range<u64>)>,
+    /// Dumps that could not be written since the last one that was: (first and last
+    /// sequence number, the last error), said in the `errors` of the next dump written.
+    unwritten: Option<(u64, u64, String)>,
+    /// Look for leftover temporary files before the next write (see `sink::clean_leftovers`):
+    /// before the first dump, and after a failed write.
+    clean_leftovers: bool,
 }
 
 impl DumpThread {
@@ -75,6 +81,8 @@ impl DumpThread {
             handler,
             scratch: Vec::new(),
             backtrace_modules: Vec::new(),
+            unwritten: None,
+            clean_leftovers: true,
         }
     }
 
@@ -107,6 +115,14 @@ impl DumpThread {
         let mut errors = Vec::new();
         if dropped > 0 {
             errors.push(format!("{dropped} trigger(s) arrived while the trigger queue was full and were served by this dump without their request ids"));
+        }
+        if let Some((first, last, why)) = &self.unwritten {
+            let dir = self.cfg.dir.display();
+            errors.push(if first == last {
+                format!("the previous dump (#{first}) could not be written to {dir}: {why}")
+            } else {
+                format!("the previous dumps (#{first} to #{last}) could not be written to {dir}; the last error: {why}")
+            });
         }
         let pid = sigctx::getpid();
         let me = Tid(sigctx::gettid());
@@ -822,9 +838,23 @@ impl DumpThread {
                 UtcTime::from_unix_millis(millis + i64::from(n)).compact()
             )
         };
-        // Errors have nowhere to go (never the host's stderr): the dump is dropped.
-        if let Ok((_, used)) = sink::write(&self.cfg.dir, stem, requests, &outputs) {
-            self.last_millis = self.last_millis.max(millis + i64::from(used));
+        if std::mem::take(&mut self.clean_leftovers) {
+            // Before writing: on a full file system this may make the room we need.
+            let _ = sink::clean_leftovers(&self.cfg.dir, pid.0);
+        }
+        // Errors have nowhere to go now (never the host's stderr): the dump is dropped, and
+        // the next dump that is written says so in its `errors`.
+        match sink::write(&self.cfg.dir, stem, requests, &outputs) {
+            Ok((_, used)) => {
+                self.last_millis = self.last_millis.max(millis + i64::from(used));
+                self.unwritten = None;
+            }
+            Err(e) => {
+                let seq = dump.capture.sequence;
+                let first = self.unwritten.as_ref().map_or(seq, |u| u.0);
+                self.unwritten = Some((first, seq, sink::describe(&e)));
+                self.clean_leftovers = true;
+            }
         }
     }
 }

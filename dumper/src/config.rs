@@ -52,13 +52,6 @@ pub enum ConfigError {
     },
 }
 
-/// Signals the library never takes over: the kernel's own (KILL, STOP), synchronous faults
-/// (a handler there would hide crashes), and job control.
-const NEVER: &[&str] = &[
-    "KILL", "STOP", "SEGV", "BUS", "ILL", "FPE", "TRAP", "ABRT", "SYS", "CHLD", "CONT", "TSTP",
-    "TTIN", "TTOU",
-];
-
 impl Config {
     /// Read the configuration from the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -72,10 +65,10 @@ impl Config {
         }
         let trigger = signals::parse_host(get("STACKDUMP_SIGNAL").as_deref().unwrap_or("USR1"))
             .map_err(ConfigError::Signal)?;
-        if NEVER.contains(&trigger.name.as_str()) {
+        if let Some(why) = signals::trigger_unusable(&trigger.name) {
             return Err(ConfigError::Signal(SignalError::Unusable {
                 name: trigger.name,
-                why: "reserved for the kernel, for crashes or for job control",
+                why,
             }));
         }
         let capture = match get("STACKDUMP_CAPTURE_SIGNAL") {

@@ -5,6 +5,13 @@
 //! `stackdump-<pid>-<time>Z[-r<request>].<ext>` without replacing anything. A reader sees a
 //! complete file or none. When one dump serves several requests, each extra request gets a hard
 //! link with its own `-r<id>` name. Nothing here touches a host fd.
+//!
+//! A dump that never finished (the host died, or was killed, mid-write) leaves its temporary
+//! file behind. [`clean_leftovers`] removes those: only names of our temporary form
+//! (`.stackdump-<pid>-….tmp`), of a pid that no longer exists, regular files (never
+//! following a link) owned by our uid and untouched for [`LEFTOVER_AGE`]. The dump thread calls
+//! it before its first dump and after a failed write (one directory scan then, none on the
+//! usual dump), never from a signal handler.
 
 use crate::sys;
 use std::ffi::CString;
@@ -69,6 +76,80 @@ fn fsync(fd: &OwnedFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A temporary file is a leftover only when untouched for this long: a process in another pid
+/// namespace that shares the directory may have the same pid number as a dead one of ours, and
+/// a dump being written is written without pause.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The pid in a temporary file name of ours (`.stackdump-<pid>-<time>Z….<ext>.tmp`), or None
+/// for any other name.
+pub fn leftover_pid(name: &[u8]) -> Option<i32> {
+    let rest = name.strip_prefix(stackdump_core::dumpfile::TEMP_PREFIX.as_bytes())?;
+    if !name.ends_with(b".tmp") {
+        return None;
+    }
+    let end = rest.iter().position(|b| *b == b'-')?;
+    let digits = &rest[..end];
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Remove the temporary files that dumps of dead processes left in `dir` (see the module
+/// documentation). Returns how many were removed.
+pub fn clean_leftovers(dir: &Path, own_pid: i32) -> io::Result<usize> {
+    let dirc = cstr(&dir.to_string_lossy())?;
+    let dirfd = sys::open_dir(&dirc)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let now = sys::now_unix_millis() / 1000;
+    let mut removed = 0;
+    for name in sys::list_dir(&dirfd)? {
+        let Some(pid) = leftover_pid(name.as_bytes()) else {
+            continue;
+        };
+        if pid == own_pid || pid <= 0 || sys::process_exists(pid) {
+            continue;
+        }
+        let Ok(st) = sys::lstat_at(&dirfd, &name) else {
+            continue;
+        };
+        let old = now.saturating_sub(st.st_mtime) >= LEFTOVER_AGE.as_secs() as i64;
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == me && old {
+            // unlinkat never follows a link; in a sticky directory only the owner (we) can
+            // swap the file between the check and here.
+            if sys::unlink(&dirfd, &name).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `ENOSPC: No space left on device` for an OS error, else its text.
+pub fn describe(e: &io::Error) -> String {
+    let name = match e.raw_os_error() {
+        Some(libc::ENOSPC) => "ENOSPC",
+        Some(libc::EDQUOT) => "EDQUOT",
+        Some(libc::EACCES) => "EACCES",
+        Some(libc::EPERM) => "EPERM",
+        Some(libc::EROFS) => "EROFS",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::ENOTDIR) => "ENOTDIR",
+        Some(libc::EIO) => "EIO",
+        Some(libc::EFBIG) => "EFBIG",
+        Some(libc::EMFILE) => "EMFILE",
+        Some(libc::ENFILE) => "ENFILE",
+        Some(libc::ELOOP) => "ELOOP",
+        Some(libc::EEXIST) => "EEXIST",
+        _ => return e.to_string(),
+    };
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    format!("{name}: {text}")
 }
 
 /// How many later names (one millisecond apart) are tried when a final name is taken.
@@ -169,4 +250,92 @@ pub fn write(
     // Make the renames durable too.
     let _ = fsync(&dirfd);
     Ok((written, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn leftover_names() {
+        assert_eq!(
+            leftover_pid(b".stackdump-1234-20261125T164737.123Z-r5.json.tmp"),
+            Some(1234)
+        );
+        assert_eq!(
+            leftover_pid(b".stackdump-1234-20261125T164737.123Z.txt.tmp"),
+            Some(1234)
+        );
+        for other in [
+            &b"stackdump-1234-20261125T164737.123Z.txt"[..],
+            b".stackdump-1234-20261125T164737.123Z.txt",
+            b".stackdump--x.tmp",
+            b".stackdump-12a-x.tmp",
+            b".stackdump-99999999999-x.tmp",
+            b"notes.tmp",
+        ] {
+            assert_eq!(
+                leftover_pid(other),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    /// Set a file's times (without following links) to `secs` ago.
+    fn age(path: &Path, secs: i64) {
+        let t = libc::timespec {
+            tv_sec: sys::now_unix_millis() / 1000 - secs,
+            tv_nsec: 0,
+        };
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: c is NUL-terminated; times points to two valid timespecs.
+        let r = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                [t, t].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_only_are_removed() {
+        let dir = std::env::temp_dir().join(format!("sink-leftovers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        // A pid that is gone: a child that exited and was reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id() as i32;
+        child.wait().unwrap();
+        let me = std::process::id() as i32;
+        let name = |pid: i32, ext: &str| format!(".stackdump-{pid}-20260101T000000.000Z.{ext}.tmp");
+        let dead_old = dir.join(name(dead, "txt"));
+        let dead_fresh = dir.join(name(dead, "json"));
+        let alive_old = dir.join(name(me, "txt"));
+        let link = dir.join(format!(".stackdump-{dead}-20260101T000000.001Z.txt.tmp"));
+        let other = dir.join(format!("notes-{dead}.tmp"));
+        for f in [&dead_old, &dead_fresh, &alive_old, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        for f in [&dead_old, &alive_old, &link, &other] {
+            age(f, 3600);
+        }
+        // Our own pid is skipped whatever its age; use another live one for "alive".
+        assert_eq!(clean_leftovers(&dir, 1).unwrap(), 1);
+        assert!(!dead_old.exists(), "the old leftover of a dead pid goes");
+        assert!(
+            dead_fresh.exists(),
+            "a recent one stays (another namespace may write it)"
+        );
+        assert!(alive_old.exists(), "a live process's file stays");
+        assert!(link.symlink_metadata().is_ok(), "a link is never removed");
+        assert!(other.exists(), "other names stay");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -201,3 +201,79 @@ pub fn unlink(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
     let r = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
     check(r as libc::c_long).map(|_| ())
 }
+
+/// True unless `kill(pid, 0)` says there is no such process (EPERM: it exists).
+pub fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks the pid.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn lstat_at(dir: &OwnedFd, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: name is NUL-terminated; dir is an open directory fd; st is writable.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(r as libc::c_long).map(|_| st)
+}
+
+/// The names in a directory, with `getdents64` on our own fd (no `opendir`: the C library's
+/// allocator may be the one the host is wedged in). `.` and `..` are left out.
+pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<std::ffi::CString>> {
+    // A duplicate: its own file position, read from the start.
+    let path = std::ffi::CString::new(".").expect("no NUL");
+    // SAFETY: "." is NUL-terminated; dir is an open directory fd.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = above_stdio(fd)?;
+    let mut names = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: getdents64 writes at most buf.len() bytes into buf, which we own.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        let n = check(n)? as usize;
+        if n == 0 {
+            break;
+        }
+        let mut off = 0;
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        while off + 19 <= n {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > n {
+                break;
+            }
+            let name = &buf[off + 19..off + reclen];
+            let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            let name = &name[..len];
+            if name != b"." && name != b".." {
+                if let Ok(c) = std::ffi::CString::new(name) {
+                    names.push(c);
+                }
+            }
+            off += reclen;
+        }
+    }
+    Ok(names)
+}

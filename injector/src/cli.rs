@@ -187,7 +187,8 @@ pub struct DumpArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Send this signal instead of the target's STACKDUMP_SIGNAL (a name: USR2, RTMIN+3).
-    #[arg(long, value_name = "NAME", value_parser = parse_signal)]
+    /// KILL, STOP, the fault and job-control signals are refused (exit 2).
+    #[arg(long, value_name = "NAME", value_parser = parse_trigger)]
     pub signal: Option<HostSignal>,
     /// Send the trigger even when the checks say it is unsafe or cannot work (and say so).
     #[arg(long)]
@@ -208,8 +209,9 @@ pub struct RunArgs {
     /// Where the program writes its dumps (STACKDUMP_DIR; default /tmp).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The trigger signal, by name (STACKDUMP_SIGNAL; default USR1).
-    #[arg(long, value_name = "NAME", value_parser = parse_signal)]
+    /// The trigger signal, by name (STACKDUMP_SIGNAL; default USR1). KILL, STOP, the fault and
+    /// job-control signals are refused (exit 2).
+    #[arg(long, value_name = "NAME", value_parser = parse_trigger)]
     pub signal: Option<HostSignal>,
     /// The command and its arguments (after --).
     #[arg(
@@ -256,6 +258,18 @@ fn parse_pid(s: &str) -> Result<i32, String> {
     match s.trim().parse::<i32>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(format!("{s:?} is not a process id (a positive number)")),
+    }
+}
+
+/// A trigger signal: a name, and one that a handler can take (not KILL, STOP, ...).
+fn parse_trigger(s: &str) -> Result<HostSignal, String> {
+    let sig = parse_signal(s)?;
+    match signals::trigger_unusable(&sig.name) {
+        Some(why) => Err(format!(
+            "{} cannot be a trigger: {why}; use USR1, USR2 or a real-time signal (RTMIN+3)",
+            sig.name
+        )),
+        None => Ok(sig),
     }
 }
 

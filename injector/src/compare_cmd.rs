@@ -11,7 +11,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let c = stackdump_core::compare::compare(&dumps);
     let out = match args.format {
         OutputFormat::Text => stackdump_core::compare::text(&c),
-        OutputFormat::Json => stackdump_core::compare::json(&c),
+        OutputFormat::Json => {
+            stackdump_core::escape::json(&stackdump_core::compare::json(&c)).into_owned()
+        }
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;

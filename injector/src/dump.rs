@@ -6,6 +6,7 @@ use crate::duration::format_duration;
 use crate::exit::{RoundsFailed, Several, UsageError};
 use crate::fetch::{self, DumpDir, Fetched};
 use crate::interrupt::Interrupt;
+use crate::outdir::OutDir;
 use crate::target::{Target, TargetError};
 use anyhow::Context;
 use stackdump_core::dumpfile::{DumpFileName, DumpFormat};
@@ -25,7 +26,11 @@ struct Armed {
 }
 
 fn warn(msg: impl std::fmt::Display) {
-    eprintln!("stackdump: {msg}");
+    // Names and paths in it came from the target.
+    eprintln!(
+        "stackdump: {}",
+        stackdump_core::escape::text(&msg.to_string())
+    );
 }
 
 /// Inspect and check one target.
@@ -61,6 +66,10 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
             .into())
         }
     };
+    // Not even with --force: see Target::init_refusal.
+    if let Some((reason, todo)) = target.init_refusal(&signal) {
+        return Err(refuse(reason, &todo).into());
+    }
     let refusals = target.check(&signal);
     if let Some((reason, todo)) = refusals.first() {
         if !args.force {
@@ -217,13 +226,19 @@ fn emit(
             // about 6 times the file's size).
             serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
                 .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
+            // The file is the target's: only valid JSON is printed (no raw C0 control in it),
+            // with DEL and C1 characters escaped too; the value stays the same.
+            let escape = stackdump_core::escape::json;
             if multi {
                 // One document per line, so several dumps stay machine-readable.
-                stdout.write_all(&compact_json(bytes))?;
-                writeln!(stdout)?;
+                let compact = compact_json(bytes);
+                let compact = String::from_utf8_lossy(&compact);
+                writeln!(stdout, "{}", escape(&compact))?;
             } else {
-                stdout.write_all(bytes)?;
-                if !bytes.ends_with(b"\n") {
+                let text = String::from_utf8_lossy(bytes);
+                let text = escape(&text);
+                stdout.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
                     writeln!(stdout)?;
                 }
             }
@@ -233,8 +248,11 @@ fn emit(
                 writeln!(stdout)?;
             }
             if let Some((_, bytes)) = fetched.files.get(&DumpFormat::Text) {
-                stdout.write_all(bytes)?;
-                if !bytes.ends_with(b"\n") {
+                // The target wrote this file (its library, or whatever it loaded instead):
+                // every control character but line feeds and tabs is shown escaped.
+                let text = stackdump_core::escape::text_bytes(bytes);
+                stdout.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
                     writeln!(stdout)?;
                 }
             } else {
@@ -259,7 +277,8 @@ fn save(out: &Path, pid: i32, name: &DumpFileName, bytes: &[u8]) -> anyhow::Resu
     save_as(out, pid, name, name.format.extension(), bytes)
 }
 
-/// [`save`] with another extension (`folded`) than the dump's own.
+/// [`save`] with another extension (`folded`) than the dump's own. The file is created 0600
+/// in a private directory, without following links ([`OutDir`]).
 fn save_as(
     out: &Path,
     pid: i32,
@@ -267,8 +286,7 @@ fn save_as(
     ext: &str,
     bytes: &[u8],
 ) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("creating the output directory {}", out.display()))?;
+    let dir = OutDir::open(out)?;
     let mut local = DumpFileName {
         pid,
         time: name.time.clone(),
@@ -282,28 +300,21 @@ fn save_as(
             None => format!("{s}.{ext}"),
         }
     };
-    let mut path = out.join(file(&local));
-    if path.symlink_metadata().is_ok() {
+    if dir.exists(&file(&local)) {
         // Two dumps in one millisecond: keep both.
         local.request = name.request;
-        path = out.join(file(&local));
     }
-    let tmp = out.join(format!(".{}.tmp{}", file(&local), std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(path)
+    let file = file(&local);
+    dir.write_new(&file, bytes)
+        .with_context(|| format!("writing {file} in {}", dir.shown()))?;
+    Ok(out.join(file))
 }
 
 pub fn run(args: DumpArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.out {
+        // Refuse an unsafe --out before any target is signalled.
+        OutDir::open(out)?;
+    }
     let interrupt = Interrupt::install().context("installing the Ctrl-C handler")?;
     match args.every {
         None => once(&args, &interrupt),

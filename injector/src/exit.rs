@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | 0 | done |
 //! | 1 | failed at run time: the target is gone or a zombie, no dump before the deadline, an unsafe file, an I/O error |
-//! | 2 | bad usage: unknown signal or architecture, bad duration, bad flags; `compare` of files that are not dumps |
+//! | 2 | bad usage: unknown signal or architecture, a trigger signal that cannot work (KILL, STOP, faults, job control), bad duration, bad flags; a thread id instead of a process id, a kernel thread; an `--out` directory that is a symlink, not ours or writable by others; `compare` of files that are not dumps |
 //! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission (`dump`; `inspect` without ptrace permission says why on stderr, prints the kernel view and exits 0) |
 //! | 126, 127 | `run`: the command could not be executed / was not found (as `env` and shells say) |
 //! | 130 | interrupted (Ctrl-C, SIGTERM), in any phase of any subcommand (periodic `dump` stops with 0: Ctrl-C is how it normally ends); within about 50 ms, see [`crate::interrupt`] |
@@ -12,6 +12,7 @@
 //! `run` passes the exit status of its command through (it execs it).
 
 use crate::target::TargetError;
+use stackdump_core::escape;
 use std::process::ExitCode;
 
 /// What went wrong, as far as the exit code is concerned.
@@ -85,6 +86,9 @@ pub fn kind_of(err: &anyhow::Error) -> ExitKind {
                 TargetError::PermissionDenied { .. } | TargetError::Refused { .. } => {
                     ExitKind::Refused
                 }
+                TargetError::NotAProcess { .. } | TargetError::KernelThread { .. } => {
+                    ExitKind::Usage
+                }
                 TargetError::NoSuchProcess { .. }
                 | TargetError::Zombie { .. }
                 | TargetError::Exited { .. }
@@ -133,7 +137,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     let kind = kind_of(err);
     match err.downcast_ref::<Several>() {
         // Each failure was already reported when it happened.
-        Some(_) => eprintln!("stackdump: {err}"),
+        Some(_) => eprintln!("stackdump: {}", escape::text(&err.to_string())),
         None => {
             let mut msg = err.to_string();
             for cause in err.chain().skip(1) {
@@ -143,7 +147,8 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
                     msg.push_str(&c);
                 }
             }
-            eprintln!("stackdump: {msg}");
+            // Names and paths in it came from the target: nothing raw reaches the terminal.
+            eprintln!("stackdump: {}", escape::text(&msg));
         }
     }
     ExitCode::from(kind.code())

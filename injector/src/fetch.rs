@@ -222,6 +222,7 @@ impl DumpDir {
 }
 
 fn dir_error(target: &Target, path: &str, e: SafeOpenError) -> TargetError {
+    let path = stackdump_core::escape::field(path);
     let refuse = |reason: String, todo: &str| TargetError::Refused {
         pid: target.pid,
         comm: target.comm().to_string(),
@@ -470,18 +471,41 @@ fn diagnose(
             ));
         }
     }
+    let shown = stackdump_core::escape::field(&dir.path);
     let temp_prefix = format!("{TEMP_PREFIX}{ns_pid}-");
     if names.iter().any(|n| n.starts_with(&temp_prefix)) {
         causes.push(format!(
-            "a dump is being written ({}{ns_pid}-… in {}): it takes longer than {}; try a longer --timeout",
+            "a dump is being written ({}{ns_pid}-… in {shown}): it takes longer than {}; try a longer --timeout",
             TEMP_PREFIX,
-            dir.path,
             format_duration(timeout)
         ));
     }
     if let Ok(vfs) = nix::sys::statvfs::fstatvfs(&dir.fd) {
         if vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
-            causes.push(format!("{} is on a read-only file system", dir.path));
+            causes.push(format!("{shown} is on a read-only file system"));
+        }
+        // Root's processes may use the blocks reserved for root; others may not.
+        let root = st.uids.get(1) == Some(&0);
+        let blocks = if root {
+            vfs.blocks_free()
+        } else {
+            vfs.blocks_available()
+        };
+        let free = blocks.saturating_mul(vfs.fragment_size());
+        let inodes = if root {
+            vfs.files_free()
+        } else {
+            vfs.files_available()
+        };
+        // A dump is at least a few KiB; the library writes it under a temporary name first.
+        if free < 64 * 1024 {
+            causes.push(format!(
+                "the dump directory {shown} is full ({free} bytes free): the library could not write the dump; free some space (the next dump that is written says so in its errors)"
+            ));
+        } else if inodes == 0 && vfs.files() > 0 {
+            causes.push(format!(
+                "the dump directory {shown} has no free inodes: the library could not create the dump file; free some (the next dump that is written says so in its errors)"
+            ));
         }
     }
     if let Ok(stat) = nix::sys::stat::fstat(&dir.fd) {
@@ -492,8 +516,8 @@ fn diagnose(
             || (stat.st_uid != euid && mode & 0o022 != 0);
         if !writable {
             causes.push(format!(
-                "{} may not be writable by the process (uid {euid}; the directory is owned by uid {} with mode {mode:04o})",
-                dir.path, stat.st_uid
+                "the dump directory {shown} may not be writable by uid {euid} (the process's; the directory is owned by uid {} with mode {mode:04o})",
+                stat.st_uid
             ));
         }
     }
@@ -503,6 +527,14 @@ fn diagnose(
         causes.push(format!(
             "the trigger went to the process as a whole (no dump thread to send it to), so one of the application's threads took it: if the application installed its own {} handler over the library's, that handler ran instead (SigCgt only shows that something catches it)",
             signal.name
+        ));
+    }
+    if causes.is_empty() {
+        causes.push(format!(
+            "nothing seen from outside explains it: the process catches {}, its dump thread waits for triggers and {shown} looks writable. The dump may take longer than {} (try a longer --timeout), or the library's dump thread may be stuck: `stackdump inspect {}` shows its stack (the thread named stackdump)",
+            signal.name,
+            format_duration(timeout),
+            target.pid
         ));
     }
     causes

@@ -47,6 +47,8 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         ..outside::Options::default()
     };
     let pid = args.pid;
+    // A thread id or a kernel thread: say what to do instead (exit 2).
+    crate::target::check_pid_is_process(pid, "inspect")?;
     let (dump, outcome) = inspect::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
         InspectError::NoSuchProcess(_) => TargetError::NoSuchProcess { pid },
         InspectError::Zombie(_) => TargetError::Zombie {
@@ -60,7 +62,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         },
     })?;
     if let Some(why) = &outcome.denied {
-        eprintln!("stackdump: no stacks for process {pid}, kernel view only: {why}");
+        eprintln!(
+            "stackdump: no stacks for process {pid}, kernel view only: {}",
+            stackdump_core::escape::text(&why.to_string())
+        );
     }
     // One buffer, written in large pieces (stdout is line-buffered: JSON would otherwise be
     // written line by line).
@@ -68,7 +73,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     match args.format {
         StackFormat::Text => stdout.write_all(stackdump_core::render::text(&dump).as_bytes())?,
         StackFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &dump)?;
+            // DEL and C1 characters in names, which serde_json writes raw, escaped too.
+            let json = serde_json::to_string_pretty(&dump)?;
+            stdout.write_all(stackdump_core::escape::json(&json).as_bytes())?;
             writeln!(stdout)?;
         }
         StackFormat::Folded => stdout

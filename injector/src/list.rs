@@ -4,6 +4,7 @@ use crate::cli::{ListArgs, OutputFormat};
 use crate::fetch::DumpDir;
 use crate::target::{find_library, Target, TargetError};
 use stackdump_core::dumpfile::DumpFileName;
+use stackdump_core::escape::field;
 
 /// One process with the library.
 #[derive(Debug)]
@@ -119,7 +120,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                         "time": n.rfc3339(),
                     })),
                 });
-                println!("{v}");
+                println!("{}", stackdump_core::escape::json(&v.to_string()));
             }
         }
         OutputFormat::Text => {
@@ -131,9 +132,10 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                     .map(|e| {
                         [
                             e.pid.to_string(),
-                            e.comm.clone(),
-                            format!("{} ({})", e.signal, e.state),
-                            e.dir.clone(),
+                            // Names from the target, escaped (no control characters).
+                            field(&e.comm).into_owned(),
+                            format!("{} ({})", field(&e.signal), e.state),
+                            field(&e.dir).into_owned(),
                             e.newest
                                 .as_ref()
                                 .map(|n| format!("{}  {}", n.rfc3339(), n))

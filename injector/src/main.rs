@@ -18,6 +18,7 @@ mod fetch;
 mod inspect_cmd;
 mod interrupt;
 mod list;
+mod outdir;
 mod run;
 mod signals_cmd;
 mod target;

@@ -7,6 +7,7 @@
 //! same pid.
 
 use stackdump_core::dumpfile::DumpFormat;
+use stackdump_core::escape::Esc;
 use stackdump_core::rootfs::{SafeOpenError, TargetRoot};
 use stackdump_core::signals::{self, arch, HostSignal};
 use std::io;
@@ -19,19 +20,28 @@ pub enum TargetError {
     NoSuchProcess { pid: i32 },
     #[error("process {pid} is a zombie: it has exited and waits for its parent (pid {ppid}) to reap it; there is nothing left to dump")]
     Zombie { pid: i32, ppid: i32 },
-    #[error("not allowed to {what} process {pid}{}: run as the same user or with CAP_KILL (root)", owner.map(|u| format!(" (owned by uid {u})")).unwrap_or_default())]
+    #[error("not allowed to {what} process {pid}{}: {}", owner.map(|u| format!(" (owned by uid {u})")).unwrap_or_default(), permission_hint())]
     PermissionDenied {
         pid: i32,
         what: &'static str,
         owner: Option<u32>,
     },
-    #[error("refusing to signal process {pid} ({comm}): {reason}. {todo}")]
+    #[error("refusing to signal process {pid} ({}): {reason}. {todo}", Esc(comm))]
     Refused {
         pid: i32,
         comm: String,
         reason: String,
         todo: String,
     },
+    #[error("{tid} is a thread of process {pid} ({}), not a process; {cmd} the process: `stackdump {cmd} {pid}`", Esc(comm))]
+    NotAProcess {
+        tid: i32,
+        pid: i32,
+        comm: String,
+        cmd: &'static str,
+    },
+    #[error("process {pid} ({}) is a kernel thread: it has no user-space stack; its kernel stack is in /proc/{pid}/stack", Esc(comm))]
+    KernelThread { pid: i32, comm: String },
     #[error("process {pid} exited before its dump was complete")]
     Exited { pid: i32 },
     #[error("no dump from process {pid} within {timeout}. Likely causes:\n{causes}")]
@@ -64,12 +74,26 @@ pub enum TargetError {
     Interrupted,
 }
 
+/// What to do about a permission error: as root, say why even root is refused instead of
+/// "run as root".
+fn permission_hint() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        "even root may not: the process is not dumpable (set-uid or set-gid, or PR_SET_DUMPABLE 0), or a security module, a sandbox or another user namespace protects it"
+    } else {
+        "run as the same user or with CAP_KILL (root)"
+    }
+}
+
 /// The fields of `/proc/PID/status` the checks need.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
     pub name: String,
     pub state: char,
     pub ppid: i32,
+    /// The thread group (process) this task belongs to; differs from the pid for a thread.
+    pub tgid: i32,
+    /// `Kthread: 1` (kernels ≥ 6.x show it; see [`is_kernel_thread`] for older ones).
+    pub kthread: bool,
     /// The pid as the process sees itself (last field of `NSpid`).
     pub ns_pid: i32,
     /// Real, effective, saved and file-system uids.
@@ -99,6 +123,8 @@ impl Status {
                 }
                 "State" => st.state = value.chars().next().unwrap_or('?'),
                 "PPid" => st.ppid = value.parse().unwrap_or(0),
+                "Tgid" => st.tgid = value.parse().unwrap_or(0),
+                "Kthread" => st.kthread = value == "1",
                 "NSpid" => {
                     st.ns_pid = value
                         .split_whitespace()
@@ -137,6 +163,58 @@ impl Status {
     }
     pub fn blocks(&self, signo: i32) -> bool {
         Self::bit(self.sig_blocked, signo)
+    }
+}
+
+/// PF_KTHREAD in the flags of `/proc/PID/stat`: a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// True when `pid` is a kernel thread: `Kthread: 1` in its status, or (kernels without that
+/// line) PF_KTHREAD in the flags of its stat.
+pub fn is_kernel_thread(pid: i32, status: &Status) -> bool {
+    if status.kthread {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            // After the name: state ppid pgrp session tty_nr tpgid flags.
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Refuse what is not a user process: a thread id that is not its process's
+/// (`Tgid:` differs; "dump the process instead", with `cmd` in the advice) and kernel
+/// threads. Both are usage errors (exit 2).
+pub fn check_is_process(pid: i32, status: &Status, cmd: &'static str) -> Result<(), TargetError> {
+    if status.tgid > 0 && status.tgid != pid {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", status.tgid))
+            .map(|c| c.trim_end_matches('\n').to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(TargetError::NotAProcess {
+            tid: pid,
+            pid: status.tgid,
+            comm,
+            cmd,
+        });
+    }
+    if is_kernel_thread(pid, status) {
+        return Err(TargetError::KernelThread {
+            pid,
+            comm: status.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// [`check_is_process`] from `/proc/PID/status`, for commands that do not build a [`Target`].
+pub fn check_pid_is_process(pid: i32, cmd: &'static str) -> Result<(), TargetError> {
+    let text = read_proc(pid, "status")?;
+    match Status::parse(&String::from_utf8_lossy(&text)) {
+        Some(st) => check_is_process(pid, &st, cmd),
+        None => Ok(()),
     }
 }
 
@@ -312,6 +390,7 @@ impl Target {
                 ppid: status.ppid,
             });
         }
+        check_is_process(pid, &status, "dump")?;
         // May we signal it? Signal 0 checks without sending anything.
         if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
             return Err(match e {
@@ -491,6 +570,50 @@ impl Target {
         })
     }
 
+    /// True when the process is the init process of its pid namespace (pid 1 there).
+    pub fn is_init(&self) -> bool {
+        self.pid == 1 || self.status.ns_pid == 1
+    }
+
+    /// A refusal that `--force` does not override: `signal` to an init process (pid 1 of its
+    /// namespace) that does not have the library loaded, or does not catch it. The kernel
+    /// drops a signal init does not catch, and an init's own handlers do real work with
+    /// signals (systemd re-executes or shuts down on some; tini and dumb-init forward them to
+    /// their child, which may not catch them): never send one there.
+    pub fn init_refusal(&self, signal: &HostSignal) -> Option<(String, String)> {
+        if !self.is_init() {
+            return None;
+        }
+        let who = if self.pid == 1 {
+            "it is pid 1, the init process".to_string()
+        } else {
+            "it is the init process of its pid namespace (pid 1 there)".to_string()
+        };
+        let todo = format!(
+            "Its stacks from outside, without a signal: `stackdump inspect {}`. --force does not override this for an init process",
+            self.pid
+        );
+        if self.library.is_none() {
+            return Some((
+                format!(
+                    "{who}, and libstackdump.so is not loaded in it: {} would go to init's own handler, or be dropped by the kernel if it has none",
+                    signal.name
+                ),
+                todo,
+            ));
+        }
+        if !self.status.catches(signal.number) {
+            return Some((
+                format!(
+                    "{who}, and it does not catch {} (not in SigCgt of /proc/{}/status): the kernel drops such signals for init, so nothing would happen",
+                    signal.name, self.pid
+                ),
+                todo,
+            ));
+        }
+        None
+    }
+
     /// The checks before sending `signal`. Returns the reasons to refuse (empty when it is
     /// safe); with `--force` the caller turns them into warnings.
     pub fn check(&self, signal: &HostSignal) -> Vec<(String, String)> {
@@ -563,11 +686,18 @@ mod tests {
 
     #[test]
     fn status_fields() {
-        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nShdPnd:\t0000000000000200\n";
+        let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nKthread:\t0\nNgid:\t0\nPid:\t42\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t42\t7\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nShdPnd:\t0000000000000200\n";
         let st = Status::parse(text).unwrap();
         assert_eq!(st.name, "sleep");
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 1);
+        assert_eq!(st.tgid, 42);
+        assert!(!st.kthread);
+        assert!(
+            Status::parse("Name:\tkthreadd\nKthread:\t1\n")
+                .unwrap()
+                .kthread
+        );
         assert_eq!(st.ns_pid, 7);
         assert_eq!(st.uids, [1000; 4]);
         assert_eq!(st.threads, 3);
@@ -613,6 +743,42 @@ mod tests {
             arch::Libc::Musl
         );
         assert_eq!(target_libc(maps), arch::Libc::Glibc);
+    }
+
+    #[test]
+    fn init_is_never_sent_what_it_does_not_catch() {
+        let usr1 = signals::parse_host("USR1").unwrap();
+        let mut init = Target {
+            pid: 1,
+            pidfd: None,
+            status: Status::parse("Name:\tinit\nState:\tS\nSigCgt:\t0000000000000000\n").unwrap(),
+            env: TargetEnv::default(),
+            library: None,
+            libc: arch::Libc::Glibc,
+            dump_tid: std::cell::OnceCell::new(),
+        };
+        let (reason, todo) = init.init_refusal(&usr1).unwrap();
+        assert!(
+            reason.starts_with("it is pid 1, the init process, and libstackdump.so is not loaded"),
+            "{reason}"
+        );
+        assert!(todo.contains("--force does not override this"), "{todo}");
+        init.library = Some("/lib/libstackdump.so".into());
+        let (reason, _) = init.init_refusal(&usr1).unwrap();
+        assert!(reason.contains("it does not catch USR1"), "{reason}");
+        init.status.sig_caught = 1 << (usr1.number - 1);
+        assert_eq!(init.init_refusal(&usr1), None);
+        // A container's init: pid 1 in its namespace.
+        init.pid = 4242;
+        init.status.ns_pid = 1;
+        init.library = None;
+        let (reason, _) = init.init_refusal(&usr1).unwrap();
+        assert!(
+            reason.starts_with("it is the init process of its pid namespace"),
+            "{reason}"
+        );
+        init.status.ns_pid = 7;
+        assert_eq!(init.init_refusal(&usr1), None);
     }
 
     #[test]
