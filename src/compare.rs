@@ -124,13 +124,11 @@ pub enum LoadError {
     Refused { path: PathBuf, why: String },
 }
 
-/// The bytes of a dump file, read safely: the file is opened without following a symlink and
-/// without blocking (`O_NOFOLLOW | O_NONBLOCK | O_NOCTTY`: a FIFO or a device is not waited on),
-/// must be a regular file by `fstat`, and at most [`crate::limits::MAX_DUMP_FILE`] bytes (checked
+/// The bytes of a dump file, read safely: opened the one way of [`crate::rootfs`] (`O_PATH`,
+/// then `fstat`: a FIFO or a device is neither waited on nor opened), a regular file, and at most [`crate::limits::MAX_DUMP_FILE`] bytes (checked
 /// before reading, and the read stops there whatever `fstat` said).
 fn read_dump_file(path: &Path) -> Result<String, LoadError> {
     use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
@@ -139,30 +137,19 @@ fn read_dump_file(path: &Path) -> Result<String, LoadError> {
         path: path.to_path_buf(),
         why,
     };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refused("a symbolic link, not a dump file".into()),
-            _ => io(e),
-        })?;
+    // The one way to open a file a target may have made (crate::rootfs): a FIFO, a device or
+    // a socket is refused before it is opened; a symlink is followed (it is on our command
+    // line), but only to a regular file.
+    use crate::rootfs::SafeOpenError;
+    let f = crate::rootfs::open_untrusted_why(path, u64::MAX).map_err(|e| match e {
+        SafeOpenError::Io { source, .. } => io(source),
+        SafeOpenError::NotFound { .. } => io(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        SafeOpenError::NotRegular { kind, .. } => {
+            refused(format!("{kind}, not a regular file (not a dump)"))
+        }
+        other => refused(other.to_string()),
+    })?;
     let meta = f.metadata().map_err(io)?;
-    let t = meta.file_type();
-    if !t.is_file() {
-        let what = if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(refused(format!("{what}, not a dump file")));
-    }
     let limit = crate::limits::MAX_DUMP_FILE;
     if meta.len() > limit {
         return Err(refused(format!(

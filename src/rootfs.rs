@@ -45,8 +45,8 @@ pub enum SafeOpenError {
     NotFound { path: String },
     #[error("{path} is not a directory")]
     NotADirectory { path: String },
-    #[error("{path} is not a regular file")]
-    NotRegular { path: String },
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegular { path: String, kind: &'static str },
     #[error("{path} is owned by uid {owner}, not by the target's user: not read")]
     WrongOwner { path: String, owner: u32 },
     #[error("{path}: {what}")]
@@ -391,9 +391,19 @@ pub fn as_target<T>(
 /// `limit` bytes: a FIFO, a device, a socket or a directory is never opened.
 fn reopen_regular(fd: OwnedFd, limit: u64, shown: &str) -> Result<File, SafeOpenError> {
     let st = fstat(&fd).map_err(|e| SafeOpenError::from_errno(shown, e))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+    let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFCHR | SFlag::S_IFBLK => Some("a device"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFLNK => Some("a symbolic link"),
+        _ => Some("a special file"),
+    };
+    if let Some(kind) = kind {
         return Err(SafeOpenError::NotRegular {
             path: shown.to_string(),
+            kind,
         });
     }
     if st.st_size as u64 > limit {
@@ -454,6 +464,7 @@ impl TargetRoot {
         if rel.is_empty() {
             return Err(SafeOpenError::NotRegular {
                 path: path.to_string(),
+                kind: "the root directory",
             });
         }
         if self.method == Method::Openat2 {
@@ -497,27 +508,30 @@ impl TargetRoot {
 ///
 /// In every case only a regular file is opened (see the module doc).
 pub fn open_untrusted(path: &Path, limit: u64) -> std::io::Result<File> {
-    let shown = path.to_string_lossy();
-    let to_io = |e: SafeOpenError| match e {
+    open_untrusted_why(path, limit).map_err(|e| match e {
         SafeOpenError::Io { source, .. } => source,
         SafeOpenError::NotFound { .. } => std::io::Error::from_raw_os_error(libc::ENOENT),
         other => std::io::Error::other(other.to_string()),
-    };
+    })
+}
+
+/// [`open_untrusted`], saying why a file was refused.
+pub fn open_untrusted_why(path: &Path, limit: u64) -> Result<File, SafeOpenError> {
+    let shown = path.to_string_lossy();
     if let Some((proc_dir, rest)) = split_proc(&shown) {
         if let Some(inner) = rest.strip_prefix("root/") {
-            let root = TargetRoot::open_path(&format!("{proc_dir}/root")).map_err(to_io)?;
+            let root = TargetRoot::open_path(&format!("{proc_dir}/root"))?;
             let pid = proc_dir
                 .strip_prefix("/proc/")
                 .and_then(|p| p.parse::<i32>().ok());
             let creds = match pid {
-                Some(p) => Some(FsCreds::of_process(p).ok_or_else(|| {
-                    std::io::Error::other(format!("{shown}: the process's credentials are gone"))
+                Some(p) => Some(FsCreds::of_process(p).ok_or(SafeOpenError::Refused {
+                    path: shown.to_string(),
+                    what: "the process's credentials cannot be read (it is gone?)",
                 })?),
                 None => None, // /proc/self: ourselves
             };
-            return root
-                .open_regular(&format!("/{inner}"), limit, creds.as_ref())
-                .map_err(to_io);
+            return root.open_regular(&format!("/{inner}"), limit, creds.as_ref());
         }
         if rest.starts_with("map_files/") {
             let fd = nix::fcntl::open(
@@ -525,12 +539,21 @@ pub fn open_untrusted(path: &Path, limit: u64) -> std::io::Result<File> {
                 OFlag::O_PATH | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(std::io::Error::from)?;
-            return reopen_regular(fd, limit, &shown).map_err(to_io);
+            .map_err(|e| SafeOpenError::from_errno(&shown, e))?;
+            return reopen_regular(fd, limit, &shown);
         }
     }
-    let root = TargetRoot::open_path("/").map_err(to_io)?;
-    root.open_regular(&shown, limit, None).map_err(to_io)
+    let root = TargetRoot::open_path("/")?;
+    let absolute = if path.is_absolute() {
+        shown.into_owned()
+    } else {
+        let cwd = std::env::current_dir().map_err(|source| SafeOpenError::Io {
+            path: shown.to_string(),
+            source,
+        })?;
+        cwd.join(path).to_string_lossy().into_owned()
+    };
+    root.open_regular(&absolute, limit, None)
 }
 
 /// `("/proc/PID", "rest")` for `/proc/PID/rest` and `/proc/self/rest`.
