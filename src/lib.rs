@@ -30,6 +30,8 @@
 //! - [`dumpfile`]: side-file names (`stackdump-<pid>-<time>Z[-r<request>].{txt,json}`).
 //! - [`timefmt`]: UTC timestamps without `localtime` (no allocation, no locale, no tz files).
 //! - [`unwind`]: loaded modules and DWARF unwinding of copied stacks (inside and outside).
+//! - [`fprecover`]: rbp recovered from the copied stack of a thread blocked in a system call,
+//!   so frame-pointer code is captured without a signal or a stop.
 //! - [`python`]: CPython frames read from the interpreter's structures and merged into the
 //!   native stacks (inside and outside).
 
@@ -42,6 +44,7 @@ pub mod escape;
 pub mod facts;
 pub mod fds;
 pub mod folded;
+pub mod fprecover;
 pub mod futex;
 pub mod inspect;
 pub mod limits;

@@ -354,17 +354,19 @@ impl crate::inspect::Visit for Capture {
             runs: counted.as_ref().and_then(|c| c.before),
         };
         let memory = &self.memory;
-        let modules = &mut ready.modules;
+        // Shared by the unwinder and the frame-pointer recovery's function starts.
+        let modules = std::cell::RefCell::new(&mut ready.modules);
         let names = &mut self.names;
         let root = &ready.loader.root;
         let max_frames = self.max_frames;
         let mut unwound = Duration::ZERO;
         let mut unwind = |regs: &Regs, stack: &[u8]| {
             let t = Instant::now();
+            let mut modules = modules.borrow_mut();
             let raw = modules.unwind(regs, stack, max_frames, true);
             unwound += t.elapsed();
             let complete =
-                raw.end == UnwindEnd::FrameLimit || names.ends_at_root(modules, root, &raw);
+                raw.end == UnwindEnd::FrameLimit || names.ends_at_root(&modules, root, &raw);
             (raw, complete)
         };
         let taken = copy_blocked(
@@ -376,6 +378,7 @@ impl crate::inspect::Visit for Capture {
             &mut self.scratch,
             &mut |addr, buf| memory.read(addr, buf),
             &mut unwind,
+            &mut |addr| modules.borrow().function_start(addr),
         );
         if let Some((raw, _)) = taken {
             ready.loader.request_all(&ready.modules, &raw);
@@ -433,6 +436,7 @@ pub fn copy_blocked(
     buf: &mut Vec<u8>,
     read: &mut dyn FnMut(u64, &mut [u8]) -> usize,
     unwind: &mut UnwindCopy,
+    function_start: &mut dyn FnMut(u64) -> Option<u64>,
 ) -> Option<(RawFrames, Option<(u64, u64)>)> {
     if buf.len() < full {
         buf.resize(full, 0);
@@ -475,6 +479,18 @@ pub fn copy_blocked(
                 lr: 0,
             };
             let (raw, complete) = unwind(&regs, &buf[..n]);
+            // A frame that needs rbp stopped it: look for rbp's frame record in the copy.
+            let (raw, complete) = match complete {
+                true => (raw, true),
+                false => {
+                    let ask = crate::fprecover::Ask {
+                        read: &mut *read,
+                        unwind: &mut *unwind,
+                        function_start: &mut *function_start,
+                    };
+                    crate::fprecover::recover(&regs, &buf[..n], raw, ask)
+                }
+            };
             // The unwinder may have read beyond the copy, from live memory: the thread must
             // still not have run once it is done (without a run counter, the switch counts
             // were compared after the copy only).
@@ -1394,6 +1410,7 @@ mod tests {
                         complete,
                     )
                 },
+                &mut |_| None,
             );
             (got.map(|(_, before)| before), runs, reads, unwinds)
         };

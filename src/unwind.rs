@@ -225,6 +225,9 @@ pub struct Modules {
     /// The bytes of unwind tables each loaded module keeps, by start of range (their sum is
     /// at most [`crate::limits::MAX_UNWIND_PER_RUN`]).
     kept: HashMap<u64, u64>,
+    /// Where the functions of each module start (SVMAs of its FDEs, from `.eh_frame_hdr`,
+    /// sorted), by start of range: see [`Modules::function_start`].
+    starts: HashMap<u64, Vec<u64>>,
 }
 
 impl Modules {
@@ -232,6 +235,7 @@ impl Modules {
     pub fn new(source: ModuleSource) -> Modules {
         Modules {
             kept: HashMap::new(),
+            starts: HashMap::new(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
             loaded: HashMap::new(),
@@ -294,6 +298,7 @@ impl Modules {
             self.unwinder.remove_module(start);
             self.loaded.remove(&start);
             self.kept.remove(&start);
+            self.starts.remove(&start);
             changed = true;
         }
         for (path, range, first) in current {
@@ -313,8 +318,9 @@ impl Modules {
                 first..first_end,
                 remaining,
             ) {
-                Ok((module, bias, file, kept)) => {
+                Ok((module, bias, file, kept, starts)) => {
                     self.kept.insert(range.start, kept);
+                    self.starts.insert(range.start, starts);
                     self.unwinder.add_module(module);
                     self.loaded.insert(
                         range.start,
@@ -352,6 +358,16 @@ impl Modules {
         let i = self.sorted.partition_point(|m| m.range.start <= addr);
         let m = self.sorted.get(i.checked_sub(1)?)?;
         (addr < m.range.end).then_some(m)
+    }
+
+    /// The start of the function containing `addr`: the FDE (CFI) covering it, per the
+    /// module's `.eh_frame_hdr` (None without one).
+    pub fn function_start(&self, addr: u64) -> Option<u64> {
+        let m = self.module_of(addr)?;
+        let starts = self.starts.get(&m.range.start)?;
+        let svma = addr.wrapping_sub(m.bias);
+        let i = starts.partition_point(|&s| s <= svma).checked_sub(1)?;
+        Some(starts[i].wrapping_add(m.bias))
     }
 
     /// Unwind one copied stack: `stack[0]` is the byte at `regs.sp`.
@@ -442,9 +458,15 @@ impl Modules {
     }
 }
 
-/// A loaded module: framehop's view, its load bias, the path its file was opened from, and the
-/// bytes of unwind tables it keeps.
-type Loaded = (framehop::Module<Vec<u8>>, u64, Option<PathBuf>, u64);
+/// A loaded module: framehop's view, its load bias, the path its file was opened from, the
+/// bytes of unwind tables it keeps, and where its functions start.
+type Loaded = (
+    framehop::Module<Vec<u8>>,
+    u64,
+    Option<PathBuf>,
+    u64,
+    Vec<u64>,
+);
 
 /// Read the unwind sections of one object. `first` is the start of its mapping at offset 0.
 /// `remaining`: what is left of the run's budget for unwind tables.
@@ -467,8 +489,8 @@ fn load(
             let end = start.checked_add(usize::try_from(size).ok()?)?;
             bytes.get(start..end).map(<[u8]>::to_vec)
         };
-        let (m, bias, kept) = module(&file, path, range, first.start, remaining, &read)?;
-        return Ok((m, bias, None, kept));
+        let (m, bias, kept, starts) = module(&file, path, range, first.start, remaining, &read)?;
+        return Ok((m, bias, None, kept, starts));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     // Every read is checked against the file's real size and the caps before the cache
@@ -489,8 +511,8 @@ fn load(
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
         Some(buf)
     };
-    let (m, bias, kept) = module(&file, path, range, first.start, remaining, &read)?;
-    Ok((m, bias, Some(opened), kept))
+    let (m, bias, kept, starts) = module(&file, path, range, first.start, remaining, &read)?;
+    Ok((m, bias, Some(opened), kept, starts))
 }
 
 fn module<'d, R: object::ReadRef<'d>>(
@@ -500,7 +522,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     first: u64,
     remaining: u64,
     read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
-) -> Result<(framehop::Module<Vec<u8>>, u64, u64), String> {
+) -> Result<(framehop::Module<Vec<u8>>, u64, u64, Vec<u64>), String> {
     let lowest = file
         .segments()
         .map(|s| s.address())
@@ -540,6 +562,10 @@ fn module<'d, R: object::ReadRef<'d>>(
         return Err("neither .eh_frame nor .debug_frame (or beyond the size caps)".into());
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
+    let starts = match (&eh_frame_hdr, svma(".eh_frame_hdr")) {
+        (Some(hdr), Some(at)) => crate::fprecover::fde_starts(hdr, at.start),
+        _ => Vec::new(),
+    };
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
         .iter()
         .map(|d| d.as_ref().map_or(0, |d| d.len() as u64))
@@ -560,5 +586,6 @@ fn module<'d, R: object::ReadRef<'d>>(
         framehop::Module::new(path.to_string(), range, bias, info),
         bias,
         kept,
+        starts,
     ))
 }

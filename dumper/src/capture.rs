@@ -487,6 +487,8 @@ impl DumpThread {
             switches,
             runs: None, // read at the copy, after phase 0's `syscall` line
         };
+        // Shared by the unwinder and the frame-pointer recovery's function starts.
+        let this = std::cell::RefCell::new(&mut *self);
         let result = stackdump_core::outside::copy_blocked(
             reader,
             tid,
@@ -499,10 +501,12 @@ impl DumpThread {
                 unsafe { sigctx::read_own_memory(b.as_mut_ptr(), addr, b.len()) }
             },
             &mut |regs, stack| {
-                let frames = self.modules.unwind(regs, stack, max_frames, true);
-                let complete = frames.end == UnwindEnd::FrameLimit || self.ends_at_root(&frames);
+                let mut me = this.borrow_mut();
+                let frames = me.modules.unwind(regs, stack, max_frames, true);
+                let complete = frames.end == UnwindEnd::FrameLimit || me.ends_at_root(&frames);
                 (frames, complete)
             },
+            &mut |addr| this.borrow().modules.function_start(addr),
         );
         self.scratch = buf;
         result

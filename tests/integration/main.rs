@@ -34,6 +34,7 @@ mod dumper;
 mod eintr;
 mod examples;
 mod findings;
+mod framepointers;
 mod loader;
 mod odd_stacks;
 mod python;

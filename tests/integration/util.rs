@@ -102,15 +102,32 @@ pub fn python_example(name: &str) -> PathBuf {
 /// `target_dir()/c-examples/<name>`. Once per test process per example; rebuilt when the source
 /// is newer than the binary. Panics with the compiler's output on failure.
 pub fn build_c_example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    build_c_variant(name, false)
+}
+
+/// [`build_c_example`] with `-fno-omit-frame-pointer` (every function's CFA is `rbp + 16`, as
+/// in distributions built with frame pointers), into `target_dir()/c-examples/fp/<name>` (same
+/// file name, so the process keeps its `comm`).
+pub fn build_c_example_fp(name: &str) -> PathBuf {
+    build_c_variant(name, true)
+}
+
+fn build_c_variant(name: &str, frame_pointers: bool) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(String, bool, PathBuf)>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+    if let Some((_, _, path)) = built
+        .iter()
+        .find(|(n, fp, _)| n == name && *fp == frame_pointers)
+    {
         return path.clone();
     }
     let source = repo_root().join("examples/c").join(format!("{name}.c"));
     assert!(source.is_file(), "{} is missing", source.display());
-    let out_dir = target_dir().join("c-examples");
+    let out_dir = match frame_pointers {
+        false => target_dir().join("c-examples"),
+        true => target_dir().join("c-examples/fp"),
+    };
     std::fs::create_dir_all(&out_dir).expect("create c-examples dir");
     let binary = out_dir.join(name);
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -120,6 +137,7 @@ pub fn build_c_example(name: &str) -> PathBuf {
         let tmp = out_dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
         let output = Command::new(&cc)
+            .args(frame_pointers.then_some("-fno-omit-frame-pointer"))
             .args([
                 "-O2", "-g", "-pthread", "-std=c11", "-Wall", "-Wextra", "-o",
             ])
@@ -139,7 +157,7 @@ pub fn build_c_example(name: &str) -> PathBuf {
         }
         std::fs::rename(&tmp, &binary).expect("rename the compiled example into place");
     }
-    built.push((name.to_string(), binary.clone()));
+    built.push((name.to_string(), frame_pointers, binary.clone()));
     binary
 }
 

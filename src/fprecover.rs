@@ -1,0 +1,406 @@
+//! Recovering the frame pointer of a thread blocked in a system call, from its copied stack.
+//!
+//! A blocked thread is captured without a signal (the dumper) and without a ptrace stop
+//! (`stackdump inspect`) by unwinding a copy of its stack from the SP and PC of its
+//! `/proc/TID/syscall` line ([`crate::outside::copy_blocked`]). That line has no rbp, so the
+//! unwind stops at the first frame whose CFA is `rbp + 16`: code built with
+//! `-fno-omit-frame-pointer` (Fedora and Ubuntu build whole archives so), and any function
+//! with `alloca`, a VLA or over-aligned locals, even at `-O2`. Without this module such a thread
+//! gets the capture signal (EINTR for `poll`, `epoll_wait`, `nanosleep`, `sigtimedwait` in the
+//! host) or a ptrace stop.
+//!
+//! # The method (x86_64)
+//!
+//! The innermost frames usually do not need rbp: glibc's system call wrappers are leaves
+//! whose CFA is `rsp + N`, and they do not touch rbp. So rbp, at the system call, still holds
+//! what the first rbp-based frame (F) set it to: `CFA(F) - 16`, the address of F's frame
+//! record (saved rbp of F's caller, then F's return address). That record is in the copy,
+//! above SP. So:
+//!
+//! 1. **Candidates**: every 8-aligned address A of the copy whose next word `[A + 8]` is a
+//!    return address: an address preceded by a `call` instruction (`e8 rel32`, or `ff /2` in
+//!    each of its encodings: register, memory, SIB, disp8/disp32, RIP-relative), read from the
+//!    module's code in the process's memory. Most stack words fail this at once (small
+//!    integers, heap and stack pointers); at most [`MAX_CANDIDATES`] are tried.
+//! 2. **Each candidate is a whole unwind**: the same unwinder as always (framehop, DWARF CFI of
+//!    every module) from `(pc, sp, rbp = A)`. It is kept only when
+//!    - the frames the unwind found without rbp are its first frames, unchanged (rbp changes
+//!      nothing before the first frame that needs it);
+//!    - every return address after them is preceded by a `call` instruction (a signal frame's
+//!      trampoline excepted);
+//!    - it reaches a thread entry point (the completeness judge of the caller: the same one as
+//!      for every stack copied without a signal, [`crate::unwind::THREAD_ROOTS`]); reaching the
+//!      frame limit does not count here.
+//! 3. **One answer or none**: the candidates kept must agree. Higher frame records of the same
+//!    stack are candidates too (the records of F's callers, and any slot where a function that
+//!    does not keep a frame pointer pushed rbp first), and their unwinds are complete: they
+//!    take F's CFA to be that higher record's, so they skip the frames in between and go on
+//!    correctly from there. Such an unwind is the true one with frames left out. So the
+//!    answer is the unwind with the most frames (the lowest candidate among equal ones), and it
+//!    is taken only when every other complete unwind is a subsequence of it (same frames, in
+//!    the same order, some left out). Two complete unwinds where neither contains the other:
+//!    refused, the thread falls back as before (capture signal, ptrace stop).
+//!
+//! The proof that the thread did not run (its `schedstat` run counter unchanged from before the
+//! copy until after the unwinding) covers all of this: [`crate::outside::copy_blocked`] reads
+//! the counter after `recover` returns, and code bytes read here are those of mapped modules.
+//!
+//! # Why a wrong stack is not reported as complete
+//!
+//! A stack recovered here is one the ordinary unwinder produced, from the thread's real PC and
+//! SP, with one register guessed; each of its frames follows from the one below by that
+//! frame's CFI rules (framehop falls back to walking frame records only where a module has no
+//! CFI for an address). A wrong rbp changes the stack only from F on. For a wrong one to be
+//! reported, it would have to (a) give F a CFA above F's SP (framehop refuses a stack that
+//! moves backwards) at a slot followed by a return address preceded by a call, (b) continue
+//! through frames whose every return address is preceded by a call and whose CFI, applied to
+//! the stack above, ends at a thread entry point, and (c) contain, as a subsequence, every
+//! other unwind that did so, including the true one, which is always among the candidates when
+//! F's record is in the copy. The frames of higher records fail (c) against the true one:
+//! they are the true stack with frames left out, never with frames added. What remains is a
+//! forged frame record in F's own locals (an address of a later frame record next to a
+//! return address: a saved `jmp_buf` or `ucontext` whose registers are not mangled) that also
+//! adds frames to the true stack; glibc mangles rbp in `jmp_buf`, and a `ucontext` keeps rbp
+//! and rip apart. When F's record is not in the copy (an rbp-based frame larger than the
+//! window), no complete unwind is found and the thread falls back.
+//!
+//! Not covered: a system call wrapper that itself uses rbp for something other than a frame
+//! pointer before the call (rbp then is not F's record; no candidate completes, fallback), and
+//! code without CFI (JIT): its frames are walked by frame records, as any unwinder would.
+//!
+//! # aarch64 (not built)
+//!
+//! The same design applies to aarch64 with x29 (frame pointer) and x30 (link register): the
+//! `syscall` line gives SP and PC only, and glibc's wrappers are leaves that keep the return
+//! address in x30 and never store it. There the candidates would be pairs `[A] = x29` (saved
+//! frame pointer, pointing higher) and `[A + 8] = x30` (an address preceded by `bl` or `blr`:
+//! the 4 bytes before it), since AAPCS64 frame records are exactly such pairs; the leaf's
+//! missing caller would be recovered as the return address of the candidate's record, which
+//! needs one more guessed register (x30 of the leaf = the caller's PC). That second guess is
+//! not built: on aarch64 such threads still get the capture signal.
+
+use crate::outside::UnwindCopy;
+use crate::unwind::{RawFrames, Regs, UnwindEnd};
+use addr2line::gimli;
+use std::collections::HashMap;
+
+/// At most this many candidate frame records are unwound for one stack (a stack with more is
+/// left to the fallback).
+pub const MAX_CANDIDATES: usize = 256;
+
+/// What the recovery asks its caller.
+pub struct Ask<'a, 'u> {
+    /// Read the process's memory (code bytes and GOT slots); returns the bytes read.
+    pub read: &'a mut dyn FnMut(u64, &mut [u8]) -> usize,
+    /// The caller's unwinder and completeness judge.
+    pub unwind: &'a mut UnwindCopy<'u>,
+    /// The start of the function (FDE) containing an address
+    /// ([`crate::unwind::Modules::function_start`]).
+    pub function_start: &'a mut dyn FnMut(u64) -> Option<u64>,
+}
+
+/// When `first` (the unwind of `stack` from `regs` without rbp) is not complete, try the frame
+/// records of the copy as rbp (see the module doc). Returns the recovered stack and `true`,
+/// or `first` and `false`.
+pub fn recover(regs: &Regs, stack: &[u8], first: RawFrames, ask: Ask) -> (RawFrames, bool) {
+    let Ask {
+        read,
+        unwind,
+        function_start,
+    } = ask;
+    // Only a stack that stopped in a function with CFI (an rbp-based CFA without rbp) is tried.
+    let stopped_in_cfi = first
+        .addrs
+        .last()
+        .is_some_and(|&(a, r)| function_start(lookup(a, r)).is_some());
+    if !cfg!(target_arch = "x86_64") || regs.fp != 0 || !stopped_in_cfi {
+        return (first, false);
+    }
+    let word = |off: usize| -> Option<u64> {
+        stack
+            .get(off..off.checked_add(8)?)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let stack_end = regs.sp.saturating_add(stack.len() as u64);
+    let mut code = Code::new(read);
+    // 1. Candidates: slots A with a return address at A + 8.
+    let mut candidates = Vec::new();
+    let mut off = (8 - (regs.sp % 8) as usize) % 8;
+    while off + 16 <= stack.len() {
+        if let Some(ra) = word(off + 8) {
+            let in_copy = (regs.sp..stack_end).contains(&ra);
+            if !in_copy && code.after_call(ra) {
+                candidates.push(regs.sp + off as u64);
+                if candidates.len() > MAX_CANDIDATES {
+                    return (first, false);
+                }
+            }
+        }
+        off += 8;
+    }
+    // 2. Each candidate is a whole unwind, kept when complete and consistent.
+    let n0 = first.addrs.len();
+    let mut kept: Vec<(u64, RawFrames)> = Vec::new();
+    for a in candidates {
+        let (raw, complete) = unwind(&Regs { fp: a, ..*regs }, stack);
+        if !complete
+            || raw.end == UnwindEnd::FrameLimit
+            || raw.addrs.len() <= n0
+            || raw.addrs[..n0] != first.addrs[..]
+            || !code.calls_reach_callees(&raw.addrs, n0, function_start)
+        {
+            continue;
+        }
+        if !kept.iter().any(|(_, k)| k.addrs == raw.addrs) {
+            kept.push((a, raw));
+        }
+    }
+    // 3. One answer: the longest (the lowest slot among equal ones), containing every other.
+    let Some(best) = (0..kept.len()).max_by(|&i, &j| {
+        (kept[i].1.addrs.len(), std::cmp::Reverse(kept[i].0))
+            .cmp(&(kept[j].1.addrs.len(), std::cmp::Reverse(kept[j].0)))
+    }) else {
+        return (first, false);
+    };
+    let all_inside = kept
+        .iter()
+        .all(|(_, k)| is_subsequence(&k.addrs, &kept[best].1.addrs));
+    if !all_inside {
+        return (first, false);
+    }
+    (kept.swap_remove(best).1, true)
+}
+
+/// The address to look a frame up at: the PC itself, or the call instruction before a return
+/// address.
+fn lookup(addr: u64, is_return: bool) -> u64 {
+    if is_return {
+        addr.wrapping_sub(1)
+    } else {
+        addr
+    }
+}
+
+/// True when `small` is `big` with some elements left out (same order).
+fn is_subsequence<T: PartialEq>(small: &[T], big: &[T]) -> bool {
+    let mut it = big.iter();
+    small.iter().all(|s| it.any(|b| b == s))
+}
+
+/// The SVMAs where the FDEs of a module start (its functions, as its CFI sees them), sorted:
+/// the search table of its `.eh_frame_hdr` (`hdr`, at SVMA `hdr_svma`). Empty when the
+/// section has no table or does not parse.
+pub fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Vec<u64> {
+    let bases = gimli::BaseAddresses::default().set_eh_frame_hdr(hdr_svma);
+    let parsed = match gimli::EhFrameHdr::new(hdr, gimli::NativeEndian).parse(&bases, 8) {
+        Ok(p) => p,
+        Err(_) => return Vec::new(),
+    };
+    let Some(table) = parsed.table() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut it = table.iter(&bases);
+    while let Ok(Some((start, _))) = it.next() {
+        if let gimli::Pointer::Direct(a) = start {
+            out.push(a);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Code of the process around return addresses, read once per address.
+struct Code<'r> {
+    read: &'r mut dyn FnMut(u64, &mut [u8]) -> usize,
+    /// The 8 bytes before each return address looked at (None: not readable).
+    before: HashMap<u64, Option<[u8; 8]>>,
+}
+
+/// User-space addresses of x86_64 (47 bits), above the first pages.
+fn plausible_code(addr: u64) -> bool {
+    (0x10000..(1u64 << 47)).contains(&addr)
+}
+
+impl<'r> Code<'r> {
+    fn new(read: &'r mut dyn FnMut(u64, &mut [u8]) -> usize) -> Self {
+        Code {
+            read,
+            before: HashMap::new(),
+        }
+    }
+
+    fn read_u64(&mut self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        ((self.read)(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
+    }
+
+    fn bytes_before(&mut self, ra: u64) -> Option<[u8; 8]> {
+        if !plausible_code(ra) {
+            return None;
+        }
+        if let Some(&b) = self.before.get(&ra) {
+            return b;
+        }
+        let mut code = [0u8; 8];
+        let got = ((self.read)(ra - 8, &mut code) == 8).then_some(code);
+        self.before.insert(ra, got);
+        got
+    }
+
+    /// True when the bytes before `ra` (in the process's memory) end with a call instruction.
+    fn after_call(&mut self, ra: u64) -> bool {
+        self.bytes_before(ra).is_some_and(|c| ends_with_call(&c))
+    }
+
+    /// Where the call before `ra` goes, when that can be known: `e8 rel32`, or `ff 15`
+    /// (`call *slot(%rip)`: the slot's value). None for other indirect calls, and when the bytes
+    /// could be read as more than one kind of call.
+    fn call_target(&mut self, ra: u64) -> Option<u64> {
+        let c = self.bytes_before(ra)?;
+        let direct = c[3] == 0xe8;
+        let rip_slot = c[2] == 0xff && c[3] == 0x15;
+        let rel = i32::from_ne_bytes([c[4], c[5], c[6], c[7]]) as i64;
+        let other_indirect = (2..=7).any(|len| len != 6 && ends_with_call_of_len(&c, len));
+        match (direct, rip_slot, other_indirect) {
+            (true, false, false) => Some(ra.wrapping_add_signed(rel)),
+            (false, true, false) => self.read_u64(ra.wrapping_add_signed(rel)),
+            _ => None,
+        }
+    }
+
+    /// Where a PLT entry at `at` jumps (`[endbr64] [bnd] jmp *slot(%rip)`: the slot's value).
+    fn plt_target(&mut self, at: u64) -> Option<u64> {
+        let mut b = [0u8; 16];
+        if (self.read)(at, &mut b) != 16 {
+            return None;
+        }
+        let mut i = if b[..4] == [0xf3, 0x0f, 0x1e, 0xfa] {
+            4
+        } else {
+            0
+        };
+        if b[i] == 0xf2 {
+            i += 1;
+        }
+        if b[i] != 0xff || b[i + 1] != 0x25 {
+            return None;
+        }
+        let rel = i32::from_ne_bytes(b[i + 2..i + 6].try_into().ok()?) as i64;
+        let next = at.wrapping_add(i as u64 + 6);
+        self.read_u64(next.wrapping_add_signed(rel))
+    }
+
+    /// True when, from frame `from` on, every return address follows a call (a signal
+    /// trampoline excepted: a return address followed by a frame restored from a signal
+    /// context), and every call whose target can be known goes to the function the frame
+    /// below it is in (directly, or through a PLT entry), per the CFI's function starts.
+    fn calls_reach_callees(
+        &mut self,
+        frames: &[(u64, bool)],
+        from: usize,
+        function_start: &mut dyn FnMut(u64) -> Option<u64>,
+    ) -> bool {
+        for i in from.max(1)..frames.len() {
+            let (ra, is_return) = frames[i];
+            let before_signal_frame = frames.get(i + 1).is_some_and(|&(_, r)| !r);
+            if !is_return || before_signal_frame {
+                continue;
+            }
+            if !self.after_call(ra) {
+                return false;
+            }
+            let (callee, callee_is_return) = frames[i - 1];
+            let Some(start) = function_start(lookup(callee, callee_is_return)) else {
+                continue; // no CFI for the callee: nothing to compare with
+            };
+            let Some(target) = self.call_target(ra) else {
+                continue; // an indirect call
+            };
+            if target != start && self.plt_target(target) != Some(start) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// True when the 8 bytes `code` (those just before a return address) end with an x86_64
+/// `call`: `e8 rel32`, or `ff /2` with any ModRM/SIB/displacement form (a REX prefix before
+/// `ff` changes nothing here).
+pub fn ends_with_call(code: &[u8; 8]) -> bool {
+    code[3] == 0xe8 || (2..=7).any(|len| ends_with_call_of_len(code, len))
+}
+
+/// True when `code` ends with an `ff /2` call of `len` bytes (opcode, ModRM, SIB,
+/// displacement).
+fn ends_with_call_of_len(code: &[u8; 8], len: usize) -> bool {
+    let at = 8 - len;
+    if code[at] != 0xff {
+        return false;
+    }
+    let modrm = code[at + 1];
+    if (modrm >> 3) & 7 != 2 {
+        return false;
+    }
+    let rm = modrm & 7;
+    let sib_base = code.get(at + 2).map(|s| s & 7);
+    let expected = match modrm >> 6 {
+        3 => 2,
+        0 if rm == 4 => {
+            if sib_base == Some(5) {
+                7
+            } else {
+                3
+            }
+        }
+        0 if rm == 5 => 6,
+        0 => 2,
+        1 if rm == 4 => 4,
+        1 => 3,
+        _ if rm == 4 => 7,
+        _ => 6,
+    };
+    expected == len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(bytes: &[u8]) -> [u8; 8] {
+        let mut c = [0x90u8; 8];
+        c[8 - bytes.len()..].copy_from_slice(bytes);
+        c
+    }
+
+    #[test]
+    fn call_encodings_are_recognised() {
+        assert!(ends_with_call(&tail(&[0xe8, 1, 2, 3, 4]))); // call rel32
+        assert!(ends_with_call(&tail(&[0xff, 0xd0]))); // call *%rax
+        assert!(ends_with_call(&tail(&[0x41, 0xff, 0xd3]))); // call *%r11
+        assert!(ends_with_call(&tail(&[0xff, 0x10]))); // call *(%rax)
+        assert!(ends_with_call(&tail(&[0xff, 0x50, 0x08]))); // call *8(%rax)
+        assert!(ends_with_call(&tail(&[0xff, 0x15, 1, 2, 3, 4]))); // call *x(%rip)
+        assert!(ends_with_call(&tail(&[0xff, 0x14, 0x24]))); // call *(%rsp)
+        assert!(ends_with_call(&tail(&[0xff, 0x54, 0x24, 0x08]))); // call *8(%rsp)
+        assert!(ends_with_call(&tail(&[0xff, 0x94, 0xc3, 1, 2, 3, 4]))); // disp32+SIB
+    }
+
+    #[test]
+    fn other_bytes_are_not_calls() {
+        assert!(!ends_with_call(&[0x90; 8]));
+        assert!(!ends_with_call(&tail(&[0xff, 0xe0]))); // jmp *%rax (/4)
+        assert!(!ends_with_call(&tail(&[0xff, 0x50]))); // ModRM needs a disp8 it lacks
+        assert!(!ends_with_call(&[0; 8]));
+    }
+
+    #[test]
+    fn subsequences() {
+        assert!(is_subsequence(&[1, 3, 5], &[1, 2, 3, 4, 5]));
+        assert!(is_subsequence::<u8>(&[], &[1]));
+        assert!(!is_subsequence(&[1, 6], &[1, 2, 3]));
+        assert!(!is_subsequence(&[3, 1], &[1, 2, 3]));
+    }
+}
