@@ -17,6 +17,8 @@
 //! record (saved rbp of F's caller, then F's return address). That record is in the copy,
 //! above SP. So:
 //!
+//! 0. Only a stack whose unwind without rbp stopped in a function with CFI is tried (a frame
+//!    whose CFA is `rbp + 16` stops it: framehop ends a frame-pointer step at rbp = 0).
 //! 1. **Candidates**: every 8-aligned address A of the copy whose next word `[A + 8]` is a
 //!    return address: an address preceded by a `call` instruction (`e8 rel32`, or `ff /2` in
 //!    each of its encodings: register, memory, SIB, disp8/disp32, RIP-relative), read from the
@@ -26,47 +28,57 @@
 //!    every module) from `(pc, sp, rbp = A)`. It is kept only when
 //!    - the frames the unwind found without rbp are its first frames, unchanged (rbp changes
 //!      nothing before the first frame that needs it);
-//!    - every return address after them is preceded by a `call` instruction (a signal frame's
-//!      trampoline excepted);
+//!    - from F on, every return address is preceded by a `call` instruction (a signal frame's
+//!      trampoline excepted), and every call whose target can be read from the code (`e8
+//!      rel32`, `call *slot(%rip)`, either through a PLT entry `jmp *slot(%rip)`) goes to the
+//!      start of the function the frame below it is in, as the CFI says: the start of the FDE
+//!      covering that frame's address (the search table of the module's `.eh_frame_hdr`,
+//!      [`crate::unwind::Modules::function_start`]);
 //!    - it reaches a thread entry point (the completeness judge of the caller: the same one as
 //!      for every stack copied without a signal, [`crate::unwind::THREAD_ROOTS`]); reaching the
 //!      frame limit does not count here.
 //! 3. **One answer or none**: the candidates kept must agree. Higher frame records of the same
-//!    stack are candidates too (the records of F's callers, and any slot where a function that
-//!    does not keep a frame pointer pushed rbp first), and their unwinds are complete: they
-//!    take F's CFA to be that higher record's, so they skip the frames in between and go on
-//!    correctly from there. Such an unwind is the true one with frames left out. So the
-//!    answer is the unwind with the most frames (the lowest candidate among equal ones), and it
-//!    is taken only when every other complete unwind is a subsequence of it (same frames, in
+//!    stack are candidates too (the records of F's callers, any slot where a function that
+//!    does not keep a frame pointer pushed rbp right below its return address), and their
+//!    unwinds can be complete: they take F's CFA to be that higher record's, so they skip the
+//!    frames in between and go on correctly from there. The call check of step 2 drops most
+//!    of them (the skipped caller's call site names the skipped function, not F), but not when
+//!    that call is indirect (`start_thread` calls the thread's function through a pointer). So
+//!    the answer is the unwind with the most frames (the lowest candidate among equal ones),
+//!    taken only when every other complete unwind is a subsequence of it (the same frames in
 //!    the same order, some left out). Two complete unwinds where neither contains the other:
 //!    refused, the thread falls back as before (capture signal, ptrace stop).
 //!
 //! The proof that the thread did not run (its `schedstat` run counter unchanged from before the
 //! copy until after the unwinding) covers all of this: [`crate::outside::copy_blocked`] reads
-//! the counter after `recover` returns, and code bytes read here are those of mapped modules.
+//! the counter again after `recover` returns.
 //!
 //! # Why a wrong stack is not reported as complete
 //!
 //! A stack recovered here is one the ordinary unwinder produced, from the thread's real PC and
-//! SP, with one register guessed; each of its frames follows from the one below by that
-//! frame's CFI rules (framehop falls back to walking frame records only where a module has no
-//! CFI for an address). A wrong rbp changes the stack only from F on. For a wrong one to be
-//! reported, it would have to (a) give F a CFA above F's SP (framehop refuses a stack that
-//! moves backwards) at a slot followed by a return address preceded by a call, (b) continue
-//! through frames whose every return address is preceded by a call and whose CFI, applied to
-//! the stack above, ends at a thread entry point, and (c) contain, as a subsequence, every
-//! other unwind that did so, including the true one, which is always among the candidates when
-//! F's record is in the copy. The frames of higher records fail (c) against the true one:
-//! they are the true stack with frames left out, never with frames added. What remains is a
-//! forged frame record in F's own locals (an address of a later frame record next to a
-//! return address: a saved `jmp_buf` or `ucontext` whose registers are not mangled) that also
-//! adds frames to the true stack; glibc mangles rbp in `jmp_buf`, and a `ucontext` keeps rbp
-//! and rip apart. When F's record is not in the copy (an rbp-based frame larger than the
-//! window), no complete unwind is found and the thread falls back.
+//! SP, with one register guessed; each frame follows from the one below by that frame's CFI
+//! (framehop walks frame records only where a module has no CFI for an address). A wrong rbp
+//! changes the stack only from F on, and the true rbp is always among the candidates when F's
+//! record is in the copy. A wrong candidate is one of two kinds:
 //!
-//! Not covered: a system call wrapper that itself uses rbp for something other than a frame
-//! pointer before the call (rbp then is not F's record; no candidate completes, fallback), and
-//! code without CFI (JIT): its frames are walked by frame records, as any unwinder would.
+//! - **Too high** (a record of a caller of F, or a pushed rbp above F): its unwind is the true
+//!   one with frames left out, never with frames added. Where the call check does not drop it,
+//!   the subsequence rule does not pick it: the true unwind is longer and contains it.
+//! - **Too low** (a slot inside F's own frame, between F's SP and its record): stale data of
+//!   an earlier, deeper call made at the same depth. Seen in `examples/c/alloca_frames.c`: the
+//!   padding of an over-aligned frame still held the frame of `block_trigger` and of the
+//!   `pthread_sigmask` call it made, and that stale unwind (F returning into `block_trigger`,
+//!   whose CFA is exactly F's) is complete and contains the true one. The call check drops it:
+//!   the call before that stale return address goes to `pthread_sigmask` (through its PLT
+//!   entry), not to F. It is reported only if every call on its stale part is indirect
+//!   (`call *%rax`, `call *8(%rbx)`: their targets are not in the code) and its stale
+//!   frames join the true ones exactly, so that it contains the true unwind: a stale frame
+//!   called through a pointer, left at the depth of F's frame.
+//!
+//! When F's record is not in the copy (an rbp-based frame larger than the window), no complete
+//! unwind is found and the thread falls back. Also not recovered (they fall back): a system call
+//! wrapper that uses rbp for something else before the call, a frame in a function reached by a
+//! tail call or in a `.cold` part (its FDE start is not the call's target).
 //!
 //! # aarch64 (not built)
 //!
@@ -394,6 +406,23 @@ mod tests {
         assert!(!ends_with_call(&tail(&[0xff, 0xe0]))); // jmp *%rax (/4)
         assert!(!ends_with_call(&tail(&[0xff, 0x50]))); // ModRM needs a disp8 it lacks
         assert!(!ends_with_call(&[0; 8]));
+    }
+
+    #[inline(never)]
+    extern "C" fn a_function(x: u64) -> u64 {
+        std::hint::black_box(x).wrapping_mul(3).rotate_left(7)
+    }
+
+    #[test]
+    fn function_starts_come_from_the_cfi() {
+        use crate::unwind::{ModuleSource, Modules};
+        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let mut modules = Modules::new(ModuleSource::this_process());
+        modules.sync(&maps);
+        let f = a_function as *const () as u64;
+        assert_eq!(a_function(1), 3u64.rotate_left(7));
+        assert_eq!(modules.function_start(f), Some(f));
+        assert_eq!(modules.function_start(f + 3), Some(f));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!   ran but is back in the same call at the same place is tried once more; without
 //!   `schedstat`, the line and the context-switch counts are compared instead, once). The copy is unwound with the shared
 //!   DWARF unwinder from SP and PC alone and kept only when it ends at a thread entry point,
-//!   named from the modules' symbol tables (a frame whose CFA depends on a register the kernel
-//!   does not show, e.g. rbp, cannot unwind that way).
+//!   named from the modules' symbol tables (a frame whose CFA depends on rbp, which the kernel
+//!   does not show, is unwound with rbp recovered from the copy when exactly one recovery is
+//!   consistent: [`crate::fprecover`]).
 //! - Every other thread (running, runnable, or blocked but not unwindable from SP/PC) is
 //!   **stopped alone, for the copy only**: `PTRACE_SEIZE` (without `PTRACE_O_EXITKILL`: if we
 //!   die, the kernel detaches and the target runs on), `PTRACE_INTERRUPT`, `waitpid(__WALL)`

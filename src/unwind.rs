@@ -515,6 +515,10 @@ fn load(
     Ok((m, bias, Some(opened), kept, starts))
 }
 
+/// framehop's view of a module, its load bias, the bytes of unwind tables it keeps, and where
+/// its functions start.
+type ModuleParts = (framehop::Module<Vec<u8>>, u64, u64, Vec<u64>);
+
 fn module<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
     path: &str,
@@ -522,7 +526,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     first: u64,
     remaining: u64,
     read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
-) -> Result<(framehop::Module<Vec<u8>>, u64, u64, Vec<u64>), String> {
+) -> Result<ModuleParts, String> {
     let lowest = file
         .segments()
         .map(|s| s.address())

@@ -433,8 +433,10 @@ impl DumpThread {
     /// and PC are in `/proc/self/task/TID/syscall`. The copy is kept only when the thread
     /// provably did not move while it was taken (same syscall line, same context-switch
     /// counts before and after) and unwinds from SP and PC alone to a thread entry point
-    /// (x86_64 frames whose CFA depends on rbp, or aarch64 leaf wrappers, need the registers
-    /// only the capture signal gives: those threads are left for it). Returns how many.
+    /// (x86_64 frames whose CFA depends on rbp get it recovered from the copy when that is
+    /// unambiguous, `stackdump_core::fprecover`; otherwise, and for aarch64 leaf wrappers, the
+    /// registers only the capture signal gives are needed: those threads are left for it).
+    /// Returns how many.
     fn capture_blocked(&mut self, threads: &mut [RawThread]) -> usize {
         let mut reader = TaskReader::new("/proc/self");
         reader.kernel_stacks = false;

@@ -110,6 +110,14 @@ const LIST_HELP: &str = "\
 For each process: pid, command, trigger signal (and whether it is caught), dump directory and
 the newest dump in it. Processes we may not inspect are counted, not shown.
 
+Two ways to ask a listed process for a dump:
+  stackdump dump PID      sends the trigger to the library's own thread: no host thread is
+                          interrupted (threads blocked in a system call are copied without any
+                          signal, frame-pointer code included)
+  kill -s USR1 PID        the kernel gives the signal to ONE host thread, which is interrupted
+                          as by any signal: SA_RESTART restarts read/write/futex, not poll,
+                          epoll_wait, select, nanosleep or sigtimedwait, which return EINTR
+
 Example:
   stackdump list";
 
