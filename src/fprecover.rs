@@ -20,7 +20,7 @@
 //! 0. Only a stack whose unwind without rbp stopped in a function with CFI is tried (a frame
 //!    whose CFA is `rbp + 16` stops it: framehop ends a frame-pointer step at rbp = 0).
 //! 1. **Candidates**: every 8-aligned address A of the copy whose next word `[A + 8]` is a
-//!    return address: an address preceded by a `call` instruction (`e8 rel32`, or `ff /2` in
+//!    return address: an address covered by a module's CFI and preceded by a `call` instruction (`e8 rel32`, or `ff /2` in
 //!    each of its encodings: register, memory, SIB, disp8/disp32, RIP-relative), read from the
 //!    module's code in the process's memory. Most stack words fail this at once (small
 //!    integers, heap and stack pointers); at most [`MAX_CANDIDATES`] are tried.
@@ -141,7 +141,9 @@ pub fn recover(regs: &Regs, stack: &[u8], first: RawFrames, ask: Ask) -> (RawFra
     while off + 16 <= stack.len() {
         if let Some(ra) = word(off + 8) {
             let in_copy = (regs.sp..stack_end).contains(&ra);
-            if !in_copy && code.after_call(ra) {
+            // In a module's CFI (no system call) before its code is read.
+            let mut in_cfi = || plausible_code(ra) && function_start(ra - 1).is_some();
+            if !in_copy && in_cfi() && code.after_call(ra) {
                 candidates.push(regs.sp + off as u64);
                 if candidates.len() > MAX_CANDIDATES {
                     return (first, false);
