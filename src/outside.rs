@@ -142,6 +142,9 @@ impl Prepared {
     /// [`add_stacks_prepared`] says why.
     pub fn start(pid: i32, cache: Option<DwarfCache>) -> Prepared {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        // Its credentials as of now, before the paths of its maps are known: its files are
+        // opened with these only (crate::rootfs).
+        crate::rootfs::remember_creds(pid);
         let maps = match std::fs::read(proc_dir.join("maps")) {
             Ok(b) if !b.is_empty() => proc::parse_maps(&b),
             Ok(_) | Err(_) => {

@@ -109,16 +109,27 @@ impl Mapped {
     }
 
     /// Map the open file `f` (None when it is empty or cannot be mapped).
+    ///
+    /// A file truncated while mapped faults on access (SIGBUS, which would kill the CLI). Files
+    /// that only root or we can write are mapped: package managers and linkers write new files
+    /// and rename them, they do not rewrite them in place. A file someone else may rewrite
+    /// (a target's own library, owned by its user) is copied instead, at most
+    /// [`crate::limits::MAX_COPIED_FILE`] bytes: a hostile target cannot truncate it under us.
     pub fn of_file(f: &std::fs::File) -> Option<Mapped> {
         use std::os::fd::AsRawFd;
-        let len = usize::try_from(f.metadata().ok()?.len()).ok()?;
+        use std::os::unix::fs::MetadataExt;
+        let meta = f.metadata().ok()?;
+        let len = usize::try_from(meta.len()).ok()?;
         if len == 0 {
             return None;
         }
+        let me = nix::unistd::geteuid().as_raw();
+        if !((meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0) {
+            return Mapped::copy_of(f, len);
+        }
         // SAFETY: a private read-only mapping of a file we opened, of its current length; the
-        // fd may be closed afterwards (the mapping keeps the file). A file truncated while
-        // mapped would fault on access (SIGBUS): module and debug files are not rewritten in
-        // place (package managers and linkers write new files and rename them).
+        // fd may be closed afterwards (the mapping keeps the file). Only files that nobody but
+        // root or we may write (see above), so none is truncated under us.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -130,6 +141,46 @@ impl Mapped {
             )
         };
         (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
+    }
+
+    /// A private anonymous mapping holding a copy of the first `len` bytes of `f`.
+    fn copy_of(f: &std::fs::File, len: usize) -> Option<Mapped> {
+        use std::os::unix::fs::FileExt;
+        if len as u64 > crate::limits::MAX_COPIED_FILE {
+            return None;
+        }
+        // SAFETY: a fresh private anonymous mapping of `len` bytes, owned by the value returned
+        // (unmapped by its Drop); nothing else refers to it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let mapped = Mapped { ptr, len };
+        // SAFETY: the mapping is ours, writable and `len` bytes long; no other reference to it
+        // exists yet.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
+        // A file that shrank meanwhile reads short: the rest stays zero, parsed as damaged.
+        let mut at = 0;
+        while at < len {
+            match f.read_at(&mut buf[at..], at as u64) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        // SAFETY: the same mapping, now read-only.
+        unsafe { libc::mprotect(ptr, len, libc::PROT_READ) };
+        Some(mapped)
     }
 
     /// The file's bytes.
@@ -729,6 +780,30 @@ fn strip_hash(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file another user may rewrite is copied, not mapped: truncating it afterwards cannot
+    /// fault (SIGBUS) in the reader.
+    #[test]
+    fn a_file_others_may_rewrite_is_copied_not_mapped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lib.so");
+        std::fs::write(&p, vec![7u8; 3 * 4096 + 5]).unwrap();
+        // Writable by others (or, as root, owned by another user): copied.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        }
+        let m = Mapped::of_file(&std::fs::File::open(&p).unwrap()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert_eq!(m.bytes().len(), 3 * 4096 + 5);
+        assert!(m.bytes().iter().all(|&b| b == 7), "the copy is whole");
+    }
 
     #[test]
     fn strips_rust_hashes_only() {

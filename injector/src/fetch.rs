@@ -161,6 +161,27 @@ pub struct DumpDir {
     pub path: String,
     /// Created on first use (see the module doc).
     inotify: std::cell::OnceCell<Option<Inotify>>,
+    /// The target's file-system credentials: the directory and its files are opened with its
+    /// rights (the library writes there as its user), never with root's.
+    creds: Option<rootfs::FsCreds>,
+}
+
+/// `f` run with `creds` (see [`rootfs::as_target`]); an error switching them is `Io`.
+fn with_creds<T>(
+    creds: Option<&rootfs::FsCreds>,
+    shown: &str,
+    f: impl FnOnce() -> Result<T, SafeOpenError>,
+) -> Result<T, SafeOpenError> {
+    let mut out = None;
+    rootfs::as_target(creds, || {
+        out = Some(f());
+        Ok(())
+    })
+    .map_err(|source| SafeOpenError::Io {
+        path: shown.to_string(),
+        source,
+    })?;
+    out.expect("as_target ran it")
 }
 
 /// How long the wait rescans the directory every millisecond before it sets up inotify.
@@ -170,13 +191,14 @@ impl DumpDir {
     pub fn open(target: &Target) -> Result<DumpDir, TargetError> {
         let path = target.dump_dir();
         let root = target.root()?;
-        let fd = root
-            .open_dir(&path)
+        let creds = rootfs::FsCreds::of_process(target.pid);
+        let fd = with_creds(creds.as_ref(), &path, || root.open_dir(&path))
             .map_err(|e| dir_error(target, &path, e))?;
         Ok(DumpDir {
             fd,
             path,
             inotify: std::cell::OnceCell::new(),
+            creds,
         })
     }
 
@@ -207,7 +229,9 @@ impl DumpDir {
     pub fn read(&self, name: &str, owners: &[u32]) -> Result<Vec<u8>, SafeOpenError> {
         let shown = format!("{}/{name}", self.path.trim_end_matches('/'));
         let owners = (!owners.is_empty()).then_some(owners);
-        let f = rootfs::open_file(self.fd.as_fd(), name, owners, &shown)?;
+        let f = with_creds(self.creds.as_ref(), &shown, || {
+            rootfs::open_file(self.fd.as_fd(), name, owners, &shown)
+        })?;
         // Its size first (a target-made file can be anything): refused by name and size
         // before a byte is read; the read below still stops at the limit.
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -321,7 +345,7 @@ pub fn wait_for_dump(
         // Scan: the files of our request that we do not have yet.
         let names = dir.list().map_err(|e| TargetError::Io {
             pid: target.pid,
-            context: format!("listing {}", dir.path),
+            context: format!("listing {}", stackdump_core::escape::Esc(&dir.path)),
             source: e,
         })?;
         let mut overtaken = false;
