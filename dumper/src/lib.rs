@@ -58,7 +58,7 @@
 //! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
 //! - [`capture`]: the dump thread and the pipeline's phases.
-//! - `stackdump_core::unwind`: modules and DWARF unwinding of copied stacks (shared with the
+//! - `stackdump_core::stack::unwind`: modules and DWARF unwinding of copied stacks (shared with the
 //!   CLI's `inspect`).
 //! - [`symbolize`]: addresses to functions, files and lines.
 //! - [`diagnose`]: process facts gathered from the inside, and the findings.

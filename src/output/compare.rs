@@ -124,7 +124,7 @@ pub enum LoadError {
     Refused { path: PathBuf, why: String },
 }
 
-/// The bytes of a dump file, read safely: opened the one way of [`crate::rootfs`] (`O_PATH`,
+/// The bytes of a dump file, read safely: opened the one way of [`crate::kernel::rootfs`] (`O_PATH`,
 /// then `fstat`: a FIFO or a device is neither waited on nor opened), a regular file, and at most [`crate::limits::MAX_DUMP_FILE`] bytes (checked
 /// before reading, and the read stops there whatever `fstat` said).
 fn read_dump_file(path: &Path) -> Result<String, LoadError> {
@@ -137,11 +137,11 @@ fn read_dump_file(path: &Path) -> Result<String, LoadError> {
         path: path.to_path_buf(),
         why,
     };
-    // The one way to open a file a target may have made (crate::rootfs): a FIFO, a device or
+    // The one way to open a file a target may have made (crate::kernel::rootfs): a FIFO, a device or
     // a socket is refused before it is opened; a symlink is followed (it is on our command
     // line), but only to a regular file.
-    use crate::rootfs::SafeOpenError;
-    let f = crate::rootfs::open_untrusted_why(path, u64::MAX).map_err(|e| match e {
+    use crate::kernel::rootfs::SafeOpenError;
+    let f = crate::kernel::rootfs::open_untrusted_why(path, u64::MAX).map_err(|e| match e {
         SafeOpenError::Io { source, .. } => io(source),
         SafeOpenError::NotFound { .. } => io(std::io::Error::from_raw_os_error(libc::ENOENT)),
         SafeOpenError::NotRegular { kind, .. } => {
@@ -449,9 +449,9 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
     for s in &stuck {
         let key = (
             s.start,
-            crate::render::syscall_name(&s.thread.kernel.syscall),
+            crate::output::render::syscall_name(&s.thread.kernel.syscall),
             s.thread.kernel.wchan.clone(),
-            crate::diagnose::stack_preview(s.thread, 6),
+            crate::analysis::diagnose::stack_preview(s.thread, 6),
         );
         groups.entry(key).or_default().push(s);
     }
@@ -468,7 +468,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
             dumps: n - start,
             since: ds[start].time.clone(),
             seconds: seconds_between(ds[start], last),
-            syscall: crate::render::syscall_in(&t.kernel.syscall, last.process.as_ref()),
+            syscall: crate::output::render::syscall_in(&t.kernel.syscall, last.process.as_ref()),
             wchan,
             stack,
         });
@@ -668,7 +668,7 @@ fn text_unchecked(c: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::tests::{dump, frames, in_syscall, thread};
+    use crate::analysis::diagnose::tests::{dump, frames, in_syscall, thread};
 
     fn at(mut d: Dump, time: &str, seq: u64) -> Dump {
         d.time = time.into();

@@ -1,18 +1,18 @@
 //! Findings: what looks wrong, one line each with its evidence, computed from an assembled
 //! [`Dump`] and its [`ProcessFacts`](crate::model::ProcessFacts). [`findings`] is a pure function
 //! of the dump (tested on synthetic dumps); [`analyze`] gathers the facts first (see
-//! [`facts`](crate::facts)) and is what the dumper and `stackdump inspect` call.
+//! [`facts`](crate::analysis::facts)) and is what the dumper and `stackdump inspect` call.
 //!
 //! Most important first: threads blocked on a full pipe, deadlocks, lock waits with their owner,
 //! sockets the process forgot (`CLOSE_WAIT`), connections nobody accepts, then threads that share
 //! one stack.
 
-use crate::facts::{self, syscall_fd, waits_in_pipe_write};
-use crate::fds;
+use crate::analysis::facts::{self, syscall_fd, waits_in_pipe_write};
+use crate::kernel::fds;
 use crate::model::{
     CaptureStatus, Dump, Finding, FutexFacts, PipeFacts, ProcessFacts, SyscallState, Thread, Tid,
 };
-use crate::render;
+use crate::output::render;
 use std::collections::{BTreeMap, HashMap};
 
 /// Gather the process facts (inside the process or from outside), then compute the findings.

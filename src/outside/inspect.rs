@@ -8,13 +8,13 @@
 //! reading its futex words (`process_vm_readv`) need ptrace permission over it; without it those
 //! facts are reported as unknown, with the reason, and the rest of the dump is still there.
 
-use crate::diagnose;
-use crate::facts;
+use crate::analysis::diagnose;
+use crate::analysis::facts;
+use crate::kernel::proc::{self, TaskReader};
+use crate::model::timefmt::UtcTime;
 use crate::model::{
     CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
-use crate::proc::{self, TaskReader};
-use crate::timefmt::UtcTime;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -38,7 +38,7 @@ pub enum InspectError {
 
 /// Work done on each thread in the same visit as its kernel view (the outside capture copies the
 /// stack of a thread blocked in a system call there, microseconds after its `syscall` file gave
-/// SP and PC: [`crate::outside::Capture`]).
+/// SP and PC: [`crate::outside::capture::Capture`]).
 pub trait Visit {
     /// Before the kernel view of `tid` is read (`reader` has the task's directory open).
     fn before(&mut self, reader: &mut TaskReader, tid: Tid);
@@ -173,24 +173,24 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
 
 /// Inspect process `pid` from outside with its user stacks: the kernel view (as [`inspect`]),
 /// during which a thread blocked in a system call has its stack copied without a stop
-/// ([`crate::outside::Capture`]), then the other threads stopped one at a time with ptrace,
+/// ([`crate::outside::capture::Capture`]), then the other threads stopped one at a time with ptrace,
 /// then the findings again (threads sharing a stack). Without permission to ptrace, the dump is
-/// the kernel view and [`crate::outside::Outcome::denied`] says why.
+/// the kernel view and [`crate::outside::capture::Outcome::denied`] says why.
 ///
 /// The maps, the modules' unwind data and a thread that reads their debug information are
-/// started first ([`crate::outside::Prepared`]), so that reading DWARF (milliseconds from the
+/// started first ([`crate::outside::capture::Prepared`]), so that reading DWARF (milliseconds from the
 /// cache, tens of milliseconds for a C library's compressed debug file without it) overlaps the
 /// kernel view and the capture.
 pub fn inspect_stacks(
     pid: Pid,
-    opts: &crate::outside::Options,
-) -> Result<(Dump, crate::outside::Outcome), InspectError> {
+    opts: &crate::outside::capture::Options,
+) -> Result<(Dump, crate::outside::capture::Outcome), InspectError> {
     let start = Instant::now();
     if pid.0 <= 0 {
         return Err(InspectError::NoSuchProcess(pid));
     }
-    let prepared = crate::outside::Prepared::start(pid.0, opts.cache.clone());
-    let mut capture = crate::outside::Capture::new(prepared, opts);
+    let prepared = crate::outside::capture::Prepared::start(pid.0, opts.cache.clone());
+    let mut capture = crate::outside::capture::Capture::new(prepared, opts);
     let mut dump = inspect_visiting(pid, &mut capture)?;
     // The visit's stack copies count as capture, not as kernel view.
     let kernel_view = start.elapsed().saturating_sub(capture.visit_time());
@@ -220,7 +220,7 @@ mod tests {
             .all(|t| t.capture == CaptureStatus::Skipped));
         let p = d.process.as_ref().unwrap();
         assert!(p.fds.total >= 3, "{p:?}");
-        assert!(crate::render::text(&d).contains("inspected from outside"));
+        assert!(crate::output::render::text(&d).contains("inspected from outside"));
         assert!(matches!(
             inspect(Pid(i32::MAX)),
             Err(InspectError::NoSuchProcess(_))

@@ -43,7 +43,7 @@ fn text_unchecked(dump: &Dump) -> String {
         }
     }
     let facts = dump.process.as_ref();
-    for group in crate::diagnose::stack_groups(dump) {
+    for group in crate::analysis::diagnose::stack_groups(dump) {
         out.push('\n');
         if let [one] = group[..] {
             thread(&mut out, &dump.threads[one], facts);
@@ -168,7 +168,7 @@ fn header(out: &mut String, d: &Dump) {
     if !d.cmdline.is_empty() {
         let _ = writeln!(out, "cmdline: {}", Esc(&d.cmdline));
     }
-    if d.capture.method == crate::inspect::METHOD {
+    if d.capture.method == crate::outside::inspect::METHOD {
         let _ = write!(out, "inspected from outside");
         if let Some(p) = d.trigger.sender_pid {
             let _ = write!(out, " by pid {p}");
@@ -185,7 +185,10 @@ fn header(out: &mut String, d: &Dump) {
         );
         return;
     }
-    if d.capture.method.starts_with(crate::outside::METHOD) {
+    if d.capture
+        .method
+        .starts_with(crate::outside::capture::METHOD)
+    {
         let _ = write!(out, "inspected from outside");
         if let Some(p) = d.trigger.sender_pid {
             let _ = write!(out, " by pid {p}");
@@ -367,7 +370,7 @@ pub fn syscall_in(s: &SyscallState, facts: Option<&ProcessFacts>) -> String {
                         }
                     }
                     (1, _) if name_str == "futex" => {
-                        s.push_str(&crate::futex::op_name(a.0));
+                        s.push_str(&crate::kernel::futex::op_name(a.0));
                     }
                     (2, _) if name_str == "futex" => {
                         let _ = write!(s, "{}", a.0 as u32);
@@ -471,7 +474,7 @@ pub fn frame(f: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::{findings, tests::incident};
+    use crate::analysis::diagnose::{findings, tests::incident};
 
     #[test]
     fn findings_first_process_summary_and_shared_stacks_once() {

@@ -2,7 +2,7 @@
 //! loaded into it and no signal sent to it.
 //!
 //! - A thread blocked in a system call is read **without stopping it**, in the same visit as
-//!   its kernel view ([`Capture`], through [`crate::inspect::Visit`]): its run counter
+//!   its kernel view ([`Capture`], through [`crate::outside::inspect::Visit`]): its run counter
 //!   (`schedstat`) is read, then its `syscall` line (SP and PC), then its stack is copied with
 //!   `process_vm_readv`, then the run counter again: unchanged means it was not put on a CPU
 //!   since before the line was read (and read once more after the unwinding, which may read
@@ -24,20 +24,20 @@
 //! - Symbols (function, file:line, inlined frames) come from DWARF, read on a thread of its own
 //!   ([`Prepared`]) while the kernel view and the stacks are read: the module the main thread
 //!   is blocked in and the executable first, then every module a stack goes through as soon as
-//!   one does (compressed sections through [`crate::dwarfcache`] when the caller gives one).
+//!   one does (compressed sections through [`crate::stack::dwarfcache`] when the caller gives one).
 //!   Once every stack is taken, each module's DWARF is set up for the units its addresses are
-//!   in ([`crate::dwarfunits`]), and each distinct address is symbolized once.
+//!   in ([`crate::stack::dwarfunits`]), and each distinct address is symbolized once.
 //!
 //! The target is never left stopped by us: every seized thread is held by a guard that detaches
 //! it on every path (errors, panics, an early return on cancellation).
 //! Unwind data and symbols come from the target's own files, through `/proc/PID/root` and
-//! `/proc/PID/map_files` ([`crate::unwind::ModuleSource::process`]).
+//! `/proc/PID/map_files` ([`crate::stack::unwind::ModuleSource::process`]).
 
-use crate::dwarfcache::DwarfCache;
+use crate::kernel::proc::{self, Mapping, RunCounter, TaskReader};
 use crate::model::{Addr, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
-use crate::proc::{self, Mapping, RunCounter, TaskReader};
-use crate::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
-use crate::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
+use crate::stack::dwarfcache::DwarfCache;
+use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
+use crate::stack::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 pub const METHOD: &str = "outside";
 
 /// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
-pub use crate::unwind::THREAD_ROOTS as ROOTS;
+pub use crate::stack::unwind::THREAD_ROOTS as ROOTS;
 
 /// How to take the stacks.
 pub struct Options<'a> {
@@ -322,7 +322,7 @@ struct Counted {
     before: Option<(u64, u64)>,
 }
 
-impl crate::inspect::Visit for Capture {
+impl crate::outside::inspect::Visit for Capture {
     fn before(&mut self, reader: &mut TaskReader, tid: Tid) {
         self.counter = None;
         if !self.copy_blocked || self.ready.is_err() {
@@ -834,7 +834,7 @@ fn frames_at(
     let module = info.map(|m| m.path.clone());
     let offset = info.map(|m| Addr(ip.wrapping_sub(m.bias)));
     if modules.is_trampoline(ip) {
-        out.push(crate::symbols::trampoline_frame(ip, module, offset));
+        out.push(crate::stack::symbols::trampoline_frame(ip, module, offset));
         return;
     }
     let lookup = probe(ip, is_return);
@@ -842,7 +842,7 @@ fn frames_at(
         Some((file, bias)) => symbols.symbols(file, root, lookup.wrapping_sub(bias)),
         None => Vec::new(),
     };
-    crate::symbols::push_frames(ip, module, offset, &syms, out);
+    crate::stack::symbols::push_frames(ip, module, offset, &syms, out);
 }
 
 /// Frames of an unwound stack, and whether it is truncated (it does not end at an entry point).

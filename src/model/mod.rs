@@ -5,6 +5,11 @@
 //! The JSON form of [`Dump`] is the side-file format `stackdump/1`, documented field by field in
 //! `docs/FORMAT.md`. Adding an optional field is compatible; renaming or retyping one is not and
 //! bumps [`FORMAT`].
+//!
+//! Also here: [`dumpfile`] (the side files' names) and [`timefmt`] (their UTC timestamps).
+
+pub mod dumpfile;
+pub mod timefmt;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

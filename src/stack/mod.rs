@@ -1,0 +1,7 @@
+//! User stacks: the loaded modules and DWARF unwinding of copied stacks ([`unwind`]), and
+//! symbols from module files ([`symbols`], with its cache of debug sections and unit filter).
+
+pub mod dwarfcache;
+pub mod dwarfunits;
+pub mod symbols;
+pub mod unwind;
