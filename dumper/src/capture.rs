@@ -12,10 +12,10 @@ use crate::{sink, sys};
 use stackdump_core::kernel::proc::{self, TaskReader};
 use stackdump_core::model::timefmt::UtcTime;
 use stackdump_core::model::{
-    CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView, PhaseTimes, Pid,
-    SyscallState, Thread, Tid, Trigger, FORMAT,
+    CaptureMethod, CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView,
+    PhaseTimes, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
-use stackdump_core::outside::capture::{Seen, FIRST_WINDOW};
+use stackdump_core::stack::blocked::{Seen, FIRST_WINDOW};
 use stackdump_core::stack::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -299,9 +299,9 @@ impl DumpThread {
                 threads: out_threads.len(),
                 captured,
                 method: if without_signal > 0 {
-                    "syscall+signal".into()
+                    CaptureMethod::SyscallSignal
                 } else {
-                    "signal".into()
+                    CaptureMethod::Signal
                 },
                 without_signal,
                 signalled,
@@ -464,8 +464,8 @@ impl DumpThread {
     /// blocked, moved during the copy, or does not unwind from SP and PC alone. With the
     /// frames comes the thread's run counter at the copy, when there is one.
     ///
-    /// The copy and its proof are `stackdump inspect`'s ([`stackdump_core::outside::capture::
-    /// copy_blocked`]): the run counter (`schedstat`) unchanged across the copy and the
+    /// The copy and its proof are shared with `stackdump inspect`
+    /// ([`stackdump_core::stack::blocked::copy_blocked`]): the run counter (`schedstat`) unchanged across the copy and the
     /// `syscall` line read after it still the one copied from (where the kernel keeps no run
     /// counter, the context-switch counts of `status`, compared with phase 0's); the first
     /// copy is [`FIRST_WINDOW`] bytes, then the whole window if the stack does not end within
@@ -487,7 +487,7 @@ impl DumpThread {
             switches,
             runs: None, // read at the copy, after phase 0's `syscall` line
         };
-        let result = stackdump_core::outside::capture::copy_blocked(
+        let result = stackdump_core::stack::blocked::copy_blocked(
             reader,
             tid,
             seen,

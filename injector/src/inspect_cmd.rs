@@ -19,8 +19,8 @@ use crate::interrupt::Interrupt;
 use crate::target::TargetError;
 use anyhow::Context;
 use stackdump_core::model::{Pid, Tid};
-use stackdump_core::outside::capture;
-use stackdump_core::outside::inspect::{self, InspectError};
+use stackdump_core::outside::inspect::InspectError;
+use stackdump_core::outside::{self, capture};
 use std::io::Write;
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let pid = args.pid;
     // A thread id or a kernel thread: say what to do instead (exit 2).
     crate::target::check_pid_is_process(pid, "inspect")?;
-    let (dump, outcome) = inspect::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
+    let (dump, outcome) = outside::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
         InspectError::NoSuchProcess(_) => TargetError::NoSuchProcess { pid },
         InspectError::Zombie(_) => TargetError::Zombie {
             pid,

@@ -8,11 +8,12 @@
 //! one stack.
 
 use crate::analysis::facts::{self, syscall_fd, waits_in_pipe_write};
+use crate::analysis::syscall::syscall_in;
 use crate::kernel::fds;
+use crate::kernel::syscalls::syscall_name;
 use crate::model::{
     CaptureStatus, Dump, Finding, FutexFacts, PipeFacts, ProcessFacts, SyscallState, Thread, Tid,
 };
-use crate::output::render;
 use std::collections::{BTreeMap, HashMap};
 
 /// Gather the process facts (inside the process or from outside), then compute the findings.
@@ -333,7 +334,7 @@ fn lock_waits(dump: &Dump, p: &ProcessFacts, out: &mut Vec<Finding>) {
                     .as_deref()
                     .map(|w| format!(", wchan {w},"))
                     .unwrap_or_default(),
-                render::syscall_in(&o.kernel.syscall, dump.process.as_ref())
+                syscall_in(&o.kernel.syscall, dump.process.as_ref())
             ));
             if let Some((f2, o2)) = waits_for.get(&owner) {
                 evidence.push(format!(
@@ -562,7 +563,7 @@ fn same_stacks(dump: &Dump, out: &mut Vec<Finding>) {
     for g in groups {
         let first = &dump.threads[g[0]];
         let tids: Vec<Tid> = g.iter().map(|i| dump.threads[*i].tid).collect();
-        let call = render::syscall_name(&first.kernel.syscall);
+        let call = syscall_name(&first.kernel.syscall);
         let wchan = first
             .kernel
             .wchan

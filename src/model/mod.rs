@@ -147,6 +147,84 @@ pub struct CoalescedTrigger {
     pub request: Option<u64>,
 }
 
+/// How user stacks were taken: `capture.method` in the JSON form, written as one of the
+/// strings below (`docs/FORMAT.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum CaptureMethod {
+    /// `signal`: the in-process capture handler, for every thread.
+    Signal,
+    /// `syscall+signal`: threads blocked in a system call copied without a signal, the others
+    /// signalled.
+    SyscallSignal,
+    /// `kernel`: `stackdump inspect`'s kernel view only, no user stacks.
+    Kernel,
+    /// `outside`: `stackdump inspect`, blocked threads copied without a stop, the others
+    /// stopped one at a time with ptrace.
+    Outside,
+    /// `outside+consistent`: `stackdump inspect --consistent`, every thread stopped at once.
+    OutsideConsistent,
+    /// Any other string (a dump from another version, or none: empty), kept as it was.
+    Other(String),
+}
+
+impl Default for CaptureMethod {
+    /// No method: the empty string (a dump without the field).
+    fn default() -> CaptureMethod {
+        CaptureMethod::Other(String::new())
+    }
+}
+
+impl CaptureMethod {
+    /// The string of the JSON form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CaptureMethod::Signal => "signal",
+            CaptureMethod::SyscallSignal => "syscall+signal",
+            CaptureMethod::Kernel => "kernel",
+            CaptureMethod::Outside => "outside",
+            CaptureMethod::OutsideConsistent => "outside+consistent",
+            CaptureMethod::Other(s) => s,
+        }
+    }
+
+    /// Taken from outside by `stackdump inspect` with user stacks.
+    pub fn is_outside(&self) -> bool {
+        matches!(
+            self,
+            CaptureMethod::Outside | CaptureMethod::OutsideConsistent
+        )
+    }
+}
+
+impl From<String> for CaptureMethod {
+    fn from(s: String) -> CaptureMethod {
+        match s.as_str() {
+            "signal" => CaptureMethod::Signal,
+            "syscall+signal" => CaptureMethod::SyscallSignal,
+            "kernel" => CaptureMethod::Kernel,
+            "outside" => CaptureMethod::Outside,
+            "outside+consistent" => CaptureMethod::OutsideConsistent,
+            _ => CaptureMethod::Other(s),
+        }
+    }
+}
+
+impl From<CaptureMethod> for String {
+    fn from(m: CaptureMethod) -> String {
+        match m {
+            CaptureMethod::Other(s) => s,
+            m => m.as_str().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for CaptureMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Statistics of one capture.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CaptureStats {
@@ -156,11 +234,9 @@ pub struct CaptureStats {
     pub threads: usize,
     /// Threads whose user stack was captured.
     pub captured: usize,
-    /// How user stacks were taken: `signal` (in-process capture handler for every thread), or
-    /// `syscall+signal` (threads blocked in a system call copied without a signal, the others
-    /// signalled).
+    /// How user stacks were taken (see [`CaptureMethod`]).
     #[serde(default)]
-    pub method: String,
+    pub method: CaptureMethod,
     /// Threads whose stack was copied while they sat blocked in a system call, without any
     /// signal (they never see EINTR because of the dump).
     #[serde(default)]

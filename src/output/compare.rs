@@ -11,7 +11,7 @@
 //! Dumps of several processes are compared per process.
 
 use crate::escape::Esc;
-use crate::model::{CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
+use crate::model::{CaptureMethod, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -326,7 +326,7 @@ fn seconds_between(a: &Dump, b: &Dump) -> f64 {
 /// context switch counts).
 fn was_signalled(d: &Dump, t: &Thread) -> bool {
     t.signalled
-        || (d.capture.method == "signal"
+        || (d.capture.method == CaptureMethod::Signal
             && matches!(
                 t.capture,
                 CaptureStatus::Ok | CaptureStatus::NoResponse | CaptureStatus::Failed
@@ -449,7 +449,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
     for s in &stuck {
         let key = (
             s.start,
-            crate::output::render::syscall_name(&s.thread.kernel.syscall),
+            crate::kernel::syscalls::syscall_name(&s.thread.kernel.syscall),
             s.thread.kernel.wchan.clone(),
             crate::analysis::diagnose::stack_preview(s.thread, 6),
         );
@@ -468,7 +468,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
             dumps: n - start,
             since: ds[start].time.clone(),
             seconds: seconds_between(ds[start], last),
-            syscall: crate::output::render::syscall_in(&t.kernel.syscall, last.process.as_ref()),
+            syscall: crate::analysis::syscall::syscall_in(&t.kernel.syscall, last.process.as_ref()),
             wchan,
             stack,
         });

@@ -110,7 +110,7 @@ fn stack(t: &Thread, opts: &Options) -> String {
             SyscallState::InSyscall { .. } => {
                 format!(
                     "[syscall {}]",
-                    crate::output::render::syscall_name(&t.kernel.syscall)
+                    crate::kernel::syscalls::syscall_name(&t.kernel.syscall)
                 )
             }
             SyscallState::Running => "[running]".into(),

@@ -42,7 +42,7 @@ pub struct DwarfCache {
 
 /// A cache file, mapped: its sections by name.
 pub struct Cached {
-    map: crate::stack::symbols::Mapped,
+    map: crate::stack::mapped::Mapped,
     sections: Vec<(String, std::ops::Range<usize>)>,
 }
 
@@ -54,7 +54,7 @@ impl Cached {
     }
 
     /// The mapping, to be kept alive as long as slices of [`Cached::section`] are used.
-    pub fn into_map(self) -> crate::stack::symbols::Mapped {
+    pub fn into_map(self) -> crate::stack::mapped::Mapped {
         self.map
     }
 }
@@ -140,7 +140,7 @@ impl DwarfCache {
         if !meta.is_file() || meta.uid() != euid() {
             return None;
         }
-        let map = crate::stack::symbols::Mapped::of_file(&f)?;
+        let map = crate::stack::mapped::Mapped::of_file(&f)?;
         let sections = parse(map.bytes(), key)?;
         let complete = expected.iter().all(|(name, size)| {
             sections

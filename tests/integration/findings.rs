@@ -7,7 +7,7 @@
 //! the thread that burned CPU.
 
 use crate::util::*;
-use stackdump_core::model::{Dump, Finding, KernelView, Pid, SyscallState, Tid};
+use stackdump_core::model::{CaptureMethod, Dump, Finding, KernelView, Pid, SyscallState, Tid};
 use stackdump_core::output::compare;
 use stackdump_core::outside::inspect;
 
@@ -223,7 +223,7 @@ fn check_incident_facts(d: &Dump, t: &Target) {
     let first_thread = text.find("\" tid ").expect("threads");
     assert!(findings_at < first_thread, "{text}");
     assert!(text.contains(&f.summary), "{text}");
-    let group_header = if d.capture.method == inspect::METHOD {
+    let group_header = if d.capture.method == CaptureMethod::Kernel {
         format!("{WORKERS} threads in the same place (same system call, wait channel and kernel stack):")
     } else {
         format!("{WORKERS} threads with the same stack:")
@@ -277,7 +277,7 @@ fn incident_inspect_without_preload_states_the_same_facts() {
     let mut t = spawn_incident(Preload::No);
     let d =
         inspect::inspect(Pid(t.pid)).unwrap_or_else(|e| panic!("inspect: {e}\n{}", t.describe()));
-    assert_eq!(d.capture.method, inspect::METHOD);
+    assert_eq!(d.capture.method, CaptureMethod::Kernel);
     assert!(
         d.threads.iter().all(|th| th.frames.is_empty()),
         "kernel view only"

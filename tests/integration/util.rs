@@ -496,7 +496,7 @@ impl Target {
                     "{tid} {name:<16} {} wchan={} {}\n",
                     view.state,
                     view.wchan.as_deref().unwrap_or("-"),
-                    stackdump_core::output::render::syscall(&view.syscall)
+                    stackdump_core::analysis::syscall::syscall(&view.syscall)
                 );
             }
         }
