@@ -739,4 +739,29 @@ mod tests {
             assert_eq!(serde_json::from_str::<Addr>(&json).unwrap(), a);
         }
     }
+
+    /// `capture.method` is written as the strings of `docs/FORMAT.md` and read back as the same
+    /// method; a string of another version is kept as it was, and a dump without it reads as "".
+    #[test]
+    fn capture_methods_serialize_as_their_strings() {
+        use super::{CaptureMethod, CaptureStats};
+        for (m, s) in [
+            (CaptureMethod::Signal, "signal"),
+            (CaptureMethod::SyscallSignal, "syscall+signal"),
+            (CaptureMethod::Kernel, "kernel"),
+            (CaptureMethod::Outside, "outside"),
+            (CaptureMethod::OutsideConsistent, "outside+consistent"),
+            (CaptureMethod::Other("ptrace+x".into()), "ptrace+x"),
+        ] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<CaptureMethod>(&json).unwrap(), m);
+            assert_eq!(m.to_string(), s);
+        }
+        let mut v = serde_json::to_value(CaptureStats::default()).unwrap();
+        v.as_object_mut().unwrap().remove("method");
+        let none: CaptureStats = serde_json::from_value(v).unwrap();
+        assert_eq!(none.method.as_str(), "");
+        assert_eq!(serde_json::to_value(&none).unwrap()["method"], "");
+    }
 }
