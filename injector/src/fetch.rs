@@ -15,9 +15,9 @@ use crate::interrupt::Interrupt;
 use crate::target::{Target, TargetError};
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use stackdump_core::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
-use stackdump_core::rootfs::{self, SafeOpenError};
-use stackdump_core::signals::HostSignal;
+use stackdump_core::kernel::rootfs::{self, SafeOpenError};
+use stackdump_core::kernel::signals::HostSignal;
+use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ fn sender_pid_for(pid: i32) -> i32 {
 fn send(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let pid = target.pid;
     let sent = match target.dump_thread() {
-        Some(tid) => match stackdump_core::signals::tg_sigqueue(
+        Some(tid) => match stackdump_core::kernel::signals::tg_sigqueue(
             pid,
             tid,
             signal.number,
@@ -149,7 +149,7 @@ pub fn name_time(t: std::time::SystemTime) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut s = stackdump_core::timefmt::UtcTime::from_unix_millis(ms).compact();
+    let mut s = stackdump_core::model::timefmt::UtcTime::from_unix_millis(ms).compact();
     s.pop(); // the Z
     s
 }

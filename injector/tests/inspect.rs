@@ -534,7 +534,7 @@ fn compressed_libc_debug_file(pid: i32) -> Option<PathBuf> {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .find(|p| p.contains("/libc.so"))?;
-    let debug = stackdump_core::symbols::debug_source(Path::new(libc), Path::new("/"));
+    let debug = stackdump_core::stack::symbols::debug_source(Path::new(libc), Path::new("/"));
     let sections = Command::new("readelf")
         .arg("-SW")
         .arg(&debug)

@@ -8,7 +8,7 @@
 //! a root directory (`/` inside the process, `/proc/PID/root` from outside, so containers work)
 //! with `/proc/PID/map_files/` as the fallback; the `[vdso]` is read from memory.
 
-use crate::proc::Mapping;
+use crate::kernel::proc::Mapping;
 use framehop::Unwinder;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use object::{Object, ObjectSection, ObjectSegment};
@@ -112,7 +112,7 @@ impl ModuleSource {
     /// deleted or replaced since it was mapped, e.g. by a deploy), through
     /// `map_files/START-END` of its first mapping, which still reaches the mapped file.
     fn open(&self, path: &str, first: &Range<u64>) -> std::io::Result<(std::fs::File, PathBuf)> {
-        use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+        use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
         let by_map = || {
             let p = self
                 .proc_dir

@@ -11,7 +11,7 @@
 //! Dumps of several processes are compared per process.
 
 use crate::escape::Esc;
-use crate::model::{CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
+use crate::model::{CaptureMethod, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -129,7 +129,7 @@ fn shown(p: &Path) -> String {
     crate::escape::field(&p.to_string_lossy()).into_owned()
 }
 
-/// The bytes of a dump file, read safely: opened the one way of [`crate::rootfs`] (`O_PATH`,
+/// The bytes of a dump file, read safely: opened the one way of [`crate::kernel::rootfs`] (`O_PATH`,
 /// then `fstat`: a FIFO or a device is neither waited on nor opened), a regular file, and at most [`crate::limits::MAX_DUMP_FILE`] bytes (checked
 /// before reading, and the read stops there whatever `fstat` said).
 fn read_dump_file(path: &Path) -> Result<String, LoadError> {
@@ -142,11 +142,11 @@ fn read_dump_file(path: &Path) -> Result<String, LoadError> {
         path: path.to_path_buf(),
         why,
     };
-    // The one way to open a file a target may have made (crate::rootfs): no symlink (a user
+    // The one way to open a file a target may have made (crate::kernel::rootfs): no symlink (a user
     // could plant one to a file only root may read in a directory root then compares), a FIFO,
     // a device or a socket refused before it is opened, and with the directory owner's rights
     // when that is another user.
-    use crate::rootfs::{as_target, open_file, FsCreds, SafeOpenError};
+    use crate::kernel::rootfs::{as_target, open_file, FsCreds, SafeOpenError};
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -371,7 +371,7 @@ fn seconds_between(a: &Dump, b: &Dump) -> f64 {
 /// context switch counts).
 fn was_signalled(d: &Dump, t: &Thread) -> bool {
     t.signalled
-        || (d.capture.method == "signal"
+        || (d.capture.method == CaptureMethod::Signal
             && matches!(
                 t.capture,
                 CaptureStatus::Ok | CaptureStatus::NoResponse | CaptureStatus::Failed
@@ -494,9 +494,9 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
     for s in &stuck {
         let key = (
             s.start,
-            crate::render::syscall_name(&s.thread.kernel.syscall),
+            crate::kernel::syscalls::syscall_name(&s.thread.kernel.syscall),
             s.thread.kernel.wchan.clone(),
-            crate::diagnose::stack_preview(s.thread, 6),
+            crate::analysis::diagnose::stack_preview(s.thread, 6),
         );
         groups.entry(key).or_default().push(s);
     }
@@ -513,7 +513,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
             dumps: n - start,
             since: ds[start].time.clone(),
             seconds: seconds_between(ds[start], last),
-            syscall: crate::render::syscall_in(&t.kernel.syscall, last.process.as_ref()),
+            syscall: crate::analysis::syscall::syscall_in(&t.kernel.syscall, last.process.as_ref()),
             wchan,
             stack,
         });
@@ -713,7 +713,7 @@ fn text_unchecked(c: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::tests::{dump, frames, in_syscall, thread};
+    use crate::analysis::diagnose::tests::{dump, frames, in_syscall, thread};
 
     fn at(mut d: Dump, time: &str, seq: u64) -> Dump {
         d.time = time.into();
