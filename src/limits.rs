@@ -21,6 +21,7 @@
 //! | all reads from one module file | [`MAX_READ_PER_FILE`] (512 MiB) |
 //! | unwind tables kept, one process | [`MAX_UNWIND_PER_RUN`] (512 MiB) |
 //! | a symbol table | [`MAX_SYMTAB`] (128 MiB, ~5.6 million symbols) |
+//! | a module or debug file others may rewrite, copied instead of mapped | [`MAX_COPIED_FILE`] (512 MiB) |
 //! | a dump file read by `dump` or `compare` | [`MAX_DUMP_FILE`] (64 MiB) |
 //! | all dump files of one `compare` | [`MAX_COMPARE_TOTAL`] (256 MiB) |
 //!
@@ -53,6 +54,9 @@ pub const MAX_READ_PER_FILE: u64 = 512 * MIB;
 pub const MAX_UNWIND_PER_RUN: u64 = 512 * MIB;
 /// A symbol table (`.symtab` or `.dynsym`) read into a name index.
 pub const MAX_SYMTAB: u64 = 128 * MIB;
+/// A module or debug file that someone other than root or us may rewrite is copied, not mapped
+/// (a truncation under a mapping would kill the CLI with SIGBUS): at most this much of it.
+pub const MAX_COPIED_FILE: u64 = 512 * MIB;
 /// A dump file (`.json` or `.txt`) read by `stackdump dump` or `stackdump compare`: rendering
 /// one takes a few times its size; real dumps of 10000 threads are under 20 MB.
 pub const MAX_DUMP_FILE: u64 = 64 * MIB;

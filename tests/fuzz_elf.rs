@@ -32,22 +32,23 @@ fn child() {
     };
     let path = PathBuf::from(path);
     // Symbols and DWARF (the CLI's and the library's symbolizer).
-    let mut debug = stackdump_core::symbols::ModuleDebug::load_from(&path, None);
+    let mut debug = stackdump_core::stack::symbols::ModuleDebug::load_from(&path, None);
     let addrs: Vec<u64> = (0..64).map(|i| 0x1000 + i * 0x40).collect();
     debug.prepare(&addrs);
     for a in &addrs {
         let _ = debug.symbols(*a);
     }
-    let _ = stackdump_core::symbols::SymbolTable::load(&path);
+    let _ = stackdump_core::stack::symbols::SymbolTable::load(&path);
     // Unwind tables: map the file as the loader would and load every module of this process.
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: dlopen of a library built by this test from a C file without constructors; the
     // mutations change section headers and appended bytes only, which the loader does not read.
     let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     let maps = std::fs::read("/proc/self/maps").unwrap();
-    let maps = stackdump_core::proc::parse_maps(&maps);
-    let mut modules =
-        stackdump_core::unwind::Modules::new(stackdump_core::unwind::ModuleSource::this_process());
+    let maps = stackdump_core::kernel::proc::parse_maps(&maps);
+    let mut modules = stackdump_core::stack::unwind::Modules::new(
+        stackdump_core::stack::unwind::ModuleSource::this_process(),
+    );
     modules.sync(&maps);
     if !handle.is_null() {
         assert!(
@@ -520,7 +521,7 @@ fn real_compressed_debug_sections_still_give_file_and_line() {
             eprintln!("skipped: objcopy cannot compress with {how}");
             continue;
         }
-        let mut debug = stackdump_core::symbols::ModuleDebug::load_from(&out, None);
+        let mut debug = stackdump_core::stack::symbols::ModuleDebug::load_from(&out, None);
         let syms = debug.symbols(leaf);
         assert!(
             syms.iter().any(|s| s.function.as_deref() == Some("leaf")

@@ -5,9 +5,9 @@
 //! longer one.
 
 use proptest::prelude::*;
-use stackdump_core::dumpfile::DumpFileName;
+use stackdump_core::kernel::proc;
+use stackdump_core::model::dumpfile::DumpFileName;
 use stackdump_core::model::Dump;
-use stackdump_core::proc;
 
 proptest! {
     #[test]

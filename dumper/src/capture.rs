@@ -9,14 +9,14 @@ use crate::config::Config;
 use crate::sigctx::{self, capture as slots, trigger};
 use crate::symbolize::Symbolizer;
 use crate::{sink, sys};
+use stackdump_core::kernel::proc::{self, TaskReader};
+use stackdump_core::model::timefmt::UtcTime;
 use stackdump_core::model::{
-    CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView, PhaseTimes, Pid,
-    SyscallState, Thread, Tid, Trigger, FORMAT,
+    CaptureMethod, CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView,
+    PhaseTimes, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
-use stackdump_core::outside::{Seen, FIRST_WINDOW};
-use stackdump_core::proc::{self, TaskReader};
-use stackdump_core::timefmt::UtcTime;
-use stackdump_core::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
+use stackdump_core::stack::blocked::{Seen, FIRST_WINDOW};
+use stackdump_core::stack::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -299,9 +299,9 @@ impl DumpThread {
                 threads: out_threads.len(),
                 captured,
                 method: if without_signal > 0 {
-                    "syscall+signal".into()
+                    CaptureMethod::SyscallSignal
                 } else {
-                    "signal".into()
+                    CaptureMethod::Signal
                 },
                 without_signal,
                 signalled,
@@ -372,7 +372,7 @@ impl DumpThread {
             if self.modules.is_trampoline(ip) {
                 // Like gdb: the kernel's signal frame, between a handler and the code it
                 // interrupted.
-                frames.push(stackdump_core::symbols::trampoline_frame(
+                frames.push(stackdump_core::stack::symbols::trampoline_frame(
                     ip,
                     module.map(|(p, _)| p.to_string()),
                     module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
@@ -434,7 +434,7 @@ impl DumpThread {
     /// provably did not move while it was taken (same syscall line, same context-switch
     /// counts before and after) and unwinds from SP and PC alone to a thread entry point
     /// (x86_64 frames whose CFA depends on rbp get it recovered from the copy when that is
-    /// unambiguous, `stackdump_core::fprecover`; otherwise, and for aarch64 leaf wrappers, the
+    /// unambiguous, `stackdump_core::stack::fprecover`; otherwise, and for aarch64 leaf wrappers, the
     /// registers only the capture signal gives are needed: those threads are left for it).
     /// Returns how many.
     fn capture_blocked(&mut self, threads: &mut [RawThread]) -> usize {
@@ -466,8 +466,8 @@ impl DumpThread {
     /// blocked, moved during the copy, or does not unwind from SP and PC alone. With the
     /// frames comes the thread's run counter at the copy, when there is one.
     ///
-    /// The copy and its proof are `stackdump inspect`'s ([`stackdump_core::outside::
-    /// copy_blocked`]): the run counter (`schedstat`) unchanged across the copy and the
+    /// The copy and its proof are shared with `stackdump inspect`
+    /// ([`stackdump_core::stack::blocked::copy_blocked`]): the run counter (`schedstat`) unchanged across the copy and the
     /// `syscall` line read after it still the one copied from (where the kernel keeps no run
     /// counter, the context-switch counts of `status`, compared with phase 0's); the first
     /// copy is [`FIRST_WINDOW`] bytes, then the whole window if the stack does not end within
@@ -491,7 +491,7 @@ impl DumpThread {
         };
         // Shared by the unwinder and the frame-pointer recovery's function starts.
         let this = std::cell::RefCell::new(&mut *self);
-        let result = stackdump_core::outside::copy_blocked(
+        let result = stackdump_core::stack::blocked::copy_blocked(
             reader,
             tid,
             seen,
@@ -523,7 +523,7 @@ impl DumpThread {
             let module = info.map(|m| (m.path.as_str(), m.bias));
             let file = info.and_then(|m| m.file.as_deref());
             self.symbols.frames(ip, is_return, module, file, &mut tail);
-            if stackdump_core::unwind::has_thread_root(&tail) {
+            if stackdump_core::stack::unwind::has_thread_root(&tail) {
                 return true;
             }
         }
@@ -810,7 +810,7 @@ impl DumpThread {
 
     fn write(&mut self, dump: &Dump, millis: i64, requests: &[u32]) {
         let text = if self.cfg.text {
-            Some(stackdump_core::render::text(dump))
+            Some(stackdump_core::output::render::text(dump))
         } else {
             None
         };

@@ -3,7 +3,7 @@
 //! Any invalid value disables the library entirely (no handler, no thread): a preload that
 //! guesses could take over a signal the host needs. See the README for every variable.
 
-use stackdump_core::signals::{self, HostSignal, SignalError};
+use stackdump_core::kernel::signals::{self, HostSignal, SignalError};
 use std::path::PathBuf;
 use std::time::Duration;
 

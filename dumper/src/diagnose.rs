@@ -1,10 +1,10 @@
 //! Phase 3b: facts about the process that only the inside can gather cheaply (pipe fill levels
 //! through the host's own fd numbers, never reading or writing them; futex owners read from our
 //! own memory with `process_vm_readv`), then the findings computed by the shared core from the
-//! assembled dump. See `stackdump_core::facts` and `stackdump_core::diagnose`.
+//! assembled dump. See `stackdump_core::analysis::facts` and `stackdump_core::analysis::diagnose`.
 
-use stackdump_core::diagnose;
-use stackdump_core::facts::Options;
+use stackdump_core::analysis::diagnose;
+use stackdump_core::analysis::facts::Options;
 use stackdump_core::model::Dump;
 
 /// Add findings (and the facts behind them) to an assembled dump. Never fails the dump: a panic

@@ -5,50 +5,42 @@
 //! listed with its state, wait channel, current system call (with the file behind its fd),
 //! kernel stack, and its user-space stack symbolized with function, file:line and inlined frames.
 //!
-//! ## Design note
+//! ## How a dump is taken
 //!
-//! ```text
-//! kill -s USR1 pid ─► trigger handler (sigctx::trigger) on the host thread that takes it:
-//!                     record siginfo into a lock-free ring, wake the dump thread with the
-//!                     capture signal (tgkill). No fd, no lock, no allocation.
-//! stackdump dump   ─► the trigger is sent to the dump thread itself (rt_tgsigqueueinfo), which
-//!                     keeps it blocked and takes it with sigwaitinfo: no handler runs, no host
-//!                     thread is interrupted; recorded into the same ring.
-//! dump thread      ─► waits in rt_sigtimedwait({trigger, capture signal}), serves the ring.
-//!                  ─► phase 0 (capture): /proc/self/task/*/{syscall,stack,stat,status} (the
-//!                     wait channel is the first line of `stack`; `wchan` is read instead when
-//!                     `stack` is not readable) for every thread BEFORE any is interrupted (a
-//!                     signal changes syscall and wchan), each file opened relative to its
-//!                     task directory; snapshot /proc/self/maps.
-//!                  ─► phase 1a (capture): threads blocked in a system call are copied WITHOUT a
-//!                     signal: SP and PC from /proc/self/task/TID/syscall, [SP, SP+16 KiB) with
-//!                     process_vm_readv (the whole window only when that is not enough); the
-//!                     copy counts only if the thread did not run meanwhile (its schedstat run
-//!                     counter, read before and after through one fd; status's context-switch
-//!                     counts where there is no schedstat), its syscall line is unchanged, and
-//!                     it unwinds to a thread entry point.
-//!                  ─► phase 1b (capture): every other thread (re-checked just before): the
-//!                     capture signal (a real-time signal, never the trigger) sent with
-//!                     rt_tgsigqueueinfo and a cookie (generation, slot); at most one per CPU
-//!                     outstanding; one deadline for the whole dump.
-//! capture handler  ─► (sigctx::capture, on each thread) check the cookie, copy registers from the
-//!                     ucontext and [SP, SP+window) with process_vm_readv on our own pid (stops at
-//!                     the first unmapped page instead of faulting) into a preallocated slot;
-//!                     publish; futex-wake.
-//!                  ─► phase 2 (unwind): as each copy arrives, unwind it with framehop from the
-//!                     modules' .eh_frame (DWARF CFI; frame pointers are not needed), then free
-//!                     the slot. Threads that block the signal are `signal_blocked`; threads that
-//!                     do not answer by the deadline are `no_response`; threads that exit are
-//!                     `exited`. A dump never waits past its deadline.
-//!                  ─► phase 3 (symbolize, sink): backtrace::resolve (memoized across dumps;
-//!                     reset when the module set changes), fd targets, render the text; write
-//!                     each file under a temporary name (JSON compact, serialized straight into
-//!                     a 256 KiB buffer in front of the file), fsync, rename without replacing.
-//! ```
+//! The pipeline (trigger → kernel view → copy → unwind → symbolize → analyse → render → side
+//! file), where each stage lives and the rules (what runs in a signal handler, what may
+//! allocate, who may import whom) are in `ARCHITECTURE.md` at the repository root. What is
+//! specific to this library, stage by stage ([`capture`] runs the phases on the dump thread):
 //!
-//! Why this shape: libgcc's unwinder and the dynamic loader take locks and may allocate, so
-//! calling them from a signal handler deadlocks hosts. Copying bytes is always safe; everything
-//! clever happens later, on our own thread.
+//! - **Trigger** ([`sigctx::trigger`]): on the host thread that takes it, the handler records
+//!   siginfo into a lock-free ring and wakes the dump thread with the capture signal (tgkill).
+//!   `stackdump dump` sends the trigger to the dump thread itself (rt_tgsigqueueinfo), which
+//!   keeps it blocked and takes it with sigwaitinfo: no handler runs, no host thread is
+//!   interrupted. The dump thread waits in rt_sigtimedwait({trigger, capture signal}) and
+//!   serves the ring.
+//! - **Phase 0, kernel view**: /proc/self/task/*/{syscall,stack,stat,status} for every thread
+//!   before any is interrupted, each file opened relative to its task directory (the wait
+//!   channel is the first line of `stack`; `wchan` is read instead when `stack` is not
+//!   readable); a snapshot of /proc/self/maps.
+//! - **Phase 1a, blocked threads**: copied without a signal (`stackdump_core::stack::blocked`):
+//!   [SP, SP+16 KiB) with process_vm_readv (the whole window only when that is not enough),
+//!   kept only if the thread did not run meanwhile (its schedstat run counter, read before and
+//!   after through one fd; status's context-switch counts where there is no schedstat), its
+//!   syscall line is unchanged, and it unwinds to a thread entry point.
+//! - **Phase 1b, every other thread** (re-checked just before): the capture signal (a real-time
+//!   signal, never the trigger) sent with rt_tgsigqueueinfo and a cookie (generation, slot); at
+//!   most one per CPU outstanding; one deadline for the whole dump. The capture handler
+//!   ([`sigctx::capture`]) checks the cookie, copies the registers from the ucontext and
+//!   [SP, SP+window) with process_vm_readv on our own pid (which stops at the first unmapped
+//!   page instead of faulting) into a preallocated slot, publishes, futex-wakes.
+//! - **Phase 2, unwind**: as each copy arrives, with framehop from the modules' .eh_frame
+//!   (`stackdump_core::stack::unwind`), then the slot is freed. Threads that block the signal
+//!   are `signal_blocked`; threads that do not answer by the deadline are `no_response`;
+//!   threads that exit are `exited`. A dump never waits past its deadline.
+//! - **Phase 3, symbolize and sink**: backtrace::resolve (memoized across dumps; reset when the
+//!   module set changes), fd targets, findings ([`diagnose`]), the text; each file written under
+//!   a temporary name (JSON compact, serialized straight into a 256 KiB buffer in front of the
+//!   file), fsync, renamed without replacing ([`sink`]).
 //!
 //! ## Modules
 //!
@@ -58,7 +50,7 @@
 //! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
 //! - [`capture`]: the dump thread and the pipeline's phases.
-//! - `stackdump_core::unwind`: modules and DWARF unwinding of copied stacks (shared with the
+//! - `stackdump_core::stack::unwind`: modules and DWARF unwinding of copied stacks (shared with the
 //!   CLI's `inspect`).
 //! - [`symbolize`]: addresses to functions, files and lines.
 //! - [`diagnose`]: process facts gathered from the inside, and the findings.

@@ -3,10 +3,10 @@
 //! The work is `stackdump_core::python` (shared with `stackdump inspect`); this keeps its
 //! cache of symbol tables across dumps.
 
+use stackdump_core::kernel::proc::Mapping;
 use stackdump_core::model::Thread;
-use stackdump_core::proc::Mapping;
 use stackdump_core::python::{Finder, Limits};
-use stackdump_core::unwind::ProcessMemory;
+use stackdump_core::stack::unwind::ProcessMemory;
 use std::path::Path;
 use std::sync::Mutex;
 

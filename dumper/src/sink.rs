@@ -86,7 +86,7 @@ pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60)
 /// The pid in a temporary file name of ours (`.stackdump-<pid>-<time>Z….<ext>.tmp`), or None
 /// for any other name.
 pub fn leftover_pid(name: &[u8]) -> Option<i32> {
-    let rest = name.strip_prefix(stackdump_core::dumpfile::TEMP_PREFIX.as_bytes())?;
+    let rest = name.strip_prefix(stackdump_core::model::dumpfile::TEMP_PREFIX.as_bytes())?;
     if !name.ends_with(b".tmp") {
         return None;
     }

@@ -5,7 +5,7 @@
 //! module set changes we drop both its cache and ours (`reset`).
 
 use stackdump_core::model::{Addr, Frame};
-use stackdump_core::symbols::{push_frames, Symbol as Sym};
+use stackdump_core::stack::symbols::{push_frames, Symbol as Sym};
 use std::collections::HashMap;
 
 /// Memoized symbolization.
@@ -14,7 +14,7 @@ pub struct Symbolizer {
     cache: HashMap<u64, Vec<Sym>>,
     /// Fallback for addresses backtrace cannot name (e.g. in an executable deleted since it
     /// started): the module file itself, reached through `map_files`.
-    files: stackdump_core::symbols::FileSymbolizer,
+    files: stackdump_core::stack::symbols::FileSymbolizer,
 }
 
 impl Symbolizer {

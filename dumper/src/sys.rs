@@ -69,7 +69,7 @@ pub fn sigwait(set: &libc::sigset_t, note: u64) -> io::Result<libc::siginfo_t> {
 
 /// Send `signo` to thread `tid` of process `tgid` with an SI_QUEUE value (`rt_tgsigqueueinfo`).
 pub fn tg_sigqueue(tgid: i32, tid: i32, signo: i32, value: u64) -> io::Result<()> {
-    stackdump_core::signals::tg_sigqueue(tgid, tid, signo, tgid, value)
+    stackdump_core::kernel::signals::tg_sigqueue(tgid, tid, signo, tgid, value)
 }
 
 /// True when thread `tid` of `tgid` still exists (`tgkill(tgid, tid, 0)`).

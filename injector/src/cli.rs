@@ -2,7 +2,7 @@
 
 use crate::duration::parse_duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use stackdump_core::signals::{self, HostSignal};
+use stackdump_core::kernel::signals::{self, HostSignal};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,9 +9,9 @@ use crate::interrupt::Interrupt;
 use crate::outdir::OutDir;
 use crate::target::{Target, TargetError};
 use anyhow::Context;
-use stackdump_core::dumpfile::{DumpFileName, DumpFormat};
+use stackdump_core::kernel::signals::HostSignal;
+use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat};
 use stackdump_core::model::Dump;
-use stackdump_core::signals::HostSignal;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -156,7 +156,7 @@ impl Emitted {
     fn finish(&self, args: &DumpArgs) -> anyhow::Result<()> {
         if args.format == StackFormat::Folded && args.out.is_none() && !self.folded.is_empty() {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(stackdump_core::folded::folded(&self.folded).as_bytes())?;
+            stdout.write_all(stackdump_core::output::folded::folded(&self.folded).as_bytes())?;
             stdout.flush()?;
         }
         Ok(())
@@ -205,7 +205,7 @@ fn emit(
         }
         if args.format == StackFormat::Folded {
             if let Some((name, _)) = fetched.files.get(&DumpFormat::Json) {
-                let folded = stackdump_core::folded::folded(&[parse_json(pid, fetched)?]);
+                let folded = stackdump_core::output::folded::folded(&[parse_json(pid, fetched)?]);
                 let path = save_as(out, pid, name, "folded", folded.as_bytes())?;
                 println!("{}", path.display());
             }
@@ -259,7 +259,7 @@ fn emit(
                 let (_, bytes) = &fetched.files[&DumpFormat::Json];
                 let dump = Dump::from_json(&String::from_utf8_lossy(bytes))
                     .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
-                let text = stackdump_core::render::text(&dump);
+                let text = stackdump_core::output::render::text(&dump);
                 stdout.write_all(text.as_bytes())?;
                 if !text.ends_with('\n') {
                     writeln!(stdout)?;

@@ -101,7 +101,7 @@ pub fn kind_of(err: &anyhow::Error) -> ExitKind {
         }
         if cause.downcast_ref::<UsageError>().is_some()
             || cause
-                .downcast_ref::<stackdump_core::signals::SignalError>()
+                .downcast_ref::<stackdump_core::kernel::signals::SignalError>()
                 .is_some()
         {
             return ExitKind::Usage;

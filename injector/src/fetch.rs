@@ -15,9 +15,9 @@ use crate::interrupt::Interrupt;
 use crate::target::{Target, TargetError};
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use stackdump_core::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
-use stackdump_core::rootfs::{self, SafeOpenError};
-use stackdump_core::signals::HostSignal;
+use stackdump_core::kernel::rootfs::{self, SafeOpenError};
+use stackdump_core::kernel::signals::HostSignal;
+use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ fn sender_pid_for(pid: i32) -> i32 {
 fn send(target: &Target, signal: &HostSignal, id: u32) -> Result<(), TargetError> {
     let pid = target.pid;
     let sent = match target.dump_thread() {
-        Some(tid) => match stackdump_core::signals::tg_sigqueue(
+        Some(tid) => match stackdump_core::kernel::signals::tg_sigqueue(
             pid,
             tid,
             signal.number,
@@ -149,7 +149,7 @@ pub fn name_time(t: std::time::SystemTime) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut s = stackdump_core::timefmt::UtcTime::from_unix_millis(ms).compact();
+    let mut s = stackdump_core::model::timefmt::UtcTime::from_unix_millis(ms).compact();
     s.pop(); // the Z
     s
 }
@@ -161,6 +161,27 @@ pub struct DumpDir {
     pub path: String,
     /// Created on first use (see the module doc).
     inotify: std::cell::OnceCell<Option<Inotify>>,
+    /// The target's file-system credentials: the directory and its files are opened with its
+    /// rights (the library writes there as its user), never with root's.
+    creds: Option<rootfs::FsCreds>,
+}
+
+/// `f` run with `creds` (see [`rootfs::as_target`]); an error switching them is `Io`.
+fn with_creds<T>(
+    creds: Option<&rootfs::FsCreds>,
+    shown: &str,
+    f: impl FnOnce() -> Result<T, SafeOpenError>,
+) -> Result<T, SafeOpenError> {
+    let mut out = None;
+    rootfs::as_target(creds, || {
+        out = Some(f());
+        Ok(())
+    })
+    .map_err(|source| SafeOpenError::Io {
+        path: shown.to_string(),
+        source,
+    })?;
+    out.expect("as_target ran it")
 }
 
 /// How long the wait rescans the directory every millisecond before it sets up inotify.
@@ -170,13 +191,14 @@ impl DumpDir {
     pub fn open(target: &Target) -> Result<DumpDir, TargetError> {
         let path = target.dump_dir();
         let root = target.root()?;
-        let fd = root
-            .open_dir(&path)
+        let creds = rootfs::FsCreds::of_process(target.pid);
+        let fd = with_creds(creds.as_ref(), &path, || root.open_dir(&path))
             .map_err(|e| dir_error(target, &path, e))?;
         Ok(DumpDir {
             fd,
             path,
             inotify: std::cell::OnceCell::new(),
+            creds,
         })
     }
 
@@ -207,7 +229,9 @@ impl DumpDir {
     pub fn read(&self, name: &str, owners: &[u32]) -> Result<Vec<u8>, SafeOpenError> {
         let shown = format!("{}/{name}", self.path.trim_end_matches('/'));
         let owners = (!owners.is_empty()).then_some(owners);
-        let f = rootfs::open_file(self.fd.as_fd(), name, owners, &shown)?;
+        let f = with_creds(self.creds.as_ref(), &shown, || {
+            rootfs::open_file(self.fd.as_fd(), name, owners, &shown)
+        })?;
         // Its size first (a target-made file can be anything): refused by name and size
         // before a byte is read; the read below still stops at the limit.
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -321,7 +345,7 @@ pub fn wait_for_dump(
         // Scan: the files of our request that we do not have yet.
         let names = dir.list().map_err(|e| TargetError::Io {
             pid: target.pid,
-            context: format!("listing {}", dir.path),
+            context: format!("listing {}", stackdump_core::escape::Esc(&dir.path)),
             source: e,
         })?;
         let mut overtaken = false;

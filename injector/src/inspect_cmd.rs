@@ -1,5 +1,5 @@
 //! `stackdump inspect PID`: any process, without the library and without a signal: every
-//! thread's kernel view, its user stack read from outside (`stackdump_core::outside`), the
+//! thread's kernel view, its user stack read from outside (`stackdump_core::outside::capture`), the
 //! process facts and the findings.
 //!
 //! Exit codes: 0 done (also without permission to ptrace: the reason goes to stderr in one line
@@ -18,9 +18,9 @@ use crate::exit::Interrupted;
 use crate::interrupt::Interrupt;
 use crate::target::TargetError;
 use anyhow::Context;
-use stackdump_core::inspect::{self, InspectError};
 use stackdump_core::model::{Pid, Tid};
-use stackdump_core::outside;
+use stackdump_core::outside::inspect::InspectError;
+use stackdump_core::outside::{self, capture};
 use std::io::Write;
 use std::time::Duration;
 
@@ -39,17 +39,17 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let opts = outside::Options {
+    let opts = capture::Options {
         consistent: args.consistent,
         cancel: &cancel,
         on_stopped: &on_stopped,
-        cache: stackdump_core::dwarfcache::DwarfCache::from_env(),
-        ..outside::Options::default()
+        cache: stackdump_core::stack::dwarfcache::DwarfCache::from_env(),
+        ..capture::Options::default()
     };
     let pid = args.pid;
     // A thread id or a kernel thread: say what to do instead (exit 2).
     crate::target::check_pid_is_process(pid, "inspect")?;
-    let (dump, outcome) = inspect::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
+    let (dump, outcome) = outside::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
         InspectError::NoSuchProcess(_) => TargetError::NoSuchProcess { pid },
         InspectError::Zombie(_) => TargetError::Zombie {
             pid,
@@ -71,15 +71,18 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     // written line by line).
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match args.format {
-        StackFormat::Text => stdout.write_all(stackdump_core::render::text(&dump).as_bytes())?,
+        StackFormat::Text => {
+            stdout.write_all(stackdump_core::output::render::text(&dump).as_bytes())?
+        }
         StackFormat::Json => {
             // DEL and C1 characters in names, which serde_json writes raw, escaped too.
             let json = serde_json::to_string_pretty(&dump)?;
             stdout.write_all(stackdump_core::escape::json(&json).as_bytes())?;
             writeln!(stdout)?;
         }
-        StackFormat::Folded => stdout
-            .write_all(stackdump_core::folded::folded(std::slice::from_ref(&dump)).as_bytes())?,
+        StackFormat::Folded => stdout.write_all(
+            stackdump_core::output::folded::folded(std::slice::from_ref(&dump)).as_bytes(),
+        )?,
     }
     stdout.flush()?;
     // The process exits next: freeing every frame of every thread one by one (milliseconds for

@@ -3,8 +3,8 @@
 use crate::cli::{ListArgs, OutputFormat};
 use crate::fetch::DumpDir;
 use crate::target::{find_library, Target, TargetError};
-use stackdump_core::dumpfile::DumpFileName;
 use stackdump_core::escape::field;
+use stackdump_core::model::dumpfile::DumpFileName;
 
 /// One process with the library.
 #[derive(Debug)]

@@ -2,8 +2,8 @@
 
 use crate::cli::{LibcArg, SignalsArgs};
 use crate::exit::UsageError;
-use stackdump_core::signals::arch::{self, Action, Arch, Libc, NameSpec, NumberMeaning};
-use stackdump_core::signals::SignalError;
+use stackdump_core::kernel::signals::arch::{self, Action, Arch, Libc, NameSpec, NumberMeaning};
+use stackdump_core::kernel::signals::SignalError;
 use std::fmt::Write as _;
 
 /// Which architectures were asked for.

@@ -6,10 +6,10 @@
 //! everything read from `/proc/PID` was about that very process, not a successor that got the
 //! same pid.
 
-use stackdump_core::dumpfile::DumpFormat;
 use stackdump_core::escape::Esc;
-use stackdump_core::rootfs::{SafeOpenError, TargetRoot};
-use stackdump_core::signals::{self, arch, HostSignal};
+use stackdump_core::kernel::rootfs::{SafeOpenError, TargetRoot};
+use stackdump_core::kernel::signals::{self, arch, HostSignal};
+use stackdump_core::model::dumpfile::DumpFormat;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
@@ -504,7 +504,7 @@ impl Target {
 
     fn find_dump_thread(&self) -> Option<i32> {
         self.library.as_ref()?;
-        let tids = stackdump_core::proc::numeric_entries(std::path::Path::new(&format!(
+        let tids = stackdump_core::kernel::proc::numeric_entries(std::path::Path::new(&format!(
             "/proc/{}/task",
             self.pid
         )))

@@ -687,7 +687,11 @@ fn dump_a_target_in_other_namespaces() {
     }
     let dl = Deadline::new(120);
     let lib = real_lib().to_str().unwrap().to_string();
-    let script = format!("mount -t tmpfs tmpfs /tmp && exec env LD_PRELOAD={lib} sleep 1000");
+    // The library is held open before the private /tmp hides it (a checkout under /tmp), and
+    // preloaded through that descriptor.
+    let script = format!(
+        "exec 3<'{lib}' && mount -t tmpfs tmpfs /tmp && exec env LD_PRELOAD=/proc/self/fd/3 sleep 1000"
+    );
 
     // pid + mount namespace, private /tmp.
     let outer = Proc::spawn({

@@ -534,7 +534,7 @@ fn compressed_libc_debug_file(pid: i32) -> Option<PathBuf> {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .find(|p| p.contains("/libc.so"))?;
-    let debug = stackdump_core::symbols::debug_source(Path::new(libc), Path::new("/"));
+    let debug = stackdump_core::stack::symbols::debug_source(Path::new(libc), Path::new("/"));
     let sections = Command::new("readelf")
         .arg("-SW")
         .arg(&debug)
@@ -763,8 +763,7 @@ fn compare_refuses_devices_fifos_symlinks_and_huge_files_at_once() {
         .set_len(65 << 20)
         .unwrap();
     for (path, says) in [
-        // A link on the command line is followed, to a regular file only.
-        (zero.to_str().unwrap(), "a device, not a regular file"),
+        (zero.to_str().unwrap(), "a symbolic link, not a dump file"),
         (fifo.to_str().unwrap(), "a FIFO, not a regular file"),
         ("/dev/zero", "a device, not a regular file"),
         (
@@ -772,7 +771,7 @@ fn compare_refuses_devices_fifos_symlinks_and_huge_files_at_once() {
             "68157440 bytes, larger than the 64 MiB limit",
         ),
         // A directory whose stackdump-*.json is a symlink planted to /dev/zero.
-        (dir.str(), "a device, not a regular file"),
+        (dir.str(), "a symbolic link"),
     ] {
         let started = std::time::Instant::now();
         let out = stackdump(&dl, &["compare", path]);

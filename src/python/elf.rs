@@ -4,7 +4,7 @@
 //! read cache (not the whole file); results are kept per file across dumps.
 
 use super::layout::Version;
-use crate::proc::Mapping;
+use crate::kernel::proc::Mapping;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,9 +179,9 @@ fn in_root(root: &Path, path: &str) -> PathBuf {
 }
 
 /// The file mapped at `m`: through `map_files` (exactly what is mapped), else by its path in
-/// the root, both opened the one safe way ([`crate::rootfs::open_untrusted`]).
+/// the root, both opened the one safe way ([`crate::kernel::rootfs::open_untrusted`]).
 fn open_mapped(root: &Path, pid: i32, m: &Mapping) -> std::io::Result<std::fs::File> {
-    use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+    use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
     let by_map = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
     open_untrusted(&by_map, MAX_MODULE_BYTES)
         .or_else(|_| open_untrusted(&in_root(root, &m.path), MAX_MODULE_BYTES))

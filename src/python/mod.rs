@@ -37,9 +37,9 @@ mod read;
 pub use elf::{Finder, Located};
 pub use layout::{Layout, Version};
 
+use crate::kernel::proc::Mapping;
 use crate::model::{Addr, Frame, PyFrameInfo, PyMerge, PyThreadInfo, Thread, Tid};
-use crate::proc::Mapping;
-use crate::unwind::ProcessMemory;
+use crate::stack::unwind::ProcessMemory;
 use read::Reader;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -6,7 +6,7 @@ use super::elf::Located;
 use super::layout::{FrameLayout, Layout, LineFormat};
 use super::lines;
 use super::PyFrame;
-use crate::unwind::ProcessMemory;
+use crate::stack::unwind::ProcessMemory;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;

@@ -210,7 +210,7 @@ fn check_parked_stack(t: &Target, d: &Dumped, th: &Thread, parking: &str) {
             th.tid,
             th.frames
                 .iter()
-                .map(stackdump_core::render::frame)
+                .map(stackdump_core::output::render::frame)
                 .collect::<Vec<_>>()
                 .join("\n"),
             d.context(t)

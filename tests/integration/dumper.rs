@@ -24,7 +24,7 @@
 
 use crate::examples::{parked_names, parked_syscalls};
 use crate::util::*;
-use stackdump_core::model::{CaptureStatus, Dump, Thread, Tid};
+use stackdump_core::model::{CaptureMethod, CaptureStatus, Dump, Thread, Tid};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -302,7 +302,7 @@ fn worker_stack_problem(th: &Thread) -> Option<String> {
 fn check_complete(t: &Target, d: &Loaded, except: &[Tid]) {
     let ctx = || d.context(t);
     let dump = &d.dump;
-    let signal_mode = dump.capture.method == "signal";
+    let signal_mode = dump.capture.method == CaptureMethod::Signal;
     assert_eq!(dump.format, "stackdump/1", "{}", ctx());
     assert_eq!(dump.pid.0, t.pid, "{}", ctx());
     assert_eq!(dump.capture.threads, dump.threads.len(), "{}", ctx());

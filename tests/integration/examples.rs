@@ -3,8 +3,8 @@
 //! what the dump tests may expect.
 
 use crate::util::*;
+use stackdump_core::kernel::signals;
 use stackdump_core::model::{SyscallState, Tid};
-use stackdump_core::signals;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -185,9 +185,8 @@ fn python_incident_workers_are_stuck_writing_to_a_full_stderr_pipe() {
     drop(t);
     let holder_dead = || match std::fs::read(format!("/proc/{holder}/stat")) {
         Err(_) => true,
-        Ok(stat) => {
-            stackdump_core::proc::parse_stat(&stat).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
-        }
+        Ok(stat) => stackdump_core::kernel::proc::parse_stat(&stat)
+            .map_or(true, |s| matches!(s.state, 'Z' | 'X')),
     };
     assert!(
         poll_until(deadline(), holder_dead),

@@ -7,9 +7,9 @@
 //! the thread that burned CPU.
 
 use crate::util::*;
-use stackdump_core::compare;
-use stackdump_core::inspect;
-use stackdump_core::model::{Dump, Finding, KernelView, Pid, SyscallState, Tid};
+use stackdump_core::model::{CaptureMethod, Dump, Finding, KernelView, Pid, SyscallState, Tid};
+use stackdump_core::output::compare;
+use stackdump_core::outside::inspect;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ fn spawn_incident(preload: Preload) -> Target {
 /// D), and nothing ever reads that pipe.
 fn wait_workers_stuck(t: &Target) {
     let workers = worker_tids(t);
-    let mut reader = stackdump_core::proc::TaskReader::new(t.proc_dir());
+    let mut reader = stackdump_core::kernel::proc::TaskReader::new(t.proc_dir());
     reader.kernel_stacks = false;
     let mut view = |tid: Tid| reader.kernel_view(tid).ok().map(|(_, v, _)| v);
     let mut stuck = |tid: Tid| {
@@ -92,7 +92,7 @@ fn child_named(t: &Target, comm: &str) -> i32 {
 fn pipe_inode_of(t: &Target, fd: i32) -> u64 {
     let link = std::fs::read_link(t.proc_dir().join(format!("fd/{fd}")))
         .unwrap_or_else(|e| panic!("readlink fd/{fd}: {e}"));
-    stackdump_core::fds::pipe_inode(&link.to_string_lossy())
+    stackdump_core::kernel::fds::pipe_inode(&link.to_string_lossy())
         .unwrap_or_else(|| panic!("fd {fd} is {}, not a pipe", link.display()))
 }
 
@@ -118,7 +118,7 @@ fn trigger_nth(t: &Target, n: usize) -> (PathBuf, Dump) {
 fn context(d: &Dump, t: &Target) -> String {
     format!(
         "=== dump\n{}\n=== json findings\n{:#?}\n=== target\n{}",
-        stackdump_core::render::text(d),
+        stackdump_core::output::render::text(d),
         d.findings,
         t.describe()
     )
@@ -218,12 +218,12 @@ fn check_incident_facts(d: &Dump, t: &Target) {
     assert!(p.fds.by_kind.get("socket").copied().unwrap_or(0) > CLIENTS);
 
     // The text says it too, findings first, and shows the workers' stack once.
-    let text = stackdump_core::render::text(d);
+    let text = stackdump_core::output::render::text(d);
     let findings_at = text.find("Findings:").expect("a Findings section");
     let first_thread = text.find("\" tid ").expect("threads");
     assert!(findings_at < first_thread, "{text}");
     assert!(text.contains(&f.summary), "{text}");
-    let group_header = if d.capture.method == inspect::METHOD {
+    let group_header = if d.capture.method == CaptureMethod::Kernel {
         format!("{WORKERS} threads in the same place (same system call, wait channel and kernel stack):")
     } else {
         format!("{WORKERS} threads with the same stack:")
@@ -257,7 +257,7 @@ fn incident_dump_names_the_full_pipe_its_reader_and_the_close_wait_sockets() {
         "{txt}"
     );
     // One line per distinct stack: the four workers are one line with count 4.
-    let folded = stackdump_core::folded::folded(std::slice::from_ref(&d));
+    let folded = stackdump_core::output::folded::folded(std::slice::from_ref(&d));
     assert!(
         folded
             .lines()
@@ -277,7 +277,7 @@ fn incident_inspect_without_preload_states_the_same_facts() {
     let mut t = spawn_incident(Preload::No);
     let d =
         inspect::inspect(Pid(t.pid)).unwrap_or_else(|e| panic!("inspect: {e}\n{}", t.describe()));
-    assert_eq!(d.capture.method, inspect::METHOD);
+    assert_eq!(d.capture.method, CaptureMethod::Kernel);
     assert!(
         d.threads.iter().all(|th| th.frames.is_empty()),
         "kernel view only"
@@ -347,7 +347,7 @@ fn incident_compare_over_three_dumps_reports_the_workers_stuck() {
 /// print() and was preempted before its write(2) blocks there while the others fill the pipe.
 /// So the count is checked per stack, not as one line of `dumps` × WORKERS.
 fn check_workers_folded(dumps: &[Dump], n: u64) {
-    use stackdump_core::folded::{folded, folded_with, Options};
+    use stackdump_core::output::folded::{folded, folded_with, Options};
     use std::collections::BTreeMap;
     let named = folded_with(
         dumps,
@@ -444,7 +444,7 @@ fn check_lock_findings(d: &Dump, t: &Target, waiters: usize) {
             && dl[0].summary.contains(&format!("dl-b ({b})"))
     );
     // The text names the owner on the waiters' syscall line.
-    let text = stackdump_core::render::text(d);
+    let text = stackdump_core::output::render::text(d);
     assert!(
         text.contains(&format!(
             "(owned by thread {holder} \"holder\"), FUTEX_WAIT_PRIVATE, 2"
@@ -471,7 +471,7 @@ fn lockwait_inspect_names_the_owner_thread() {
 /// CPU ticks (user + system) of a thread, from outside.
 fn cpu_ticks(t: &Target, tid: Tid) -> u64 {
     let stat = std::fs::read(t.proc_dir().join(format!("task/{}/stat", tid.0))).expect("stat");
-    let s = stackdump_core::proc::parse_stat(&stat).expect("parse stat");
+    let s = stackdump_core::kernel::proc::parse_stat(&stat).expect("parse stat");
     s.utime + s.stime
 }
 
@@ -523,7 +523,7 @@ fn the_lockwait_example_refuses_bad_arguments_silently() {
 /// threads listed, nothing claimed that could not be seen, and the reasons in `errors`.
 fn check_unprivileged_inspection(pid: i32, min_threads: usize) {
     let d = inspect::inspect(Pid(pid)).unwrap_or_else(|e| panic!("inspect failed: {e}"));
-    let text = stackdump_core::render::text(&d);
+    let text = stackdump_core::output::render::text(&d);
     assert!(d.threads.len() >= min_threads, "{text}");
     assert!(
         d.threads.iter().all(|t| !t.kernel.state.is_empty()),

@@ -1,5 +1,5 @@
 //! Blocked threads in frame-pointer code are captured without a signal and without a stop
-//! (`stackdump_core::fprecover`): the EINTR-strict host built with and without
+//! (`stackdump_core::stack::fprecover`): the EINTR-strict host built with and without
 //! `-fno-omit-frame-pointer` survives 200 `stackdump dump` (no thread signalled in any of
 //! them) and 20 `stackdump inspect` (no thread stopped with ptrace); a host whose frames use
 //! alloca, VLAs and over-aligned locals (rbp-based CFA even at -O2) too; and the C examples

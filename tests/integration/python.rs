@@ -11,10 +11,10 @@
 //! tests read the line numbers from there.
 
 use crate::util::*;
+use stackdump_core::kernel::proc as kproc;
 use stackdump_core::model::{CaptureStatus, Dump, Frame, PyMerge, Thread};
-use stackdump_core::proc as kproc;
 use stackdump_core::python;
-use stackdump_core::unwind::ProcessMemory;
+use stackdump_core::stack::unwind::ProcessMemory;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -690,7 +690,7 @@ fn five_hundred_dumps_under_thread_churn() {
                     py_frames(l).first().and_then(|f| f.function.as_deref()),
                     Some("lock_inner"),
                     "dump {i}: {}",
-                    stackdump_core::render::text(&d)
+                    stackdump_core::output::render::text(&d)
                 );
             }
         }
@@ -752,7 +752,7 @@ fn a_napping_thread_shows_python_frames_of_the_same_moment_as_its_native_stack()
                 innermost,
                 Some((Some("nap_loop".to_string()), Some(m["nap"]))),
                 "dump {i}: native stack in time.sleep, Python frame elsewhere\n{}",
-                stackdump_core::render::text(&d)
+                stackdump_core::output::render::text(&d)
             );
         }
         println!(

@@ -428,7 +428,7 @@ fn forked_child_survives_the_trigger_and_writes_no_dump() {
     let child_alive = |pid: i32| {
         std::fs::read(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| stackdump_core::proc::parse_stat(&s))
+            .and_then(|s| stackdump_core::kernel::proc::parse_stat(&s))
             .is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
     };
     for n in 1..=4u32 {
@@ -724,7 +724,7 @@ fn unwritable_dump_dir_drops_the_dump_quietly_and_the_next_one_works() {
 /// lands under a name nobody planted.
 #[test]
 fn symlinks_planted_at_the_dump_names_are_never_followed_and_the_dump_still_appears() {
-    use stackdump_core::timefmt::UtcTime;
+    use stackdump_core::model::timefmt::UtcTime;
     let mut t = Target::spawn(parked_cmd(), Preload::Yes);
     t.wait_ready(deadline());
     let victim_dir = tempfile::tempdir().expect("tempdir");
@@ -1199,7 +1199,7 @@ fn wide(threads: usize, capture: Option<&str>) {
         let mut n = 0;
         for e in std::fs::read_dir(&task).into_iter().flatten().flatten() {
             let stat = std::fs::read(e.path().join("stat")).unwrap_or_default();
-            let Some(s) = stackdump_core::proc::parse_stat(&stat) else {
+            let Some(s) = stackdump_core::kernel::proc::parse_stat(&stat) else {
                 continue;
             };
             if s.name.starts_with("w-") && s.state == 'S' {

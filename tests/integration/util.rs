@@ -7,8 +7,8 @@
 
 #![allow(dead_code)] // not every test module uses every helper
 
+use stackdump_core::kernel::proc::{self as kproc, TaskReader};
 use stackdump_core::model::{Dump, SyscallState, Tid};
-use stackdump_core::proc::{self as kproc, TaskReader};
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
@@ -514,7 +514,7 @@ impl Target {
                     "{tid} {name:<16} {} wchan={} {}\n",
                     view.state,
                     view.wchan.as_deref().unwrap_or("-"),
-                    stackdump_core::render::syscall(&view.syscall)
+                    stackdump_core::analysis::syscall::syscall(&view.syscall)
                 );
             }
         }
@@ -611,7 +611,7 @@ pub fn send_signal(pid: i32, name: &str) {
             .unwrap_or_else(|e| panic!("kill -s {name} {pid}: {e}")),
         Err(_) => {
             // Real-time signals are not in nix's enum: resolve the name with our own table.
-            let sig = stackdump_core::signals::parse_host(name)
+            let sig = stackdump_core::kernel::signals::parse_host(name)
                 .unwrap_or_else(|e| panic!("signal {name:?}: {e}"));
             // SAFETY: kill(2) with a valid signal number has no memory-safety preconditions.
             let rc = unsafe { libc::kill(pid, sig.number) };
@@ -687,7 +687,7 @@ pub fn dump_text(json_path: &Path, dump: &Dump) -> String {
     let txt = json_path.with_extension("txt");
     match std::fs::read_to_string(&txt) {
         Ok(text) => text,
-        Err(_) => stackdump_core::render::text(dump),
+        Err(_) => stackdump_core::output::render::text(dump),
     }
 }
 

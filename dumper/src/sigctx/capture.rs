@@ -38,9 +38,9 @@ pub struct RawRegs {
     pub lr: u64,
 }
 
-impl From<RawRegs> for stackdump_core::unwind::Regs {
+impl From<RawRegs> for stackdump_core::stack::unwind::Regs {
     fn from(r: RawRegs) -> Self {
-        stackdump_core::unwind::Regs {
+        stackdump_core::stack::unwind::Regs {
             pc: r.pc,
             sp: r.sp,
             fp: r.fp,

@@ -42,7 +42,7 @@ pub struct DwarfCache {
 
 /// A cache file, mapped: its sections by name.
 pub struct Cached {
-    map: crate::symbols::Mapped,
+    map: crate::stack::mapped::Mapped,
     sections: Vec<(String, std::ops::Range<usize>)>,
 }
 
@@ -54,7 +54,7 @@ impl Cached {
     }
 
     /// The mapping, to be kept alive as long as slices of [`Cached::section`] are used.
-    pub fn into_map(self) -> crate::symbols::Mapped {
+    pub fn into_map(self) -> crate::stack::mapped::Mapped {
         self.map
     }
 }
@@ -140,7 +140,7 @@ impl DwarfCache {
         if !meta.is_file() || meta.uid() != euid() {
             return None;
         }
-        let map = crate::symbols::Mapped::of_file(&f)?;
+        let map = crate::stack::mapped::Mapped::of_file(&f)?;
         let sections = parse(map.bytes(), key)?;
         let complete = expected.iter().all(|(name, size)| {
             sections
@@ -214,10 +214,11 @@ impl Key {
     /// The key of the debug file at `source`, whose build id is `build_id`.
     pub fn of(build_id: &[u8], source: &Path) -> Option<Key> {
         use std::os::unix::fs::MetadataExt;
-        let m = crate::rootfs::open_untrusted(source, crate::rootfs::MAX_MODULE_BYTES)
-            .ok()?
-            .metadata()
-            .ok()?;
+        let m =
+            crate::kernel::rootfs::open_untrusted(source, crate::kernel::rootfs::MAX_MODULE_BYTES)
+                .ok()?
+                .metadata()
+                .ok()?;
         let ns = |s: i64, n: i64| {
             (s as u64)
                 .wrapping_mul(1_000_000_000)

@@ -2,7 +2,7 @@
 //! loaded into it and no signal sent to it.
 //!
 //! - A thread blocked in a system call is read **without stopping it**, in the same visit as
-//!   its kernel view ([`Capture`], through [`crate::inspect::Visit`]): its run counter
+//!   its kernel view ([`Capture`], through [`crate::outside::inspect::Visit`]): its run counter
 //!   (`schedstat`) is read, then its `syscall` line (SP and PC), then its stack is copied with
 //!   `process_vm_readv`, then the run counter again: unchanged means it was not put on a CPU
 //!   since before the line was read (and read once more after the unwinding, which may read
@@ -10,9 +10,8 @@
 //!   ran but is back in the same call at the same place is tried once more; without
 //!   `schedstat`, the line and the context-switch counts are compared instead, once). The copy is unwound with the shared
 //!   DWARF unwinder from SP and PC alone and kept only when it ends at a thread entry point,
-//!   named from the modules' symbol tables (a frame whose CFA depends on rbp, which the kernel
-//!   does not show, is unwound with rbp recovered from the copy when exactly one recovery is
-//!   consistent: [`crate::fprecover`]).
+//!   named from the modules' symbol tables (a frame whose CFA depends on a register the kernel
+//!   does not show, e.g. rbp, cannot unwind that way).
 //! - Every other thread (running, runnable, or blocked but not unwindable from SP/PC) is
 //!   **stopped alone, for the copy only**: `PTRACE_SEIZE` (without `PTRACE_O_EXITKILL`: if we
 //!   die, the kernel detaches and the target runs on), `PTRACE_INTERRUPT`, `waitpid(__WALL)`
@@ -25,30 +24,28 @@
 //! - Symbols (function, file:line, inlined frames) come from DWARF, read on a thread of its own
 //!   ([`Prepared`]) while the kernel view and the stacks are read: the module the main thread
 //!   is blocked in and the executable first, then every module a stack goes through as soon as
-//!   one does (compressed sections through [`crate::dwarfcache`] when the caller gives one).
+//!   one does (compressed sections through [`crate::stack::dwarfcache`] when the caller gives one).
 //!   Once every stack is taken, each module's DWARF is set up for the units its addresses are
-//!   in ([`crate::dwarfunits`]), and each distinct address is symbolized once.
+//!   in ([`crate::stack::dwarfunits`]), and each distinct address is symbolized once.
 //!
 //! The target is never left stopped by us: every seized thread is held by a guard that detaches
 //! it on every path (errors, panics, an early return on cancellation).
 //! Unwind data and symbols come from the target's own files, through `/proc/PID/root` and
-//! `/proc/PID/map_files` ([`crate::unwind::ModuleSource::process`]).
+//! `/proc/PID/map_files` ([`crate::stack::unwind::ModuleSource::process`]).
 
-use crate::dwarfcache::DwarfCache;
-use crate::model::{Addr, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
-use crate::proc::{self, Mapping, RunCounter, TaskReader};
-use crate::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
-use crate::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
+use crate::kernel::proc::{self, Mapping, RunCounter, TaskReader};
+use crate::model::{Addr, CaptureMethod, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
+use crate::stack::blocked::{copy_blocked, Seen, FIRST_WINDOW};
+use crate::stack::dwarfcache::DwarfCache;
+use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
+use crate::stack::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// `capture.method` of a dump whose stacks were taken from outside.
-pub const METHOD: &str = "outside";
-
 /// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
-pub use crate::unwind::THREAD_ROOTS as ROOTS;
+pub use crate::stack::unwind::THREAD_ROOTS as ROOTS;
 
 /// How to take the stacks.
 pub struct Options<'a> {
@@ -143,6 +140,9 @@ impl Prepared {
     /// [`add_stacks_prepared`] says why.
     pub fn start(pid: i32, cache: Option<DwarfCache>) -> Prepared {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        // Its credentials as of now, before the paths of its maps are known: its files are
+        // opened with these only (crate::kernel::rootfs).
+        crate::kernel::rootfs::remember_creds(pid);
         let maps = match std::fs::read(proc_dir.join("maps")) {
             Ok(b) if !b.is_empty() => proc::parse_maps(&b),
             Ok(_) | Err(_) => {
@@ -323,7 +323,7 @@ struct Counted {
     before: Option<(u64, u64)>,
 }
 
-impl crate::inspect::Visit for Capture {
+impl crate::outside::inspect::Visit for Capture {
     fn before(&mut self, reader: &mut TaskReader, tid: Tid) {
         self.counter = None;
         if !self.copy_blocked || self.ready.is_err() {
@@ -388,145 +388,6 @@ impl crate::inspect::Visit for Capture {
         self.unwind_time += unwound;
         self.visit_time += t0.elapsed();
     }
-}
-
-/// What the kernel view saw of a thread, to prove that a stack copied afterwards is the one
-/// of that moment.
-#[derive(Clone, Copy)]
-pub struct Seen<'a> {
-    /// Its `syscall` line (SP and PC come from here).
-    pub syscall: &'a SyscallState,
-    /// Its context-switch counts (`status`), read after `syscall`.
-    pub switches: (u64, u64),
-    /// Its run counter (`schedstat`), when it was read before `syscall`.
-    pub runs: Option<(u64, u64)>,
-}
-
-/// Unwinds a copied stack from its registers, and says whether the stack is complete (it ends
-/// at a thread entry point, or at the frame limit).
-pub type UnwindCopy<'a> = dyn FnMut(&Regs, &[u8]) -> (RawFrames, bool) + 'a;
-
-/// The first copy of a blocked thread's stack (most stacks are a few KiB deep; copying the
-/// whole window for every thread cost ~3 ms per 1000 threads); a stack that does not unwind to
-/// its end within it is copied again with the whole window.
-pub const FIRST_WINDOW: usize = 16 * 1024;
-
-/// Copy and unwind the stack of a thread that `seen` says is blocked in a system call, without
-/// stopping it. Used by `stackdump inspect` (during the kernel view) and by the dumper (after
-/// its phase 0). Returns the frames, and the run counter's reading the copy was checked with;
-/// None when the thread is not blocked, moved, or does not unwind completely from SP and PC
-/// alone (`unwind` says whether a stack is complete).
-///
-/// "Did not move" is proved by the thread's run counter (`schedstat`): equal before and after
-/// the copy (and after the unwinding, which may read beyond the copy from live memory) means it
-/// was not put on a CPU in between. Both of its numbers matter: a thread that was on a CPU at
-/// the first reading and went to sleep since shows the same count of times put on a CPU, but
-/// more time on one. When `seen.runs` was read before the
-/// `syscall` line, that proves the line still holds; otherwise the line is read again after
-/// the copy and must be the same call at the same SP and PC. Where the kernel keeps no run
-/// counter, the context-switch counts of `status` are compared with `seen`'s instead. When
-/// the thread ran since (or during the copy) but is back in the same call at the same SP and
-/// PC, the copy and the check are made once more from a fresh `syscall` line.
-#[allow(clippy::too_many_arguments)]
-pub fn copy_blocked(
-    reader: &mut TaskReader,
-    tid: Tid,
-    seen: Seen,
-    counter: Option<&RunCounter>,
-    (first, full): (usize, usize),
-    buf: &mut Vec<u8>,
-    read: &mut dyn FnMut(u64, &mut [u8]) -> usize,
-    unwind: &mut UnwindCopy,
-    function_start: &mut dyn FnMut(u64) -> Option<u64>,
-) -> Option<(RawFrames, Option<(u64, u64)>)> {
-    if buf.len() < full {
-        buf.resize(full, 0);
-    }
-    let mut fresh: Option<SyscallState> = None;
-    let mut windows = [first.min(full), full].into_iter().peekable();
-    let mut retried = false;
-    while let Some(&window) = windows.peek() {
-        let syscall = fresh.as_ref().unwrap_or(seen.syscall);
-        let SyscallState::InSyscall { sp, pc, .. } = *syscall else {
-            return None;
-        };
-        // The first check may use the kernel view's readings; later ones read their own.
-        let first_check = fresh.is_none() && window == first.min(full);
-        let before = match (first_check, seen.runs) {
-            (true, Some(b)) => Some(b),
-            _ => counter.and_then(|c| c.read()),
-        };
-        let n = read(sp.0, &mut buf[..window]);
-        let line_holds = (first_check && seen.runs.is_some() && counter.is_some())
-            || matches!(reader.syscall(tid), Ok(now) if same_call(&now, syscall));
-        let unmoved = match (counter, before) {
-            (Some(c), Some(b)) => c.read() == Some(b),
-            _ => {
-                let switches = if fresh.is_some() {
-                    None
-                } else {
-                    Some(seen.switches)
-                };
-                matches!((reader.status(tid), switches), (Ok(st), Some(sw))
-                    if (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches) == sw)
-            }
-        };
-        let mut taken = None;
-        if line_holds && unmoved && n >= 16 {
-            let regs = Regs {
-                pc: pc.0,
-                sp: sp.0,
-                fp: 0,
-                lr: 0,
-            };
-            let (raw, complete) = unwind(&regs, &buf[..n]);
-            // A frame that needs rbp stopped it: look for rbp's frame record in the copy.
-            let (raw, complete) = match complete {
-                true => (raw, true),
-                false => {
-                    let ask = crate::fprecover::Ask {
-                        read: &mut *read,
-                        unwind: &mut *unwind,
-                        function_start: &mut *function_start,
-                    };
-                    crate::fprecover::recover(&regs, &buf[..n], raw, ask)
-                }
-            };
-            // The unwinder may have read beyond the copy, from live memory: the thread must
-            // still not have run once it is done (without a run counter, the switch counts
-            // were compared after the copy only).
-            let still = match (counter, before) {
-                (Some(c), Some(b)) => c.read() == Some(b),
-                _ => true,
-            };
-            if still {
-                taken = Some((raw, complete));
-            }
-        }
-        let Some((raw, complete)) = taken else {
-            if retried || n < 16 || counter.is_none() {
-                return None;
-            }
-            // It ran since the kernel view (or during the copy): once more, from a fresh line,
-            // if it is back in the same call at the same place (else the kernel view would
-            // describe another moment than the stack).
-            retried = true;
-            let now = reader.syscall(tid).ok()?;
-            if !same_place(&now, seen.syscall, 3) {
-                return None;
-            }
-            fresh = Some(now);
-            continue;
-        };
-        if complete {
-            return Some((raw, before));
-        }
-        if n < window || window == full {
-            return None; // the copy reached the end of the stack, or was the whole window
-        }
-        windows.next();
-    }
-    None
 }
 
 impl Capture {
@@ -738,9 +599,9 @@ impl Capture {
         }
         let c = &mut dump.capture;
         c.method = if opts.consistent {
-            format!("{METHOD}+consistent")
+            CaptureMethod::OutsideConsistent
         } else {
-            METHOD.to_string()
+            CaptureMethod::Outside
         };
         c.captured = dump
             .threads
@@ -763,38 +624,6 @@ fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
             t.capture = CaptureStatus::Failed;
             failures.push(format!("thread {} ({}): {why}", t.tid, t.name));
         }
-    }
-}
-
-/// The same system call at the same place (the fd's description, filled in by the kernel
-/// view, is not compared): what a thread still blocked in one call shows every time.
-fn same_call(a: &SyscallState, b: &SyscallState) -> bool {
-    same_place(a, b, 6)
-}
-
-/// System call `nr` at the same SP and PC with the same first `args` arguments. Another call
-/// made from the same place shows the same first arguments when it is the same request (fd,
-/// buffer, count; futex address and operation), but not the same values in the argument
-/// registers the call does not use (the kernel shows six whatever the call takes).
-fn same_place(a: &SyscallState, b: &SyscallState, args: usize) -> bool {
-    match (a, b) {
-        (
-            SyscallState::InSyscall {
-                nr,
-                args: a1,
-                sp,
-                pc,
-                ..
-            },
-            SyscallState::InSyscall {
-                nr: nr2,
-                args: a2,
-                sp: sp2,
-                pc: pc2,
-                ..
-            },
-        ) => nr == nr2 && sp == sp2 && pc == pc2 && a1.iter().take(args).eq(a2.iter().take(args)),
-        _ => false,
     }
 }
 
@@ -851,7 +680,7 @@ fn frames_at(
     let module = info.map(|m| m.path.clone());
     let offset = info.map(|m| Addr(ip.wrapping_sub(m.bias)));
     if modules.is_trampoline(ip) {
-        out.push(crate::symbols::trampoline_frame(ip, module, offset));
+        out.push(crate::stack::symbols::trampoline_frame(ip, module, offset));
         return;
     }
     let lookup = probe(ip, is_return);
@@ -859,7 +688,7 @@ fn frames_at(
         Some((file, bias)) => symbols.symbols(file, root, lookup.wrapping_sub(bias)),
         None => Vec::new(),
     };
-    crate::symbols::push_frames(ip, module, offset, &syms, out);
+    crate::stack::symbols::push_frames(ip, module, offset, &syms, out);
 }
 
 /// Frames of an unwound stack, and whether it is truncated (it does not end at an entry point).
@@ -1436,26 +1265,5 @@ mod tests {
         let (got, _, reads, unwinds) = take(&[], &[], false);
         assert_eq!(got, None);
         assert_eq!((reads, unwinds), (vec![4096, 16384], 2));
-    }
-
-    /// The same system call at the same place, whatever the kernel view added about its fd;
-    /// another place or another call is not the same.
-    #[test]
-    fn same_call_ignores_the_fd_description() {
-        let call = |sp: u64, fd: Option<crate::model::FdRef>| SyscallState::InSyscall {
-            nr: 0,
-            name: Some("read".into()),
-            args: vec![Addr(3), Addr(0x1000), Addr(1)],
-            fd,
-            sp: Addr(sp),
-            pc: Addr(0x7000),
-        };
-        let described = Some(crate::model::FdRef {
-            fd: 3,
-            target: Some("pipe:[1]".into()),
-        });
-        assert!(same_call(&call(0x10, described), &call(0x10, None)));
-        assert!(!same_call(&call(0x10, None), &call(0x18, None)));
-        assert!(!same_call(&SyscallState::Running, &SyscallState::Running));
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! Nothing here is async-signal-safe: this runs on the dump thread or in the CLI.
 
+use crate::kernel::syscalls;
 use crate::model::{Addr, FdRef, KernelView, SyscallState, Tid};
-use crate::syscalls;
 use procfs_core::FromBufRead;
 
 use std::io;

@@ -5,6 +5,11 @@
 //! The JSON form of [`Dump`] is the side-file format `stackdump/1`, documented field by field in
 //! `docs/FORMAT.md`. Adding an optional field is compatible; renaming or retyping one is not and
 //! bumps [`FORMAT`].
+//!
+//! Also here: [`dumpfile`] (the side files' names) and [`timefmt`] (their UTC timestamps).
+
+pub mod dumpfile;
+pub mod timefmt;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -142,6 +147,84 @@ pub struct CoalescedTrigger {
     pub request: Option<u64>,
 }
 
+/// How user stacks were taken: `capture.method` in the JSON form, written as one of the
+/// strings below (`docs/FORMAT.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum CaptureMethod {
+    /// `signal`: the in-process capture handler, for every thread.
+    Signal,
+    /// `syscall+signal`: threads blocked in a system call copied without a signal, the others
+    /// signalled.
+    SyscallSignal,
+    /// `kernel`: `stackdump inspect`'s kernel view only, no user stacks.
+    Kernel,
+    /// `outside`: `stackdump inspect`, blocked threads copied without a stop, the others
+    /// stopped one at a time with ptrace.
+    Outside,
+    /// `outside+consistent`: `stackdump inspect --consistent`, every thread stopped at once.
+    OutsideConsistent,
+    /// Any other string (a dump from another version, or none: empty), kept as it was.
+    Other(String),
+}
+
+impl Default for CaptureMethod {
+    /// No method: the empty string (a dump without the field).
+    fn default() -> CaptureMethod {
+        CaptureMethod::Other(String::new())
+    }
+}
+
+impl CaptureMethod {
+    /// The string of the JSON form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CaptureMethod::Signal => "signal",
+            CaptureMethod::SyscallSignal => "syscall+signal",
+            CaptureMethod::Kernel => "kernel",
+            CaptureMethod::Outside => "outside",
+            CaptureMethod::OutsideConsistent => "outside+consistent",
+            CaptureMethod::Other(s) => s,
+        }
+    }
+
+    /// Taken from outside by `stackdump inspect` with user stacks.
+    pub fn is_outside(&self) -> bool {
+        matches!(
+            self,
+            CaptureMethod::Outside | CaptureMethod::OutsideConsistent
+        )
+    }
+}
+
+impl From<String> for CaptureMethod {
+    fn from(s: String) -> CaptureMethod {
+        match s.as_str() {
+            "signal" => CaptureMethod::Signal,
+            "syscall+signal" => CaptureMethod::SyscallSignal,
+            "kernel" => CaptureMethod::Kernel,
+            "outside" => CaptureMethod::Outside,
+            "outside+consistent" => CaptureMethod::OutsideConsistent,
+            _ => CaptureMethod::Other(s),
+        }
+    }
+}
+
+impl From<CaptureMethod> for String {
+    fn from(m: CaptureMethod) -> String {
+        match m {
+            CaptureMethod::Other(s) => s,
+            m => m.as_str().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for CaptureMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Statistics of one capture.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CaptureStats {
@@ -151,11 +234,9 @@ pub struct CaptureStats {
     pub threads: usize,
     /// Threads whose user stack was captured.
     pub captured: usize,
-    /// How user stacks were taken: `signal` (in-process capture handler for every thread), or
-    /// `syscall+signal` (threads blocked in a system call copied without a signal, the others
-    /// signalled).
+    /// How user stacks were taken (see [`CaptureMethod`]).
     #[serde(default)]
-    pub method: String,
+    pub method: CaptureMethod,
     /// Threads whose stack was copied while they sat blocked in a system call, without any
     /// signal (they never see EINTR because of the dump).
     #[serde(default)]
@@ -657,5 +738,30 @@ mod tests {
             assert_eq!(json, format!("\"{a}\""), "{v:#x}");
             assert_eq!(serde_json::from_str::<Addr>(&json).unwrap(), a);
         }
+    }
+
+    /// `capture.method` is written as the strings of `docs/FORMAT.md` and read back as the same
+    /// method; a string of another version is kept as it was, and a dump without it reads as "".
+    #[test]
+    fn capture_methods_serialize_as_their_strings() {
+        use super::{CaptureMethod, CaptureStats};
+        for (m, s) in [
+            (CaptureMethod::Signal, "signal"),
+            (CaptureMethod::SyscallSignal, "syscall+signal"),
+            (CaptureMethod::Kernel, "kernel"),
+            (CaptureMethod::Outside, "outside"),
+            (CaptureMethod::OutsideConsistent, "outside+consistent"),
+            (CaptureMethod::Other("ptrace+x".into()), "ptrace+x"),
+        ] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<CaptureMethod>(&json).unwrap(), m);
+            assert_eq!(m.to_string(), s);
+        }
+        let mut v = serde_json::to_value(CaptureStats::default()).unwrap();
+        v.as_object_mut().unwrap().remove("method");
+        let none: CaptureStats = serde_json::from_value(v).unwrap();
+        assert_eq!(none.method.as_str(), "");
+        assert_eq!(serde_json::to_value(&none).unwrap()["method"], "");
     }
 }

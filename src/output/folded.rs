@@ -110,7 +110,7 @@ fn stack(t: &Thread, opts: &Options) -> String {
             SyscallState::InSyscall { .. } => {
                 format!(
                     "[syscall {}]",
-                    crate::render::syscall_name(&t.kernel.syscall)
+                    crate::kernel::syscalls::syscall_name(&t.kernel.syscall)
                 )
             }
             SyscallState::Running => "[running]".into(),
@@ -125,7 +125,7 @@ fn stack(t: &Thread, opts: &Options) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::tests::{dump, frames, in_syscall, incident, thread};
+    use crate::analysis::diagnose::tests::{dump, frames, in_syscall, incident, thread};
 
     #[test]
     fn one_line_per_distinct_stack_root_first() {

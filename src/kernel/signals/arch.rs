@@ -11,9 +11,9 @@ use super::SignalError;
 use std::sync::OnceLock;
 
 /// `data/signals.tsv`: one row per (arch, signal name).
-pub const SIGNALS_TSV: &str = include_str!("../../data/signals.tsv");
+pub const SIGNALS_TSV: &str = include_str!("../../../data/signals.tsv");
 /// `data/signals-rtrange.tsv`: the real-time range per arch (kernel, glibc, musl).
-pub const RTRANGE_TSV: &str = include_str!("../../data/signals-rtrange.tsv");
+pub const RTRANGE_TSV: &str = include_str!("../../../data/signals-rtrange.tsv");
 
 /// The default action of a signal that is not caught.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,5 +1,5 @@
 //! Which DWARF units hold which addresses, and a `.debug_info` that holds only the units asked
-//! for: what lets [`crate::symbols::ModuleDebug`] parse a few units of a large file instead of
+//! for: what lets [`crate::stack::symbols::ModuleDebug`] parse a few units of a large file instead of
 //! all of them.
 //!
 //! `addr2line` sets up every unit of a file before its first lookup (abbreviations and line

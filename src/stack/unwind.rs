@@ -8,7 +8,7 @@
 //! a root directory (`/` inside the process, `/proc/PID/root` from outside, so containers work)
 //! with `/proc/PID/map_files/` as the fallback; the `[vdso]` is read from memory.
 
-use crate::proc::Mapping;
+use crate::kernel::proc::Mapping;
 use framehop::Unwinder;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use object::{Object, ObjectSection, ObjectSegment};
@@ -112,7 +112,7 @@ impl ModuleSource {
     /// deleted or replaced since it was mapped, e.g. by a deploy), through
     /// `map_files/START-END` of its first mapping, which still reaches the mapped file.
     fn open(&self, path: &str, first: &Range<u64>) -> std::io::Result<(std::fs::File, PathBuf)> {
-        use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+        use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
         let by_map = || {
             let p = self
                 .proc_dir
@@ -567,7 +567,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
     let starts = match (&eh_frame_hdr, svma(".eh_frame_hdr")) {
-        (Some(hdr), Some(at)) => crate::fprecover::fde_starts(hdr, at.start),
+        (Some(hdr), Some(at)) => crate::stack::fprecover::fde_starts(hdr, at.start),
         _ => Vec::new(),
     };
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]

@@ -17,8 +17,9 @@
 //!
 //! [`FileSymbolizer`] keeps one [`ModuleDebug`] per file and memoizes per address.
 
-use crate::dwarfcache::DwarfCache;
-use crate::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+use crate::stack::dwarfcache::DwarfCache;
+use crate::stack::mapped::Mapped;
 use addr2line::gimli;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
@@ -86,64 +87,6 @@ pub fn trampoline_frame(
         line: None,
         inlined: false,
         python: None,
-    }
-}
-
-/// A file mapped read-only into memory (what `addr2line`'s loader does too): its pages are read
-/// by the kernel as they are touched, so a large file costs only what is looked at.
-pub struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is read-only and owned by this value alone; sharing or sending the pointer
-// between threads is as safe as sharing an immutable byte slice.
-unsafe impl Send for Mapped {}
-// SAFETY: as above: only ever read.
-unsafe impl Sync for Mapped {}
-
-impl Mapped {
-    /// Map the file at `path` (None when it cannot be opened or is empty).
-    pub fn open(path: &Path) -> Option<Mapped> {
-        Mapped::of_file(&open_untrusted(path, MAX_MODULE_BYTES).ok()?)
-    }
-
-    /// Map the open file `f` (None when it is empty or cannot be mapped).
-    pub fn of_file(f: &std::fs::File) -> Option<Mapped> {
-        use std::os::fd::AsRawFd;
-        let len = usize::try_from(f.metadata().ok()?.len()).ok()?;
-        if len == 0 {
-            return None;
-        }
-        // SAFETY: a private read-only mapping of a file we opened, of its current length; the
-        // fd may be closed afterwards (the mapping keeps the file). A file truncated while
-        // mapped would fault on access (SIGBUS): module and debug files are not rewritten in
-        // place (package managers and linkers write new files and rename them).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
-    }
-
-    /// The file's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` is a live read-only mapping of `len` bytes until `self` is dropped.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping this value owns, once; no slice of it outlives `self`
-        // (slices borrow `self`, or are held by a context dropped first: see `ModuleDebug`).
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -269,7 +212,7 @@ pub struct ModuleDebug {
 }
 
 /// The DWARF of one file, and the `addr2line` context that answers from it: set up for the
-/// units holding the addresses asked for so far ([`crate::dwarfunits`]), or for the whole file
+/// units holding the addresses asked for so far ([`crate::stack::dwarfunits`]), or for the whole file
 /// when that is not possible.
 struct Lookup {
     /// Borrows from `info` (and the owner's buffers); declared first, so it is dropped first.
@@ -280,7 +223,7 @@ struct Lookup {
     info: Option<(Box<[u8]>, crate::limits::Reservation)>,
     /// The sections as loaded (slices of the owner's buffers).
     sections: Vec<(gimli::SectionId, Reader)>,
-    index: crate::dwarfunits::UnitIndex,
+    index: crate::stack::dwarfunits::UnitIndex,
     /// The offsets of every unit, read when first needed.
     all_units: Option<Vec<usize>>,
     /// The units the context was set up with; None when it is the whole file's.
@@ -356,7 +299,7 @@ impl Lookup {
         if self.context.is_some() && units.len() == known {
             return;
         }
-        use crate::dwarfunits::{filtered_info, unit_offsets, with_referenced_units};
+        use crate::stack::dwarfunits::{filtered_info, unit_offsets, with_referenced_units};
         let info = self.section(gimli::SectionId::DebugInfo).slice();
         let abbrev = self.section(gimli::SectionId::DebugAbbrev).slice();
         let endian = self.endian();
@@ -444,7 +387,7 @@ impl ModuleDebug {
         }
     }
 
-    /// Set the DWARF lookups up for all of `svmas` at once (see [`crate::dwarfunits`]); later
+    /// Set the DWARF lookups up for all of `svmas` at once (see [`crate::stack::dwarfunits`]); later
     /// [`ModuleDebug::symbols`] of other addresses still work, at the cost of another set-up.
     pub fn prepare(&mut self, svmas: &[u64]) {
         if let Some(d) = &mut self.dwarf {
@@ -540,7 +483,7 @@ fn dwarf_of<'d>(
     let build_id = obj.build_id().ok().flatten().unwrap_or_default();
     let key = cache
         .filter(|_| !compressed.is_empty() && !build_id.is_empty())
-        .and_then(|_| crate::dwarfcache::Key::of(build_id, source));
+        .and_then(|_| crate::stack::dwarfcache::Key::of(build_id, source));
     let cache = cache.filter(|_| key.is_some());
     let cached = key
         .as_ref()
@@ -612,7 +555,7 @@ fn dwarf_of<'d>(
         .iter()
         .find(|(id, _)| *id == gimli::SectionId::DebugAranges)
         .map_or(&[][..], |(_, r)| r.slice());
-    let index = crate::dwarfunits::UnitIndex::new(aranges, endian);
+    let index = crate::stack::dwarfunits::UnitIndex::new(aranges, endian);
     Some(Lookup {
         context: None,
         info: None,
@@ -758,7 +701,7 @@ mod tests {
     /// Our own executable and the address `addr` of this process as stated in it.
     fn own_file_address(addr: u64) -> (PathBuf, u64) {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
         let first = maps
             .iter()
             .find(|m| m.path == exe.to_string_lossy() && m.offset == 0)
@@ -815,7 +758,7 @@ mod tests {
     /// on this test binary (Rust: units refer to each other with `DW_FORM_ref_addr`).
     #[test]
     fn only_the_units_asked_for_give_the_same_symbols_as_the_whole_file() {
-        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
         let libc = maps
             .iter()
             .find(|m| m.path.contains("/libc.so"))

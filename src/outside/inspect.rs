@@ -2,24 +2,22 @@
 //! nothing loaded into it and no signal sent. Every thread's kernel view (state, wait channel,
 //! system call with the file behind its fd, kernel stack when readable), the process facts and
 //! the findings; no user stacks (`capture` is `skipped` for every thread, `capture.method` is
-//! [`METHOD`]).
+//! [`CaptureMethod::Kernel`]).
 //!
 //! Reading another process's `syscall` files, duplicating its pipe fds (`pidfd_getfd`) and
 //! reading its futex words (`process_vm_readv`) need ptrace permission over it; without it those
 //! facts are reported as unknown, with the reason, and the rest of the dump is still there.
 
-use crate::diagnose;
-use crate::facts;
+use crate::analysis::diagnose;
+use crate::analysis::facts;
+use crate::kernel::proc::{self, TaskReader};
+use crate::model::timefmt::UtcTime;
 use crate::model::{
-    CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
+    CaptureMethod, CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid, Trigger,
+    FORMAT,
 };
-use crate::proc::{self, TaskReader};
-use crate::timefmt::UtcTime;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// `capture.method` of a dump made by [`inspect`].
-pub const METHOD: &str = "kernel";
 
 /// Why a process cannot be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +36,7 @@ pub enum InspectError {
 
 /// Work done on each thread in the same visit as its kernel view (the outside capture copies the
 /// stack of a thread blocked in a system call there, microseconds after its `syscall` file gave
-/// SP and PC: [`crate::outside::Capture`]).
+/// SP and PC: [`crate::outside::capture::Capture`]).
 pub trait Visit {
     /// Before the kernel view of `tid` is read (`reader` has the task's directory open).
     fn before(&mut self, reader: &mut TaskReader, tid: Tid);
@@ -158,7 +156,7 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
         capture: CaptureStats {
             threads: threads.len(),
             captured: 0,
-            method: METHOD.into(),
+            method: CaptureMethod::Kernel,
             ..CaptureStats::default()
         },
         threads,
@@ -171,38 +169,6 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
     Ok(dump)
 }
 
-/// Inspect process `pid` from outside with its user stacks: the kernel view (as [`inspect`]),
-/// during which a thread blocked in a system call has its stack copied without a stop
-/// ([`crate::outside::Capture`]), then the other threads stopped one at a time with ptrace,
-/// then the findings again (threads sharing a stack). Without permission to ptrace, the dump is
-/// the kernel view and [`crate::outside::Outcome::denied`] says why.
-///
-/// The maps, the modules' unwind data and a thread that reads their debug information are
-/// started first ([`crate::outside::Prepared`]), so that reading DWARF (milliseconds from the
-/// cache, tens of milliseconds for a C library's compressed debug file without it) overlaps the
-/// kernel view and the capture.
-pub fn inspect_stacks(
-    pid: Pid,
-    opts: &crate::outside::Options,
-) -> Result<(Dump, crate::outside::Outcome), InspectError> {
-    let start = Instant::now();
-    if pid.0 <= 0 {
-        return Err(InspectError::NoSuchProcess(pid));
-    }
-    let prepared = crate::outside::Prepared::start(pid.0, opts.cache.clone());
-    let mut capture = crate::outside::Capture::new(prepared, opts);
-    let mut dump = inspect_visiting(pid, &mut capture)?;
-    // The visit's stack copies count as capture, not as kernel view.
-    let kernel_view = start.elapsed().saturating_sub(capture.visit_time());
-    let outcome = capture.finish(&mut dump, opts);
-    if outcome.denied.is_none() {
-        dump.findings = diagnose::findings(&dump);
-    }
-    dump.capture.phases_us.kernel_view = kernel_view.as_micros() as u64;
-    dump.capture.duration_us = start.elapsed().as_micros() as u64;
-    Ok((dump, outcome))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +178,7 @@ mod tests {
         let me = Pid(std::process::id() as i32);
         let d = inspect(me).unwrap();
         assert_eq!(d.pid, me);
-        assert_eq!(d.capture.method, METHOD);
+        assert_eq!(d.capture.method, CaptureMethod::Kernel);
         assert!(d.threads.iter().any(|t| t.tid.0 == me.0));
         assert!(d
             .threads
@@ -220,7 +186,7 @@ mod tests {
             .all(|t| t.capture == CaptureStatus::Skipped));
         let p = d.process.as_ref().unwrap();
         assert!(p.fds.total >= 3, "{p:?}");
-        assert!(crate::render::text(&d).contains("inspected from outside"));
+        assert!(crate::output::render::text(&d).contains("inspected from outside"));
         assert!(matches!(
             inspect(Pid(i32::MAX)),
             Err(InspectError::NoSuchProcess(_))

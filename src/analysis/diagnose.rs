@@ -1,18 +1,19 @@
 //! Findings: what looks wrong, one line each with its evidence, computed from an assembled
 //! [`Dump`] and its [`ProcessFacts`](crate::model::ProcessFacts). [`findings`] is a pure function
 //! of the dump (tested on synthetic dumps); [`analyze`] gathers the facts first (see
-//! [`facts`](crate::facts)) and is what the dumper and `stackdump inspect` call.
+//! [`facts`](crate::analysis::facts)) and is what the dumper and `stackdump inspect` call.
 //!
 //! Most important first: threads blocked on a full pipe, deadlocks, lock waits with their owner,
 //! sockets the process forgot (`CLOSE_WAIT`), connections nobody accepts, then threads that share
 //! one stack.
 
-use crate::facts::{self, syscall_fd, waits_in_pipe_write};
-use crate::fds;
+use crate::analysis::facts::{self, syscall_fd, waits_in_pipe_write};
+use crate::analysis::syscall::syscall_in;
+use crate::kernel::fds;
+use crate::kernel::syscalls::syscall_name;
 use crate::model::{
     CaptureStatus, Dump, Finding, FutexFacts, PipeFacts, ProcessFacts, SyscallState, Thread, Tid,
 };
-use crate::render;
 use std::collections::{BTreeMap, HashMap};
 
 /// Gather the process facts (inside the process or from outside), then compute the findings.
@@ -333,7 +334,7 @@ fn lock_waits(dump: &Dump, p: &ProcessFacts, out: &mut Vec<Finding>) {
                     .as_deref()
                     .map(|w| format!(", wchan {w},"))
                     .unwrap_or_default(),
-                render::syscall_in(&o.kernel.syscall, dump.process.as_ref())
+                syscall_in(&o.kernel.syscall, dump.process.as_ref())
             ));
             if let Some((f2, o2)) = waits_for.get(&owner) {
                 evidence.push(format!(
@@ -562,7 +563,7 @@ fn same_stacks(dump: &Dump, out: &mut Vec<Finding>) {
     for g in groups {
         let first = &dump.threads[g[0]];
         let tids: Vec<Tid> = g.iter().map(|i| dump.threads[*i].tid).collect();
-        let call = render::syscall_name(&first.kernel.syscall);
+        let call = syscall_name(&first.kernel.syscall);
         let wchan = first
             .kernel
             .wchan

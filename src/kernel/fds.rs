@@ -14,8 +14,8 @@
 //! Directories are listed with `getdents64`, never `opendir` (which calls the C library's
 //! `malloc`: a host wedged inside `malloc` must not stall a dump).
 
+use crate::kernel::syscalls;
 use crate::model::{Pid, PipeHolder, SyscallState};
-use crate::syscalls;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -114,12 +114,12 @@ pub fn list_fds(proc_pid_dir: &Path) -> std::io::Result<BTreeMap<i32, String>> {
 }
 
 /// `(fd, link)` for every entry of a `/proc/PID/fd` directory. The names are read with
-/// `getdents64` ([`crate::proc::numeric_entries`]: `opendir` would call the C library's
+/// `getdents64` ([`crate::kernel::proc::numeric_entries`]: `opendir` would call the C library's
 /// `malloc`, which a wedged host may hold) and the links with `readlinkat` on one directory fd
 /// (no path walk per fd: thousands of fds are listed in a few milliseconds).
 fn fd_links(fd_dir: &Path) -> std::io::Result<Vec<(i32, String)>> {
     use std::os::unix::ffi::OsStrExt;
-    let names = crate::proc::numeric_entries(fd_dir)?;
+    let names = crate::kernel::proc::numeric_entries(fd_dir)?;
     let c = std::ffi::CString::new(fd_dir.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
     // SAFETY: `c` is a NUL-terminated path; the fd returned is owned by `dir` below.
@@ -282,13 +282,13 @@ pub fn activity(proc_pid_dir: &Path, fd: i32) -> (Option<bool>, Option<String>) 
     let mut polling = false;
     let mut unreadable = false;
     let mut doing: BTreeMap<String, usize> = BTreeMap::new();
-    let Ok(tasks) = crate::proc::numeric_entries(&proc_pid_dir.join("task")) else {
+    let Ok(tasks) = crate::kernel::proc::numeric_entries(&proc_pid_dir.join("task")) else {
         return (None, None);
     };
     for tid in tasks.into_iter().take(256) {
         let dir = proc_pid_dir.join("task").join(tid.to_string());
         let what = match std::fs::read_to_string(dir.join("syscall")) {
-            Ok(text) => match crate::proc::parse_syscall(&text) {
+            Ok(text) => match crate::kernel::proc::parse_syscall(&text) {
                 SyscallState::InSyscall { name, args, nr, .. } => {
                     let name = name.unwrap_or_else(|| format!("syscall_{nr}"));
                     if READS.contains(&name.as_str())
@@ -341,7 +341,7 @@ pub fn activity(proc_pid_dir: &Path, fd: i32) -> (Option<bool>, Option<String>) 
 fn wchan_of(task_dir: &Path) -> String {
     std::fs::read_to_string(task_dir.join("wchan"))
         .ok()
-        .and_then(|w| crate::proc::parse_wchan(&w))
+        .and_then(|w| crate::kernel::proc::parse_wchan(&w))
         .map_or_else(|| "unknown".to_string(), |w| format!("wchan {w}"))
 }
 
@@ -367,7 +367,7 @@ pub type WantedPipes = HashMap<u64, &'static str>;
 pub fn relatives(proc_root: &Path, pid: Pid) -> Vec<i32> {
     let dir = proc_root.join(pid.0.to_string());
     let mut out = Vec::new();
-    if let Ok(tasks) = crate::proc::numeric_entries(&dir.join("task")) {
+    if let Ok(tasks) = crate::kernel::proc::numeric_entries(&dir.join("task")) {
         for tid in tasks {
             let children = dir.join("task").join(tid.to_string()).join("children");
             if let Ok(text) = std::fs::read_to_string(children) {
@@ -430,7 +430,7 @@ pub fn find_pipe_holders(
         scan.relatives_only = true;
         return scan;
     }
-    let Ok(entries) = crate::proc::numeric_entries(proc_root) else {
+    let Ok(entries) = crate::kernel::proc::numeric_entries(proc_root) else {
         scan.incomplete = true;
         return scan;
     };

@@ -28,6 +28,7 @@
 //! The dump directory of `stackdump dump` is stricter still ([`TargetRoot::open_dir`],
 //! [`open_file`]): no symlink at all, files owned by the target's user.
 
+use crate::escape::Esc;
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -39,19 +40,19 @@ use std::path::{Component, Path};
 /// Why a path in the target's file system could not be opened safely.
 #[derive(Debug, thiserror::Error)]
 pub enum SafeOpenError {
-    #[error("{path} is or goes through a symlink, which stackdump does not follow in a target's file system")]
+    #[error("{} is or goes through a symlink, which stackdump does not follow in a target's file system", Esc(.path))]
     Symlink { path: String },
-    #[error("{path} does not exist")]
+    #[error("{} does not exist", Esc(.path))]
     NotFound { path: String },
-    #[error("{path} is not a directory")]
+    #[error("{} is not a directory", Esc(.path))]
     NotADirectory { path: String },
-    #[error("{path} is {kind}, not a regular file")]
+    #[error("{} is {kind}, not a regular file", Esc(.path))]
     NotRegular { path: String, kind: &'static str },
-    #[error("{path} is owned by uid {owner}, not by the target's user: not read")]
+    #[error("{} is owned by uid {owner}, not by the target's user: not read", Esc(.path))]
     WrongOwner { path: String, owner: u32 },
-    #[error("{path}: {what}")]
+    #[error("{}: {what}", Esc(.path))]
     Refused { path: String, what: &'static str },
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", Esc(.path))]
     Io {
         path: String,
         #[source]
@@ -128,7 +129,8 @@ impl TargetRoot {
             match openat2(self.root.as_fd(), path, how) {
                 Ok(fd) => return Ok(fd),
                 // No openat2 here (or a flag it does not know): walk instead.
-                Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::E2BIG) => {}
+                Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::E2BIG) | Err(Errno::EPERM) => {
+                }
                 Err(e) => return Err(SafeOpenError::from_errno(path, e)),
             }
         }
@@ -221,7 +223,7 @@ pub fn open_file(
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
     let fd = match openat2(dir, name, how) {
         Ok(fd) => fd,
-        Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::E2BIG) => {
+        Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::E2BIG) | Err(Errno::EPERM) => {
             openat(dir, name, flags, Mode::empty())
                 .map_err(|e| SafeOpenError::from_errno(shown, e))?
         }
@@ -307,6 +309,43 @@ impl FsCreds {
     }
 }
 
+/// The credentials each process had when we first looked at it (see [`remember_creds`]).
+static SEEN: std::sync::Mutex<Vec<(i32, FsCreds)>> = std::sync::Mutex::new(Vec::new());
+
+/// Remember the credentials of process `pid` now, before its memory maps are read: every later
+/// open on its behalf uses them, and is refused if the process has changed them since (it
+/// exec'ed a setuid program, or another process got its pid), so paths taken from its maps
+/// are never opened with rights it did not have then.
+pub fn remember_creds(pid: i32) -> Option<FsCreds> {
+    let now = FsCreds::of_process(pid)?;
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    seen.retain(|(p, _)| *p != pid);
+    seen.push((pid, now.clone()));
+    Some(now)
+}
+
+/// The credentials to open files of process `pid` with: the remembered ones, if it still has
+/// them (remembered now when it was never looked at).
+fn creds_for(pid: i32, shown: &str) -> Result<FsCreds, SafeOpenError> {
+    let gone = || SafeOpenError::Refused {
+        path: shown.to_string(),
+        what: "the process's credentials cannot be read (it is gone?)",
+    };
+    let now = FsCreds::of_process(pid).ok_or_else(gone)?;
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    match seen.iter().find(|(p, _)| *p == pid) {
+        Some((_, then)) if *then != now => Err(SafeOpenError::Refused {
+            path: shown.to_string(),
+            what: "the process changed its credentials since it was first looked at: not opened",
+        }),
+        Some(_) => Ok(now),
+        None => {
+            seen.push((pid, now.clone()));
+            Ok(now)
+        }
+    }
+}
+
 /// Our own effective uid.
 fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
@@ -366,10 +405,15 @@ pub fn as_target<T>(
         fsgid,
         groups,
     };
-    let refused = || std::io::Error::from_raw_os_error(libc::EPERM);
+    let refused = || {
+        std::io::Error::other(
+            "cannot take the target user's rights to open its files (setgroups/setfsgid/setfsuid \
+             refused: no CAP_SETGID/CAP_SETUID here?), so they are not opened as root",
+        )
+    };
     // SAFETY: as in CredGuard::drop: this thread's credentials only; `c.groups` is a valid
-    // array of its length. Groups first: the fs uid change drops the capabilities needed to
-    // change them.
+    // array of its length. Groups first, then the fs gid and uid (the fs uid change drops
+    // the file capabilities, CAP_DAC_OVERRIDE and the like, until it is restored).
     unsafe {
         if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0 {
             return Err(refused());
@@ -473,7 +517,8 @@ impl TargetRoot {
                 .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
             match openat2(self.root.as_fd(), rel, how) {
                 Ok(fd) => return Ok(fd),
-                Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::E2BIG) => {}
+                Err(Errno::ENOSYS) | Err(Errno::EINVAL) | Err(Errno::E2BIG) | Err(Errno::EPERM) => {
+                }
                 Err(e) => return Err(SafeOpenError::from_errno(path, e)),
             }
         }
@@ -525,10 +570,7 @@ pub fn open_untrusted_why(path: &Path, limit: u64) -> Result<File, SafeOpenError
                 .strip_prefix("/proc/")
                 .and_then(|p| p.parse::<i32>().ok());
             let creds = match pid {
-                Some(p) => Some(FsCreds::of_process(p).ok_or(SafeOpenError::Refused {
-                    path: shown.to_string(),
-                    what: "the process's credentials cannot be read (it is gone?)",
-                })?),
+                Some(p) => Some(creds_for(p, &shown)?),
                 None => None, // /proc/self: ourselves
             };
             return root.open_regular(&format!("/{inner}"), limit, creds.as_ref());
@@ -767,6 +809,39 @@ mod tests {
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(root.open_regular("/secret", 100, Some(&nobody)).is_ok());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Files of a process are opened with the rights it had when first looked at; once it has
+    /// others (an exec of a setuid program, its pid reused), not at all.
+    #[test]
+    fn a_process_that_changed_its_credentials_gets_nothing_opened() {
+        let me = std::process::id() as i32;
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let inside = format!("/proc/{me}/root{}", exe.display());
+        remember_creds(me).unwrap();
+        assert!(open_untrusted_why(Path::new(&inside), MAX_MODULE_BYTES).is_ok());
+        {
+            let mut seen = SEEN.lock().unwrap();
+            let entry = seen.iter_mut().find(|(p, _)| *p == me).unwrap();
+            entry.1.uid = entry.1.uid.wrapping_add(1);
+        }
+        let e = open_untrusted_why(Path::new(&inside), MAX_MODULE_BYTES).unwrap_err();
+        assert!(e.to_string().contains("changed its credentials"), "{e}");
+        remember_creds(me).unwrap();
+        assert!(open_untrusted_why(Path::new(&inside), MAX_MODULE_BYTES).is_ok());
+    }
+
+    #[test]
+    fn messages_show_target_paths_escaped() {
+        let e = SafeOpenError::NotFound {
+            path: "/tmp/\nstackdump: FORGED\x1b[2K".into(),
+        };
+        let shown = e.to_string();
+        assert!(
+            !shown.contains('\n') && !shown.contains('\x1b'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\nstackdump: FORGED\\e[2K"), "{shown:?}");
     }
 
     #[test]

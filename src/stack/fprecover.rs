@@ -2,7 +2,7 @@
 //!
 //! A blocked thread is captured without a signal (the dumper) and without a ptrace stop
 //! (`stackdump inspect`) by unwinding a copy of its stack from the SP and PC of its
-//! `/proc/TID/syscall` line ([`crate::outside::copy_blocked`]). That line has no rbp, so the
+//! `/proc/TID/syscall` line ([`crate::stack::blocked::copy_blocked`]). That line has no rbp, so the
 //! unwind stops at the first frame whose CFA is `rbp + 16`: code built with
 //! `-fno-omit-frame-pointer` (Fedora and Ubuntu build whole archives so), and any function
 //! with `alloca`, a VLA or over-aligned locals, even at `-O2`. Without this module such a thread
@@ -33,9 +33,9 @@
 //!      rel32`, `call *slot(%rip)`, either through a PLT entry `jmp *slot(%rip)`) goes to the
 //!      start of the function the frame below it is in, as the CFI says: the start of the FDE
 //!      covering that frame's address (the search table of the module's `.eh_frame_hdr`,
-//!      [`crate::unwind::Modules::function_start`]);
+//!      [`crate::stack::unwind::Modules::function_start`]);
 //!    - it reaches a thread entry point (the completeness judge of the caller: the same one as
-//!      for every stack copied without a signal, [`crate::unwind::THREAD_ROOTS`]); reaching the
+//!      for every stack copied without a signal, [`crate::stack::unwind::THREAD_ROOTS`]); reaching the
 //!      frame limit does not count here.
 //! 3. **One answer or none**: the candidates kept must agree. Higher frame records of the same
 //!    stack are candidates too (the records of F's callers, any slot where a function that
@@ -50,7 +50,7 @@
 //!    refused, the thread falls back as before (capture signal, ptrace stop).
 //!
 //! The proof that the thread did not run (its `schedstat` run counter unchanged from before the
-//! copy until after the unwinding) covers all of this: [`crate::outside::copy_blocked`] reads
+//! copy until after the unwinding) covers all of this: [`crate::stack::blocked::copy_blocked`] reads
 //! the counter again after `recover` returns.
 //!
 //! # Why a wrong stack is not reported as complete
@@ -91,8 +91,8 @@
 //! needs one more guessed register (x30 of the leaf = the caller's PC). That second guess is
 //! not built: on aarch64 such threads still get the capture signal.
 
-use crate::outside::UnwindCopy;
-use crate::unwind::{RawFrames, Regs, UnwindEnd};
+use crate::stack::blocked::UnwindCopy;
+use crate::stack::unwind::{RawFrames, Regs, UnwindEnd};
 use addr2line::gimli;
 use std::collections::HashMap;
 
@@ -107,7 +107,7 @@ pub struct Ask<'a, 'u> {
     /// The caller's unwinder and completeness judge.
     pub unwind: &'a mut UnwindCopy<'u>,
     /// The start of the function (FDE) containing an address
-    /// ([`crate::unwind::Modules::function_start`]).
+    /// ([`crate::stack::unwind::Modules::function_start`]).
     pub function_start: &'a mut dyn FnMut(u64) -> Option<u64>,
 }
 
@@ -417,8 +417,8 @@ mod tests {
 
     #[test]
     fn function_starts_come_from_the_cfi() {
-        use crate::unwind::{ModuleSource, Modules};
-        let maps = crate::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        use crate::stack::unwind::{ModuleSource, Modules};
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
         let mut modules = Modules::new(ModuleSource::this_process());
         modules.sync(&maps);
         let f = a_function as *const () as u64;

@@ -10,13 +10,13 @@
 //! a host thread is splicing to or from (which holds that lock while it moves data, possibly
 //! waiting on a file system) is not asked.
 
-use crate::fds::{self, Vantage};
-use crate::futex;
+use crate::kernel::fds::{self, Vantage};
+use crate::kernel::futex;
+use crate::kernel::net;
 use crate::model::{
     Addr, Dump, FdFacts, FdSummary, FutexFacts, Pid, PipeFacts, PipeFd, ProcessFacts, SocketFacts,
     SocketGroup, SyscallState, Thread, Tid,
 };
-use crate::net;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -406,7 +406,7 @@ pub fn group_sockets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::tests::{dump, in_syscall, thread};
+    use crate::analysis::diagnose::tests::{dump, in_syscall, thread};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     /// A pipe of ours, filled until a write would block.
@@ -456,7 +456,7 @@ mod tests {
             ("pipe", Some("write"), Some(inode))
         );
         d.process = Some(facts);
-        let f = crate::diagnose::findings(&d);
+        let f = crate::analysis::diagnose::findings(&d);
         assert_eq!(f[0].kind, "full_pipe", "{f:#?}");
         assert!(
             f[0].summary.contains(&format!(

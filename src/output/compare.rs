@@ -11,7 +11,7 @@
 //! Dumps of several processes are compared per process.
 
 use crate::escape::Esc;
-use crate::model::{CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
+use crate::model::{CaptureMethod, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -106,25 +106,30 @@ pub struct ThreadSeen {
 /// Why dumps could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", shown(.path))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", shown(.path))]
     NotADump {
         path: PathBuf,
         #[source]
         source: crate::model::DumpParseError,
     },
-    #[error("no JSON dumps (stackdump-*.json) in {0}")]
+    #[error("no JSON dumps (stackdump-*.json) in {}", shown(.0))]
     Empty(PathBuf),
-    #[error("{path}: {why}; refused")]
+    #[error("{}: {}; refused", shown(.path), crate::escape::Esc(.why))]
     Refused { path: PathBuf, why: String },
 }
 
-/// The bytes of a dump file, read safely: opened the one way of [`crate::rootfs`] (`O_PATH`,
+/// A path in a message, escaped (a name in a directory may hold terminal escapes or newlines).
+fn shown(p: &Path) -> String {
+    crate::escape::field(&p.to_string_lossy()).into_owned()
+}
+
+/// The bytes of a dump file, read safely: opened the one way of [`crate::kernel::rootfs`] (`O_PATH`,
 /// then `fstat`: a FIFO or a device is neither waited on nor opened), a regular file, and at most [`crate::limits::MAX_DUMP_FILE`] bytes (checked
 /// before reading, and the read stops there whatever `fstat` said).
 fn read_dump_file(path: &Path) -> Result<String, LoadError> {
@@ -137,18 +142,58 @@ fn read_dump_file(path: &Path) -> Result<String, LoadError> {
         path: path.to_path_buf(),
         why,
     };
-    // The one way to open a file a target may have made (crate::rootfs): a FIFO, a device or
-    // a socket is refused before it is opened; a symlink is followed (it is on our command
-    // line), but only to a regular file.
-    use crate::rootfs::SafeOpenError;
-    let f = crate::rootfs::open_untrusted_why(path, u64::MAX).map_err(|e| match e {
-        SafeOpenError::Io { source, .. } => io(source),
-        SafeOpenError::NotFound { .. } => io(std::io::Error::from_raw_os_error(libc::ENOENT)),
-        SafeOpenError::NotRegular { kind, .. } => {
-            refused(format!("{kind}, not a regular file (not a dump)"))
-        }
-        other => refused(other.to_string()),
-    })?;
+    // The one way to open a file a target may have made (crate::kernel::rootfs): no symlink (a user
+    // could plant one to a file only root may read in a directory root then compares), a FIFO,
+    // a device or a socket refused before it is opened, and with the directory owner's rights
+    // when that is another user.
+    use crate::kernel::rootfs::{as_target, open_file, FsCreds, SafeOpenError};
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| refused("not a file name".into()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = nix::fcntl::open(
+        parent,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io(std::io::Error::from(e)))?;
+    let owner = nix::sys::stat::fstat(&dir).map_err(|e| io(std::io::Error::from(e)))?;
+    let creds = FsCreds {
+        uid: owner.st_uid,
+        gid: owner.st_gid,
+        groups: Vec::new(),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let creds = (owner.st_uid != 0 && owner.st_uid != me).then_some(creds);
+    let shown = path.to_string_lossy();
+    let mut opened = None;
+    as_target(creds.as_ref(), || {
+        opened = Some(open_file(
+            std::os::fd::AsFd::as_fd(&dir),
+            name,
+            None,
+            &shown,
+        ));
+        Ok(())
+    })
+    .map_err(io)?;
+    let f = opened
+        .expect("as_target ran the open")
+        .map_err(|e| match e {
+            SafeOpenError::Io { source, .. } => io(source),
+            SafeOpenError::NotFound { .. } => io(std::io::Error::from_raw_os_error(libc::ENOENT)),
+            SafeOpenError::Symlink { .. } => {
+                refused("a symbolic link, not a dump file (links are not followed)".into())
+            }
+            SafeOpenError::NotRegular { kind, .. } => {
+                refused(format!("{kind}, not a regular file (not a dump)"))
+            }
+            other => refused(other.to_string()),
+        })?;
     let meta = f.metadata().map_err(io)?;
     let limit = crate::limits::MAX_DUMP_FILE;
     if meta.len() > limit {
@@ -326,7 +371,7 @@ fn seconds_between(a: &Dump, b: &Dump) -> f64 {
 /// context switch counts).
 fn was_signalled(d: &Dump, t: &Thread) -> bool {
     t.signalled
-        || (d.capture.method == "signal"
+        || (d.capture.method == CaptureMethod::Signal
             && matches!(
                 t.capture,
                 CaptureStatus::Ok | CaptureStatus::NoResponse | CaptureStatus::Failed
@@ -449,9 +494,9 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
     for s in &stuck {
         let key = (
             s.start,
-            crate::render::syscall_name(&s.thread.kernel.syscall),
+            crate::kernel::syscalls::syscall_name(&s.thread.kernel.syscall),
             s.thread.kernel.wchan.clone(),
-            crate::diagnose::stack_preview(s.thread, 6),
+            crate::analysis::diagnose::stack_preview(s.thread, 6),
         );
         groups.entry(key).or_default().push(s);
     }
@@ -468,7 +513,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
             dumps: n - start,
             since: ds[start].time.clone(),
             seconds: seconds_between(ds[start], last),
-            syscall: crate::render::syscall_in(&t.kernel.syscall, last.process.as_ref()),
+            syscall: crate::analysis::syscall::syscall_in(&t.kernel.syscall, last.process.as_ref()),
             wchan,
             stack,
         });
@@ -668,7 +713,7 @@ fn text_unchecked(c: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::tests::{dump, frames, in_syscall, thread};
+    use crate::analysis::diagnose::tests::{dump, frames, in_syscall, thread};
 
     fn at(mut d: Dump, time: &str, seq: u64) -> Dump {
         d.time = time.into();

@@ -1,6 +1,21 @@
 //! System call names per architecture (from the `syscalls` crate's tables, generated from the
 //! kernel's), and which system calls take a file descriptor as their first argument.
 
+use crate::escape::field;
+use crate::model::SyscallState;
+
+/// The name of the system call, or what the thread does instead (`running`, `blocked`,
+/// `unknown`).
+pub fn syscall_name(s: &SyscallState) -> String {
+    match s {
+        SyscallState::InSyscall { name: Some(n), .. } => field(n).into_owned(),
+        SyscallState::InSyscall { nr, .. } => format!("syscall_{nr}"),
+        SyscallState::Blocked { .. } => "blocked outside a system call".into(),
+        SyscallState::Running => "running".into(),
+        SyscallState::Unknown => "unknown".into(),
+    }
+}
+
 /// An architecture whose syscall numbers we can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {

@@ -1,0 +1,143 @@
+//! A module or debug file mapped read-only into memory, shared by the symbols and the DWARF
+//! cache.
+
+use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
+use std::path::Path;
+
+/// A file mapped read-only into memory (what `addr2line`'s loader does too): its pages are read
+/// by the kernel as they are touched, so a large file costs only what is looked at.
+pub struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone; sharing or sending the pointer
+// between threads is as safe as sharing an immutable byte slice.
+unsafe impl Send for Mapped {}
+// SAFETY: as above: only ever read.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Map the file at `path` (None when it cannot be opened or is empty).
+    pub fn open(path: &Path) -> Option<Mapped> {
+        Mapped::of_file(&open_untrusted(path, MAX_MODULE_BYTES).ok()?)
+    }
+
+    /// Map the open file `f` (None when it is empty or cannot be mapped).
+    ///
+    /// A file truncated while mapped faults on access (SIGBUS, which would kill the CLI). Files
+    /// that only root or we can write are mapped: package managers and linkers write new files
+    /// and rename them, they do not rewrite them in place. A file someone else may rewrite
+    /// (a target's own library, owned by its user) is copied instead, at most
+    /// [`crate::limits::MAX_COPIED_FILE`] bytes: a hostile target cannot truncate it under us.
+    pub fn of_file(f: &std::fs::File) -> Option<Mapped> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let meta = f.metadata().ok()?;
+        let len = usize::try_from(meta.len()).ok()?;
+        if len == 0 {
+            return None;
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if !((meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0) {
+            return Mapped::copy_of(f, len);
+        }
+        // SAFETY: a private read-only mapping of a file we opened, of its current length; the
+        // fd may be closed afterwards (the mapping keeps the file). Only files that nobody but
+        // root or we may write (see above), so none is truncated under us.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
+    }
+
+    /// A private anonymous mapping holding a copy of the first `len` bytes of `f`.
+    fn copy_of(f: &std::fs::File, len: usize) -> Option<Mapped> {
+        use std::os::unix::fs::FileExt;
+        if len as u64 > crate::limits::MAX_COPIED_FILE {
+            return None;
+        }
+        // SAFETY: a fresh private anonymous mapping of `len` bytes, owned by the value returned
+        // (unmapped by its Drop); nothing else refers to it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let mapped = Mapped { ptr, len };
+        // SAFETY: the mapping is ours, writable and `len` bytes long; no other reference to it
+        // exists yet.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
+        // A file that shrank meanwhile reads short: the rest stays zero, parsed as damaged.
+        let mut at = 0;
+        while at < len {
+            match f.read_at(&mut buf[at..], at as u64) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        // SAFETY: the same mapping, now read-only.
+        unsafe { libc::mprotect(ptr, len, libc::PROT_READ) };
+        Some(mapped)
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live read-only mapping of `len` bytes until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping this value owns, once; no slice of it outlives `self`
+        // (slices borrow `self`, or are held by a context dropped first: see `ModuleDebug`).
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file another user may rewrite is copied, not mapped: truncating it afterwards cannot
+    /// fault (SIGBUS) in the reader.
+    #[test]
+    fn a_file_others_may_rewrite_is_copied_not_mapped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lib.so");
+        std::fs::write(&p, vec![7u8; 3 * 4096 + 5]).unwrap();
+        // Writable by others (or, as root, owned by another user): copied.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        }
+        let m = Mapped::of_file(&std::fs::File::open(&p).unwrap()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert_eq!(m.bytes().len(), 3 * 4096 + 5);
+        assert!(m.bytes().iter().all(|&b| b == 7), "the copy is whole");
+    }
+}
