@@ -43,11 +43,14 @@ const ALLOCA_HOST: Expected = &[
 fn spawn(binary: &Path, preload: Preload, expected: Expected) -> Target {
     let mut t = Target::spawn(Command::new(private_copy(binary)), preload);
     t.wait_ready(deadline());
+    // Every named thread in its call, and the main thread asleep too (it prints READY before
+    // it enters its own wait: an inspect in between would rightly have to stop it).
     let blocked = |t: &Target| {
-        expected.iter().all(|(name, calls, _)| {
-            let k = t.kernel_view(t.tid_of(name));
-            k.state == "S" && calls.contains(&k.syscall_name().unwrap_or(""))
-        })
+        t.kernel_view(stackdump_core::model::Tid(t.pid)).state == "S"
+            && expected.iter().all(|(name, calls, _)| {
+                let k = t.kernel_view(t.tid_of(name));
+                k.state == "S" && calls.contains(&k.syscall_name().unwrap_or(""))
+            })
     };
     assert!(
         poll_until(deadline(), || blocked(&t)),
