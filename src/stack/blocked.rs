@@ -19,9 +19,7 @@ pub struct Seen<'a> {
     pub runs: Option<(u64, u64)>,
 }
 
-/// Unwinds a copied stack from its registers, and says whether the stack is complete (it ends
-/// at a thread entry point, or at the frame limit).
-pub type UnwindCopy<'a> = dyn FnMut(&Regs, &[u8]) -> (RawFrames, bool) + 'a;
+pub use crate::stack::unwind::UnwindCopy;
 
 /// The first copy of a blocked thread's stack (most stacks are a few KiB deep; copying the
 /// whole window for every thread cost ~3 ms per 1000 threads); a stack that does not unwind to

@@ -91,9 +91,7 @@
 //! needs one more guessed register (x30 of the leaf = the caller's PC). That second guess is
 //! not built: on aarch64 such threads still get the capture signal.
 
-use crate::stack::blocked::UnwindCopy;
-use crate::stack::unwind::{RawFrames, Regs, UnwindEnd};
-use addr2line::gimli;
+use crate::stack::unwind::{RawFrames, Regs, UnwindCopy, UnwindEnd};
 use std::collections::HashMap;
 
 /// At most this many candidate frame records are unwound for one stack (a stack with more is
@@ -199,30 +197,6 @@ fn lookup(addr: u64, is_return: bool) -> u64 {
 fn is_subsequence<T: PartialEq>(small: &[T], big: &[T]) -> bool {
     let mut it = big.iter();
     small.iter().all(|s| it.any(|b| b == s))
-}
-
-/// The SVMAs where the FDEs of a module start (its functions, as its CFI sees them), sorted:
-/// the search table of its `.eh_frame_hdr` (`hdr`, at SVMA `hdr_svma`). Empty when the
-/// section has no table or does not parse.
-pub fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Vec<u64> {
-    let bases = gimli::BaseAddresses::default().set_eh_frame_hdr(hdr_svma);
-    let parsed = match gimli::EhFrameHdr::new(hdr, gimli::NativeEndian).parse(&bases, 8) {
-        Ok(p) => p,
-        Err(_) => return Vec::new(),
-    };
-    let Some(table) = parsed.table() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut it = table.iter(&bases);
-    while let Ok(Some((start, _))) = it.next() {
-        if let gimli::Pointer::Direct(a) = start {
-            out.push(a);
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 /// Code of the process around return addresses, read once per address.

@@ -40,6 +40,10 @@ pub fn has_thread_root(frames: &[crate::model::Frame]) -> bool {
     })
 }
 
+/// Unwinds a copied stack from its registers, and says whether the stack is complete (it ends
+/// at a thread entry point, or at the frame limit).
+pub type UnwindCopy<'a> = dyn FnMut(&Regs, &[u8]) -> (RawFrames, bool) + 'a;
+
 /// The registers an unwind starts from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Regs {
@@ -567,7 +571,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
     let starts = match (&eh_frame_hdr, svma(".eh_frame_hdr")) {
-        (Some(hdr), Some(at)) => crate::stack::fprecover::fde_starts(hdr, at.start),
+        (Some(hdr), Some(at)) => fde_starts(hdr, at.start),
         _ => Vec::new(),
     };
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
@@ -592,4 +596,30 @@ fn module<'d, R: object::ReadRef<'d>>(
         kept,
         starts,
     ))
+}
+
+/// The SVMAs where the FDEs of a module start (its functions, as its CFI sees them), sorted:
+/// the search table of its `.eh_frame_hdr` (`hdr`, at SVMA `hdr_svma`). Empty when the
+/// section has no table or does not parse.
+pub fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Vec<u64> {
+    let bases = addr2line::gimli::BaseAddresses::default().set_eh_frame_hdr(hdr_svma);
+    let parsed = match addr2line::gimli::EhFrameHdr::new(hdr, addr2line::gimli::NativeEndian)
+        .parse(&bases, 8)
+    {
+        Ok(p) => p,
+        Err(_) => return Vec::new(),
+    };
+    let Some(table) = parsed.table() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut it = table.iter(&bases);
+    while let Ok(Some((start, _))) = it.next() {
+        if let addr2line::gimli::Pointer::Direct(a) = start {
+            out.push(a);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
