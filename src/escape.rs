@@ -88,19 +88,10 @@ fn push_escaped(out: &mut String, c: char) {
 /// One target-controlled value (a name, a path, a line of its text), escaped: no control
 /// character, no line break, backslashes doubled. Borrowed when there is nothing to escape.
 pub fn field(s: &str) -> Cow<'_, str> {
-    let needs = |c: char| c == '\\' || is_control(c);
     if !needs_escape(s, false, true) {
         return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if needs(c) {
-            push_escaped(&mut out, c);
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+    Cow::Owned(escaped(s, |c| c == '\\' || is_control(c)))
 }
 
 /// [`field`] of bytes that may not be UTF-8: invalid bytes are shown as `\xNN`.
@@ -120,10 +111,14 @@ pub fn bytes(b: &[u8]) -> String {
 /// left alone (the fields in it were escaped with [`field`] already, or it is not ours and
 /// only must not reach the terminal raw). Borrowed when there is nothing to escape.
 pub fn text(s: &str) -> Cow<'_, str> {
-    let needs = |c: char| c != '\n' && c != '\t' && is_control(c);
     if !needs_escape(s, true, false) {
         return Cow::Borrowed(s);
     }
+    Cow::Owned(escaped(s, |c| c != '\n' && c != '\t' && is_control(c)))
+}
+
+/// `s` with every character that `needs` escaped.
+fn escaped(s: &str, needs: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
         if needs(c) {
@@ -132,7 +127,7 @@ pub fn text(s: &str) -> Cow<'_, str> {
             out.push(c);
         }
     }
-    Cow::Owned(out)
+    out
 }
 
 /// [`text`] of bytes that may not be UTF-8 (a side file written by the target).

@@ -157,6 +157,18 @@ fn process(out: &mut String, p: &ProcessFacts) {
     }
 }
 
+/// The first line of an `inspect` capture: who looked, and that nothing was done to the process.
+fn inspected_by(out: &mut String, d: &Dump) {
+    let _ = write!(out, "inspected from outside");
+    if let Some(p) = d.trigger.sender_pid {
+        let _ = write!(out, " by pid {p}");
+    }
+    if let Some(uid) = d.trigger.sender_uid {
+        let _ = write!(out, " (uid {uid})");
+    }
+    out.push_str(": no signal sent, nothing loaded into the process\n");
+}
+
 fn header(out: &mut String, d: &Dump) {
     let _ = writeln!(
         out,
@@ -170,14 +182,7 @@ fn header(out: &mut String, d: &Dump) {
         let _ = writeln!(out, "cmdline: {}", Esc(&d.cmdline));
     }
     if d.capture.method == CaptureMethod::Kernel {
-        let _ = write!(out, "inspected from outside");
-        if let Some(p) = d.trigger.sender_pid {
-            let _ = write!(out, " by pid {p}");
-        }
-        if let Some(uid) = d.trigger.sender_uid {
-            let _ = write!(out, " (uid {uid})");
-        }
-        out.push_str(": no signal sent, nothing loaded into the process\n");
+        inspected_by(out, d);
         let _ = writeln!(
             out,
             "capture: {} threads, kernel view only (no user stacks) in {:.1} ms",
@@ -187,14 +192,7 @@ fn header(out: &mut String, d: &Dump) {
         return;
     }
     if d.capture.method.is_outside() {
-        let _ = write!(out, "inspected from outside");
-        if let Some(p) = d.trigger.sender_pid {
-            let _ = write!(out, " by pid {p}");
-        }
-        if let Some(uid) = d.trigger.sender_uid {
-            let _ = write!(out, " (uid {uid})");
-        }
-        out.push_str(": no signal sent, nothing loaded into the process\n");
+        inspected_by(out, d);
         let c = &d.capture;
         let _ = writeln!(
             out,
