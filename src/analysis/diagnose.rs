@@ -612,6 +612,7 @@ pub(crate) mod tests {
             truncated: false,
             signalled: false,
             python: None,
+            jit: None,
         }
     }
 
@@ -641,6 +642,7 @@ pub(crate) mod tests {
                 line: None,
                 inlined: false,
                 python: None,
+                jit: None,
             })
             .collect()
     }

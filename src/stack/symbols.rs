@@ -53,6 +53,7 @@ pub fn push_frames(
             line: None,
             inlined: false,
             python: None,
+            jit: None,
         });
         return;
     }
@@ -67,6 +68,7 @@ pub fn push_frames(
             line: s.line,
             inlined: i < last,
             python: None,
+            jit: None,
         });
     }
 }
@@ -87,6 +89,7 @@ pub fn trampoline_frame(
         line: None,
         inlined: false,
         python: None,
+        jit: None,
     }
 }
 

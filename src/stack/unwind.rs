@@ -563,7 +563,14 @@ fn load(
             let end = start.checked_add(usize::try_from(size).ok()?)?;
             bytes.get(start..end).map(<[u8]>::to_vec)
         };
-        let (m, bias, kept, starts) = module(&file, path, range, (first.start, anchor_offset), remaining, &read)?;
+        let (m, bias, kept, starts) = module(
+            &file,
+            path,
+            range,
+            (first.start, anchor_offset),
+            remaining,
+            &read,
+        )?;
         return Ok((m, bias, None, kept, starts));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
@@ -585,7 +592,14 @@ fn load(
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
         Some(buf)
     };
-    let (m, bias, kept, starts) = module(&file, path, range, (first.start, anchor_offset), remaining, &read)?;
+    let (m, bias, kept, starts) = module(
+        &file,
+        path,
+        range,
+        (first.start, anchor_offset),
+        remaining,
+        &read,
+    )?;
     Ok((m, bias, Some(opened), kept, starts))
 }
 
