@@ -612,7 +612,6 @@ pub(crate) mod tests {
             truncated: false,
             signalled: false,
             python: None,
-            jit: None,
         }
     }
 
