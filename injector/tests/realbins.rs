@@ -201,7 +201,9 @@ fn cpp_names_are_demangled_and_the_same_in_the_dump_and_in_inspect() {
     }
     let serve = functions(thread(&dump, "server"));
     assert!(
-        serve.iter().any(|f| f.starts_with("shop::serve(std::vector<int")),
+        serve
+            .iter()
+            .any(|f| f.starts_with("shop::serve(std::vector<int")),
         "{serve:?}"
     );
 }
@@ -214,7 +216,12 @@ fn check_jit_remap(d: &Value, exe: &Path, jit_start: &str, perf_map: bool, what:
     assert!(
         in_order(
             &functions(remapped),
-            &["remapped_wait", "remapped_caller", "remapped_thread", "start_thread"]
+            &[
+                "remapped_wait",
+                "remapped_caller",
+                "remapped_thread",
+                "start_thread"
+            ]
         ),
         "{what}: {remapped}"
     );
@@ -369,7 +376,11 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
             .iter()
             .filter(|f| f["module"] == node.to_str().unwrap())
             .count();
-        assert!(in_node > 10, "{what}: {in_node} frames in {}", node.display());
+        assert!(
+            in_node > 10,
+            "{what}: {in_node} frames in {}",
+            node.display()
+        );
     }
     assert_eq!(
         functions(&dump["threads"][0]),
@@ -396,7 +407,10 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
     wait_in_syscall(&dl, p.pid, p.pid, 202);
     let d = inspect_json(&dl, p.pid);
     let main = &d["threads"][0];
-    let js: Vec<&Value> = frames(main).iter().filter(|f| f["jit"].is_object()).collect();
+    let js: Vec<&Value> = frames(main)
+        .iter()
+        .filter(|f| f["jit"].is_object())
+        .collect();
     assert!(
         js.iter().any(|f| f["function"]
             .as_str()
@@ -416,12 +430,20 @@ fn rustc_frames_in_librustc_driver_are_named_and_unwound_to_the_root() {
     let dumps = Scratch::new("rustc");
     // rustc - reads its source from stdin: a pipe nobody writes.
     let mut cmd = Command::new(&rustc);
-    cmd.args(["-", "--crate-type", "lib", "--emit", "metadata", "-o", "/dev/null"])
-        .env("LD_PRELOAD", real_lib())
-        .env("STACKDUMP_DIR", dumps.str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-",
+        "--crate-type",
+        "lib",
+        "--emit",
+        "metadata",
+        "-o",
+        "/dev/null",
+    ])
+    .env("LD_PRELOAD", real_lib())
+    .env("STACKDUMP_DIR", dumps.str())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let child = cmd.spawn().expect("spawning rustc");
     let pid = child.id() as i32;
     let _p = Proc { child, pid };
@@ -442,9 +464,9 @@ fn rustc_frames_in_librustc_driver_are_named_and_unwound_to_the_root() {
             .collect();
         assert!(in_driver.len() >= 3, "{what}: {main}");
         assert!(
-            in_driver
-                .iter()
-                .any(|f| f["function"].as_str().is_some_and(|n| n.starts_with("rustc_"))),
+            in_driver.iter().any(|f| f["function"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("rustc_"))),
             "{what}: {main}"
         );
     }

@@ -702,3 +702,105 @@ pub fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Vec<u64> {
     out.dedup();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maps(text: &str) -> Vec<Mapping> {
+        crate::kernel::proc::parse_maps(text.as_bytes())
+    }
+
+    fn ranges(maps: &[Mapping]) -> Vec<(String, Range<u64>, u64)> {
+        objects(maps)
+            .into_iter()
+            .map(|o| (o.path, o.range, o.anchor_offset))
+            .collect()
+    }
+
+    /// node: non-PIE, a one-page gap after `.plt`, its builtins mapped again far away.
+    #[test]
+    fn a_module_spans_gaps_and_a_second_mapping_elsewhere_is_its_own_instance() {
+        let m = maps(
+            "00400000-00b6f000 r--p 00000000 fe:00 247584 /usr/bin/node
+00b6f000-00b71000 r-xp 0076f000 fe:00 247584 /usr/bin/node
+00b72000-025fe000 r-xp 00772000 fe:00 247584 /usr/bin/node
+02600000-02601000 r-xp 02200000 fe:00 247584 /usr/bin/node
+02601000-0563a000 r--p 02201000 fe:00 247584 /usr/bin/node
+0563e000-0565d000 rw-p 0523d000 fe:00 247584 /usr/bin/node
+0565d000-05689000 rw-p 00000000 00:00 0 
+2ce44000-2d107000 rw-p 00000000 00:00 0 [heap]
+7f7c01fc3000-7f7c01fff000 rwxp 00000000 00:00 0 
+7f7c21e00000-7f7c21f92000 r-xp 014c4000 fe:00 247584 /usr/bin/node
+7f7c29000000-7f7c29028000 r--p 00000000 fe:00 326279 /usr/lib/libc.so.6
+7f7c29028000-7f7c2917d000 r-xp 00028000 fe:00 326279 /usr/lib/libc.so.6
+",
+        );
+        assert_eq!(
+            ranges(&m),
+            vec![
+                ("/usr/bin/node".into(), 0x400000..0x565d000, 0),
+                (
+                    "/usr/bin/node".into(),
+                    0x7f7c21e00000..0x7f7c21f92000,
+                    0x14c4000
+                ),
+                (
+                    "/usr/lib/libc.so.6".into(),
+                    0x7f7c29000000..0x7f7c2917d000,
+                    0
+                ),
+            ]
+        );
+    }
+
+    /// rustc's BOLT-optimized librustc_driver: code and unwind tables in a segment after its
+    /// `.bss` (anonymous) and a reserved gap; the next library starts a new module.
+    #[test]
+    fn a_module_spans_its_bss_and_ends_at_another_file() {
+        let m = maps(
+            "7f41ec600000-7f41ed7a1000 r--p 00000000 fe:00 193406 /lib/librustc_driver.so
+7f41ed7a1000-7f41f12bf000 r-xp 011a0000 fe:00 193406 /lib/librustc_driver.so
+7f41f150f000-7f41f1518000 rw-p 04f0c000 fe:00 193406 /lib/librustc_driver.so
+7f41f1518000-7f41f151e000 rw-p 00000000 00:00 0 
+7f41f151e000-7f41f1600000 ---p 04f1e000 fe:00 193406 /lib/librustc_driver.so
+7f41f1600000-7f41f41e3000 r-xp 05000000 fe:00 193406 /lib/librustc_driver.so
+7f41f4255000-7f41f4260000 rw-p 00000000 00:00 0 
+7f41f4260000-7f41f4263000 r--p 00000000 fe:00 326970 /lib/libz.so.1
+7f41f4263000-7f41f4276000 r-xp 00003000 fe:00 326970 /lib/libz.so.1
+7f41f4276000-7f41f427d000 r--p 00016000 fe:00 326970 /lib/libz.so.1
+",
+        );
+        assert_eq!(
+            ranges(&m),
+            vec![
+                (
+                    "/lib/librustc_driver.so".into(),
+                    0x7f41ec600000..0x7f41f41e3000,
+                    0
+                ),
+                ("/lib/libz.so.1".into(), 0x7f41f4260000..0x7f41f427d000, 0),
+            ]
+        );
+    }
+
+    /// The same file loaded twice (dlmopen) is two modules; a data file without code is none.
+    #[test]
+    fn two_loads_of_one_file_are_two_modules() {
+        let m = maps(
+            "7f0000000000-7f0000001000 r--p 00000000 fe:00 5 /lib/libx.so
+7f0000001000-7f0000002000 r-xp 00001000 fe:00 5 /lib/libx.so
+7f0000002000-7f0000003000 r--p 00000000 fe:00 5 /lib/libx.so
+7f0000003000-7f0000004000 r-xp 00001000 fe:00 5 /lib/libx.so
+7f0000005000-7f0000006000 r--p 00000000 fe:00 6 /usr/lib/locale/locale-archive
+",
+        );
+        assert_eq!(
+            ranges(&m),
+            vec![
+                ("/lib/libx.so".into(), 0x7f0000000000..0x7f0000002000, 0),
+                ("/lib/libx.so".into(), 0x7f0000002000..0x7f0000004000, 0),
+            ]
+        );
+    }
+}
