@@ -388,7 +388,7 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
     );
     drop(p);
 
-    // With --perf-basic-prof, the JavaScript functions by name.
+    // With --perf-basic-prof, the JavaScript functions by name, in the dump and in inspect.
     let mut cmd = Command::new(&node);
     cmd.args([
         "--perf-basic-prof",
@@ -396,7 +396,7 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
         "-e",
         script,
     ]);
-    let (p, _) = spawn_ready(&dl, cmd);
+    let (p, _) = spawn_preloaded(&dl, cmd, &dumps);
     struct Remove(PathBuf);
     impl Drop for Remove {
         fn drop(&mut self) {
@@ -405,19 +405,26 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
     }
     let _remove = Remove(PathBuf::from(format!("/tmp/perf-{}.map", p.pid)));
     wait_in_syscall(&dl, p.pid, p.pid, 202);
-    let d = inspect_json(&dl, p.pid);
-    let main = &d["threads"][0];
-    let js: Vec<&Value> = frames(main)
-        .iter()
-        .filter(|f| f["jit"].is_object())
-        .collect();
-    assert!(
-        js.iter().any(|f| f["function"]
-            .as_str()
-            .is_some_and(|n| n.contains("waitHere"))),
-        "{main}"
+    let dump = dump_json(&dl, p.pid);
+    let inspect = inspect_json(&dl, p.pid);
+    for (d, what) in [(&dump, "dump"), (&inspect, "inspect")] {
+        let main = &d["threads"][0];
+        let js: Vec<&Value> = frames(main)
+            .iter()
+            .filter(|f| f["jit"].is_object())
+            .collect();
+        assert!(
+            js.iter().any(|f| f["function"]
+                .as_str()
+                .is_some_and(|n| n.contains("waitHere"))),
+            "{what}: {main}"
+        );
+        assert_complete(main, what);
+    }
+    assert_eq!(
+        functions(&dump["threads"][0]),
+        functions(&inspect["threads"][0])
     );
-    assert_complete(main, "inspect --perf-basic-prof");
 }
 
 #[test]

@@ -282,8 +282,10 @@ fn is_file(m: &Mapping) -> bool {
 /// load bias is computed from the segment holding that offset ([`bias_of`]).
 fn objects(maps: &[Mapping]) -> Vec<Instance> {
     let mut out: Vec<Instance> = Vec::new();
-    // The instance that later mappings of its file may continue.
+    // The instance that later mappings of its file may continue, and the part of its file
+    // (start and end offsets) the last file mapping seen maps.
     let mut open: Option<usize> = None;
+    let mut last = (0u64, 0u64);
     for m in maps {
         let vdso = m.path == "[vdso]";
         if !(is_file(m) || vdso) {
@@ -292,7 +294,21 @@ fn objects(maps: &[Mapping]) -> Vec<Instance> {
             }
             continue;
         }
-        let continues = open.filter(|&i| out[i].path == m.path && m.offset != 0 && !vdso);
+        // A later segment of the same load: it maps the file from where the previous mapping
+        // ended (segments share at most a page of the file), and it is at least as far from
+        // the anchor in memory as in the file (the loader maps segments in file order, and
+        // addresses grow at least as fast as offsets). Another copy of the same part of the
+        // file (V8 maps its builtins again for each code range) or a mapping of the whole
+        // file as data (node reads its own executable) is a new instance.
+        let continues = open.filter(|&i| {
+            let o = &out[i];
+            o.path == m.path
+                && !vdso
+                && m.offset > last.0
+                && m.offset.saturating_add(4096) >= last.1
+                && m.start - o.anchor.start >= m.offset - o.anchor_offset
+        });
+        last = (m.offset, m.offset.saturating_add(m.end - m.start));
         match continues {
             Some(i) => out[i].range.end = m.end,
             None => {
@@ -718,7 +734,10 @@ mod tests {
             .collect()
     }
 
-    /// node: non-PIE, a one-page gap after `.plt`, its builtins mapped again far away.
+    /// node: non-PIE, a one-page gap after `.plt`, its builtins mapped again far away, twice
+    /// (one copy per code range), with JIT code between the copies and a mapping of the whole
+    /// file as data before them: the JIT code is in no module, and the data mapping (no code)
+    /// is none.
     #[test]
     fn a_module_spans_gaps_and_a_second_mapping_elsewhere_is_its_own_instance() {
         let m = maps(
@@ -730,8 +749,13 @@ mod tests {
 0563e000-0565d000 rw-p 0523d000 fe:00 247584 /usr/bin/node
 0565d000-05689000 rw-p 00000000 00:00 0 
 2ce44000-2d107000 rw-p 00000000 00:00 0 [heap]
+7f7bfa000000-7f7bffe5a000 r--p 00000000 fe:00 247584 /usr/bin/node
 7f7c01fc3000-7f7c01fff000 rwxp 00000000 00:00 0 
 7f7c21e00000-7f7c21f92000 r-xp 014c4000 fe:00 247584 /usr/bin/node
+7f7c21f92000-7f7c22000000 ---p 00000000 00:00 0 
+7f7c22003000-7f7c2203f000 rwxp 00000000 00:00 0 
+7f7c2203f000-7f7c22e00000 ---p 00000000 00:00 0 
+7f7c22e00000-7f7c22f92000 r-xp 014c4000 fe:00 247584 /usr/bin/node
 7f7c29000000-7f7c29028000 r--p 00000000 fe:00 326279 /usr/lib/libc.so.6
 7f7c29028000-7f7c2917d000 r-xp 00028000 fe:00 326279 /usr/lib/libc.so.6
 ",
@@ -743,6 +767,11 @@ mod tests {
                 (
                     "/usr/bin/node".into(),
                     0x7f7c21e00000..0x7f7c21f92000,
+                    0x14c4000
+                ),
+                (
+                    "/usr/bin/node".into(),
+                    0x7f7c22e00000..0x7f7c22f92000,
                     0x14c4000
                 ),
                 (
