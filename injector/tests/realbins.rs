@@ -351,42 +351,45 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
     let dumps = Scratch::new("node");
     let script = "function waitHere(){ console.log('READY ' + process.pid); \
                   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0) }; waitHere()";
-    // Preloaded: the dump, then inspect of the same process.
-    let mut cmd = Command::new(&node);
-    cmd.args(["-e", script]);
-    let (p, _) = spawn_preloaded(&dl, cmd, &dumps);
-    wait_in_syscall(&dl, p.pid, p.pid, 202);
-    let dump = dump_json(&dl, p.pid);
-    let inspect = inspect_json(&dl, p.pid);
-    for (d, what) in [(&dump, "dump"), (&inspect, "inspect")] {
-        let main = &d["threads"][0];
-        assert_complete(main, what);
-        let names = functions(main);
-        assert!(
-            names
+    // Preloaded: the dump, then inspect of the same process; once more with its text remapped
+    // to anonymous huge pages at the same addresses (--use-largepages=on).
+    for flags in [&[][..], &["--use-largepages=on"][..]] {
+        let mut cmd = Command::new(&node);
+        cmd.args(flags).args(["-e", script]);
+        let (p, _) = spawn_preloaded(&dl, cmd, &dumps);
+        wait_in_syscall(&dl, p.pid, p.pid, 202);
+        let dump = dump_json(&dl, p.pid);
+        let inspect = inspect_json(&dl, p.pid);
+        for (d, what) in [(&dump, "dump"), (&inspect, "inspect")] {
+            let main = &d["threads"][0];
+            assert_complete(main, what);
+            let names = functions(main);
+            assert!(
+                names
+                    .iter()
+                    .any(|f| f.starts_with("v8::internal::Builtin_AtomicsWait(")),
+                "{what} {flags:?}: {names:?}"
+            );
+            assert!(
+                in_order(&names, &["node::Start(int, char**)", "_start"]),
+                "{what} {flags:?}: {names:?}"
+            );
+            let in_node = frames(main)
                 .iter()
-                .any(|f| f.starts_with("v8::internal::Builtin_AtomicsWait(")),
-            "{what}: {names:?}"
+                .filter(|f| f["module"] == node.to_str().unwrap())
+                .count();
+            assert!(
+                in_node > 10,
+                "{what}: {in_node} frames in {}",
+                node.display()
+            );
+        }
+        assert_eq!(
+            functions(&dump["threads"][0]),
+            functions(&inspect["threads"][0])
         );
-        assert!(
-            in_order(&names, &["node::Start(int, char**)", "_start"]),
-            "{what}: {names:?}"
-        );
-        let in_node = frames(main)
-            .iter()
-            .filter(|f| f["module"] == node.to_str().unwrap())
-            .count();
-        assert!(
-            in_node > 10,
-            "{what}: {in_node} frames in {}",
-            node.display()
-        );
+        drop(p);
     }
-    assert_eq!(
-        functions(&dump["threads"][0]),
-        functions(&inspect["threads"][0])
-    );
-    drop(p);
 
     // With --perf-basic-prof, the JavaScript functions by name, in the dump and in inspect.
     let mut cmd = Command::new(&node);
