@@ -64,6 +64,9 @@ pub const MAX_DUMP_FILE: u64 = 64 * MIB;
 /// last bytes, where the newest code is (a long-running `node --perf-basic-prof` appends
 /// without end). About 100 bytes a line: half a million functions.
 pub const MAX_PERF_MAP: u64 = 48 * MIB;
+/// The same, read by the dump thread inside the process (its memory is the host's): about
+/// 80,000 of the newest functions.
+pub const MAX_PERF_MAP_INSIDE: u64 = 8 * MIB;
 /// All the dump files one `stackdump compare` reads (they are all kept parsed at once).
 pub const MAX_COMPARE_TOTAL: u64 = 256 * MIB;
 

@@ -8,7 +8,8 @@
 //! (a later line for the same address wins). PID is the process id as the process sees it (its
 //! own PID namespace), and `/tmp` its own: the file is read through `/proc/PID/root` with
 //! [`crate::kernel::rootfs`] (no symlink followed anywhere on the path, a regular file only, owned
-//! by the process's user), and only its last [`crate::limits::MAX_PERF_MAP`] bytes.
+//! by the process's user), and only its last [`crate::limits::MAX_PERF_MAP`] bytes (8 MiB inside
+//! the process, whose memory is the host's).
 
 use crate::kernel::proc::Mapping;
 use crate::model::{Addr, Frame, JitRegion};
@@ -105,6 +106,9 @@ pub struct PerfMapSource {
     pub pid: i32,
     /// The file must belong to this user (anyone may create files in `/tmp`).
     pub owner: u32,
+    /// At most this much of its end is read ([`crate::limits::MAX_PERF_MAP`], or
+    /// [`crate::limits::MAX_PERF_MAP_INSIDE`] inside the process).
+    pub cap: u64,
 }
 
 impl PerfMapSource {
@@ -114,6 +118,7 @@ impl PerfMapSource {
             root: "/".into(),
             pid: std::process::id() as i32,
             owner: nix::unistd::geteuid().as_raw(),
+            cap: crate::limits::MAX_PERF_MAP_INSIDE,
         }
     }
 
@@ -131,6 +136,7 @@ impl PerfMapSource {
             root: format!("/proc/{pid}/root"),
             pid: inner,
             owner,
+            cap: crate::limits::MAX_PERF_MAP,
         })
     }
 
@@ -168,7 +174,7 @@ impl PerfMapSource {
             Err(e) => return Err(err(e)),
         };
         let len = file.metadata().map_err(|e| format!("{shown}: {e}"))?.len();
-        let cap = crate::limits::MAX_PERF_MAP;
+        let cap = self.cap;
         let skip = len.saturating_sub(cap);
         if skip > 0 {
             file.seek(SeekFrom::Start(skip))
