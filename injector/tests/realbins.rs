@@ -393,6 +393,8 @@ fn node_frames_are_named_in_their_module_and_js_from_its_perf_map() {
 
     // With --perf-basic-prof, the JavaScript functions by name, in the dump and in inspect.
     let mut cmd = Command::new(&node);
+    // It writes its V8 log (isolate-*.log) where it runs.
+    cmd.current_dir(&dumps.path);
     cmd.args([
         "--perf-basic-prof",
         "--interpreted-frames-native-stack",
