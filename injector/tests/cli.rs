@@ -1,7 +1,7 @@
 //! End-to-end tests of the `stackdump` CLI: real processes, real signals, real files.
 //!
 //! Targets are `sleep` (unprepared), `sleep` with the real libstackdump.so preloaded (through
-//! `stackdump run`), and `sleep` with a fake library (tests/fixtures/fakedumper.c) that maps a
+//! `stackdump run`), and `sleep` with a fake library (tests/targets/c/fakedumper.c) that maps a
 //! file named libstackdump* but misbehaves: catches nothing, swallows the trigger, or plants
 //! symlinks. Every test has a deadline; every child is killed and reaped on drop; readiness is
 //! a handshake on /proc (library mapped, signal caught, dump thread running), never a sleep.

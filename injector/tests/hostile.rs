@@ -35,10 +35,10 @@ fn assert_no_raw_controls(what: &str, s: &str) {
     );
 }
 
-/// tests/fixtures/hostile_names.c, built into `dir` (whose name may have escapes).
+/// ../tests/targets/c/hostile_names.c, built into `dir` (whose name may have escapes).
 fn build_hostile(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile_names.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/targets/c/hostile_names.c");
     let out = dir.join("hostile");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)

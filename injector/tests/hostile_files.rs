@@ -222,10 +222,10 @@ fn q(p: impl AsRef<Path>) -> String {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/hostile/{name}"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/targets/c/hostile/{name}"))
 }
 
-/// Compile `tests/fixtures/hostile/SRC` to `out` with `args`.
+/// Compile `tests/targets/c/hostile/SRC` to `out` with `args`.
 fn cc(out: &Path, src: &str, args: &[&str]) {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let mut cmd = Command::new(&cc);

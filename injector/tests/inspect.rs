@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Compile `examples/c/NAME.c` with `cc -O2 -g -pthread` once per test run.
+/// Compile `tests/targets/c/NAME.c` with `cc -O2 -g -pthread` once per test run.
 fn c_example(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
     let mut built = BUILT
@@ -24,7 +24,7 @@ fn c_example(name: &str) -> PathBuf {
     if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
         return p.clone();
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/c/{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/targets/c/{name}.c"));
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-c-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -331,7 +331,7 @@ fn incident(dl: &Deadline) -> Option<Proc> {
         eprintln!("skipped: no python3");
         return None;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/incident.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/targets/python/incident.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).args(["4", "--clients", "3"]);
     Some(spawn_ready(dl, cmd).0)

@@ -9,7 +9,7 @@
 //! Every dump is checked for the truth of each thread's status ([`check_statuses`]): e.g. no
 //! thread is `no_response` unless it was sent the capture signal.
 //!
-//! Every target is a private copy of `examples/c/parked.c`'s binary with `libstackdump.so`
+//! Every target is a private copy of `tests/targets/c/parked.c`'s binary with `libstackdump.so`
 //! preloaded (see [`private_copy`]). Waits are handshakes
 //! on observable facts (a file appearing, a bit in `/proc/PID/status`, the dump thread back in
 //! its idle wait), each bounded by the test's deadline; no test sleeps a fixed time.

@@ -1,6 +1,6 @@
 //! Findings end to end: the incident of `docs/incident.md` (workers blocked writing to a full
 //! stderr pipe held by a `sleep` that never reads, sockets left in CLOSE_WAIT) and a lock-wait
-//! program (`examples/c/lockwait.c`), dumped by the preloaded library and inspected from outside
+//! program (`tests/targets/c/lockwait.c`), dumped by the preloaded library and inspected from outside
 //! without it. Both must state the same facts: the blocked write on fd 2, the full pipe and its
 //! 65536-byte capacity, the pid of the process holding the read end, the CLOSE_WAIT sockets, the
 //! owner of a mutex. `compare` over several dumps must call the stuck workers stuck, and name

@@ -13,7 +13,7 @@ fn build_stuck_lib() -> std::path::PathBuf {
     let status = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
         .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
         .arg(&tmp)
-        .arg(repo_root().join("examples/c/stuck_ctor_lib.c"))
+        .arg(repo_root().join("tests/targets/c/stuck_ctor_lib.c"))
         .status()
         .expect("run cc");
     assert!(status.success(), "building the stuck library failed");

@@ -1,4 +1,4 @@
-//! Stacks out of the ordinary (examples/c/odd_stacks.c): a thread inside its own signal
+//! Stacks out of the ordinary (tests/targets/c/odd_stacks.c): a thread inside its own signal
 //! handler, one in a handler on a sigaltstack, one on a 16 KiB stack, one 10,000 calls deep.
 //! Signal frames are unwound through the saved ucontext (the code the handler interrupted is
 //! shown below `<signal handler called>`); the deep one is cut and flagged, never a crash.

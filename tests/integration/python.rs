@@ -7,7 +7,7 @@
 //! `$PYENV_ROOT/versions`, shared libpython; Debian's `/usr/bin/python3.X`, a static
 //! interpreter), or the ones listed in `STACKDUMP_TEST_PYTHONS` (colon-separated paths). Versions
 //! 3.8-3.13 that are missing are skipped with a printed reason. The fixture is
-//! `examples/python/stacks.py`; its parking spots are marked `# @name` in the source, and the
+//! `tests/targets/python/stacks.py`; its parking spots are marked `# @name` in the source, and the
 //! tests read the line numbers from there.
 
 use crate::util::*;
@@ -799,7 +799,7 @@ fn release_fifo(path: &Path) {
 
 #[test]
 fn dumps_during_start_up() {
-    let startup = repo_root().join("examples/python/startup");
+    let startup = repo_root().join("tests/targets/python/startup");
     let site = startup.join("sitecustomize.py");
     let hold_line = markers(&site)["startup_hold"];
     let file = stacks_py();

@@ -1,5 +1,5 @@
 //! The torture suite (issue 5): the dumper never harms its host. Each test is a real host
-//! (`examples/c/storm.c`, `hostile.c`, `forkchild.c`, `wide.c`, everyday programs) with the
+//! (`tests/targets/c/storm.c`, `hostile.c`, `forkchild.c`, `wide.c`, everyday programs) with the
 //! library preloaded, real signals and real files, handshakes on observable facts (a line on
 //! stdout, a file appearing, a bit in `/proc/PID/status`, the dump thread back in its idle
 //! signal wait with the number of triggers it served: see [`dumper_idle`]), each bounded by a
@@ -237,9 +237,9 @@ fn load(path: &Path) -> (Dump, String) {
 // ---------------------------------------------------------------------------------------------
 // 1. Trigger storm
 
-/// Compile `examples/c/storm_lib.c` into `dir/libstorm.so`.
+/// Compile `tests/targets/c/storm_lib.c` into `dir/libstorm.so`.
 fn build_storm_lib(dir: &Path) -> PathBuf {
-    let source = repo_root().join("examples/c/storm_lib.c");
+    let source = repo_root().join("tests/targets/c/storm_lib.c");
     let out = dir.join("libstorm.so");
     let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
     let o = Command::new(&cc)

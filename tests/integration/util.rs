@@ -91,14 +91,14 @@ pub fn rust_example(name: &str) -> PathBuf {
     path
 }
 
-/// `examples/python/<name>`.
+/// `tests/targets/python/<name>`.
 pub fn python_example(name: &str) -> PathBuf {
-    let path = repo_root().join("examples/python").join(name);
+    let path = repo_root().join("tests/targets/python").join(name);
     assert!(path.is_file(), "{} is missing", path.display());
     path
 }
 
-/// Compile `examples/c/<name>.c` with `cc -O2 -g -pthread` (no frame pointers, on purpose) into
+/// Compile `tests/targets/c/<name>.c` with `cc -O2 -g -pthread` (no frame pointers, on purpose) into
 /// `target_dir()/c-examples/<name>`. Once per test process per example; rebuilt when the source
 /// is newer than the binary. Panics with the compiler's output on failure.
 pub fn build_c_example(name: &str) -> PathBuf {
@@ -122,7 +122,7 @@ fn build_c_variant(name: &str, frame_pointers: bool) -> PathBuf {
     {
         return path.clone();
     }
-    let source = repo_root().join("examples/c").join(format!("{name}.c"));
+    let source = repo_root().join("tests/targets/c").join(format!("{name}.c"));
     assert!(source.is_file(), "{} is missing", source.display());
     let out_dir = match frame_pointers {
         false => target_dir().join("c-examples"),

@@ -1,4 +1,4 @@
-//! A host wedged inside malloc (examples/c/wedged_malloc.c replaces malloc; one thread blocks
+//! A host wedged inside malloc (tests/targets/c/wedged_malloc.c replaces malloc; one thread blocks
 //! forever inside it, holding its lock) still gets a complete, symbolized dump: nothing on the
 //! dump path uses the host's allocator.
 

@@ -293,11 +293,11 @@ pub fn real_lib() -> &'static Path {
     })
 }
 
-/// The fake library (tests/fixtures/fakedumper.c), compiled once per test run.
+/// The fake library (tests/targets/c/fakedumper.c), compiled once per test run.
 pub fn fake_lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fakedumper.c");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/targets/c/fakedumper.c");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("fake-{}", std::process::id()))
             .join("libstackdump-fake.so");
