@@ -6,7 +6,8 @@
 //! file per format, plus a hard link per extra request id (see `sink`).
 
 use crate::config::Config;
-use crate::sigctx::{self, capture as slots, trigger};
+use crate::sigctx;
+use crate::{slots, triggers as trigger};
 use crate::symbolize::Symbolizer;
 use crate::{sink, sys};
 use stackdump_core::kernel::proc::{self, TaskReader};
