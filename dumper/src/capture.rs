@@ -11,6 +11,7 @@ use crate::{slots, triggers as trigger};
 use crate::symbolize::Symbolizer;
 use crate::{sink, sys};
 use stackdump_core::kernel::proc::{self, TaskReader};
+use stackdump_core::model::dumpfile::DumpFormat;
 use stackdump_core::model::timefmt::UtcTime;
 use stackdump_core::model::{
     CaptureMethod, CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView,
@@ -828,30 +829,24 @@ impl DumpThread {
         // Text first, JSON last: once the .json is there, the .txt is too.
         if text.is_some() {
             outputs.push(sink::Output {
-                ext: "txt",
+                format: DumpFormat::Text,
                 content: &write_text,
             });
         }
         if self.cfg.json {
             outputs.push(sink::Output {
-                ext: "json",
+                format: DumpFormat::Json,
                 content: &write_json,
             });
         }
         let pid = dump.pid;
-        let stem = |n: u32| {
-            format!(
-                "stackdump-{pid}-{}",
-                UtcTime::from_unix_millis(millis + i64::from(n)).compact()
-            )
-        };
         if std::mem::take(&mut self.clean_leftovers) {
             // Before writing: on a full file system this may make the room we need.
             let _ = sink::clean_leftovers(&self.cfg.dir, pid.0);
         }
         // Errors have nowhere to go now (never the host's stderr): the dump is dropped, and
         // the next dump that is written says so in its `errors`.
-        match sink::write(&self.cfg.dir, stem, requests, &outputs) {
+        match sink::write(&self.cfg.dir, pid.0, millis, requests, &outputs) {
             Ok((_, used)) => {
                 self.last_millis = self.last_millis.max(millis + i64::from(used));
                 self.unwritten = None;
