@@ -7,9 +7,9 @@
 
 use crate::config::Config;
 use crate::sigctx;
-use crate::{slots, triggers as trigger};
 use crate::symbolize::Symbolizer;
 use crate::{sink, sys};
+use crate::{slots, triggers as trigger};
 use stackdump_core::kernel::proc::{self, TaskReader};
 use stackdump_core::model::dumpfile::DumpFormat;
 use stackdump_core::model::timefmt::UtcTime;

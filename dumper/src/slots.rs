@@ -3,8 +3,8 @@
 //! called from a signal handler; the handler's side, and the slot protocol, are in
 //! `crate::sigctx::capture`.
 
-use crate::sigctx::capture::{RawRegs, ARMED, TABLE};
 pub use crate::sigctx::capture::{cookie, Slot, SlotTable, COMPLETIONS, DONE, FREE};
+use crate::sigctx::capture::{RawRegs, ARMED, TABLE};
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// The table, allocating it on first use. `slots` and `window` are fixed at first use.

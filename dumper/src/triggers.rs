@@ -3,11 +3,11 @@
 //! handler; the handler's side, the ring and the no-lost-wake-up protocol are in
 //! `crate::sigctx::trigger`.
 
+pub use crate::sigctx::trigger::IN_HANDLER;
 use crate::sigctx::trigger::{
     record, CAPTURE_SIGNAL, DROPPED, DUMPER_TID, HEAD, RECORDS, RING, TAIL, TRIGGER_SIGNAL,
     WAKE_SENT,
 };
-pub use crate::sigctx::trigger::IN_HANDLER;
 use crate::sigctx::{getpid, gettid};
 use core::sync::atomic::Ordering;
 

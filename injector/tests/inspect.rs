@@ -879,10 +879,8 @@ fn inspect_of_a_process_with_dwarf_bombs_stays_in_bounds_and_prints_the_stack() 
     // SAFETY: all-zero bytes are a valid rusage.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: reaping our own child, with pointers to live locals.
-    assert_eq!(
-        unsafe { libc::wait4(p.pid, &mut status, 0, &mut usage) },
-        p.pid
-    );
+    let reaped = unsafe { libc::wait4(p.pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, p.pid);
     // Reaped above: its drop must not kill a pid that may be reused.
     std::mem::forget(p);
     let stderr = errs.join().unwrap();

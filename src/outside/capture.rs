@@ -1165,10 +1165,8 @@ mod tests {
         /// Wake it once and wait until it is blocked again.
         fn poke(&self) {
             // SAFETY: writing one byte from our own variable to our own pipe.
-            assert_eq!(
-                unsafe { libc::write(self.write_fd, [1u8].as_ptr().cast(), 1) },
-                1
-            );
+            let n = unsafe { libc::write(self.write_fd, [1u8].as_ptr().cast(), 1) };
+            assert_eq!(n, 1);
             self.ack.recv().unwrap();
             self.wait_blocked();
         }
