@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Exported so that a second copy of the library can recognise the first (see
-/// [`another_copy_active`]). The value is irrelevant; its presence is the marker.
+/// `another_copy_active`). The value is irrelevant; its presence is the marker.
 #[no_mangle]
 #[used]
 pub static stackdump_instance_marker_v1: u8 = 1;

@@ -119,7 +119,7 @@ struct Copy {
     live: bool,
 }
 
-/// What [`add_stacks`] can start before the kernel view is read: the target's maps, its
+/// What [`crate::outside::inspect_stacks`] starts before the kernel view is read: the target's maps, its
 /// modules' unwind data, and a thread that reads the DWARF of the modules its stacks are in,
 /// in parallel with the capture (starting with the module the main thread is blocked in and
 /// the executable, the ones nearly every stack goes through).
@@ -137,7 +137,7 @@ struct Ready {
 impl Prepared {
     /// Read the maps of process `pid` and start loading what its stacks will need (debug
     /// sections through `cache` when given). Without permission to read them,
-    /// [`add_stacks_prepared`] says why.
+    /// [`Capture::finish`] says why (in [`Outcome::denied`]).
     pub fn start(pid: i32, cache: Option<DwarfCache>) -> Prepared {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         // Its credentials as of now, before the paths of its maps are known: its files are
@@ -268,7 +268,7 @@ impl DebugLoader {
 }
 
 /// The outside capture of one `inspect`: started before the kernel view ([`Capture::new`]), fed
-/// every thread during it ([`Visit`]: a thread blocked in a system call has its stack copied
+/// every thread during it ([`Visit`](crate::outside::inspect::Visit): a thread blocked in a system call has its stack copied
 /// there, without a stop), finished after it ([`Capture::finish`]: the other threads stopped one
 /// at a time, or all at once with [`Options::consistent`]; every stack unwound and symbolized).
 pub struct Capture {
