@@ -18,7 +18,9 @@ use stackdump_core::model::{
     PhaseTimes, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
 use stackdump_core::stack::blocked::{Seen, FIRST_WINDOW};
-use stackdump_core::stack::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
+use stackdump_core::stack::unwind::{
+    is_thread_root, is_truncated, unwound_complete, ModuleSource, Modules, RawFrames,
+};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -384,17 +386,7 @@ impl DumpThread {
             self.symbols
                 .frames(ip, is_return, module, file, &mut frames);
         }
-        // A complete stack ends in a thread entry point; `_start` of a stripped executable has
-        // no name, so the frame before it counts too.
-        let near_root = frames.iter().rev().filter(|f| !f.inlined).take(2).any(|f| {
-            f.function
-                .as_deref()
-                .is_some_and(|n| THREAD_ROOTS.contains(&n))
-        });
-        let truncated = match raw.end {
-            UnwindEnd::FrameLimit => true,
-            UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
-        };
+        let truncated = is_truncated(raw.end, &frames);
         (frames, truncated)
     }
 
@@ -507,7 +499,8 @@ impl DumpThread {
             &mut |regs, stack| {
                 let mut me = this.borrow_mut();
                 let frames = me.modules.unwind(regs, stack, max_frames, true);
-                let complete = frames.end == UnwindEnd::FrameLimit || me.ends_at_root(&frames);
+                let complete =
+                    unwound_complete(&frames, |ip, is_return| me.names_root(ip, is_return));
                 (frames, complete)
             },
             &mut |addr| this.borrow().modules.function_start(addr),
@@ -516,20 +509,18 @@ impl DumpThread {
         result
     }
 
-    /// True when one of the last two frames is a thread entry point.
-    fn ends_at_root(&mut self, frames: &RawFrames) -> bool {
-        let mut tail = Vec::new();
-        for &(ip, is_return) in frames.addrs.iter().rev().take(2) {
-            tail.clear();
-            let info = self.modules.module_of(ip);
-            let module = info.map(|m| (m.path.as_str(), m.bias));
-            let file = info.and_then(|m| m.file.as_deref());
-            self.symbols.frames(ip, is_return, module, file, &mut tail);
-            if stackdump_core::stack::unwind::has_thread_root(&tail) {
-                return true;
-            }
-        }
-        false
+    /// Whether a function at `ip` (a return address when `is_return`), inlined ones included,
+    /// is a thread entry point.
+    fn names_root(&mut self, ip: u64, is_return: bool) -> bool {
+        let mut frames = Vec::new();
+        let info = self.modules.module_of(ip);
+        let module = info.map(|m| (m.path.as_str(), m.bias));
+        let file = info.and_then(|m| m.file.as_deref());
+        self.symbols
+            .frames(ip, is_return, module, file, &mut frames);
+        frames
+            .iter()
+            .any(|f| f.function.as_deref().is_some_and(is_thread_root))
     }
 
     /// Send the capture signal to every thread that can take it, at most a few at a time, and

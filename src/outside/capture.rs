@@ -38,14 +38,14 @@ use crate::model::{Addr, CaptureMethod, CaptureStatus, Dump, Frame, SyscallState
 use crate::stack::blocked::{copy_blocked, Seen, FIRST_WINDOW};
 use crate::stack::dwarfcache::DwarfCache;
 use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
-use crate::stack::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
+use crate::stack::unwind::{
+    is_thread_root, is_truncated, unwound_complete, ModuleSource, Modules, ProcessMemory,
+    RawFrames, Regs,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
-pub use crate::stack::unwind::THREAD_ROOTS as ROOTS;
 
 /// How to take the stacks.
 pub struct Options<'a> {
@@ -366,8 +366,9 @@ impl crate::outside::inspect::Visit for Capture {
             let mut modules = modules.borrow_mut();
             let raw = modules.unwind(regs, stack, max_frames, true);
             unwound += t.elapsed();
-            let complete =
-                raw.end == UnwindEnd::FrameLimit || names.ends_at_root(&modules, root, &raw);
+            let complete = unwound_complete(&raw, |ip, is_return| {
+                names.names_root(&modules, root, ip, is_return)
+            });
             (raw, complete)
         };
         let taken = copy_blocked(
@@ -655,15 +656,12 @@ impl Names {
         table.containing(ip.wrapping_sub(m.bias))
     }
 
-    /// True when a function in the last two frames is a thread entry point.
-    fn ends_at_root(&mut self, modules: &Modules, root: &Path, raw: &RawFrames) -> bool {
-        raw.addrs.iter().rev().take(2).any(|&(ip, is_return)| {
-            let lookup = probe(ip, is_return);
-            !modules.is_trampoline(ip)
-                && self
-                    .name_of(modules, root, lookup)
-                    .is_some_and(|n| ROOTS.contains(&n))
-        })
+    /// Whether the function at `ip` (a return address when `is_return`) is a thread entry point.
+    fn names_root(&mut self, modules: &Modules, root: &Path, ip: u64, is_return: bool) -> bool {
+        !modules.is_trampoline(ip)
+            && self
+                .name_of(modules, root, probe(ip, is_return))
+                .is_some_and(is_thread_root)
     }
 }
 
@@ -716,16 +714,7 @@ fn symbolize(
     for key in &raw.addrs {
         frames.extend_from_slice(&memo[key]);
     }
-    let near_root = frames
-        .iter()
-        .rev()
-        .filter(|f| !f.inlined)
-        .take(2)
-        .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)));
-    let truncated = match raw.end {
-        UnwindEnd::FrameLimit => true,
-        UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
-    };
+    let truncated = is_truncated(raw.end, &frames);
     (frames, truncated)
 }
 
@@ -1099,6 +1088,7 @@ impl Drop for Seized {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::unwind::UnwindEnd;
 
     /// The real-time priority is taken only when allowed, and the previous policy is back once
     /// the guard is dropped.
