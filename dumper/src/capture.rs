@@ -39,6 +39,21 @@ struct RawThread {
     signalled: bool,
 }
 
+/// A thread's run counter (see `copy_blocked`).
+type RunCounter = (u64, u64);
+
+/// How phases 1 and 2 took the stacks.
+struct Taken {
+    /// Threads with a stack.
+    captured: usize,
+    /// Stacks copied without a signal.
+    without_signal: usize,
+    /// Threads sent the capture signal.
+    signalled: usize,
+    /// Time spent unwinding the copies.
+    unwind_time: Duration,
+}
+
 /// How long a dump waits for the threads that took its triggers to return to what they were
 /// doing (see `wait_for_takers`).
 const TAKER_PATIENCE: Duration = Duration::from_millis(10);
@@ -108,14 +123,70 @@ impl DumpThread {
         }
     }
 
+    /// One dump, in its phases: kernel view (0), stacks copied and unwound (1, 2), symbols and
+    /// Python frames (3), the dump assembled with its findings, the side files written.
     fn dump(&mut self, triggers: &[trigger::RawTrigger], dropped: u64) {
         let start = Instant::now();
+        let millis = self.next_millis();
+        self.sequence += 1;
+        let mut errors = self.carried_errors(dropped);
+        let pid = sigctx::getpid();
+        let me = Tid(sigctx::gettid());
+        self.let_takers_return(triggers, me);
+
+        // Phase 0: the kernel's view of every thread, before any of them is interrupted.
+        let mut reader = TaskReader::new("/proc/self");
+        let mut threads = self.kernel_view(&mut reader, me, &mut errors);
+        let maps = std::fs::read("/proc/self/maps")
+            .map(|b| proc::parse_maps(&b))
+            .unwrap_or_else(|e| {
+                errors.push(format!("cannot read /proc/self/maps: {e}"));
+                Vec::new()
+            });
+        let t_kernel = start.elapsed();
+
+        // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
+        self.sync_modules(&maps);
+        errors.extend(self.modules.problems.iter().cloned());
+        let taken = self.take_stacks(pid, &mut threads, &mut errors);
+        let t_capture = start.elapsed() - t_kernel;
+
+        // Phase 3: symbolize, decode, assemble.
+        let t3 = Instant::now();
+        let (mut out_threads, captured, runs_at_copy) = self.symbolize_threads(threads, &reader);
+        // Interpreter frames (CPython), merged into the native stacks they belong to.
+        crate::python::annotate(&mut out_threads, &maps, &mut errors);
+        self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
+        let t_symbolize = t3.elapsed();
+
+        let phases = PhaseTimes {
+            kernel_view: t_kernel.as_micros() as u64,
+            capture: (t_capture.saturating_sub(taken.unwind_time)).as_micros() as u64,
+            unwind: taken.unwind_time.as_micros() as u64,
+            symbolize: t_symbolize.as_micros() as u64,
+        };
+        let taken = Taken { captured, ..taken };
+        let mut dump = self.assemble(pid, millis, triggers, out_threads, &taken, phases, errors);
+        crate::diagnose::run(&mut dump);
+        dump.capture.duration_us = start.elapsed().as_micros() as u64;
+        let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
+        self.write(&dump, millis, &requests);
+    }
+
+    /// The dump's time: now, or a millisecond after the previous dump's, so that file names
+    /// stay unique and sorted.
+    fn next_millis(&mut self) -> i64 {
         let mut millis = sys::now_unix_millis();
         if millis <= self.last_millis {
-            millis = self.last_millis + 1; // file names stay unique and sorted
+            millis = self.last_millis + 1;
         }
         self.last_millis = millis;
-        self.sequence += 1;
+        millis
+    }
+
+    /// What this dump must say about earlier ones: triggers that found the ring full, and
+    /// dumps that could not be written.
+    fn carried_errors(&self, dropped: u64) -> Vec<String> {
         let mut errors = Vec::new();
         if dropped > 0 {
             errors.push(format!("{dropped} trigger(s) arrived while the trigger queue was full and were served by this dump without their request ids"));
@@ -128,20 +199,28 @@ impl DumpThread {
                 format!("the previous dumps (#{first} to #{last}) could not be written to {dir}; the last error: {why}")
             });
         }
-        let pid = sigctx::getpid();
-        let me = Tid(sigctx::gettid());
+        errors
+    }
 
-        // The thread that took the trigger is still in the trigger handler; give it a moment to
-        // return to what it was doing, so its kernel view shows that and not our handler.
+    /// The thread that took the trigger is still in the trigger handler; give it a moment to
+    /// return to what it was doing, so its kernel view shows that and not our handler.
+    fn let_takers_return(&self, triggers: &[trigger::RawTrigger], me: Tid) {
         let until = Instant::now() + Duration::from_millis(5);
         while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
             std::thread::yield_now();
         }
         std::thread::yield_now();
         self.wait_for_takers(triggers, me);
+    }
 
-        // Phase 0: the kernel's view of every thread, before any of them is interrupted.
-        let mut reader = TaskReader::new("/proc/self");
+    /// Phase 0: every thread's kernel view (our own thread's, busy reading /proc, says nothing
+    /// about the host and is blanked).
+    fn kernel_view(
+        &self,
+        reader: &mut TaskReader,
+        me: Tid,
+        errors: &mut Vec<String>,
+    ) -> Vec<RawThread> {
         let tids = reader.tids().unwrap_or_else(|e| {
             errors.push(format!("cannot list /proc/self/task: {e}"));
             vec![me]
@@ -185,62 +264,71 @@ impl DumpThread {
             };
             threads.push(t);
         }
-        let maps = std::fs::read("/proc/self/maps")
-            .map(|b| proc::parse_maps(&b))
-            .unwrap_or_else(|e| {
-                errors.push(format!("cannot read /proc/self/maps: {e}"));
-                Vec::new()
-            });
-        let t_kernel = start.elapsed();
+        threads
+    }
 
-        // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
-        if self.modules.sync(&maps) {
-            // Addresses may mean something else now: drop our memo. backtrace's own cache (the
-            // parsed debug info, ~100 ms to rebuild for libc) is dropped only when a module now
-            // sits where backtrace knew a different one; objects it does not know yet (dlopen'ed
-            // since) are named by the file symbolizer meanwhile.
-            let known = &self.backtrace_modules;
-            let conflict = self.modules.list().iter().any(|m| {
-                known.iter().any(|(path, range)| {
-                    range.start < m.range.end
-                        && m.range.start < range.end
-                        && (*path != m.path || range.start != m.range.start)
-                })
-            });
-            if conflict || known.is_empty() {
-                self.symbols.reset();
-                self.backtrace_modules = self
-                    .modules
-                    .list()
-                    .iter()
-                    .map(|m| (m.path.clone(), m.range.clone()))
-                    .collect();
-            } else {
-                self.symbols.forget_addresses();
-            }
+    /// Bring the modules up to date with `maps`, and the symbol caches with them.
+    fn sync_modules(&mut self, maps: &[proc::Mapping]) {
+        if !self.modules.sync(maps) {
+            return;
         }
-        errors.extend(self.modules.problems.iter().cloned());
+        // Addresses may mean something else now: drop our memo. backtrace's own cache (the
+        // parsed debug info, ~100 ms to rebuild for libc) is dropped only when a module now
+        // sits where backtrace knew a different one; objects it does not know yet (dlopen'ed
+        // since) are named by the file symbolizer meanwhile.
+        let known = &self.backtrace_modules;
+        let conflict = self.modules.list().iter().any(|m| {
+            known.iter().any(|(path, range)| {
+                range.start < m.range.end
+                    && m.range.start < range.end
+                    && (*path != m.path || range.start != m.range.start)
+            })
+        });
+        if conflict || known.is_empty() {
+            self.symbols.reset();
+            self.backtrace_modules = self
+                .modules
+                .list()
+                .iter()
+                .map(|m| (m.path.clone(), m.range.clone()))
+                .collect();
+        } else {
+            self.symbols.forget_addresses();
+        }
+    }
+
+    /// Phases 1 and 2: the blocked threads copied without a signal, then every other one sent
+    /// the capture signal under one deadline (the copies without a signal need none).
+    fn take_stacks(
+        &mut self,
+        pid: i32,
+        threads: &mut [RawThread],
+        errors: &mut Vec<String>,
+    ) -> Taken {
         let without_signal = if self.cfg.blocked_without_signal {
-            self.capture_blocked(&mut threads)
+            self.capture_blocked(threads)
         } else {
             0
         };
-        // One deadline for the threads that must be signalled (the copies above need none).
         let deadline = Instant::now() + self.cfg.deadline;
         let mut late_without_signal = 0;
-        let unwind_time = self.capture_stacks(
-            pid,
-            &mut threads,
-            deadline,
-            &mut errors,
-            &mut late_without_signal,
-        );
-        let without_signal = without_signal + late_without_signal;
-        let signalled = threads.iter().filter(|t| t.signalled).count();
-        let t_capture = start.elapsed() - t_kernel;
+        let unwind_time =
+            self.capture_stacks(pid, threads, deadline, errors, &mut late_without_signal);
+        Taken {
+            captured: 0, // known once symbolized
+            without_signal: without_signal + late_without_signal,
+            signalled: threads.iter().filter(|t| t.signalled).count(),
+            unwind_time,
+        }
+    }
 
-        // Phase 3: symbolize, decode, assemble.
-        let t3 = Instant::now();
+    /// Phase 3: every thread with its symbolized stack (and the fd behind its system call);
+    /// how many have one; with each, its run counter at a copy without a signal.
+    fn symbolize_threads(
+        &mut self,
+        threads: Vec<RawThread>,
+        reader: &TaskReader,
+    ) -> (Vec<Thread>, usize, Vec<Option<RunCounter>>) {
         let mut out_threads = Vec::with_capacity(threads.len());
         let mut captured = 0;
         let mut runs_at_copy = Vec::with_capacity(threads.len());
@@ -265,14 +353,23 @@ impl DumpThread {
                 python: None,
             });
         }
-        // Interpreter frames (CPython), merged into the native stacks they belong to.
-        crate::python::annotate(&mut out_threads, &maps, &mut errors);
-        self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
-        let t_symbolize = t3.elapsed();
+        (out_threads, captured, runs_at_copy)
+    }
 
+    /// The dump: the process, its triggers, how its stacks were taken, its threads.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        &self,
+        pid: i32,
+        millis: i64,
+        triggers: &[trigger::RawTrigger],
+        threads: Vec<Thread>,
+        taken: &Taken,
+        phases_us: PhaseTimes,
+        errors: Vec<String>,
+    ) -> Dump {
         let first = triggers.first().copied();
-        let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
-        let mut dump = Dump {
+        Dump {
             format: FORMAT.to_string(),
             pid: Pid(pid),
             comm: std::fs::read_to_string("/proc/self/comm")
@@ -288,7 +385,9 @@ impl DumpThread {
                 signo: self.cfg.trigger.number,
                 sender_pid: first.map(|t| t.sender_pid),
                 sender_uid: first.map(|t| t.sender_uid),
-                request: first.and_then(|t| t.request).map(u64::from),
+                // The request id that names the file must be the first request, whether or
+                // not the first trigger carried one.
+                request: triggers.iter().find_map(|t| t.request).map(u64::from),
                 coalesced: triggers
                     .iter()
                     .skip(1)
@@ -300,38 +399,25 @@ impl DumpThread {
             },
             capture: CaptureStats {
                 duration_us: 0,
-                threads: out_threads.len(),
-                captured,
-                method: if without_signal > 0 {
+                threads: threads.len(),
+                captured: taken.captured,
+                method: if taken.without_signal > 0 {
                     CaptureMethod::SyscallSignal
                 } else {
                     CaptureMethod::Signal
                 },
-                without_signal,
-                signalled,
+                without_signal: taken.without_signal,
+                signalled: taken.signalled,
                 capture_signal: self.cfg.capture.name.clone(),
                 deadline_ms: self.cfg.deadline.as_millis() as u64,
-                phases_us: PhaseTimes {
-                    kernel_view: t_kernel.as_micros() as u64,
-                    capture: (t_capture.saturating_sub(unwind_time)).as_micros() as u64,
-                    unwind: unwind_time.as_micros() as u64,
-                    symbolize: t_symbolize.as_micros() as u64,
-                },
+                phases_us,
                 sequence: self.sequence,
             },
-            threads: out_threads,
+            threads,
             findings: Vec::new(),
             process: None,
             errors,
-        };
-        // The request id that names the file must be the first request, whether or not the
-        // first trigger carried one.
-        if dump.trigger.request.is_none() {
-            dump.trigger.request = requests.first().map(|r| u64::from(*r));
         }
-        crate::diagnose::run(&mut dump);
-        dump.capture.duration_us = start.elapsed().as_micros() as u64;
-        self.write(&dump, millis, &requests);
     }
 
     /// A host thread that took a trigger was interrupted in whatever it was doing, most often
