@@ -39,6 +39,65 @@ struct RawThread {
     signalled: bool,
 }
 
+/// One dump's round of capture signals: the slots, the threads still to signal, the ones
+/// signalled that have not answered yet.
+struct Round {
+    table: &'static slots::SlotTable,
+    generation: u32,
+    /// Threads (indices) still to signal.
+    queue: VecDeque<usize>,
+    /// Slots free to arm.
+    free: Vec<usize>,
+    inflight: Vec<InFlight>,
+    /// Time spent unwinding copies so far.
+    unwind_time: Duration,
+    /// Reads the last look at a thread before it is signalled.
+    recheck: TaskReader,
+    /// Threads copied without a signal at that last look.
+    late_without_signal: usize,
+}
+
+/// A thread signalled, and the slot its handler writes.
+struct InFlight {
+    thread: usize,
+    slot: usize,
+    sent: Instant,
+}
+
+impl Round {
+    /// Forget threads that exited while we waited for them (their slots are disarmed).
+    fn forget_exited(&mut self, pid: i32, threads: &mut [RawThread], now: Instant) {
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            if now.duration_since(f.sent) > PATIENCE
+                && !sys::thread_alive(pid, threads[f.thread].tid.0)
+            {
+                let slot = &self.table.slots[f.slot];
+                if slots::disarm(slot, self.generation).is_ok() {
+                    threads[f.thread].status = CaptureStatus::Exited;
+                    self.free.push(f.slot);
+                    self.inflight.swap_remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Look for slots that late handlers of an earlier dump have finished with; sleep a
+    /// millisecond when there are none yet.
+    fn reclaim_free(&mut self) {
+        slots::reclaim(self.table);
+        self.free = (0..self.table.slots.len())
+            .filter(|&s| self.table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
+            .collect();
+        if self.free.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// A thread's run counter (see `copy_blocked`).
 type RunCounter = (u64, u64);
 
@@ -619,9 +678,6 @@ impl DumpThread {
         errors: &mut Vec<String>,
         late_without_signal: &mut usize,
     ) -> Duration {
-        let mut unwind_time = Duration::ZERO;
-        let mut recheck = TaskReader::new("/proc/self");
-        recheck.kernel_stacks = false;
         let Some(table) = slots::table(self.cfg.slots, self.cfg.window) else {
             errors.push("cannot allocate capture slots (mmap failed): no user stacks".into());
             for t in threads
@@ -630,12 +686,66 @@ impl DumpThread {
             {
                 t.status = CaptureStatus::Failed;
             }
-            return unwind_time;
+            return Duration::ZERO;
         };
         slots::reclaim(table);
         self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
+        let mut recheck = TaskReader::new("/proc/self");
+        recheck.kernel_stacks = false;
+        let mut round = Round {
+            table,
+            generation: self.generation,
+            queue: self.signal_queue(pid, threads),
+            free: (0..table.slots.len())
+                .rev()
+                .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
+                .collect(),
+            inflight: Vec::new(),
+            unwind_time: Duration::ZERO,
+            recheck,
+            late_without_signal: 0,
+        };
+        let concurrency = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(1);
+        let mut last_alive_check = Instant::now();
 
+        while !(round.queue.is_empty() && round.inflight.is_empty()) {
+            let seen = slots::COMPLETIONS.load(Ordering::Acquire);
+            self.harvest_published(&mut round, threads);
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Threads that exited while we waited for them.
+            if now.duration_since(last_alive_check) > Duration::from_millis(20) {
+                last_alive_check = now;
+                round.forget_exited(pid, threads, now);
+            }
+            self.send_more(pid, &mut round, threads, concurrency, now, errors);
+            if round.inflight.is_empty() && (round.queue.is_empty() || round.free.is_empty()) {
+                if round.queue.is_empty() {
+                    break;
+                }
+                // No free slot and nothing in flight: slots are held by late handlers of an
+                // earlier dump. Give them a moment.
+                round.reclaim_free();
+                continue;
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(PATIENCE);
+            sys::futex_wait(&slots::COMPLETIONS, seen, Some(wait));
+        }
+        *late_without_signal += round.late_without_signal;
+        self.give_up_at_deadline(pid, round, threads, errors)
+    }
+
+    /// The threads to send the capture signal to, in order. A thread that seemed to block the
+    /// capture signal in phase 0 may have been inside the trigger handler (whose `sa_mask`
+    /// holds it for a few microseconds): handlers are let finish and it is looked at again;
+    /// one that still blocks it is marked so (or gone).
+    fn signal_queue(&self, pid: i32, threads: &mut [RawThread]) -> VecDeque<usize> {
         let mut queue: VecDeque<usize> = VecDeque::new();
         let mut maybe_blocked = Vec::new();
         for (i, t) in threads.iter_mut().enumerate() {
@@ -648,200 +758,166 @@ impl DumpThread {
                 queue.push_back(i);
             }
         }
-        // A thread still inside the trigger handler blocks the capture signal for a few more
-        // microseconds (it is in the handler's sa_mask). Let handlers finish, then look again.
-        if !maybe_blocked.is_empty() {
-            let until = Instant::now() + Duration::from_millis(5);
-            while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
-                std::thread::yield_now();
-            }
-            let mut reader = TaskReader::new("/proc/self");
-            for i in maybe_blocked {
-                let t = &mut threads[i];
-                let mut blocked = true;
-                for _ in 0..20 {
-                    match reader.status(t.tid) {
-                        Ok(st) if st.blocks(self.cfg.capture.number) => std::thread::yield_now(),
-                        Ok(_) => {
-                            blocked = false;
-                            break;
-                        }
-                        Err(proc::ThreadGone) => break,
+        if maybe_blocked.is_empty() {
+            return queue;
+        }
+        let until = Instant::now() + Duration::from_millis(5);
+        while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        let mut reader = TaskReader::new("/proc/self");
+        for i in maybe_blocked {
+            let t = &mut threads[i];
+            let mut blocked = true;
+            for _ in 0..20 {
+                match reader.status(t.tid) {
+                    Ok(st) if st.blocks(self.cfg.capture.number) => std::thread::yield_now(),
+                    Ok(_) => {
+                        blocked = false;
+                        break;
                     }
-                }
-                if blocked {
-                    t.status = if sys::thread_alive(pid, t.tid.0) {
-                        CaptureStatus::SignalBlocked
-                    } else {
-                        CaptureStatus::Exited
-                    };
-                } else {
-                    queue.push_back(i);
+                    Err(proc::ThreadGone) => break,
                 }
             }
+            if blocked {
+                t.status = if sys::thread_alive(pid, t.tid.0) {
+                    CaptureStatus::SignalBlocked
+                } else {
+                    CaptureStatus::Exited
+                };
+            } else {
+                queue.push_back(i);
+            }
         }
-        let concurrency = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(1);
-        let mut free: Vec<usize> = (0..table.slots.len())
-            .rev()
-            .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
-            .collect();
-        struct InFlight {
-            thread: usize,
-            slot: usize,
-            sent: Instant,
-        }
-        let mut inflight: Vec<InFlight> = Vec::new();
-        let mut last_alive_check = Instant::now();
+        queue
+    }
 
-        while !(queue.is_empty() && inflight.is_empty()) {
-            let seen = slots::COMPLETIONS.load(Ordering::Acquire);
-            // Harvest what has been published.
-            let mut i = 0;
-            while i < inflight.len() {
-                let f = &inflight[i];
-                let slot = &table.slots[f.slot];
-                if slots::is_done(slot, generation) {
-                    let t0 = Instant::now();
-                    self.harvest(&mut threads[f.thread], slot);
-                    unwind_time += t0.elapsed();
-                    slots::release(slot);
-                    free.push(f.slot);
-                    inflight.swap_remove(i);
-                } else {
-                    i += 1;
-                }
+    /// Unwind every copy published since the last look, and free its slot.
+    fn harvest_published(&mut self, round: &mut Round, threads: &mut [RawThread]) {
+        let mut i = 0;
+        while i < round.inflight.len() {
+            let f = &round.inflight[i];
+            let slot = &round.table.slots[f.slot];
+            if slots::is_done(slot, round.generation) {
+                let t0 = Instant::now();
+                self.harvest(&mut threads[f.thread], slot);
+                round.unwind_time += t0.elapsed();
+                slots::release(slot);
+                round.free.push(f.slot);
+                round.inflight.swap_remove(i);
+            } else {
+                i += 1;
             }
-            let now = Instant::now();
-            if now >= deadline {
+        }
+    }
+
+    /// Signal more threads, keeping at most `concurrency` fresh requests outstanding. Before
+    /// each, the handler is checked to still be ours, and the thread is looked at once more: one
+    /// that has entered a blocking system call since phase 0 is copied without a signal.
+    fn send_more(
+        &mut self,
+        pid: i32,
+        round: &mut Round,
+        threads: &mut [RawThread],
+        concurrency: usize,
+        now: Instant,
+        errors: &mut Vec<String>,
+    ) {
+        let mut active = round
+            .inflight
+            .iter()
+            .filter(|f| now.duration_since(f.sent) < PATIENCE)
+            .count();
+        while active < concurrency && !round.queue.is_empty() && !round.free.is_empty() {
+            if sys::current_handler(self.cfg.capture.number) != Some(self.handler) {
+                errors.push(format!(
+                    "the host replaced or reset the handler of the capture signal SIG{}; threads not yet captured were not signalled (set STACKDUMP_CAPTURE_SIGNAL to a signal the host does not use)",
+                    self.cfg.capture.name
+                ));
+                for ti in round.queue.drain(..) {
+                    threads[ti].status = CaptureStatus::HandlerReplaced;
+                }
                 break;
             }
-            // Threads that exited while we waited for them.
-            if now.duration_since(last_alive_check) > Duration::from_millis(20) {
-                last_alive_check = now;
-                let mut i = 0;
-                while i < inflight.len() {
-                    let f = &inflight[i];
-                    if now.duration_since(f.sent) > PATIENCE
-                        && !sys::thread_alive(pid, threads[f.thread].tid.0)
-                    {
-                        let slot = &table.slots[f.slot];
-                        if slots::disarm(slot, generation).is_ok() {
-                            threads[f.thread].status = CaptureStatus::Exited;
-                            free.push(f.slot);
-                            inflight.swap_remove(i);
-                            continue;
-                        }
+            let Some(ti) = round.queue.pop_front() else {
+                break;
+            };
+            // Last look before interrupting it: a thread that has entered a blocking
+            // system call since phase 0 is copied without a signal (so it sees no EINTR).
+            if self.cfg.blocked_without_signal {
+                let tid = threads[ti].tid;
+                let recheck = &mut round.recheck;
+                if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
+                    let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
+                    if let Some((frames, run)) = self.copy_blocked(recheck, tid, &sc, switches) {
+                        threads[ti].frames = Some(frames);
+                        threads[ti].run_at_copy = run;
+                        threads[ti].status = CaptureStatus::Ok;
+                        round.late_without_signal += 1;
+                        continue;
                     }
-                    i += 1;
                 }
             }
-            // Send more, keeping at most `concurrency` fresh requests outstanding.
-            let mut active = inflight
-                .iter()
-                .filter(|f| now.duration_since(f.sent) < PATIENCE)
-                .count();
-            while active < concurrency && !queue.is_empty() && !free.is_empty() {
-                if sys::current_handler(self.cfg.capture.number) != Some(self.handler) {
-                    errors.push(format!(
-                        "the host replaced or reset the handler of the capture signal SIG{}; threads not yet captured were not signalled (set STACKDUMP_CAPTURE_SIGNAL to a signal the host does not use)",
-                        self.cfg.capture.name
-                    ));
-                    for ti in queue.drain(..) {
-                        threads[ti].status = CaptureStatus::HandlerReplaced;
-                    }
-                    break;
+            let Some(si) = round.free.pop() else {
+                round.queue.push_front(ti);
+                break;
+            };
+            let slot = &round.table.slots[si];
+            if !slots::arm(slot, round.generation) {
+                round.queue.push_front(ti);
+                continue; // not free after all (a late handler): drop it from the free list
+            }
+            let tid = threads[ti].tid.0;
+            match sys::tg_sigqueue(
+                pid,
+                tid,
+                self.cfg.capture.number,
+                slots::cookie(round.generation, si),
+            ) {
+                Ok(()) => {
+                    threads[ti].signalled = true;
+                    round.inflight.push(InFlight {
+                        thread: ti,
+                        slot: si,
+                        sent: Instant::now(),
+                    });
+                    active += 1;
                 }
-                let Some(ti) = queue.pop_front() else {
-                    break;
-                };
-                // Last look before interrupting it: a thread that has entered a blocking
-                // system call since phase 0 is copied without a signal (so it sees no EINTR).
-                if self.cfg.blocked_without_signal {
-                    let tid = threads[ti].tid;
-                    if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
-                        let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
-                        if let Some((frames, run)) =
-                            self.copy_blocked(&mut recheck, tid, &sc, switches)
-                        {
-                            threads[ti].frames = Some(frames);
-                            threads[ti].run_at_copy = run;
-                            threads[ti].status = CaptureStatus::Ok;
-                            *late_without_signal += 1;
-                            continue;
+                Err(e) => {
+                    let _ = slots::disarm(slot, round.generation);
+                    round.free.push(si);
+                    match e.raw_os_error() {
+                        Some(libc::ESRCH) => threads[ti].status = CaptureStatus::Exited,
+                        Some(libc::EAGAIN) => {
+                            // The queue of pending real-time signals is full: retry later.
+                            round.queue.push_back(ti);
+                            break;
                         }
-                    }
-                }
-                let Some(si) = free.pop() else {
-                    queue.push_front(ti);
-                    break;
-                };
-                let slot = &table.slots[si];
-                if !slots::arm(slot, generation) {
-                    queue.push_front(ti);
-                    continue; // not free after all (a late handler): drop it from the free list
-                }
-                let tid = threads[ti].tid.0;
-                match sys::tg_sigqueue(
-                    pid,
-                    tid,
-                    self.cfg.capture.number,
-                    slots::cookie(generation, si),
-                ) {
-                    Ok(()) => {
-                        threads[ti].signalled = true;
-                        inflight.push(InFlight {
-                            thread: ti,
-                            slot: si,
-                            sent: Instant::now(),
-                        });
-                        active += 1;
-                    }
-                    Err(e) => {
-                        let _ = slots::disarm(slot, generation);
-                        free.push(si);
-                        match e.raw_os_error() {
-                            Some(libc::ESRCH) => threads[ti].status = CaptureStatus::Exited,
-                            Some(libc::EAGAIN) => {
-                                // The queue of pending real-time signals is full: retry later.
-                                queue.push_back(ti);
-                                break;
-                            }
-                            _ => {
-                                threads[ti].status = CaptureStatus::Failed;
-                                errors.push(format!("cannot signal thread {tid}: {e}"));
-                            }
+                        _ => {
+                            threads[ti].status = CaptureStatus::Failed;
+                            errors.push(format!("cannot signal thread {tid}: {e}"));
                         }
                     }
                 }
             }
-            if inflight.is_empty() && (queue.is_empty() || free.is_empty()) {
-                if queue.is_empty() {
-                    break;
-                }
-                // No free slot and nothing in flight: slots are held by late handlers of an
-                // earlier dump. Give them a moment.
-                slots::reclaim(table);
-                free = (0..table.slots.len())
-                    .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
-                    .collect();
-                if free.is_empty() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(PATIENCE);
-            sys::futex_wait(&slots::COMPLETIONS, seen, Some(wait));
         }
+    }
 
-        // The deadline: whoever has not answered is reported, and their slots are given up.
-        for f in inflight {
-            let slot = &table.slots[f.slot];
+    /// The deadline: whoever has not answered is reported, and their slots are given up (a
+    /// copy published at the last moment is still taken); threads never signalled are listed
+    /// as skipped. Returns the time spent unwinding in the whole round.
+    fn give_up_at_deadline(
+        &mut self,
+        pid: i32,
+        round: Round,
+        threads: &mut [RawThread],
+        errors: &mut Vec<String>,
+    ) -> Duration {
+        let mut unwind_time = round.unwind_time;
+        for f in round.inflight {
+            let slot = &round.table.slots[f.slot];
             let t = &mut threads[f.thread];
-            match slots::disarm(slot, generation) {
+            match slots::disarm(slot, round.generation) {
                 Ok(()) => {
                     t.status = if sys::thread_alive(pid, t.tid.0) {
                         CaptureStatus::NoResponse
@@ -858,18 +934,18 @@ impl DumpThread {
                 Err(_) => t.status = CaptureStatus::NoResponse, // its handler is still writing
             }
         }
-        if !queue.is_empty() {
+        if !round.queue.is_empty() {
             errors.push(format!(
                 "the deadline ({} ms) passed before {} thread(s) could be signalled: they are listed as skipped (raise STACKDUMP_DEADLINE_MS)",
                 self.cfg.deadline.as_millis(),
-                queue.len()
+                round.queue.len()
             ));
         }
-        for ti in queue {
+        for ti in round.queue {
             // Never signalled: not "no response", just not attempted in time.
             threads[ti].status = CaptureStatus::Skipped;
         }
-        slots::trim(table);
+        slots::trim(round.table);
         unwind_time
     }
 
