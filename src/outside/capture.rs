@@ -426,84 +426,17 @@ impl Capture {
         let _ = pid;
 
         let start = Instant::now();
-        let mut copies: Vec<(usize, Copy)> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
         let done: HashSet<usize> = frames_of.iter().map(|(i, _)| *i).collect();
         let todo: Vec<usize> = (0..dump.threads.len())
             .filter(|i| !done.contains(i) && dump.threads[*i].capture == CaptureStatus::Skipped)
             .collect();
 
-        if opts.consistent {
-            // Seize and stop everything, then copy, then let everything go.
-            let mut held: Vec<(usize, Seized)> = Vec::new();
-            for &i in &todo {
-                if (opts.cancel)() {
-                    out.cancelled = true;
-                    break;
-                }
-                let t = &mut dump.threads[i];
-                match Seized::stop(t.tid) {
-                    Ok(s) => held.push((i, s)),
-                    Err(e) => note_failure(t, e, &mut failures),
-                }
-            }
-            for (i, s) in &mut held {
-                let t = &mut dump.threads[*i];
-                match s.copy(&memory, vec![0u8; opts.window]) {
-                    Ok(c) => {
-                        (opts.on_stopped)(t.tid);
-                        copies.push((*i, c));
-                    }
-                    Err(e) => note_failure(t, e, &mut failures),
-                }
-            }
-            for (i, s) in held {
-                let (stopped, held) = s.detach();
-                out.stops.push(Stop {
-                    tid: dump.threads[i].tid,
-                    name: dump.threads[i].name.clone(),
-                    stopped,
-                    held,
-                });
-            }
+        let copies = if opts.consistent {
+            stop_all_then_copy(dump, &todo, &memory, opts, &mut out, &mut failures)
         } else {
-            for &i in &todo {
-                if (opts.cancel)() {
-                    out.cancelled = true;
-                    break;
-                }
-                let t = &mut dump.threads[i];
-                let tid = t.tid;
-                // Allocated before the stop, not during it.
-                let stack = vec![0u8; opts.window];
-                // Not preempted while the thread is held (when allowed): neither by other
-                // processes nor by our own debug-information thread.
-                let urgent = Urgent::enter();
-                let mut seized = match Seized::stop_with(tid, !urgent.active()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        note_failure(t, e, &mut failures);
-                        continue;
-                    }
-                };
-                let copied = seized.copy(&memory, stack);
-                if copied.is_ok() {
-                    (opts.on_stopped)(tid);
-                }
-                let (stopped, held) = seized.detach();
-                drop(urgent);
-                out.stops.push(Stop {
-                    tid,
-                    name: t.name.clone(),
-                    stopped,
-                    held,
-                });
-                match copied {
-                    Ok(c) => copies.push((i, c)),
-                    Err(e) => note_failure(t, e, &mut failures),
-                }
-            }
-        }
+            stop_one_at_a_time(dump, &todo, &memory, opts, &mut out, &mut failures)
+        };
         let capture_time = start.elapsed() + visit_time;
         for (i, c) in copies {
             let t0 = Instant::now();
@@ -515,27 +448,7 @@ impl Capture {
 
         // Symbolize: each distinct address once.
         let t3 = Instant::now();
-        let mut symbols = FileSymbolizer::default();
-        loader.finish(&mut symbols);
-        // Every module's DWARF set up once, for all of its addresses.
-        let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
-        for &(ip, is_return) in frames_of.iter().flat_map(|(_, raw)| &raw.addrs) {
-            if let Some((file, bias)) = modules
-                .module_of(ip)
-                .and_then(|m| Some((m.file.as_deref()?, m.bias)))
-            {
-                let lookup = probe(ip, is_return);
-                by_file
-                    .entry(file)
-                    .or_default()
-                    .push(lookup.wrapping_sub(bias));
-            }
-        }
-        for (file, mut svmas) in by_file {
-            svmas.sort_unstable();
-            svmas.dedup();
-            symbols.prepare(file, &root, &svmas);
-        }
+        let mut symbols = prepare_symbols(&modules, loader, &frames_of, &root);
         let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
         for (i, raw) in frames_of {
             let t = &mut dump.threads[i];
@@ -565,57 +478,208 @@ impl Capture {
                 "interrupted: the stacks of {left} thread(s) were not read (they are listed as skipped)"
             ));
         }
-        if !out.stops.is_empty() {
-            let mut stops = out.stops.clone();
-            stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
-            let list: Vec<String> = stops
-                .iter()
-                .take(16)
-                .map(|s| {
-                    format!(
-                        "{} ({}) {} µs (held {} µs)",
-                        s.tid,
-                        s.name,
-                        s.stopped.as_micros(),
-                        s.held.as_micros()
-                    )
-                })
-                .collect();
-            let more = stops.len().saturating_sub(16);
-            dump.errors.push(format!(
-                "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
-                stops.len(),
-                if opts.consistent {
-                    " all at once (--consistent)"
-                } else {
-                    " one at a time, each for its copy only"
-                },
-                list.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            ));
+        if let Some(note) = stops_note(&out.stops, opts.consistent) {
+            dump.errors.push(note);
         }
-        let c = &mut dump.capture;
-        c.method = if opts.consistent {
-            CaptureMethod::OutsideConsistent
-        } else {
-            CaptureMethod::Outside
-        };
-        c.captured = dump
-            .threads
-            .iter()
-            .filter(|t| t.capture == CaptureStatus::Ok)
-            .count();
-        c.without_signal = out.without_stop;
-        c.signalled = 0;
-        c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
-        c.phases_us.unwind = unwind_time.as_micros() as u64;
-        c.phases_us.symbolize = symbolize_time.as_micros() as u64;
+        let phases = (capture_time, unwind_time, symbolize_time);
+        record_capture(dump, &out, opts.consistent, phases);
         out
     }
+}
+
+/// [`Options::consistent`]: seize and stop every thread of `todo`, then copy each, then let
+/// them all go. Returns the copies; a thread that could not be stopped or copied gets its
+/// status and a line in `failures`.
+fn stop_all_then_copy(
+    dump: &mut Dump,
+    todo: &[usize],
+    memory: &ProcessMemory,
+    opts: &Options,
+    out: &mut Outcome,
+    failures: &mut Vec<String>,
+) -> Vec<(usize, Copy)> {
+    let mut copies: Vec<(usize, Copy)> = Vec::new();
+    // Seize and stop everything, then copy, then let everything go.
+    let mut held: Vec<(usize, Seized)> = Vec::new();
+    for &i in todo {
+        if (opts.cancel)() {
+            out.cancelled = true;
+            break;
+        }
+        let t = &mut dump.threads[i];
+        match Seized::stop(t.tid) {
+            Ok(s) => held.push((i, s)),
+            Err(e) => note_failure(t, e, failures),
+        }
+    }
+    for (i, s) in &mut held {
+        let t = &mut dump.threads[*i];
+        match s.copy(memory, vec![0u8; opts.window]) {
+            Ok(c) => {
+                (opts.on_stopped)(t.tid);
+                copies.push((*i, c));
+            }
+            Err(e) => note_failure(t, e, failures),
+        }
+    }
+    for (i, s) in held {
+        let (stopped, held) = s.detach();
+        out.stops.push(Stop {
+            tid: dump.threads[i].tid,
+            name: dump.threads[i].name.clone(),
+            stopped,
+            held,
+        });
+    }
+    copies
+}
+
+/// Stop each thread of `todo` alone, for its copy only (not preempted meanwhile when
+/// allowed). Returns the copies; a thread that could not be stopped or copied gets its status
+/// and a line in `failures`.
+fn stop_one_at_a_time(
+    dump: &mut Dump,
+    todo: &[usize],
+    memory: &ProcessMemory,
+    opts: &Options,
+    out: &mut Outcome,
+    failures: &mut Vec<String>,
+) -> Vec<(usize, Copy)> {
+    let mut copies: Vec<(usize, Copy)> = Vec::new();
+    for &i in todo {
+        if (opts.cancel)() {
+            out.cancelled = true;
+            break;
+        }
+        let t = &mut dump.threads[i];
+        let tid = t.tid;
+        // Allocated before the stop, not during it.
+        let stack = vec![0u8; opts.window];
+        // Not preempted while the thread is held (when allowed): neither by other
+        // processes nor by our own debug-information thread.
+        let urgent = Urgent::enter();
+        let mut seized = match Seized::stop_with(tid, !urgent.active()) {
+            Ok(s) => s,
+            Err(e) => {
+                note_failure(t, e, failures);
+                continue;
+            }
+        };
+        let copied = seized.copy(memory, stack);
+        if copied.is_ok() {
+            (opts.on_stopped)(tid);
+        }
+        let (stopped, held) = seized.detach();
+        drop(urgent);
+        out.stops.push(Stop {
+            tid,
+            name: t.name.clone(),
+            stopped,
+            held,
+        });
+        match copied {
+            Ok(c) => copies.push((i, c)),
+            Err(e) => note_failure(t, e, failures),
+        }
+    }
+    copies
+}
+
+/// The file symbolizer with every module's DWARF set up once, for all the addresses of the
+/// unwound stacks (the debug loader's work handed over first).
+fn prepare_symbols(
+    modules: &Modules,
+    loader: DebugLoader,
+    frames_of: &[(usize, RawFrames)],
+    root: &Path,
+) -> FileSymbolizer {
+    let mut symbols = FileSymbolizer::default();
+    loader.finish(&mut symbols);
+    // Every module's DWARF set up once, for all of its addresses.
+    let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
+    for &(ip, is_return) in frames_of.iter().flat_map(|(_, raw)| &raw.addrs) {
+        if let Some((file, bias)) = modules
+            .module_of(ip)
+            .and_then(|m| Some((m.file.as_deref()?, m.bias)))
+        {
+            let lookup = probe(ip, is_return);
+            by_file
+                .entry(file)
+                .or_default()
+                .push(lookup.wrapping_sub(bias));
+        }
+    }
+    for (file, mut svmas) in by_file {
+        svmas.sort_unstable();
+        svmas.dedup();
+        symbols.prepare(file, root, &svmas);
+    }
+    symbols
+}
+
+/// The note that lists the threads stopped with ptrace, longest stop first; `None` when none
+/// was.
+fn stops_note(stops: &[Stop], consistent: bool) -> Option<String> {
+    if stops.is_empty() {
+        return None;
+    }
+    let mut stops = stops.to_vec();
+    stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
+    let list: Vec<String> = stops
+        .iter()
+        .take(16)
+        .map(|s| {
+            format!(
+                "{} ({}) {} µs (held {} µs)",
+                s.tid,
+                s.name,
+                s.stopped.as_micros(),
+                s.held.as_micros()
+            )
+        })
+        .collect();
+    let more = stops.len().saturating_sub(16);
+    Some(format!(
+            "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
+            stops.len(),
+            if consistent {
+                " all at once (--consistent)"
+            } else {
+                " one at a time, each for its copy only"
+            },
+            list.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+}
+
+/// How the stacks were taken, in the dump's capture statistics. `phases`: the time of the
+/// capture (the visit's copies included), of unwinding and of symbolizing.
+fn record_capture(
+    dump: &mut Dump,
+    out: &Outcome,
+    consistent: bool,
+    (capture_time, unwind_time, symbolize_time): (Duration, Duration, Duration),
+) {
+    let c = &mut dump.capture;
+    c.method = if consistent {
+        CaptureMethod::OutsideConsistent
+    } else {
+        CaptureMethod::Outside
+    };
+    c.captured = dump
+        .threads
+        .iter()
+        .filter(|t| t.capture == CaptureStatus::Ok)
+        .count();
+    c.without_signal = out.without_stop;
+    c.signalled = 0;
+    c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
+    c.phases_us.unwind = unwind_time.as_micros() as u64;
+    c.phases_us.symbolize = symbolize_time.as_micros() as u64;
 }
 
 fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
