@@ -7,8 +7,8 @@ cd "$(dirname "$0")"
 threads=${1:-3}
 
 cargo build --release --workspace --quiet
-mkdir -p target/release/c-examples
-cc -O2 -g -pthread -o target/release/c-examples/parked examples/c/parked.c
+mkdir -p target/release/c-targets
+cc -O2 -g -pthread -o target/release/c-targets/parked tests/targets/c/parked.c
 
 dir=$(mktemp -d)
 out=$(mktemp)
@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 STACKDUMP_DIR="$dir" LD_PRELOAD="$PWD/target/release/libstackdump.so" \
-  target/release/c-examples/parked "$threads" >"$out" &
+  target/release/c-targets/parked "$threads" >"$out" &
 pid=$!
 
 # Handshake: the example prints READY once every thread is parked.

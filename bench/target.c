@@ -7,7 +7,7 @@
  * Usage: target THREADS DEPTH [GAPFILE]
  *
  *   THREADS  worker threads (0..100000). Worker i recurses through DEPTH distinct functions
- *            level_001 .. level_DEPTH and then parks, like examples/c/parked.c:
+ *            level_001 .. level_DEPTH and then parks, like tests/targets/c/parked.c:
  *              i % 3 == 0  read() on a pipe nobody writes
  *              i % 3 == 1  nanosleep() loop
  *              i % 3 == 2  pthread_cond_wait() on a condition never signalled

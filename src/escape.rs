@@ -146,7 +146,7 @@ pub fn text_bytes(b: &[u8]) -> Cow<'_, str> {
 }
 
 /// Serialized JSON made safe for a terminal without changing its value: DEL, C1 and the
-/// characters of [`is_invisible_layout`], which `serde_json` writes raw, become `\u00XX`
+/// characters of `is_invisible_layout`, which `serde_json` writes raw, become `\u00XX`
 /// escapes (in valid JSON they can only be inside strings, where the escape means the same
 /// character). C0 controls are escaped by `serde_json` already; a raw one (only whitespace
 /// outside strings can be: `\r`) is escaped too.

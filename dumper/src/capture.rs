@@ -6,10 +6,12 @@
 //! file per format, plus a hard link per extra request id (see `sink`).
 
 use crate::config::Config;
-use crate::sigctx::{self, capture as slots, trigger};
+use crate::sigctx;
 use crate::symbolize::Symbolizer;
 use crate::{sink, sys};
+use crate::{slots, triggers as trigger};
 use stackdump_core::kernel::proc::{self, TaskReader};
+use stackdump_core::model::dumpfile::DumpFormat;
 use stackdump_core::model::timefmt::UtcTime;
 use stackdump_core::model::{
     CaptureMethod, CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView,
@@ -17,7 +19,9 @@ use stackdump_core::model::{
 };
 use stackdump_core::stack::blocked::{Seen, FIRST_WINDOW};
 use stackdump_core::stack::jit::{JitCode, PerfMapSource};
-use stackdump_core::stack::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
+use stackdump_core::stack::unwind::{
+    is_thread_root, is_truncated, unwound_complete, ModuleSource, Modules, RawFrames,
+};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -34,6 +38,80 @@ struct RawThread {
     run_at_copy: Option<(u64, u64)>,
     /// Sent the capture signal.
     signalled: bool,
+}
+
+/// One dump's round of capture signals: the slots, the threads still to signal, the ones
+/// signalled that have not answered yet.
+struct Round {
+    table: &'static slots::SlotTable,
+    generation: u32,
+    /// Threads (indices) still to signal.
+    queue: VecDeque<usize>,
+    /// Slots free to arm.
+    free: Vec<usize>,
+    inflight: Vec<InFlight>,
+    /// Time spent unwinding copies so far.
+    unwind_time: Duration,
+    /// Reads the last look at a thread before it is signalled.
+    recheck: TaskReader,
+    /// Threads copied without a signal at that last look.
+    late_without_signal: usize,
+}
+
+/// A thread signalled, and the slot its handler writes.
+struct InFlight {
+    thread: usize,
+    slot: usize,
+    sent: Instant,
+}
+
+impl Round {
+    /// Forget threads that exited while we waited for them (their slots are disarmed).
+    fn forget_exited(&mut self, pid: i32, threads: &mut [RawThread], now: Instant) {
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            if now.duration_since(f.sent) > PATIENCE
+                && !sys::thread_alive(pid, threads[f.thread].tid.0)
+            {
+                let slot = &self.table.slots[f.slot];
+                if slots::disarm(slot, self.generation).is_ok() {
+                    threads[f.thread].status = CaptureStatus::Exited;
+                    self.free.push(f.slot);
+                    self.inflight.swap_remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Look for slots that late handlers of an earlier dump have finished with; sleep a
+    /// millisecond when there are none yet.
+    fn reclaim_free(&mut self) {
+        slots::reclaim(self.table);
+        self.free = (0..self.table.slots.len())
+            .filter(|&s| self.table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
+            .collect();
+        if self.free.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// A thread's run counter (see `copy_blocked`).
+type RunCounter = (u64, u64);
+
+/// How phases 1 and 2 took the stacks.
+struct Taken {
+    /// Threads with a stack.
+    captured: usize,
+    /// Stacks copied without a signal.
+    without_signal: usize,
+    /// Threads sent the capture signal.
+    signalled: usize,
+    /// Time spent unwinding the copies.
+    unwind_time: Duration,
 }
 
 /// How long a dump waits for the threads that took its triggers to return to what they were
@@ -108,14 +186,73 @@ impl DumpThread {
         }
     }
 
+    /// One dump, in its phases: kernel view (0), stacks copied and unwound (1, 2), symbols and
+    /// Python frames (3), the dump assembled with its findings, the side files written.
     fn dump(&mut self, triggers: &[trigger::RawTrigger], dropped: u64) {
         let start = Instant::now();
+        let millis = self.next_millis();
+        self.sequence += 1;
+        let mut errors = self.carried_errors(dropped);
+        let pid = sigctx::getpid();
+        let me = Tid(sigctx::gettid());
+        self.let_takers_return(triggers, me);
+
+        // Phase 0: the kernel's view of every thread, before any of them is interrupted.
+        let mut reader = TaskReader::new("/proc/self");
+        let mut threads = self.kernel_view(&mut reader, me, &mut errors);
+        let maps = std::fs::read("/proc/self/maps")
+            .map(|b| proc::parse_maps(&b))
+            .unwrap_or_else(|e| {
+                errors.push(format!("cannot read /proc/self/maps: {e}"));
+                Vec::new()
+            });
+        let t_kernel = start.elapsed();
+
+        // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
+        self.sync_modules(&maps);
+        errors.extend(self.modules.problems.iter().cloned());
+        // The perf map is read only if a stack goes through JIT code.
+        self.jit = JitCode::new(&maps, &self.modules, Some(PerfMapSource::this_process()));
+        let taken = self.take_stacks(pid, &mut threads, &mut errors);
+        let t_capture = start.elapsed() - t_kernel;
+
+        // Phase 3: symbolize, decode, assemble.
+        let t3 = Instant::now();
+        let (mut out_threads, captured, runs_at_copy) = self.symbolize_threads(threads, &reader);
+        errors.extend(self.jit.problem.take());
+        // Interpreter frames (CPython), merged into the native stacks they belong to.
+        crate::python::annotate(&mut out_threads, &maps, &mut errors);
+        self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
+        let t_symbolize = t3.elapsed();
+
+        let phases = PhaseTimes {
+            kernel_view: t_kernel.as_micros() as u64,
+            capture: (t_capture.saturating_sub(taken.unwind_time)).as_micros() as u64,
+            unwind: taken.unwind_time.as_micros() as u64,
+            symbolize: t_symbolize.as_micros() as u64,
+        };
+        let taken = Taken { captured, ..taken };
+        let mut dump = self.assemble(pid, millis, triggers, out_threads, &taken, phases, errors);
+        crate::diagnose::run(&mut dump);
+        dump.capture.duration_us = start.elapsed().as_micros() as u64;
+        let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
+        self.write(&dump, millis, &requests);
+    }
+
+    /// The dump's time: now, or a millisecond after the previous dump's, so that file names
+    /// stay unique and sorted.
+    fn next_millis(&mut self) -> i64 {
         let mut millis = sys::now_unix_millis();
         if millis <= self.last_millis {
-            millis = self.last_millis + 1; // file names stay unique and sorted
+            millis = self.last_millis + 1;
         }
         self.last_millis = millis;
-        self.sequence += 1;
+        millis
+    }
+
+    /// What this dump must say about earlier ones: triggers that found the ring full, and
+    /// dumps that could not be written.
+    fn carried_errors(&self, dropped: u64) -> Vec<String> {
         let mut errors = Vec::new();
         if dropped > 0 {
             errors.push(format!("{dropped} trigger(s) arrived while the trigger queue was full and were served by this dump without their request ids"));
@@ -128,20 +265,28 @@ impl DumpThread {
                 format!("the previous dumps (#{first} to #{last}) could not be written to {dir}; the last error: {why}")
             });
         }
-        let pid = sigctx::getpid();
-        let me = Tid(sigctx::gettid());
+        errors
+    }
 
-        // The thread that took the trigger is still in the trigger handler; give it a moment to
-        // return to what it was doing, so its kernel view shows that and not our handler.
+    /// The thread that took the trigger is still in the trigger handler; give it a moment to
+    /// return to what it was doing, so its kernel view shows that and not our handler.
+    fn let_takers_return(&self, triggers: &[trigger::RawTrigger], me: Tid) {
         let until = Instant::now() + Duration::from_millis(5);
         while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
             std::thread::yield_now();
         }
         std::thread::yield_now();
         self.wait_for_takers(triggers, me);
+    }
 
-        // Phase 0: the kernel's view of every thread, before any of them is interrupted.
-        let mut reader = TaskReader::new("/proc/self");
+    /// Phase 0: every thread's kernel view (our own thread's, busy reading /proc, says nothing
+    /// about the host and is blanked).
+    fn kernel_view(
+        &self,
+        reader: &mut TaskReader,
+        me: Tid,
+        errors: &mut Vec<String>,
+    ) -> Vec<RawThread> {
         let tids = reader.tids().unwrap_or_else(|e| {
             errors.push(format!("cannot list /proc/self/task: {e}"));
             vec![me]
@@ -185,64 +330,71 @@ impl DumpThread {
             };
             threads.push(t);
         }
-        let maps = std::fs::read("/proc/self/maps")
-            .map(|b| proc::parse_maps(&b))
-            .unwrap_or_else(|e| {
-                errors.push(format!("cannot read /proc/self/maps: {e}"));
-                Vec::new()
-            });
-        let t_kernel = start.elapsed();
+        threads
+    }
 
-        // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
-        if self.modules.sync(&maps) {
-            // Addresses may mean something else now: drop our memo. backtrace's own cache (the
-            // parsed debug info, ~100 ms to rebuild for libc) is dropped only when a module now
-            // sits where backtrace knew a different one; objects it does not know yet (dlopen'ed
-            // since) are named by the file symbolizer meanwhile.
-            let known = &self.backtrace_modules;
-            let conflict = self.modules.list().iter().any(|m| {
-                known.iter().any(|(path, range)| {
-                    range.start < m.range.end
-                        && m.range.start < range.end
-                        && (*path != m.path || range.start != m.range.start)
-                })
-            });
-            if conflict || known.is_empty() {
-                self.symbols.reset();
-                self.backtrace_modules = self
-                    .modules
-                    .list()
-                    .iter()
-                    .map(|m| (m.path.clone(), m.range.clone()))
-                    .collect();
-            } else {
-                self.symbols.forget_addresses();
-            }
+    /// Bring the modules up to date with `maps`, and the symbol caches with them.
+    fn sync_modules(&mut self, maps: &[proc::Mapping]) {
+        if !self.modules.sync(maps) {
+            return;
         }
-        errors.extend(self.modules.problems.iter().cloned());
-        // The perf map is read only if a stack goes through JIT code.
-        self.jit = JitCode::new(&maps, &self.modules, Some(PerfMapSource::this_process()));
+        // Addresses may mean something else now: drop our memo. backtrace's own cache (the
+        // parsed debug info, ~100 ms to rebuild for libc) is dropped only when a module now
+        // sits where backtrace knew a different one; objects it does not know yet (dlopen'ed
+        // since) are named by the file symbolizer meanwhile.
+        let known = &self.backtrace_modules;
+        let conflict = self.modules.list().iter().any(|m| {
+            known.iter().any(|(path, range)| {
+                range.start < m.range.end
+                    && m.range.start < range.end
+                    && (*path != m.path || range.start != m.range.start)
+            })
+        });
+        if conflict || known.is_empty() {
+            self.symbols.reset();
+            self.backtrace_modules = self
+                .modules
+                .list()
+                .iter()
+                .map(|m| (m.path.clone(), m.range.clone()))
+                .collect();
+        } else {
+            self.symbols.forget_addresses();
+        }
+    }
+
+    /// Phases 1 and 2: the blocked threads copied without a signal, then every other one sent
+    /// the capture signal under one deadline (the copies without a signal need none).
+    fn take_stacks(
+        &mut self,
+        pid: i32,
+        threads: &mut [RawThread],
+        errors: &mut Vec<String>,
+    ) -> Taken {
         let without_signal = if self.cfg.blocked_without_signal {
-            self.capture_blocked(&mut threads)
+            self.capture_blocked(threads)
         } else {
             0
         };
-        // One deadline for the threads that must be signalled (the copies above need none).
         let deadline = Instant::now() + self.cfg.deadline;
         let mut late_without_signal = 0;
-        let unwind_time = self.capture_stacks(
-            pid,
-            &mut threads,
-            deadline,
-            &mut errors,
-            &mut late_without_signal,
-        );
-        let without_signal = without_signal + late_without_signal;
-        let signalled = threads.iter().filter(|t| t.signalled).count();
-        let t_capture = start.elapsed() - t_kernel;
+        let unwind_time =
+            self.capture_stacks(pid, threads, deadline, errors, &mut late_without_signal);
+        Taken {
+            captured: 0, // known once symbolized
+            without_signal: without_signal + late_without_signal,
+            signalled: threads.iter().filter(|t| t.signalled).count(),
+            unwind_time,
+        }
+    }
 
-        // Phase 3: symbolize, decode, assemble.
-        let t3 = Instant::now();
+    /// Phase 3: every thread with its symbolized stack (and the fd behind its system call);
+    /// how many have one; with each, its run counter at a copy without a signal.
+    fn symbolize_threads(
+        &mut self,
+        threads: Vec<RawThread>,
+        reader: &TaskReader,
+    ) -> (Vec<Thread>, usize, Vec<Option<RunCounter>>) {
         let mut out_threads = Vec::with_capacity(threads.len());
         let mut captured = 0;
         let mut runs_at_copy = Vec::with_capacity(threads.len());
@@ -267,15 +419,23 @@ impl DumpThread {
                 python: None,
             });
         }
-        errors.extend(self.jit.problem.take());
-        // Interpreter frames (CPython), merged into the native stacks they belong to.
-        crate::python::annotate(&mut out_threads, &maps, &mut errors);
-        self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
-        let t_symbolize = t3.elapsed();
+        (out_threads, captured, runs_at_copy)
+    }
 
+    /// The dump: the process, its triggers, how its stacks were taken, its threads.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        &self,
+        pid: i32,
+        millis: i64,
+        triggers: &[trigger::RawTrigger],
+        threads: Vec<Thread>,
+        taken: &Taken,
+        phases_us: PhaseTimes,
+        errors: Vec<String>,
+    ) -> Dump {
         let first = triggers.first().copied();
-        let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
-        let mut dump = Dump {
+        Dump {
             format: FORMAT.to_string(),
             pid: Pid(pid),
             comm: std::fs::read_to_string("/proc/self/comm")
@@ -291,7 +451,9 @@ impl DumpThread {
                 signo: self.cfg.trigger.number,
                 sender_pid: first.map(|t| t.sender_pid),
                 sender_uid: first.map(|t| t.sender_uid),
-                request: first.and_then(|t| t.request).map(u64::from),
+                // The request id that names the file must be the first request, whether or
+                // not the first trigger carried one.
+                request: triggers.iter().find_map(|t| t.request).map(u64::from),
                 coalesced: triggers
                     .iter()
                     .skip(1)
@@ -303,38 +465,25 @@ impl DumpThread {
             },
             capture: CaptureStats {
                 duration_us: 0,
-                threads: out_threads.len(),
-                captured,
-                method: if without_signal > 0 {
+                threads: threads.len(),
+                captured: taken.captured,
+                method: if taken.without_signal > 0 {
                     CaptureMethod::SyscallSignal
                 } else {
                     CaptureMethod::Signal
                 },
-                without_signal,
-                signalled,
+                without_signal: taken.without_signal,
+                signalled: taken.signalled,
                 capture_signal: self.cfg.capture.name.clone(),
                 deadline_ms: self.cfg.deadline.as_millis() as u64,
-                phases_us: PhaseTimes {
-                    kernel_view: t_kernel.as_micros() as u64,
-                    capture: (t_capture.saturating_sub(unwind_time)).as_micros() as u64,
-                    unwind: unwind_time.as_micros() as u64,
-                    symbolize: t_symbolize.as_micros() as u64,
-                },
+                phases_us,
                 sequence: self.sequence,
             },
-            threads: out_threads,
+            threads,
             findings: Vec::new(),
             process: None,
             errors,
-        };
-        // The request id that names the file must be the first request, whether or not the
-        // first trigger carried one.
-        if dump.trigger.request.is_none() {
-            dump.trigger.request = requests.first().map(|r| u64::from(*r));
         }
-        crate::diagnose::run(&mut dump);
-        dump.capture.duration_us = start.elapsed().as_micros() as u64;
-        self.write(&dump, millis, &requests);
     }
 
     /// A host thread that took a trigger was interrupted in whatever it was doing, most often
@@ -395,17 +544,7 @@ impl DumpThread {
             self.symbols
                 .frames(ip, is_return, module, file, &mut frames);
         }
-        // A complete stack ends in a thread entry point; `_start` of a stripped executable has
-        // no name, so the frame before it counts too.
-        let near_root = frames.iter().rev().filter(|f| !f.inlined).take(2).any(|f| {
-            f.function
-                .as_deref()
-                .is_some_and(|n| THREAD_ROOTS.contains(&n))
-        });
-        let truncated = match raw.end {
-            UnwindEnd::FrameLimit => true,
-            UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
-        };
+        let truncated = is_truncated(raw.end, &frames);
         (frames, truncated)
     }
 
@@ -518,7 +657,8 @@ impl DumpThread {
             &mut |regs, stack| {
                 let mut me = this.borrow_mut();
                 let frames = me.modules.unwind(regs, stack, max_frames, true);
-                let complete = frames.end == UnwindEnd::FrameLimit || me.ends_at_root(&frames);
+                let complete =
+                    unwound_complete(&frames, |ip, is_return| me.names_root(ip, is_return));
                 (frames, complete)
             },
             &mut |addr| this.borrow().modules.function_start(addr),
@@ -527,20 +667,18 @@ impl DumpThread {
         result
     }
 
-    /// True when one of the last two frames is a thread entry point.
-    fn ends_at_root(&mut self, frames: &RawFrames) -> bool {
-        let mut tail = Vec::new();
-        for &(ip, is_return) in frames.addrs.iter().rev().take(2) {
-            tail.clear();
-            let info = self.modules.module_of(ip);
-            let module = info.map(|m| (m.path.as_str(), m.bias));
-            let file = info.and_then(|m| m.file.as_deref());
-            self.symbols.frames(ip, is_return, module, file, &mut tail);
-            if stackdump_core::stack::unwind::has_thread_root(&tail) {
-                return true;
-            }
-        }
-        false
+    /// Whether a function at `ip` (a return address when `is_return`), inlined ones included,
+    /// is a thread entry point.
+    fn names_root(&mut self, ip: u64, is_return: bool) -> bool {
+        let mut frames = Vec::new();
+        let info = self.modules.module_of(ip);
+        let module = info.map(|m| (m.path.as_str(), m.bias));
+        let file = info.and_then(|m| m.file.as_deref());
+        self.symbols
+            .frames(ip, is_return, module, file, &mut frames);
+        frames
+            .iter()
+            .any(|f| f.function.as_deref().is_some_and(is_thread_root))
     }
 
     /// Send the capture signal to every thread that can take it, at most a few at a time, and
@@ -553,9 +691,6 @@ impl DumpThread {
         errors: &mut Vec<String>,
         late_without_signal: &mut usize,
     ) -> Duration {
-        let mut unwind_time = Duration::ZERO;
-        let mut recheck = TaskReader::new("/proc/self");
-        recheck.kernel_stacks = false;
         let Some(table) = slots::table(self.cfg.slots, self.cfg.window) else {
             errors.push("cannot allocate capture slots (mmap failed): no user stacks".into());
             for t in threads
@@ -564,12 +699,66 @@ impl DumpThread {
             {
                 t.status = CaptureStatus::Failed;
             }
-            return unwind_time;
+            return Duration::ZERO;
         };
         slots::reclaim(table);
         self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
+        let mut recheck = TaskReader::new("/proc/self");
+        recheck.kernel_stacks = false;
+        let mut round = Round {
+            table,
+            generation: self.generation,
+            queue: self.signal_queue(pid, threads),
+            free: (0..table.slots.len())
+                .rev()
+                .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
+                .collect(),
+            inflight: Vec::new(),
+            unwind_time: Duration::ZERO,
+            recheck,
+            late_without_signal: 0,
+        };
+        let concurrency = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(1);
+        let mut last_alive_check = Instant::now();
 
+        while !(round.queue.is_empty() && round.inflight.is_empty()) {
+            let seen = slots::COMPLETIONS.load(Ordering::Acquire);
+            self.harvest_published(&mut round, threads);
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Threads that exited while we waited for them.
+            if now.duration_since(last_alive_check) > Duration::from_millis(20) {
+                last_alive_check = now;
+                round.forget_exited(pid, threads, now);
+            }
+            self.send_more(pid, &mut round, threads, concurrency, now, errors);
+            if round.inflight.is_empty() && (round.queue.is_empty() || round.free.is_empty()) {
+                if round.queue.is_empty() {
+                    break;
+                }
+                // No free slot and nothing in flight: slots are held by late handlers of an
+                // earlier dump. Give them a moment.
+                round.reclaim_free();
+                continue;
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(PATIENCE);
+            sys::futex_wait(&slots::COMPLETIONS, seen, Some(wait));
+        }
+        *late_without_signal += round.late_without_signal;
+        self.give_up_at_deadline(pid, round, threads, errors)
+    }
+
+    /// The threads to send the capture signal to, in order. A thread that seemed to block the
+    /// capture signal in phase 0 may have been inside the trigger handler (whose `sa_mask`
+    /// holds it for a few microseconds): handlers are let finish and it is looked at again;
+    /// one that still blocks it is marked so (or gone).
+    fn signal_queue(&self, pid: i32, threads: &mut [RawThread]) -> VecDeque<usize> {
         let mut queue: VecDeque<usize> = VecDeque::new();
         let mut maybe_blocked = Vec::new();
         for (i, t) in threads.iter_mut().enumerate() {
@@ -582,200 +771,166 @@ impl DumpThread {
                 queue.push_back(i);
             }
         }
-        // A thread still inside the trigger handler blocks the capture signal for a few more
-        // microseconds (it is in the handler's sa_mask). Let handlers finish, then look again.
-        if !maybe_blocked.is_empty() {
-            let until = Instant::now() + Duration::from_millis(5);
-            while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
-                std::thread::yield_now();
-            }
-            let mut reader = TaskReader::new("/proc/self");
-            for i in maybe_blocked {
-                let t = &mut threads[i];
-                let mut blocked = true;
-                for _ in 0..20 {
-                    match reader.status(t.tid) {
-                        Ok(st) if st.blocks(self.cfg.capture.number) => std::thread::yield_now(),
-                        Ok(_) => {
-                            blocked = false;
-                            break;
-                        }
-                        Err(proc::ThreadGone) => break,
+        if maybe_blocked.is_empty() {
+            return queue;
+        }
+        let until = Instant::now() + Duration::from_millis(5);
+        while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        let mut reader = TaskReader::new("/proc/self");
+        for i in maybe_blocked {
+            let t = &mut threads[i];
+            let mut blocked = true;
+            for _ in 0..20 {
+                match reader.status(t.tid) {
+                    Ok(st) if st.blocks(self.cfg.capture.number) => std::thread::yield_now(),
+                    Ok(_) => {
+                        blocked = false;
+                        break;
                     }
-                }
-                if blocked {
-                    t.status = if sys::thread_alive(pid, t.tid.0) {
-                        CaptureStatus::SignalBlocked
-                    } else {
-                        CaptureStatus::Exited
-                    };
-                } else {
-                    queue.push_back(i);
+                    Err(proc::ThreadGone) => break,
                 }
             }
+            if blocked {
+                t.status = if sys::thread_alive(pid, t.tid.0) {
+                    CaptureStatus::SignalBlocked
+                } else {
+                    CaptureStatus::Exited
+                };
+            } else {
+                queue.push_back(i);
+            }
         }
-        let concurrency = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(1);
-        let mut free: Vec<usize> = (0..table.slots.len())
-            .rev()
-            .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
-            .collect();
-        struct InFlight {
-            thread: usize,
-            slot: usize,
-            sent: Instant,
-        }
-        let mut inflight: Vec<InFlight> = Vec::new();
-        let mut last_alive_check = Instant::now();
+        queue
+    }
 
-        while !(queue.is_empty() && inflight.is_empty()) {
-            let seen = slots::COMPLETIONS.load(Ordering::Acquire);
-            // Harvest what has been published.
-            let mut i = 0;
-            while i < inflight.len() {
-                let f = &inflight[i];
-                let slot = &table.slots[f.slot];
-                if slots::is_done(slot, generation) {
-                    let t0 = Instant::now();
-                    self.harvest(&mut threads[f.thread], slot);
-                    unwind_time += t0.elapsed();
-                    slots::release(slot);
-                    free.push(f.slot);
-                    inflight.swap_remove(i);
-                } else {
-                    i += 1;
-                }
+    /// Unwind every copy published since the last look, and free its slot.
+    fn harvest_published(&mut self, round: &mut Round, threads: &mut [RawThread]) {
+        let mut i = 0;
+        while i < round.inflight.len() {
+            let f = &round.inflight[i];
+            let slot = &round.table.slots[f.slot];
+            if slots::is_done(slot, round.generation) {
+                let t0 = Instant::now();
+                self.harvest(&mut threads[f.thread], slot);
+                round.unwind_time += t0.elapsed();
+                slots::release(slot);
+                round.free.push(f.slot);
+                round.inflight.swap_remove(i);
+            } else {
+                i += 1;
             }
-            let now = Instant::now();
-            if now >= deadline {
+        }
+    }
+
+    /// Signal more threads, keeping at most `concurrency` fresh requests outstanding. Before
+    /// each, the handler is checked to still be ours, and the thread is looked at once more: one
+    /// that has entered a blocking system call since phase 0 is copied without a signal.
+    fn send_more(
+        &mut self,
+        pid: i32,
+        round: &mut Round,
+        threads: &mut [RawThread],
+        concurrency: usize,
+        now: Instant,
+        errors: &mut Vec<String>,
+    ) {
+        let mut active = round
+            .inflight
+            .iter()
+            .filter(|f| now.duration_since(f.sent) < PATIENCE)
+            .count();
+        while active < concurrency && !round.queue.is_empty() && !round.free.is_empty() {
+            if sys::current_handler(self.cfg.capture.number) != Some(self.handler) {
+                errors.push(format!(
+                    "the host replaced or reset the handler of the capture signal SIG{}; threads not yet captured were not signalled (set STACKDUMP_CAPTURE_SIGNAL to a signal the host does not use)",
+                    self.cfg.capture.name
+                ));
+                for ti in round.queue.drain(..) {
+                    threads[ti].status = CaptureStatus::HandlerReplaced;
+                }
                 break;
             }
-            // Threads that exited while we waited for them.
-            if now.duration_since(last_alive_check) > Duration::from_millis(20) {
-                last_alive_check = now;
-                let mut i = 0;
-                while i < inflight.len() {
-                    let f = &inflight[i];
-                    if now.duration_since(f.sent) > PATIENCE
-                        && !sys::thread_alive(pid, threads[f.thread].tid.0)
-                    {
-                        let slot = &table.slots[f.slot];
-                        if slots::disarm(slot, generation).is_ok() {
-                            threads[f.thread].status = CaptureStatus::Exited;
-                            free.push(f.slot);
-                            inflight.swap_remove(i);
-                            continue;
-                        }
+            let Some(ti) = round.queue.pop_front() else {
+                break;
+            };
+            // Last look before interrupting it: a thread that has entered a blocking
+            // system call since phase 0 is copied without a signal (so it sees no EINTR).
+            if self.cfg.blocked_without_signal {
+                let tid = threads[ti].tid;
+                let recheck = &mut round.recheck;
+                if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
+                    let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
+                    if let Some((frames, run)) = self.copy_blocked(recheck, tid, &sc, switches) {
+                        threads[ti].frames = Some(frames);
+                        threads[ti].run_at_copy = run;
+                        threads[ti].status = CaptureStatus::Ok;
+                        round.late_without_signal += 1;
+                        continue;
                     }
-                    i += 1;
                 }
             }
-            // Send more, keeping at most `concurrency` fresh requests outstanding.
-            let mut active = inflight
-                .iter()
-                .filter(|f| now.duration_since(f.sent) < PATIENCE)
-                .count();
-            while active < concurrency && !queue.is_empty() && !free.is_empty() {
-                if sys::current_handler(self.cfg.capture.number) != Some(self.handler) {
-                    errors.push(format!(
-                        "the host replaced or reset the handler of the capture signal SIG{}; threads not yet captured were not signalled (set STACKDUMP_CAPTURE_SIGNAL to a signal the host does not use)",
-                        self.cfg.capture.name
-                    ));
-                    for ti in queue.drain(..) {
-                        threads[ti].status = CaptureStatus::HandlerReplaced;
-                    }
-                    break;
+            let Some(si) = round.free.pop() else {
+                round.queue.push_front(ti);
+                break;
+            };
+            let slot = &round.table.slots[si];
+            if !slots::arm(slot, round.generation) {
+                round.queue.push_front(ti);
+                continue; // not free after all (a late handler): drop it from the free list
+            }
+            let tid = threads[ti].tid.0;
+            match sys::tg_sigqueue(
+                pid,
+                tid,
+                self.cfg.capture.number,
+                slots::cookie(round.generation, si),
+            ) {
+                Ok(()) => {
+                    threads[ti].signalled = true;
+                    round.inflight.push(InFlight {
+                        thread: ti,
+                        slot: si,
+                        sent: Instant::now(),
+                    });
+                    active += 1;
                 }
-                let Some(ti) = queue.pop_front() else {
-                    break;
-                };
-                // Last look before interrupting it: a thread that has entered a blocking
-                // system call since phase 0 is copied without a signal (so it sees no EINTR).
-                if self.cfg.blocked_without_signal {
-                    let tid = threads[ti].tid;
-                    if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
-                        let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
-                        if let Some((frames, run)) =
-                            self.copy_blocked(&mut recheck, tid, &sc, switches)
-                        {
-                            threads[ti].frames = Some(frames);
-                            threads[ti].run_at_copy = run;
-                            threads[ti].status = CaptureStatus::Ok;
-                            *late_without_signal += 1;
-                            continue;
+                Err(e) => {
+                    let _ = slots::disarm(slot, round.generation);
+                    round.free.push(si);
+                    match e.raw_os_error() {
+                        Some(libc::ESRCH) => threads[ti].status = CaptureStatus::Exited,
+                        Some(libc::EAGAIN) => {
+                            // The queue of pending real-time signals is full: retry later.
+                            round.queue.push_back(ti);
+                            break;
                         }
-                    }
-                }
-                let Some(si) = free.pop() else {
-                    queue.push_front(ti);
-                    break;
-                };
-                let slot = &table.slots[si];
-                if !slots::arm(slot, generation) {
-                    queue.push_front(ti);
-                    continue; // not free after all (a late handler): drop it from the free list
-                }
-                let tid = threads[ti].tid.0;
-                match sys::tg_sigqueue(
-                    pid,
-                    tid,
-                    self.cfg.capture.number,
-                    slots::cookie(generation, si),
-                ) {
-                    Ok(()) => {
-                        threads[ti].signalled = true;
-                        inflight.push(InFlight {
-                            thread: ti,
-                            slot: si,
-                            sent: Instant::now(),
-                        });
-                        active += 1;
-                    }
-                    Err(e) => {
-                        let _ = slots::disarm(slot, generation);
-                        free.push(si);
-                        match e.raw_os_error() {
-                            Some(libc::ESRCH) => threads[ti].status = CaptureStatus::Exited,
-                            Some(libc::EAGAIN) => {
-                                // The queue of pending real-time signals is full: retry later.
-                                queue.push_back(ti);
-                                break;
-                            }
-                            _ => {
-                                threads[ti].status = CaptureStatus::Failed;
-                                errors.push(format!("cannot signal thread {tid}: {e}"));
-                            }
+                        _ => {
+                            threads[ti].status = CaptureStatus::Failed;
+                            errors.push(format!("cannot signal thread {tid}: {e}"));
                         }
                     }
                 }
             }
-            if inflight.is_empty() && (queue.is_empty() || free.is_empty()) {
-                if queue.is_empty() {
-                    break;
-                }
-                // No free slot and nothing in flight: slots are held by late handlers of an
-                // earlier dump. Give them a moment.
-                slots::reclaim(table);
-                free = (0..table.slots.len())
-                    .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
-                    .collect();
-                if free.is_empty() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(PATIENCE);
-            sys::futex_wait(&slots::COMPLETIONS, seen, Some(wait));
         }
+    }
 
-        // The deadline: whoever has not answered is reported, and their slots are given up.
-        for f in inflight {
-            let slot = &table.slots[f.slot];
+    /// The deadline: whoever has not answered is reported, and their slots are given up (a
+    /// copy published at the last moment is still taken); threads never signalled are listed
+    /// as skipped. Returns the time spent unwinding in the whole round.
+    fn give_up_at_deadline(
+        &mut self,
+        pid: i32,
+        round: Round,
+        threads: &mut [RawThread],
+        errors: &mut Vec<String>,
+    ) -> Duration {
+        let mut unwind_time = round.unwind_time;
+        for f in round.inflight {
+            let slot = &round.table.slots[f.slot];
             let t = &mut threads[f.thread];
-            match slots::disarm(slot, generation) {
+            match slots::disarm(slot, round.generation) {
                 Ok(()) => {
                     t.status = if sys::thread_alive(pid, t.tid.0) {
                         CaptureStatus::NoResponse
@@ -792,18 +947,18 @@ impl DumpThread {
                 Err(_) => t.status = CaptureStatus::NoResponse, // its handler is still writing
             }
         }
-        if !queue.is_empty() {
+        if !round.queue.is_empty() {
             errors.push(format!(
                 "the deadline ({} ms) passed before {} thread(s) could be signalled: they are listed as skipped (raise STACKDUMP_DEADLINE_MS)",
                 self.cfg.deadline.as_millis(),
-                queue.len()
+                round.queue.len()
             ));
         }
-        for ti in queue {
+        for ti in round.queue {
             // Never signalled: not "no response", just not attempted in time.
             threads[ti].status = CaptureStatus::Skipped;
         }
-        slots::trim(table);
+        slots::trim(round.table);
         unwind_time
     }
 
@@ -840,30 +995,24 @@ impl DumpThread {
         // Text first, JSON last: once the .json is there, the .txt is too.
         if text.is_some() {
             outputs.push(sink::Output {
-                ext: "txt",
+                format: DumpFormat::Text,
                 content: &write_text,
             });
         }
         if self.cfg.json {
             outputs.push(sink::Output {
-                ext: "json",
+                format: DumpFormat::Json,
                 content: &write_json,
             });
         }
         let pid = dump.pid;
-        let stem = |n: u32| {
-            format!(
-                "stackdump-{pid}-{}",
-                UtcTime::from_unix_millis(millis + i64::from(n)).compact()
-            )
-        };
         if std::mem::take(&mut self.clean_leftovers) {
             // Before writing: on a full file system this may make the room we need.
             let _ = sink::clean_leftovers(&self.cfg.dir, pid.0);
         }
         // Errors have nowhere to go now (never the host's stderr): the dump is dropped, and
         // the next dump that is written says so in its `errors`.
-        match sink::write(&self.cfg.dir, stem, requests, &outputs) {
+        match sink::write(&self.cfg.dir, pid.0, millis, requests, &outputs) {
             Ok((_, used)) => {
                 self.last_millis = self.last_millis.max(millis + i64::from(used));
                 self.unwritten = None;

@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Exported so that a second copy of the library can recognise the first (see
-/// [`another_copy_active`]). The value is irrelevant; its presence is the marker.
+/// `another_copy_active`). The value is irrelevant; its presence is the marker.
 #[no_mangle]
 #[used]
 pub static stackdump_instance_marker_v1: u8 = 1;
@@ -162,7 +162,7 @@ fn install_trigger_handler(signo: i32, capture: i32) -> std::io::Result<()> {
 
 /// Start the dump thread with every asynchronous signal blocked from its first instruction, and
 /// for its whole life: no signal handler ever runs on it. It takes the trigger (and the
-/// capture signal, as a wake) with `rt_sigtimedwait` (`sigctx::trigger::wait_for_work`).
+/// capture signal, as a wake) with `rt_sigtimedwait` (`triggers::wait_for_work`).
 fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
     // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only.
     unsafe {

@@ -66,7 +66,7 @@
 //! synchronous signals a fault raises and the C library's internal ones, which no thread can
 //! block), so no handler runs on it for a signal sent to the process or to it: not ours, and
 //! not one the host installed over ours. It takes its signals with
-//! `rt_sigtimedwait` instead (`sigctx::trigger::wait_for_work`): the trigger when it is sent to
+//! `rt_sigtimedwait` instead (`triggers::wait_for_work`): the trigger when it is sent to
 //! the dump thread (what `stackdump dump` does, so asking for a dump interrupts no host thread
 //! and works even when the host replaced our trigger handler) or when no host thread takes it,
 //! and the capture signal as the wake the trigger handler sends it after recording a trigger
@@ -85,8 +85,10 @@ pub mod install;
 pub mod python;
 pub mod sigctx;
 pub mod sink;
+pub mod slots;
 pub mod symbolize;
 pub mod sys;
+pub mod triggers;
 
 /// The constructor: runs when the library is loaded (before `main` when preloaded).
 #[ctor::ctor(unsafe)]

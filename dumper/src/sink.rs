@@ -1,8 +1,9 @@
 //! Phase 3c: write the side files, atomically.
 //!
-//! Each file is created as `.stackdump-<pid>-<time>Z-<n>.<ext>.tmp` with O_CREAT|O_EXCL|
-//! O_NOFOLLOW and mode 0600 (never on fds 0-2), written, fsync'd, then renamed to
-//! `stackdump-<pid>-<time>Z[-r<request>].<ext>` without replacing anything. A reader sees a
+//! Each file is created under its temporary name (`.stackdump-<pid>-<time>Z[-r<request>].<ext>.tmp`,
+//! [`DumpFileName::temp_name`]) with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 (never on fds
+//! 0-2), written, fsync'd, then renamed to its name (`stackdump-<pid>-<time>Z[-r<request>].<ext>`,
+//! [`DumpFileName`]) without replacing anything. A reader sees a
 //! complete file or none. When one dump serves several requests, each extra request gets a hard
 //! link with its own `-r<id>` name. Nothing here touches a host fd.
 //!
@@ -14,16 +15,17 @@
 //! usual dump), never from a signal handler.
 
 use crate::sys;
+use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-/// One file to write: extension (`json`, `txt`) and what writes its content. The content is
+/// One file to write: its format (which names its extension) and what writes its content. The content is
 /// streamed through a buffer into the temporary file: a dump of thousands of threads is never
 /// held whole in memory as bytes.
 pub struct Output<'a> {
-    pub ext: &'static str,
+    pub format: DumpFormat,
     pub content: &'a dyn Fn(&mut FileWriter<'_>) -> io::Result<()>,
 }
 
@@ -155,27 +157,28 @@ pub fn describe(e: &io::Error) -> String {
 /// How many later names (one millisecond apart) are tried when a final name is taken.
 const NAME_ATTEMPTS: u32 = 10_000;
 
-/// Write every output for one dump. `stem(n)` is `stackdump-<pid>-<time>Z` for the n-th
-/// candidate time (names already taken, e.g. planted, are skipped: the next candidate is
-/// tried); `requests` are the request ids this dump serves (the first names the files, the
-/// others get links). Returns the names written and the candidate used.
+/// Write every output for one dump of process `pid` (as it sees itself), taken at `millis`
+/// (milliseconds since the Unix epoch). The names are [`DumpFileName`]s; the n-th candidate
+/// name is `n` milliseconds later (names already taken, e.g. planted, are skipped: the next
+/// candidate is tried). `requests` are the request ids this dump serves (the first names the
+/// files, the others get links). Returns the names written and the candidate used.
 pub fn write(
     dir: &Path,
-    stem: impl Fn(u32) -> String,
+    pid: i32,
+    millis: i64,
     requests: &[u32],
     outputs: &[Output<'_>],
 ) -> io::Result<(Written, u32)> {
     let dirc = cstr(&dir.to_string_lossy())?;
     let dirfd = sys::open_dir(&dirc)?;
-    let with_request = |stem: &str| match requests.first() {
-        Some(r) => format!("{stem}-r{r}"),
-        None => stem.to_string(),
+    let request = requests.first().map(|r| u64::from(*r));
+    let name = |candidate: u32, request: Option<u64>, format: DumpFormat| {
+        DumpFileName::new(pid, millis + i64::from(candidate), request, format)
     };
     // 1. Every file complete under a temporary name.
-    let first = with_request(&stem(0));
     let mut tmps: Vec<CString> = Vec::new();
     for out in outputs {
-        let tmp = cstr(&format!(".{first}.{}.tmp", out.ext))?;
+        let tmp = cstr(&name(0, request, out.format).temp_name())?;
         let fd = match sys::create_exclusive(&dirfd, &tmp) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -205,10 +208,9 @@ pub fn write(
     let mut written = Vec::new();
     let mut used = None;
     'candidates: for attempt in 0..NAME_ATTEMPTS {
-        let primary = with_request(&stem(attempt));
         let mut done: Vec<(CString, &CString)> = Vec::new();
         for (out, tmp) in outputs.iter().zip(&tmps) {
-            let finalc = cstr(&format!("{primary}.{}", out.ext))?;
+            let finalc = cstr(&name(attempt, request, out.format).to_string())?;
             match sys::rename_noreplace(&dirfd, tmp, &finalc) {
                 Ok(()) => done.push((finalc, tmp)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -230,7 +232,7 @@ pub fn write(
         for (out, (finalc, _)) in outputs.iter().zip(&done) {
             written.push(finalc.to_string_lossy().into_owned());
             for r in requests.iter().skip(1) {
-                let link = format!("{}-r{r}.{}", stem(attempt), out.ext);
+                let link = name(attempt, Some(u64::from(*r)), out.format).to_string();
                 if sys::link(&dirfd, finalc, &cstr(&link)?).is_ok() {
                     written.push(link);
                 }

@@ -3,6 +3,7 @@
 //! thread for a real capture signal and a real trigger signal, and the count stays zero.
 
 use stackdump::sigctx::{capture, trigger};
+use stackdump::slots;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
@@ -76,7 +77,7 @@ fn body() {
     let trigger_sig = libc::SIGRTMAX() - 6;
     install(capture_sig, capture::handler as *const () as usize);
     install(trigger_sig, trigger_handler as *const () as usize);
-    let table = capture::table(8, 64 * 1024).expect("slot table");
+    let table = slots::table(8, 64 * 1024).expect("slot table");
 
     // The watched thread parks in read() on a socket until we tell it to go on.
     let (mut ours, mut theirs) = UnixStream::pair().unwrap();
@@ -119,13 +120,13 @@ fn body() {
     // Capture signal, exactly as the dump thread sends it.
     let generation = 0x5a5a;
     let slot = &table.slots[3];
-    assert!(capture::arm(slot, generation));
+    assert!(slots::arm(slot, generation));
     stackdump::sys::tg_sigqueue(pid, tid, capture_sig, capture::cookie(generation, 3)).unwrap();
-    while !capture::is_done(slot, generation) {
+    while !slots::is_done(slot, generation) {
         assert!(Instant::now() < deadline, "capture handler never published");
         std::thread::yield_now();
     }
-    let cap = capture::captured(slot);
+    let cap = slots::captured(slot);
     assert_eq!(cap.tid, tid, "the handler ran on the signalled thread");
     assert!(
         cap.stack.len() >= 4096,
@@ -133,7 +134,7 @@ fn body() {
         cap.stack.len()
     );
     assert!(cap.regs.sp != 0 && cap.regs.pc != 0);
-    capture::release(slot);
+    slots::release(slot);
 
     // Trigger signal.
     let before = trigger::HEAD.load(Ordering::SeqCst);

@@ -189,6 +189,8 @@ pub struct DumpArgs {
     pub format: StackFormat,
     /// Save every dump (all the formats the target writes) in DIR instead of printing it; the
     /// files are named stackdump-<pid>-<UTC time>Z.{txt,json}, so they sort by time.
+    // The text above is the --help text, not HTML: `<pid>` stays as it is.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// How long to wait for each dump (e.g. 500ms, 10s, 2m).

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `stackdump` CLI: real processes, real signals, real files.
 //!
 //! Targets are `sleep` (unprepared), `sleep` with the real libstackdump.so preloaded (through
-//! `stackdump run`), and `sleep` with a fake library (tests/fixtures/fakedumper.c) that maps a
+//! `stackdump run`), and `sleep` with a fake library (tests/targets/c/fakedumper.c) that maps a
 //! file named libstackdump* but misbehaves: catches nothing, swallows the trigger, or plants
 //! symlinks. Every test has a deadline; every child is killed and reaped on drop; readiness is
 //! a handshake on /proc (library mapped, signal caught, dump thread running), never a sleep.
@@ -211,11 +211,9 @@ fn an_unprepared_process_is_refused_and_stays_alive() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn permission_denied_exits_3() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run the CLI as another user");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(30);
     let target = sleep_target(&[]);
     let mut cmd = cli(&["dump", &target.pid.to_string()]);
@@ -680,11 +678,9 @@ fn a_missing_dump_directory_is_refused() {
 /// The target in its own pid and mount namespaces, with a private /tmp (a container, or
 /// systemd's PrivateTmp): its dump is read through /proc/PID/root.
 #[test]
+#[ignore = "needs root"]
 fn dump_a_target_in_other_namespaces() {
-    if !is_root() {
-        eprintln!("skipped: unshare needs root");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(120);
     let lib = real_lib().to_str().unwrap().to_string();
     // The library is held open before the private /tmp hides it (a checkout under /tmp), and

@@ -22,6 +22,7 @@ const CLIPBOARD: &str = "\x1b]52;c;ZXZpbA==";
 const ERASER: &str = "\x1b[1A\x1b[2K";
 
 /// No raw ESC, BEL, CR or C1 in what reaches the terminal.
+#[track_caller]
 fn assert_no_raw_controls(what: &str, s: &str) {
     let bad: Vec<char> = s
         .chars()
@@ -35,19 +36,12 @@ fn assert_no_raw_controls(what: &str, s: &str) {
     );
 }
 
-/// tests/fixtures/hostile_names.c, built into `dir` (whose name may have escapes).
+/// ../tests/targets/c/hostile_names.c, built into `dir` (whose name may have escapes).
 fn build_hostile(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile_names.c");
+    let src = targets_dir().join("c/hostile_names.c");
     let out = dir.join("hostile");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(&cc)
-        .args(["-O1", "-g", "-Wall", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .unwrap_or_else(|e| panic!("running {cc} (a C compiler is needed for the fixture): {e}"));
-    assert!(status.success(), "compiling {}", src.display());
+    compile_c(&out, &[&src], &["-O1", "-g", "-Wall", "-pthread"], &[]);
     out
 }
 
@@ -263,18 +257,29 @@ fn out_is_private_and_refuses_links_others_dirs_and_shared_dirs() {
         .stderr_has("writable by its group");
     assert_eq!(std::fs::read_dir(&group).unwrap().count(), 0);
 
-    // A directory of another user.
-    if is_root() {
-        let theirs = scratch.join("theirs");
-        std::fs::create_dir(&theirs).unwrap();
-        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
-        dump_to(&theirs)
-            .assert_code(2)
-            .stderr_has("is owned by uid 65534");
-        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
-    } else {
-        eprintln!("skipped: a directory owned by another uid needs root (chown)");
-    }
+    assert!(p.alive());
+}
+
+/// `--out` naming a directory of another user is refused (root made it with chown).
+#[test]
+#[ignore = "needs root"]
+fn out_refuses_a_directory_of_another_user() {
+    needs_root();
+    let dl = Deadline::new(60);
+    let scratch = Scratch::new("out-theirs");
+    let mut cmd = cli(&["run", "--dir", scratch.str(), "--", "sleep", "1000"]);
+    cmd.env("STACKDUMP_LIB", real_lib());
+    let p = Proc::spawn(cmd);
+    wait_ready(&dl, p.pid, USR1);
+    let theirs = scratch.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let mut c = cli(&["dump", &p.pid.to_string(), "--out"]);
+    c.arg(&theirs);
+    run(&dl, c)
+        .assert_code(2)
+        .stderr_has("is owned by uid 65534");
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
     assert!(p.alive());
 }
 
@@ -352,11 +357,9 @@ fn kill_stop_and_other_signals_that_cannot_trigger_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_init_process_is_never_sent_a_signal_it_does_not_catch() {
-    if !is_root() {
-        eprintln!("skipped: a pid namespace (unshare) needs root");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(60);
     let outer = Proc::spawn({
         let mut c = Command::new("unshare");
@@ -407,11 +410,9 @@ fn an_init_process_is_never_sent_a_signal_it_does_not_catch() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pid_1_is_refused_even_with_force() {
-    if !is_root() {
-        eprintln!("skipped: as another user pid 1 is refused for permission alone");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(30);
     for args in [&["dump", "1"][..], &["dump", "1", "--force"]] {
         let out = stackdump(&dl, args);
@@ -437,11 +438,9 @@ impl Drop for Mount {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_dump_directory_is_named_and_the_next_dump_says_what_was_lost() {
-    if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(120);
     let scratch = Scratch::new("full");
     let dir = scratch.join("small");
@@ -494,11 +493,9 @@ fn a_full_dump_directory_is_named_and_the_next_dump_says_what_was_lost() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unwritable_dump_directory_is_named_and_the_next_dump_says_what_was_lost() {
-    if !is_root() {
-        eprintln!("skipped: running the target as another uid needs root");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(120);
     let scratch = Scratch::new("unwritable");
     let dir = scratch.join("root-only");

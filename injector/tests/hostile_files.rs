@@ -9,8 +9,8 @@
 //! root may read is never read on behalf of a target; mapped modules through
 //! `/proc/PID/map_files/`.
 //!
-//! Every test needs root (it creates the user, runs her processes, chroots) and skips loudly
-//! without it. Everything eve runs is built into fresh world-readable directories under /tmp,
+//! Every test needs root (it creates the user, runs her processes, chroots): they are marked
+//! `#[ignore = "needs root"]`, run by `.ci/run` as root, and fail when run without it. Everything eve runs is built into fresh world-readable directories under /tmp,
 //! never under the work tree. Handshakes on READY lines, children killed and reaped on drop,
 //! a deadline per test and per CLI run.
 //!
@@ -44,17 +44,9 @@ const CLI_LIMIT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // Preconditions.
 
-/// True when root; else says loudly that the test is skipped.
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: needs root");
-    false
-}
-
 /// eve's uid and gid, the user created when missing (once per process; a concurrent `useradd`
 /// from another test process is waited out).
+#[track_caller]
 fn eve() -> (u32, u32) {
     static EVE_IDS: OnceLock<(u32, u32)> = OnceLock::new();
     *EVE_IDS.get_or_init(|| {
@@ -145,6 +137,7 @@ struct TempDir {
 }
 
 impl TempDir {
+    #[track_caller]
     fn new(prefix: &str, mode: u32) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         loop {
@@ -179,29 +172,34 @@ impl Drop for TempDir {
     }
 }
 
+#[track_caller]
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", p.display()));
 }
 
+#[track_caller]
 fn chown_eve(p: &Path) {
     let (uid, gid) = eve();
     std::os::unix::fs::chown(p, Some(uid), Some(gid))
         .unwrap_or_else(|e| panic!("chown {EVE} {}: {e}", p.display()));
 }
 
+#[track_caller]
 fn copy(from: &Path, to: &Path, mode: u32) {
     std::fs::copy(from, to)
         .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
     chmod(to, mode);
 }
 
+#[track_caller]
 fn symlink(target: &str, link: &Path) {
     std::os::unix::fs::symlink(target, link)
         .unwrap_or_else(|e| panic!("symlink {} -> {target}: {e}", link.display()));
 }
 
 /// Run a setup command (mkfifo, mknod, ln, strip...) to success.
+#[track_caller]
 fn sh(mut cmd: Command) {
     let o = cmd
         .output()
@@ -215,32 +213,18 @@ fn sh(mut cmd: Command) {
 }
 
 /// Single-quoted for sh (the paths here have no quotes).
+#[track_caller]
 fn q(p: impl AsRef<Path>) -> String {
     let s = p.as_ref().to_str().unwrap();
     assert!(!s.contains('\''), "{s}");
     format!("'{s}'")
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/hostile/{name}"))
-}
-
-/// Compile `tests/fixtures/hostile/SRC` to `out` with `args`.
+/// Compile `tests/targets/c/hostile/SRC` to `out` with `args` (after the source: `-l` and
+/// `-static` options go there).
 fn cc(out: &Path, src: &str, args: &[&str]) {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let mut cmd = Command::new(&cc);
-    cmd.args(["-Wall", "-o"])
-        .arg(out)
-        .arg(fixture(src))
-        .args(args);
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc} (a C compiler is needed): {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let src = targets_dir().join("c/hostile").join(src);
+    compile_c(out, &[&src], &["-Wall"], args);
 }
 
 /// The programs of one test, in a fresh world-readable directory, all with one build id:
@@ -378,6 +362,7 @@ impl Secret {
 
 /// Spawn `cmd` (stdout and stderr piped) and wait for its `READY <pid>` line; the pid must be
 /// the spawned one (every wrapper execs), so that dropping the Proc kills the target itself.
+#[track_caller]
 fn spawn_ready(dl: &Deadline, mut cmd: Command) -> Proc {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let what = format!("{cmd:?}");
@@ -509,6 +494,7 @@ impl Run {
     }
 }
 
+#[track_caller]
 fn run_within(dl: &Deadline, limit: Duration, mut cmd: Command) -> Run {
     let limit = limit.min(dl.left());
     let what = format!("{cmd:?}");
@@ -634,8 +620,10 @@ fn verdict(failed: &[String]) {
 /// eve, root of her own user and mount namespace, mounts a tmpfs over /usr/lib/debug and plants
 /// her library's build-id debug path as an absolute symbolic link to a root-only file.
 #[test]
+#[ignore = "needs root"]
 fn a_build_id_symlink_planted_in_a_user_namespace_does_not_read_a_root_only_file() {
-    if !root_or_skip() || !userns_or_skip() {
+    needs_root();
+    if !userns_or_skip() {
         return;
     }
     let dl = Deadline::new(150);
@@ -682,10 +670,9 @@ fn a_build_id_symlink_planted_in_a_user_namespace_does_not_read_a_root_only_file
 /// against the root of whoever follows it) and by a relative one with more `..` than the chroot
 /// is deep.
 #[test]
+#[ignore = "needs root"]
 fn a_chroot_without_user_namespace_does_not_read_a_root_only_file() {
-    if !root_or_skip() {
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(150);
     let b = Builds::new();
     let secret = Secret::static_prog(&b);
@@ -744,10 +731,9 @@ fn a_chroot_without_user_namespace_does_not_read_a_root_only_file() {
 /// Symbolic links inside a chroot, absolute or relative, are followed inside it (Fedora's
 /// `.build-id` links are links; a container's absolute links name paths of the container).
 #[test]
+#[ignore = "needs root"]
 fn a_chroot_debug_link_is_followed_inside_the_chroot() {
-    if !root_or_skip() {
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(120);
     let b = Builds::new();
     let prog_debug = b.dir.join("static.debug");
@@ -808,8 +794,10 @@ fn spawn_chrooted(dl: &Deadline, chroot: &TempDir) -> Proc {
 /// The debug path is a FIFO in eve's tmpfs: opening it for reading would wait for a writer
 /// forever.
 #[test]
+#[ignore = "needs root"]
 fn a_fifo_planted_at_a_debug_file_path_does_not_hang_inspect() {
-    if !root_or_skip() || !userns_or_skip() {
+    needs_root();
+    if !userns_or_skip() {
         return;
     }
     let dl = Deadline::new(120);
@@ -829,10 +817,12 @@ fn a_fifo_planted_at_a_debug_file_path_does_not_hang_inspect() {
 /// eve bind-mounts a device node (root's, a null device, mode 0666) over her debug path: root
 /// watches the node for IN_OPEN while inspecting; nothing may open it.
 #[test]
+#[ignore = "needs root"]
 fn a_device_planted_at_a_debug_file_path_is_never_opened() {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     use std::os::unix::fs::OpenOptionsExt;
-    if !root_or_skip() || !userns_or_skip() {
+    needs_root();
+    if !userns_or_skip() {
         return;
     }
     let dl = Deadline::new(120);
@@ -895,10 +885,9 @@ fn a_device_planted_at_a_debug_file_path_is_never_opened() {
 /// library's name with a FIFO's, over and over: a module opened by its path is a FIFO half of
 /// the time.
 #[test]
+#[ignore = "needs root"]
 fn a_mapped_library_swapped_for_a_fifo_does_not_hang_inspect() {
-    if !root_or_skip() {
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(6 * 30 + 60);
     let b = Builds::new();
     let swap = b.dir.join("swap");
@@ -934,10 +923,9 @@ fn a_mapped_library_swapped_for_a_fifo_does_not_hang_inspect() {
 /// A FIFO named like a dump in a directory given to `compare`: reading it would wait for a
 /// writer forever. It is refused by name, as not a regular file.
 #[test]
+#[ignore = "needs root"]
 fn compare_of_a_directory_with_a_fifo_named_like_a_dump_does_not_hang() {
-    if !root_or_skip() {
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(90);
     let dir = TempDir::new("stackdump-compare", 0o755);
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sample-dump.json");
@@ -985,10 +973,9 @@ fn compare_of_a_directory_with_a_fifo_named_like_a_dump_does_not_hang() {
 /// `STACKDUMP_CACHE_DIR` names a symbolic link to a directory: the cache is not used there, and
 /// nothing is created inside the directory the link names, whether root or eve made the link.
 #[test]
+#[ignore = "needs root"]
 fn a_cache_dir_symlink_gets_nothing_created_inside() {
-    if !root_or_skip() {
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(120);
     let b = Builds::new();
     let target = spawn_ready(&dl, as_eve(&b.target));

@@ -11,54 +11,18 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-
-/// Compile `examples/c/NAME.c` with `cc -O2 -g -pthread` once per test run.
-fn c_example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(|| Mutex::new(Vec::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
-        return p.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/c/{name}.c"));
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-c-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // World-readable and executable: some tests run it as nobody.
-    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
-    let out = dir.join(name);
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let o = Command::new(&cc)
-        .args([
-            "-O2", "-g", "-pthread", "-std=c11", "-Wall", "-Wextra", "-o",
-        ])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(
-        o.status.success(),
-        "compiling {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    built.push((name.to_string(), out.clone()));
-    out
-}
 
 /// The C example `parked` with `workers` parked threads, once it is READY.
 fn spawn_parked(dl: &Deadline, workers: u32) -> Proc {
-    let mut cmd = Command::new(c_example("parked"));
+    let mut cmd = Command::new(c_target("parked"));
     cmd.arg(workers.to_string());
     spawn_ready(dl, cmd).0
 }
 
 /// Spawn `cmd` (stdout piped) and wait for its `READY <pid> ...` line; returns the process and
 /// the words after READY.
+#[track_caller]
 fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut p = Proc::spawn_piped(cmd);
@@ -86,6 +50,7 @@ fn inspect_json(dl: &Deadline, pid: i32, extra: &[&str]) -> Value {
     json(&out)
 }
 
+#[track_caller]
 fn thread<'a>(d: &'a Value, name: &str) -> &'a Value {
     d["threads"]
         .as_array()
@@ -227,7 +192,7 @@ fn consistent_stops_all_threads_and_lets_them_go() {
 #[test]
 fn a_busy_thread_is_captured_with_a_short_stop() {
     let dl = Deadline::new(60);
-    let (target, words) = spawn_ready(&dl, Command::new(c_example("busy")));
+    let (target, words) = spawn_ready(&dl, Command::new(c_target("busy")));
     let spinner: i32 = words[1].parse().unwrap();
     let d = inspect_json(&dl, target.pid, &[]);
     let t = thread(&d, "spinner");
@@ -259,7 +224,7 @@ fn a_busy_thread_is_captured_with_a_short_stop() {
 #[test]
 fn the_cli_killed_while_it_holds_a_thread_leaves_the_target_running() {
     let dl = Deadline::new(60);
-    let (target, words) = spawn_ready(&dl, Command::new(c_example("busy")));
+    let (target, words) = spawn_ready(&dl, Command::new(c_target("busy")));
     let spinner: i32 = words[1].parse().unwrap();
     for how in [libc::SIGKILL, libc::SIGTERM] {
         let mut cmd = cli(&["inspect", &target.pid.to_string()]);
@@ -299,7 +264,7 @@ fn the_cli_killed_while_it_holds_a_thread_leaves_the_target_running() {
 #[test]
 fn the_eintr_host_survives_50_inspects() {
     let dl = Deadline::new(120);
-    let (mut target, _) = spawn_ready(&dl, Command::new(c_example("eintr")));
+    let (mut target, _) = spawn_ready(&dl, Command::new(c_target("eintr")));
     let pid = target.pid.to_string();
     for i in 0..50 {
         let out = stackdump(&dl, &["inspect", &pid, "--format", "json"]);
@@ -331,7 +296,7 @@ fn incident(dl: &Deadline) -> Option<Proc> {
         eprintln!("skipped: no python3");
         return None;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/incident.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/targets/python/incident.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).args(["4", "--clients", "3"]);
     Some(spawn_ready(dl, cmd).0)
@@ -438,11 +403,9 @@ fn usage_and_missing_targets_have_their_exit_codes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_ptrace_permission_the_reason_and_the_kernel_view() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run as another user");
-        return;
-    }
+    needs_root();
     let dl = Deadline::new(60);
     // A root process, inspected by nobody.
     let target = spawn_parked(&dl, 3);
@@ -457,7 +420,7 @@ fn without_ptrace_permission_the_reason_and_the_kernel_view() {
     assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
 
     // A non-dumpable process of nobody, inspected by nobody.
-    let mut cmd = Command::new(c_example("busy"));
+    let mut cmd = Command::new(c_target("busy"));
     cmd.arg("nodump").uid(65534).gid(65534);
     let (nd, _) = spawn_ready(&dl, cmd);
     let mut c = cli(&["inspect", &nd.pid.to_string()]);
@@ -648,6 +611,7 @@ fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
 
 /// Spawn `cmd` with its stdout a pipe nobody reads, wait until its main thread blocks writing
 /// to it, send `sig`, and return (exit code, time from the signal to the exit).
+#[track_caller]
 fn interrupted_while_writing(dl: &Deadline, mut cmd: Command, sig: i32) -> (Option<i32>, Duration) {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
@@ -706,7 +670,7 @@ fn ctrl_c_ends_inspect_blocked_writing_its_output_and_the_target_runs_on() {
 #[test]
 fn ctrl_c_while_inspect_holds_a_thread_ends_it_and_the_thread_runs_on() {
     let dl = Deadline::new(60);
-    let (target, words) = spawn_ready(&dl, Command::new(c_example("busy")));
+    let (target, words) = spawn_ready(&dl, Command::new(c_target("busy")));
     let spinner: i32 = words[1].parse().unwrap();
     let mut took = Vec::new();
     for _ in 0..5 {
@@ -801,6 +765,7 @@ fn elf_sections(elf: &[u8]) -> Vec<(String, usize)> {
 
 /// Make section `name` compressed (SHF_COMPRESSED, an Elf64_Chdr stating `ch_size`, `data`
 /// appended to the file).
+#[track_caller]
 fn elf_compress(elf: &mut Vec<u8>, name: &str, ch_type: u32, ch_size: u64, data: &[u8]) {
     let h = elf_sections(elf)
         .into_iter()
@@ -914,10 +879,8 @@ fn inspect_of_a_process_with_dwarf_bombs_stays_in_bounds_and_prints_the_stack() 
     // SAFETY: all-zero bytes are a valid rusage.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: reaping our own child, with pointers to live locals.
-    assert_eq!(
-        unsafe { libc::wait4(p.pid, &mut status, 0, &mut usage) },
-        p.pid
-    );
+    let reaped = unsafe { libc::wait4(p.pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, p.pid);
     // Reaped above: its drop must not kill a pid that may be reused.
     std::mem::forget(p);
     let stderr = errs.join().unwrap();

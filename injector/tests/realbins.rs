@@ -16,9 +16,9 @@ use std::process::{Command, Stdio};
 
 const USR1: i32 = 10;
 
-/// Compile `examples/c/NAME` (C or C++ by its extension) with `compiler` and `flags`.
+/// Compile `tests/targets/c/NAME` (C or C++ by its extension) with `compiler` and `flags`.
 fn build(name: &str, compiler: &str, flags: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/c/{name}"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/targets/c/{name}"));
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("realbins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -208,7 +208,7 @@ fn cpp_names_are_demangled_and_the_same_in_the_dump_and_in_inspect() {
     );
 }
 
-/// The frames of the `remapped` and `jitted` threads of examples/c/jit_remap.c, in one dump.
+/// The frames of the `remapped` and `jitted` threads of tests/targets/c/jit_remap.c, in one dump.
 fn check_jit_remap(d: &Value, exe: &Path, jit_start: &str, perf_map: bool, what: &str) {
     let exe = exe.to_str().unwrap();
     // A function of the executable run from a second mapping of its file.

@@ -1,7 +1,7 @@
 //! Findings: what looks wrong, one line each with its evidence, computed from an assembled
-//! [`Dump`] and its [`ProcessFacts`](crate::model::ProcessFacts). [`findings`] is a pure function
+//! [`Dump`] and its [`ProcessFacts`]. [`findings`] is a pure function
 //! of the dump (tested on synthetic dumps); [`analyze`] gathers the facts first (see
-//! [`facts`](crate::analysis::facts)) and is what the dumper and `stackdump inspect` call.
+//! [`facts`]) and is what the dumper and `stackdump inspect` call.
 //!
 //! Most important first: threads blocked on a full pipe, deadlocks, lock waits with their owner,
 //! sockets the process forgot (`CLOSE_WAIT`), connections nobody accepts, then threads that share

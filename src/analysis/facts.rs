@@ -413,10 +413,8 @@ mod tests {
     fn full_pipe() -> (OwnedFd, OwnedFd, u64) {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two new fds into the array.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
-            0
-        );
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0);
         // SAFETY: both fds are new and owned by nothing else.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let chunk = [b'x'; 4096];

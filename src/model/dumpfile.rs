@@ -6,6 +6,7 @@
 //! here is always a complete file. The timestamp has a fixed width, so names of one process sort
 //! by time.
 
+use super::timefmt::UtcTime;
 use std::fmt;
 
 /// Files being written start with this; they are never complete dumps.
@@ -68,6 +69,24 @@ pub struct DumpFileName {
 }
 
 impl DumpFileName {
+    /// The name of the side file of process `pid` (as it sees itself) for a dump taken at
+    /// `millis` (milliseconds since the Unix epoch), serving `request`, in `format`.
+    pub fn new(pid: i32, millis: i64, request: Option<u64>, format: DumpFormat) -> DumpFileName {
+        let compact = UtcTime::from_unix_millis(millis).compact();
+        DumpFileName {
+            pid,
+            time: compact.trim_end_matches('Z').to_string(),
+            request,
+            format,
+        }
+    }
+
+    /// The temporary name the file is written under before it is renamed to its name:
+    /// `.<name>.tmp` (it starts with [`TEMP_PREFIX`], so it never parses as a dump).
+    pub fn temp_name(&self) -> String {
+        format!(".{self}.tmp")
+    }
+
     /// Parse a file name (not a path). `None` for anything else, including temporary files.
     pub fn parse(name: &str) -> Option<DumpFileName> {
         let rest = name.strip_prefix("stackdump-")?;
@@ -141,6 +160,24 @@ impl fmt::Display for DumpFileName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_names_the_file_that_parses_back() {
+        // 2026-11-25T16:47:37.123Z
+        let millis = 1_795_625_257_123;
+        let n = DumpFileName::new(1234, millis, Some(5), DumpFormat::Json);
+        assert_eq!(n.to_string(), "stackdump-1234-20261125T164737.123Z-r5.json");
+        assert_eq!(DumpFileName::parse(&n.to_string()), Some(n.clone()));
+        assert_eq!(n.rfc3339(), "2026-11-25T16:47:37.123Z");
+        assert_eq!(
+            n.temp_name(),
+            ".stackdump-1234-20261125T164737.123Z-r5.json.tmp"
+        );
+        assert!(n.temp_name().starts_with(TEMP_PREFIX));
+        assert_eq!(DumpFileName::parse(&n.temp_name()), None);
+        let plain = DumpFileName::new(7, millis, None, DumpFormat::Text);
+        assert_eq!(plain.to_string(), "stackdump-7-20261125T164737.123Z.txt");
+    }
 
     #[test]
     fn names_round_trip() {

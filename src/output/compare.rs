@@ -217,7 +217,7 @@ fn read_dump_file(path: &Path) -> Result<String, LoadError> {
 /// Read the dumps named by `paths`: JSON dump files, or directories whose `stackdump-*.json`
 /// files are all read. Sorted by process, then time. Each file must be a regular file (no
 /// symlink, FIFO or device) of at most [`crate::limits::MAX_DUMP_FILE`] bytes, and all of them
-/// together at most [`crate::limits::MAX_COMPARE_TOTAL`]: see [`read_dump_file`].
+/// together at most [`crate::limits::MAX_COMPARE_TOTAL`]: see `read_dump_file`.
 pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Dump>, LoadError> {
     let mut files = Vec::new();
     for p in paths {

@@ -1,7 +1,7 @@
 //! The text form of a dump, in the spirit of a Java thread dump: a header (process, time, who
 //! triggered, capture statistics), findings first, the process summary (fds, sockets, pipes),
 //! then one block per group of threads that share a stack (the stack is shown once, under the
-//! threads that share it). The JSON form is `serde_json` of [`Dump`](crate::model::Dump).
+//! threads that share it). The JSON form is `serde_json` of [`Dump`].
 
 use crate::analysis::syscall::syscall_in;
 use crate::escape::{field, Esc};

@@ -39,14 +39,14 @@ use crate::stack::blocked::{copy_blocked, Seen, FIRST_WINDOW};
 use crate::stack::dwarfcache::DwarfCache;
 use crate::stack::jit::{JitCode, PerfMapSource};
 use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
-use crate::stack::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
+use crate::stack::unwind::{
+    is_thread_root, is_truncated, unwound_complete, ModuleSource, Modules, ProcessMemory,
+    RawFrames, Regs,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Functions a complete stack ends in (thread entry points of glibc and musl, and `_start`).
-pub use crate::stack::unwind::THREAD_ROOTS as ROOTS;
 
 /// How to take the stacks.
 pub struct Options<'a> {
@@ -120,7 +120,7 @@ struct Copy {
     live: bool,
 }
 
-/// What [`add_stacks`] can start before the kernel view is read: the target's maps, its
+/// What [`crate::outside::inspect_stacks`] starts before the kernel view is read: the target's maps, its
 /// modules' unwind data, and a thread that reads the DWARF of the modules its stacks are in,
 /// in parallel with the capture (starting with the module the main thread is blocked in and
 /// the executable, the ones nearly every stack goes through).
@@ -138,7 +138,7 @@ struct Ready {
 impl Prepared {
     /// Read the maps of process `pid` and start loading what its stacks will need (debug
     /// sections through `cache` when given). Without permission to read them,
-    /// [`add_stacks_prepared`] says why.
+    /// [`Capture::finish`] says why (in [`Outcome::denied`]).
     pub fn start(pid: i32, cache: Option<DwarfCache>) -> Prepared {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         // Its credentials as of now, before the paths of its maps are known: its files are
@@ -269,7 +269,7 @@ impl DebugLoader {
 }
 
 /// The outside capture of one `inspect`: started before the kernel view ([`Capture::new`]), fed
-/// every thread during it ([`Visit`]: a thread blocked in a system call has its stack copied
+/// every thread during it ([`Visit`](crate::outside::inspect::Visit): a thread blocked in a system call has its stack copied
 /// there, without a stop), finished after it ([`Capture::finish`]: the other threads stopped one
 /// at a time, or all at once with [`Options::consistent`]; every stack unwound and symbolized).
 pub struct Capture {
@@ -367,8 +367,9 @@ impl crate::outside::inspect::Visit for Capture {
             let mut modules = modules.borrow_mut();
             let raw = modules.unwind(regs, stack, max_frames, true);
             unwound += t.elapsed();
-            let complete =
-                raw.end == UnwindEnd::FrameLimit || names.ends_at_root(&modules, root, &raw);
+            let complete = unwound_complete(&raw, |ip, is_return| {
+                names.names_root(&modules, root, ip, is_return)
+            });
             (raw, complete)
         };
         let taken = copy_blocked(
@@ -426,84 +427,17 @@ impl Capture {
         let _ = pid;
 
         let start = Instant::now();
-        let mut copies: Vec<(usize, Copy)> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
         let done: HashSet<usize> = frames_of.iter().map(|(i, _)| *i).collect();
         let todo: Vec<usize> = (0..dump.threads.len())
             .filter(|i| !done.contains(i) && dump.threads[*i].capture == CaptureStatus::Skipped)
             .collect();
 
-        if opts.consistent {
-            // Seize and stop everything, then copy, then let everything go.
-            let mut held: Vec<(usize, Seized)> = Vec::new();
-            for &i in &todo {
-                if (opts.cancel)() {
-                    out.cancelled = true;
-                    break;
-                }
-                let t = &mut dump.threads[i];
-                match Seized::stop(t.tid) {
-                    Ok(s) => held.push((i, s)),
-                    Err(e) => note_failure(t, e, &mut failures),
-                }
-            }
-            for (i, s) in &mut held {
-                let t = &mut dump.threads[*i];
-                match s.copy(&memory, vec![0u8; opts.window]) {
-                    Ok(c) => {
-                        (opts.on_stopped)(t.tid);
-                        copies.push((*i, c));
-                    }
-                    Err(e) => note_failure(t, e, &mut failures),
-                }
-            }
-            for (i, s) in held {
-                let (stopped, held) = s.detach();
-                out.stops.push(Stop {
-                    tid: dump.threads[i].tid,
-                    name: dump.threads[i].name.clone(),
-                    stopped,
-                    held,
-                });
-            }
+        let copies = if opts.consistent {
+            stop_all_then_copy(dump, &todo, &memory, opts, &mut out, &mut failures)
         } else {
-            for &i in &todo {
-                if (opts.cancel)() {
-                    out.cancelled = true;
-                    break;
-                }
-                let t = &mut dump.threads[i];
-                let tid = t.tid;
-                // Allocated before the stop, not during it.
-                let stack = vec![0u8; opts.window];
-                // Not preempted while the thread is held (when allowed): neither by other
-                // processes nor by our own debug-information thread.
-                let urgent = Urgent::enter();
-                let mut seized = match Seized::stop_with(tid, !urgent.active()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        note_failure(t, e, &mut failures);
-                        continue;
-                    }
-                };
-                let copied = seized.copy(&memory, stack);
-                if copied.is_ok() {
-                    (opts.on_stopped)(tid);
-                }
-                let (stopped, held) = seized.detach();
-                drop(urgent);
-                out.stops.push(Stop {
-                    tid,
-                    name: t.name.clone(),
-                    stopped,
-                    held,
-                });
-                match copied {
-                    Ok(c) => copies.push((i, c)),
-                    Err(e) => note_failure(t, e, &mut failures),
-                }
-            }
-        }
+            stop_one_at_a_time(dump, &todo, &memory, opts, &mut out, &mut failures)
+        };
         let capture_time = start.elapsed() + visit_time;
         for (i, c) in copies {
             let t0 = Instant::now();
@@ -515,27 +449,7 @@ impl Capture {
 
         // Symbolize: each distinct address once.
         let t3 = Instant::now();
-        let mut symbols = FileSymbolizer::default();
-        loader.finish(&mut symbols);
-        // Every module's DWARF set up once, for all of its addresses.
-        let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
-        for &(ip, is_return) in frames_of.iter().flat_map(|(_, raw)| &raw.addrs) {
-            if let Some((file, bias)) = modules
-                .module_of(ip)
-                .and_then(|m| Some((m.file.as_deref()?, m.bias)))
-            {
-                let lookup = probe(ip, is_return);
-                by_file
-                    .entry(file)
-                    .or_default()
-                    .push(lookup.wrapping_sub(bias));
-            }
-        }
-        for (file, mut svmas) in by_file {
-            svmas.sort_unstable();
-            svmas.dedup();
-            symbols.prepare(file, &root, &svmas);
-        }
+        let mut symbols = prepare_symbols(&modules, loader, &frames_of, &root);
         let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
         let mut jit = JitCode::new(&maps, &modules, PerfMapSource::process(pid));
         for (i, raw) in frames_of {
@@ -573,57 +487,208 @@ impl Capture {
                 "interrupted: the stacks of {left} thread(s) were not read (they are listed as skipped)"
             ));
         }
-        if !out.stops.is_empty() {
-            let mut stops = out.stops.clone();
-            stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
-            let list: Vec<String> = stops
-                .iter()
-                .take(16)
-                .map(|s| {
-                    format!(
-                        "{} ({}) {} µs (held {} µs)",
-                        s.tid,
-                        s.name,
-                        s.stopped.as_micros(),
-                        s.held.as_micros()
-                    )
-                })
-                .collect();
-            let more = stops.len().saturating_sub(16);
-            dump.errors.push(format!(
-                "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
-                stops.len(),
-                if opts.consistent {
-                    " all at once (--consistent)"
-                } else {
-                    " one at a time, each for its copy only"
-                },
-                list.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            ));
+        if let Some(note) = stops_note(&out.stops, opts.consistent) {
+            dump.errors.push(note);
         }
-        let c = &mut dump.capture;
-        c.method = if opts.consistent {
-            CaptureMethod::OutsideConsistent
-        } else {
-            CaptureMethod::Outside
-        };
-        c.captured = dump
-            .threads
-            .iter()
-            .filter(|t| t.capture == CaptureStatus::Ok)
-            .count();
-        c.without_signal = out.without_stop;
-        c.signalled = 0;
-        c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
-        c.phases_us.unwind = unwind_time.as_micros() as u64;
-        c.phases_us.symbolize = symbolize_time.as_micros() as u64;
+        let phases = (capture_time, unwind_time, symbolize_time);
+        record_capture(dump, &out, opts.consistent, phases);
         out
     }
+}
+
+/// [`Options::consistent`]: seize and stop every thread of `todo`, then copy each, then let
+/// them all go. Returns the copies; a thread that could not be stopped or copied gets its
+/// status and a line in `failures`.
+fn stop_all_then_copy(
+    dump: &mut Dump,
+    todo: &[usize],
+    memory: &ProcessMemory,
+    opts: &Options,
+    out: &mut Outcome,
+    failures: &mut Vec<String>,
+) -> Vec<(usize, Copy)> {
+    let mut copies: Vec<(usize, Copy)> = Vec::new();
+    // Seize and stop everything, then copy, then let everything go.
+    let mut held: Vec<(usize, Seized)> = Vec::new();
+    for &i in todo {
+        if (opts.cancel)() {
+            out.cancelled = true;
+            break;
+        }
+        let t = &mut dump.threads[i];
+        match Seized::stop(t.tid) {
+            Ok(s) => held.push((i, s)),
+            Err(e) => note_failure(t, e, failures),
+        }
+    }
+    for (i, s) in &mut held {
+        let t = &mut dump.threads[*i];
+        match s.copy(memory, vec![0u8; opts.window]) {
+            Ok(c) => {
+                (opts.on_stopped)(t.tid);
+                copies.push((*i, c));
+            }
+            Err(e) => note_failure(t, e, failures),
+        }
+    }
+    for (i, s) in held {
+        let (stopped, held) = s.detach();
+        out.stops.push(Stop {
+            tid: dump.threads[i].tid,
+            name: dump.threads[i].name.clone(),
+            stopped,
+            held,
+        });
+    }
+    copies
+}
+
+/// Stop each thread of `todo` alone, for its copy only (not preempted meanwhile when
+/// allowed). Returns the copies; a thread that could not be stopped or copied gets its status
+/// and a line in `failures`.
+fn stop_one_at_a_time(
+    dump: &mut Dump,
+    todo: &[usize],
+    memory: &ProcessMemory,
+    opts: &Options,
+    out: &mut Outcome,
+    failures: &mut Vec<String>,
+) -> Vec<(usize, Copy)> {
+    let mut copies: Vec<(usize, Copy)> = Vec::new();
+    for &i in todo {
+        if (opts.cancel)() {
+            out.cancelled = true;
+            break;
+        }
+        let t = &mut dump.threads[i];
+        let tid = t.tid;
+        // Allocated before the stop, not during it.
+        let stack = vec![0u8; opts.window];
+        // Not preempted while the thread is held (when allowed): neither by other
+        // processes nor by our own debug-information thread.
+        let urgent = Urgent::enter();
+        let mut seized = match Seized::stop_with(tid, !urgent.active()) {
+            Ok(s) => s,
+            Err(e) => {
+                note_failure(t, e, failures);
+                continue;
+            }
+        };
+        let copied = seized.copy(memory, stack);
+        if copied.is_ok() {
+            (opts.on_stopped)(tid);
+        }
+        let (stopped, held) = seized.detach();
+        drop(urgent);
+        out.stops.push(Stop {
+            tid,
+            name: t.name.clone(),
+            stopped,
+            held,
+        });
+        match copied {
+            Ok(c) => copies.push((i, c)),
+            Err(e) => note_failure(t, e, failures),
+        }
+    }
+    copies
+}
+
+/// The file symbolizer with every module's DWARF set up once, for all the addresses of the
+/// unwound stacks (the debug loader's work handed over first).
+fn prepare_symbols(
+    modules: &Modules,
+    loader: DebugLoader,
+    frames_of: &[(usize, RawFrames)],
+    root: &Path,
+) -> FileSymbolizer {
+    let mut symbols = FileSymbolizer::default();
+    loader.finish(&mut symbols);
+    // Every module's DWARF set up once, for all of its addresses.
+    let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
+    for &(ip, is_return) in frames_of.iter().flat_map(|(_, raw)| &raw.addrs) {
+        if let Some((file, bias)) = modules
+            .module_of(ip)
+            .and_then(|m| Some((m.file.as_deref()?, m.bias)))
+        {
+            let lookup = probe(ip, is_return);
+            by_file
+                .entry(file)
+                .or_default()
+                .push(lookup.wrapping_sub(bias));
+        }
+    }
+    for (file, mut svmas) in by_file {
+        svmas.sort_unstable();
+        svmas.dedup();
+        symbols.prepare(file, root, &svmas);
+    }
+    symbols
+}
+
+/// The note that lists the threads stopped with ptrace, longest stop first; `None` when none
+/// was.
+fn stops_note(stops: &[Stop], consistent: bool) -> Option<String> {
+    if stops.is_empty() {
+        return None;
+    }
+    let mut stops = stops.to_vec();
+    stops.sort_by_key(|s| std::cmp::Reverse(s.stopped));
+    let list: Vec<String> = stops
+        .iter()
+        .take(16)
+        .map(|s| {
+            format!(
+                "{} ({}) {} µs (held {} µs)",
+                s.tid,
+                s.name,
+                s.stopped.as_micros(),
+                s.held.as_micros()
+            )
+        })
+        .collect();
+    let more = stops.len().saturating_sub(16);
+    Some(format!(
+            "note: {} thread(s) stopped with ptrace{}, longest first, from interrupt to detach (held: from the reported stop to detach): {}{}",
+            stops.len(),
+            if consistent {
+                " all at once (--consistent)"
+            } else {
+                " one at a time, each for its copy only"
+            },
+            list.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+}
+
+/// How the stacks were taken, in the dump's capture statistics. `phases`: the time of the
+/// capture (the visit's copies included), of unwinding and of symbolizing.
+fn record_capture(
+    dump: &mut Dump,
+    out: &Outcome,
+    consistent: bool,
+    (capture_time, unwind_time, symbolize_time): (Duration, Duration, Duration),
+) {
+    let c = &mut dump.capture;
+    c.method = if consistent {
+        CaptureMethod::OutsideConsistent
+    } else {
+        CaptureMethod::Outside
+    };
+    c.captured = dump
+        .threads
+        .iter()
+        .filter(|t| t.capture == CaptureStatus::Ok)
+        .count();
+    c.without_signal = out.without_stop;
+    c.signalled = 0;
+    c.phases_us.capture = capture_time.saturating_sub(unwind_time).as_micros() as u64;
+    c.phases_us.unwind = unwind_time.as_micros() as u64;
+    c.phases_us.symbolize = symbolize_time.as_micros() as u64;
 }
 
 fn note_failure(t: &mut Thread, e: StopError, failures: &mut Vec<String>) {
@@ -664,15 +729,12 @@ impl Names {
         table.containing(ip.wrapping_sub(m.bias))
     }
 
-    /// True when a function in the last two frames is a thread entry point.
-    fn ends_at_root(&mut self, modules: &Modules, root: &Path, raw: &RawFrames) -> bool {
-        raw.addrs.iter().rev().take(2).any(|&(ip, is_return)| {
-            let lookup = probe(ip, is_return);
-            !modules.is_trampoline(ip)
-                && self
-                    .name_of(modules, root, lookup)
-                    .is_some_and(|n| ROOTS.contains(&n))
-        })
+    /// Whether the function at `ip` (a return address when `is_return`) is a thread entry point.
+    fn names_root(&mut self, modules: &Modules, root: &Path, ip: u64, is_return: bool) -> bool {
+        !modules.is_trampoline(ip)
+            && self
+                .name_of(modules, root, probe(ip, is_return))
+                .is_some_and(is_thread_root)
     }
 }
 
@@ -736,16 +798,7 @@ fn symbolize(
     for key in &raw.addrs {
         frames.extend_from_slice(&memo[key]);
     }
-    let near_root = frames
-        .iter()
-        .rev()
-        .filter(|f| !f.inlined)
-        .take(2)
-        .any(|f| f.function.as_deref().is_some_and(|n| ROOTS.contains(&n)));
-    let truncated = match raw.end {
-        UnwindEnd::FrameLimit => true,
-        UnwindEnd::Clean | UnwindEnd::Stopped => !near_root,
-    };
+    let truncated = is_truncated(raw.end, &frames);
     (frames, truncated)
 }
 
@@ -1119,6 +1172,7 @@ impl Drop for Seized {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::unwind::UnwindEnd;
 
     /// The real-time priority is taken only when allowed, and the previous policy is back once
     /// the guard is dropped.
@@ -1185,10 +1239,8 @@ mod tests {
         /// Wake it once and wait until it is blocked again.
         fn poke(&self) {
             // SAFETY: writing one byte from our own variable to our own pipe.
-            assert_eq!(
-                unsafe { libc::write(self.write_fd, [1u8].as_ptr().cast(), 1) },
-                1
-            );
+            let n = unsafe { libc::write(self.write_fd, [1u8].as_ptr().cast(), 1) };
+            assert_eq!(n, 1);
             self.ack.recv().unwrap();
             self.wait_blocked();
         }

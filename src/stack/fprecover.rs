@@ -65,7 +65,7 @@
 //!   one with frames left out, never with frames added. Where the call check does not drop it,
 //!   the subsequence rule does not pick it: the true unwind is longer and contains it.
 //! - **Too low** (a slot inside F's own frame, between F's SP and its record): stale data of
-//!   an earlier, deeper call made at the same depth. Seen in `examples/c/alloca_frames.c`: the
+//!   an earlier, deeper call made at the same depth. Seen in `tests/targets/c/alloca_frames.c`: the
 //!   padding of an over-aligned frame still held the frame of `block_trigger` and of the
 //!   `pthread_sigmask` call it made, and that stale unwind (F returning into `block_trigger`,
 //!   whose CFA is exactly F's) is complete and contains the true one. The call check drops it:

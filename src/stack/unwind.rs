@@ -31,13 +31,49 @@ pub const THREAD_ROOTS: &[&str] = &[
     "start_thread",
 ];
 
-/// True when `frames` is a symbolized frame list that contains a thread entry point.
-pub fn has_thread_root(frames: &[crate::model::Frame]) -> bool {
-    frames.iter().any(|f| {
-        f.function
-            .as_deref()
-            .is_some_and(|n| THREAD_ROOTS.contains(&n))
-    })
+/// How many of a stack's outermost frames are looked at for its thread's entry point: `_start`
+/// of a stripped executable has no name, so the frame before it counts too.
+pub const ROOT_FRAMES: usize = 2;
+
+/// Whether `function` is a thread entry point (one of [`THREAD_ROOTS`]).
+pub fn is_thread_root(function: &str) -> bool {
+    THREAD_ROOTS.contains(&function)
+}
+
+/// The one judge of "does this stack end at its thread's entry point", for every caller (the
+/// dumper and `inspect`, on unwound addresses during the capture and on symbolized frames
+/// after it). `outermost` yields the stack's frames from the outermost one inward;
+/// `names_root(frame)` says whether that frame names an entry point ([`is_thread_root`]). True
+/// when one of the [`ROOT_FRAMES`] outermost frames does.
+pub fn ends_at_thread_root<F>(
+    outermost: impl IntoIterator<Item = F>,
+    names_root: impl FnMut(F) -> bool,
+) -> bool {
+    outermost.into_iter().take(ROOT_FRAMES).any(names_root)
+}
+
+/// Whether an unwound stack is complete, as a capture decides whether to keep a copy: it hit
+/// the frame limit, or it ends at its thread's entry point ([`ends_at_thread_root`]; the
+/// caller's `names_root(ip, is_return)` says whether a function at that address, inlined ones
+/// included, is an entry point).
+pub fn unwound_complete(raw: &RawFrames, mut names_root: impl FnMut(u64, bool) -> bool) -> bool {
+    raw.end == UnwindEnd::FrameLimit
+        || ends_at_thread_root(raw.addrs.iter().rev(), |&(ip, is_return)| {
+            names_root(ip, is_return)
+        })
+}
+
+/// Whether a symbolized stack is truncated: it hit the frame limit, or it does not end at its
+/// thread's entry point ([`ends_at_thread_root`] over its frames, inlined ones not counted).
+pub fn is_truncated(end: UnwindEnd, frames: &[crate::model::Frame]) -> bool {
+    match end {
+        UnwindEnd::FrameLimit => true,
+        UnwindEnd::Clean | UnwindEnd::Stopped => {
+            !ends_at_thread_root(frames.iter().rev().filter(|f| !f.inlined), |f| {
+                f.function.as_deref().is_some_and(is_thread_root)
+            })
+        }
+    }
 }
 
 /// Unwinds a copied stack from its registers, and says whether the stack is complete (it ends
@@ -831,5 +867,53 @@ mod tests {
                 ("/lib/libx.so".into(), 0x7f0000002000..0x7f0000004000, 0),
             ]
         );
+    }
+
+    use crate::model::{Addr, Frame};
+
+    fn frame(function: Option<&str>, inlined: bool) -> Frame {
+        Frame {
+            ip: Addr(0x1000),
+            module: None,
+            offset: None,
+            function: function.map(str::to_string),
+            file: None,
+            line: None,
+            inlined,
+            python: None,
+            jit: None,
+        }
+    }
+
+    /// One judge: an entry point among the two outermost frames (inlined ones not counted)
+    /// makes a stack complete; deeper, or only inlined, it does not; the frame limit always
+    /// truncates.
+    #[test]
+    fn a_stack_is_complete_when_one_of_its_two_outermost_frames_is_an_entry_point() {
+        let f = |n: &str| frame(Some(n), false);
+        let ends_in_clone = [f("work"), f("start_thread"), f("clone3")];
+        assert!(!is_truncated(UnwindEnd::Clean, &ends_in_clone));
+        assert!(is_truncated(UnwindEnd::FrameLimit, &ends_in_clone));
+        // `_start` of a stripped executable has no name: the frame before it counts.
+        let stripped = [f("main"), f("__libc_start_main"), frame(None, false)];
+        assert!(!is_truncated(UnwindEnd::Stopped, &stripped));
+        let too_deep = [f("start_thread"), f("a"), f("b")];
+        assert!(is_truncated(UnwindEnd::Clean, &too_deep));
+        let inlined_only = [f("a"), frame(Some("start_thread"), true), f("b")];
+        assert!(is_truncated(UnwindEnd::Clean, &inlined_only));
+        let skip_inlined = [f("start_thread"), frame(Some("x"), true), f("b")];
+        assert!(!is_truncated(UnwindEnd::Clean, &skip_inlined));
+
+        let raw = RawFrames {
+            addrs: vec![(1, false), (2, true), (3, true)],
+            end: UnwindEnd::Clean,
+        };
+        assert!(unwound_complete(&raw, |ip, _| ip == 2));
+        assert!(!unwound_complete(&raw, |ip, _| ip == 1));
+        let limit = RawFrames {
+            end: UnwindEnd::FrameLimit,
+            ..raw
+        };
+        assert!(unwound_complete(&limit, |_, _| false));
     }
 }

@@ -4,56 +4,17 @@
 
 use crate::examples::{parked_names, parked_syscalls};
 use crate::util::*;
-use stackdump_core::model::{CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
+use stackdump_core::model::{CaptureStatus, Frame, SyscallState, Thread, Tid};
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Command;
-
-/// A dump taken from a target, with everything needed to explain a failure.
-struct Dumped {
-    path: PathBuf,
-    dump: Dump,
-    text: String,
-}
-
-impl Dumped {
-    /// The dump's text form and the target's state, for failure messages.
-    fn context(&self, t: &Target) -> String {
-        format!(
-            "=== dump {}\n{}\n=== target\n{}",
-            self.path.display(),
-            self.text,
-            t.describe()
-        )
-    }
-
-    fn thread(&self, t: &Target, name: &str) -> &Thread {
-        let found: Vec<&Thread> = self
-            .dump
-            .threads
-            .iter()
-            .filter(|th| th.name == name)
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one thread named {name:?} in the dump\n{}",
-            self.context(t)
-        );
-        found[0]
-    }
-}
 
 /// `kill -s USR1`, wait for the JSON side file, read it.
 fn trigger(t: &mut Target) -> Dumped {
     let deadline = deadline();
     send_signal(t.pid, "USR1");
-    let path = wait_for_dump(&t.dump_dir(), t.pid, deadline);
-    let dump = read_dump(&path);
-    let text = dump_text(&path, &dump);
-    Dumped { path, dump, text }
+    Dumped::read(&wait_for_dump(&t.dump_dir(), t.pid, deadline))
 }
 
 fn spawn_ready(cmd: Command) -> Target {
@@ -65,6 +26,7 @@ fn spawn_ready(cmd: Command) -> Target {
 /// What holds for every dump of every target: the header, the thread list against `/proc`,
 /// the dumper's own thread, the files (mode 0600, no temporary left), and a live process that
 /// wrote nothing to stdout/stderr.
+#[track_caller]
 fn check_common(t: &mut Target, d: &Dumped) {
     let ctx = || d.context(t);
     let dump = &d.dump;
@@ -178,6 +140,7 @@ fn syscall_of(th: &Thread) -> Option<&str> {
 }
 
 /// The thread was asleep in one of `syscalls` when the dump read its kernel view.
+#[track_caller]
 fn check_blocked_in(t: &Target, d: &Dumped, th: &Thread, syscalls: &[&str]) {
     assert!(
         th.kernel.state == "S"
@@ -202,6 +165,7 @@ fn position(frames: &[Frame], name: &str) -> Option<usize> {
 
 /// `parking`, `level_20`, …, `level_01`, `worker_main`, consecutive, innermost first, each with
 /// `parked.c:<line>`.
+#[track_caller]
 fn check_parked_stack(t: &Target, d: &Dumped, th: &Thread, parking: &str) {
     let fail = |why: String| -> ! {
         panic!(
@@ -274,9 +238,10 @@ fn c_parked_dump_with_capture_signal_for_every_thread() {
     c_parked_dump(Mode::Signal);
 }
 
+#[track_caller]
 fn c_parked_dump(mode: Mode) {
     const WORKERS: usize = 6;
-    let mut cmd = Command::new(build_c_example("parked"));
+    let mut cmd = Command::new(c_target("parked"));
     cmd.arg(WORKERS.to_string());
     if mode == Mode::Signal {
         cmd.env("STACKDUMP_CAPTURE", "signal");
@@ -357,7 +322,7 @@ fn c_parked_dump(mode: Mode) {
 fn python_incident_dump_is_written_while_stderr_is_a_full_pipe() {
     const WORKERS: usize = 4;
     let mut cmd = Command::new("python3");
-    cmd.arg(python_example("incident.py"))
+    cmd.arg(python_target("incident.py"))
         .arg(WORKERS.to_string());
     let mut t = spawn_ready(cmd);
     let d = trigger(&mut t);
@@ -403,7 +368,7 @@ fn python_incident_dump_is_written_while_stderr_is_a_full_pipe() {
 
 #[test]
 fn rust_named_threads_dump_shows_names_and_marker_functions() {
-    let mut t = spawn_ready(Command::new(rust_example("named_threads")));
+    let mut t = spawn_ready(Command::new(rust_target("named_threads")));
     let d = trigger(&mut t);
     check_common(&mut t, &d);
 

@@ -9,7 +9,7 @@
 //! Every dump is checked for the truth of each thread's status ([`check_statuses`]): e.g. no
 //! thread is `no_response` unless it was sent the capture signal.
 //!
-//! Every target is a private copy of `examples/c/parked.c`'s binary with `libstackdump.so`
+//! Every target is a private copy of `tests/targets/c/parked.c`'s binary with `libstackdump.so`
 //! preloaded (see [`private_copy`]). Waits are handshakes
 //! on observable facts (a file appearing, a bit in `/proc/PID/status`, the dump thread back in
 //! its idle wait), each bounded by the test's deadline; no test sleeps a fixed time.
@@ -24,7 +24,7 @@
 
 use crate::examples::{parked_names, parked_syscalls};
 use crate::util::*;
-use stackdump_core::model::{CaptureMethod, CaptureStatus, Dump, Thread, Tid};
+use stackdump_core::model::{CaptureMethod, CaptureStatus, Thread, Tid};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -50,7 +50,7 @@ fn spawn_parked(env: &[(&str, &str)], deadline: Instant) -> Target {
 
 fn parked_cmd(env: &[(&str, &str)]) -> Command {
     // A private copy: a rebuild of the shared binary must not pull it from under the target.
-    let mut cmd = Command::new(private_copy(&build_c_example("parked")));
+    let mut cmd = Command::new(private_copy(&c_target("parked")));
     cmd.arg(WORKERS.to_string());
     for (k, v) in env {
         cmd.env(k, v);
@@ -89,49 +89,7 @@ impl Capture {
 // ---------------------------------------------------------------------------------------------
 // Dumps on disk
 
-/// One JSON dump read back, with its text for failure messages.
-struct Loaded {
-    path: PathBuf,
-    dump: Dump,
-    text: String,
-}
-
-impl Loaded {
-    fn read(path: &Path) -> Loaded {
-        let dump = read_dump(path);
-        let text = dump_text(path, &dump);
-        Loaded {
-            path: path.to_path_buf(),
-            dump,
-            text,
-        }
-    }
-
-    fn context(&self, t: &Target) -> String {
-        format!(
-            "=== dump {}\n{}\n=== target\n{}",
-            self.path.display(),
-            self.text,
-            t.describe()
-        )
-    }
-
-    fn thread_named(&self, t: &Target, name: &str) -> &Thread {
-        let found: Vec<&Thread> = self
-            .dump
-            .threads
-            .iter()
-            .filter(|th| th.name == name)
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one thread named {name:?} in the dump\n{}",
-            self.context(t)
-        );
-        found[0]
-    }
-
+impl Dumped {
     /// Every request id this dump serves: the one that names it, then the coalesced ones.
     fn requests(&self) -> Vec<u64> {
         let tr = &self.dump.trigger;
@@ -156,6 +114,7 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// Wait until at least `n` JSON dumps of the target exist; return them (sorted by name).
+#[track_caller]
 fn wait_json_count(t: &mut Target, n: usize, deadline: Instant) -> Vec<PathBuf> {
     let dir = t.dump_dir();
     let mut files = Vec::new();
@@ -183,6 +142,7 @@ fn request_file(t: &Target, id: u32, ext: &str) -> Option<PathBuf> {
 }
 
 /// Wait for the dump that serves request `id` (its own file or a link).
+#[track_caller]
 fn wait_request(t: &mut Target, id: u32, ext: &str, deadline: Instant) -> PathBuf {
     let mut found = None;
     poll_until(deadline, || {
@@ -205,6 +165,7 @@ fn wait_request(t: &mut Target, id: u32, ext: &str, deadline: Instant) -> PathBu
 /// Wait until signal `signo` is no longer pending for the process (`ShdPnd`): the kernel has
 /// handed the last one to a thread. A standard signal sent while one is pending is merged into
 /// it by the kernel (its sigqueue value is lost), so request ids are sent only after this.
+#[track_caller]
 fn wait_not_pending(t: &Target, signo: i32, deadline: Instant) {
     let pending = || status_mask(t.pid, "ShdPnd").is_some_and(|m| mask_has(m, signo));
     assert!(
@@ -216,6 +177,7 @@ fn wait_not_pending(t: &Target, signo: i32, deadline: Instant) {
 }
 
 /// No temporary file (a name starting with `.`, or ending with `.tmp`) in the dump dir.
+#[track_caller]
 fn assert_no_temp_files(t: &Target) {
     for name in listing(&t.dump_dir()) {
         assert!(
@@ -227,6 +189,7 @@ fn assert_no_temp_files(t: &Target) {
 }
 
 /// The file is a regular file with mode 0600.
+#[track_caller]
 fn assert_private_file(t: &Target, path: &Path) {
     let meta = std::fs::symlink_metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), t.describe()));
@@ -299,7 +262,8 @@ fn worker_stack_problem(th: &Thread) -> Option<String> {
 /// its whole stack; `masked` copied without a signal (the default, `STACKDUMP_CAPTURE=auto`) or
 /// reported as blocking the signal (`STACKDUMP_CAPTURE=signal`, told by the dump's `method`);
 /// the dumper's own thread marked.
-fn check_complete(t: &Target, d: &Loaded, except: &[Tid]) {
+#[track_caller]
+fn check_complete(t: &Target, d: &Dumped, except: &[Tid]) {
     let ctx = || d.context(t);
     let dump = &d.dump;
     let signal_mode = dump.capture.method == CaptureMethod::Signal;
@@ -316,7 +280,7 @@ fn check_complete(t: &Target, d: &Loaded, except: &[Tid]) {
     check_statuses(d, &ctx);
 
     for name in parked_names(WORKERS) {
-        let th = d.thread_named(t, &name);
+        let th = d.thread(t, &name);
         if except.contains(&th.tid) {
             continue;
         }
@@ -352,14 +316,15 @@ fn check_complete(t: &Target, d: &Loaded, except: &[Tid]) {
         .thread(Tid(t.pid))
         .unwrap_or_else(|| panic!("no main thread (tid {}) in the dump\n{}", t.pid, ctx()));
     assert_eq!(main.name, "parked", "{}", ctx());
-    let dumper = d.thread_named(t, "stackdump");
+    let dumper = d.thread(t, "stackdump");
     assert_eq!(dumper.capture, CaptureStatus::Dumper, "{}", ctx());
 }
 
 /// What every dump must say truthfully about each thread: `no_response` only for a thread
 /// that was sent the capture signal; `signal_blocked` only for one that was not; `ok` only with
 /// frames; and the counters agree with the threads.
-fn check_statuses(d: &Loaded, ctx: &dyn Fn() -> String) {
+#[track_caller]
+fn check_statuses(d: &Dumped, ctx: &dyn Fn() -> String) {
     let dump = &d.dump;
     for th in &dump.threads {
         let who = format!("{} ({})", th.name, th.tid);
@@ -403,6 +368,7 @@ fn check_statuses(d: &Loaded, ctx: &dyn Fn() -> String) {
 
 /// Wait until the dump thread sleeps in its idle wait and `cond` holds for the number of
 /// triggers it has served ([`dumper_idle`]); return that number.
+#[track_caller]
 fn wait_dumper_idle(
     t: &Target,
     dumper: Tid,
@@ -440,6 +406,7 @@ fn hundred_consecutive_triggers_with_capture_signals_only() {
     hundred_consecutive_triggers(Capture::Signal);
 }
 
+#[track_caller]
 fn hundred_consecutive_triggers(mode: Capture) {
     const ROUNDS: usize = 100;
     let deadline = test_deadline(300);
@@ -474,7 +441,7 @@ fn hundred_consecutive_triggers(mode: Capture) {
     let files = dump_files(&t.dump_dir(), t.pid, "json");
     assert_eq!(files.len(), ROUNDS, "{}", t.describe());
     for (i, path) in files.iter().enumerate() {
-        let d = Loaded::read(path);
+        let d = Dumped::read(path);
         check_complete(&t, &d, &[]);
         let signalled = mode == Capture::Signal;
         assert!(
@@ -535,7 +502,8 @@ fn hundred_consecutive_triggers(mode: Capture) {
 
 /// Triggers a dump reports as lost to a full trigger queue (served without their request id),
 /// from its `errors`; any other error fails the test.
-fn dropped_triggers(t: &Target, d: &Loaded) -> u64 {
+#[track_caller]
+fn dropped_triggers(t: &Target, d: &Dumped) -> u64 {
     let mut dropped = 0;
     for e in &d.dump.errors {
         match e
@@ -551,7 +519,7 @@ fn dropped_triggers(t: &Target, d: &Loaded) -> u64 {
 
 /// Recorded triggers a dump accounts for: its first trigger (when it had one), the ones
 /// coalesced into it, and the ones it reports as dropped from a full trigger queue.
-fn accounted(t: &Target, d: &Loaded) -> u64 {
+fn accounted(t: &Target, d: &Dumped) -> u64 {
     let tr = &d.dump.trigger;
     u64::from(tr.sender_pid.is_some()) + tr.coalesced.len() as u64 + dropped_triggers(t, d)
 }
@@ -560,8 +528,9 @@ fn accounted(t: &Target, d: &Loaded) -> u64 {
 /// trigger it has recorded. The snapshot is consistent when the dump thread is idle with the
 /// same `served` count before and after the files are read: no dump ran in between. Returns the
 /// dumps (one per inode) and the count of triggers recorded.
-fn settle(t: &Target, dumper: Tid, deadline: Instant) -> (Vec<Loaded>, u64) {
-    let mut dumps: BTreeMap<u64, Loaded> = BTreeMap::new();
+#[track_caller]
+fn settle(t: &Target, dumper: Tid, deadline: Instant) -> (Vec<Dumped>, u64) {
+    let mut dumps: BTreeMap<u64, Dumped> = BTreeMap::new();
     let mut snapshot = None;
     let consistent = poll_until(deadline, || {
         let Some(before) = dumper_idle(t, dumper) else {
@@ -569,7 +538,7 @@ fn settle(t: &Target, dumper: Tid, deadline: Instant) -> (Vec<Loaded>, u64) {
         };
         for path in dump_files(&t.dump_dir(), t.pid, "json") {
             let ino = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
-            dumps.entry(ino).or_insert_with(|| Loaded::read(&path));
+            dumps.entry(ino).or_insert_with(|| Dumped::read(&path));
         }
         let served: u64 = dumps.values().map(|d| accounted(t, d)).sum();
         snapshot = Some((before, served));
@@ -609,7 +578,8 @@ fn settle(t: &Target, dumper: Tid, deadline: Instant) -> (Vec<Loaded>, u64) {
 }
 
 /// What holds for the dumps of a burst: complete, numbered 1..n, all from this test.
-fn check_burst_dumps(t: &Target, dumps: &[Loaded]) {
+#[track_caller]
+fn check_burst_dumps(t: &Target, dumps: &[Dumped]) {
     let mut sequences: Vec<u64> = dumps.iter().map(|d| d.dump.capture.sequence).collect();
     sequences.sort();
     assert_eq!(
@@ -631,6 +601,7 @@ fn check_burst_dumps(t: &Target, dumps: &[Loaded]) {
 }
 
 /// `count` triggers as fast as possible, then one with a request id; every trigger is served.
+#[track_caller]
 fn burst_then_request(setting: Option<&str>, signo: i32, count: usize) {
     const REQUEST: u32 = 0x5eed_0002;
     let deadline = test_deadline(120);
@@ -687,7 +658,7 @@ fn burst_then_request(setting: Option<&str>, signo: i32, count: usize) {
     for d in &dumps {
         assert_eq!(dropped_triggers(&t, d), 0, "{}", d.context(&t));
     }
-    let served_request = Loaded::read(&request_path);
+    let served_request = Dumped::read(&request_path);
     assert_eq!(
         served_request.dump.trigger.request,
         Some(u64::from(REQUEST)),
@@ -750,10 +721,11 @@ fn burst_larger_than_the_trigger_queue_loses_no_trigger_uncounted() {
 
 /// Both requests are served: `-r<a>` and `-r<b>` exist; one dump with a link names the other
 /// request in `coalesced`; two dumps name one request each.
+#[track_caller]
 fn check_two_requests(t: &mut Target, a: u32, b: u32, deadline: Instant) -> &'static str {
     let pa = wait_request(t, a, "json", deadline);
     let pb = wait_request(t, b, "json", deadline);
-    let (da, db) = (Loaded::read(&pa), Loaded::read(&pb));
+    let (da, db) = (Dumped::read(&pa), Dumped::read(&pb));
     check_complete(t, &da, &[]);
     check_complete(t, &db, &[]);
     for p in [&pa, &pb] {
@@ -892,7 +864,7 @@ fn trigger_signal_is_chosen_by_name() {
             std::io::Error::last_os_error()
         );
         let path = wait_json_count(&mut t, 1, deadline).remove(0);
-        let d = Loaded::read(&path);
+        let d = Dumped::read(&path);
         check_complete(&t, &d, &[]);
         assert_eq!(
             (d.dump.trigger.signal.as_str(), d.dump.trigger.signo),
@@ -1007,6 +979,7 @@ struct PtraceStop {
 
 impl PtraceStop {
     /// PTRACE_SEIZE + PTRACE_INTERRUPT `tid`, and wait (until `deadline`) for the stop.
+    #[track_caller]
     fn stop(tid: Tid, deadline: Instant) -> PtraceStop {
         let (stopped_tx, stopped_rx) = mpsc::channel::<Result<(), String>>();
         let (detach_tx, detach_rx) = mpsc::channel::<()>();
@@ -1100,6 +1073,7 @@ fn tracer(
 
 /// `reader-0` is held in a ptrace stop (from inside its `read`) while the target is dumped with
 /// a 300 ms deadline; then released, and dumped again.
+#[track_caller]
 fn dump_with_a_ptrace_stopped_thread(mode: Capture) {
     let deadline = test_deadline(120);
     let mut env = vec![("STACKDUMP_DEADLINE_MS", "300")];
@@ -1124,9 +1098,9 @@ fn dump_with_a_ptrace_stopped_thread(mode: Capture) {
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
     let took = started.elapsed();
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_complete(&t, &d, &[victim]);
-    let th = d.thread_named(&t, victim_name);
+    let th = d.thread(&t, victim_name);
     assert_eq!(
         th.kernel.state,
         "t",
@@ -1177,10 +1151,10 @@ fn dump_with_a_ptrace_stopped_thread(mode: Capture) {
     );
     send_signal(t.pid, "USR1");
     let files = wait_json_count(&mut t, 2, deadline);
-    let d2 = Loaded::read(&files[1]);
+    let d2 = Dumped::read(&files[1]);
     check_complete(&t, &d2, &[]);
     assert_eq!(
-        d2.thread_named(&t, victim_name).capture,
+        d2.thread(&t, victim_name).capture,
         CaptureStatus::Ok,
         "{}",
         d2.context(&t)
@@ -1211,7 +1185,7 @@ fn format_json_writes_only_json() {
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
     // Text is written before JSON: once the JSON is there, a text file would be too.
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_complete(&t, &d, &[]);
     assert_private_file(&t, &path);
     let names = listing(&t.dump_dir());
@@ -1303,6 +1277,7 @@ fn main_thread_is_seen_in_pause_when_signalled_too() {
     main_thread_in_pause(Capture::Signal);
 }
 
+#[track_caller]
 fn main_thread_in_pause(mode: Capture) {
     let deadline = test_deadline(60);
     let mut t = spawn_parked(mode.env(), deadline);
@@ -1318,7 +1293,7 @@ fn main_thread_in_pause(mode: Capture) {
     );
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_complete(&t, &d, &[]);
     let main = d
         .dump
@@ -1387,7 +1362,7 @@ fn missing_dump_dir_fails_quietly_and_the_next_dump_works() {
     wait_not_pending(&t, usr1(), deadline);
     sigqueue(t.pid, usr1(), REQUEST as usize);
     let path = wait_request(&mut t, REQUEST, "json", deadline);
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_complete(&t, &d, &[]);
     assert_eq!(
         d.dump.capture.sequence,
@@ -1419,6 +1394,7 @@ fn missing_dump_dir_fails_quietly_and_the_next_dump_works() {
 /// Start a private copy of `parked`, then replace the file (write a new copy, rename it over
 /// the old one, as `cc -o`, `install` and package managers do): the process now runs a deleted
 /// executable, `/proc/PID/exe` says `(deleted)`, but its code and unwind data are still mapped.
+#[track_caller]
 fn spawn_parked_then_replace_its_executable(
     env: &[(&str, &str)],
     deadline: Instant,
@@ -1428,7 +1404,7 @@ fn spawn_parked_then_replace_its_executable(
         .tempdir()
         .expect("temp dir");
     let exe = dir.path().join("parked");
-    std::fs::copy(build_c_example("parked"), &exe).expect("copy parked");
+    std::fs::copy(c_target("parked"), &exe).expect("copy parked");
     let mut cmd = Command::new(&exe);
     cmd.arg(WORKERS.to_string());
     for (k, v) in env {
@@ -1450,18 +1426,28 @@ fn spawn_parked_then_replace_its_executable(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn replaced_executable_still_gives_complete_stacks() {
+    // The replaced file is reached through /proc/self/map_files/, which the kernel opens only
+    // with CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE): an unprivileged host loses the
+    // executable's unwind data and symbols (a known limitation, see the README).
+    needs_root();
     let deadline = test_deadline(60);
     let (mut t, _exe_dir) = spawn_parked_then_replace_its_executable(&[], deadline);
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_complete(&t, &d, &[]);
     t.assert_alive();
 }
 
 #[test]
+#[ignore = "needs root"]
 fn replaced_executable_with_a_1ms_deadline_reports_no_thread_as_unanswered_unsignalled() {
+    // The replaced file is reached through /proc/self/map_files/, which the kernel opens only
+    // with CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE): an unprivileged host loses the
+    // executable's unwind data and symbols (a known limitation, see the README).
+    needs_root();
     // Threads blocked in a system call need no signal, hence no deadline: however long copying
     // them takes, and whatever happens to that copy, none may be reported as not answering a
     // capture signal it was never sent. (With the executable intact, the same 1 ms deadline
@@ -1471,7 +1457,7 @@ fn replaced_executable_with_a_1ms_deadline_reports_no_thread_as_unanswered_unsig
         spawn_parked_then_replace_its_executable(&[("STACKDUMP_DEADLINE_MS", "1")], deadline);
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_statuses(&d, &|| d.context(&t));
     check_complete(&t, &d, &[]);
     t.assert_alive();
@@ -1484,7 +1470,7 @@ fn blocked_threads_need_no_deadline() {
     let mut t = spawn_parked(&[("STACKDUMP_DEADLINE_MS", "1")], deadline);
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
-    let d = Loaded::read(&path);
+    let d = Dumped::read(&path);
     check_complete(&t, &d, &[]);
     assert_eq!(
         d.dump.capture.without_signal,

@@ -15,8 +15,9 @@ const SENSITIVE: &[(&str, &[&str])] = &[
     ("sigtimedwait", &["rt_sigtimedwait"]),
 ];
 
+#[track_caller]
 fn spawn(capture: Option<&str>) -> Target {
-    let mut cmd = Command::new(build_c_example("eintr"));
+    let mut cmd = Command::new(c_target("eintr"));
     if let Some(c) = capture {
         cmd.env("STACKDUMP_CAPTURE", c);
     }
@@ -37,6 +38,7 @@ fn spawn(capture: Option<&str>) -> Target {
     t
 }
 
+#[track_caller]
 fn dump_once(t: &mut Target, n: usize) {
     send_signal(t.pid, "USR1");
     let dir = t.dump_dir();
@@ -112,7 +114,7 @@ fn control_signalling_every_thread_does_interrupt_such_a_host() {
 /// is never interrupted, through 50 dumps.
 #[test]
 fn stackdump_dump_interrupts_no_host_thread() {
-    let mut cmd = Command::new(build_c_example("eintr"));
+    let mut cmd = Command::new(c_target("eintr"));
     cmd.arg("strict");
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());
@@ -156,7 +158,7 @@ fn stackdump_dump_interrupts_no_host_thread() {
 /// main thread (the kernel gives the signal to main), which then exits with status 1.
 #[test]
 fn control_process_directed_trigger_interrupts_strict_main() {
-    let mut cmd = Command::new(build_c_example("eintr"));
+    let mut cmd = Command::new(c_target("eintr"));
     cmd.arg("strict");
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());

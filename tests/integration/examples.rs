@@ -19,6 +19,7 @@ pub fn parked_names(workers: usize) -> Vec<String> {
 }
 
 /// The syscalls a `parked` thread may sleep in, by thread name.
+#[track_caller]
 pub fn parked_syscalls(name: &str) -> &'static [&'static str] {
     if name.starts_with("reader-") || name == "masked" {
         &["read"]
@@ -32,13 +33,14 @@ pub fn parked_syscalls(name: &str) -> &'static [&'static str] {
 }
 
 fn spawn_parked(workers: usize) -> Target {
-    let mut cmd = Command::new(build_c_example("parked"));
+    let mut cmd = Command::new(c_target("parked"));
     cmd.arg(workers.to_string());
     let mut t = Target::spawn(cmd, Preload::No);
     t.wait_ready(deadline());
     t
 }
 
+#[track_caller]
 fn assert_parked(t: &Target, name: &str, expected: &[&str]) -> Tid {
     let tid = t.tid_of(name);
     let k = t.kernel_view(tid);
@@ -52,6 +54,7 @@ fn assert_parked(t: &Target, name: &str, expected: &[&str]) -> Tid {
 
 /// Main threads park only after printing READY: wait (handshake on /proc) until `name` sleeps
 /// in one of `expected`.
+#[track_caller]
 fn wait_parked(t: &Target, name: &str, expected: &[&str]) {
     let tid = t.tid_of(name);
     let parked = || {
@@ -115,7 +118,7 @@ fn c_parked_worker_count_comes_from_the_argument() {
 #[test]
 fn c_parked_refuses_bad_arguments_silently() {
     for bad in [&["x"][..], &["-1"], &["3", "4"]] {
-        let out = Command::new(build_c_example("parked"))
+        let out = Command::new(c_target("parked"))
             .args(bad)
             .output()
             .expect("run parked");
@@ -126,7 +129,7 @@ fn c_parked_refuses_bad_arguments_silently() {
 
 fn spawn_incident(args: &[&str]) -> Target {
     let mut cmd = Command::new("python3");
-    cmd.arg(python_example("incident.py")).args(args);
+    cmd.arg(python_target("incident.py")).args(args);
     let mut t = Target::spawn(cmd, Preload::No);
     t.wait_ready(deadline());
     t
@@ -270,7 +273,7 @@ fn python_incident_clients_leave_close_wait_sockets_with_unread_requests() {
 
 #[test]
 fn rust_named_threads_park_in_their_marker_functions_syscalls() {
-    let mut t = Target::spawn(Command::new(rust_example("named_threads")), Preload::No);
+    let mut t = Target::spawn(Command::new(rust_target("named_threads")), Preload::No);
     t.wait_ready(deadline());
     for (name, expected) in [
         ("db-writer", &["read"][..]),

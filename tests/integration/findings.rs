@@ -1,6 +1,6 @@
 //! Findings end to end: the incident of `docs/incident.md` (workers blocked writing to a full
 //! stderr pipe held by a `sleep` that never reads, sockets left in CLOSE_WAIT) and a lock-wait
-//! program (`examples/c/lockwait.c`), dumped by the preloaded library and inspected from outside
+//! program (`tests/targets/c/lockwait.c`), dumped by the preloaded library and inspected from outside
 //! without it. Both must state the same facts: the blocked write on fd 2, the full pipe and its
 //! 65536-byte capacity, the pid of the process holding the read end, the CLOSE_WAIT sockets, the
 //! owner of a mutex. `compare` over several dumps must call the stuck workers stuck, and name
@@ -20,7 +20,7 @@ const CLIENTS: usize = 20;
 
 fn spawn_incident(preload: Preload) -> Target {
     let mut cmd = Command::new("python3");
-    cmd.arg(python_example("incident.py"))
+    cmd.arg(python_target("incident.py"))
         .arg(WORKERS.to_string())
         .args(["--clients", &CLIENTS.to_string()]);
     let mut t = Target::spawn(cmd, preload);
@@ -37,6 +37,7 @@ fn spawn_incident(preload: Preload) -> Target {
 /// and the same context-switch counts (it was not switched out in between, so both views see
 /// one sleep). Asleep in S in pipe_write is the wait for room in the pipe (its lock sleeps in
 /// D), and nothing ever reads that pipe.
+#[track_caller]
 fn wait_workers_stuck(t: &Target) {
     let workers = worker_tids(t);
     let mut reader = stackdump_core::kernel::proc::TaskReader::new(t.proc_dir());
@@ -66,7 +67,7 @@ fn wait_workers_stuck(t: &Target) {
 }
 
 fn spawn_lockwait(preload: Preload, args: &[&str]) -> Target {
-    let mut cmd = Command::new(build_c_example("lockwait"));
+    let mut cmd = Command::new(c_target("lockwait"));
     cmd.args(args);
     let mut t = Target::spawn(cmd, preload);
     t.wait_ready(deadline());
@@ -74,6 +75,7 @@ fn spawn_lockwait(preload: Preload, args: &[&str]) -> Target {
 }
 
 /// The pid of the child of `pid` whose comm is `comm`.
+#[track_caller]
 fn child_named(t: &Target, comm: &str) -> i32 {
     let found = std::fs::read_dir("/proc").ok().and_then(|entries| {
         entries.flatten().find_map(|e| {
@@ -89,6 +91,7 @@ fn child_named(t: &Target, comm: &str) -> i32 {
 }
 
 /// The inode of `pipe:[N]` behind fd `fd` of the target.
+#[track_caller]
 fn pipe_inode_of(t: &Target, fd: i32) -> u64 {
     let link = std::fs::read_link(t.proc_dir().join(format!("fd/{fd}")))
         .unwrap_or_else(|e| panic!("readlink fd/{fd}: {e}"));
@@ -97,6 +100,7 @@ fn pipe_inode_of(t: &Target, fd: i32) -> u64 {
 }
 
 /// Send USR1 and wait until there are `n` JSON dumps of the target; return the newest.
+#[track_caller]
 fn trigger_nth(t: &Target, n: usize) -> (PathBuf, Dump) {
     let deadline = deadline();
     send_signal(t.pid, "USR1");
@@ -116,12 +120,7 @@ fn trigger_nth(t: &Target, n: usize) -> (PathBuf, Dump) {
 }
 
 fn context(d: &Dump, t: &Target) -> String {
-    format!(
-        "=== dump\n{}\n=== json findings\n{:#?}\n=== target\n{}",
-        stackdump_core::output::render::text(d),
-        d.findings,
-        t.describe()
-    )
+    dump_context(None, d, &stackdump_core::output::render::text(d), t)
 }
 
 fn findings_of<'a>(d: &'a Dump, kind: &str) -> Vec<&'a Finding> {
@@ -135,6 +134,7 @@ fn worker_tids(t: &Target) -> BTreeSet<Tid> {
 }
 
 /// What both the dump and `inspect` must say about the incident.
+#[track_caller]
 fn check_incident_facts(d: &Dump, t: &Target) {
     let ctx = || context(d, t);
     let inode = pipe_inode_of(t, 2);
@@ -290,6 +290,7 @@ fn incident_inspect_without_preload_states_the_same_facts() {
 }
 
 /// The workers are stuck in the comparison: one group of all of them across every dump.
+#[track_caller]
 fn check_workers_stuck(c: &compare::Comparison, t: &Target, dumps: usize) {
     let workers = worker_tids(t);
     let text = compare::text(c);
@@ -346,6 +347,7 @@ fn incident_compare_over_three_dumps_reports_the_workers_stuck() {
 /// threads were scheduled while the pipe filled up: under load, a worker that began its first
 /// print() and was preempted before its write(2) blocks there while the others fill the pipe.
 /// So the count is checked per stack, not as one line of `dumps` × WORKERS.
+#[track_caller]
 fn check_workers_folded(dumps: &[Dump], n: u64) {
     use stackdump_core::output::folded::{folded, folded_with, Options};
     use std::collections::BTreeMap;
@@ -392,6 +394,7 @@ fn incident_compare_of_three_inspections_reports_the_workers_stuck() {
 }
 
 /// What both the dump and `inspect` must say about the lock waits.
+#[track_caller]
 fn check_lock_findings(d: &Dump, t: &Target, waiters: usize) {
     let ctx = || context(d, t);
     let holder = t.tid_of("holder");
@@ -510,7 +513,7 @@ fn compare_names_the_thread_that_burned_cpu_and_the_stuck_waiters() {
 #[test]
 fn the_lockwait_example_refuses_bad_arguments_silently() {
     for bad in [&["x"][..], &["0"], &["65"], &["--spinn"]] {
-        let out = Command::new(build_c_example("lockwait"))
+        let out = Command::new(c_target("lockwait"))
             .args(bad)
             .output()
             .expect("run lockwait");
@@ -521,6 +524,7 @@ fn the_lockwait_example_refuses_bad_arguments_silently() {
 
 /// What an inspection without ptrace permission over `pid` must look like: no failure, the
 /// threads listed, nothing claimed that could not be seen, and the reasons in `errors`.
+#[track_caller]
 fn check_unprivileged_inspection(pid: i32, min_threads: usize) {
     let d = inspect::inspect(Pid(pid)).unwrap_or_else(|e| panic!("inspect failed: {e}"));
     let text = stackdump_core::output::render::text(&d);
@@ -553,14 +557,14 @@ fn check_unprivileged_inspection(pid: i32, min_threads: usize) {
     assert!(text.contains("fds: unknown"), "{text}");
 }
 
-/// The environment variable that turns [`inspect_as_nobody_child`] on, with the pid to inspect.
+/// The environment variable that turns [`helper_inspect_as_nobody`] on, with the pid to inspect.
 const AS_NOBODY_PID: &str = "STACKDUMP_IT_INSPECT_AS_NOBODY_PID";
 
 /// Run by [`inspect_without_permission_degrades_with_reasons`] in a copy of this test binary
 /// running as `nobody`.
 #[test]
-#[ignore = "run as nobody by inspect_without_permission_degrades_with_reasons"]
-fn inspect_as_nobody_child() {
+#[ignore = "helper: run as nobody by inspect_without_permission_degrades_with_reasons"]
+fn helper_inspect_as_nobody() {
     let pid: i32 = std::env::var(AS_NOBODY_PID)
         .expect("run by inspect_without_permission_degrades_with_reasons")
         .parse()
@@ -591,7 +595,7 @@ fn inspect_without_permission_degrades_with_reasons() {
     let out = Command::new(std::env::current_exe().expect("current_exe"))
         .args([
             "--exact",
-            "findings::inspect_as_nobody_child",
+            "findings::helper_inspect_as_nobody",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

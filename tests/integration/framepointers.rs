@@ -40,6 +40,7 @@ const ALLOCA_HOST: Expected = &[
     ),
 ];
 
+#[track_caller]
 fn spawn(binary: &Path, preload: Preload, expected: Expected) -> Target {
     let mut t = Target::spawn(Command::new(private_copy(binary)), preload);
     t.wait_ready(deadline());
@@ -67,6 +68,7 @@ fn run(args: &[&str]) -> Output {
         .expect("run stackdump")
 }
 
+#[track_caller]
 fn parse(round: usize, what: &str, out: &Output, t: &Target) -> Dump {
     assert!(
         out.status.success(),
@@ -79,6 +81,7 @@ fn parse(round: usize, what: &str, out: &Output, t: &Target) -> Dump {
         .unwrap_or_else(|e| panic!("{what} {round}: JSON does not parse: {e}"))
 }
 
+#[track_caller]
 fn functions(d: &Dump, name: &str) -> Vec<String> {
     let th = d
         .threads
@@ -92,6 +95,7 @@ fn functions(d: &Dump, name: &str) -> Vec<String> {
 }
 
 /// Every expected thread is captured, unsignalled, complete, with its own function.
+#[track_caller]
 fn check_threads(d: &Dump, expected: Expected, what: &str) {
     for (name, _, own) in expected {
         let th = d
@@ -111,6 +115,7 @@ fn check_threads(d: &Dump, expected: Expected, what: &str) {
 }
 
 /// 200 `stackdump dump`: the host never exits, no thread of any dump is signalled.
+#[track_caller]
 fn survives_dumps(binary: &Path, expected: Expected, rounds: usize) {
     let mut t = spawn(binary, Preload::Yes, expected);
     let pid = t.pid.to_string();
@@ -137,6 +142,7 @@ fn survives_dumps(binary: &Path, expected: Expected, rounds: usize) {
 }
 
 /// 20 `stackdump inspect`: no thread stopped with ptrace, every stack complete.
+#[track_caller]
 fn survives_inspects(binary: &Path, expected: Expected, rounds: usize) {
     let mut t = spawn(binary, Preload::No, expected);
     let pid = t.pid.to_string();
@@ -165,30 +171,27 @@ fn survives_inspects(binary: &Path, expected: Expected, rounds: usize) {
 
 #[test]
 fn eintr_host_with_frame_pointers_survives_200_dumps_unsignalled() {
-    survives_dumps(&build_c_example_fp("eintr"), EINTR_HOST, 200);
+    survives_dumps(&c_target_fp("eintr"), EINTR_HOST, 200);
 }
 
 #[test]
 fn eintr_host_without_frame_pointers_survives_200_dumps_unsignalled() {
-    survives_dumps(&build_c_example("eintr"), EINTR_HOST, 200);
+    survives_dumps(&c_target("eintr"), EINTR_HOST, 200);
 }
 
 #[test]
 fn eintr_host_with_frame_pointers_is_inspected_20_times_without_a_stop() {
-    survives_inspects(&build_c_example_fp("eintr"), EINTR_HOST, 20);
+    survives_inspects(&c_target_fp("eintr"), EINTR_HOST, 20);
 }
 
 #[test]
 fn eintr_host_without_frame_pointers_is_inspected_20_times_without_a_stop() {
-    survives_inspects(&build_c_example("eintr"), EINTR_HOST, 20);
+    survives_inspects(&c_target("eintr"), EINTR_HOST, 20);
 }
 
 #[test]
 fn alloca_vla_and_aligned_frames_are_captured_without_a_signal_or_a_stop() {
-    for binary in [
-        build_c_example("alloca_frames"),
-        build_c_example_fp("alloca_frames"),
-    ] {
+    for binary in [c_target("alloca_frames"), c_target_fp("alloca_frames")] {
         survives_dumps(&binary, ALLOCA_HOST, 20);
         survives_inspects(&binary, ALLOCA_HOST, 5);
     }
@@ -247,8 +250,8 @@ fn c_examples_give_the_same_stacks_with_and_without_frame_pointers() {
         ("alloca_frames", ALLOCA_HOST),
         ("parked", parked),
     ] {
-        let without = stacks_of(&build_c_example(name), expected);
-        let with = stacks_of(&build_c_example_fp(name), expected);
+        let without = stacks_of(&c_target(name), expected);
+        let with = stacks_of(&c_target_fp(name), expected);
         assert_eq!(without, with, "{name}: stacks differ with frame pointers");
         if name == "alloca_frames" {
             // Exactly these frames: no stale frame of an earlier call inserted, none skipped.

@@ -7,24 +7,18 @@ use crate::util::*;
 use std::process::Command;
 
 fn build_stuck_lib() -> std::path::PathBuf {
-    let out = target_dir().join("c-examples").join("libstuck_ctor.so");
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let tmp = out.with_extension(format!("{}.tmp", std::process::id()));
-    let status = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-        .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
-        .arg(&tmp)
-        .arg(repo_root().join("examples/c/stuck_ctor_lib.c"))
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "building the stuck library failed");
-    std::fs::rename(&tmp, &out).unwrap();
+    let dir = target_dir().join("c-targets");
+    create_public_dir(&dir);
+    let out = dir.join("libstuck_ctor.so");
+    let source = targets_dir().join("c/stuck_ctor_lib.c");
+    compile_c(&out, &[&source], &["-O2", "-g", "-shared", "-fPIC"], &[]);
     out
 }
 
 #[test]
 fn dump_completes_while_a_thread_is_stuck_in_a_dlopen_constructor() {
     let lib = build_stuck_lib();
-    let mut cmd = Command::new(build_c_example("stuck_ctor"));
+    let mut cmd = Command::new(c_target("stuck_ctor"));
     cmd.arg(&lib);
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());

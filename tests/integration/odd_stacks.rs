@@ -1,4 +1,4 @@
-//! Stacks out of the ordinary (examples/c/odd_stacks.c): a thread inside its own signal
+//! Stacks out of the ordinary (tests/targets/c/odd_stacks.c): a thread inside its own signal
 //! handler, one in a handler on a sigaltstack, one on a 16 KiB stack, one 10,000 calls deep.
 //! Signal frames are unwound through the saved ucontext (the code the handler interrupted is
 //! shown below `<signal handler called>`); the deep one is cut and flagged, never a crash.
@@ -22,6 +22,7 @@ fn in_order(have: &[&str], want: &[&str]) -> bool {
     want.iter().all(|w| it.any(|h| h == w))
 }
 
+#[track_caller]
 fn thread<'a>(d: &'a Dump, name: &str) -> &'a Thread {
     d.threads
         .iter()
@@ -29,8 +30,9 @@ fn thread<'a>(d: &'a Dump, name: &str) -> &'a Thread {
         .unwrap_or_else(|| panic!("no thread {name}"))
 }
 
+#[track_caller]
 fn check(capture: Option<&str>) {
-    let mut cmd = Command::new(build_c_example("odd_stacks"));
+    let mut cmd = Command::new(c_target("odd_stacks"));
     if let Some(c) = capture {
         cmd.env("STACKDUMP_CAPTURE", c);
     }

@@ -1,5 +1,5 @@
 //! The torture suite (issue 5): the dumper never harms its host. Each test is a real host
-//! (`examples/c/storm.c`, `hostile.c`, `forkchild.c`, `wide.c`, everyday programs) with the
+//! (`tests/targets/c/storm.c`, `hostile.c`, `forkchild.c`, `wide.c`, everyday programs) with the
 //! library preloaded, real signals and real files, handshakes on observable facts (a line on
 //! stdout, a file appearing, a bit in `/proc/PID/status`, the dump thread back in its idle
 //! signal wait with the number of triggers it served: see [`dumper_idle`]), each bounded by a
@@ -48,6 +48,7 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+#[track_caller]
 fn assert_no_temp_files(t: &Target) {
     for name in listing(&t.dump_dir()) {
         assert!(
@@ -59,6 +60,7 @@ fn assert_no_temp_files(t: &Target) {
 }
 
 /// Wait for a stdout line satisfying `pred`; return it.
+#[track_caller]
 fn wait_line(t: &mut Target, deadline: Instant, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let mut found = None;
     poll_until(deadline, || {
@@ -75,6 +77,7 @@ fn wait_line(t: &mut Target, deadline: Instant, what: &str, pred: impl Fn(&str) 
 }
 
 /// The dump of request `id` (`…-r<id>.json`), waited for.
+#[track_caller]
 fn wait_request(t: &mut Target, id: u32, deadline: Instant) -> PathBuf {
     let suffix = format!("-r{id}.json");
     let mut found = None;
@@ -96,6 +99,7 @@ fn wait_request(t: &mut Target, id: u32, deadline: Instant) -> PathBuf {
 
 /// Wait until `signo` is pending neither for the process nor for any thread of `pid`'s main
 /// thread view (`ShdPnd` and `SigPnd`).
+#[track_caller]
 fn wait_not_pending(pid: i32, signo: i32, deadline: Instant) {
     let pending = || {
         ["ShdPnd", "SigPnd"]
@@ -112,6 +116,7 @@ fn wait_not_pending(pid: i32, signo: i32, deadline: Instant) {
 
 /// Wait until the dump thread is asleep in its idle wait having served exactly `n` triggers
 /// ([`dumper_idle`]).
+#[track_caller]
 fn wait_dumper_served(t: &mut Target, n: u64, deadline: Instant) {
     let dumper = t.tid_of("stackdump");
     let mut last = None;
@@ -127,6 +132,7 @@ fn wait_dumper_served(t: &mut Target, n: u64, deadline: Instant) {
     );
 }
 
+#[track_caller]
 fn thread_named<'a>(d: &'a Dump, name: &str, ctx: &dyn Fn() -> String) -> &'a Thread {
     let found: Vec<&Thread> = d.threads.iter().filter(|th| th.name == name).collect();
     assert_eq!(found.len(), 1, "one thread named {name:?}\n{}", ctx());
@@ -141,6 +147,7 @@ fn has_function(th: &Thread, name: &str) -> bool {
 
 /// What every dump must say truthfully: counters agree with the threads; `signal_blocked` and
 /// `handler_replaced` threads were not signalled; `ok` has frames.
+#[track_caller]
 fn check_consistent(d: &Dump, ctx: &dyn Fn() -> String) {
     assert_eq!(d.format, "stackdump/1", "{}", ctx());
     assert_eq!(d.capture.threads, d.threads.len(), "{}", ctx());
@@ -185,6 +192,7 @@ fn check_consistent(d: &Dump, ctx: &dyn Fn() -> String) {
 }
 
 /// `/proc/PID/fd`: fd number → link target.
+#[track_caller]
 fn fd_table(pid: i32) -> BTreeMap<i32, String> {
     let dir = format!("/proc/{pid}/fd");
     std::fs::read_dir(&dir)
@@ -200,13 +208,13 @@ fn fd_table(pid: i32) -> BTreeMap<i32, String> {
 
 /// A preloaded `parked` (3 workers) from a private copy.
 fn parked_cmd() -> Command {
-    let mut cmd = Command::new(private_copy(&build_c_example("parked")));
+    let mut cmd = Command::new(private_copy(&c_target("parked")));
     cmd.arg("3");
     cmd
 }
 
 fn hostile(mode: &str, env: &[(&str, &str)]) -> Target {
-    let mut cmd = Command::new(private_copy(&build_c_example("hostile")));
+    let mut cmd = Command::new(private_copy(&c_target("hostile")));
     cmd.arg(mode);
     for (k, v) in env {
         cmd.env(k, v);
@@ -217,6 +225,7 @@ fn hostile(mode: &str, env: &[(&str, &str)]) -> Target {
 }
 
 /// `parked-0` and `parked-1` of `hostile` are captured with `park_read` on their stacks.
+#[track_caller]
 fn check_parked(d: &Dump, ctx: &dyn Fn() -> String) {
     for name in ["parked-0", "parked-1"] {
         let th = thread_named(d, name, ctx);
@@ -237,23 +246,11 @@ fn load(path: &Path) -> (Dump, String) {
 // ---------------------------------------------------------------------------------------------
 // 1. Trigger storm
 
-/// Compile `examples/c/storm_lib.c` into `dir/libstorm.so`.
+/// Compile `tests/targets/c/storm_lib.c` into `dir/libstorm.so`.
 fn build_storm_lib(dir: &Path) -> PathBuf {
-    let source = repo_root().join("examples/c/storm_lib.c");
     let out = dir.join("libstorm.so");
-    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let o = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O2", "-g", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .output()
-        .expect("run cc");
-    assert!(
-        o.status.success(),
-        "cc -shared {}: {}",
-        source.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let source = targets_dir().join("c/storm_lib.c");
+    compile_c(&out, &[&source], &["-shared", "-fPIC", "-O2", "-g"], &[]);
     out
 }
 
@@ -275,11 +272,12 @@ fn read_counters(path: &Path) -> [u64; 6] {
     c
 }
 
+#[track_caller]
 fn storm(triggers: usize, per_second: u32, budget: Duration) {
     let work = tempfile::tempdir().expect("tempdir");
     let lib = build_storm_lib(work.path());
     let counters = work.path().join("counters");
-    let mut cmd = Command::new(private_copy(&build_c_example("storm")));
+    let mut cmd = Command::new(private_copy(&c_target("storm")));
     cmd.arg(&counters).arg(&lib);
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());
@@ -411,7 +409,7 @@ fn trigger_storm_leaves_a_busy_host_alive_and_every_dump_complete() {
 #[test]
 fn forked_child_survives_the_trigger_and_writes_no_dump() {
     let mut t = Target::spawn(
-        Command::new(private_copy(&build_c_example("forkchild"))),
+        Command::new(private_copy(&c_target("forkchild"))),
         Preload::Yes,
     );
     // Not `wait_ready`: parent and child both print after fork(), in either order, so READY is
@@ -477,6 +475,7 @@ struct Ran {
 }
 
 /// Run `cmd` to completion (killed at the deadline), stdout and stderr to files.
+#[track_caller]
 fn run(mut cmd: Command, preload: bool) -> Ran {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -513,6 +512,7 @@ fn run(mut cmd: Command, preload: bool) -> Ran {
 }
 
 /// Run `make()` without and with the preload; both must agree exactly. Returns the first.
+#[track_caller]
 fn same_with_preload(make: impl Fn() -> Command, filter: impl Fn(&str) -> String) -> Ran {
     let a = run(make(), false);
     let b = run(make(), true);
@@ -632,7 +632,9 @@ fn setuid_program() -> Option<&'static str> {
 /// the preload; nothing is printed. `setpriv` itself runs without the preload here; `env`
 /// (not setuid) puts `LD_PRELOAD` in the setuid program's environment.
 #[test]
+#[ignore = "needs root"]
 fn setuid_program_ignores_the_preload_and_prints_nothing_more() {
+    needs_root();
     let Some(prog) = setuid_program() else {
         println!("skipped: no setuid-root program found");
         return;
@@ -666,7 +668,9 @@ fn setuid_program_ignores_the_preload_and_prints_nothing_more() {
 /// the capabilities it kept, in its own thread) setresgid. glibc applies set*id to every thread
 /// of the process; the dump thread has neither the kept capabilities nor keepcaps.
 #[test]
+#[ignore = "needs root"]
 fn setpriv_dropping_privileges_behaves_the_same_with_the_preload() {
+    needs_root();
     let r = same_with_preload(
         || {
             let mut c = Command::new("setpriv");
@@ -684,13 +688,15 @@ fn setpriv_dropping_privileges_behaves_the_same_with_the_preload() {
 /// The target runs as uid 65534 (root would write anyway): `setpriv` (without the preload)
 /// execs `env LD_PRELOAD=… parked`, same pid.
 #[test]
+#[ignore = "needs root"]
 fn unwritable_dump_dir_drops_the_dump_quietly_and_the_next_one_works() {
+    needs_root();
     use std::os::unix::fs::chown;
     let mut cmd = Command::new("setpriv");
     cmd.args(NOBODY)
         .arg("/usr/bin/env")
         .arg(format!("LD_PRELOAD={}", libstackdump().display()))
-        .arg(private_copy(&build_c_example("parked")))
+        .arg(private_copy(&c_target("parked")))
         .arg("3");
     let mut t = Target::spawn(cmd, Preload::No);
     let dir = t.dump_dir();
@@ -1103,6 +1109,7 @@ fn host_whose_threads_all_block_usr1_still_dumps_on_kill_and_on_stackdump_dump()
 /// A host that resets every signal (but USR1, the library's trigger) to SIG_DFL: the capture
 /// signal would now kill it. The library re-checks its handler before each send: the spinning
 /// thread (which needs the signal) is `handler_replaced`, the host lives on.
+#[track_caller]
 fn reset_all(capture: Option<&str>) {
     let env: Vec<(&str, &str)> = capture
         .map(|c| ("STACKDUMP_CAPTURE", c))
@@ -1157,7 +1164,7 @@ fn two_copies_of_the_library_install_once() {
         libstackdump().display(),
         copy.display()
     ))
-    .arg(private_copy(&build_c_example("parked")))
+    .arg(private_copy(&c_target("parked")))
     .arg("3");
     let mut t = Target::spawn(cmd, Preload::No);
     t.wait_ready(deadline());
@@ -1184,8 +1191,9 @@ fn two_copies_of_the_library_install_once() {
 // ---------------------------------------------------------------------------------------------
 // 5. Deep and wide
 
+#[track_caller]
 fn wide(threads: usize, capture: Option<&str>) {
-    let mut cmd = Command::new(private_copy(&build_c_example("wide")));
+    let mut cmd = Command::new(private_copy(&c_target("wide")));
     cmd.arg(threads.to_string());
     if let Some(c) = capture {
         cmd.env("STACKDUMP_CAPTURE", c)

@@ -1,201 +1,25 @@
-//! The harness: find the artifacts, build the C examples, spawn targets (with or without
-//! `libstackdump.so` preloaded), signal them by name, wait for dumps on a handshake (the file
-//! appearing), and explain failures with everything we have (text dump, child's stderr).
+//! The integration suite's harness, on top of the shared one (`test-support/`, re-exported
+//! here: deadlines, handshakes, artifacts, the C targets of `tests/targets/`): spawn targets
+//! (with or without `libstackdump.so` preloaded), signal them by name, wait for dumps on a
+//! handshake (the file appearing), and explain failures with everything we have (text dump,
+//! child's stderr).
 //!
 //! Every wait has a deadline; nothing sleeps a fixed time hoping something happened. Every child
 //! is killed (SIGKILL) and reaped when its [`Target`] is dropped, panics included.
 
 #![allow(dead_code)] // not every test module uses every helper
 
-use stackdump_core::kernel::proc::{self as kproc, TaskReader};
-use stackdump_core::model::{Dump, SyscallState, Tid};
+pub use test_support::*;
 
-use std::ffi::OsStr;
+use stackdump_core::kernel::proc::{self as kproc, TaskReader};
+use stackdump_core::model::{Dump, SyscallState, Thread, Tid};
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long any single test may wait for anything.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A deadline [`TEST_TIMEOUT`] from now.
-pub fn deadline() -> Instant {
-    Instant::now() + TEST_TIMEOUT
-}
-
-/// The repository root (where the root `Cargo.toml` is).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `…/target/<profile>`: the directory holding this test binary's `deps/`. Works for any
-/// `CARGO_TARGET_DIR` and any profile (and for `--target <triple>` layouts).
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has a parent directory");
-    let dir = if deps.file_name() == Some(OsStr::new("deps")) {
-        deps.parent().expect("deps/ has a parent")
-    } else {
-        deps
-    };
-    dir.to_path_buf()
-}
-
-fn profile_hint() -> String {
-    let dir = target_dir();
-    let profile = dir.file_name().and_then(OsStr::to_str).unwrap_or("debug");
-    match profile {
-        "debug" => "cargo build".to_string(),
-        "release" => "cargo build --release".to_string(),
-        other => format!("cargo build --profile {other}"),
-    }
-}
-
-/// `target_dir()/libstackdump.so`, built by building the workspace with the same profile.
-pub fn libstackdump() -> PathBuf {
-    let path = target_dir().join("libstackdump.so");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `{}` first (the whole workspace, same profile and target dir as \
-         this test run), e.g. `cargo build --release && cargo test --release --test integration`",
-        path.display(),
-        profile_hint()
-    );
-    path
-}
-
-/// `target_dir()/stackdump`, the CLI.
-pub fn stackdump_bin() -> PathBuf {
-    let path = target_dir().join("stackdump");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `{}` first (same profile and target dir as this test run)",
-        path.display(),
-        profile_hint()
-    );
-    path
-}
-
-/// `target_dir()/examples/<name>`, a Rust example of the root package.
-pub fn rust_example(name: &str) -> PathBuf {
-    let path = target_dir().join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `{} --examples` first (same profile and target dir as this test run)",
-        path.display(),
-        profile_hint()
-    );
-    path
-}
-
-/// `examples/python/<name>`.
-pub fn python_example(name: &str) -> PathBuf {
-    let path = repo_root().join("examples/python").join(name);
-    assert!(path.is_file(), "{} is missing", path.display());
-    path
-}
-
-/// Compile `examples/c/<name>.c` with `cc -O2 -g -pthread` (no frame pointers, on purpose) into
-/// `target_dir()/c-examples/<name>`. Once per test process per example; rebuilt when the source
-/// is newer than the binary. Panics with the compiler's output on failure.
-pub fn build_c_example(name: &str) -> PathBuf {
-    build_c_variant(name, false)
-}
-
-/// [`build_c_example`] with `-fno-omit-frame-pointer` (every function's CFA is `rbp + 16`, as
-/// in distributions built with frame pointers), into `target_dir()/c-examples/fp/<name>` (same
-/// file name, so the process keeps its `comm`).
-pub fn build_c_example_fp(name: &str) -> PathBuf {
-    build_c_variant(name, true)
-}
-
-fn build_c_variant(name: &str, frame_pointers: bool) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<(String, bool, PathBuf)>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, path)) = built
-        .iter()
-        .find(|(n, fp, _)| n == name && *fp == frame_pointers)
-    {
-        return path.clone();
-    }
-    let source = repo_root().join("examples/c").join(format!("{name}.c"));
-    assert!(source.is_file(), "{} is missing", source.display());
-    let out_dir = match frame_pointers {
-        false => target_dir().join("c-examples"),
-        true => target_dir().join("c-examples/fp"),
-    };
-    std::fs::create_dir_all(&out_dir).expect("create c-examples dir");
-    let binary = out_dir.join(name);
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = matches!((mtime(&source), mtime(&binary)), (Some(s), Some(b)) if b >= s);
-    if !fresh {
-        // Compile to a temporary name and rename: another test process may be doing the same.
-        let tmp = out_dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-        let output = Command::new(&cc)
-            .args(frame_pointers.then_some("-fno-omit-frame-pointer"))
-            .args([
-                "-O2", "-g", "-pthread", "-std=c11", "-Wall", "-Wextra", "-o",
-            ])
-            .arg(&tmp)
-            .arg(&source)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
-        if !output.status.success() {
-            let _ = std::fs::remove_file(&tmp);
-            panic!(
-                "compiling {} failed ({}):\n{}{}",
-                source.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::fs::rename(&tmp, &binary).expect("rename the compiled example into place");
-    }
-    built.push((name.to_string(), frame_pointers, binary.clone()));
-    binary
-}
-
-/// A copy of `binary` that nothing will ever replace or delete while a test runs it:
-/// `target_dir()/c-examples/private/<content hash>/<name>` (same file name, so the process
-/// keeps its `comm`), written under a temporary name and renamed into place once per content.
-/// (The binary [`build_c_example`] returns is rebuilt in place whenever a checkout sharing this
-/// target dir has a newer source; a process started from it then runs a deleted executable.)
-pub fn private_copy(binary: &Path) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _serialized = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let bytes =
-        std::fs::read(binary).unwrap_or_else(|e| panic!("cannot read {}: {e}", binary.display()));
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    let name = binary.file_name().expect("a binary has a file name");
-    let dir = target_dir()
-        .join("c-examples/private")
-        .join(format!("{:016x}", h.finish()));
-    let path = dir.join(name);
-    if !path.is_file() {
-        std::fs::create_dir_all(&dir).expect("create c-examples/private/<hash>");
-        // Unique per process (and serialized within it): another test process may race us.
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, &bytes).expect("write the private copy");
-        let mode = std::fs::metadata(binary)
-            .expect("stat the binary")
-            .permissions();
-        std::fs::set_permissions(&tmp, mode).expect("chmod the private copy");
-        std::fs::rename(&tmp, &path).expect("rename the private copy into place");
-    }
-    path
-}
 
 /// Whether to preload `libstackdump.so` into a [`Target`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +59,7 @@ impl Target {
         Target::spawn_in(cmd, preload, "missing", false)
     }
 
+    #[track_caller]
     fn spawn_in(mut cmd: Command, preload: Preload, dir_name: &str, create: bool) -> Target {
         let root = tempfile::Builder::new()
             .prefix("stackdump-it-")
@@ -323,6 +148,7 @@ impl Target {
 
     /// Wait for the `READY <pid>` line. Panics at the deadline, or as soon as the child dies,
     /// with its stderr.
+    #[track_caller]
     pub fn wait_ready(&mut self, deadline: Instant) -> &mut Target {
         loop {
             match self.stdout_lines.recv_timeout(Duration::from_millis(20)) {
@@ -374,6 +200,7 @@ impl Target {
     /// Kill (SIGKILL) and reap the child, then wait (until `deadline`) for the end of its
     /// stdout, so that [`Target::stdout`] and [`Target::stderr`] hold everything it ever wrote.
     /// Returns the exit status. The target is not usable afterwards (drop is still fine).
+    #[track_caller]
     pub fn kill_and_collect(&mut self, deadline: Instant) -> ExitStatus {
         let _ = self.child.kill();
         let status = self
@@ -403,6 +230,7 @@ impl Target {
     }
 
     /// The tids of the target right now (sorted).
+    #[track_caller]
     pub fn tids(&self) -> Vec<Tid> {
         TaskReader::new(self.proc_dir()).tids().unwrap_or_else(|e| {
             panic!("{}: cannot list tasks: {e}\n{}", self.what, self.describe())
@@ -423,6 +251,7 @@ impl Target {
     }
 
     /// The tid of the thread called `name`; panics if there is none or several.
+    #[track_caller]
     pub fn tid_of(&self, name: &str) -> Tid {
         let names = self.thread_names();
         let found: Vec<Tid> = names
@@ -441,6 +270,7 @@ impl Target {
     }
 
     /// Syscall, wchan, state and status of one thread, read from outside (kernel view only).
+    #[track_caller]
     pub fn kernel_view(&self, tid: Tid) -> KernelSnapshot {
         let mut reader = TaskReader::new(self.proc_dir());
         reader.kernel_stacks = false;
@@ -458,6 +288,7 @@ impl Target {
     }
 
     /// The process is alive: not a zombie, and `kill(pid, 0)` succeeds.
+    #[track_caller]
     pub fn assert_alive(&mut self) {
         if let Some(status) = self.exited() {
             panic!("{} died ({status})\n{}", self.what, self.describe());
@@ -578,25 +409,9 @@ pub fn syscall_name(s: &SyscallState) -> Option<&str> {
     }
 }
 
-/// Poll `cond` with increasing backoff (1 ms → 50 ms) until it holds or the deadline passes.
-/// A handshake on an observable condition, not a fixed sleep. Returns whether it held.
-pub fn poll_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
-    let mut delay = Duration::from_millis(1);
-    loop {
-        if cond() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(delay.min(deadline - now));
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
-}
-
 /// Send the signal called `name` (`USR1`, `SIGUSR1`, `RTMIN+3`) to `pid`. Names only: the
 /// number is looked up for this machine.
+#[track_caller]
 pub fn send_signal(pid: i32, name: &str) {
     use std::str::FromStr;
     let upper = name.trim().to_ascii_uppercase();
@@ -648,6 +463,7 @@ pub fn dump_files(dir: &Path, pid: i32, ext: &str) -> Vec<PathBuf> {
 
 /// Wait until a `stackdump-<pid>-*.json` appears in `dir` (polling with backoff 1 ms → 50 ms)
 /// and return it; panic at the deadline with what the directory holds.
+#[track_caller]
 pub fn wait_for_dump(dir: &Path, pid: i32, deadline: Instant) -> PathBuf {
     let mut found = None;
     poll_until(deadline, || {
@@ -670,6 +486,7 @@ pub fn wait_for_dump(dir: &Path, pid: i32, deadline: Instant) -> PathBuf {
 }
 
 /// Read and parse a JSON dump.
+#[track_caller]
 pub fn read_dump(path: &Path) -> Dump {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -691,6 +508,63 @@ pub fn dump_text(json_path: &Path, dump: &Dump) -> String {
     }
 }
 
+/// A JSON dump read back from its side file, with its text form for failure messages.
+pub struct Dumped {
+    pub path: PathBuf,
+    pub dump: Dump,
+    pub text: String,
+}
+
+impl Dumped {
+    /// Read and parse `path`, and its text form ([`dump_text`]).
+    #[track_caller]
+    pub fn read(path: &Path) -> Dumped {
+        let dump = read_dump(path);
+        let text = dump_text(path, &dump);
+        Dumped {
+            path: path.to_path_buf(),
+            dump,
+            text,
+        }
+    }
+
+    /// The dump and the target's state, for failure messages.
+    pub fn context(&self, t: &Target) -> String {
+        dump_context(Some(&self.path), &self.dump, &self.text, t)
+    }
+
+    /// The one thread called `name`; panics (with the context) if there is none or several.
+    #[track_caller]
+    pub fn thread(&self, t: &Target, name: &str) -> &Thread {
+        let found: Vec<&Thread> = self
+            .dump
+            .threads
+            .iter()
+            .filter(|th| th.name == name)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one thread named {name:?} in the dump\n{}",
+            self.context(t)
+        );
+        found[0]
+    }
+}
+
+/// A dump (its text form, its findings) and the target's state, for failure messages. `path`:
+/// the side file it was read from, if any; `text`: its text form.
+pub fn dump_context(path: Option<&Path>, d: &Dump, text: &str, t: &Target) -> String {
+    let from = path
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default();
+    format!(
+        "=== dump{from}\n{text}\n=== json findings\n{:#?}\n=== target\n{}",
+        d.findings,
+        t.describe()
+    )
+}
+
 /// Does a frame's function name denote `name`? Accepts `name`, `path::to::name` and a trailing
 /// Rust hash (`::h0123456789abcdef`).
 pub fn function_is(function: Option<&str>, name: &str) -> bool {
@@ -705,6 +579,7 @@ pub fn function_is(function: Option<&str>, name: &str) -> bool {
 }
 
 /// Read a whole file into a string (for `/proc` files), panicking with the path.
+#[track_caller]
 pub fn read_to_string(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();
     let mut s = String::new();
@@ -716,6 +591,7 @@ pub fn read_to_string(path: impl AsRef<Path>) -> String {
 
 /// `sigqueue(pid, signo, value)`: a process-directed signal carrying `value` (the way the CLI
 /// attaches a request id to a trigger). Sent by number: `signo` comes from libc or our table.
+#[track_caller]
 pub fn sigqueue(pid: i32, signo: i32, value: usize) {
     let sv = libc::sigval {
         sival_ptr: value as *mut libc::c_void,
@@ -731,22 +607,8 @@ pub fn sigqueue(pid: i32, signo: i32, value: usize) {
     );
 }
 
-/// A signal mask line of `/proc/<pid>/status` (`SigCgt`, `SigBlk`, `ShdPnd`, ...), as bits.
-/// `None` when the process is gone or the line is missing.
-pub fn status_mask(pid: i32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| {
-        let value = l.strip_prefix(field)?.strip_prefix(':')?;
-        u64::from_str_radix(value.trim(), 16).ok()
-    })
-}
-
-/// Whether signal `signo` is set in a `/proc` signal mask (bit `signo - 1`).
-pub fn mask_has(mask: u64, signo: i32) -> bool {
-    (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0
-}
-
 /// `VmRSS` of `/proc/<pid>/status`, in KiB.
+#[track_caller]
 pub fn vm_rss_kib(pid: i32) -> u64 {
     let status = read_to_string(format!("/proc/{pid}/status"));
     status

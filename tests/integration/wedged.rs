@@ -1,4 +1,4 @@
-//! A host wedged inside malloc (examples/c/wedged_malloc.c replaces malloc; one thread blocks
+//! A host wedged inside malloc (tests/targets/c/wedged_malloc.c replaces malloc; one thread blocks
 //! forever inside it, holding its lock) still gets a complete, symbolized dump: nothing on the
 //! dump path uses the host's allocator.
 
@@ -7,7 +7,7 @@ use std::process::Command;
 
 #[test]
 fn dump_completes_while_a_thread_is_wedged_inside_malloc() {
-    let mut t = Target::spawn(Command::new(build_c_example("wedged_malloc")), Preload::Yes);
+    let mut t = Target::spawn(Command::new(c_target("wedged_malloc")), Preload::Yes);
     t.wait_ready(deadline());
     let wedged = t.tid_of("wedged");
     assert!(

@@ -22,10 +22,11 @@
 //! Each function below says why it is async-signal-safe.
 //!
 //! The handlers are installed by `crate::install`; the dump thread (`crate::capture`) is the only
-//! consumer of what they record. No handler ever runs on the dump thread: it blocks every
-//! asynchronous signal and takes the trigger and its wake-ups with `rt_sigtimedwait`
-//! ([`trigger::wait_for_work`], which lives here because it shares the trigger ring's
-//! protocol, but runs on the dump thread only, never in a handler).
+//! consumer of what they record, through the dump-thread sides of their protocols,
+//! `crate::triggers` (the trigger ring) and `crate::slots` (the capture slots), which live
+//! outside this module because they allocate and wait. No handler ever runs on the dump thread:
+//! it blocks every asynchronous signal and takes the trigger and its wake-ups with
+//! `rt_sigtimedwait` ([`crate::triggers::wait_for_work`]).
 
 pub mod capture;
 pub mod trigger;

@@ -8,7 +8,7 @@
 //! # Who takes a trigger
 //!
 //! The dump thread never runs a signal handler: it blocks every asynchronous signal, the
-//! trigger included, and takes its signals with `rt_sigtimedwait` in [`wait_for_work`], waiting
+//! trigger included, and takes its signals with `rt_sigtimedwait` in [`wait_for_work`](crate::triggers::wait_for_work), waiting
 //! for two of them:
 //!
 //! - the **trigger** itself, when it is sent to the dump thread (`stackdump dump` directs it
@@ -26,7 +26,7 @@
 //!
 //! # No lost wake-up
 //!
-//! The dump thread publishes its tid in [`DUMPER_TID`] and checks the ring ([`pending`]) before
+//! The dump thread publishes its tid in [`DUMPER_TID`] and checks the ring ([`pending`](crate::triggers::pending)) before
 //! every wait; a handler records, then reads [`DUMPER_TID`], then claims [`WAKE_SENT`] and sends
 //! the wake only if no wake is already on its way. All of these accesses are `SeqCst`, so in
 //! their single total order:
@@ -50,7 +50,7 @@
 //! for children made without `fork()`, `tgkill` with the child's own pid finds no such thread
 //! and fails harmlessly: the trigger is recorded and ignored.
 
-use super::{getpid, gettid, ErrnoGuard};
+use super::{getpid, ErrnoGuard};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Capacity of the trigger ring.
@@ -97,16 +97,16 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// (it is in the trigger's `sa_mask`), so the dump thread waits for this to reach zero before
 /// believing that a thread blocks the capture signal for good.
 pub static IN_HANDLER: AtomicU32 = AtomicU32::new(0);
-/// The dump thread's kernel tid, published by [`wait_for_work`]; 0 before it first waits and in
+/// The dump thread's kernel tid, published by [`wait_for_work`](crate::triggers::wait_for_work); 0 before it first waits and in
 /// a forked child.
 pub static DUMPER_TID: AtomicI32 = AtomicI32::new(0);
 /// 1 while a wake sent by a handler may not have been taken yet by the dump thread.
 pub static WAKE_SENT: AtomicU32 = AtomicU32::new(0);
 /// The trigger signal's number, set once by `crate::install` before any handler or the dump
 /// thread can run.
-static TRIGGER_SIGNAL: AtomicI32 = AtomicI32::new(0);
+pub static TRIGGER_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// The capture signal's number (the wake), set with [`TRIGGER_SIGNAL`].
-static CAPTURE_SIGNAL: AtomicI32 = AtomicI32::new(0);
+pub static CAPTURE_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// Set the two signal numbers (`crate::install`, before the dump thread starts and before the
 /// trigger handler is installed).
@@ -216,116 +216,4 @@ pub fn wake_dump_thread() {
     }
     // Nothing is on its way: let the next trigger try again.
     WAKE_SENT.store(0, Ordering::SeqCst);
-}
-
-/// One trigger as the dump thread reads it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawTrigger {
-    pub sender_pid: i32,
-    pub sender_uid: u32,
-    pub code: i32,
-    /// The sigqueue value (the CLI's request id), when there was one.
-    pub request: Option<u32>,
-    /// The thread that took it.
-    pub taker: i32,
-}
-
-/// Take every pending trigger (dump thread only). Returns how many triggers found the ring
-/// full (their siginfo was not recorded; they are served by this dump all the same).
-///
-/// The handler records trigger `idx` only when `idx - TAIL < RING`, so with `tail` the value
-/// of TAIL the handlers saw, the recorded ones are exactly `[tail, min(head, tail + RING))`.
-/// A record whose handler is still running is waited for (briefly, and only while a handler
-/// runs); everything up to `head` is then consumed.
-pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
-    let head = HEAD.load(Ordering::Acquire);
-    let tail = TAIL.load(Ordering::Acquire);
-    let end = head.min(tail + RING as u64);
-    for idx in tail..end {
-        let rec = &RECORDS[(idx % RING as u64) as usize];
-        let mut spins = 0u32;
-        while rec.seq.load(Ordering::Acquire) != idx + 1
-            && IN_HANDLER.load(Ordering::Acquire) != 0
-            && spins < 100_000
-        {
-            spins += 1;
-            std::hint::spin_loop();
-            if spins % 64 == 0 {
-                std::thread::yield_now();
-            }
-        }
-        if rec.seq.load(Ordering::Acquire) == idx + 1 {
-            let code = rec.code.load(Ordering::Relaxed);
-            let value = rec.value.load(Ordering::Relaxed);
-            out.push(RawTrigger {
-                sender_pid: rec.sender_pid.load(Ordering::Relaxed),
-                sender_uid: rec.sender_uid.load(Ordering::Relaxed),
-                code,
-                request: (code == libc::SI_QUEUE && value != 0).then_some(value),
-                taker: rec.taker.load(Ordering::Relaxed),
-            });
-        }
-    }
-    TAIL.store(head, Ordering::Release);
-    DROPPED.swap(0, Ordering::AcqRel)
-}
-
-/// Sleep until a trigger is waiting (dump thread only; returns at once when one already is).
-///
-/// Publishes the calling thread as the dump thread, then loops: if the ring holds a trigger,
-/// return; else wait in `rt_sigtimedwait` for the trigger or the capture signal (both blocked
-/// on this thread since it started). A trigger taken here is recorded; anything else is a wake.
-/// The wait's fifth system-call argument (ignored by the kernel) is the number of triggers
-/// served so far, visible in `/proc/PID/task/TID/syscall` (see `crate::sys::sigwait`).
-pub fn wait_for_work() {
-    let trigger = TRIGGER_SIGNAL.load(Ordering::SeqCst);
-    let capture = CAPTURE_SIGNAL.load(Ordering::SeqCst);
-    // SAFETY: an all-zero sigset_t is a valid out-parameter for sigemptyset, which only writes
-    // it; sigaddset writes bits of our own set (a bad number only makes it fail).
-    let set = unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, trigger);
-        libc::sigaddset(&mut set, capture);
-        set
-    };
-    // SeqCst: ordered before the look at the ring below (module header).
-    DUMPER_TID.store(gettid(), Ordering::SeqCst);
-    let me = getpid();
-    loop {
-        if pending() {
-            return;
-        }
-        let served = TAIL.load(Ordering::Acquire);
-        let info = match crate::sys::sigwait(&set, served) {
-            Ok(info) => info,
-            // A stop and continue, or a debugger: look again.
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            // Cannot happen with a valid set; never spin in the host if it does.
-            Err(_) => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                continue;
-            }
-        };
-        // Whatever was taken, any wake sent so far is now taken, merged into what was taken,
-        // or still queued (a second one is then harmless): let the next handler send one, and
-        // look at the ring after this store.
-        WAKE_SENT.store(0, Ordering::SeqCst);
-        if info.si_signo == trigger && !is_own_wake(&info, me) {
-            record(&info);
-        }
-    }
-}
-
-/// True for the trigger signal sent by [`wake_dump_thread`] as a wake (`EAGAIN` fallback):
-/// `tgkill` from our own process.
-fn is_own_wake(info: &libc::siginfo_t, me: i32) -> bool {
-    // SAFETY: for SI_TKILL the kernel fills the _kill union member (si_pid, si_uid).
-    info.si_code == libc::SI_TKILL && unsafe { info.si_pid() } == me
-}
-
-/// True when a trigger is waiting.
-pub fn pending() -> bool {
-    // SeqCst: ordered after the dump thread's stores to DUMPER_TID and WAKE_SENT (module header).
-    HEAD.load(Ordering::SeqCst) != TAIL.load(Ordering::Acquire)
 }

@@ -1,130 +1,16 @@
-//! Helpers for the CLI's end-to-end tests: real processes, handshakes instead of sleeps, children
-//! killed and reaped on drop, a deadline per test.
+//! The CLI suite's helpers, on top of the shared harness (`test-support/`, re-exported here:
+//! deadlines, handshakes, child guards, artifacts, the C targets of `tests/targets/`): run
+//! `stackdump` to completion within the test's deadline, scratch directories, the fake library.
 
 #![allow(dead_code)]
 
+pub use test_support::*;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-/// The deadline of one test: every wait in it ends there, and a CLI still running then is killed.
-pub struct Deadline {
-    end: Instant,
-}
-
-impl Deadline {
-    pub fn new(secs: u64) -> Deadline {
-        Deadline {
-            end: Instant::now() + Duration::from_secs(secs),
-        }
-    }
-
-    pub fn left(&self) -> Duration {
-        let now = Instant::now();
-        assert!(now < self.end, "the test's deadline passed");
-        self.end - now
-    }
-
-    pub fn passed(&self) -> bool {
-        Instant::now() >= self.end
-    }
-}
-
-/// Poll `f` every few milliseconds until it holds (a handshake on observable state).
-pub fn wait_until(dl: &Deadline, what: &str, mut f: impl FnMut() -> bool) {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if f() {
-            return;
-        }
-        assert!(!dl.passed(), "timed out waiting until {what}");
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// A child process, killed (SIGKILL) and reaped when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub pid: i32,
-}
-
-impl Proc {
-    pub fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        let pid = child.id() as i32;
-        Proc { child, pid }
-    }
-
-    /// Spawn keeping the caller's stdout/stderr settings (pipes to read progress from).
-    pub fn spawn_piped(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        let pid = child.id() as i32;
-        Proc { child, pid }
-    }
-
-    /// True while it runs (a zombie is not alive; it is not reaped here).
-    pub fn alive(&self) -> bool {
-        alive(self.pid)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Process state letter from /proc/PID/stat, or None when gone.
-pub fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-pub fn alive(pid: i32) -> bool {
-    matches!(state(pid), Some(s) if s != 'Z' && s != 'X')
-}
-
-pub fn status_field(pid: i32, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
-}
-
-pub fn catches(pid: i32, signo: i32) -> bool {
-    status_field(pid, "SigCgt")
-        .and_then(|v| u64::from_str_radix(&v, 16).ok())
-        .is_some_and(|m| m & (1 << (signo - 1)) != 0)
-}
-
-pub fn maps_contain(pid: i32, what: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(what))
-}
-
-pub fn thread_named(pid: i32, name: &str) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| {
-        d.flatten().any(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-    })
-}
-
-/// Wait until the real library is ready in `pid`: mapped, trigger caught, dump thread running.
-pub fn wait_ready(dl: &Deadline, pid: i32, signo: i32) {
-    wait_until(dl, &format!("libstackdump.so is ready in {pid}"), || {
-        maps_contain(pid, "libstackdump") && catches(pid, signo) && thread_named(pid, "stackdump")
-    });
-}
+use std::time::Duration;
 
 /// The outcome of one `stackdump` run.
 #[derive(Debug)]
@@ -135,6 +21,7 @@ pub struct Out {
 }
 
 impl Out {
+    #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Out {
         assert_eq!(
             self.code, code,
@@ -143,6 +30,7 @@ impl Out {
         );
         self
     }
+    #[track_caller]
     pub fn stderr_has(&self, what: &str) -> &Out {
         assert!(
             self.stderr.contains(what),
@@ -151,6 +39,7 @@ impl Out {
         );
         self
     }
+    #[track_caller]
     pub fn stdout_has(&self, what: &str) -> &Out {
         assert!(
             self.stdout.contains(what),
@@ -179,6 +68,7 @@ pub fn cli(args: &[&str]) -> Command {
 }
 
 /// Run a command to completion within the deadline; kill it if it overstays.
+#[track_caller]
 pub fn run(dl: &Deadline, mut cmd: Command) -> Out {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -219,6 +109,7 @@ pub fn run(dl: &Deadline, mut cmd: Command) -> Out {
     }
 }
 
+#[track_caller]
 pub fn stackdump(dl: &Deadline, args: &[&str]) -> Out {
     run(dl, cli(args))
 }
@@ -252,77 +143,33 @@ impl Drop for Scratch {
     }
 }
 
-fn target_dir() -> PathBuf {
-    // The test binary is <target>/<profile>/deps/cli-<hash>.
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
-
-/// The real libstackdump.so: STACKDUMP_LIB, or built next to the CLI (release or debug), or
-/// built now with cargo.
+/// The real libstackdump.so ([`libstackdump`]).
 pub fn real_lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(p) = std::env::var_os("STACKDUMP_LIB") {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "STACKDUMP_LIB={} is not a file", p.display());
-            return p;
-        }
-        let target = target_dir();
-        let profile_dir = Path::new(bin()).parent().unwrap().to_path_buf();
-        let candidates = [
-            profile_dir.join("libstackdump.so"),
-            target.join("release/libstackdump.so"),
-            target.join("debug/libstackdump.so"),
-        ];
-        if let Some(p) = candidates.iter().find(|p| p.is_file()) {
-            return p.clone();
-        }
-        // Build it (the workspace's dumper crate) into the same target directory.
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "stackdump-dumper", "--manifest-path"])
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .expect("running cargo to build libstackdump.so");
-        assert!(status.success(), "building libstackdump.so failed");
-        let p = target.join("debug/libstackdump.so");
-        assert!(p.is_file(), "{} not built", p.display());
-        p
-    })
+    LIB.get_or_init(libstackdump)
 }
 
-/// The fake library (tests/fixtures/fakedumper.c), compiled once per test run.
+/// The fake library (tests/targets/c/fakedumper.c), compiled once per test run.
 pub fn fake_lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fakedumper.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("fake-{}", std::process::id()))
-            .join("libstackdump-fake.so");
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let status = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O1", "-Wall", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lpthread")
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("running {cc} (a C compiler is needed for the fixture): {e}")
-            });
-        assert!(status.success(), "compiling {}", src.display());
+        let src = targets_dir().join("c/fakedumper.c");
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-{}", std::process::id()));
+        create_public_dir(&dir);
+        let out = dir.join("libstackdump-fake.so");
+        compile_c(
+            &out,
+            &[&src],
+            &["-shared", "-fPIC", "-O1", "-Wall"],
+            &["-lpthread"],
+        );
         out
     })
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Parse `stackdump dump --format json` output.
+#[track_caller]
 pub fn json(out: &Out) -> serde_json::Value {
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", out.stdout, out.stderr))

@@ -317,7 +317,7 @@ impl Arch {
     }
 
     /// Resolve a parsed name. `None` when the name does not exist on this arch, or an `RTMIN+n`
-    /// falls outside the real-time range of `libc` (see [`Arch::rt_out_of_range`]).
+    /// falls outside the real-time range of `libc` (see [`Arch::rt_offsets`]).
     pub fn resolve(&self, spec: &NameSpec, libc: Libc) -> Option<Resolved> {
         match spec {
             NameSpec::Standard(name) => {

@@ -1,5 +1,5 @@
 /* A host stuck inside a library constructor during dlopen: thread "loader" calls
- * dlopen(argv[1]); that library's constructor (examples/c/stuck_ctor_lib.c) prints
+ * dlopen(argv[1]); that library's constructor (tests/targets/c/stuck_ctor_lib.c) prints
  * "READY <pid>" and never returns. The loader thread then holds the dynamic loader's lock
  * (dl_load_lock) forever; anything that needs it (dlopen, dladdr, dlsym of a new object...)
  * would hang. A dump must still complete. Build: cc -O2 -g -pthread ... -ldl. */

@@ -1,4 +1,4 @@
-/* The library of examples/c/stuck_ctor.c: its constructor announces READY and never returns.
+/* The library of tests/targets/c/stuck_ctor.c: its constructor announces READY and never returns.
  * Build: cc -O2 -g -shared -fPIC. */
 #define _GNU_SOURCE
 #include <stdio.h>
