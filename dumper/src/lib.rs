@@ -48,6 +48,9 @@
 //!   `malloc`.
 //! - [`config`]: the `STACKDUMP_*` environment, parsed once; any bad value disables the library.
 //! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
+//! - [`fork`]: a dump thread for each child forked without exec, and what makes that safe.
+//! - [`state`]: the state page the CLI reads (dump thread, trigger and who handles it, dump
+//!   directory), instead of the process's environment.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
 //! - [`capture`]: the dump thread and the pipeline's phases.
 //! - `stackdump_core::stack::unwind`: modules and DWARF unwinding of copied stacks (shared with the
@@ -81,10 +84,12 @@ pub mod alloc;
 pub mod capture;
 pub mod config;
 pub mod diagnose;
+pub mod fork;
 pub mod install;
 pub mod python;
 pub mod sigctx;
 pub mod sink;
+pub mod state;
 pub mod symbolize;
 pub mod sys;
 

@@ -46,8 +46,8 @@
 //! nothing can be sent: the record waits in the ring until the next wake, i.e. the next trigger
 //! (a `stackdump dump` request, or a trigger taken by a host thread once the queue has room).
 //!
-//! In a forked child (no dump thread) the tid is forgotten (`pthread_atfork`); before that, and
-//! for children made without `fork()`, `tgkill` with the child's own pid finds no such thread
+//! In a forked child the tid is forgotten (`pthread_atfork`, [`reset_in_child`]) until the child's
+//! own dump thread publishes its own; before that, and for children made without `fork()`, `tgkill` with the child's own pid finds no such thread
 //! and fails harmlessly: the trigger is recorded and ignored.
 
 use super::{getpid, gettid, ErrnoGuard};
@@ -115,12 +115,18 @@ pub fn set_signals(trigger: i32, capture: i32) {
     CAPTURE_SIGNAL.store(capture, Ordering::SeqCst);
 }
 
-/// `pthread_atfork` child handler: a forked child has no dump thread.
+/// In a forked child (`crate::fork`, from the `pthread_atfork` child handler): the parent's dump
+/// thread does not exist here. Forget it, and every trigger the parent had recorded but not
+/// served yet (those were for the parent's dump, not the child's); handlers that were running
+/// on the parent's other threads do not run here.
 ///
-/// Async-signal-safe (a fork from a signal handler runs it): one atomic store.
-pub extern "C" fn forget_dump_thread() {
+/// Async-signal-safe (a fork from a signal handler runs it): atomic stores only.
+pub fn reset_in_child() {
     DUMPER_TID.store(0, Ordering::SeqCst);
     WAKE_SENT.store(0, Ordering::SeqCst);
+    IN_HANDLER.store(0, Ordering::SeqCst);
+    TAIL.store(HEAD.load(Ordering::SeqCst), Ordering::SeqCst);
+    DROPPED.store(0, Ordering::SeqCst);
 }
 
 /// The body of the trigger handler (called by signal-hook-registry's handler with the siginfo)
@@ -277,7 +283,10 @@ pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
 /// on this thread since it started). A trigger taken here is recorded; anything else is a wake.
 /// The wait's fifth system-call argument (ignored by the kernel) is the number of triggers
 /// served so far, visible in `/proc/PID/task/TID/syscall` (see `crate::sys::sigwait`).
-pub fn wait_for_work() {
+///
+/// With a `timeout`, also returns when it expires with no trigger waiting (the dump thread then
+/// re-checks who handles the trigger, `crate::state`).
+pub fn wait_for_work(timeout: Option<std::time::Duration>) {
     let trigger = TRIGGER_SIGNAL.load(Ordering::SeqCst);
     let capture = CAPTURE_SIGNAL.load(Ordering::SeqCst);
     // SAFETY: an all-zero sigset_t is a valid out-parameter for sigemptyset, which only writes
@@ -297,8 +306,9 @@ pub fn wait_for_work() {
             return;
         }
         let served = TAIL.load(Ordering::Acquire);
-        let info = match crate::sys::sigwait(&set, served) {
+        let info = match crate::sys::sigwait(&set, served, timeout) {
             Ok(info) => info,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
             // A stop and continue, or a debugger: look again.
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             // Cannot happen with a valid set; never spin in the host if it does.
