@@ -79,6 +79,13 @@
 //! host's stdout or stderr (a silent panic hook). Privilege and namespace launchers (`setpriv`,
 //! `unshare`, ...) get no dump thread: a second thread breaks `capset`+`setuid` and
 //! `unshare(CLONE_NEWUSER)`.
+//!
+//! A child forked without exec gets a dump thread of its own from the `pthread_atfork` child
+//! handler ([`fork`], which lists every lock the fork could copy half-held and how each is made
+//! safe; a fork waits at most 50 ms for the library, and only while a dump runs). The dump
+//! thread publishes its state for the CLI in a one-page memfd ([`state`]) and wakes, besides
+//! for triggers, 4 times in its first 10 s and then once a minute to check whether the
+//! application installed its own handler over the trigger's.
 
 pub mod alloc;
 pub mod capture;

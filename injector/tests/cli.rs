@@ -889,6 +889,8 @@ fn failed_rounds_are_reported_and_the_run_goes_on_behind_schedule() {
             "3",
             "--timeout",
             "250ms",
+            // It has no dump thread (refused without --force).
+            "--force",
         ],
     );
     out.assert_code(1)
