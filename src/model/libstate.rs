@@ -189,10 +189,8 @@ impl LibraryState {
                 "handler" => handler = TriggerHandler::parse(v),
                 "checked_ms" => st.checked_ms = v.parse().unwrap_or(0),
                 "dir_hex" => dir = unhex(v).filter(|d| d.starts_with('/') && !d.contains('\0')),
-                "formats" => {
-                    if v.split(',').all(|f| f == "text" || f == "json") {
-                        st.formats = v.to_string();
-                    }
+                "formats" if v.split(',').all(|f| f == "text" || f == "json") => {
+                    st.formats = v.to_string();
                 }
                 "handler_module_hex" => st.handler_module = unhex(v).filter(|m| !m.contains('\0')),
                 "forked_from" => st.forked_from = positive(v),
