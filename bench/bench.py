@@ -300,6 +300,8 @@ def json_summary(path):
         "statuses": dict(statuses),
         "frames_median": statistics.median(frames) if frames else 0,
         "truncated": truncated,
+        "without_signal": cap.get("without_signal"),
+        "signalled": cap.get("signalled"),
         "errors": d.get("errors", [])[:5],
         "json_bytes": os.path.getsize(path),
     }
@@ -915,6 +917,56 @@ class Bench:
         self.r["profile"] = out
         log(f"profile N={n}: done")
 
+    # frame pointers ------------------------------------------------------------------------
+    def framepointers(self, ns):
+        """The same target built without and with `-fno-omit-frame-pointer` (issue 14): warm
+        dumps by `kill`, the CLI and `inspect`, eu-stack beside, and how many threads each path
+        captured without a signal (the dump) or without a ptrace stop (inspect). The target's
+        workers are all blocked in a system call; only its spinner runs."""
+        if not self.args.target_fp:
+            return
+        R = self.runs
+        out = {}
+        for n in ns:
+            for build, exe in (("no-fp", self.target), ("fp", self.args.target_fp)):
+                self.wait_quiet(f"frame pointers N={n} {build}")
+                log(f"frame pointers: N={n}, target built {build}")
+                t = Target(self.work, [exe, str(n), "20"], True, self.lib, f"fp-{build}-n{n}",
+                           ready_timeout=240)
+                row = {"n": n, "build": build}
+                try:
+                    kill_dump(t)  # warm-up
+                    kills = [kill_dump(t) for _ in range(R)]
+                    row["kill"] = {"wall_ms": stats([x.get("wall_ms") for x in kills]),
+                                   "gap_ms": stats([x.get("gap_ms") for x in kills]),
+                                   "threads": [x.get("threads") for x in kills],
+                                   "without_signal": [x.get("without_signal") for x in kills],
+                                   "signalled": [x.get("signalled") for x in kills],
+                                   "errors": [x["error"] for x in kills if "error" in x]}
+                    for tool, cmd in (("cli", self.cmd_cli), ("inspect", self.cmd_inspect),
+                                      ("eu-stack", self.cmd_eu)):
+                        if tool != "eu-stack" and not self.cli:
+                            continue
+                        runs = [run_tool(cmd(t.pid), spinner=t.spinner, env=self.env_tools) for _ in range(R)]
+                        row[tool] = {"wall_ms": stats([x.get("wall_ms") for x in runs]),
+                                     "gap_ms": stats([x.get("gap_ms") for x in runs]),
+                                     "errors": [x["error"] for x in runs if "error" in x]}
+                        t.clear_dumps()
+                    if self.cli:
+                        # One more inspect, as JSON, for how many threads it read without a stop.
+                        p = subprocess.run([self.cli, "inspect", "--format", "json", str(t.pid)],
+                                           capture_output=True, env=self.env_tools, timeout=120)
+                        try:
+                            cap = json.loads(p.stdout).get("capture", {})
+                            row["inspect"]["threads"] = cap.get("threads")
+                            row["inspect"]["without_stop"] = cap.get("without_signal")
+                        except ValueError:
+                            row["inspect"]["errors"].append(f"inspect --format json: exit {p.returncode}")
+                finally:
+                    t.close()
+                out[f"{n}-{build}"] = row
+        self.r["framepointers"] = out
+
     # all -----------------------------------------------------------------------------------
     def run(self):
         a = self.args
@@ -946,6 +998,8 @@ class Bench:
             self.wait_quiet("deadline scan")
             self.deadline_scan([("signal", [1000, 2000, 4000, 8000], None), ("auto", [4000, 8000], None),
                                 ("signal", [8000], 100)])
+            self.save()
+            self.framepointers(a.fp_threads)
             self.save()
             self.wait_quiet("python")
             self.python_large()
@@ -1122,9 +1176,32 @@ def report(r):
                  f"{py['rss_after_warm_kb'] / 1024:.1f} MiB, peak {py['hwm_kb'] / 1024:.1f} MiB. First dump {py['cold']['wall_ms']:.0f} ms "
                  f"(in-process phases µs {json.dumps(py['cold']['phases_us'])}), warm {fmt(py['warm_wall_ms'], ' ms')}.")
         L.append("")
+    if r.get("framepointers"):
+        L.append(framepointers_md(r["framepointers"]))
     if r.get("profile"):
         L.append(profile_md(r["profile"]))
     L.append(budgets(r))
+    return "\n".join(L)
+
+
+def framepointers_md(fp):
+    L = ["### Frame pointers: the same target built without and with `-fno-omit-frame-pointer`", "",
+         "All workers are blocked in `read`, `nanosleep` or `pthread_cond_wait`; only the spinner runs. "
+         "\"Without signal\" counts the threads whose stacks the dump copied while blocked (no capture "
+         "signal, so no EINTR); \"without stop\" the threads `inspect` read without a ptrace stop. "
+         "Warm runs, medians (min–max) in ms.", "",
+         "| threads | build | kill → .json | without signal / threads | stackdump dump | stackdump inspect | without stop / threads | eu-stack | eu-stack ÷ dump |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in fp.values():
+        k = row.get("kill", {})
+        ws = sorted(set(f"{a}/{b}" for a, b in zip(k.get("without_signal", []), k.get("threads", []))))
+        ins = row.get("inspect", {})
+        eu, cli = median_of(row.get("eu-stack", {}).get("wall_ms")), median_of(row.get("cli", {}).get("wall_ms"))
+        L.append(f"| {row['n']} | {row['build']} | {fmt(k.get('wall_ms'))} | {', '.join(ws) or '?'} | "
+                 f"{fmt(row.get('cli', {}).get('wall_ms'))} | {fmt(ins.get('wall_ms'))} | "
+                 f"{ins.get('without_stop', '?')}/{ins.get('threads', '?')} | {fmt(row.get('eu-stack', {}).get('wall_ms'))} | "
+                 f"{rfmt(eu / cli) + '×' if eu and cli else '–'} |")
+    L.append("")
     return "\n".join(L)
 
 
@@ -1370,6 +1447,8 @@ def main():
     p.add_argument("--cli")
     p.add_argument("--target", required=True)
     p.add_argument("--runner")
+    p.add_argument("--target-fp", help="bench/target.c built with -fno-omit-frame-pointer")
+    p.add_argument("--fp-only", action="store_true", help="only the frame-pointer comparison")
     p.add_argument("--python")
     p.add_argument("--libpython")
     p.add_argument("--threads", type=int, nargs="+")
@@ -1395,11 +1474,20 @@ def main():
     a.depth_threads = [100, 1000]
     a.depth_gdb_max = 100
     a.deadline_threads = [4000, 8000]
+    a.fp_threads = [100] if a.quick else [100, 1000]
     global RUNNER
     RUNNER = a.runner
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
     b = Bench(a)
+    if a.fp_only:
+        try:
+            b.machine()
+            b.framepointers(a.fp_threads)
+        finally:
+            cleanup()
+        print(framepointers_md(b.r["framepointers"]))
+        return
     if a.profile_only:
         try:
             b.machine()

@@ -7,6 +7,8 @@
 #   bench/run.sh --wait-quiet [--quick]  first wait (up to 10 minutes) until the CPUs are idle
 #   bench/run.sh --threads "1000 2000" --tag NAME   only these cells, into bench/results/NAME.{json,md}
 #   bench/run.sh --profile N  only the perf profile of the dump thread for N threads (cold + warm)
+#   bench/run.sh --fp       only the frame-pointer comparison (target built with and without
+#                           -fno-omit-frame-pointer; 100 and 1000 threads), printed
 #   bench/run.sh --report   re-render bench/results/latest.md, bench/plot.svg and the generated
 #                           section of BENCHMARKS.md from bench/results/latest.json
 #
@@ -27,6 +29,7 @@ mode=full
 extra=()
 profile_n=
 wait_quiet=
+fp_only=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) mode=quick ;;
@@ -35,8 +38,9 @@ while [ $# -gt 0 ]; do
         --tag) extra+=(--tag "${2:?--tag NAME}"); shift ;;
         --report) mode=report ;;
         --profile) mode=profile; profile_n=${2:?--profile N}; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-        *) echo "usage: bench/run.sh [--quick | --profile N | --report]" >&2; exit 2 ;;
+        --fp) fp_only=1 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "usage: bench/run.sh [--quick | --profile N | --fp | --report]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -91,6 +95,7 @@ if [ -x "$root/target/release/stackdump" ]; then
 fi
 echo "bench: cc -O2 -g -pthread bench/target.c" >&2
 cc -O2 -g -pthread -o "$work/target" "$here/target.c"
+cc -O2 -g -pthread -fno-omit-frame-pointer -o "$work/target-fp" "$here/target.c"
 cc -O2 -o "$work/runner" "$here/runner.c"
 
 # The large-binary case: a python3 that links libpython3.*.so dynamically (pyenv builds do).
@@ -130,9 +135,10 @@ quick=()
 [ -n "$wait_quiet" ] && quick+=(--wait-quiet)
 quick+=("${extra[@]}")
 [ "$mode" = profile ] && quick=(--profile-only "$profile_n" --keep-perf)
+[ -n "$fp_only" ] && quick=(--fp-only "${quick[@]}")
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run" >&2
 python3 "$here/bench.py" "${quick[@]}" --work "$work" --lib "$work/libstackdump.so" \
-    --target "$work/target" --runner "$work/runner" "${cli_args[@]}" "${py_args[@]}" --update-benchmarks &
+    --target "$work/target" --target-fp "$work/target-fp" --runner "$work/runner" "${cli_args[@]}" "${py_args[@]}" --update-benchmarks &
 bench_pid=$!
 wait "$bench_pid"
 rc=$?

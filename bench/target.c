@@ -1,7 +1,8 @@
 /*
  * bench/target.c: the benchmark target for stackdump, eu-stack and gdb (see bench/run.sh).
  *
- * Built with `cc -O2 -g -pthread` (no frame pointers: stacks need DWARF CFI to unwind).
+ * Built with `cc -O2 -g -pthread` (no frame pointers: stacks need DWARF CFI to unwind), and for
+ * the frame-pointer comparison also with `-fno-omit-frame-pointer` (bench/run.sh --fp).
  *
  * Usage: target THREADS DEPTH [GAPFILE]
  *

@@ -60,6 +60,13 @@ pub const MAX_COPIED_FILE: u64 = 512 * MIB;
 /// A dump file (`.json` or `.txt`) read by `stackdump dump` or `stackdump compare`: rendering
 /// one takes a few times its size; real dumps of 10000 threads are under 20 MB.
 pub const MAX_DUMP_FILE: u64 = 64 * MIB;
+/// The part of a perf map (`/tmp/perf-PID.map`, names of JIT-compiled code) that is read: its
+/// last bytes, where the newest code is (a long-running `node --perf-basic-prof` appends
+/// without end). About 100 bytes a line: half a million functions.
+pub const MAX_PERF_MAP: u64 = 48 * MIB;
+/// The same, read by the dump thread inside the process (its memory is the host's): about
+/// 80,000 of the newest functions.
+pub const MAX_PERF_MAP_INSIDE: u64 = 8 * MIB;
 /// All the dump files one `stackdump compare` reads (they are all kept parsed at once).
 pub const MAX_COMPARE_TOTAL: u64 = 256 * MIB;
 

@@ -16,6 +16,7 @@ use stackdump_core::model::{
     PhaseTimes, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
 use stackdump_core::stack::blocked::{Seen, FIRST_WINDOW};
+use stackdump_core::stack::jit::{JitCode, PerfMapSource};
 use stackdump_core::stack::unwind::{ModuleSource, Modules, RawFrames, UnwindEnd, THREAD_ROOTS};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -52,6 +53,8 @@ pub struct DumpThread {
     cfg: Config,
     modules: Modules,
     symbols: Symbolizer,
+    /// Executable memory outside the modules (JIT code) as of this dump, and its perf map.
+    jit: JitCode,
     generation: u32,
     sequence: u64,
     last_millis: i64,
@@ -75,6 +78,7 @@ impl DumpThread {
             cfg,
             modules: Modules::new(ModuleSource::this_process()),
             symbols: Symbolizer::default(),
+            jit: JitCode::default(),
             generation: 0,
             sequence: 0,
             last_millis: 0,
@@ -220,6 +224,8 @@ impl DumpThread {
             }
         }
         errors.extend(self.modules.problems.iter().cloned());
+        // The perf map is read only if a stack goes through JIT code.
+        self.jit = JitCode::new(&maps, &self.modules, Some(PerfMapSource::this_process()));
         let without_signal = if self.cfg.blocked_without_signal {
             self.capture_blocked(&mut threads)
         } else {
@@ -265,6 +271,7 @@ impl DumpThread {
                 python: None,
             });
         }
+        errors.extend(self.jit.problem.take());
         // Interpreter frames (CPython), merged into the native stacks they belong to.
         crate::python::annotate(&mut out_threads, &maps, &mut errors);
         self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
@@ -371,6 +378,12 @@ impl DumpThread {
         let mut frames: Vec<Frame> = Vec::new();
         for &(ip, is_return) in &raw.addrs {
             let info = self.modules.module_of(ip);
+            if info.is_none() {
+                if let Some(f) = self.jit.frame(ip, is_return) {
+                    frames.push(f);
+                    continue;
+                }
+            }
             let module = info.map(|m| (m.path.as_str(), m.bias));
             let file = info.and_then(|m| m.file.as_deref());
             if self.modules.is_trampoline(ip) {

@@ -5,7 +5,7 @@
 //! module set changes we drop both its cache and ours (`reset`).
 
 use stackdump_core::model::{Addr, Frame};
-use stackdump_core::stack::symbols::{push_frames, Symbol as Sym};
+use stackdump_core::stack::symbols::{demangle, push_frames, Symbol as Sym};
 use std::collections::HashMap;
 
 /// Memoized symbolization.
@@ -81,7 +81,11 @@ fn resolve(addr: u64) -> Vec<Sym> {
     let mut syms = Vec::new();
     backtrace::resolve(addr as usize as *mut std::ffi::c_void, |s| {
         syms.push(Sym {
-            function: s.name().map(|n| format!("{n:#}")),
+            // The raw name, demangled by the core's one demangler (the same names as
+            // `inspect`; backtrace alone leaves C++ names mangled).
+            function: s
+                .name()
+                .map(|n| demangle(&String::from_utf8_lossy(n.as_bytes()))),
             file: s.filename().map(|p| p.to_string_lossy().into_owned()),
             line: s.lineno(),
         });

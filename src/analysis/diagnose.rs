@@ -641,6 +641,7 @@ pub(crate) mod tests {
                 line: None,
                 inlined: false,
                 python: None,
+                jit: None,
             })
             .collect()
     }

@@ -469,6 +469,19 @@ pub struct Frame {
     /// that differ only in Python code still differ), `module` and `offset` absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<PyFrameInfo>,
+    /// Present for a frame in executable memory outside every module (JIT-compiled code: V8,
+    /// the JVM, LuaJIT, ...): the mapping it lies in. `function` is its name from the process's
+    /// perf map (`/tmp/perf-PID.map`) when it writes one, else absent; `module` is absent and
+    /// `offset` is `ip` minus the region's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jit: Option<JitRegion>,
+}
+
+/// The anonymous executable mapping a JIT frame lies in ([`Frame::jit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JitRegion {
+    pub start: Addr,
+    pub end: Addr,
 }
 
 /// What a Python frame adds to [`Frame`].

@@ -68,6 +68,9 @@ fn frame_name(f: &Frame) -> String {
     if let Some(name) = &f.function {
         return clean(name);
     }
+    if f.jit.is_some() {
+        return "[jit]".into();
+    }
     match (&f.module, f.offset) {
         (Some(m), Some(off)) => clean(&format!("{}+{off}", m.rsplit('/').next().unwrap_or(m))),
         (Some(m), None) => clean(&format!("{}@{}", m.rsplit('/').next().unwrap_or(m), f.ip)),
@@ -158,6 +161,7 @@ mod tests {
             line: None,
             inlined: false,
             python: None,
+            jit: None,
         });
         // The same function inlined into itself is one frame.
         let mut inner = t.frames[1].clone();

@@ -308,7 +308,16 @@ pub fn frame(f: &Frame) -> String {
     if f.python.is_some() {
         s.push_str("[py] ");
     }
-    s.push_str(&field(f.function.as_deref().unwrap_or("??")));
+    match (&f.jit, &f.function) {
+        // Code outside every module: named by the process's perf map, or by its region.
+        (Some(_), Some(name)) => {
+            let _ = write!(s, "{} [jit]", field(name));
+        }
+        (Some(r), None) => {
+            let _ = write!(s, "[jit {}-{}]", r.start, r.end);
+        }
+        (None, name) => s.push_str(&field(name.as_deref().unwrap_or("??"))),
+    }
     if let Some(file) = &f.file {
         let _ = write!(s, " at {}", Esc(file));
         if let Some(line) = f.line {

@@ -37,6 +37,7 @@ use crate::kernel::proc::{self, Mapping, RunCounter, TaskReader};
 use crate::model::{Addr, CaptureMethod, CaptureStatus, Dump, Frame, SyscallState, Thread, Tid};
 use crate::stack::blocked::{copy_blocked, Seen, FIRST_WINDOW};
 use crate::stack::dwarfcache::DwarfCache;
+use crate::stack::jit::{JitCode, PerfMapSource};
 use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
 use crate::stack::unwind::{ModuleSource, Modules, ProcessMemory, RawFrames, Regs, UnwindEnd};
 use std::collections::{HashMap, HashSet};
@@ -536,14 +537,22 @@ impl Capture {
             symbols.prepare(file, &root, &svmas);
         }
         let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
+        let mut jit = JitCode::new(&maps, &modules, PerfMapSource::process(pid));
         for (i, raw) in frames_of {
             let t = &mut dump.threads[i];
-            let (frames, truncated) = symbolize(&modules, &mut symbols, &root, &raw, &mut memo);
+            let mut names = Namer {
+                modules: &modules,
+                symbols: &mut symbols,
+                jit: &mut jit,
+                root: &root,
+            };
+            let (frames, truncated) = symbolize(&mut names, &raw, &mut memo);
             t.frames = frames;
             t.truncated = truncated;
             t.capture = CaptureStatus::Ok;
             t.signalled = false;
         }
+        dump.errors.extend(jit.problem.take());
         crate::python::annotate(&mut dump.threads, &memory, &maps, &root, &mut dump.errors);
         // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
         // allocations): done on a thread of its own, off the path to the output.
@@ -667,16 +676,29 @@ impl Names {
     }
 }
 
+/// What names addresses: the modules and their symbols, and the JIT code outside them.
+struct Namer<'a> {
+    modules: &'a Modules,
+    symbols: &'a mut FileSymbolizer,
+    jit: &'a mut JitCode,
+    root: &'a Path,
+}
+
 /// Frames of one address: an exact PC (frame 0) or a return address (looked up at addr-1).
-fn frames_at(
-    modules: &Modules,
-    symbols: &mut FileSymbolizer,
-    root: &Path,
-    ip: u64,
-    is_return: bool,
-    out: &mut Vec<Frame>,
-) {
+fn frames_at(names: &mut Namer<'_>, ip: u64, is_return: bool, out: &mut Vec<Frame>) {
+    let Namer {
+        modules,
+        symbols,
+        jit,
+        root,
+    } = names;
     let info = modules.module_of(ip);
+    if info.is_none() {
+        if let Some(f) = jit.frame(ip, is_return) {
+            out.push(f);
+            return;
+        }
+    }
     let module = info.map(|m| m.path.clone());
     let offset = info.map(|m| Addr(ip.wrapping_sub(m.bias)));
     if modules.is_trampoline(ip) {
@@ -694,9 +716,7 @@ fn frames_at(
 /// Frames of an unwound stack, and whether it is truncated (it does not end at an entry point).
 /// `memo` keeps the frames of each address (threads share most of theirs).
 fn symbolize(
-    modules: &Modules,
-    symbols: &mut FileSymbolizer,
-    root: &Path,
+    names: &mut Namer<'_>,
     raw: &RawFrames,
     memo: &mut HashMap<(u64, bool), Vec<Frame>>,
 ) -> (Vec<Frame>, bool) {
@@ -707,7 +727,7 @@ fn symbolize(
             .entry((ip, is_return))
             .or_insert_with(|| {
                 let mut v = Vec::new();
-                frames_at(modules, symbols, root, ip, is_return, &mut v);
+                frames_at(names, ip, is_return, &mut v);
                 v
             })
             .len();

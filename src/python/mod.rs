@@ -481,6 +481,7 @@ pub fn to_frame(f: &PyFrame) -> Frame {
             first_line: f.first_line,
             entry: f.entry,
         }),
+        jit: None,
     }
 }
 
@@ -683,6 +684,7 @@ mod tests {
                 line: None,
                 inlined: false,
                 python: None,
+                jit: None,
             })
             .collect()
     }

@@ -53,6 +53,7 @@ pub fn push_frames(
             line: None,
             inlined: false,
             python: None,
+            jit: None,
         });
         return;
     }
@@ -67,6 +68,7 @@ pub fn push_frames(
             line: s.line,
             inlined: i < last,
             python: None,
+            jit: None,
         });
     }
 }
@@ -87,6 +89,7 @@ pub fn trampoline_frame(
         line: None,
         inlined: false,
         python: None,
+        jit: None,
     }
 }
 
@@ -410,8 +413,8 @@ impl ModuleDebug {
                     let function = f
                         .function
                         .as_ref()
-                        .and_then(|n| n.demangle().ok())
-                        .map(|n| strip_hash(&n).to_string());
+                        .and_then(|n| n.raw_name().ok())
+                        .map(|n| demangle(&n));
                     let (file, line) = match f.location {
                         Some(l) => (l.file.map(str::to_string), l.line),
                         None => (None, None),
@@ -426,8 +429,7 @@ impl ModuleDebug {
         }
         if out.iter().all(|s| s.function.is_none()) {
             if let Some(name) = self.names.containing(svma) {
-                let demangled = addr2line::demangle_auto(name.into(), None);
-                let function = Some(strip_hash(&demangled).to_string());
+                let function = Some(demangle(name));
                 match out.last_mut() {
                     Some(last) => last.function = function,
                     None => out.push(Symbol {
@@ -659,6 +661,15 @@ impl FileSymbolizer {
     }
 }
 
+/// The one demangler of every path (the dumper's names from `backtrace`, the names read from
+/// module files here): a raw symbol name, Rust (legacy or v0) or C++ (Itanium), as people read
+/// it, without the hash of Rust's legacy mangling. A name that is not mangled (C) is returned
+/// as it is. So a function has the same name in a dump and in `inspect`.
+pub fn demangle(raw: &str) -> String {
+    let demangled = addr2line::demangle_auto(raw.into(), None);
+    strip_hash(&demangled).to_string()
+}
+
 /// `foo::bar::h0123456789abcdef` → `foo::bar` (Rust legacy mangling hash).
 fn strip_hash(name: &str) -> &str {
     match name.rfind("::h") {
@@ -681,6 +692,21 @@ mod tests {
         );
         assert_eq!(strip_hash("main"), "main");
         assert_eq!(strip_hash("a::hb"), "a::hb");
+    }
+
+    #[test]
+    fn demangles_cpp_and_rust_alike_and_leaves_c_alone() {
+        assert_eq!(
+            demangle("_ZN13ObjectMonitor6EnterIEP10JavaThread"),
+            "ObjectMonitor::EnterI(JavaThread*)"
+        );
+        assert_eq!(
+            demangle("_ZN3std2rt10lang_start17h0123456789abcdefE"),
+            "std::rt::lang_start"
+        );
+        assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
+        assert_eq!(demangle("start_thread"), "start_thread");
+        assert_eq!(demangle("main"), "main");
     }
 
     #[test]
@@ -726,9 +752,8 @@ mod tests {
         let root = Path::new("/");
         let table = SymbolTable::load(&debug_source(&exe, root));
         let raw = table.containing(svma).expect("the symbol table names it");
-        let demangled = addr2line::demangle_auto(raw.into(), None);
         assert!(
-            strip_hash(&demangled).ends_with("symbol_table_and_dwarf_name_the_same_function"),
+            demangle(raw).ends_with("symbol_table_and_dwarf_name_the_same_function"),
             "{raw}"
         );
         let mut debug = ModuleDebug::load(&exe, root);

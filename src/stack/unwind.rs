@@ -252,35 +252,117 @@ impl Modules {
     }
 }
 
-/// Group the file-backed mappings of `maps` into objects: (path, whole range, mapping at file
-/// offset 0). The `[vdso]` counts as an object.
-fn objects(maps: &[Mapping]) -> Vec<(String, Range<u64>, u64)> {
-    let mut out: Vec<(String, Range<u64>, u64)> = Vec::new();
+/// One mapped instance of an object file: its path, the whole range it covers, and the mapping
+/// its load bias is computed from (the first one: file offset 0 for an object the loader
+/// mapped; another offset for a part of a file mapped again elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Instance {
+    path: String,
+    range: Range<u64>,
+    anchor: Range<u64>,
+    anchor_offset: u64,
+}
+
+/// True for a mapping of a file (not anonymous memory, not a pseudo mapping such as `[heap]`).
+fn is_file(m: &Mapping) -> bool {
+    m.path.starts_with('/') && m.inode != 0
+}
+
+/// Group the file-backed mappings of `maps` (sorted by address, as the kernel lists them) into
+/// object instances. The `[vdso]` counts as an object.
+///
+/// The loader reserves the whole span of an object and maps its segments inside it, so one
+/// instance is its mapping of file offset 0 and every later mapping of the same file up to the
+/// next mapping of another file (or a pseudo mapping such as `[heap]`); anonymous memory in
+/// between belongs to it. That covers a `.bss` between two segments (a BOLT-optimized library
+/// such as rustc's `librustc_driver` has its code and unwind tables in a segment after its
+/// `.bss`), guard pages, and code an executable remapped to anonymous (huge) pages at the same
+/// addresses. A mapping of the file at another offset that does not continue an instance is an
+/// instance of its own (V8 maps its embedded builtins again from the executable elsewhere); its
+/// load bias is computed from the segment holding that offset ([`bias_of`]).
+fn objects(maps: &[Mapping]) -> Vec<Instance> {
+    let mut out: Vec<Instance> = Vec::new();
+    // The instance that later mappings of its file may continue, and the part of its file
+    // (start and end offsets) the last file mapping seen maps.
+    let mut open: Option<usize> = None;
+    let mut last = (0u64, 0u64);
     for m in maps {
-        let is_file = m.path.starts_with('/') && m.inode != 0;
-        if !(is_file || m.path == "[vdso]") {
+        let vdso = m.path == "[vdso]";
+        if !(is_file(m) || vdso) {
+            if !m.path.is_empty() && !m.path.starts_with("[anon:") {
+                open = None;
+            }
             continue;
         }
-        match out
-            .iter_mut()
-            .rev()
-            .find(|(p, r, _)| *p == m.path && r.end == m.start)
-        {
-            Some((_, r, _)) => r.end = m.end,
+        // A later segment of the same load: it maps the file from where the previous mapping
+        // ended (segments share at most a page of the file), and it is at least as far from
+        // the anchor in memory as in the file (the loader maps segments in file order, and
+        // addresses grow at least as fast as offsets). Another copy of the same part of the
+        // file (V8 maps its builtins again for each code range) or a mapping of the whole
+        // file as data (node reads its own executable) is a new instance.
+        let continues = open.filter(|&i| {
+            let o = &out[i];
+            o.path == m.path
+                && !vdso
+                && m.offset > last.0
+                && m.offset.saturating_add(4096) >= last.1
+                && m.start - o.anchor.start >= m.offset - o.anchor_offset
+        });
+        last = (m.offset, m.offset.saturating_add(m.end - m.start));
+        match continues {
+            Some(i) => out[i].range.end = m.end,
             None => {
-                // A new object starts at its mapping of file offset 0.
-                if m.offset == 0 {
-                    out.push((m.path.clone(), m.start..m.end, m.start));
-                }
+                open = Some(out.len());
+                out.push(Instance {
+                    path: m.path.clone(),
+                    range: m.start..m.end,
+                    anchor: m.start..m.end,
+                    anchor_offset: m.offset,
+                });
             }
         }
     }
     // Keep only objects with executable code.
-    out.retain(|(_, r, _)| {
+    out.retain(|o| {
         maps.iter()
-            .any(|m| m.executable && m.start >= r.start && m.end <= r.end)
+            .any(|m| m.executable && m.start >= o.range.start && m.end <= o.range.end)
     });
     out
+}
+
+/// The load bias of an object instance whose mapping at `anchor` maps the file from
+/// `anchor_offset`: for offset 0, its lowest segment is at `anchor` (the loader's layout);
+/// otherwise the segment whose file range holds the offset is. None when no segment does.
+fn bias_of<'d, R: object::ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    anchor: u64,
+    anchor_offset: u64,
+) -> Option<u64> {
+    let page = 4096u64;
+    if anchor_offset == 0 {
+        let lowest = file.segments().map(|s| s.address()).min()?;
+        return Some(anchor.wrapping_sub(lowest & !(page - 1)));
+    }
+    // Segments may share a page of the file; one that starts on the mapped page is the one
+    // mapped there, else the one holding the offset.
+    let holding = |exact: bool| {
+        file.segments().find_map(|s| {
+            let (offset, size) = s.file_range();
+            let first_page = offset & !(page - 1);
+            let holds = if exact {
+                first_page == anchor_offset
+            } else {
+                first_page <= anchor_offset && anchor_offset < offset.checked_add(size)?
+            };
+            // The page at `anchor_offset` is mapped at `anchor`; the segment's first page
+            // holds its address rounded down.
+            holds.then(|| {
+                let svma = (s.address() & !(page - 1)).wrapping_add(anchor_offset - first_page);
+                anchor.wrapping_sub(svma)
+            })
+        })
+    };
+    holding(true).or_else(|| holding(false))
 }
 
 impl Modules {
@@ -292,8 +374,8 @@ impl Modules {
             .loaded
             .iter()
             .filter(|(start, info)| {
-                !current.iter().any(|(p, r, _)| {
-                    r.start == **start && *p == info.path && r.end == info.range.end
+                !current.iter().any(|o| {
+                    o.range.start == **start && o.path == info.path && o.range.end == info.range.end
                 })
             })
             .map(|(s, _)| *s)
@@ -305,21 +387,23 @@ impl Modules {
             self.starts.remove(&start);
             changed = true;
         }
-        for (path, range, first) in current {
+        for Instance {
+            path,
+            range,
+            anchor,
+            anchor_offset,
+        } in current
+        {
             if self.loaded.contains_key(&range.start) {
                 continue;
             }
-            let first_end = maps
-                .iter()
-                .find(|m| m.start == first)
-                .map_or(range.end, |m| m.end);
             let kept: u64 = self.kept.values().sum();
             let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
             match load(
                 &self.source,
                 &path,
                 range.clone(),
-                first..first_end,
+                (anchor, anchor_offset),
                 remaining,
             ) {
                 Ok((module, bias, file, kept, starts)) => {
@@ -472,15 +556,17 @@ type Loaded = (
     Vec<u64>,
 );
 
-/// Read the unwind sections of one object. `first` is the start of its mapping at offset 0.
-/// `remaining`: what is left of the run's budget for unwind tables.
+/// Read the unwind sections of one object. `anchor` is the mapping its bias is computed from
+/// and the file offset it maps (see [`objects`]). `remaining`: what is left of the run's
+/// budget for unwind tables.
 fn load(
     source: &ModuleSource,
     path: &str,
     range: Range<u64>,
-    first: Range<u64>,
+    anchor: (Range<u64>, u64),
     remaining: u64,
 ) -> Result<Loaded, String> {
+    let (first, anchor_offset) = anchor;
     if path == "[vdso]" {
         // The kernel's (a few KB); a mapping of that name larger than the cap is not read.
         let len = (range.end - range.start).min(crate::limits::MAX_READ) as usize;
@@ -493,7 +579,14 @@ fn load(
             let end = start.checked_add(usize::try_from(size).ok()?)?;
             bytes.get(start..end).map(<[u8]>::to_vec)
         };
-        let (m, bias, kept, starts) = module(&file, path, range, first.start, remaining, &read)?;
+        let (m, bias, kept, starts) = module(
+            &file,
+            path,
+            range,
+            (first.start, anchor_offset),
+            remaining,
+            &read,
+        )?;
         return Ok((m, bias, None, kept, starts));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
@@ -515,7 +608,14 @@ fn load(
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
         Some(buf)
     };
-    let (m, bias, kept, starts) = module(&file, path, range, first.start, remaining, &read)?;
+    let (m, bias, kept, starts) = module(
+        &file,
+        path,
+        range,
+        (first.start, anchor_offset),
+        remaining,
+        &read,
+    )?;
     Ok((m, bias, Some(opened), kept, starts))
 }
 
@@ -527,17 +627,12 @@ fn module<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
     path: &str,
     range: Range<u64>,
-    first: u64,
+    (first, first_offset): (u64, u64),
     remaining: u64,
     read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
 ) -> Result<ModuleParts, String> {
-    let lowest = file
-        .segments()
-        .map(|s| s.address())
-        .min()
-        .ok_or("no loadable segment")?;
-    let page = 4096u64;
-    let bias = first.wrapping_sub(lowest & !(page - 1));
+    let bias = bias_of(file, first, first_offset)
+        .ok_or("no loadable segment holds the mapped part of the file")?;
     let section = |name: &str| file.section_by_name(name);
     let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
     let data = |name: &str| {
@@ -622,4 +717,119 @@ pub fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Vec<u64> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maps(text: &str) -> Vec<Mapping> {
+        crate::kernel::proc::parse_maps(text.as_bytes())
+    }
+
+    fn ranges(maps: &[Mapping]) -> Vec<(String, Range<u64>, u64)> {
+        objects(maps)
+            .into_iter()
+            .map(|o| (o.path, o.range, o.anchor_offset))
+            .collect()
+    }
+
+    /// node: non-PIE, a one-page gap after `.plt`, its builtins mapped again far away, twice
+    /// (one copy per code range), with JIT code between the copies and a mapping of the whole
+    /// file as data before them: the JIT code is in no module, and the data mapping (no code)
+    /// is none.
+    #[test]
+    fn a_module_spans_gaps_and_a_second_mapping_elsewhere_is_its_own_instance() {
+        let m = maps(
+            "00400000-00b6f000 r--p 00000000 fe:00 247584 /usr/bin/node
+00b6f000-00b71000 r-xp 0076f000 fe:00 247584 /usr/bin/node
+00b72000-025fe000 r-xp 00772000 fe:00 247584 /usr/bin/node
+02600000-02601000 r-xp 02200000 fe:00 247584 /usr/bin/node
+02601000-0563a000 r--p 02201000 fe:00 247584 /usr/bin/node
+0563e000-0565d000 rw-p 0523d000 fe:00 247584 /usr/bin/node
+0565d000-05689000 rw-p 00000000 00:00 0 
+2ce44000-2d107000 rw-p 00000000 00:00 0 [heap]
+7f7bfa000000-7f7bffe5a000 r--p 00000000 fe:00 247584 /usr/bin/node
+7f7c01fc3000-7f7c01fff000 rwxp 00000000 00:00 0 
+7f7c21e00000-7f7c21f92000 r-xp 014c4000 fe:00 247584 /usr/bin/node
+7f7c21f92000-7f7c22000000 ---p 00000000 00:00 0 
+7f7c22003000-7f7c2203f000 rwxp 00000000 00:00 0 
+7f7c2203f000-7f7c22e00000 ---p 00000000 00:00 0 
+7f7c22e00000-7f7c22f92000 r-xp 014c4000 fe:00 247584 /usr/bin/node
+7f7c29000000-7f7c29028000 r--p 00000000 fe:00 326279 /usr/lib/libc.so.6
+7f7c29028000-7f7c2917d000 r-xp 00028000 fe:00 326279 /usr/lib/libc.so.6
+",
+        );
+        assert_eq!(
+            ranges(&m),
+            vec![
+                ("/usr/bin/node".into(), 0x400000..0x565d000, 0),
+                (
+                    "/usr/bin/node".into(),
+                    0x7f7c21e00000..0x7f7c21f92000,
+                    0x14c4000
+                ),
+                (
+                    "/usr/bin/node".into(),
+                    0x7f7c22e00000..0x7f7c22f92000,
+                    0x14c4000
+                ),
+                (
+                    "/usr/lib/libc.so.6".into(),
+                    0x7f7c29000000..0x7f7c2917d000,
+                    0
+                ),
+            ]
+        );
+    }
+
+    /// rustc's BOLT-optimized librustc_driver: code and unwind tables in a segment after its
+    /// `.bss` (anonymous) and a reserved gap; the next library starts a new module.
+    #[test]
+    fn a_module_spans_its_bss_and_ends_at_another_file() {
+        let m = maps(
+            "7f41ec600000-7f41ed7a1000 r--p 00000000 fe:00 193406 /lib/librustc_driver.so
+7f41ed7a1000-7f41f12bf000 r-xp 011a0000 fe:00 193406 /lib/librustc_driver.so
+7f41f150f000-7f41f1518000 rw-p 04f0c000 fe:00 193406 /lib/librustc_driver.so
+7f41f1518000-7f41f151e000 rw-p 00000000 00:00 0 
+7f41f151e000-7f41f1600000 ---p 04f1e000 fe:00 193406 /lib/librustc_driver.so
+7f41f1600000-7f41f41e3000 r-xp 05000000 fe:00 193406 /lib/librustc_driver.so
+7f41f4255000-7f41f4260000 rw-p 00000000 00:00 0 
+7f41f4260000-7f41f4263000 r--p 00000000 fe:00 326970 /lib/libz.so.1
+7f41f4263000-7f41f4276000 r-xp 00003000 fe:00 326970 /lib/libz.so.1
+7f41f4276000-7f41f427d000 r--p 00016000 fe:00 326970 /lib/libz.so.1
+",
+        );
+        assert_eq!(
+            ranges(&m),
+            vec![
+                (
+                    "/lib/librustc_driver.so".into(),
+                    0x7f41ec600000..0x7f41f41e3000,
+                    0
+                ),
+                ("/lib/libz.so.1".into(), 0x7f41f4260000..0x7f41f427d000, 0),
+            ]
+        );
+    }
+
+    /// The same file loaded twice (dlmopen) is two modules; a data file without code is none.
+    #[test]
+    fn two_loads_of_one_file_are_two_modules() {
+        let m = maps(
+            "7f0000000000-7f0000001000 r--p 00000000 fe:00 5 /lib/libx.so
+7f0000001000-7f0000002000 r-xp 00001000 fe:00 5 /lib/libx.so
+7f0000002000-7f0000003000 r--p 00000000 fe:00 5 /lib/libx.so
+7f0000003000-7f0000004000 r-xp 00001000 fe:00 5 /lib/libx.so
+7f0000005000-7f0000006000 r--p 00000000 fe:00 6 /usr/lib/locale/locale-archive
+",
+        );
+        assert_eq!(
+            ranges(&m),
+            vec![
+                ("/lib/libx.so".into(), 0x7f0000000000..0x7f0000002000, 0),
+                ("/lib/libx.so".into(), 0x7f0000002000..0x7f0000004000, 0),
+            ]
+        );
+    }
 }
