@@ -112,6 +112,40 @@ unsafe impl GlobalAlloc for DumperAlloc {
     }
 }
 
+/// Take the heap's lock for a `fork()` (`crate::fork`'s prepare handler), waiting at most until
+/// `until` (a `CLOCK_MONOTONIC` time in nanoseconds, see [`crate::fork`]): the dump thread holds
+/// it for one allocation at a time. While it is held no thread is inside the heap, so the child
+/// gets a consistent heap. Returns false when it could not be taken in time (the child then
+/// never uses the heap).
+///
+/// Async-signal-safe (a fork from a signal handler runs it): atomics, `sched_yield` and the
+/// clock. Never waits forever, so a fork from a signal handler that interrupted this library's
+/// own allocation on the same thread gives up instead of deadlocking.
+pub fn fork_lock(until: u64) -> bool {
+    loop {
+        if HEAP
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return true;
+        }
+        if crate::fork::monotonic_ns() >= until {
+            return false;
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+/// Release the lock [`fork_lock`] took: in the parent after the fork, and in the child (where
+/// the thread that took it is the only one).
+///
+/// Async-signal-safe: one atomic store.
+pub fn fork_unlock() {
+    HEAP.locked.store(false, Ordering::Release);
+}
+
 /// Give the free memory at the top of the heap (and any free segment) back to the kernel: called
 /// after each dump, so what a dump needed only while it ran does not stay in the host's RSS.
 pub fn trim() {

@@ -171,8 +171,11 @@ impl DumpThread {
     /// Serve triggers forever.
     pub fn run(mut self) -> ! {
         let mut triggers = Vec::new();
+        // The state page the CLI reads, and the re-checks of who handles the trigger.
+        let mut watch = crate::state::Watch::start(&self.cfg);
         loop {
-            trigger::wait_for_work();
+            trigger::wait_for_work(Some(watch.timeout()));
+            watch.check_if_due(&self.cfg.dir, false);
             triggers.clear();
             let dropped = trigger::drain(&mut triggers);
             if triggers.is_empty() && dropped == 0 {
@@ -183,6 +186,7 @@ impl DumpThread {
                 self.dump(&triggers, dropped)
             }));
             crate::alloc::trim();
+            watch.check_if_due(&self.cfg.dir, true);
         }
     }
 

@@ -6,7 +6,13 @@ use crate::capture::DumpThread;
 use crate::config::Config;
 use crate::sigctx;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// The configuration and capture handler the library started with, for the dump thread of a
+/// forked child (`crate::fork`).
+static STARTED: OnceLock<Config> = OnceLock::new();
+static CAPTURE_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 /// Exported so that a second copy of the library can recognise the first (see
 /// `another_copy_active`). The value is irrelevant; its presence is the marker.
@@ -43,20 +49,40 @@ pub fn start() -> Result<(), NotStarted> {
     let (trigger, capture) = (cfg.trigger.number, cfg.capture.number);
     // Before anything can take a trigger: the handler and the dump thread read these.
     sigctx::trigger::set_signals(trigger, capture);
-    if let Err(e) = spawn_dump_thread(cfg, handler) {
+    let _ = STARTED.set(cfg.clone());
+    CAPTURE_HANDLER.store(handler, Ordering::SeqCst);
+    if let Err(e) = spawn_dump_thread(cfg, handler, true) {
         restore_default(capture);
         return Err(NotStarted::Install(e));
     }
-    // A forked child has no dump thread: its trigger handler must not look for ours.
-    // SAFETY: registers a child handler that does one atomic store (async-signal-safe); the
-    // library is never unloaded while the process runs (a dlclose unregisters it anyway).
-    unsafe { libc::pthread_atfork(None, None, Some(sigctx::trigger::forget_dump_thread)) };
+    // A forked child gets a dump thread of its own (crate::fork).
+    crate::fork::register();
     if let Err(e) = install_trigger_handler(trigger, capture) {
         // The dump thread stays in its signal wait, where only a trigger sent to it directly
         // (or one no host thread takes) reaches it: harmless.
         return Err(NotStarted::Install(e));
     }
+    // What the dump thread compares the installed handler with (crate::state).
+    if let Some(h) = crate::sys::current_handler(trigger) {
+        crate::state::OUR_TRIGGER_HANDLER.store(h, Ordering::SeqCst);
+    }
     Ok(())
+}
+
+/// Start the dump thread of a forked child (`crate::fork`'s child handler, in the child, before
+/// `fork()` returns there). Does not wait for its start-up: a child that execs at once (a
+/// shell's) would wait for nothing useful. Fails when the thread cannot be created (the
+/// process or user is at its thread limit: `RLIMIT_NPROC`, `pids.max`).
+pub fn start_in_child() -> Result<(), NotStarted> {
+    let cfg = STARTED.get().ok_or(NotStarted::AnotherCopy)?.clone();
+    // The host may have installed its own handler on our capture signal since we started: our
+    // capture handler is no longer there to answer, so stay out of this child.
+    let handler = CAPTURE_HANDLER.load(Ordering::SeqCst);
+    if crate::sys::current_handler(cfg.capture.number) != Some(handler) {
+        return Err(NotStarted::CaptureSignalInUse);
+    }
+    THREAD_READY.store(0, Ordering::SeqCst);
+    spawn_dump_thread(cfg, handler, false).map_err(NotStarted::Install)
 }
 
 fn restore_default(signo: i32) {
@@ -163,7 +189,7 @@ fn install_trigger_handler(signo: i32, capture: i32) -> std::io::Result<()> {
 /// Start the dump thread with every asynchronous signal blocked from its first instruction, and
 /// for its whole life: no signal handler ever runs on it. It takes the trigger (and the
 /// capture signal, as a wake) with `rt_sigtimedwait` (`triggers::wait_for_work`).
-fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
+fn spawn_dump_thread(cfg: Config, handler: usize, wait: bool) -> std::io::Result<()> {
     // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -206,6 +232,9 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
             });
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         r.map(drop)?;
+    }
+    if !wait {
+        return Ok(());
     }
     // Bounded: start-up takes ~0.1 ms. When the library is itself being dlopen'ed, the loading
     // thread holds the loader's lock and our thread cannot finish until this constructor

@@ -48,6 +48,9 @@
 //!   `malloc`.
 //! - [`config`]: the `STACKDUMP_*` environment, parsed once; any bad value disables the library.
 //! - [`install`]: the constructor's work: handlers, the dump thread, the second-copy check.
+//! - [`fork`]: a dump thread for each child forked without exec, and what makes that safe.
+//! - [`state`]: the state page the CLI reads (dump thread, trigger and who handles it, dump
+//!   directory), instead of the process's environment.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
 //! - [`capture`]: the dump thread and the pipeline's phases.
 //! - `stackdump_core::stack::unwind`: modules and DWARF unwinding of copied stacks (shared with the
@@ -76,16 +79,25 @@
 //! host's stdout or stderr (a silent panic hook). Privilege and namespace launchers (`setpriv`,
 //! `unshare`, ...) get no dump thread: a second thread breaks `capset`+`setuid` and
 //! `unshare(CLONE_NEWUSER)`.
+//!
+//! A child forked without exec gets a dump thread of its own from the `pthread_atfork` child
+//! handler ([`fork`], which lists every lock the fork could copy half-held and how each is made
+//! safe; a fork waits at most 50 ms for the library, and only while a dump runs). The dump
+//! thread publishes its state for the CLI in a one-page memfd ([`state`]) and wakes, besides
+//! for triggers, 4 times in its first 10 s and then once a minute to check whether the
+//! application installed its own handler over the trigger's.
 
 pub mod alloc;
 pub mod capture;
 pub mod config;
 pub mod diagnose;
+pub mod fork;
 pub mod install;
 pub mod python;
 pub mod sigctx;
 pub mod sink;
 pub mod slots;
+pub mod state;
 pub mod symbolize;
 pub mod sys;
 pub mod triggers;

@@ -19,15 +19,28 @@ pub fn annotate(threads: &mut [Thread], maps: &[Mapping], errors: &mut Vec<Strin
     let memory = ProcessMemory {
         pid: std::process::id() as i32,
     };
-    let mut finder = FINDER.lock().unwrap_or_else(|e| e.into_inner());
-    let finder = finder.get_or_insert_with(Finder::new);
-    stackdump_core::python::annotate_with(
-        finder,
-        &Limits::default(),
-        threads,
-        &memory,
-        maps,
-        Path::new("/"),
-        errors,
-    );
+    crate::fork::section(|| {
+        // Only the dump thread takes the lock, so it is free, except in a child forked while
+        // the parent's dump thread held it (see crate::fork): that child's lock stays held
+        // forever, and it reads with a cache of its own, for one dump.
+        let mut fresh = None;
+        let mut guard = match FINDER.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let finder = match guard.as_mut() {
+            Some(g) => g.get_or_insert_with(Finder::new),
+            None => fresh.get_or_insert_with(Finder::new),
+        };
+        stackdump_core::python::annotate_with(
+            finder,
+            &Limits::default(),
+            threads,
+            &memory,
+            maps,
+            Path::new("/"),
+            errors,
+        );
+    })
 }

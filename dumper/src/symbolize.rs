@@ -28,7 +28,9 @@ impl Symbolizer {
     pub fn reset(&mut self) {
         self.cache.clear();
         self.files.clear();
-        backtrace::clear_symbol_cache();
+        if !crate::fork::backtrace_unusable() {
+            crate::fork::section(backtrace::clear_symbol_cache);
+        }
     }
 
     /// Frames for one address. `is_return`: the address is a return address (the call is the
@@ -47,16 +49,25 @@ impl Symbolizer {
         let lookup = if is_return { ip } else { ip.wrapping_add(1) };
         let files = &mut self.files;
         let syms = self.cache.entry(lookup).or_insert_with(|| {
-            let syms = resolve(lookup);
-            match (module, file) {
-                (Some((_, bias)), Some(file)) if syms.iter().all(|s| s.function.is_none()) => files
-                    .symbols(
-                        file,
-                        std::path::Path::new("/"),
-                        lookup.wrapping_sub(1).wrapping_sub(bias),
-                    ),
-                _ => syms,
-            }
+            // Gated (crate::fork): a fork never copies backtrace's or the file symbolizer's
+            // state half-changed.
+            crate::fork::section(|| {
+                let syms = if crate::fork::backtrace_unusable() {
+                    Vec::new()
+                } else {
+                    resolve(lookup)
+                };
+                match (module, file) {
+                    (Some((_, bias)), Some(file)) if syms.iter().all(|s| s.function.is_none()) => {
+                        files.symbols(
+                            file,
+                            std::path::Path::new("/"),
+                            lookup.wrapping_sub(1).wrapping_sub(bias),
+                        )
+                    }
+                    _ => syms,
+                }
+            })
         });
         let (module, offset) = match module {
             Some((path, bias)) => (Some(path.to_string()), Some(Addr(ip.wrapping_sub(bias)))),

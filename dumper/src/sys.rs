@@ -48,18 +48,30 @@ const KERNEL_SIGSET_SIZE: usize = 8;
 /// arguments) ignores; `/proc/PID/task/TID/syscall` shows all six argument registers, so a
 /// sleeping caller can be seen from outside together with the number it passed. The dump
 /// thread passes the number of triggers it has served: the tests' handshake.
-pub fn sigwait(set: &libc::sigset_t, note: u64) -> io::Result<libc::siginfo_t> {
+pub fn sigwait(
+    set: &libc::sigset_t,
+    note: u64,
+    timeout: Option<Duration>,
+) -> io::Result<libc::siginfo_t> {
     // SAFETY: an all-zero siginfo_t is a valid out-parameter.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: the kernel reads KERNEL_SIGSET_SIZE bytes of `set` (a libc sigset_t is at least
-    // that large) and writes one siginfo_t into `info`; both outlive the call. A null timeout
-    // means wait forever. The fifth argument is not read by the kernel.
+    // that large), reads the timespec when there is one, and writes one siginfo_t into `info`;
+    // all outlive the call. A null timeout means wait forever (EAGAIN when a timeout expires).
+    // The fifth argument is not read by the kernel.
     check(unsafe {
         libc::syscall(
             libc::SYS_rt_sigtimedwait,
             set as *const libc::sigset_t,
             &mut info as *mut libc::siginfo_t,
-            std::ptr::null::<libc::timespec>(),
+            ts_ptr,
             KERNEL_SIGSET_SIZE,
             note,
         )

@@ -70,7 +70,10 @@ pub fn drain(out: &mut Vec<RawTrigger>) -> u64 {
 /// on this thread since it started). A trigger taken here is recorded; anything else is a wake.
 /// The wait's fifth system-call argument (ignored by the kernel) is the number of triggers
 /// served so far, visible in `/proc/PID/task/TID/syscall` (see `crate::sys::sigwait`).
-pub fn wait_for_work() {
+///
+/// With a `timeout`, also returns when it expires with no trigger waiting (the dump thread then
+/// re-checks who handles the trigger, `crate::state`).
+pub fn wait_for_work(timeout: Option<std::time::Duration>) {
     let trigger = TRIGGER_SIGNAL.load(Ordering::SeqCst);
     let capture = CAPTURE_SIGNAL.load(Ordering::SeqCst);
     // SAFETY: an all-zero sigset_t is a valid out-parameter for sigemptyset, which only writes
@@ -90,8 +93,9 @@ pub fn wait_for_work() {
             return;
         }
         let served = TAIL.load(Ordering::Acquire);
-        let info = match crate::sys::sigwait(&set, served) {
+        let info = match crate::sys::sigwait(&set, served, timeout) {
             Ok(info) => info,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
             // A stop and continue, or a debugger: look again.
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             // Cannot happen with a valid set; never spin in the host if it does.

@@ -12,9 +12,20 @@ pub struct Entry {
     pub pid: i32,
     pub comm: String,
     pub signal: String,
-    /// `ready`, `not caught`, `disabled`, `bad STACKDUMP_SIGNAL`.
+    /// `ready`, `no dump thread`, `not caught`, `disabled`, `bad STACKDUMP_SIGNAL`.
     pub state: String,
     pub dir: String,
+    /// The library's dump thread.
+    pub dump_thread: Option<i32>,
+    /// Who handles the trigger when a host thread takes it (from the state page).
+    pub handler: Option<&'static str>,
+    /// Where the signal and directory came from: `library` (its state page) or `environ`.
+    pub source: &'static str,
+    /// Why the state page could not be used, when it is there but unreadable.
+    pub state_error: Option<String>,
+    /// What `kill -s SIGNAL` does instead of a dump, and what to do (see
+    /// `Target::trigger_note`).
+    pub note: Option<String>,
     /// The newest dump of this process in its directory (file name), if any.
     pub newest: Option<DumpFileName>,
 }
@@ -37,14 +48,17 @@ fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
     if target.library.is_none() {
         return Ok(None);
     }
+    let dump_thread = target.dump_thread();
     let (signal, state) = match target.configured_signal() {
         Ok(sig) => {
             let state = if target.env.disabled() {
                 "disabled"
-            } else if target.status.catches(sig.number) {
-                "ready"
-            } else {
+            } else if !target.status.catches(sig.number) {
                 "not caught"
+            } else if dump_thread.is_none() {
+                "no dump thread"
+            } else {
+                "ready"
             };
             (sig.name, state.to_string())
         }
@@ -69,6 +83,11 @@ fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
                 .filter(|n| n.pid == ns_pid)
                 .max_by(|a, b| a.time.cmp(&b.time).then(a.format.cmp(&b.format)))
         });
+    let (source, state_error) = match &target.state {
+        crate::libstate::StateRead::Found(_) => ("library", None),
+        crate::libstate::StateRead::Missing => ("environ", None),
+        crate::libstate::StateRead::Unreadable(e) => ("environ", Some(e.clone())),
+    };
     Ok(Some(Entry {
         pid,
         comm: target.comm().to_string(),
@@ -76,6 +95,11 @@ fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
         state,
         dir,
         newest,
+        dump_thread,
+        handler: target.lib_state().map(|st| st.handler.as_str()),
+        source,
+        state_error,
+        note: dump_thread.and(target.trigger_note()),
     }))
 }
 
@@ -115,6 +139,11 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                     "signal": e.signal,
                     "state": e.state,
                     "dir": e.dir,
+                    "dump_thread": e.dump_thread,
+                    "handler": e.handler,
+                    "source": e.source,
+                    "state_error": e.state_error,
+                    "note": e.note,
                     "newest": e.newest.as_ref().map(|n| serde_json::json!({
                         "file": n.to_string(),
                         "time": n.rfc3339(),
@@ -173,6 +202,18 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                 println!("{}", line(head));
                 for r in &rows {
                     println!("{}", line(r.each_ref().map(String::as_str)));
+                }
+                for e in &entries {
+                    if let Some(note) = &e.note {
+                        println!("{}: {}", e.pid, stackdump_core::escape::text(note));
+                    }
+                    if let Some(why) = &e.state_error {
+                        println!(
+                            "{}: the library's state could not be read ({}); its signal and directory are from its environment, which the application may have changed",
+                            e.pid,
+                            stackdump_core::escape::text(why)
+                        );
+                    }
                 }
             }
             if hidden > 0 {

@@ -17,6 +17,7 @@ mod exit;
 mod fetch;
 mod inspect_cmd;
 mod interrupt;
+mod libstate;
 mod list;
 mod outdir;
 mod run;

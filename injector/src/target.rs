@@ -6,10 +6,12 @@
 //! everything read from `/proc/PID` was about that very process, not a successor that got the
 //! same pid.
 
+use crate::libstate::StateRead;
 use stackdump_core::escape::Esc;
 use stackdump_core::kernel::rootfs::{SafeOpenError, TargetRoot};
 use stackdump_core::kernel::signals::{self, arch, HostSignal};
 use stackdump_core::model::dumpfile::DumpFormat;
+use stackdump_core::model::libstate::{LibraryState, TriggerHandler};
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
@@ -273,6 +275,37 @@ impl TargetEnv {
     }
 }
 
+/// What an application's own handler of the trigger is known to do, by program.
+fn known_handler(comm: &str, module: Option<&str>) -> String {
+    let file = module
+        .and_then(|m| m.rsplit('/').next())
+        .map(|f| f.strip_suffix(" (deleted)").unwrap_or(f));
+    let prog = file.unwrap_or(comm);
+    let known = [
+        (
+            "node",
+            "node: starts the inspector, which listens on 127.0.0.1:9229",
+        ),
+        (
+            "postgres",
+            "PostgreSQL: its own wake-ups between processes (latches, procsignals)",
+        ),
+        ("nginx", "nginx: reopens its log files"),
+        ("httpd", "Apache: graceful restart"),
+        ("apache2", "Apache: graceful restart"),
+        ("dd", "dd: prints its transfer statistics"),
+    ];
+    for (name, what) in known {
+        if prog == name || prog.starts_with(&format!("{name}.")) || comm == name {
+            return what.to_string();
+        }
+    }
+    match module {
+        Some(m) => format!("its handler is in {m}"),
+        None => "its own handler".to_string(),
+    }
+}
+
 /// Open a pidfd (Linux ≥ 5.3). `Ok(None)` where the kernel has none.
 pub fn pidfd_open(pid: i32) -> Result<Option<OwnedFd>, TargetError> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory is
@@ -338,6 +371,11 @@ pub struct Target {
     /// The mapped library, when it is loaded.
     pub library: Option<String>,
     pub libc: arch::Libc,
+    /// The state page the library published (`crate::libstate`). When it is found, [`env`]
+    /// holds its settings instead of the environment's.
+    ///
+    /// [`env`]: Target::env
+    pub state: StateRead,
     /// [`Target::dump_thread`], found once (it reads every task's name).
     dump_tid: std::cell::OnceCell<Option<i32>>,
 }
@@ -408,10 +446,31 @@ impl Target {
             });
         }
         let maps = String::from_utf8_lossy(&read_proc(pid, "maps")?).into_owned();
-        let env = TargetEnv::parse(&read_proc(pid, "environ")?);
+        let mut env = TargetEnv::parse(&read_proc(pid, "environ")?);
+        let library = find_library(&maps);
+        let ns_pid = if status.ns_pid > 0 {
+            status.ns_pid
+        } else {
+            pid
+        };
+        let state = match library {
+            Some(_) => crate::libstate::read(pid, ns_pid, &maps),
+            None => StateRead::Missing,
+        };
+        if let StateRead::Found(st) = &state {
+            // What the library itself says wins over the environment (which the host may have
+            // overwritten, and which says nothing of a forked child).
+            env = TargetEnv {
+                signal: Some(st.trigger.clone()),
+                dir: Some(st.dir.clone()),
+                format: Some(st.formats.clone()),
+                disable: None,
+            };
+        }
         let target = Target {
             pid,
-            library: find_library(&maps),
+            library,
+            state,
             libc: target_libc(&maps),
             pidfd,
             status,
@@ -453,6 +512,11 @@ impl Target {
     pub fn configured_signal(&self) -> Result<HostSignal, signals::SignalError> {
         let name = self.env.signal.as_deref().unwrap_or("USR1");
         let mut sig = signals::parse_host(name)?;
+        if let Some(st) = self.lib_state() {
+            // The number the library resolved in its own process.
+            sig.number = st.trigger_number;
+            return Ok(sig);
+        }
         // A musl target seen from a glibc stackdump (or the reverse): RTMIN differs.
         if arch::Libc::host() != self.libc && sig.name.starts_with("RT") {
             if let Some(host) = arch::host() {
@@ -504,6 +568,16 @@ impl Target {
 
     fn find_dump_thread(&self) -> Option<i32> {
         self.library.as_ref()?;
+        // The tid the library published, when we see the target's pids as it does.
+        if let Some(st) = self.lib_state() {
+            let same_ns = self.status.ns_pid == 0 || self.status.ns_pid == self.pid;
+            if same_ns
+                && std::fs::read_to_string(format!("/proc/{}/task/{}/comm", self.pid, st.tid))
+                    .is_ok_and(|c| c.trim_end() == "stackdump")
+            {
+                return Some(st.tid);
+            }
+        }
         let tids = stackdump_core::kernel::proc::numeric_entries(std::path::Path::new(&format!(
             "/proc/{}/task",
             self.pid
@@ -527,6 +601,47 @@ impl Target {
             }
         }
         best.map(|(tid, _)| tid)
+    }
+
+    /// The library's state page, when it was found.
+    pub fn lib_state(&self) -> Option<&LibraryState> {
+        match &self.state {
+            StateRead::Found(st) => Some(st),
+            _ => None,
+        }
+    }
+
+    /// When the application handles the trigger signal itself (it installed its own handler
+    /// over the library's): what to say, for `list` and `dump`. `None` when the library's
+    /// handler is in place, or nobody knows (no state page).
+    pub fn trigger_note(&self) -> Option<String> {
+        let st = self.lib_state()?;
+        let sig = &st.trigger;
+        let what = match st.handler {
+            TriggerHandler::Library => return None,
+            TriggerHandler::Application => format!(
+                "{sig} is handled by the application ({})",
+                known_handler(self.comm(), st.handler_module.as_deref())
+            ),
+            TriggerHandler::Default => format!(
+                "the application reset {sig} to its default action (`kill -s {sig}` would do that, not take a dump)"
+            ),
+            TriggerHandler::Ignored => format!(
+                "the application ignores {sig} (`kill -s {sig}` does nothing)"
+            ),
+        };
+        let other = ["USR2", "RTMIN+5"]
+            .into_iter()
+            .filter(|n| *n != sig)
+            .find(|n| {
+                signals::parse_host(n)
+                    .is_ok_and(|s| !self.status.catches(s.number) && !self.status.ignores(s.number))
+            })
+            .unwrap_or("RTMIN+5");
+        Some(format!(
+            "{what}; use `stackdump dump {}`, or start it with STACKDUMP_SIGNAL={other}",
+            self.pid
+        ))
     }
 
     /// Signals pending for one thread of the target (`SigPnd` of its task), as a mask.
@@ -668,12 +783,22 @@ impl Target {
                 ),
                 format!("Continue it first (kill -s CONT {}, or detach the debugger); --force sends anyway", self.pid),
             ));
-        } else if self.dump_thread().is_none() && self.all_threads_block(signal.number) {
-            // With the library's dump thread there, every thread blocks the trigger as soon as
-            // the application's do (ours always does), and the dump thread still takes it.
+        } else if self.dump_thread().is_none() {
+            // Nothing in the process serves a trigger: a host thread would record it in the
+            // library's handler and wake nobody (or run the application's handler).
+            let why = if self.all_threads_block(signal.number) {
+                format!(" (and every thread blocks {})", signal.name)
+            } else {
+                String::new()
+            };
             refusals.push((
-                format!("every thread blocks {} and the library's dump thread is not running, so the dump would never start", signal.name),
-                "The application masks the signal everywhere; choose another STACKDUMP_SIGNAL; --force sends anyway".to_string(),
+                format!(
+                    "libstackdump.so is loaded but its dump thread is not running (no thread named `stackdump`){why}, so nothing would take the dump"
+                ),
+                format!(
+                    "A child made without fork()'s handlers (_Fork, clone, a raw fork system call) has none, nor one whose thread could not be created (RLIMIT_NPROC, pids.max); a child forked while its parent's library was busy may not either. Dump its parent, or see its stacks from outside: `stackdump inspect {}`; --force sends anyway",
+                    self.pid
+                ),
             ));
         }
         refusals
@@ -755,6 +880,7 @@ mod tests {
             env: TargetEnv::default(),
             library: None,
             libc: arch::Libc::Glibc,
+            state: StateRead::Missing,
             dump_tid: std::cell::OnceCell::new(),
         };
         let (reason, todo) = init.init_refusal(&usr1).unwrap();

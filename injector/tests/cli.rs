@@ -297,12 +297,19 @@ fn a_swallowed_trigger_times_out_with_likely_causes() {
     wait_until(&dl, "the fake library catches USR1", || {
         catches(t.pid, USR1)
     });
+    // Without a dump thread the dump is refused at once (exit 3); --force sends anyway.
     stackdump(&dl, &["dump", &t.pid.to_string(), "--timeout", "300ms"])
-        .assert_code(1)
-        .stderr_has("no dump from process")
-        .stderr_has("within 300ms")
-        .stderr_has("no thread named `stackdump`")
-        .stderr_has("its own USR1 handler");
+        .assert_code(3)
+        .stderr_has("its dump thread is not running");
+    stackdump(
+        &dl,
+        &["dump", &t.pid.to_string(), "--timeout", "300ms", "--force"],
+    )
+    .assert_code(1)
+    .stderr_has("no dump from process")
+    .stderr_has("within 300ms")
+    .stderr_has("no thread named `stackdump`")
+    .stderr_has("its own USR1 handler");
     assert!(t.alive());
 }
 
@@ -315,7 +322,7 @@ fn a_target_that_exits_while_we_wait_is_reported_at_once() {
     wait_until(&dl, "the fake library catches USR1", || {
         catches(t.pid, USR1)
     });
-    let mut cmd = cli(&["dump", &t.pid.to_string(), "--timeout", "60s"]);
+    let mut cmd = cli(&["dump", &t.pid.to_string(), "--timeout", "60s", "--force"]);
     let started = std::time::Instant::now();
     let handle = {
         cmd.stdout(std::process::Stdio::piped())
@@ -878,6 +885,8 @@ fn failed_rounds_are_reported_and_the_run_goes_on_behind_schedule() {
             "3",
             "--timeout",
             "250ms",
+            // It has no dump thread (refused without --force).
+            "--force",
         ],
     );
     out.assert_code(1)

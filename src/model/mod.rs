@@ -6,9 +6,11 @@
 //! `docs/FORMAT.md`. Adding an optional field is compatible; renaming or retyping one is not and
 //! bumps [`FORMAT`].
 //!
-//! Also here: [`dumpfile`] (the side files' names) and [`timefmt`] (their UTC timestamps).
+//! Also here: [`dumpfile`] (the side files' names), [`timefmt`] (their UTC timestamps) and
+//! [`libstate`] (the state page the library publishes for the CLI).
 
 pub mod dumpfile;
+pub mod libstate;
 pub mod timefmt;
 
 use serde::{Deserialize, Serialize};

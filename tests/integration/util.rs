@@ -394,7 +394,9 @@ pub fn dumper_idle(t: &Target, dumper: Tid) -> Option<u64> {
             name: Some(name),
             args,
             ..
-        } if k.state == "S" && name == "rt_sigtimedwait" && args.len() == 6 && args[2].0 == 0 => {
+        // The dump thread's only rt_sigtimedwait is its wait for work (its timeout is the next
+        // check of the trigger's handler, dumper/src/state.rs).
+        } if k.state == "S" && name == "rt_sigtimedwait" && args.len() == 6 => {
             Some(args[4].0)
         }
         _ => None,

@@ -78,6 +78,16 @@ pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// Bumped by every published capture; the dump thread sleeps on it.
 pub static COMPLETIONS: AtomicU32 = AtomicU32::new(0);
 
+/// In a forked child (`crate::fork`): the parent's table may have slots armed or written by
+/// threads that do not exist here; the child's dump thread allocates a table of its own (the
+/// parent's stays mapped, copy-on-write, unused).
+///
+/// Async-signal-safe: atomic stores only.
+pub fn reset_in_child() {
+    TABLE.store(core::ptr::null_mut(), Ordering::SeqCst);
+    IN_FLIGHT.store(0, Ordering::SeqCst);
+}
+
 /// Encode a slot index and generation into the sigqueue value the handler receives.
 pub fn cookie(generation: u32, slot: usize) -> u64 {
     ((generation as u64) << 16) | (slot as u64 & 0xffff)

@@ -46,8 +46,8 @@
 //! nothing can be sent: the record waits in the ring until the next wake, i.e. the next trigger
 //! (a `stackdump dump` request, or a trigger taken by a host thread once the queue has room).
 //!
-//! In a forked child (no dump thread) the tid is forgotten (`pthread_atfork`); before that, and
-//! for children made without `fork()`, `tgkill` with the child's own pid finds no such thread
+//! In a forked child the tid is forgotten (`pthread_atfork`, [`reset_in_child`]) until the child's
+//! own dump thread publishes its own; before that, and for children made without `fork()`, `tgkill` with the child's own pid finds no such thread
 //! and fails harmlessly: the trigger is recorded and ignored.
 
 use super::{getpid, ErrnoGuard};
@@ -115,12 +115,18 @@ pub fn set_signals(trigger: i32, capture: i32) {
     CAPTURE_SIGNAL.store(capture, Ordering::SeqCst);
 }
 
-/// `pthread_atfork` child handler: a forked child has no dump thread.
+/// In a forked child (`crate::fork`, from the `pthread_atfork` child handler): the parent's dump
+/// thread does not exist here. Forget it, and every trigger the parent had recorded but not
+/// served yet (those were for the parent's dump, not the child's); handlers that were running
+/// on the parent's other threads do not run here.
 ///
-/// Async-signal-safe (a fork from a signal handler runs it): one atomic store.
-pub extern "C" fn forget_dump_thread() {
+/// Async-signal-safe (a fork from a signal handler runs it): atomic stores only.
+pub fn reset_in_child() {
     DUMPER_TID.store(0, Ordering::SeqCst);
     WAKE_SENT.store(0, Ordering::SeqCst);
+    IN_HANDLER.store(0, Ordering::SeqCst);
+    TAIL.store(HEAD.load(Ordering::SeqCst), Ordering::SeqCst);
+    DROPPED.store(0, Ordering::SeqCst);
 }
 
 /// The body of the trigger handler (called by signal-hook-registry's handler with the siginfo)
