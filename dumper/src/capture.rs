@@ -319,6 +319,7 @@ impl DumpThread {
             findings: Vec::new(),
             process: None,
             errors,
+            host: Some(stackdump_core::kernel::host::host(None)),
         };
         // The request id that names the file must be the first request, whether or not the
         // first trigger carried one.

@@ -467,4 +467,44 @@ mod tests {
         assert!(p(&["compare", "a", "b", "--format", "json"]).is_ok());
         assert!(p(&["compare", "a", "--format", "folded"]).is_err());
     }
+
+    #[test]
+    fn the_habits_of_other_tools_work() {
+        let p = |args: &[&str]| {
+            Cli::try_parse_from(["stackdump"].iter().chain(args)).map(Cli::normalized)
+        };
+        let Command::Dump(d) = p(&["dump", "-p", "1", "--pid", "2", "3", "--json", "-o", "x"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(d.pids, [3, 1, 2]);
+        assert_eq!(d.format, StackFormat::Json);
+        assert_eq!(d.out.as_deref(), Some(std::path::Path::new("x")));
+        let Command::Inspect(i) = p(&["inspect", "-p", "7", "--json"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!((i.pid(), i.format), (7, StackFormat::Json));
+        assert!(p(&["inspect", "7", "-p", "8"]).is_err());
+        assert!(p(&["inspect", "--json"]).is_err());
+        assert!(p(&["dump", "--json"]).is_err());
+        assert!(p(&["dump", "1", "--json", "--format", "text"]).is_err());
+        assert!(p(&[
+            "dump",
+            "1",
+            "--format",
+            "folded",
+            "--folded-root",
+            "process"
+        ])
+        .is_ok());
+        let Command::List(l) = p(&["list", "--json"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(l.format, OutputFormat::Json);
+        assert!(p(&["completions", "zsh"]).is_ok());
+        assert!(p(&["completions", "tcsh"]).is_err());
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+    }
 }

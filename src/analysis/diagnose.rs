@@ -666,6 +666,7 @@ pub(crate) mod tests {
             findings: Vec::new(),
             process: None,
             errors: Vec::new(),
+            host: None,
         }
     }
 
