@@ -261,3 +261,79 @@ fn artefacts_need_no_glibc_newer_than_the_stated_floor() {
         "docs/DEPLOY.md does not say {stated:?}"
     );
 }
+
+/// The tarball in a debootstrapped Debian bullseye root (glibc 2.31, older than the glibc that
+/// builds it): a process started there with the library preloaded by the installed CLI, and
+/// the CLI there dumping it. `.ci/run` makes the root and names it in STACKDUMP_BULLSEYE_ROOT.
+#[test]
+#[ignore = "needs `cargo xtask dist` and a Debian bullseye root (STACKDUMP_BULLSEYE_ROOT); .ci/run makes both"]
+fn artefacts_run_in_a_debian_bullseye_root() {
+    assert!(is_root(), "chroot needs root");
+    let root = PathBuf::from(std::env::var_os("STACKDUMP_BULLSEYE_ROOT").expect(
+        "STACKDUMP_BULLSEYE_ROOT: a root made by `debootstrap --variant=minbase bullseye DIR`",
+    ));
+    assert!(
+        root.join("lib/x86_64-linux-gnu/libc-2.31.so").is_file(),
+        "{} is not a Debian bullseye root (no glibc 2.31)",
+        root.display()
+    );
+    let tgz = artefact(&format!(
+        "stackdump-{VERSION}-x86_64-unknown-linux-gnu.tar.gz"
+    ));
+    let opt = root.join("opt");
+    let installed = opt.join(format!("stackdump-{VERSION}"));
+    let _ = std::fs::remove_dir_all(&installed);
+    ok(Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&opt));
+    let cli_inside = format!("/opt/stackdump-{VERSION}/bin/stackdump");
+    // In a mount namespace of its own: /proc bound into the root for the time of the command.
+    let in_root = |args: &[&str]| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--fork", "--kill-child", "sh", "-c"]);
+        cmd.arg(r#"r="$1"; shift; mount --bind /proc "$r/proc" && exec chroot "$r" "$@""#);
+        cmd.arg("sh").arg(&root).args(args);
+        cmd.env_remove("LD_PRELOAD").env_remove("STACKDUMP_LIB");
+        cmd
+    };
+    let dl = Deadline::new(60);
+    let unshare = Proc::spawn(in_root(&[
+        &cli_inside,
+        "run",
+        "--dir",
+        "/tmp",
+        "--",
+        "/bin/sleep",
+        "1000",
+    ]));
+    let mut target = 0;
+    wait_until(&dl, "the target in the bullseye root is started", || {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.pid))
+            .unwrap_or_default();
+        target = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        target > 0 && maps_contain(target, "libstackdump.so")
+    });
+    wait_ready(&dl, target, libc::SIGUSR1);
+    let maps = std::fs::read_to_string(format!("/proc/{target}/maps")).unwrap();
+    assert!(
+        maps.contains("libc-2.31.so"),
+        "the target does not run on bullseye's glibc 2.31"
+    );
+    let out = run(
+        &dl,
+        in_root(&[&cli_inside, "dump", "--json", "-p", &target.to_string()]),
+    );
+    out.assert_code(0);
+    let v = json(&out);
+    assert_eq!(v["pid"], target);
+    assert_eq!(v["comm"], "sleep");
+    let out = run(&dl, in_root(&[&cli_inside, "inspect", &target.to_string()]));
+    out.assert_code(0).stdout_has("\"sleep\" tid");
+    let _ = std::fs::remove_dir_all(&installed);
+}

@@ -314,6 +314,7 @@ const DOCS: &[(&str, &str)] = &[
     ("docs/CLI.md", "CLI.md"),
     ("docs/FORMAT.md", "FORMAT.md"),
     ("docs/DEPLOY.md", "DEPLOY.md"),
+    ("docs/stackdump-1.schema.json", "stackdump-1.schema.json"),
 ];
 
 /// A reproducible tar.gz of `dir`'s entry `top` (sorted, root-owned, fixed mtime).
