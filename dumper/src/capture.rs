@@ -487,6 +487,7 @@ impl DumpThread {
             findings: Vec::new(),
             process: None,
             errors,
+            host: Some(stackdump_core::kernel::host::host(None)),
         }
     }
 

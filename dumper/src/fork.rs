@@ -25,7 +25,7 @@
 //!   calls backtrace (it names functions from the module files only, said in its state page)
 //!   and uses a fresh Python cache.
 //! - **Our fork handlers themselves**: forks from several threads at once are serialized by
-//!   [`FORK_LOCK`]; a thread that cannot take it in time (a fork from a signal handler that
+//!   `FORK_LOCK`; a thread that cannot take it in time (a fork from a signal handler that
 //!   interrupted this thread's own fork handlers) forks without our help and its child gets no
 //!   dump thread.
 //! - **The trigger ring, the capture slots, the state page**: reset in the child (records and
@@ -34,7 +34,7 @@
 //! - **The C library's locks** (malloc arenas, stdio, the loader's lock, the thread-stack
 //!   cache) are made consistent in the child by glibc's own fork before any child handler runs.
 //!
-//! Every wait in the prepare handler is bounded by [`FORK_PATIENCE`] in all; none of the
+//! Every wait in the prepare handler is bounded by `FORK_PATIENCE` in all; none of the
 //! handlers can block the fork forever. What a failure costs is the child's dump thread, never
 //! the child: it then has no thread named `stackdump`, and `stackdump dump` refuses it with the
 //! reason. A fork while no dump runs waits for nothing.

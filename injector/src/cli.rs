@@ -2,6 +2,7 @@
 
 use crate::duration::parse_duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 use stackdump_core::kernel::signals::{self, HostSignal};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,10 +25,19 @@ Examples:
 Exit codes: 0 done; 1 failed at run time (target gone, no dump before the deadline);
 2 bad usage (unknown signal, bad duration, unknown arch); 3 refused: the target cannot take a
 dump safely (its trigger signal is not caught, or permission). inspect without permission to
-ptrace says why and prints the kernel view (exit 0). See docs/CLI.md.";
+ptrace says why and prints the kernel view (exit 0). Each command has its own --help and man
+page (man stackdump-dump).";
+
+/// `stackdump --version`: the version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("STACKDUMP_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
-#[command(name = "stackdump", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(name = "stackdump", version = VERSION, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -54,6 +64,35 @@ pub enum Command {
     /// Resolve and explain signal names and numbers, for this machine or any Linux architecture.
     #[command(after_help = SIGNALS_HELP)]
     Signals(SignalsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Write the man pages (stackdump.1 and one per command) into a directory (packaging).
+    #[command(hide = true, after_help = "Example:\n  stackdump man-pages target/man")]
+    ManPages(ManPagesArgs),
+}
+
+const COMPLETIONS_HELP: &str = "\
+The packages install these already (bash, zsh and fish); for a stackdump from cargo install
+or the tarball without its share/ directory:
+
+Examples:
+  stackdump completions bash > ~/.local/share/bash-completion/completions/stackdump
+  stackdump completions zsh > ~/.zfunc/_stackdump      # with fpath+=(~/.zfunc) in .zshrc
+  stackdump completions fish > ~/.config/fish/completions/stackdump.fish";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManPagesArgs {
+    /// The directory to write the .1 files into (created if needed).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 const DUMP_HELP: &str = "\
@@ -99,8 +138,9 @@ Examples:
   stackdump compare a.json b.json c.json --format json";
 
 const RUN_HELP: &str = "\
-The library is taken from STACKDUMP_LIB, or found next to the stackdump executable (or in
-../lib). The command replaces stackdump (exec), so its exit status, signals and pid are its own.
+The library is taken from STACKDUMP_LIB, or found next to the stackdump executable, in
+../lib/stackdump/ or ../lib/ relative to it (the tarball and the package), or in
+/usr/lib/stackdump/. The command replaces stackdump (exec), so its exit status, signals and pid are its own.
 
 Examples:
   stackdump run -- python3 app.py
@@ -154,14 +194,49 @@ pub enum StackFormat {
     Folded,
 }
 
+/// What each folded stack starts with (`--folded-root`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FoldedRoot {
+    /// The outermost frame: every thread's stacks add up.
+    None,
+    /// The thread's name, `[worker-1]`.
+    Thread,
+    /// The process's command and pid, `[server 1234]`.
+    Process,
+}
+
+impl FoldedRoot {
+    pub fn options(self) -> stackdump_core::output::folded::Options {
+        use stackdump_core::output::folded::{Options, Root};
+        Options {
+            root: match self {
+                FoldedRoot::None => Root::None,
+                FoldedRoot::Thread => Root::Thread,
+                FoldedRoot::Process => Root::Process,
+            },
+            ..Options::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").args(["pid_arg", "pid_opt"]).required(true)))]
 pub struct InspectArgs {
     /// The process to inspect.
     #[arg(value_name = "PID", value_parser = parse_pid)]
-    pub pid: i32,
+    pub pid_arg: Option<i32>,
+    /// The process to inspect (the same as the PID argument).
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
+    pub pid_opt: Option<i32>,
     /// Print the dump as text, JSON or folded stacks.
     #[arg(long, value_enum, default_value_t = StackFormat::Text)]
     pub format: StackFormat,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// With --format folded: what each stack starts with.
+    #[arg(long, value_enum, value_name = "ROOT", default_value_t = FoldedRoot::None)]
+    pub folded_root: FoldedRoot,
     /// Stop every thread first (a coherent cut), copy all, then let all go.
     #[arg(long)]
     pub consistent: bool,
@@ -172,26 +247,39 @@ pub struct CompareArgs {
     /// JSON dump files, or directories of them.
     #[arg(required = true, value_name = "FILE|DIR")]
     pub paths: Vec<PathBuf>,
-    /// Print the comparison as text or JSON.
+    /// Print the comparison as text, or as one stackdump-compare/1 JSON document.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("period_end").args(["count", "for_"])))]
+#[command(group(ArgGroup::new("targets").args(["pids", "pid_opts"]).required(true).multiple(true)))]
 pub struct DumpArgs {
     /// Process ids to dump.
-    #[arg(required = true, value_name = "PID", value_parser = parse_pid)]
+    #[arg(value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<i32>,
+    /// A process to dump (the same as a PID argument; may be repeated).
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
+    pub pid_opts: Vec<i32>,
     /// Print the dump as text, JSON, or folded stacks (summed over every dump taken, printed
     /// at the end; with --out, a .folded file is saved next to each dump).
     #[arg(long, value_enum, default_value_t = StackFormat::Text)]
     pub format: StackFormat,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// With --format folded: what each stack starts with.
+    #[arg(long, value_enum, value_name = "ROOT", default_value_t = FoldedRoot::None)]
+    pub folded_root: FoldedRoot,
     /// Save every dump (all the formats the target writes) in DIR instead of printing it; the
     /// files are named stackdump-<pid>-<UTC time>Z.{txt,json}, so they sort by time.
     // The text above is the --help text, not HTML: `<pid>` stays as it is.
     #[allow(rustdoc::invalid_html_tags)]
-    #[arg(long, value_name = "DIR")]
+    #[arg(short = 'o', long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// How long to wait for each dump (e.g. 500ms, 10s, 2m).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
@@ -235,9 +323,44 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print a table, or one JSON object per process.
+    /// Print a table, or one JSON object per line and process (format stackdump-list/1).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+impl Cli {
+    /// The command line with its synonyms resolved: `-p PID` joins the PID arguments and
+    /// `--json` becomes `--format json`, so the commands see one way of saying each thing.
+    pub fn normalized(mut self) -> Cli {
+        match &mut self.command {
+            Command::Dump(a) => {
+                a.pids.append(&mut a.pid_opts);
+                if a.json {
+                    a.format = StackFormat::Json;
+                }
+            }
+            Command::Inspect(a) => {
+                a.pid_arg = a.pid_arg.or(a.pid_opt.take());
+                if a.json {
+                    a.format = StackFormat::Json;
+                }
+            }
+            Command::Compare(a) if a.json => a.format = OutputFormat::Json,
+            Command::List(a) if a.json => a.format = OutputFormat::Json,
+            _ => {}
+        }
+        self
+    }
+}
+
+impl InspectArgs {
+    /// The process (after [`Cli::normalized`]; the group makes one of the two required).
+    pub fn pid(&self) -> i32 {
+        self.pid_arg.or(self.pid_opt).unwrap_or(0)
+    }
 }
 
 /// Whose numbering of real-time signals to show.
@@ -345,5 +468,45 @@ mod tests {
         assert!(p(&["compare"]).is_err());
         assert!(p(&["compare", "a", "b", "--format", "json"]).is_ok());
         assert!(p(&["compare", "a", "--format", "folded"]).is_err());
+    }
+
+    #[test]
+    fn the_habits_of_other_tools_work() {
+        let p = |args: &[&str]| {
+            Cli::try_parse_from(["stackdump"].iter().chain(args)).map(Cli::normalized)
+        };
+        let Command::Dump(d) = p(&["dump", "-p", "1", "--pid", "2", "3", "--json", "-o", "x"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(d.pids, [3, 1, 2]);
+        assert_eq!(d.format, StackFormat::Json);
+        assert_eq!(d.out.as_deref(), Some(std::path::Path::new("x")));
+        let Command::Inspect(i) = p(&["inspect", "-p", "7", "--json"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!((i.pid(), i.format), (7, StackFormat::Json));
+        assert!(p(&["inspect", "7", "-p", "8"]).is_err());
+        assert!(p(&["inspect", "--json"]).is_err());
+        assert!(p(&["dump", "--json"]).is_err());
+        assert!(p(&["dump", "1", "--json", "--format", "text"]).is_err());
+        assert!(p(&[
+            "dump",
+            "1",
+            "--format",
+            "folded",
+            "--folded-root",
+            "process"
+        ])
+        .is_ok());
+        let Command::List(l) = p(&["list", "--json"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(l.format, OutputFormat::Json);
+        assert!(p(&["completions", "zsh"]).is_ok());
+        assert!(p(&["completions", "tcsh"]).is_err());
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
     }
 }

@@ -165,7 +165,13 @@ impl Emitted {
     fn finish(&self, args: &DumpArgs) -> anyhow::Result<()> {
         if args.format == StackFormat::Folded && args.out.is_none() && !self.folded.is_empty() {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(stackdump_core::output::folded::folded(&self.folded).as_bytes())?;
+            stdout.write_all(
+                stackdump_core::output::folded::folded_with(
+                    &self.folded,
+                    &args.folded_root.options(),
+                )
+                .as_bytes(),
+            )?;
             stdout.flush()?;
         }
         Ok(())
@@ -214,7 +220,10 @@ fn emit(
         }
         if args.format == StackFormat::Folded {
             if let Some((name, _)) = fetched.files.get(&DumpFormat::Json) {
-                let folded = stackdump_core::output::folded::folded(&[parse_json(pid, fetched)?]);
+                let folded = stackdump_core::output::folded::folded_with(
+                    &[parse_json(pid, fetched)?],
+                    &args.folded_root.options(),
+                );
                 let path = save_as(out, pid, name, "folded", folded.as_bytes())?;
                 println!("{}", path.display());
             }

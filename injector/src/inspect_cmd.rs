@@ -46,7 +46,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         cache: stackdump_core::stack::dwarfcache::DwarfCache::from_env(),
         ..capture::Options::default()
     };
-    let pid = args.pid;
+    let pid = args.pid();
     // A thread id or a kernel thread: say what to do instead (exit 2).
     crate::target::check_pid_is_process(pid, "inspect")?;
     let (dump, outcome) = outside::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
@@ -81,7 +81,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             writeln!(stdout)?;
         }
         StackFormat::Folded => stdout.write_all(
-            stackdump_core::output::folded::folded(std::slice::from_ref(&dump)).as_bytes(),
+            stackdump_core::output::folded::folded_with(
+                std::slice::from_ref(&dump),
+                &args.folded_root.options(),
+            )
+            .as_bytes(),
         )?,
     }
     stdout.flush()?;

@@ -128,12 +128,16 @@ pub fn scan() -> (Vec<Entry>, usize) {
     (entries, hidden)
 }
 
+/// The `format` of each line of `list --format json`.
+pub const LIST_FORMAT: &str = "stackdump-list/1";
+
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let (entries, hidden) = scan();
     match args.format {
         OutputFormat::Json => {
             for e in &entries {
                 let v = serde_json::json!({
+                    "format": LIST_FORMAT,
                     "pid": e.pid,
                     "comm": e.comm,
                     "signal": e.signal,

@@ -6,11 +6,14 @@
 //! - `run`: exec a command with libstackdump.so preloaded ([`run`]).
 //! - `list`: processes with the library loaded ([`list`]).
 //! - `signals`: signal names and numbers of every Linux architecture ([`signals_cmd`]).
+//! - `completions`, `man-pages` (hidden): shell completions and man pages from the clap
+//!   definitions ([`docgen`]), for the packages and for users of `cargo install`.
 //!
 //! Exit codes come from one place, [`exit`].
 
 mod cli;
 mod compare_cmd;
+mod docgen;
 mod dump;
 mod duration;
 mod exit;
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+        Ok(cli) => cli.normalized(),
         Err(e) => return exit::report_clap(e),
     };
     // Ctrl-C and SIGTERM end every subcommand within ~50 ms, whatever it is doing (`run`
@@ -53,6 +56,8 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(args),
         cli::Command::List(args) => list::run(args),
         cli::Command::Signals(args) => signals_cmd::run(args),
+        cli::Command::Completions(args) => docgen::completions(args),
+        cli::Command::ManPages(args) => docgen::man_pages(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

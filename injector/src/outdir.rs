@@ -209,9 +209,12 @@ impl OutDir {
             unlink_tmp();
             return Err(e);
         }
+        // The system call, not glibc's wrapper (2.28): the release binaries run on older
+        // glibc (docs/DEPLOY.md); ENOSYS from an old kernel is handled below.
         // SAFETY: both names are NUL-terminated; dir is our open directory fd.
         let r = unsafe {
-            libc::renameat2(
+            libc::syscall(
+                libc::SYS_renameat2,
                 dir,
                 tmp.as_ptr(),
                 dir,

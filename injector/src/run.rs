@@ -10,14 +10,31 @@ use std::path::{Path, PathBuf};
 
 const LIB: &str = "libstackdump.so";
 
-/// Where the library is: `STACKDUMP_LIB`, else next to this executable, else `../lib` (and
-/// `../lib/stackdump`) relative to it.
+/// Where the packages install the library (the .deb; the tarball's layout relative to the CLI).
+pub const SYSTEM_LIB_DIR: &str = "/usr/lib/stackdump";
+
+/// The places [`find_library`] looks, in order, for a CLI at `exe`: next to it (a build tree,
+/// `target/release/`), `../lib/stackdump/` (the tarball and the .deb, and `cargo install`'s
+/// `~/.cargo/bin` with the library put in `~/.cargo/lib/stackdump/`), `../lib/`, then
+/// `/usr/lib/stackdump/` (the .deb's library for a CLI installed elsewhere).
+pub fn library_candidates(exe: &Path) -> Vec<PathBuf> {
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    vec![
+        dir.join(LIB),
+        dir.join("../lib/stackdump").join(LIB),
+        dir.join("../lib").join(LIB),
+        Path::new(SYSTEM_LIB_DIR).join(LIB),
+    ]
+}
+
+/// Where the library is: `STACKDUMP_LIB`, else the first of [`library_candidates`] that is a
+/// file.
 pub fn find_library() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("STACKDUMP_LIB").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
             bail!(
-                "STACKDUMP_LIB={} is not a file; point it at libstackdump.so",
+                "STACKDUMP_LIB={} is not a file; point it at {LIB}",
                 p.display()
             );
         }
@@ -25,20 +42,16 @@ pub fn find_library() -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe().context("finding the stackdump executable")?;
     let exe = exe.canonicalize().unwrap_or(exe);
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [
-        dir.join(LIB),
-        dir.join("../lib").join(LIB),
-        dir.join("../lib/stackdump").join(LIB),
-    ];
+    let candidates = library_candidates(&exe);
     for c in &candidates {
         if c.is_file() {
             return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
         }
     }
+    let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
     bail!(
-        "{LIB} not found next to {} (nor in ../lib); set STACKDUMP_LIB=/path/to/{LIB} (built by `cargo build --release` as target/release/{LIB})",
-        exe.display()
+        "{LIB} not found (looked at {}); install the stackdump package or tarball, which put it in place, or set STACKDUMP_LIB=/path/to/{LIB}. After `cargo install`: `cargo build --release -p stackdump-dumper` in the source tree and `install -D -m 644 target/release/{LIB} ~/.cargo/lib/stackdump/{LIB}`",
+        looked.join(", ")
     )
 }
 
@@ -114,6 +127,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_is_looked_for_in_every_layout() {
+        let c = library_candidates(Path::new("/opt/stackdump-0.1.0/bin/stackdump"));
+        assert_eq!(
+            c,
+            [
+                Path::new("/opt/stackdump-0.1.0/bin/libstackdump.so"),
+                Path::new("/opt/stackdump-0.1.0/bin/../lib/stackdump/libstackdump.so"),
+                Path::new("/opt/stackdump-0.1.0/bin/../lib/libstackdump.so"),
+                Path::new("/usr/lib/stackdump/libstackdump.so"),
+            ]
+        );
+    }
 
     #[test]
     fn preload_keeps_others_once() {

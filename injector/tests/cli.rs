@@ -453,7 +453,7 @@ fn periodic_dumps_with_out() {
     for n in &jsons {
         assert!(n.starts_with(&format!("stackdump-{pid}-")), "{n}");
         let text = std::fs::read_to_string(out_dir.join(n)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let v = parse_dump(&text);
         times.push(v["time"].as_str().unwrap().to_string());
     }
     // Sorted by name is sorted by time.
@@ -558,7 +558,7 @@ fn concurrent_dumps_each_get_their_own() {
             let out = child.wait_with_output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(0), "{stderr}");
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let v = parse_dump(&String::from_utf8_lossy(&out.stdout));
             assert_eq!(v["pid"].as_i64(), Some(i64::from(t.pid)));
             ids.extend(request_ids(&v));
         }

@@ -891,7 +891,7 @@ fn inspect_of_a_process_with_dwarf_bombs_stays_in_bounds_and_prints_the_stack() 
     let peak_mib = usage.ru_maxrss >> 10;
     eprintln!("inspect of the bomb target: peak RSS {peak_mib} MiB");
     assert!(peak_mib < 256, "peak RSS {peak_mib} MiB");
-    let d: Value = serde_json::from_str(&text).unwrap();
+    let d: Value = parse_dump(&text);
     let main = &d["threads"].as_array().unwrap()[0];
     assert!(
         functions(main).iter().any(|f| f == "bomb_park"),

@@ -667,6 +667,7 @@ pub(crate) mod tests {
             findings: Vec::new(),
             process: None,
             errors: Vec::new(),
+            host: None,
         }
     }
 

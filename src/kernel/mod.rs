@@ -4,6 +4,7 @@
 
 pub mod fds;
 pub mod futex;
+pub mod host;
 pub mod net;
 pub mod proc;
 pub mod rootfs;

@@ -122,6 +122,30 @@ pub struct Dump {
     /// What went wrong while dumping (never fatal: the rest of the dump is still there).
     #[serde(default)]
     pub errors: Vec<String>,
+    /// The machine (and container) the process runs on. Absent in dumps from before it was
+    /// added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+}
+
+/// Which machine a dump comes from, so that dumps from a fleet can be told apart.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Host {
+    /// `uname -n` where the dump was made: the container's for the library's dumps, the
+    /// machine's for `inspect`.
+    pub hostname: String,
+    /// `/proc/sys/kernel/random/boot_id`: the same for every process of one boot of a machine.
+    pub boot_id: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// `uname -m`, e.g. `x86_64`.
+    pub arch: String,
+    /// The process's cgroup (v2 path, else the first v1 hierarchy's); absent at the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container id found in the cgroup path (Docker, containerd, CRI-O), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// The signal that triggered a dump and its sender.

@@ -583,9 +583,22 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
     pc
 }
 
-/// The comparison as JSON.
+/// The `format` of the comparison's JSON document.
+pub const COMPARE_FORMAT: &str = "stackdump-compare/1";
+
+/// The comparison as JSON: `{"format": "stackdump-compare/1", "processes": [...], ...}`.
 pub fn json(c: &Comparison) -> String {
-    serde_json::to_string_pretty(c).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        format: &'static str,
+        #[serde(flatten)]
+        comparison: &'a Comparison,
+    }
+    let doc = Doc {
+        format: COMPARE_FORMAT,
+        comparison: c,
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 fn names(threads: &[ThreadRef]) -> String {

@@ -12,16 +12,32 @@
 //! thread without a user stack (e.g. from `stackdump inspect`) has what the kernel shows: its
 //! kernel frames, or `[syscall write]` / `[running]` when that is all there is. The dumper's own
 //! thread is left out.
+//!
+//! Python frames are `qualname (file.py)` (py-spy's style without the line, so that stacks
+//! in the same function still add up; inferno's python palette colours them). The root can
+//! name the thread (`[worker-1]`) or the process (`[server 1234]`), see [`Root`].
 
 use crate::model::{CaptureStatus, Dump, Frame, SyscallState, Thread};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// What each stack starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Root {
+    /// The outermost frame: stacks of every thread and process add up.
+    #[default]
+    None,
+    /// The thread's name, `[worker-1]`: one tower per kind of thread.
+    Thread,
+    /// The process's command and pid, `[server 1234]`: one tower per process.
+    Process,
+}
+
 /// What to put in the stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
-    /// Start each stack with the thread's name (`[worker-1]`).
-    pub thread_names: bool,
+    /// What each stack starts with.
+    pub root: Root,
     /// Add kernel frames (`_[k]`) when the dump has them.
     pub kernel: bool,
 }
@@ -29,7 +45,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            thread_names: false,
+            root: Root::None,
             kernel: true,
         }
     }
@@ -48,7 +64,12 @@ pub fn folded_with(dumps: &[Dump], opts: &Options) -> String {
             if matches!(t.capture, CaptureStatus::Dumper | CaptureStatus::Exited) {
                 continue;
             }
-            *counts.entry(stack(t, opts)).or_default() += 1;
+            let mut line = match opts.root {
+                Root::Process => format!("[{} {}];", clean(&d.comm), d.pid),
+                _ => String::new(),
+            };
+            line.push_str(&stack(t, opts));
+            *counts.entry(line).or_default() += 1;
         }
     }
     let mut out = String::new();
@@ -65,6 +86,15 @@ fn clean(name: &str) -> String {
 }
 
 fn frame_name(f: &Frame) -> String {
+    if let (Some(name), Some(_)) = (&f.function, &f.python) {
+        return match &f.file {
+            Some(file) => clean(&format!(
+                "{name} ({})",
+                file.rsplit('/').next().unwrap_or(file)
+            )),
+            None => clean(&format!("{name} (python)")),
+        };
+    }
     if let Some(name) = &f.function {
         return clean(name);
     }
@@ -81,7 +111,7 @@ fn frame_name(f: &Frame) -> String {
 /// One thread's stack, root first.
 fn stack(t: &Thread, opts: &Options) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if opts.thread_names {
+    if opts.root == Root::Thread {
         parts.push(format!("[{}]", clean(&t.name)));
     }
     // Root first. An inlined frame that names the function it is inlined into (the symbolizer
@@ -177,7 +207,7 @@ mod tests {
         let out = folded_with(
             std::slice::from_ref(&d),
             &Options {
-                thread_names: true,
+                root: Root::Thread,
                 kernel: true,
             },
         );
@@ -188,11 +218,43 @@ mod tests {
         let out = folded_with(
             &[d],
             &Options {
-                thread_names: false,
+                root: Root::None,
                 kernel: false,
             },
         );
         assert_eq!(out, "libc.so.6+0x29d90;main;<[u8: 4] as Foo>::bar 1\n");
+    }
+
+    #[test]
+    fn python_frames_are_marked_and_the_root_can_be_the_process() {
+        let mut t = thread(1, "worker", SyscallState::Running, None);
+        t.frames = frames(&["handle", "main"]);
+        t.frames[0].file = Some("/srv/app/handlers.py".into());
+        t.frames[0].line = Some(12);
+        t.frames[0].python = Some(crate::model::PyFrameInfo {
+            code: crate::model::Addr(0x10),
+            name: "handle".into(),
+            first_line: Some(10),
+            entry: true,
+        });
+        let d = dump(vec![t]);
+        let opts = |root| Options {
+            root,
+            kernel: false,
+        };
+        let one = std::slice::from_ref(&d);
+        assert_eq!(
+            folded_with(one, &opts(Root::None)),
+            "main;handle (handlers.py) 1\n"
+        );
+        assert_eq!(
+            folded_with(one, &opts(Root::Thread)),
+            "[worker];main;handle (handlers.py) 1\n"
+        );
+        assert_eq!(
+            folded_with(one, &opts(Root::Process)),
+            format!("[{} {}];main;handle (handlers.py) 1\n", d.comm, d.pid)
+        );
     }
 
     #[test]
@@ -202,7 +264,7 @@ mod tests {
         let out = folded_with(
             &[dump(vec![t])],
             &Options {
-                thread_names: true,
+                root: Root::Thread,
                 kernel: false,
             },
         );

@@ -163,6 +163,7 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
         findings: Vec::new(),
         process: None,
         errors,
+        host: Some(crate::kernel::host::host(Some(pid.0))),
     };
     diagnose::analyze(&mut dump, &facts::Options::outside(pid));
     dump.capture.duration_us = start.elapsed().as_micros() as u64;

@@ -349,12 +349,12 @@ fn incident_compare_over_three_dumps_reports_the_workers_stuck() {
 /// So the count is checked per stack, not as one line of `dumps` × WORKERS.
 #[track_caller]
 fn check_workers_folded(dumps: &[Dump], n: u64) {
-    use stackdump_core::output::folded::{folded, folded_with, Options};
+    use stackdump_core::output::folded::{folded, folded_with, Options, Root};
     use std::collections::BTreeMap;
     let named = folded_with(
         dumps,
         &Options {
-            thread_names: true,
+            root: Root::Thread,
             ..Options::default()
         },
     );
@@ -367,7 +367,7 @@ fn check_workers_folded(dumps: &[Dump], n: u64) {
         };
         let (stack, count) = line.rsplit_once(' ').expect("stack count");
         assert!(
-            count == n.to_string() && stack.contains(";_db_execute;") && stack.contains("write"),
+            count == n.to_string() && stack.contains(";_db_execute (incident.py);") && stack.contains("write"),
             "worker-{i}: its stack blocked in write from _db_execute, once per dump ({n}): {line}\n{named}"
         );
         *workers_with.entry(&stack[prefix.len()..]).or_default() += 1;

@@ -77,8 +77,10 @@ fn parse(round: usize, what: &str, out: &Output, t: &Target) -> Dump {
         String::from_utf8_lossy(&out.stderr),
         t.describe()
     );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{what} {round}: JSON does not parse: {e}"))
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what} {round}: JSON does not parse: {e}"));
+    crate::util::assert_schema(&v);
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("{what} {round}: not a dump: {e}"))
 }
 
 #[track_caller]

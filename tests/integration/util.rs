@@ -17,7 +17,7 @@ use stackdump_core::model::{Dump, SyscallState, Thread, Tid};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -492,6 +492,9 @@ pub fn wait_for_dump(dir: &Path, pid: i32, deadline: Instant) -> PathBuf {
 pub fn read_dump(path: &Path) -> Dump {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}\n--- content\n{text}", path.display()));
+    assert_schema(&value);
     Dump::from_json(&text).unwrap_or_else(|e| {
         panic!(
             "{} is not a stackdump/1 dump: {e}\n--- content\n{text}",
@@ -624,4 +627,26 @@ pub fn vm_rss_kib(pid: i32) -> u64 {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+/// Check a stackdump/1 document against docs/stackdump-1.schema.json; panic with every
+/// violation (and where it is).
+pub fn assert_schema(v: &serde_json::Value) {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/stackdump-1.schema.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the dump does not match docs/stackdump-1.schema.json:\n{}",
+        errors.join("\n")
+    );
 }

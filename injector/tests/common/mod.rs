@@ -169,10 +169,15 @@ pub fn fake_lib() -> &'static Path {
 }
 
 /// Parse `stackdump dump --format json` output.
+/// A stackdump/1 document is also checked against docs/stackdump-1.schema.json.
 #[track_caller]
 pub fn json(out: &Out) -> serde_json::Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", out.stdout, out.stderr))
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", out.stdout, out.stderr));
+    if v["format"] == "stackdump/1" {
+        assert_schema(&v);
+    }
+    v
 }
 
 /// Every request id a dump names (its trigger and the coalesced ones).
@@ -182,4 +187,34 @@ pub fn request_ids(v: &serde_json::Value) -> Vec<u64> {
         ids.extend(c.iter().filter_map(|t| t["request"].as_u64()));
     }
     ids
+}
+
+/// Check a stackdump/1 document against docs/stackdump-1.schema.json; panic with every
+/// violation (and where it is).
+pub fn assert_schema(v: &serde_json::Value) {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/stackdump-1.schema.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the dump does not match docs/stackdump-1.schema.json:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Parse a JSON dump and check it against the schema.
+pub fn parse_dump(text: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+    assert_schema(&v);
+    v
 }
