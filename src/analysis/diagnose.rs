@@ -37,14 +37,77 @@ pub fn findings(dump: &Dump) -> Vec<Finding> {
         close_wait(p, &mut out);
         listen_backlog(p, &mut out);
     }
+    gil_contention(dump, &mut out);
     same_stacks(dump, &mut out);
     out
+}
+
+/// Threads waiting for the GIL while a thread holds it: who holds it, what it is doing, who
+/// waits (CPython; from each thread's `python.gil` and `python.waits_for_gil`).
+fn gil_contention(dump: &Dump, out: &mut Vec<Finding>) {
+    let waiters: Vec<Tid> = dump
+        .threads
+        .iter()
+        .filter(|t| t.python.as_ref().is_some_and(|p| p.waits_for_gil))
+        .map(|t| t.tid)
+        .collect();
+    if waiters.is_empty() {
+        return;
+    }
+    let holders: Vec<&Thread> = dump
+        .threads
+        .iter()
+        .filter(|t| t.python.as_ref().is_some_and(|p| p.gil == Some(true)))
+        .collect();
+    let waiting = plural(waiters.len(), "thread waits", "threads wait");
+    let mut evidence = Vec::new();
+    let summary = match holders[..] {
+        [] => format!(
+            "{waiting} for the GIL, which no thread held when it was read (it was changing hands)"
+        ),
+        [h] => {
+            let doing = if h.kernel.state == "R" {
+                "running".to_string()
+            } else {
+                format!(
+                    "not running: {} (holding the GIL)",
+                    syscall_in(&h.kernel.syscall, dump.process.as_ref())
+                )
+            };
+            format!(
+                "the GIL is held by '{}' (tid {}), {doing}; {waiting} for it",
+                h.display_name(),
+                h.tid
+            )
+        }
+        _ => format!(
+            "{waiting} for a GIL; {} threads hold one (one GIL per interpreter): {}",
+            holders.len(),
+            thread_list(dump, &holders.iter().map(|t| t.tid).collect::<Vec<_>>())
+        ),
+    };
+    for h in &holders {
+        evidence.push(format!(
+            "holder {}: {}",
+            who(dump, h.tid),
+            stack_preview(h, 4)
+        ));
+    }
+    evidence.push(format!("waiting: {}", thread_list(dump, &waiters)));
+    let mut threads: Vec<Tid> = holders.iter().map(|t| t.tid).collect();
+    threads.extend(waiters);
+    out.push(Finding {
+        kind: "gil_contention".into(),
+        summary,
+        threads,
+        evidence,
+    });
 }
 
 /// `name (tid)` for a thread of the dump.
 fn who(dump: &Dump, tid: Tid) -> String {
     match dump.thread(tid) {
-        Some(t) if !t.name.is_empty() => format!("{} ({})", t.name, tid),
+        Some(t) if !t.display_name().is_empty() => format!("{} ({})", t.display_name(), tid),
         _ => format!("{tid}"),
     }
 }
