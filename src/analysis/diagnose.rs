@@ -1038,3 +1038,82 @@ pub(crate) mod tests {
         assert!(findings(&d3).iter().all(|f| f.kind != "same_stack"));
     }
 }
+
+#[cfg(test)]
+mod gil_tests {
+    use super::tests::{in_syscall, thread};
+    use super::*;
+    use crate::model::*;
+
+    fn py(name: &str, gil: bool, waits: bool, active: bool) -> PyThreadInfo {
+        PyThreadInfo {
+            interpreter: "CPython 3.11.7".into(),
+            name: Some(name.into()),
+            merge: PyMerge::Merged,
+            depth: 0,
+            eval_frames: 0,
+            entries: 0,
+            frames: Vec::new(),
+            truncated: false,
+            note: None,
+            gil: Some(gil),
+            waits_for_gil: waits,
+            active: Some(active),
+        }
+    }
+
+    #[test]
+    fn gil_contention_names_the_holder_and_the_waiters_by_python_name() {
+        let mut threads = Vec::new();
+        let mut c = thread(10, "python3", SyscallState::Running, None);
+        c.kernel.state = "R".into();
+        c.python = Some(py("cruncher", true, false, true));
+        threads.push(c);
+        for i in 0..6 {
+            let mut w = thread(
+                11 + i,
+                "python3",
+                in_syscall("futex", [0x1000, 0x89, 0, 0, 0, 0], None),
+                Some("futex_do_wait"),
+            );
+            w.python = Some(py(&format!("waiter-{i}"), false, true, false));
+            threads.push(w);
+        }
+        let mut s = thread(20, "python3", SyscallState::Running, None);
+        s.python = Some(py("sleeper", false, false, false));
+        threads.push(s);
+        let mut d = super::tests::incident();
+        d.threads = threads;
+        d.process = None;
+        let f = findings(&d);
+        let g = f
+            .iter()
+            .find(|f| f.kind == "gil_contention")
+            .expect("a gil_contention finding");
+        assert_eq!(
+            g.summary,
+            "the GIL is held by 'cruncher' (tid 10), running; 6 threads wait for it"
+        );
+        assert!(
+            g.evidence.iter().any(|e| e.contains("waiter-5 (16)")),
+            "{:?}",
+            g.evidence
+        );
+        assert_eq!(g.threads.len(), 7);
+        assert_eq!(
+            d.threads[0].python.as_ref().unwrap().activity(),
+            Some("active+gil")
+        );
+        assert_eq!(
+            d.threads[1].python.as_ref().unwrap().activity(),
+            Some("idle")
+        );
+        // No waiter, no finding.
+        for t in &mut d.threads {
+            if let Some(p) = &mut t.python {
+                p.waits_for_gil = false;
+            }
+        }
+        assert!(!findings(&d).iter().any(|f| f.kind == "gil_contention"));
+    }
+}
