@@ -37,14 +37,77 @@ pub fn findings(dump: &Dump) -> Vec<Finding> {
         close_wait(p, &mut out);
         listen_backlog(p, &mut out);
     }
+    gil_contention(dump, &mut out);
     same_stacks(dump, &mut out);
     out
+}
+
+/// Threads waiting for the GIL while a thread holds it: who holds it, what it is doing, who
+/// waits (CPython; from each thread's `python.gil` and `python.waits_for_gil`).
+fn gil_contention(dump: &Dump, out: &mut Vec<Finding>) {
+    let waiters: Vec<Tid> = dump
+        .threads
+        .iter()
+        .filter(|t| t.python.as_ref().is_some_and(|p| p.waits_for_gil))
+        .map(|t| t.tid)
+        .collect();
+    if waiters.is_empty() {
+        return;
+    }
+    let holders: Vec<&Thread> = dump
+        .threads
+        .iter()
+        .filter(|t| t.python.as_ref().is_some_and(|p| p.gil == Some(true)))
+        .collect();
+    let waiting = plural(waiters.len(), "thread waits", "threads wait");
+    let mut evidence = Vec::new();
+    let summary = match holders[..] {
+        [] => format!(
+            "{waiting} for the GIL, which no thread held when it was read (it was changing hands)"
+        ),
+        [h] => {
+            let doing = if h.kernel.state == "R" {
+                "running".to_string()
+            } else {
+                format!(
+                    "not running: {} (holding the GIL)",
+                    syscall_in(&h.kernel.syscall, dump.process.as_ref())
+                )
+            };
+            format!(
+                "the GIL is held by '{}' (tid {}), {doing}; {waiting} for it",
+                h.display_name(),
+                h.tid
+            )
+        }
+        _ => format!(
+            "{waiting} for a GIL; {} threads hold one (one GIL per interpreter): {}",
+            holders.len(),
+            thread_list(dump, &holders.iter().map(|t| t.tid).collect::<Vec<_>>())
+        ),
+    };
+    for h in &holders {
+        evidence.push(format!(
+            "holder {}: {}",
+            who(dump, h.tid),
+            stack_preview(h, 4)
+        ));
+    }
+    evidence.push(format!("waiting: {}", thread_list(dump, &waiters)));
+    let mut threads: Vec<Tid> = holders.iter().map(|t| t.tid).collect();
+    threads.extend(waiters);
+    out.push(Finding {
+        kind: "gil_contention".into(),
+        summary,
+        threads,
+        evidence,
+    });
 }
 
 /// `name (tid)` for a thread of the dump.
 fn who(dump: &Dump, tid: Tid) -> String {
     match dump.thread(tid) {
-        Some(t) if !t.name.is_empty() => format!("{} ({})", t.name, tid),
+        Some(t) if !t.display_name().is_empty() => format!("{} ({})", t.display_name(), tid),
         _ => format!("{tid}"),
     }
 }
@@ -974,5 +1037,84 @@ pub(crate) mod tests {
         }
         assert_eq!(stack_groups(&d3).len(), 5);
         assert!(findings(&d3).iter().all(|f| f.kind != "same_stack"));
+    }
+}
+
+#[cfg(test)]
+mod gil_tests {
+    use super::tests::{in_syscall, thread};
+    use super::*;
+    use crate::model::*;
+
+    fn py(name: &str, gil: bool, waits: bool, active: bool) -> PyThreadInfo {
+        PyThreadInfo {
+            interpreter: "CPython 3.11.7".into(),
+            name: Some(name.into()),
+            merge: PyMerge::Merged,
+            depth: 0,
+            eval_frames: 0,
+            entries: 0,
+            frames: Vec::new(),
+            truncated: false,
+            note: None,
+            gil: Some(gil),
+            waits_for_gil: waits,
+            active: Some(active),
+        }
+    }
+
+    #[test]
+    fn gil_contention_names_the_holder_and_the_waiters_by_python_name() {
+        let mut threads = Vec::new();
+        let mut c = thread(10, "python3", SyscallState::Running, None);
+        c.kernel.state = "R".into();
+        c.python = Some(py("cruncher", true, false, true));
+        threads.push(c);
+        for i in 0..6 {
+            let mut w = thread(
+                11 + i,
+                "python3",
+                in_syscall("futex", [0x1000, 0x89, 0, 0, 0, 0], None),
+                Some("futex_do_wait"),
+            );
+            w.python = Some(py(&format!("waiter-{i}"), false, true, false));
+            threads.push(w);
+        }
+        let mut s = thread(20, "python3", SyscallState::Running, None);
+        s.python = Some(py("sleeper", false, false, false));
+        threads.push(s);
+        let mut d = super::tests::incident();
+        d.threads = threads;
+        d.process = None;
+        let f = findings(&d);
+        let g = f
+            .iter()
+            .find(|f| f.kind == "gil_contention")
+            .expect("a gil_contention finding");
+        assert_eq!(
+            g.summary,
+            "the GIL is held by 'cruncher' (tid 10), running; 6 threads wait for it"
+        );
+        assert!(
+            g.evidence.iter().any(|e| e.contains("waiter-5 (16)")),
+            "{:?}",
+            g.evidence
+        );
+        assert_eq!(g.threads.len(), 7);
+        assert_eq!(
+            d.threads[0].python.as_ref().unwrap().activity(),
+            Some("active+gil")
+        );
+        assert_eq!(
+            d.threads[1].python.as_ref().unwrap().activity(),
+            Some("idle")
+        );
+        // No waiter, no finding.
+        for t in &mut d.threads {
+            if let Some(p) = &mut t.python {
+                p.waits_for_gil = false;
+            }
+        }
+        assert!(!findings(&d).iter().any(|f| f.kind == "gil_contention"));
     }
 }

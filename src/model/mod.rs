@@ -350,6 +350,30 @@ pub struct PyThreadInfo {
     /// Why the frames are not merged, or why the Python stack is incomplete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// This thread holds the GIL of its interpreter (`_gil_runtime_state.locked` and
+    /// `last_holder` is its thread state). Absent when not known (free-threaded build, GIL
+    /// not readable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gil: Option<bool>,
+    /// The thread waits for the GIL: it sleeps on a futex inside the GIL's struct, or its
+    /// native stack is in `take_gil`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waits_for_gil: bool,
+    /// The thread is active, as py-spy means it: on a CPU or runnable (state `R`) and not
+    /// waiting for the GIL. Absent when its kernel state is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+impl PyThreadInfo {
+    /// py-spy's label of the thread: `active+gil`, `active` or `idle` (`None` when not known).
+    pub fn activity(&self) -> Option<&'static str> {
+        match (self.active?, self.gil.unwrap_or(false)) {
+            (false, _) => Some("idle"),
+            (true, true) => Some("active+gil"),
+            (true, false) => Some("active"),
+        }
+    }
 }
 
 /// How a thread's Python frames relate to its native frames.
@@ -728,6 +752,18 @@ impl ProcessFacts {
     /// The futex at `addr`.
     pub fn futex(&self, addr: Addr) -> Option<&FutexFacts> {
         self.futexes.iter().find(|f| f.addr == addr)
+    }
+}
+
+impl Thread {
+    /// The name to call the thread by: its Python `threading` name when it has one (e.g.
+    /// `worker-0`), else its kernel name (`comm`).
+    pub fn display_name(&self) -> &str {
+        self.python
+            .as_ref()
+            .and_then(|p| p.name.as_deref())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.name)
     }
 }
 

@@ -258,8 +258,20 @@ fn thread_header(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
         k.state,
         Esc(&k.state_name)
     );
-    if let Some(n) = t.python.as_ref().and_then(|p| p.name.as_ref()) {
-        let _ = write!(out, "  python \"{}\"", Esc(n));
+    if let Some(py) = &t.python {
+        match &py.name {
+            Some(n) => {
+                let _ = write!(out, "  python \"{}\"", Esc(n));
+            }
+            None if py.activity().is_some() => out.push_str("  python"),
+            None => {}
+        }
+        if let Some(a) = py.activity() {
+            let _ = write!(out, " ({a})");
+        }
+        if py.waits_for_gil {
+            out.push_str(" waits for the GIL");
+        }
     }
     if let Some(w) = &k.wchan {
         let _ = write!(out, "  wchan {}", Esc(w));

@@ -140,6 +140,45 @@ pub struct Layout {
     pub unicode_kind_shift: u32,
 
     pub dict: DictLayout,
+
+    /// Where the GIL's state is (`struct _gil_runtime_state`); `None` for free-threaded builds
+    /// or when not known.
+    pub gil: Option<GilLayout>,
+}
+
+/// Where the GIL is, and the fields of `struct _gil_runtime_state` we read: `last_holder` (the
+/// thread state that took it last) and `locked` (whether it is held now). The struct is the
+/// same in 3.8-3.14 GIL builds: interval, last_holder, locked, switch_number, then the
+/// condition variables and mutexes its waiters sleep on (208 bytes on x86_64 and aarch64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilLayout {
+    pub at: GilAt,
+    pub last_holder: u64,
+    pub locked: u64,
+    /// `sizeof(struct _gil_runtime_state)`: a futex wait inside it is a wait for the GIL.
+    pub size: u64,
+}
+
+/// Where a GIL is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GilAt {
+    /// 3.8-3.11: one GIL for the whole runtime, `_PyRuntime.ceval.gil`, at this offset.
+    Runtime(u64),
+    /// 3.12+: each interpreter points to its GIL (its own, or the main interpreter's):
+    /// `interp->ceval.gil`, a pointer at this offset.
+    InterpPointer(u64),
+}
+
+/// `sizeof(struct _gil_runtime_state)` on 64-bit Linux, 3.8-3.14.
+const GIL_SIZE: u64 = 208;
+
+const fn gil(at: GilAt) -> Option<GilLayout> {
+    Some(GilLayout {
+        at,
+        last_holder: 8,
+        locked: 16,
+        size: GIL_SIZE,
+    })
 }
 
 /// Dictionaries, for `sys.modules["threading"]._active` (thread names).
@@ -175,57 +214,61 @@ const PTR: u64 = 8;
 
 /// The hard-coded layout of 3.8-3.12, or `None` for other versions.
 pub fn builtin(version: Version) -> Option<Layout> {
-    let common_old = |f_lasti: u64, f_lineno: u64, lines: LineFormat, modules: u64| Layout {
-        version,
-        free_threaded: false,
-        from_debug_offsets: false,
-        runtime_interpreters_head: 0x20,
-        interp_next: 0,
-        interp_threads_head: 0x8,
-        interp_modules: Some(modules),
-        ts_next: 0x8,
-        ts_interp: 0x10,
-        ts_frame: 0x18,
-        cframe_current_frame: None,
-        ts_thread_id: 0xb0,
-        ts_native_thread_id: None,
-        frame: FrameLayout::Object {
-            f_back: 0x18,
-            f_code: 0x20,
-            f_lasti,
-            f_lineno,
-        },
-        frame_size: f_lineno + 4,
-        co_filename: 0x68,
-        co_name: 0x70,
-        co_qualname: None,
-        co_firstlineno: 0x28,
-        co_linetable: 0x78,
-        co_code: Some(0x30),
-        co_code_adaptive: None,
-        code_size: 0x78 + PTR,
-        lines,
-        ob_type: 8,
-        var_ob_size: 16,
-        bytes_sval: 32,
-        unicode_length: 16,
-        unicode_state: 32,
-        unicode_ascii_size: 48,
-        unicode_compact_size: 72,
-        unicode_kind_shift: 2,
-        dict: DictLayout {
-            ma_keys: 0x20,
-            ma_values: 0x28,
-            keys_311: false,
-            instance: InstanceDict::DictOffset {
-                tp_dictoffset: 0x120,
+    let common_old =
+        |f_lasti: u64, f_lineno: u64, lines: LineFormat, modules: u64, gil_at: u64| Layout {
+            version,
+            free_threaded: false,
+            from_debug_offsets: false,
+            runtime_interpreters_head: 0x20,
+            interp_next: 0,
+            interp_threads_head: 0x8,
+            interp_modules: Some(modules),
+            ts_next: 0x8,
+            ts_interp: 0x10,
+            ts_frame: 0x18,
+            cframe_current_frame: None,
+            ts_thread_id: 0xb0,
+            ts_native_thread_id: None,
+            frame: FrameLayout::Object {
+                f_back: 0x18,
+                f_code: 0x20,
+                f_lasti,
+                f_lineno,
             },
-        },
-    };
+            frame_size: f_lineno + 4,
+            co_filename: 0x68,
+            co_name: 0x70,
+            co_qualname: None,
+            co_firstlineno: 0x28,
+            co_linetable: 0x78,
+            co_code: Some(0x30),
+            co_code_adaptive: None,
+            code_size: 0x78 + PTR,
+            lines,
+            ob_type: 8,
+            var_ob_size: 16,
+            bytes_sval: 32,
+            unicode_length: 16,
+            unicode_state: 32,
+            unicode_ascii_size: 48,
+            unicode_compact_size: 72,
+            unicode_kind_shift: 2,
+            dict: DictLayout {
+                ma_keys: 0x20,
+                ma_values: 0x28,
+                keys_311: false,
+                instance: InstanceDict::DictOffset {
+                    tp_dictoffset: 0x120,
+                },
+            },
+            gil: gil(GilAt::Runtime(gil_at)),
+        };
     match (version.major, version.minor) {
-        (3, 8) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x38)),
-        (3, 9) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x358)),
-        (3, 10) => Some(common_old(0x60, 0x64, LineFormat::Linetable310, 0x358)),
+        // `_PyRuntime.ceval.gil`: 1152 (3.8), 352 (3.9, 3.10), 360 (3.11), by gdb; the
+        // `gilstate.tstate_current` py-spy reads is 216 bytes further in each.
+        (3, 8) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x38, 1152)),
+        (3, 9) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x358, 352)),
+        (3, 10) => Some(common_old(0x60, 0x64, LineFormat::Linetable310, 0x358, 352)),
         (3, 11) => Some(Layout {
             version,
             free_threaded: false,
@@ -273,6 +316,7 @@ pub fn builtin(version: Version) -> Option<Layout> {
                     ht_cached_keys: 0x368,
                 },
             },
+            gil: gil(GilAt::Runtime(360)),
         }),
         (3, 12) => Some(Layout {
             version,
@@ -321,6 +365,8 @@ pub fn builtin(version: Version) -> Option<Layout> {
                     ht_cached_keys: 0x370,
                 },
             },
+            // `interp->ceval.gil` (gdb: offsetof = 384).
+            gil: gil(GilAt::InterpPointer(384)),
         }),
         _ => None,
     }
@@ -333,6 +379,11 @@ struct DebugIndex {
     interp_next: usize,
     interp_threads_head: usize,
     interp_modules: usize,
+    /// `ceval.gil` (a pointer), `_gil`, `_gil.locked`, `_gil.last_holder`.
+    interp_ceval_gil: usize,
+    interp_gil: usize,
+    interp_gil_locked: usize,
+    interp_gil_holder: usize,
     ts_next: usize,
     ts_interp: usize,
     ts_current_frame: usize,
@@ -370,6 +421,12 @@ const DEBUG_313: DebugIndex = DebugIndex {
     interp_next: 7,
     interp_threads_head: 8,
     interp_modules: 10,
+    // sysdict 11, builtins 12, ceval_gil 13, gil_runtime_state 14, gil_runtime_state_enabled
+    // 15, gil_runtime_state_locked 16, gil_runtime_state_holder 17
+    interp_ceval_gil: 13,
+    interp_gil: 14,
+    interp_gil_locked: 16,
+    interp_gil_holder: 17,
     // thread_state: size 18, prev 19, next 20, interp 21, current_frame 22, thread_id 23,
     // native_thread_id 24, datastack_chunk 25, status 26
     ts_next: 20,
@@ -419,6 +476,10 @@ const DEBUG_314: DebugIndex = DebugIndex {
     interp_next: 7,
     interp_threads_head: 8,
     interp_modules: 11,
+    interp_ceval_gil: 14,
+    interp_gil: 15,
+    interp_gil_locked: 17,
+    interp_gil_holder: 18,
     // thread_state: size 21, prev 22, next 23, interp 24, current_frame 25, thread_id 26,
     // native_thread_id 27, datastack_chunk 28, status 29
     ts_next: 23,
@@ -547,6 +608,25 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
         ));
     }
     let ascii = w(index.unicode_asciiobject_size);
+    // The GIL's fields, relative to the struct (the interpreter's `ceval.gil` may point to
+    // another interpreter's `_gil`); none in a free-threaded build.
+    let gil_base = w(index.interp_gil);
+    let gil_field = |i: usize| w(i).checked_sub(gil_base).filter(|&o| o + 8 <= GIL_SIZE);
+    let gil = match (
+        free_threaded,
+        gil_field(index.interp_gil_holder),
+        gil_field(index.interp_gil_locked),
+    ) {
+        (false, Some(last_holder), Some(locked)) if w(index.interp_ceval_gil) <= 1 << 20 => {
+            Some(GilLayout {
+                at: GilAt::InterpPointer(w(index.interp_ceval_gil)),
+                last_holder,
+                locked,
+                size: GIL_SIZE,
+            })
+        }
+        _ => None,
+    };
     Ok(Layout {
         version,
         free_threaded,
@@ -597,6 +677,7 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
                 ht_cached_keys: 0x370,
             },
         },
+        gil,
     })
 }
 
@@ -728,6 +809,17 @@ mod tests {
         assert_eq!((l.unicode_ascii_size, l.unicode_compact_size), (40, 56));
         assert_eq!((l.bytes_sval, l.var_ob_size, l.ob_type), (32, 16, 8));
         assert_eq!((l.dict.ma_keys, l.dict.ma_values), (0x20, 0x28));
+        // gdb: offsetof(PyInterpreterState, ceval.gil) = 16; _gil.last_holder at 8, locked
+        // at 16 of struct _gil_runtime_state.
+        assert_eq!(
+            l.gil,
+            Some(GilLayout {
+                at: GilAt::InterpPointer(0x10),
+                last_holder: 8,
+                locked: 16,
+                size: 208
+            })
+        );
     }
 
     #[test]

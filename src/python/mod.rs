@@ -38,7 +38,7 @@ pub use elf::{Finder, Located};
 pub use layout::{Layout, Version};
 
 use crate::kernel::proc::Mapping;
-use crate::model::{Addr, Frame, PyFrameInfo, PyMerge, PyThreadInfo, Thread, Tid};
+use crate::model::{Addr, Frame, PyFrameInfo, PyMerge, PyThreadInfo, SyscallState, Thread, Tid};
 use crate::stack::unwind::ProcessMemory;
 use read::Reader;
 use std::collections::{HashMap, HashSet};
@@ -106,9 +106,38 @@ pub struct PyThread {
     pub frames: Vec<PyFrame>,
     /// Why the stack was not read to its end.
     pub truncated: Option<String>,
+    /// The GIL of this thread's interpreter, as read with its thread list (`None`: a
+    /// free-threaded build, or not readable).
+    pub gil: Option<GilState>,
+}
+
+/// A GIL as read: `struct _gil_runtime_state` of an interpreter (3.12+) or of the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilState {
+    /// Address of the struct; its waiters sleep on futexes inside it.
+    pub addr: u64,
+    /// Size of the struct.
+    pub size: u64,
+    /// `locked`: someone holds it.
+    pub locked: bool,
+    /// `last_holder`: the thread state that took it last (the holder, when `locked`).
+    pub last_holder: u64,
+}
+
+impl GilState {
+    /// Whether `addr` (a futex a thread waits on) is inside this GIL.
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.addr && addr - self.addr < self.size
+    }
 }
 
 impl PyThread {
+    /// Whether this thread holds its interpreter's GIL (`None` when not known).
+    pub fn holds_gil(&self) -> Option<bool> {
+        self.gil
+            .map(|g| g.locked && g.last_holder == self.tstate && self.tstate != 0)
+    }
+
     /// Python frames per evaluator call, innermost call first (the last group may lack its
     /// entry frame when the stack is truncated).
     pub fn segments(&self) -> Vec<&[PyFrame]> {
@@ -228,6 +257,7 @@ pub fn threads_with(
         }
         // A thread state freed while we walk the list (its thread exiting) ends the walk;
         // walk again from the head (a few times), skipping the thread states already read.
+        let gil = r.gil(interp);
         let mut done: HashSet<u64> = HashSet::new();
         let mut attempts = 0;
         'walk: loop {
@@ -281,6 +311,7 @@ pub fn threads_with(
                         name: None,
                         frames,
                         truncated,
+                        gil,
                     });
                 }
                 ts = raw.next;
@@ -434,6 +465,27 @@ fn map_pthreads(
                 .into(),
         ),
     }
+}
+
+/// Whether `t` waits for the GIL `gil`: it sleeps on a futex inside the GIL's struct (its
+/// condition variables and mutexes: `take_gil` waiting for the holder to drop it, or a dropping
+/// thread waiting for the switch), or its native stack reaches `take_gil` before any Python
+/// frame (symbols needed).
+pub fn waits_for_gil(t: &Thread, gil: &GilState) -> bool {
+    if let SyscallState::InSyscall { name, args, .. } = &t.kernel.syscall {
+        if name.as_deref() == Some("futex") && args.first().is_some_and(|a| gil.contains(a.0)) {
+            return true;
+        }
+    }
+    t.frames
+        .iter()
+        .take_while(|f| f.python.is_none() && !is_eval_frame(f))
+        .any(|f| {
+            f.function.as_deref().is_some_and(|n| {
+                n.strip_prefix("take_gil")
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+        })
 }
 
 /// Is this native frame the evaluator (`_PyEval_EvalFrameDefault`, or a compiler's clone of
@@ -641,6 +693,11 @@ pub fn annotate_with(
         {
             continue;
         }
+        let waits_for_gil = pt.gil.is_some_and(|g| waits_for_gil(t, &g));
+        let active = match t.kernel.state.as_str() {
+            "" => None,
+            s => Some(s == "R" && !waits_for_gil),
+        };
         let m = merge(&t.frames, t.truncated, pt);
         let note = match (&pt.truncated, m.note) {
             (Some(why), Some(n)) => Some(format!("Python stack truncated: {why}; {n}")),
@@ -658,6 +715,9 @@ pub fn annotate_with(
             frames: m.python,
             truncated: pt.truncated.is_some(),
             note,
+            gil: pt.holds_gil(),
+            waits_for_gil,
+            active,
         });
     }
     if unmatched > 0 {
@@ -695,6 +755,7 @@ mod tests {
             thread_id: 0,
             tstate: 0,
             name: None,
+            gil: None,
             frames: frames
                 .iter()
                 .enumerate()

@@ -3,7 +3,7 @@
 //! against the interpreter's type objects, every list is capped and checked for loops.
 
 use super::elf::Located;
-use super::layout::{FrameLayout, Layout, LineFormat};
+use super::layout::{FrameLayout, GilAt, Layout, LineFormat};
 use super::lines;
 use super::PyFrame;
 use crate::stack::unwind::ProcessMemory;
@@ -103,6 +103,25 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.mem.read_u64(addr)
+    }
+
+    /// The GIL of the interpreter at `interp`: where it is, whether it is held, by whom.
+    pub fn gil(&self, interp: u64) -> Option<super::GilState> {
+        let g = self.l.gil?;
+        let addr = match g.at {
+            GilAt::Runtime(off) => self.loc.runtime.checked_add(off)?,
+            GilAt::InterpPointer(off) => self.u64(interp.checked_add(off)?)?,
+        };
+        let end = g.locked.max(g.last_holder) + 8;
+        let buf = self.read(addr, end as usize)?;
+        let locked = le_i32(&buf, g.locked)?;
+        let last_holder = le_u64(&buf, g.last_holder)?;
+        Some(super::GilState {
+            addr,
+            size: g.size,
+            locked: locked != 0,
+            last_holder,
+        })
     }
 
     pub fn type_of(&self, obj: u64) -> Option<u64> {

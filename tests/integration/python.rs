@@ -1101,3 +1101,105 @@ fn an_interpreter_older_than_3_8_is_reported_not_read() {
         t.assert_alive();
     }
 }
+
+/// What both the preloaded dump and `inspect` must say about `gil.py`: the cruncher holds the
+/// GIL and runs, the waiters wait for it, the sleeper is idle, and the finding names the holder
+/// by its Python name. `None` when the waiters are not all waiting yet (the caller retries).
+fn gil_facts_problem(d: &Dump, waiters: usize) -> Option<String> {
+    let text = stackdump_core::output::render::text(d);
+    let named = |name: &str| {
+        d.threads
+            .iter()
+            .find(|t| t.python.as_ref().and_then(|p| p.name.as_deref()) == Some(name))
+    };
+    let waiting = (0..waiters)
+        .filter(|i| {
+            named(&format!("waiter-{i}"))
+                .and_then(|t| t.python.as_ref())
+                .is_some_and(|p| p.waits_for_gil)
+        })
+        .count();
+    if waiting < waiters {
+        return Some(format!(
+            "{waiting} of {waiters} waiters wait for the GIL\n{text}"
+        ));
+    }
+    let cruncher = named("cruncher")?.python.as_ref()?;
+    if cruncher.gil != Some(true) || cruncher.active != Some(true) || cruncher.waits_for_gil {
+        return Some(format!("cruncher: {cruncher:?}\n{text}"));
+    }
+    let sleeper = named("sleeper")?.python.as_ref()?;
+    if sleeper.gil != Some(false) || sleeper.active != Some(false) || sleeper.waits_for_gil {
+        return Some(format!("sleeper: {sleeper:?}\n{text}"));
+    }
+    for i in 0..waiters {
+        let p = named(&format!("waiter-{i}"))?.python.as_ref()?;
+        if p.gil != Some(false) || p.activity() != Some("idle") {
+            return Some(format!("waiter-{i}: {p:?}\n{text}"));
+        }
+    }
+    let Some(f) = d.findings.iter().find(|f| f.kind == "gil_contention") else {
+        return Some(format!("no gil_contention finding\n{text}"));
+    };
+    // MainThread may wait for the GIL too: if the cruncher takes it before MainThread reaches
+    // `join` (a lock wait that releases it), MainThread never gets it back.
+    let all_waiting = d
+        .threads
+        .iter()
+        .filter(|t| t.python.as_ref().is_some_and(|p| p.waits_for_gil))
+        .count();
+    let expect = "the GIL is held by 'cruncher' (tid ";
+    if !f.summary.starts_with(expect)
+        || !f
+            .summary
+            .contains(&format!("{all_waiting} threads wait for it"))
+    {
+        return Some(format!("finding: {}\n{text}", f.summary));
+    }
+    if !text.contains("(active+gil)") || !text.contains("(idle)") {
+        return Some(format!("no (active+gil)/(idle) labels in the text\n{text}"));
+    }
+    None
+}
+
+#[test]
+fn the_gil_holder_and_its_waiters_are_named_in_the_dump_and_in_inspect() {
+    const WAITERS: usize = 4;
+    let file = python_target("gil.py");
+    for_each_python(|py| {
+        let mut cmd = Command::new(&py.exe);
+        cmd.arg(&file).arg(WAITERS.to_string());
+        let mut t = Target::spawn(cmd, Preload::Yes);
+        t.wait_ready(deadline());
+        // The waiters are waiting for the GIL a few milliseconds after READY: dump until they
+        // all are (or the deadline), then every fact must hold in that dump.
+        let mut problem = String::new();
+        let ok = poll_until(deadline(), || {
+            let (_, d) = dump(&mut t);
+            match gil_facts_problem(&d, WAITERS) {
+                None => true,
+                Some(p) => {
+                    problem = p;
+                    false
+                }
+            }
+        });
+        assert!(ok, "preloaded dump of {}:\n{problem}", t.what);
+        let ok = poll_until(deadline(), || {
+            let d = stackdump_core::outside::inspect_stacks(
+                stackdump_core::model::Pid(t.pid),
+                &Default::default(),
+            )
+            .expect("inspect")
+            .0;
+            match gil_facts_problem(&d, WAITERS) {
+                None => true,
+                Some(p) => {
+                    problem = p;
+                    false
+                }
+            }
+        });
+        assert!(ok, "inspect of {}:\n{problem}", t.what);
+    });
+}
