@@ -146,7 +146,9 @@ pub fn classify(t: &Thread, facts: Option<&ProcessFacts>) -> Verdict {
                     (Some(q), Some(c)) => format!("pipe full ({q} of {c} bytes queued)"),
                     _ => "pipe full".into(),
                 }),
-                _ if in_pipe_write => Verdict::Stuck("pipe full (writer sleeps in pipe_write)".into()),
+                _ if in_pipe_write => {
+                    Verdict::Stuck("pipe full (writer sleeps in pipe_write)".into())
+                }
                 _ => Verdict::Other("pipe with room"),
             };
         }
@@ -157,7 +159,9 @@ pub fn classify(t: &Thread, facts: Option<&ProcessFacts>) -> Verdict {
                 .and_then(|f| f.socket.as_ref())
                 .map(|s| s.tx_queue);
             return Verdict::Stuck(match queued {
-                Some(q) if q > 0 => format!("socket send buffer full ({q} bytes not sent or not acknowledged)"),
+                Some(q) if q > 0 => {
+                    format!("socket send buffer full ({q} bytes not sent or not acknowledged)")
+                }
                 _ => "socket send buffer full".into(),
             });
         }
@@ -202,7 +206,9 @@ pub fn stuck(verdicts: &BTreeMap<Tid, Verdict>) -> BTreeMap<Tid, String> {
                             cur = *owner;
                         }
                         Some(Verdict::Stuck(_)) => {
-                            break Some(format!("waits for a lock held by thread {cur}, itself stuck"))
+                            break Some(format!(
+                                "waits for a lock held by thread {cur}, itself stuck"
+                            ))
                         }
                         _ => break None,
                     }
@@ -303,7 +309,8 @@ impl Watch {
     /// Forget threads not in `alive` (sorted), after a sample.
     pub fn retain(&mut self, alive: &[Tid]) {
         self.tracks.retain(|t, _| alive.binary_search(t).is_ok());
-        self.reported.retain(|p| alive.binary_search(&p.tid).is_ok());
+        self.reported
+            .retain(|p| alive.binary_search(&p.tid).is_ok());
     }
 
     /// Threads that have not run for at least the duration and are not known to be idle: to be
@@ -476,13 +483,18 @@ mod tests {
     #[test]
     fn table_writes() {
         let full = pipe_facts(true);
-        assert!(matches!(classify(&write_pipe(), Some(&full)), Verdict::Stuck(w) if w.contains("65536 of 65536")));
+        assert!(
+            matches!(classify(&write_pipe(), Some(&full)), Verdict::Stuck(w) if w.contains("65536 of 65536"))
+        );
         // The writer sleeping in pipe_write is enough when the level is unknown.
         assert!(matches!(classify(&write_pipe(), None), Verdict::Stuck(_)));
         // A pipe with room and no writer in pipe_write: not stuck.
         let mut t = write_pipe();
         t.kernel.wchan = None;
-        assert_eq!(classify(&t, Some(&pipe_facts(false))), Verdict::Other("pipe with room"));
+        assert_eq!(
+            classify(&t, Some(&pipe_facts(false))),
+            Verdict::Other("pipe with room")
+        );
         let sock = thread(
             2,
             "s",
@@ -490,7 +502,12 @@ mod tests {
             None,
         );
         assert!(matches!(classify(&sock, None), Verdict::Stuck(_)));
-        let tty = thread(3, "t", in_syscall("write", [1; 6], Some((1, "/dev/pts/3"))), None);
+        let tty = thread(
+            3,
+            "t",
+            in_syscall("write", [1; 6], Some((1, "/dev/pts/3"))),
+            None,
+        );
         assert!(matches!(classify(&tty, None), Verdict::Stuck(_)));
         assert!(needs_facts(&write_pipe()));
     }
@@ -517,10 +534,23 @@ mod tests {
 
     #[test]
     fn table_state_d_and_sync_are_stuck() {
-        let t = in_state(thread(1, "r", in_syscall("read", [5; 6], Some((5, "/mnt/fuse/f"))), None), "D");
+        let t = in_state(
+            thread(
+                1,
+                "r",
+                in_syscall("read", [5; 6], Some((5, "/mnt/fuse/f"))),
+                None,
+            ),
+            "D",
+        );
         assert!(matches!(classify(&t, None), Verdict::Stuck(w) if w.contains("state D")));
         assert!(!needs_facts(&t));
-        let t = thread(1, "f", in_syscall("fdatasync", [5; 6], Some((5, "/var/db"))), None);
+        let t = thread(
+            1,
+            "f",
+            in_syscall("fdatasync", [5; 6], Some((5, "/var/db"))),
+            None,
+        );
         assert!(matches!(classify(&t, None), Verdict::Stuck(_)));
         // Runnable, or in user space: not waiting at all.
         let t = in_state(thread(1, "b", SyscallState::Running, None), "R");
@@ -530,7 +560,12 @@ mod tests {
     }
 
     fn futex_wait(tid: i32, addr: u64) -> Thread {
-        thread(tid, "l", in_syscall("futex", [addr, 128, 2, 0, 0, 0], None), None)
+        thread(
+            tid,
+            "l",
+            in_syscall("futex", [addr, 128, 2, 0, 0, 0], None),
+            None,
+        )
     }
 
     fn owned(addr: u64, owner: Option<i32>) -> FutexFacts {
@@ -545,12 +580,23 @@ mod tests {
     #[test]
     fn table_futex_waits_and_lock_chains() {
         let facts = ProcessFacts {
-            futexes: vec![owned(0x10, None), owned(0x20, Some(1)), owned(0x30, Some(5)), owned(0x40, Some(4))],
+            futexes: vec![
+                owned(0x10, None),
+                owned(0x20, Some(1)),
+                owned(0x30, Some(5)),
+                owned(0x40, Some(4)),
+            ],
             ..ProcessFacts::default()
         };
         // A condition variable: idle.
-        assert!(matches!(classify(&futex_wait(2, 0x10), Some(&facts)), Verdict::Idle(_)));
-        assert_eq!(classify(&futex_wait(3, 0x20), Some(&facts)), Verdict::WaitsFor(Tid(1)));
+        assert!(matches!(
+            classify(&futex_wait(2, 0x10), Some(&facts)),
+            Verdict::Idle(_)
+        ));
+        assert_eq!(
+            classify(&futex_wait(3, 0x20), Some(&facts)),
+            Verdict::WaitsFor(Tid(1))
+        );
         let mut v = BTreeMap::new();
         v.insert(Tid(1), classify(&write_pipe(), None)); // stuck
         v.insert(Tid(2), classify(&futex_wait(2, 0x10), Some(&facts))); // idle
@@ -559,7 +605,10 @@ mod tests {
         v.insert(Tid(5), classify(&futex_wait(5, 0x40), Some(&facts))); // 5 -> 4: deadlock
         v.insert(Tid(6), Verdict::WaitsFor(Tid(99))); // owner ran recently
         let st = stuck(&v);
-        assert_eq!(st.keys().copied().collect::<Vec<_>>(), vec![Tid(1), Tid(3), Tid(4), Tid(5)]);
+        assert_eq!(
+            st.keys().copied().collect::<Vec<_>>(),
+            vec![Tid(1), Tid(3), Tid(4), Tid(5)]
+        );
         assert!(st[&Tid(3)].contains("thread 1"));
         assert!(st[&Tid(4)].contains("deadlock"));
     }
@@ -605,9 +654,13 @@ mod tests {
         // The same thread in the same place: the same episode.
         assert!(w.decide(s(75), &[(p(1, 8), s(75))]).is_none());
         // A new thread joins, but within the gap: no dump yet...
-        assert!(w.decide(s(90), &[(p(1, 8), s(90)), (p(2, 8), s(60))]).is_none());
+        assert!(w
+            .decide(s(90), &[(p(1, 8), s(90)), (p(2, 8), s(60))])
+            .is_none());
         // ...until the gap has passed, if it is still stuck.
-        let e = w.decide(s(660), &[(p(1, 8), s(660)), (p(2, 8), s(630))]).unwrap();
+        let e = w
+            .decide(s(660), &[(p(1, 8), s(660)), (p(2, 8), s(630))])
+            .unwrap();
         assert_eq!(e.threads.len(), 2);
         assert!(w.decide(s(2000), &[(p(1, 8), s(2000))]).is_none());
         // Thread 1 runs and gets stuck again: a new episode (after the gap).
@@ -633,21 +686,39 @@ mod tests {
         let mut d = dump(threads);
         d.process = Some(pipe_facts(true));
         let ep = Episode {
-            threads: vec![(Tid(1), s(63)), (Tid(2), s(64)), (Tid(3), s(70)), (Tid(4), s(63)), (Tid(9), s(61))],
+            threads: vec![
+                (Tid(1), s(63)),
+                (Tid(2), s(64)),
+                (Tid(3), s(70)),
+                (Tid(4), s(63)),
+                (Tid(9), s(61)),
+            ],
         };
         let mut reasons = BTreeMap::new();
         for i in 1..=4 {
-            reasons.insert(Tid(i), "pipe full (65536 of 65536 bytes queued)".to_string());
+            reasons.insert(
+                Tid(i),
+                "pipe full (65536 of 65536 bytes queued)".to_string(),
+            );
         }
         let f = finding(&d, &ep, &reasons);
         assert_eq!(f.kind, FINDING_KIND);
         assert!(
-            f.summary.starts_with("4 threads stuck for 63 s in write(fd 2 → pipe): pipe full"),
+            f.summary
+                .starts_with("4 threads stuck for 63 s in write(fd 2 → pipe): pipe full"),
             "{}",
             f.summary
         );
-        assert!(f.summary.contains("; 1 thread stuck for 61 s in futex()"), "{}", f.summary);
+        assert!(
+            f.summary.contains("; 1 thread stuck for 61 s in futex()"),
+            "{}",
+            f.summary
+        );
         assert_eq!(f.threads.len(), 5);
-        assert!(f.evidence[0].contains("write(fd 2 → pipe:[77]"), "{}", f.evidence[0]);
+        assert!(
+            f.evidence[0].contains("write(fd 2 → pipe:[77]"),
+            "{}",
+            f.evidence[0]
+        );
     }
 }
