@@ -466,6 +466,7 @@ impl DumpThread {
                         request: t.request.map(u64::from),
                     })
                     .collect(),
+                watchdog: None,
             },
             capture: CaptureStats {
                 duration_us: 0,

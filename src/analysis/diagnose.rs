@@ -724,6 +724,7 @@ pub(crate) mod tests {
                 sender_uid: None,
                 request: None,
                 coalesced: Vec::new(),
+                watchdog: None,
             },
             capture: CaptureStats::default(),
             threads,

@@ -5,3 +5,4 @@
 pub mod diagnose;
 pub mod facts;
 pub mod syscall;
+pub mod watch;

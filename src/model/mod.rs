@@ -164,6 +164,30 @@ pub struct Trigger {
     /// Other triggers that arrived while the previous dump ran and were served by this one.
     #[serde(default)]
     pub coalesced: Vec<CoalescedTrigger>,
+    /// Set when the library's watchdog (`STACKDUMP_WATCH`) wrote this dump on its own; `signal`
+    /// is then `watchdog` and there is no sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<WatchdogTrigger>,
+}
+
+/// Why the watchdog wrote a dump: the threads it found stuck and for how long.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WatchdogTrigger {
+    /// `STACKDUMP_WATCH` in milliseconds: how long a thread must be stuck.
+    pub watch_ms: u64,
+    /// The stuck threads, with how long each had not run when the watchdog decided (at least
+    /// `watch_ms`; up to one sampling period more than it had really been stuck).
+    pub threads: Vec<StuckThread>,
+}
+
+/// A thread the watchdog found stuck.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StuckThread {
+    pub tid: Tid,
+    /// How long it had not run, in milliseconds.
+    pub stuck_ms: u64,
+    /// Why its wait counts as stuck (e.g. `pipe full (65536 of 65536 bytes queued)`).
+    pub reason: String,
 }
 
 /// A trigger that was served by a dump it did not start.

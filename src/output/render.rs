@@ -207,27 +207,42 @@ fn header(out: &mut String, d: &Dump) {
         return;
     }
     let tr = &d.trigger;
-    let _ = write!(out, "trigger: SIG{}", Esc(&tr.signal));
-    match tr.sender_pid {
-        Some(p) if p > 0 => {
-            let _ = write!(out, " from pid {p}");
-        }
-        _ => out.push_str(" from outside this pid namespace or the kernel"),
-    }
-    if let Some(uid) = tr.sender_uid {
-        let _ = write!(out, " (uid {uid})");
-    }
-    if let Some(r) = tr.request {
-        let _ = write!(out, ", request {r}");
-    }
-    if !tr.coalesced.is_empty() {
-        let _ = write!(
+    if let Some(w) = &tr.watchdog {
+        let _ = writeln!(
             out,
-            ", {} more trigger(s) served by this dump",
-            tr.coalesced.len()
+            "trigger: watchdog (STACKDUMP_WATCH={} ms): {} thread(s) stuck: {}",
+            w.watch_ms,
+            w.threads.len(),
+            w.threads
+                .iter()
+                .take(12)
+                .map(|t| format!("{} for {} s", t.tid, t.stuck_ms / 1000))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+    } else {
+        let _ = write!(out, "trigger: SIG{}", Esc(&tr.signal));
+        match tr.sender_pid {
+            Some(p) if p > 0 => {
+                let _ = write!(out, " from pid {p}");
+            }
+            _ => out.push_str(" from outside this pid namespace or the kernel"),
+        }
+        if let Some(uid) = tr.sender_uid {
+            let _ = write!(out, " (uid {uid})");
+        }
+        if let Some(r) = tr.request {
+            let _ = write!(out, ", request {r}");
+        }
+        if !tr.coalesced.is_empty() {
+            let _ = write!(
+                out,
+                ", {} more trigger(s) served by this dump",
+                tr.coalesced.len()
+            );
+        }
+        out.push('\n');
     }
-    out.push('\n');
     let c = &d.capture;
     let _ = writeln!(
         out,

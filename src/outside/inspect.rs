@@ -152,6 +152,7 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
             sender_uid: Some(unsafe { libc::getuid() }),
             request: None,
             coalesced: Vec::new(),
+            watchdog: None,
         },
         capture: CaptureStats {
             threads: threads.len(),
