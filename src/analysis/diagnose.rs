@@ -1042,12 +1042,12 @@ pub(crate) mod tests {
 }
 
 #[cfg(test)]
-mod gil_tests {
+pub(crate) mod gil_tests {
     use super::tests::{in_syscall, thread};
     use super::*;
     use crate::model::*;
 
-    fn py(name: &str, gil: bool, waits: bool, active: bool) -> PyThreadInfo {
+    pub(crate) fn py(name: &str, gil: bool, waits: bool, active: bool) -> PyThreadInfo {
         PyThreadInfo {
             interpreter: "CPython 3.11.7".into(),
             name: Some(name.into()),

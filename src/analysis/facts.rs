@@ -331,7 +331,7 @@ pub fn gather(dump: &Dump, opts: &Options) -> (ProcessFacts, Vec<String>) {
             match owner {
                 futex::Owner::Known { tid, source } => {
                     f.owner = Some(tid);
-                    f.owner_name = dump.thread(tid).map(|t| t.name.clone());
+                    f.owner_name = dump.thread(tid).map(|t| t.display_name().to_string());
                     f.source = Some(source.to_string());
                 }
                 futex::Owner::Unknown(why) => f.unknown = Some(why),

@@ -421,7 +421,7 @@ pub fn finding(dump: &Dump, episode: &Episode, reasons: &BTreeMap<Tid, String>) 
         let _ = still;
         evidence.push(format!(
             "{} ({}), state {}: {} - not run for {} s{}",
-            Esc(&t.name),
+            Esc(t.display_name()),
             tid,
             Esc(&t.kernel.state),
             syscall_in(&t.kernel.syscall, dump.process.as_ref()),

@@ -507,7 +507,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
                 .iter()
                 .map(|s| ThreadRef {
                     tid: s.tid,
-                    name: s.thread.name.clone(),
+                    name: s.thread.display_name().to_string(),
                 })
                 .collect(),
             dumps: n - start,
@@ -542,7 +542,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
         let cpu_seconds = (user + system) as f64 / hz;
         pc.cpu.push(CpuUse {
             tid: *tid,
-            name: b.name.clone(),
+            name: b.display_name().to_string(),
             user_ticks: user,
             system_ticks: system,
             cpu_seconds,
@@ -564,7 +564,7 @@ fn compare_process(pid: Pid, ds: &[&Dump], hz: f64) -> ProcessComparison {
         let (f, l) = (idx[0], idx[idx.len() - 1]);
         let name = ds[l]
             .thread(*tid)
-            .map(|t| t.name.clone())
+            .map(|t| t.display_name().to_string())
             .unwrap_or_default();
         let entry = ThreadSeen {
             tid: *tid,
@@ -831,6 +831,45 @@ mod tests {
         // JSON round trip.
         let back: Comparison = serde_json::from_str(&json(&c)).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn threads_are_called_by_their_python_names() {
+        let times = ["2026-11-25T17:00:00.000Z", "2026-11-25T17:00:10.000Z"];
+        let dumps: Vec<Dump> = times
+            .iter()
+            .enumerate()
+            .map(|(i, time)| {
+                let mut threads = vec![worker(101, 7, 3), spinner(100 + 250 * i as u64)];
+                threads[0].name = "python3".into();
+                threads[0].python = Some(crate::analysis::diagnose::gil_tests::py(
+                    "db-writer",
+                    false,
+                    false,
+                    false,
+                ));
+                threads[1].name = "python3".into();
+                threads[1].python = Some(crate::analysis::diagnose::gil_tests::py(
+                    "cruncher", true, false, true,
+                ));
+                if i == 1 {
+                    let mut t = thread(70, "python3", in_syscall("read", [0; 6], None), None);
+                    t.python = Some(crate::analysis::diagnose::gil_tests::py(
+                        "late", false, false, false,
+                    ));
+                    threads.push(t);
+                }
+                at(dump(threads), time, i as u64 + 1)
+            })
+            .collect();
+        let c = compare(&dumps);
+        let p = &c.processes[0];
+        assert_eq!(p.stuck[0].threads[0].name, "db-writer", "{:?}", p.stuck);
+        assert_eq!(p.cpu[0].name, "cruncher", "{:?}", p.cpu);
+        assert_eq!(p.appeared[0].name, "late", "{:?}", p.appeared);
+        let out = text(&c);
+        assert!(out.contains("db-writer (101)"), "{out}");
+        assert!(!out.contains("python3 ("), "{out}");
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn frame_name(f: &Frame) -> String {
 fn stack(t: &Thread, opts: &Options) -> String {
     let mut parts: Vec<String> = Vec::new();
     if opts.root == Root::Thread {
-        parts.push(format!("[{}]", clean(&t.name)));
+        parts.push(format!("[{}]", clean(t.display_name())));
     }
     // Root first. An inlined frame that names the function it is inlined into (the symbolizer
     // says so for some libc entry points) is one frame, not two.
@@ -255,6 +255,23 @@ mod tests {
             folded_with(one, &opts(Root::Process)),
             format!("[{} {}];main;handle (handlers.py) 1\n", d.comm, d.pid)
         );
+    }
+
+    #[test]
+    fn a_python_thread_is_rooted_at_its_python_name() {
+        let mut t = thread(1, "python3", SyscallState::Running, None);
+        t.frames = frames(&["main"]);
+        t.python = Some(crate::analysis::diagnose::gil_tests::py(
+            "worker-0", false, false, false,
+        ));
+        let out = folded_with(
+            &[dump(vec![t])],
+            &Options {
+                root: Root::Thread,
+                kernel: false,
+            },
+        );
+        assert_eq!(out, "[worker-0];main 1\n");
     }
 
     #[test]
