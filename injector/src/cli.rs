@@ -220,14 +220,18 @@ impl FoldedRoot {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").args(["pid_arg", "pid_opt"]).required(true)))]
+#[command(group(ArgGroup::new("targets").args(["pids", "pid_opts"]).required(true).multiple(true)))]
 pub struct InspectArgs {
-    /// The process to inspect.
+    /// The processes to inspect, one after the other.
     #[arg(value_name = "PID", value_parser = parse_pid)]
-    pub pid_arg: Option<i32>,
-    /// The process to inspect (the same as the PID argument).
+    pub pids: Vec<i32>,
+    /// A process to inspect (the same as a PID argument; may be repeated).
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
-    pub pid_opt: Option<i32>,
+    pub pid_opts: Vec<i32>,
+    /// Also inspect every process under each PID (its children, their children, ...): a
+    /// prefork server's master and workers in one command. Zombies are left out.
+    #[arg(long)]
+    pub subprocesses: bool,
     /// Print the dump as text, JSON or folded stacks.
     #[arg(long, value_enum, default_value_t = StackFormat::Text)]
     pub format: StackFormat,
@@ -343,7 +347,7 @@ impl Cli {
                 }
             }
             Command::Inspect(a) => {
-                a.pid_arg = a.pid_arg.or(a.pid_opt.take());
+                a.pids.append(&mut a.pid_opts);
                 if a.json {
                     a.format = StackFormat::Json;
                 }
@@ -353,13 +357,6 @@ impl Cli {
             _ => {}
         }
         self
-    }
-}
-
-impl InspectArgs {
-    /// The process (after [`Cli::normalized`]; the group makes one of the two required).
-    pub fn pid(&self) -> i32 {
-        self.pid_arg.or(self.pid_opt).unwrap_or(0)
     }
 }
 
@@ -462,7 +459,8 @@ mod tests {
         assert!(p(&["run"]).is_err());
         assert!(p(&["signals", "-5"]).is_ok());
         assert!(p(&["inspect", "1", "--format", "folded", "--consistent"]).is_ok());
-        assert!(p(&["inspect", "1", "2"]).is_err());
+        // Several processes (issue 20): one after the other.
+        assert!(p(&["inspect", "1", "2"]).is_ok());
         assert!(p(&["inspect"]).is_err());
         assert!(p(&["dump", "1", "--format", "folded"]).is_ok());
         assert!(p(&["compare"]).is_err());
@@ -487,8 +485,14 @@ mod tests {
         let Command::Inspect(i) = p(&["inspect", "-p", "7", "--json"]).unwrap().command else {
             panic!()
         };
-        assert_eq!((i.pid(), i.format), (7, StackFormat::Json));
-        assert!(p(&["inspect", "7", "-p", "8"]).is_err());
+        assert_eq!((i.pids, i.format), (vec![7], StackFormat::Json));
+        let Command::Inspect(i) = p(&["inspect", "7", "-p", "8", "9", "--subprocesses"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!((i.pids, i.subprocesses), (vec![7, 9, 8], true));
         assert!(p(&["inspect", "--json"]).is_err());
         assert!(p(&["dump", "--json"]).is_err());
         assert!(p(&["dump", "1", "--json", "--format", "text"]).is_err());

@@ -385,6 +385,7 @@ fn once(args: &DumpArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(Several {
+            done: "dumped",
             total: args.pids.len(),
             errors,
         }

@@ -72,8 +72,10 @@ pub struct RoundsFailed {
 
 /// Several targets, several outcomes: the most serious decides (refused > failed).
 #[derive(Debug, thiserror::Error)]
-#[error("{} of {total} processes could not be dumped", errors.len())]
+#[error("{} of {total} processes could not be {done}", errors.len())]
 pub struct Several {
+    /// What could not be done to them: `dumped`, `inspected`.
+    pub done: &'static str,
     pub total: usize,
     pub errors: Vec<anyhow::Error>,
 }
@@ -187,6 +189,7 @@ mod tests {
         let e = anyhow::anyhow!("plain");
         assert_eq!(kind_of(&e).code(), 1);
         let e = anyhow::Error::new(Several {
+            done: "dumped",
             total: 2,
             errors: vec![
                 anyhow::Error::new(TargetError::NoSuchProcess { pid: 1 }),

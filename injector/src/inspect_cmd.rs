@@ -1,8 +1,10 @@
-//! `stackdump inspect PID`: any process, without the library and without a signal: every
+//! `stackdump inspect PID...`: any process, without the library and without a signal: every
 //! thread's kernel view, its user stack read from outside (`stackdump_core::outside::capture`), the
-//! process facts and the findings.
+//! process facts and the findings. Several PIDs (and `--subprocesses`, the tree under each) are
+//! inspected one after the other: the texts one after the other, one JSON document per line,
+//! the folded stacks of all together.
 //!
-//! Exit codes: 0 done (also without permission to ptrace: the reason goes to stderr in one line
+//! Exit codes (with several processes, the most serious of their outcomes, as `dump`): 0 done (also without permission to ptrace: the reason goes to stderr in one line
 //! and the kernel view is printed); 1 the process does not exist, is a zombie, or /proc cannot
 //! be read; 130 Ctrl-C or SIGTERM during the capture (what was read is printed; every thread
 //! was let go), or at any other moment (ended by the watchdog of [`crate::interrupt`] 50 ms
@@ -14,13 +16,14 @@
 //! target running.
 
 use crate::cli::{InspectArgs, StackFormat};
-use crate::exit::Interrupted;
+use crate::exit::{Interrupted, Several};
 use crate::interrupt::Interrupt;
 use crate::target::TargetError;
 use anyhow::Context;
 use stackdump_core::model::{Pid, Tid};
 use stackdump_core::outside::inspect::InspectError;
 use stackdump_core::outside::{self, capture};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -46,10 +49,105 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         cache: stackdump_core::stack::dwarfcache::DwarfCache::from_env(),
         ..capture::Options::default()
     };
-    let pid = args.pid();
+    let pids = if args.subprocesses {
+        with_subprocesses(&args.pids)
+    } else {
+        let mut seen = HashSet::new();
+        args.pids
+            .iter()
+            .copied()
+            .filter(|p| seen.insert(*p))
+            .collect()
+    };
+    // With one process its error is returned as is; with several, each failure is reported as
+    // it happens and the others are still inspected (as `dump` does).
+    let multi = pids.len() > 1;
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    // One buffer, written in large pieces (stdout is line-buffered: JSON would otherwise be
+    // written line by line).
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut folded = Vec::new();
+    let mut cancelled = false;
+    for (i, &pid) in pids.iter().enumerate() {
+        if interrupt.fired() {
+            cancelled = true;
+            break;
+        }
+        let (dump, outcome) = match inspect_one(pid, &opts) {
+            Ok(d) => d,
+            Err(e) if multi => {
+                stdout.flush()?;
+                crate::exit::report(&e);
+                errors.push(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(why) = &outcome.denied {
+            stdout.flush()?;
+            eprintln!(
+                "stackdump: no stacks for process {pid}, kernel view only: {}",
+                stackdump_core::escape::text(&why.to_string())
+            );
+        }
+        match args.format {
+            StackFormat::Text => {
+                if i > 0 {
+                    writeln!(stdout)?;
+                }
+                stdout.write_all(stackdump_core::output::render::text(&dump).as_bytes())?
+            }
+            StackFormat::Json => {
+                // DEL and C1 characters in names, which serde_json writes raw, escaped too.
+                // Several processes: one document per line, so they stay machine-readable.
+                let json = if multi {
+                    serde_json::to_string(&dump)?
+                } else {
+                    serde_json::to_string_pretty(&dump)?
+                };
+                stdout.write_all(stackdump_core::escape::json(&json).as_bytes())?;
+                writeln!(stdout)?;
+            }
+            StackFormat::Folded => folded.push(dump),
+        }
+        if outcome.cancelled {
+            cancelled = true;
+            break;
+        }
+    }
+    if !folded.is_empty() {
+        stdout.write_all(
+            stackdump_core::output::folded::folded_with(&folded, &args.folded_root.options())
+                .as_bytes(),
+        )?;
+    }
+    stdout.flush()?;
+    // The process exits next: freeing every frame of every thread one by one (milliseconds for
+    // thousands of threads) would only delay that.
+    std::mem::forget(folded);
+    if cancelled || interrupt.fired() {
+        return Err(Interrupted.into());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Several {
+            done: "inspected",
+            total: pids.len(),
+            errors,
+        }
+        .into())
+    }
+}
+
+/// One process: its dump and how the capture went.
+fn inspect_one(
+    pid: i32,
+    opts: &capture::Options,
+) -> anyhow::Result<(stackdump_core::model::Dump, capture::Outcome)> {
     // A thread id or a kernel thread: say what to do instead (exit 2).
     crate::target::check_pid_is_process(pid, "inspect")?;
-    let (dump, outcome) = outside::inspect_stacks(Pid(pid), &opts).map_err(|e| match e {
+    let inspected = outside::inspect_stacks(Pid(pid), opts).map_err(|e| match e {
         InspectError::NoSuchProcess(_) => TargetError::NoSuchProcess { pid },
         InspectError::Zombie(_) => TargetError::Zombie {
             pid,
@@ -61,41 +159,60 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             source,
         },
     })?;
-    if let Some(why) = &outcome.denied {
-        eprintln!(
-            "stackdump: no stacks for process {pid}, kernel view only: {}",
-            stackdump_core::escape::text(&why.to_string())
-        );
-    }
-    // One buffer, written in large pieces (stdout is line-buffered: JSON would otherwise be
-    // written line by line).
-    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    match args.format {
-        StackFormat::Text => {
-            stdout.write_all(stackdump_core::output::render::text(&dump).as_bytes())?
+    Ok(inspected)
+}
+
+/// Each of `roots`, each followed by the processes under it (depth first, children in pid
+/// order), each process once. Zombies below a root are left out (there is nothing to inspect);
+/// a root is kept whatever it is, so that its error is reported.
+fn with_subprocesses(roots: &[i32]) -> Vec<i32> {
+    // Every process's parent, from one pass over /proc (a process that exits meanwhile is
+    // simply missing).
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some((state, parent)) = state_and_ppid(pid) {
+                if state != 'Z' {
+                    children.entry(parent).or_default().push(pid);
+                }
+            }
         }
-        StackFormat::Json => {
-            // DEL and C1 characters in names, which serde_json writes raw, escaped too.
-            let json = serde_json::to_string_pretty(&dump)?;
-            stdout.write_all(stackdump_core::escape::json(&json).as_bytes())?;
-            writeln!(stdout)?;
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for &root in roots {
+        let mut stack = vec![root];
+        while let Some(pid) = stack.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            out.push(pid);
+            if let Some(kids) = children.get_mut(&pid) {
+                kids.sort_unstable();
+                stack.extend(kids.iter().rev());
+            }
         }
-        StackFormat::Folded => stdout.write_all(
-            stackdump_core::output::folded::folded_with(
-                std::slice::from_ref(&dump),
-                &args.folded_root.options(),
-            )
-            .as_bytes(),
-        )?,
     }
-    stdout.flush()?;
-    // The process exits next: freeing every frame of every thread one by one (milliseconds for
-    // thousands of threads) would only delay that.
-    std::mem::forget(dump);
-    if outcome.cancelled || interrupt.fired() {
-        return Err(Interrupted.into());
-    }
-    Ok(())
+    out
+}
+
+/// State and parent pid from `/proc/PID/stat` (after the last `)`: the command name in
+/// parentheses is the process's own and may contain anything).
+fn state_and_ppid(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
 fn ppid(pid: i32) -> i32 {

@@ -335,3 +335,83 @@ fn forks_in_a_loop_under_dumps_do_not_deadlock() {
     }
     assert!(host.proc_.alive());
 }
+
+#[test]
+fn inspect_subprocesses_reads_the_master_and_every_worker_in_one_command() {
+    let dl = Deadline::new(120);
+    let dir = Scratch::new("inspect-tree");
+    let mut host = prefork(&["3"], dir.str());
+    let mut workers = host.workers(&dl);
+    workers.sort_unstable();
+    let master = host.proc_.pid;
+    // JSON: one document per line, the master first, then its workers in pid order.
+    let out = stackdump(
+        &dl,
+        &["inspect", "--subprocesses", &master.to_string(), "--json"],
+    );
+    out.assert_code(0);
+    let docs: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON per line ({e}): {l}"))
+        })
+        .collect();
+    let pids: Vec<i32> = docs
+        .iter()
+        .map(|d| d["pid"].as_i64().unwrap() as i32)
+        .collect();
+    let mut expect = vec![master];
+    expect.extend(&workers);
+    assert_eq!(pids, expect, "stderr: {}", out.stderr);
+    for d in &docs {
+        assert_schema(d);
+    }
+    assert!(
+        has_function(&docs[0], "main"),
+        "main() not in the master's dump"
+    );
+    for d in &docs[1..] {
+        assert_eq!(d["comm"], "worker", "{d}");
+        assert!(has_function(d, "worker"), "worker() not in {d}");
+    }
+    // Several PIDs, one of them gone: the others are printed (text, one after the other), the
+    // gone one is named on stderr, and the exit code says something failed.
+    let out = stackdump(
+        &dl,
+        &[
+            "inspect",
+            &workers[0].to_string(),
+            "2147483000",
+            "-p",
+            &workers[1].to_string(),
+        ],
+    );
+    out.assert_code(1)
+        .stderr_has("no process 2147483000")
+        .stderr_has("1 of 3 processes could not be inspected");
+    for w in &workers[..2] {
+        out.stdout_has(&format!("pid {w}"));
+    }
+    // Folded: the stacks of the whole tree, one tower per process.
+    let out = stackdump(
+        &dl,
+        &[
+            "inspect",
+            "--subprocesses",
+            &master.to_string(),
+            "--format",
+            "folded",
+            "--folded-root",
+            "process",
+        ],
+    );
+    out.assert_code(0);
+    for p in &expect {
+        assert!(
+            out.stdout.lines().any(|l| l.contains(&format!(" {p}];"))),
+            "no tower of {p} in\n{}",
+            out.stdout
+        );
+    }
+}
