@@ -269,6 +269,10 @@ pub struct DumpArgs {
     /// A process to dump (the same as a PID argument; may be repeated).
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pid_opts: Vec<i32>,
+    /// Also dump every process under each PID (its children, their children, ...; found once,
+    /// at the start): a preloaded prefork server's master and workers. Zombies are left out.
+    #[arg(long)]
+    pub subprocesses: bool,
     /// Print the dump as text, JSON, or folded stacks (summed over every dump taken, printed
     /// at the end; with --out, a .folded file is saved next to each dump).
     #[arg(long, value_enum, default_value_t = StackFormat::Text)]

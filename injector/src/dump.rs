@@ -328,7 +328,10 @@ fn save_as(
     Ok(out.join(file))
 }
 
-pub fn run(args: DumpArgs) -> anyhow::Result<()> {
+pub fn run(mut args: DumpArgs) -> anyhow::Result<()> {
+    if args.subprocesses {
+        args.pids = crate::target::with_subprocesses(&args.pids);
+    }
     if let Some(out) = &args.out {
         // Refuse an unsafe --out before any target is signalled.
         OutDir::open(out)?;

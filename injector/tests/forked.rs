@@ -415,3 +415,48 @@ fn inspect_subprocesses_reads_the_master_and_every_worker_in_one_command() {
         );
     }
 }
+
+#[test]
+fn dump_subprocesses_dumps_a_preloaded_master_and_its_workers_at_once() {
+    let dl = Deadline::new(120);
+    let dir = Scratch::new("dump-tree");
+    let mut host = prefork(&["2"], dir.str());
+    let mut workers = host.workers(&dl);
+    workers.sort_unstable();
+    let master = host.proc_.pid;
+    for &w in &workers {
+        wait_ready(&dl, w, USR1);
+    }
+    let out = stackdump(
+        &dl,
+        &["dump", "--subprocesses", &master.to_string(), "--json"],
+    );
+    out.assert_code(0);
+    let docs: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON per line ({e}): {l}"))
+        })
+        .collect();
+    let pids: Vec<i32> = docs
+        .iter()
+        .map(|d| d["pid"].as_i64().unwrap() as i32)
+        .collect();
+    let mut expect = vec![master];
+    expect.extend(&workers);
+    assert_eq!(pids, expect, "stderr: {}", out.stderr);
+    for d in &docs[1..] {
+        // Written by the worker's own dump thread, on the trigger signal.
+        assert_eq!(d["trigger"]["signal"], "USR1", "{d}");
+        assert!(
+            d["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["capture"] == "dumper"),
+            "no dump thread in {d}"
+        );
+        assert!(has_function(d, "worker"), "worker() not in {d}");
+    }
+}
