@@ -805,6 +805,59 @@ impl Target {
     }
 }
 
+/// Each of `roots`, each followed by the processes under it (depth first, children in pid
+/// order), each process once. Zombies below a root are left out (there is nothing to inspect);
+/// a root is kept whatever it is, so that its error is reported.
+pub fn with_subprocesses(roots: &[i32]) -> Vec<i32> {
+    // Every process's parent, from one pass over /proc (a process that exits meanwhile is
+    // simply missing).
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some((state, parent)) = state_and_ppid(pid) {
+                if state != 'Z' {
+                    children.entry(parent).or_default().push(pid);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &root in roots {
+        let mut stack = vec![root];
+        while let Some(pid) = stack.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            out.push(pid);
+            if let Some(kids) = children.get_mut(&pid) {
+                kids.sort_unstable();
+                stack.extend(kids.iter().rev());
+            }
+        }
+    }
+    out
+}
+
+/// State and parent pid from `/proc/PID/stat` (after the last `)`: the command name in
+/// parentheses is the process's own and may contain anything).
+fn state_and_ppid(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -916,57 +969,4 @@ mod tests {
         let usr1 = signals::parse_host("USR1").unwrap();
         assert_eq!(me.check(&usr1).len(), 1);
     }
-}
-
-/// Each of `roots`, each followed by the processes under it (depth first, children in pid
-/// order), each process once. Zombies below a root are left out (there is nothing to inspect);
-/// a root is kept whatever it is, so that its error is reported.
-pub fn with_subprocesses(roots: &[i32]) -> Vec<i32> {
-    // Every process's parent, from one pass over /proc (a process that exits meanwhile is
-    // simply missing).
-    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if let Some((state, parent)) = state_and_ppid(pid) {
-                if state != 'Z' {
-                    children.entry(parent).or_default().push(pid);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for &root in roots {
-        let mut stack = vec![root];
-        while let Some(pid) = stack.pop() {
-            if !seen.insert(pid) {
-                continue;
-            }
-            out.push(pid);
-            if let Some(kids) = children.get_mut(&pid) {
-                kids.sort_unstable();
-                stack.extend(kids.iter().rev());
-            }
-        }
-    }
-    out
-}
-
-/// State and parent pid from `/proc/PID/stat` (after the last `)`: the command name in
-/// parentheses is the process's own and may contain anything).
-fn state_and_ppid(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
 }
