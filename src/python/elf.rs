@@ -256,9 +256,55 @@ pub fn version_in_name(name: &str) -> Option<Version> {
     })
 }
 
+/// A Python 2 interpreter mapped in the process (`libpython2.7.so.1.0`, or an executable named
+/// `python2` / `python2.7`): it has no `_PyRuntime`, so [`Finder::locate`] finds nothing, but
+/// the dump should say why there are no Python frames. Its version (from the name) and base name.
+pub fn python2_module(maps: &[Mapping]) -> Option<(Version, String)> {
+    maps.iter()
+        .filter(|m| m.offset == 0 && m.path.starts_with('/'))
+        .map(|m| base_name(&m.path))
+        .filter(|n| n.starts_with("libpython2.") || *n == "python2" || n.starts_with("python2."))
+        .find_map(|n| {
+            let v = version_in_name(n).unwrap_or(Version {
+                major: 2,
+                minor: 7,
+                micro: None,
+            });
+            (v.major == 2).then(|| (v, n.to_string()))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python2_is_told_by_its_module_names() {
+        let m = |path: &str| Mapping {
+            start: 0x1000,
+            end: 0x2000,
+            readable: true,
+            writable: false,
+            executable: false,
+            offset: 0,
+            inode: 1,
+            path: path.into(),
+        };
+        let found = |maps: &[Mapping]| python2_module(maps).map(|(v, n)| (v.major, v.minor, n));
+        assert_eq!(
+            found(&[
+                m("/usr/lib/libc.so.6"),
+                m("/opt/py/lib/libpython2.7.so.1.0")
+            ]),
+            Some((2, 7, "libpython2.7.so.1.0".into()))
+        );
+        assert_eq!(
+            found(&[m("/usr/bin/python2.7")]),
+            Some((2, 7, "python2.7".into()))
+        );
+        assert_eq!(found(&[m("/usr/bin/python3.11")]), None);
+        assert_eq!(found(&[m("/usr/bin/python2-config-helper")]), None);
+    }
 
     #[test]
     fn versions_in_names() {

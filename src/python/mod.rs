@@ -214,7 +214,15 @@ pub fn threads_with(
     let start = Instant::now();
     let loc = match finder.locate(memory.pid, maps, root) {
         Ok(Some(l)) => l,
-        Ok(None) => return Err(PyError::NotPython),
+        Ok(None) => {
+            return Err(match elf::python2_module(maps) {
+                Some((v, name)) => PyError::Unsupported(format!(
+                    "CPython {}.{}: Python frames need CPython 3.8 or later ({name})",
+                    v.major, v.minor
+                )),
+                None => PyError::NotPython,
+            })
+        }
         Err(e) => return Err(PyError::Unreadable(format!("looking for _PyRuntime: {e}"))),
     };
     let base = loc

@@ -1071,28 +1071,30 @@ fn the_core_reads_python_stacks_from_outside_without_the_preload() {
 fn an_interpreter_older_than_3_8_is_reported_not_read() {
     let old: Vec<&Python> = all_pythons()
         .iter()
-        .filter(|p| p.major == 3 && p.minor < 8 && p.minor >= 7)
+        .filter(|p| (p.major, p.minor) == (3, 7) || (p.major, p.minor) == (2, 7))
         .collect();
     if old.is_empty() {
         eprintln!(
-            "python tests: no CPython 3.7 on this machine: the unsupported-version test is skipped"
+            "python tests: no CPython 3.7 or 2.7 on this machine: the unsupported-version test is skipped"
         );
         return;
     }
     for py in old {
+        // `kill -s USR1` interrupts the main thread's sleep: Python 2.7's `time.sleep` then
+        // returns early (no PEP 475), so the sleep is in a loop.
         let mut cmd = Command::new(&py.exe);
         cmd.args([
             "-c",
-            "import os, sys, time\nsys.stdout.write('READY %d\\n' % os.getpid())\nsys.stdout.flush()\ntime.sleep(3600)",
+            "import os, sys, time\nsys.stdout.write('READY %d\\n' % os.getpid())\nsys.stdout.flush()\nwhile True:\n    time.sleep(3600)",
         ]);
         let mut t = Target::spawn(cmd, Preload::Yes);
         t.wait_ready(deadline());
         let (path, d) = dump(&mut t);
         let text = dump_text(&path, &d);
         assert!(
-            d.errors
-                .iter()
-                .any(|e| e.starts_with("python: CPython 3.7") && e.contains("3.8 or later")),
+            d.errors.iter().any(|e| e
+                .starts_with(&format!("python: CPython {}.{}", py.major, py.minor))
+                && e.contains("3.8 or later")),
             "{}: errors {:?}\n{text}",
             py.label(),
             d.errors
