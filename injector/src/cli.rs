@@ -235,6 +235,10 @@ pub struct InspectArgs {
     /// Print the dump as text, JSON or folded stacks.
     #[arg(long, value_enum, default_value_t = StackFormat::Text)]
     pub format: StackFormat,
+    /// Text: show every native frame (by default a run of the Python interpreter's own frames
+    /// between two Python frames is one line).
+    #[arg(long)]
+    pub native_all: bool,
     /// The same as --format json.
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
@@ -277,6 +281,10 @@ pub struct DumpArgs {
     /// at the end; with --out, a .folded file is saved next to each dump).
     #[arg(long, value_enum, default_value_t = StackFormat::Text)]
     pub format: StackFormat,
+    /// Text: show every native frame (by default a run of the Python interpreter's own frames
+    /// between two Python frames is one line).
+    #[arg(long)]
+    pub native_all: bool,
     /// The same as --format json.
     #[arg(long, conflicts_with = "format")]
     pub json: bool,

@@ -265,7 +265,13 @@ fn emit(
             if *first {
                 writeln!(stdout)?;
             }
-            if let Some((_, bytes)) = fetched.files.get(&DumpFormat::Text) {
+            let written = fetched
+                .files
+                .get(&DumpFormat::Text)
+                // --native-all needs the JSON to render from; a target that wrote only text
+                // gets its text as it is.
+                .filter(|_| !args.native_all || !fetched.files.contains_key(&DumpFormat::Json));
+            if let Some((_, bytes)) = written {
                 // The target wrote this file (its library, or whatever it loaded instead):
                 // every control character but line feeds and tabs is shown escaped.
                 let text = stackdump_core::escape::text_bytes(bytes);
@@ -277,7 +283,14 @@ fn emit(
                 let (_, bytes) = &fetched.files[&DumpFormat::Json];
                 let dump = Dump::from_json(&String::from_utf8_lossy(bytes))
                     .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
-                let text = stackdump_core::output::render::text(&dump);
+                // Rendered here: the target wrote no text file, or --native-all asks for the
+                // frames its text leaves out.
+                let text = stackdump_core::output::render::text_with(
+                    &dump,
+                    &stackdump_core::output::render::TextOptions {
+                        native_all: args.native_all,
+                    },
+                );
                 stdout.write_all(text.as_bytes())?;
                 if !text.ends_with('\n') {
                     writeln!(stdout)?;

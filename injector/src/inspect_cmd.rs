@@ -95,7 +95,15 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 if i > 0 {
                     writeln!(stdout)?;
                 }
-                stdout.write_all(stackdump_core::output::render::text(&dump).as_bytes())?
+                stdout.write_all(
+                    stackdump_core::output::render::text_with(
+                        &dump,
+                        &stackdump_core::output::render::TextOptions {
+                            native_all: args.native_all,
+                        },
+                    )
+                    .as_bytes(),
+                )?
             }
             StackFormat::Json => {
                 // DEL and C1 characters in names, which serde_json writes raw, escaped too.

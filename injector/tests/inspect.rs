@@ -900,3 +900,48 @@ fn inspect_of_a_process_with_dwarf_bombs_stays_in_bounds_and_prints_the_stack() 
     );
     assert!(target.alive());
 }
+
+#[test]
+fn the_interpreters_frames_between_python_frames_are_one_line_unless_native_all() {
+    let dl = Deadline::new(120);
+    let Some(target) = incident(&dl) else { return };
+    let pid = target.pid.to_string();
+    // The native frames between two Python frames of a worker: between `[py] worker_main` and
+    // `[py] Thread.run` CPython calls the function (`_PyEval_EvalFrameDefault`, ...).
+    let between = |text: &str| -> Vec<String> {
+        let block: Vec<&str> = text
+            .split("\n\n")
+            .find(|b| b.contains("python \"worker-0\""))
+            .unwrap_or_else(|| panic!("no worker-0 in\n{text}"))
+            .lines()
+            .collect();
+        let at = |needle: &str| {
+            block
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle} in\n{}", block.join("\n")))
+        };
+        block[at("[py] worker_main") + 1..at("[py] Thread.run")]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    let out = stackdump(&dl, &["inspect", &pid]);
+    out.assert_code(0);
+    let folded = between(&out.stdout);
+    assert_eq!(folded.len(), 1, "{folded:?}");
+    assert!(
+        folded[0].contains("frames of the interpreter in ")
+            && folded[0].contains("python3")
+            && folded[0].ends_with("(--native-all shows them)"),
+        "{folded:?}"
+    );
+    let out = stackdump(&dl, &["inspect", &pid, "--native-all"]);
+    out.assert_code(0);
+    let all = between(&out.stdout);
+    assert!(all.len() >= 2, "{all:?}");
+    assert!(
+        all.iter().any(|l| l.contains("_PyEval_EvalFrameDefault")),
+        "{all:?}"
+    );
+}

@@ -13,7 +13,21 @@ use std::fmt::Write;
 /// and, when the dump was read back from a file, anything else) is escaped with
 /// [`crate::escape`]: the text has no control character but its own line feeds.
 pub fn text(dump: &Dump) -> String {
-    let out = text_unchecked(dump);
+    text_with(dump, &TextOptions::default())
+}
+
+/// How [`text_with`] shows a dump.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// Show every native frame. By default a run of the Python interpreter's own frames
+    /// between two Python frames (`_PyEval_EvalFrameDefault`, `?? in python3.11`) is one line
+    /// saying how many were left out, so the stack reads like `py-spy dump --native`.
+    pub native_all: bool,
+}
+
+/// The dump in words, as [`text`], with options.
+pub fn text_with(dump: &Dump, opts: &TextOptions) -> String {
+    let out = text_unchecked(dump, opts);
     // The fields are escaped one by one; this catches whatever a hostile dump file put in a
     // field shown raw (all of them came from the target).
     match crate::escape::text(&out) {
@@ -22,7 +36,7 @@ pub fn text(dump: &Dump) -> String {
     }
 }
 
-fn text_unchecked(dump: &Dump) -> String {
+fn text_unchecked(dump: &Dump, opts: &TextOptions) -> String {
     let mut out = String::with_capacity(256 + dump.threads.len() * 1024);
     header(&mut out, dump);
     if !dump.findings.is_empty() {
@@ -47,7 +61,7 @@ fn text_unchecked(dump: &Dump) -> String {
     for group in crate::analysis::diagnose::stack_groups(dump) {
         out.push('\n');
         if let [one] = group[..] {
-            thread(&mut out, &dump.threads[one], facts);
+            thread(&mut out, &dump.threads[one], facts, opts);
         } else {
             if dump.threads[group[0]].frames.is_empty() {
                 let _ = writeln!(
@@ -61,7 +75,7 @@ fn text_unchecked(dump: &Dump) -> String {
             for &i in &group {
                 thread_header(&mut out, &dump.threads[i], facts);
             }
-            thread_stack(&mut out, &dump.threads[group[0]]);
+            thread_stack(&mut out, &dump.threads[group[0]], opts);
         }
     }
     out
@@ -257,9 +271,9 @@ fn header(out: &mut String, d: &Dump) {
     );
 }
 
-fn thread(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
+fn thread(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>, opts: &TextOptions) {
     thread_header(out, t, facts);
-    thread_stack(out, t);
+    thread_stack(out, t, opts);
 }
 
 /// The thread's line and its system call.
@@ -297,13 +311,35 @@ fn thread_header(out: &mut String, t: &Thread, facts: Option<&ProcessFacts>) {
 }
 
 /// The thread's capture status, frames and kernel stack.
-fn thread_stack(out: &mut String, t: &Thread) {
+fn thread_stack(out: &mut String, t: &Thread, opts: &TextOptions) {
     let k = &t.kernel;
     if t.capture != CaptureStatus::Ok {
         let _ = writeln!(out, "   stack: {}", t.capture.explain());
     }
-    for (i, f) in t.frames.iter().enumerate() {
-        let _ = writeln!(out, "   #{i:<3} {}", frame(f));
+    let hidden = if opts.native_all {
+        Vec::new()
+    } else {
+        interpreter_runs(&t.frames)
+    };
+    let mut i = 0;
+    while i < t.frames.len() {
+        if let Some(&(start, end)) = hidden.iter().find(|r| r.0 == i) {
+            let f = &t.frames[start];
+            let module = f.module.as_deref().unwrap_or("");
+            let base = module.rsplit('/').next().unwrap_or(module);
+            let _ = writeln!(
+                out,
+                "   #{start}-#{} {} frame{} of the interpreter in {} (--native-all shows them)",
+                end - 1,
+                end - start,
+                if end - start == 1 { "" } else { "s" },
+                Esc(base)
+            );
+            i = end;
+            continue;
+        }
+        let _ = writeln!(out, "   #{i:<3} {}", frame(&t.frames[i]));
+        i += 1;
     }
     if t.truncated {
         out.push_str("   ... (truncated: the stack did not end at a thread entry point)\n");
@@ -324,6 +360,46 @@ fn thread_stack(out: &mut String, t: &Thread) {
             }
         }
     }
+}
+
+/// The runs `[start, end)` of frames left out by default: the interpreter's own frames (native
+/// frames, named or not, of a module whose file name says it is Python: `python3.11`,
+/// `libpython3.11.so.1.0`) between two Python frames, where they only say how CPython calls a
+/// Python function (`_PyEval_EvalFrameDefault`, `_PyFunction_Vectorcall`, `?? in python3.11`),
+/// at least two of them (one line for one frame would save nothing). The native frames inside
+/// the innermost Python frame (what the Python code called, down to the system call) and
+/// outside the outermost one (the thread's start) are all shown, as are frames of any other
+/// module between Python frames (a C extension, libc).
+fn interpreter_runs(frames: &[Frame]) -> Vec<(usize, usize)> {
+    let unnamed_python = |f: &Frame| {
+        f.python.is_none()
+            && f.jit.is_none()
+            && f.module.as_deref().is_some_and(|m| {
+                m.rsplit('/')
+                    .next()
+                    .is_some_and(|b| b.starts_with("python") || b.starts_with("libpython"))
+            })
+    };
+    let Some(innermost_py) = frames.iter().position(|f| f.python.is_some()) else {
+        return Vec::new();
+    };
+    let outermost_py = frames.iter().rposition(|f| f.python.is_some()).unwrap_or(0);
+    let mut runs = Vec::new();
+    let mut i = innermost_py + 1;
+    while i < outermost_py {
+        if unnamed_python(&frames[i]) {
+            let start = i;
+            while i < outermost_py && unnamed_python(&frames[i]) {
+                i += 1;
+            }
+            if i - start >= 2 {
+                runs.push((start, i));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    runs
 }
 
 /// One frame in words: `worker_level_07 at parked.c:45 in parked (0x55d0a1b2)`.
@@ -366,6 +442,70 @@ mod tests {
     use super::*;
     use crate::analysis::diagnose::{findings, tests::incident};
     use crate::analysis::syscall::syscall;
+
+    #[test]
+    fn the_interpreters_frames_between_python_frames_are_one_line() {
+        use crate::analysis::diagnose::tests::{dump, frames, thread};
+        use crate::model::{Addr, PyFrameInfo, SyscallState};
+        let py = |name: &str| Frame {
+            python: Some(PyFrameInfo {
+                code: Addr(0x7000),
+                name: name.into(),
+                first_line: None,
+                entry: false,
+            }),
+            module: None,
+            file: Some("app.py".into()),
+            line: Some(3),
+            ..frames(&[name]).remove(0)
+        };
+        let unnamed = |ip: u64| Frame {
+            ip: Addr(ip),
+            module: Some("/usr/bin/python3.11".into()),
+            function: None,
+            ..frames(&["x"]).remove(0)
+        };
+        let mut t = thread(1, "python3", SyscallState::Running, None);
+        t.frames = vec![
+            frames(&["select"]).remove(0),
+            py("inner"),
+            unnamed(0x51),
+            Frame {
+                function: Some("_PyEval_EvalFrameDefault".into()),
+                ..unnamed(0x52)
+            },
+            unnamed(0x53),
+            py("outer"),
+            unnamed(0x54),
+            unnamed(0x55),
+            frames(&["start_thread"]).remove(0),
+        ];
+        let d = dump(vec![t]);
+        let folded = text(&d);
+        assert!(
+            folded.contains(
+                "   #2-#4 3 frames of the interpreter in python3.11 (--native-all shows them)\n   #5   [py] outer"
+            ),
+            "{folded}"
+        );
+        // Outside the Python frames (the thread's start) nothing is left out.
+        assert!(folded.contains("?? in python3.11 (0x54)"), "{folded}");
+        assert!(folded.contains("?? in python3.11 (0x55)"), "{folded}");
+        assert!(!folded.contains("(0x52)"), "{folded}");
+        assert!(!folded.contains("_PyEval_EvalFrameDefault"), "{folded}");
+        let all = text_with(&d, &TextOptions { native_all: true });
+        for ip in [0x51, 0x53, 0x54, 0x55] {
+            assert!(
+                all.contains(&format!("?? in python3.11 ({ip:#x})")),
+                "{all}"
+            );
+        }
+        assert!(
+            all.contains("_PyEval_EvalFrameDefault in python3.11 (0x52)"),
+            "{all}"
+        );
+        assert!(!all.contains("frames of the interpreter"), "{all}");
+    }
 
     #[test]
     fn findings_first_process_summary_and_shared_stacks_once() {
