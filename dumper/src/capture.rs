@@ -10,6 +10,7 @@ use crate::sigctx;
 use crate::symbolize::Symbolizer;
 use crate::{sink, sys};
 use crate::{slots, triggers as trigger};
+use stackdump_core::analysis::watch::{self, Alarm};
 use stackdump_core::kernel::proc::{self, TaskReader};
 use stackdump_core::model::dumpfile::DumpFormat;
 use stackdump_core::model::timefmt::UtcTime;
@@ -173,17 +174,26 @@ impl DumpThread {
         let mut triggers = Vec::new();
         // The state page the CLI reads, and the re-checks of who handles the trigger.
         let mut watch = crate::state::Watch::start(&self.cfg);
+        // The watchdog (STACKDUMP_WATCH), when on: its samples share this wait.
+        let mut watchdog = crate::watch::Watchdog::start(&self.cfg);
         loop {
-            trigger::wait_for_work(Some(watch.timeout()));
+            let timeout = match &watchdog {
+                Some(w) => w.timeout().min(watch.timeout()),
+                None => watch.timeout(),
+            };
+            trigger::wait_for_work(Some(timeout));
             watch.check_if_due(&self.cfg.dir, false);
             triggers.clear();
             let dropped = trigger::drain(&mut triggers);
-            if triggers.is_empty() && dropped == 0 {
+            let alarm = watchdog
+                .as_mut()
+                .and_then(|w| w.sample_if_due().map(|a| (a, w.duration())));
+            if triggers.is_empty() && dropped == 0 && alarm.is_none() {
                 continue;
             }
             // A panic in one dump must not kill the host or the dump thread.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.dump(&triggers, dropped)
+                self.dump(&triggers, dropped, alarm.as_ref())
             }));
             crate::alloc::trim();
             watch.check_if_due(&self.cfg.dir, true);
@@ -192,7 +202,15 @@ impl DumpThread {
 
     /// One dump, in its phases: kernel view (0), stacks copied and unwound (1, 2), symbols and
     /// Python frames (3), the dump assembled with its findings, the side files written.
-    fn dump(&mut self, triggers: &[trigger::RawTrigger], dropped: u64) {
+    ///
+    /// `alarm`: the watchdog's, when it asked for this dump (with `STACKDUMP_WATCH`): the dump
+    /// then says so in its trigger and leads its findings with the stuck threads.
+    fn dump(
+        &mut self,
+        triggers: &[trigger::RawTrigger],
+        dropped: u64,
+        alarm: Option<&(Alarm, Duration)>,
+    ) {
         let start = Instant::now();
         let millis = self.next_millis();
         self.sequence += 1;
@@ -237,7 +255,19 @@ impl DumpThread {
         };
         let taken = Taken { captured, ..taken };
         let mut dump = self.assemble(pid, millis, triggers, out_threads, &taken, phases, errors);
+        if let Some((alarm, duration)) = alarm {
+            dump.trigger.watchdog = Some(watch::trigger_of(alarm, *duration));
+            if triggers.is_empty() {
+                // Nobody sent a signal: the watchdog wrote this dump on its own.
+                dump.trigger.signal = "watchdog".into();
+                dump.trigger.signo = 0;
+            }
+        }
         crate::diagnose::run(&mut dump);
+        if let Some((alarm, _)) = alarm {
+            let stuck = watch::finding(&dump, &alarm.episode, &alarm.reasons);
+            dump.findings.insert(0, stuck);
+        }
         dump.capture.duration_us = start.elapsed().as_micros() as u64;
         let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
         self.write(&dump, millis, &requests);

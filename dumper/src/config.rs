@@ -31,6 +31,11 @@ pub struct Config {
     /// Copy the stacks of threads blocked in a system call without signalling them
     /// (`STACKDUMP_CAPTURE=auto`, the default); `signal` signals every thread.
     pub blocked_without_signal: bool,
+    /// The watchdog (`STACKDUMP_WATCH`, off by default): write a dump on its own when a thread
+    /// has been stuck this long (see `crate::watch`).
+    pub watch: Option<Duration>,
+    /// At most one watchdog dump per this long (`STACKDUMP_WATCH_MIN_GAP`, default 10m).
+    pub watch_min_gap: Duration,
 }
 
 /// Why the library disabled itself.
@@ -120,6 +125,21 @@ impl Config {
                 })
             }
         };
+        let watch = match get("STACKDUMP_WATCH").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) if v == "0" || v == "off" => None,
+            Some(v) => Some(duration(&v, "STACKDUMP_WATCH", Duration::from_millis(100))?),
+        };
+        let watch_min_gap = match get("STACKDUMP_WATCH_MIN_GAP").filter(|v| !v.is_empty()) {
+            None => Duration::from_secs(600),
+            // 0, 0s, 0m: no gap (a dump for every new episode).
+            Some(v)
+                if v.starts_with('0') && v.chars().all(|c| c == '0' || c.is_ascii_alphabetic()) =>
+            {
+                Duration::ZERO
+            }
+            Some(v) => duration(&v, "STACKDUMP_WATCH_MIN_GAP", Duration::ZERO)?,
+        };
         Ok(Config {
             trigger,
             capture,
@@ -131,8 +151,26 @@ impl Config {
             max_frames,
             slots,
             blocked_without_signal,
+            watch,
+            watch_min_gap,
         })
     }
+}
+
+/// Parse a duration with units (`3s`, `5m`, `1m30s`), at least `min` and at most a day.
+fn duration(value: &str, var: &'static str, min: Duration) -> Result<Duration, ConfigError> {
+    stackdump_core::model::duration::parse_duration(value)
+        .ok()
+        .filter(|d| *d >= min && *d <= Duration::from_secs(86_400))
+        .ok_or(ConfigError::Value {
+            var,
+            value: value.to_string(),
+            why: if min.is_zero() {
+                "a duration with a unit, e.g. 10m, at most 24h"
+            } else {
+                "a duration with a unit, e.g. 60s or 5m, from 100ms to 24h (0 or off: no watchdog)"
+            },
+        })
 }
 
 /// Parse a number with an optional K/M suffix (powers of 1024), within [min, max].
@@ -255,5 +293,26 @@ mod tests {
         assert!(cfg(&[("STACKDUMP_CAPTURE", "ptrace")]).is_err());
         assert!(cfg(&[("STACKDUMP_DEADLINE_MS", "0")]).is_err());
         assert!(cfg(&[("STACKDUMP_STACK_WINDOW", "lots")]).is_err());
+    }
+
+    #[test]
+    fn watchdog() {
+        let off = cfg(&[]).unwrap();
+        assert_eq!(off.watch, None);
+        assert_eq!(off.watch_min_gap, Duration::from_secs(600));
+        assert_eq!(cfg(&[("STACKDUMP_WATCH", "off")]).unwrap().watch, None);
+        assert_eq!(cfg(&[("STACKDUMP_WATCH", "0")]).unwrap().watch, None);
+        let on = cfg(&[
+            ("STACKDUMP_WATCH", "1m30s"),
+            ("STACKDUMP_WATCH_MIN_GAP", "0s"),
+        ])
+        .unwrap();
+        assert_eq!(on.watch, Some(Duration::from_secs(90)));
+        assert_eq!(on.watch_min_gap, Duration::ZERO);
+        // A bare number has no unit; too short a duration would sample all the time.
+        for bad in ["60", "10ms", "2d", "soon"] {
+            assert!(cfg(&[("STACKDUMP_WATCH", bad)]).is_err(), "{bad}");
+        }
+        assert!(cfg(&[("STACKDUMP_WATCH_MIN_GAP", "10")]).is_err());
     }
 }

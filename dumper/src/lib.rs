@@ -101,6 +101,7 @@ pub mod state;
 pub mod symbolize;
 pub mod sys;
 pub mod triggers;
+pub mod watch;
 
 /// The constructor: runs when the library is loaded (before `main` when preloaded).
 #[ctor::ctor(unsafe)]

@@ -289,3 +289,16 @@ pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<std::ffi::CString>> {
     }
     Ok(names)
 }
+
+/// The soft limit on open files (RLIMIT_NOFILE), which bounds our private fd table too.
+pub fn nofile_soft_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur
+}

@@ -1,9 +1,9 @@
 //! The command line: every command, its options and an example for each.
 
-use crate::duration::parse_duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use stackdump_core::kernel::signals::{self, HostSignal};
+use stackdump_core::model::duration::parse_duration;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

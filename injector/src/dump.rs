@@ -2,7 +2,6 @@
 //! periodically.
 
 use crate::cli::{DumpArgs, StackFormat};
-use crate::duration::format_duration;
 use crate::exit::{RoundsFailed, Several, UsageError};
 use crate::fetch::{self, DumpDir, Fetched};
 use crate::interrupt::Interrupt;
@@ -11,6 +10,7 @@ use crate::target::{Target, TargetError};
 use anyhow::Context;
 use stackdump_core::kernel::signals::HostSignal;
 use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat};
+use stackdump_core::model::duration::format_duration;
 use stackdump_core::model::Dump;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,6 @@
 //! of every quick dump 5-15 ms: closing an inotify instance waits for an SRCU grace period
 //! (measured on the exit of `stackdump dump`).
 
-use crate::duration::format_duration;
 use crate::interrupt::Interrupt;
 use crate::target::{Target, TargetError};
 use nix::poll::{PollFd, PollFlags};
@@ -18,6 +17,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use stackdump_core::kernel::rootfs::{self, SafeOpenError};
 use stackdump_core::kernel::signals::HostSignal;
 use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
+use stackdump_core::model::duration::format_duration;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};

@@ -15,7 +15,6 @@ mod cli;
 mod compare_cmd;
 mod docgen;
 mod dump;
-mod duration;
 mod exit;
 mod fetch;
 mod inspect_cmd;

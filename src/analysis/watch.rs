@@ -25,12 +25,19 @@
 //! A thread is a candidate only while its run counter (schedstat) does not move: if it has not
 //! run, its system call, arguments, SP and PC cannot have changed either.
 
+use crate::analysis::facts;
 use crate::analysis::syscall::syscall_in;
 use crate::escape::Esc;
-use crate::model::{Dump, Finding, ProcessFacts, SyscallState, Thread, Tid};
+use crate::kernel::fds::Vantage;
+use crate::kernel::proc::{RunCounter, TaskReader};
+use crate::model::{
+    CaptureStats, CaptureStatus, Dump, Finding, Pid, ProcessFacts, StuckThread, SyscallState,
+    Thread, Tid, Trigger, WatchdogTrigger, FORMAT,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// The kind of a finding written by the watchdog (always first in a watchdog dump).
 pub const FINDING_KIND: &str = "stuck_threads";
@@ -440,6 +447,173 @@ pub fn finding(dump: &Dump, episode: &Episode, reasons: &BTreeMap<Tid, String>) 
         summary,
         threads: episode.threads.iter().map(|(t, _)| *t).collect(),
         evidence,
+    }
+}
+
+/// What the watchdog found in one sample: the episode to dump and why each thread is stuck.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    pub episode: Episode,
+    pub reasons: BTreeMap<Tid, String>,
+}
+
+/// The watchdog's sampling of one process (`/proc/self` in the dumper, `/proc/PID` in
+/// `stackdump watch`): each thread's run counter read through a kept-open `schedstat` fd (one
+/// `pread` per thread per sample), and only the threads still for the whole duration read
+/// further (their kernel view; the process facts only when their calls need them, see
+/// [`needs_facts`]).
+pub struct Sampler {
+    pub watch: Watch,
+    reader: TaskReader,
+    facts: facts::Options,
+    /// Run counters kept open, at most `max_open` (past that, opened and closed each sample).
+    counters: BTreeMap<Tid, RunCounter>,
+    max_open: usize,
+    /// A thread never sampled (the dump thread itself: it is busy sampling).
+    skip: Option<Tid>,
+    origin: Instant,
+}
+
+impl Sampler {
+    /// `max_open`: how many fds the sampler may keep open (mind RLIMIT_NOFILE).
+    pub fn new(watch: Watch, facts: facts::Options, max_open: usize, skip: Option<Tid>) -> Sampler {
+        let dir = match facts.vantage {
+            Vantage::Inside => PathBuf::from("/proc/self"),
+            Vantage::Outside(pid) => PathBuf::from(format!("/proc/{pid}")),
+        };
+        Sampler {
+            watch,
+            reader: TaskReader::new(dir),
+            facts,
+            counters: BTreeMap::new(),
+            max_open,
+            skip,
+            origin: Instant::now(),
+        }
+    }
+
+    /// How many run counters are kept open.
+    pub fn open_counters(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// One sample: every thread's run counter, then the candidates classified. Returns the
+    /// alarm when a dump is due. An error means the process is gone (its task list cannot be
+    /// read).
+    pub fn sample(&mut self) -> std::io::Result<Option<Alarm>> {
+        let now = self.origin.elapsed();
+        let tids = self.reader.tids()?;
+        for &tid in &tids {
+            if Some(tid) == self.skip {
+                continue;
+            }
+            let mut run = self.counters.get(&tid).and_then(RunCounter::read);
+            if run.is_none() {
+                // New, or a tid reused by a new thread (the old fd then fails): open afresh.
+                self.counters.remove(&tid);
+                if let Some(c) = self.reader.run_counter(tid) {
+                    run = c.read();
+                    if run.is_some() && self.counters.len() < self.max_open {
+                        self.counters.insert(tid, c);
+                    }
+                }
+            }
+            self.watch.observe(tid, run, now);
+        }
+        self.counters.retain(|t, _| tids.binary_search(t).is_ok());
+        self.watch.retain(&tids);
+        let candidates = self.watch.candidates(now);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let mut threads = Vec::with_capacity(candidates.len());
+        let mut still = BTreeMap::new();
+        for (tid, d) in candidates {
+            let Ok((name, mut kernel, _)) = self.reader.kernel_view(tid) else {
+                continue;
+            };
+            self.reader.resolve_fd(&mut kernel.syscall);
+            still.insert(tid, d);
+            threads.push(Thread {
+                tid,
+                name,
+                kernel,
+                capture: CaptureStatus::Skipped,
+                frames: Vec::new(),
+                truncated: false,
+                signalled: false,
+                python: None,
+            });
+        }
+        let facts = threads
+            .iter()
+            .any(needs_facts)
+            .then(|| facts::gather(&sample_dump(&self.facts, threads.clone()), &self.facts).0);
+        let mut verdicts = BTreeMap::new();
+        for t in &threads {
+            let v = classify(t, facts.as_ref());
+            if matches!(v, Verdict::Idle(_) | Verdict::Other(_)) {
+                self.watch.settle(t.tid);
+            }
+            verdicts.insert(t.tid, v);
+        }
+        let reasons = stuck(&verdicts);
+        let places: Vec<(Place, Duration)> = threads
+            .iter()
+            .filter(|t| reasons.contains_key(&t.tid))
+            .map(|t| (Place::of(t), still[&t.tid]))
+            .collect();
+        Ok(self
+            .watch
+            .decide(now, &places)
+            .map(|episode| Alarm { episode, reasons }))
+    }
+}
+
+/// A dump holding only `threads`, for gathering the facts their calls need.
+fn sample_dump(opts: &facts::Options, threads: Vec<Thread>) -> Dump {
+    Dump {
+        format: FORMAT.into(),
+        pid: match opts.vantage {
+            Vantage::Outside(pid) => pid,
+            Vantage::Inside => Pid(std::process::id() as i32),
+        },
+        comm: String::new(),
+        exe: String::new(),
+        cmdline: String::new(),
+        time: String::new(),
+        trigger: Trigger {
+            signal: "watchdog".into(),
+            signo: 0,
+            sender_pid: None,
+            sender_uid: None,
+            request: None,
+            coalesced: Vec::new(),
+            watchdog: None,
+        },
+        capture: CaptureStats::default(),
+        threads,
+        findings: Vec::new(),
+        process: None,
+        errors: Vec::new(),
+        host: None,
+    }
+}
+
+/// The `trigger.watchdog` of a dump written for `alarm`.
+pub fn trigger_of(alarm: &Alarm, duration: Duration) -> WatchdogTrigger {
+    WatchdogTrigger {
+        watch_ms: duration.as_millis() as u64,
+        threads: alarm
+            .episode
+            .threads
+            .iter()
+            .map(|(tid, d)| StuckThread {
+                tid: *tid,
+                stuck_ms: d.as_millis() as u64,
+                reason: alarm.reasons.get(tid).cloned().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`libstate`] (the state page the library publishes for the CLI).
 
 pub mod dumpfile;
+pub mod duration;
 pub mod libstate;
 pub mod timefmt;
 
