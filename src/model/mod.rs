@@ -176,8 +176,9 @@ pub struct Trigger {
 pub struct WatchdogTrigger {
     /// `STACKDUMP_WATCH` in milliseconds: how long a thread must be stuck.
     pub watch_ms: u64,
-    /// The stuck threads, with how long each had not run when the watchdog decided (at least
-    /// `watch_ms`; up to one sampling period more than it had really been stuck).
+    /// The stuck threads, with how long each had not run when the watchdog decided: from the
+    /// first sample that saw its run counter at its current value, so at least `watch_ms`, and
+    /// it may have been still up to one sampling period longer.
     pub threads: Vec<StuckThread>,
 }
 

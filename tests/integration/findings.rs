@@ -19,10 +19,16 @@ const WORKERS: usize = 4;
 const CLIENTS: usize = 20;
 
 fn spawn_incident(preload: Preload) -> Target {
+    spawn_incident_with(preload, &[])
+}
+
+/// The incident with extra environment variables (e.g. `STACKDUMP_WATCH`).
+pub(crate) fn spawn_incident_with(preload: Preload, env: &[(&str, &str)]) -> Target {
     let mut cmd = Command::new("python3");
     cmd.arg(python_target("incident.py"))
         .arg(WORKERS.to_string())
-        .args(["--clients", &CLIENTS.to_string()]);
+        .args(["--clients", &CLIENTS.to_string()])
+        .envs(env.iter().copied());
     let mut t = Target::spawn(cmd, preload);
     t.wait_ready(deadline());
     wait_workers_stuck(&t);
@@ -38,7 +44,7 @@ fn spawn_incident(preload: Preload) -> Target {
 /// one sleep). Asleep in S in pipe_write is the wait for room in the pipe (its lock sleeps in
 /// D), and nothing ever reads that pipe.
 #[track_caller]
-fn wait_workers_stuck(t: &Target) {
+pub(crate) fn wait_workers_stuck(t: &Target) {
     let workers = worker_tids(t);
     let mut reader = stackdump_core::kernel::proc::TaskReader::new(t.proc_dir());
     reader.kernel_stacks = false;
@@ -127,7 +133,7 @@ fn findings_of<'a>(d: &'a Dump, kind: &str) -> Vec<&'a Finding> {
     d.findings.iter().filter(|f| f.kind == kind).collect()
 }
 
-fn worker_tids(t: &Target) -> BTreeSet<Tid> {
+pub(crate) fn worker_tids(t: &Target) -> BTreeSet<Tid> {
     (0..WORKERS)
         .map(|i| t.tid_of(&format!("worker-{i}")))
         .collect()

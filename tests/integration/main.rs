@@ -23,6 +23,8 @@
 //! - `findings`: the incident (full stderr pipe, CLOSE_WAIT sockets) and lock waits, dumped with
 //!   the preload and inspected without it: the findings name the pipe, its reader, the sockets,
 //!   the owner of a mutex; `compare` calls stuck threads stuck and names the CPU burner.
+//! - `watchdog`: `STACKDUMP_WATCH` catches the incident with no human action; 200 idle threads
+//!   write no dump; a stuck write and a state-D thread are caught.
 //!
 //! Run: `cargo build --release && cargo test --release --test integration` (the C examples are
 //! compiled by the tests with `cc`; the Python example needs `python3`). The artifacts are found
@@ -40,4 +42,5 @@ mod odd_stacks;
 mod python;
 mod torture;
 mod util;
+mod watchdog;
 mod wedged;
