@@ -9,6 +9,8 @@
 #   bench/run.sh --profile N  only the perf profile of the dump thread for N threads (cold + warm)
 #   bench/run.sh --fp       only the frame-pointer comparison (target built with and without
 #                           -fno-omit-frame-pointer; 100 and 1000 threads), printed
+#   bench/run.sh --watch    only the watchdog's cost (STACKDUMP_WATCH, 1000 idle threads) and
+#                           its hang-to-dump time (bench/watch_cost.py), printed
 #   bench/run.sh --report   re-render bench/results/latest.md, bench/plot.svg and the generated
 #                           section of BENCHMARKS.md from bench/results/latest.json
 #
@@ -39,7 +41,8 @@ while [ $# -gt 0 ]; do
         --report) mode=report ;;
         --profile) mode=profile; profile_n=${2:?--profile N}; shift ;;
         --fp) fp_only=1 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --watch) mode=watch ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "usage: bench/run.sh [--quick | --profile N | --fp | --report]" >&2; exit 2 ;;
     esac
     shift
@@ -97,6 +100,11 @@ echo "bench: cc -O2 -g -pthread bench/target.c" >&2
 cc -O2 -g -pthread -o "$work/target" "$here/target.c"
 cc -O2 -g -pthread -fno-omit-frame-pointer -o "$work/target-fp" "$here/target.c"
 cc -O2 -o "$work/runner" "$here/runner.c"
+if [ "$mode" = watch ]; then
+    cc -O2 -g -pthread -o "$work/watched" "$root/tests/targets/c/watched.c"
+    exec python3 "$here/watch_cost.py" "$work/libstackdump.so" "$work/watched" --threads 1000 \
+        --seconds 20 --out "$here/results/watch.json"
+fi
 
 # The large-binary case: a python3 that links libpython3.*.so dynamically (pyenv builds do).
 py_args=()

@@ -58,9 +58,13 @@ impl Watchdog {
             return None;
         }
         self.next = now + self.sampler.watch.period();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sampler.sample()))
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
+        let alarm =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sampler.sample()))
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+        // What a classification read (kernel views, facts) does not stay in the host's RSS.
+        crate::alloc::trim();
+        alarm
     }
 }
