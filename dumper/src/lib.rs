@@ -59,6 +59,8 @@
 //! - [`diagnose`]: process facts gathered from the inside, and the findings.
 //! - [`python`]: CPython frames, read from the interpreter's structures and merged in.
 //! - [`sink`]: the side files.
+//! - [`watch`]: the watchdog (`STACKDUMP_WATCH`): samples between triggers, and a dump on its
+//!   own when threads are stuck (not idle) for the duration.
 //! - [`sys`]: raw system calls the dump thread needs.
 //!
 //! ## Rules for code in the host
@@ -85,7 +87,8 @@
 //! safe; a fork waits at most 50 ms for the library, and only while a dump runs). The dump
 //! thread publishes its state for the CLI in a one-page memfd ([`state`]) and wakes, besides
 //! for triggers, 4 times in its first 10 s and then once a minute to check whether the
-//! application installed its own handler over the trigger's.
+//! application installed its own handler over the trigger's, and, with `STACKDUMP_WATCH`, once
+//! per sampling period of the watchdog.
 
 pub mod alloc;
 pub mod capture;
