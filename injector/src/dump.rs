@@ -118,6 +118,10 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
                 needs_json("--format folded needs its JSON dumps; use --format text")?;
                 vec![DumpFormat::Json]
             }
+            // --native-all renders the JSON here (the text file leaves interpreter frames out).
+            StackFormat::Text if args.native_all && written.contains(&DumpFormat::Json) => {
+                vec![DumpFormat::Json]
+            }
             StackFormat::Text if written.contains(&DumpFormat::Text) => vec![DumpFormat::Text],
             // Only JSON is written: render it here.
             StackFormat::Text => vec![DumpFormat::Json],

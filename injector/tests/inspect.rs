@@ -926,22 +926,40 @@ fn the_interpreters_frames_between_python_frames_are_one_line_unless_native_all(
             .map(|l| l.to_string())
             .collect()
     };
-    let out = stackdump(&dl, &["inspect", &pid]);
-    out.assert_code(0);
-    let folded = between(&out.stdout);
-    assert_eq!(folded.len(), 1, "{folded:?}");
-    assert!(
-        folded[0].contains("frames of the interpreter in ")
-            && folded[0].contains("python3")
-            && folded[0].ends_with("(--native-all shows them)"),
-        "{folded:?}"
-    );
-    let out = stackdump(&dl, &["inspect", &pid, "--native-all"]);
-    out.assert_code(0);
-    let all = between(&out.stdout);
-    assert!(all.len() >= 2, "{all:?}");
-    assert!(
-        all.iter().any(|l| l.contains("_PyEval_EvalFrameDefault")),
-        "{all:?}"
-    );
+    // The same in the preloaded library's dump (whose text file leaves the frames out:
+    // `dump --native-all` renders its JSON instead).
+    let scratch = Scratch::new("native-all");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/targets/python/incident.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args(["4", "--clients", "3"])
+        .env("LD_PRELOAD", real_lib())
+        .env("STACKDUMP_DIR", scratch.str());
+    let (preloaded, _) = spawn_ready(&dl, cmd);
+    let preloaded_pid = preloaded.pid.to_string();
+    for (how, pid) in [("inspect", &pid), ("dump", &preloaded_pid)] {
+        let out = stackdump(&dl, &[how, pid]);
+        out.assert_code(0);
+        let folded = between(&out.stdout);
+        assert_eq!(folded.len(), 1, "{how}: {folded:?}");
+        assert!(
+            folded[0].contains("frames of the interpreter in ")
+                && folded[0].contains("python3")
+                && folded[0].ends_with("(--native-all shows them)"),
+            "{how}: {folded:?}"
+        );
+        let out = stackdump(&dl, &[how, pid, "--native-all"]);
+        out.assert_code(0);
+        let all = between(&out.stdout);
+        assert!(all.len() >= 2, "{how}: {all:?}");
+        assert!(
+            all.iter().any(|l| l.contains("_PyEval_EvalFrameDefault")),
+            "{how}: {all:?}"
+        );
+        assert!(
+            !out.stdout.contains("frames of the interpreter"),
+            "{how}: {}",
+            out.stdout
+        );
+    }
 }

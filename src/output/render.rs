@@ -20,8 +20,9 @@ pub fn text(dump: &Dump) -> String {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
     /// Show every native frame. By default a run of the Python interpreter's own frames
-    /// between two Python frames (`_PyEval_EvalFrameDefault`, `?? in python3.11`) is one line
-    /// saying how many were left out, so the stack reads like `py-spy dump --native`.
+    /// between two Python frames (`_PyEval_EvalFrameDefault`, `?? in python3.11`), and a run of
+    /// a stripped interpreter's unnamed frames anywhere, is one line saying how many were left
+    /// out, so the stack reads like `py-spy dump --native`.
     pub native_all: bool,
 }
 
@@ -363,15 +364,19 @@ fn thread_stack(out: &mut String, t: &Thread, opts: &TextOptions) {
 }
 
 /// The runs `[start, end)` of frames left out by default: the interpreter's own frames (native
-/// frames, named or not, of a module whose file name says it is Python: `python3.11`,
-/// `libpython3.11.so.1.0`) between two Python frames, where they only say how CPython calls a
-/// Python function (`_PyEval_EvalFrameDefault`, `_PyFunction_Vectorcall`, `?? in python3.11`),
-/// at least two of them (one line for one frame would save nothing). The native frames inside
-/// the innermost Python frame (what the Python code called, down to the system call) and
-/// outside the outermost one (the thread's start) are all shown, as are frames of any other
-/// module between Python frames (a C extension, libc).
+/// frames of a module whose file name says it is Python: `python3.11`, `libpython3.11.so.1.0`),
+/// at least two in a row (one line for one frame would save nothing):
+///
+/// - between two Python frames, named or not: they only say how CPython calls a Python
+///   function (`_PyEval_EvalFrameDefault`, `_PyFunction_Vectorcall`, `?? in python3.11`);
+/// - anywhere, when none of them is named (a stripped interpreter, e.g. Debian's
+///   `/usr/bin/python3.11`): a run of `??` says nothing a reader can use, wherever it is.
+///
+/// Named frames inside the innermost Python frame (what the Python code called, down to the
+/// system call) and outside the outermost one (the thread's start) are all shown, as are frames
+/// of any other module (a C extension, libc).
 fn interpreter_runs(frames: &[Frame]) -> Vec<(usize, usize)> {
-    let unnamed_python = |f: &Frame| {
+    let interpreter = |f: &Frame| {
         f.python.is_none()
             && f.jit.is_none()
             && f.module.as_deref().is_some_and(|m| {
@@ -380,23 +385,32 @@ fn interpreter_runs(frames: &[Frame]) -> Vec<(usize, usize)> {
                     .is_some_and(|b| b.starts_with("python") || b.starts_with("libpython"))
             })
     };
-    let Some(innermost_py) = frames.iter().position(|f| f.python.is_some()) else {
-        return Vec::new();
-    };
-    let outermost_py = frames.iter().rposition(|f| f.python.is_some()).unwrap_or(0);
+    let innermost_py = frames.iter().position(|f| f.python.is_some());
+    let outermost_py = frames.iter().rposition(|f| f.python.is_some());
+    let between_py =
+        |i: usize| matches!((innermost_py, outermost_py), (Some(a), Some(b)) if a < i && i < b);
     let mut runs = Vec::new();
-    let mut i = innermost_py + 1;
-    while i < outermost_py {
-        if unnamed_python(&frames[i]) {
-            let start = i;
-            while i < outermost_py && unnamed_python(&frames[i]) {
-                i += 1;
-            }
-            if i - start >= 2 {
-                runs.push((start, i));
-            }
-        } else {
+    let mut i = 0;
+    while i < frames.len() {
+        if !interpreter(&frames[i]) {
             i += 1;
+            continue;
+        }
+        // A run of interpreter frames, all between Python frames or all unnamed.
+        let start = i;
+        let inside = between_py(i);
+        while i < frames.len()
+            && interpreter(&frames[i])
+            && between_py(i) == inside
+            && (inside || frames[i].function.is_none())
+        {
+            i += 1;
+        }
+        if i == start {
+            // A named interpreter frame outside the Python frames: shown.
+            i += 1;
+        } else if i - start >= 2 {
+            runs.push((start, i));
         }
     }
     runs
@@ -488,9 +502,12 @@ mod tests {
             ),
             "{folded}"
         );
-        // Outside the Python frames (the thread's start) nothing is left out.
-        assert!(folded.contains("?? in python3.11 (0x54)"), "{folded}");
-        assert!(folded.contains("?? in python3.11 (0x55)"), "{folded}");
+        // Outside the Python frames (the thread's start), a run of unnamed frames is one line
+        // too; named ones are shown.
+        assert!(
+            folded.contains("   #6-#7 2 frames of the interpreter in python3.11 (--native-all shows them)\n   #8   start_thread"),
+            "{folded}"
+        );
         assert!(!folded.contains("(0x52)"), "{folded}");
         assert!(!folded.contains("_PyEval_EvalFrameDefault"), "{folded}");
         let all = text_with(&d, &TextOptions { native_all: true });
@@ -505,6 +522,38 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("frames of the interpreter"), "{all}");
+    }
+
+    #[test]
+    fn a_stripped_interpreters_unnamed_runs_are_one_line_anywhere() {
+        use crate::analysis::diagnose::tests::{dump, frames, thread};
+        use crate::model::{Addr, SyscallState};
+        let unnamed = |ip: u64| Frame {
+            ip: Addr(ip),
+            module: Some("/usr/bin/python3.11".into()),
+            function: None,
+            ..frames(&["x"]).remove(0)
+        };
+        let named = |ip: u64, name: &str| Frame {
+            function: Some(name.into()),
+            ..unnamed(ip)
+        };
+        // No Python frames at all (an interpreter we cannot read): the native stack only.
+        let mut t = thread(1, "python3", SyscallState::Running, None);
+        t.frames = vec![
+            frames(&["select"]).remove(0),
+            unnamed(0x61),
+            unnamed(0x62),
+            unnamed(0x63),
+            named(0x64, "Py_BytesMain"),
+            unnamed(0x65),
+            frames(&["__libc_start_main"]).remove(0),
+        ];
+        let out = text(&dump(vec![t]));
+        assert!(
+            out.contains("   #1-#3 3 frames of the interpreter in python3.11 (--native-all shows them)\n   #4   Py_BytesMain in python3.11 (0x64)\n   #5   ?? in python3.11 (0x65)\n"),
+            "{out}"
+        );
     }
 
     #[test]
