@@ -164,6 +164,7 @@ impl Watch {
                 formats: formats.join(","),
                 forked_from: crate::fork::forked_from(),
                 symbols_limited: crate::fork::backtrace_unusable(),
+                watch_ms: cfg.watch.map(|d| d.as_millis() as u64),
             },
             handler_addr: usize::MAX,
             started: now,

@@ -5,6 +5,7 @@ use crate::fetch::DumpDir;
 use crate::target::{find_library, Target, TargetError};
 use stackdump_core::escape::field;
 use stackdump_core::model::dumpfile::DumpFileName;
+use stackdump_core::model::duration::format_duration;
 
 /// One process with the library.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct Entry {
     pub note: Option<String>,
     /// The newest dump of this process in its directory (file name), if any.
     pub newest: Option<DumpFileName>,
+    /// `STACKDUMP_WATCH` when the library's watchdog is on (from its state page).
+    pub watch_ms: Option<u64>,
 }
 
 fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
@@ -100,6 +103,7 @@ fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
         source,
         state_error,
         note: dump_thread.and(target.trigger_note()),
+        watch_ms: target.lib_state().and_then(|st| st.watch_ms),
     }))
 }
 
@@ -148,6 +152,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                     "source": e.source,
                     "state_error": e.state_error,
                     "note": e.note,
+                    "watch_ms": e.watch_ms,
                     "newest": e.newest.as_ref().map(|n| serde_json::json!({
                         "file": n.to_string(),
                         "time": n.rfc3339(),
@@ -167,7 +172,15 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
                             e.pid.to_string(),
                             // Names from the target, escaped (no control characters).
                             field(&e.comm).into_owned(),
-                            format!("{} ({})", field(&e.signal), e.state),
+                            match e.watch_ms {
+                                Some(ms) => format!(
+                                    "{} ({}, watchdog {})",
+                                    field(&e.signal),
+                                    e.state,
+                                    format_duration(std::time::Duration::from_millis(ms))
+                                ),
+                                None => format!("{} ({})", field(&e.signal), e.state),
+                            },
                             field(&e.dir).into_owned(),
                             e.newest
                                 .as_ref()

@@ -805,6 +805,26 @@ fn list_shows_prepared_processes() {
         .unwrap();
     assert_eq!(mine["signal"], "USR2");
     assert_eq!(mine["state"], "ready");
+    assert_eq!(mine["watch_ms"], serde_json::Value::Null);
+
+    // A process with the watchdog on says so (from the library's state page).
+    let watched = prepared_with(&dl, dir.str(), &[("STACKDUMP_WATCH", "90s")], &[], USR1);
+    let out = stackdump(&dl, &["list"]);
+    out.assert_code(0);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&watched.pid.to_string()))
+        .unwrap_or_else(|| panic!("{} not listed:\n{}", watched.pid, out.stdout));
+    assert!(line.contains("USR1 (ready, watchdog 1m30s)"), "{line}");
+    let out = stackdump(&dl, &["list", "--format", "json"]);
+    let entry = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["pid"].as_i64() == Some(i64::from(watched.pid)))
+        .unwrap();
+    assert_eq!(entry["watch_ms"], 90_000);
 }
 
 #[test]

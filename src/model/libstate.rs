@@ -95,6 +95,8 @@ pub struct LibraryState {
     /// True when the child was forked while the parent's dump thread was reading symbols: its
     /// dumps name functions from the module files only.
     pub symbols_limited: bool,
+    /// `STACKDUMP_WATCH` in milliseconds, when the watchdog is on.
+    pub watch_ms: Option<u64>,
 }
 
 fn hex(s: &str) -> String {
@@ -135,6 +137,9 @@ impl LibraryState {
         if self.symbols_limited {
             t.push_str("symbols=files\n");
         }
+        if let Some(ms) = self.watch_ms {
+            t.push_str(&format!("watch_ms={ms}\n"));
+        }
         (t.len() <= SIZE - TEXT_AT).then_some(t)
     }
 
@@ -168,6 +173,7 @@ impl LibraryState {
             formats: "text,json".into(),
             forked_from: None,
             symbols_limited: false,
+            watch_ms: None,
         };
         let positive = |v: &str| v.parse::<i32>().ok().filter(|n| *n > 0);
         for line in text.lines() {
@@ -195,6 +201,7 @@ impl LibraryState {
                 "handler_module_hex" => st.handler_module = unhex(v).filter(|m| !m.contains('\0')),
                 "forked_from" => st.forked_from = positive(v),
                 "symbols" => st.symbols_limited = v == "files",
+                "watch_ms" => st.watch_ms = v.parse().ok().filter(|ms| *ms > 0),
                 _ => {}
             }
         }
@@ -236,6 +243,7 @@ mod tests {
             formats: "text,json".into(),
             forked_from: Some(7),
             symbols_limited: true,
+            watch_ms: Some(60_000),
         }
     }
 
