@@ -62,9 +62,13 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Each of `names` found by `find`, or None after a `SKIPPED:` line (a failure when required).
+/// Each of `names` (and eu-stack), or None after a `SKIPPED:` line (a failure when required).
+/// `test` is the program's name in the table.
 #[track_caller]
 fn need(test: &str, names: &[&str], package: &str) -> Option<Vec<PathBuf>> {
+    // No row of an earlier run stands for this one (the test writes its row again, unless it
+    // is skipped or fails before measuring).
+    let _ = std::fs::remove_file(results_dir().join(format!("{test}.json")));
     let mut found = Vec::new();
     for name in names.iter().chain(&["eu-stack"]) {
         let p = if *name == "postgres" || name.starts_with("pg") || *name == "initdb" {
