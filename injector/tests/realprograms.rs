@@ -1423,7 +1423,9 @@ fn psql(dl: &Deadline, bin: &Path, sock: &Path, sql: &str) -> String {
 /// tail-calls (`jmp`) LockAcquireExtended, so the frame above XactLockTableWait's return address
 /// is not in the function its call names. What is left is a higher frame record (main's, reached
 /// by __libc_start_call_main's indirect call), whose unwind is complete but skips every frame
-/// from WaitLatch to main. eu-stack (which has every register through ptrace) shows them all.
+/// from WaitLatch to main. eu-stack (which has every register through ptrace) shows them all,
+/// and so does `stackdump inspect --consistent` (a ptrace stop: the real rbp): the unwinder is
+/// right, the recovered rbp is not.
 const TAIL_CALL: &[Known] = &[Known {
     thread: "postgres",
     missing: "WaitLatch",
