@@ -1416,24 +1416,6 @@ fn psql(dl: &Deadline, bin: &Path, sock: &Path, sql: &str) -> String {
     out.stdout.trim().to_string()
 }
 
-/// TODO(issue 13): a wrong stack reported as complete, in both captures (src/stack/fprecover.rs).
-/// The waiting backend sleeps in epoll_wait under WaitEventSetWait, whose CFA is rbp + 16; a
-/// thread copied without a signal has no rbp, so it is recovered from the copy. The true
-/// candidate is refused by the call check: XactLockTableWait calls LockAcquire, which
-/// tail-calls (`jmp`) LockAcquireExtended, so the frame above XactLockTableWait's return address
-/// is not in the function its call names. What is left is a higher frame record (main's, reached
-/// by __libc_start_call_main's indirect call), whose unwind is complete but skips every frame
-/// from WaitLatch to main. eu-stack (which has every register through ptrace) shows them all,
-/// and so does `stackdump inspect --consistent` (a ptrace stop: the real rbp): the unwinder is
-/// right, the recovered rbp is not.
-const TAIL_CALL: &[Known] = &[Known {
-    thread: "postgres",
-    missing: "WaitLatch",
-    why: "the rbp recovery (src/stack/fprecover.rs) refuses the true frame record because \
-          LockAcquire tail-calls LockAcquireExtended, and takes main's: the frames from WaitLatch \
-          to main are skipped",
-}];
-
 #[test]
 fn postgresql_backend_waiting_on_a_row_lock() {
     let _s = serial();
@@ -1519,7 +1501,7 @@ fn postgresql_backend_waiting_on_a_row_lock() {
         wait_ready(&dl, kid, USR1);
         if kid == backend {
             let role = format!("backend waiting on a row lock ({title})");
-            checked.push(check(&dl, &role, kid, true, TAIL_CALL));
+            checked.push(check(&dl, &role, kid, true, &[]));
         } else {
             checked.push(check(&dl, &title, kid, true, &[]));
         }
@@ -1563,22 +1545,21 @@ fn postgresql_backend_waiting_on_a_row_lock() {
         ),
         (&waiting.inspect.0, &waiting.inspect.1),
     ] {
+        assert!(side.known.is_empty(), "{:?}", side.known);
         let main = thread_by_tid(d, backend);
         let names = functions(main);
         assert!(names.iter().any(|n| n == "WaitEventSetWait"), "{names:?}");
-        // TODO(issue 13): see TAIL_CALL. Until the recovery of rbp handles a tail call on the
-        // stack, our stack of this backend skips from WaitEventSetWait to main's caller; the
-        // table records it. Without that known disagreement, ProcSleep and WaitLatch must be
-        // there.
-        if side.known.is_empty() {
-            let mut it = names.iter();
-            assert!(
-                ["WaitEventSetWait", "WaitLatch", "ProcSleep", "PostgresMain"]
-                    .iter()
-                    .all(|w| it.any(|n| n == w)),
-                "{names:?}"
-            );
-        }
+        // The frames between the latch wait and the backend's main loop. (The rbp recovery
+        // once skipped them all: LockAcquire tail-calls LockAcquireExtended, and the call
+        // check refused the true frame record; src/stack/fprecover.rs now follows such a
+        // jump.)
+        let mut it = names.iter();
+        assert!(
+            ["WaitEventSetWait", "WaitLatch", "ProcSleep", "PostgresMain"]
+                .iter()
+                .all(|w| it.any(|n| n == w)),
+            "{names:?}"
+        );
         let sc = &main["syscall"];
         assert_eq!(sc["name"], "epoll_wait", "{sc}");
         assert!(

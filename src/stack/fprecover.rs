@@ -33,7 +33,9 @@
 //!      rel32`, `call *slot(%rip)`, either through a PLT entry `jmp *slot(%rip)`) goes to the
 //!      start of the function the frame below it is in, as the CFI says: the start of the FDE
 //!      covering that frame's address (the search table of the module's `.eh_frame_hdr`,
-//!      [`crate::stack::unwind::Modules::function_start`]);
+//!      [`crate::stack::unwind::Modules::function_start`]), or to a wrapper whose first 48
+//!      bytes hold a `jmp` to that start (a tail call: PostgreSQL's `LockAcquire` jumps to
+//!      `LockAcquireExtended`);
 //!    - it reaches a thread entry point (the completeness judge of the caller: the same one as
 //!      for every stack copied without a signal, [`crate::stack::unwind::THREAD_ROOTS`]); reaching the
 //!      frame limit does not count here.
@@ -78,7 +80,8 @@
 //! When F's record is not in the copy (an rbp-based frame larger than the window), no complete
 //! unwind is found and the thread falls back. Also not recovered (they fall back): a system call
 //! wrapper that uses rbp for something else before the call, a frame in a function reached by a
-//! tail call or in a `.cold` part (its FDE start is not the call's target).
+//! tail call made past the first 48 bytes of the called function, or in a `.cold` part (its FDE
+//! start is not the call's target).
 //!
 //! # aarch64 (not built)
 //!
@@ -97,6 +100,10 @@ use std::collections::HashMap;
 /// At most this many candidate frame records are unwound for one stack (a stack with more is
 /// left to the fallback).
 pub const MAX_CANDIDATES: usize = 256;
+
+/// How far into a called function a tail call to the frame above is looked for (see
+/// `Code::tail_calls`).
+const TAIL_CALL_WINDOW: usize = 48;
 
 /// What the recovery asks its caller.
 pub struct Ask<'a, 'u> {
@@ -280,6 +287,31 @@ impl<'r> Code<'r> {
         self.read_u64(next.wrapping_add_signed(rel))
     }
 
+    /// True when the function at `f` is a wrapper that tail-calls `dest`: within its first
+    /// [`TAIL_CALL_WINDOW`] bytes, a `jmp rel32` (`e9`) or `jmp rel8` (`eb`) that lands exactly
+    /// on `dest` (e.g. PostgreSQL's `LockAcquire`, which sets one more argument and jumps to
+    /// `LockAcquireExtended`: the frame above the call to `LockAcquire` is in
+    /// `LockAcquireExtended`). Bytes are scanned, not decoded: a byte that is only part of
+    /// another instruction would also have to encode a jump to exactly `dest`.
+    fn tail_calls(&mut self, f: u64, dest: u64) -> bool {
+        let mut b = [0u8; TAIL_CALL_WINDOW];
+        if !plausible_code(f) || (self.read)(f, &mut b) != TAIL_CALL_WINDOW {
+            return false;
+        }
+        (0..TAIL_CALL_WINDOW).any(|i| match b[i] {
+            0xe9 if i + 5 <= TAIL_CALL_WINDOW => {
+                let rel = i32::from_ne_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as i64;
+                f.wrapping_add(i as u64 + 5).wrapping_add_signed(rel) == dest
+            }
+            0xeb if i + 2 <= TAIL_CALL_WINDOW => {
+                f.wrapping_add(i as u64 + 2)
+                    .wrapping_add_signed(i64::from(b[i + 1] as i8))
+                    == dest
+            }
+            _ => false,
+        })
+    }
+
     /// True when, from frame `from` on, every return address follows a call (a signal
     /// trampoline excepted: a return address followed by a frame restored from a signal
     /// context), and every call whose target can be known goes to the function the frame
@@ -306,7 +338,10 @@ impl<'r> Code<'r> {
             let Some(target) = self.call_target(ra) else {
                 continue; // an indirect call
             };
-            if target != start && self.plt_target(target) != Some(start) {
+            if target != start
+                && self.plt_target(target) != Some(start)
+                && !self.tail_calls(target, start)
+            {
                 return false;
             }
         }
@@ -374,6 +409,31 @@ mod tests {
         assert!(ends_with_call(&tail(&[0xff, 0x14, 0x24]))); // call *(%rsp)
         assert!(ends_with_call(&tail(&[0xff, 0x54, 0x24, 0x08]))); // call *8(%rsp)
         assert!(ends_with_call(&tail(&[0xff, 0x94, 0xc3, 1, 2, 3, 4]))); // disp32+SIB
+    }
+
+    #[test]
+    fn a_wrapper_that_jumps_to_the_callee_is_a_tail_call() {
+        // At 0x101000: mov $1,%r8d (41 b8 01 00 00 00); xor %r9d,%r9d (45 31 c9); jmp rel32 to
+        // 0x102000; then at 0x101100 a short jmp to 0x101180.
+        let mut mem = vec![0x90u8; 0x200];
+        mem[..9].copy_from_slice(&[0x41, 0xb8, 1, 0, 0, 0, 0x45, 0x31, 0xc9]);
+        let rel = (0x102000i64 - (0x101000 + 9 + 5)) as i32;
+        mem[9] = 0xe9;
+        mem[10..14].copy_from_slice(&rel.to_ne_bytes());
+        mem[0x100] = 0xeb;
+        mem[0x101] = 0x7e;
+        let mut read = |addr: u64, buf: &mut [u8]| {
+            let at = (addr - 0x101000) as usize;
+            let n = buf.len().min(mem.len().saturating_sub(at));
+            buf[..n].copy_from_slice(&mem[at..at + n]);
+            n
+        };
+        let mut code = Code::new(&mut read);
+        assert!(code.tail_calls(0x101000, 0x102000));
+        assert!(!code.tail_calls(0x101000, 0x102001));
+        assert!(code.tail_calls(0x101100, 0x101180));
+        // Past the window, or unreadable: no.
+        assert!(!code.tail_calls(0x101180, 0x102000));
     }
 
     #[test]
