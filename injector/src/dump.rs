@@ -303,11 +303,7 @@ fn emit(
 }
 
 /// Save every file of a fetched dump in `out` ([`save`]); their paths, by format.
-fn save_all(
-    out: &Path,
-    pid: i32,
-    fetched: &Fetched,
-) -> anyhow::Result<Vec<(DumpFormat, PathBuf)>> {
+fn save_all(out: &Path, pid: i32, fetched: &Fetched) -> anyhow::Result<Vec<(DumpFormat, PathBuf)>> {
     let mut saved = Vec::new();
     for (format, (name, bytes)) in &fetched.files {
         saved.push((*format, save(out, pid, name, bytes)?));

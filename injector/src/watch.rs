@@ -62,10 +62,7 @@ struct Running {
 }
 
 fn warn(msg: impl std::fmt::Display) {
-    eprintln!(
-        "stackdump: watch: {}",
-        escape::text(&msg.to_string())
-    );
+    eprintln!("stackdump: watch: {}", escape::text(&msg.to_string()));
 }
 
 /// A path for messages (it may hold anything the user or the target named).
@@ -469,25 +466,23 @@ fn exec(cmd: &str, pid: i32, ev: &Evidence) -> Option<Running> {
 
 /// Reap the `--exec` commands that ended, reporting failures.
 fn reap(running: &mut Vec<Running>) {
-    running.retain_mut(|r| {
-        match r.child.try_wait() {
-            Ok(None) => true,
-            Ok(Some(st)) => {
-                if !st.success() {
-                    warn(format_args!(
-                        "pid {}: the --exec command failed ({st})",
-                        r.pid
-                    ));
-                }
-                false
-            }
-            Err(e) => {
+    running.retain_mut(|r| match r.child.try_wait() {
+        Ok(None) => true,
+        Ok(Some(st)) => {
+            if !st.success() {
                 warn(format_args!(
-                    "pid {}: waiting for the --exec command: {e}",
+                    "pid {}: the --exec command failed ({st})",
                     r.pid
                 ));
-                false
             }
+            false
+        }
+        Err(e) => {
+            warn(format_args!(
+                "pid {}: waiting for the --exec command: {e}",
+                r.pid
+            ));
+            false
         }
     });
 }
