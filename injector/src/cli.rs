@@ -561,6 +561,39 @@ mod tests {
     }
 
     #[test]
+    fn watch_options() {
+        let p = |args: &[&str]| {
+            Cli::try_parse_from(["stackdump"].iter().chain(args)).map(Cli::normalized)
+        };
+        let Command::Watch(w) = p(&["watch", "1", "-p", "2", "--stuck", "30s"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(w.pids, [1, 2]);
+        assert_eq!(w.stuck, Duration::from_secs(30));
+        assert_eq!(w.min_gap, Duration::from_secs(600));
+        assert!(!w.once && w.for_.is_none() && w.out.is_none() && w.exec.is_none());
+        let Command::Watch(w) = p(&["watch", "1", "--stuck", "1s", "--min-gap", "0"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(w.min_gap, Duration::ZERO);
+        assert!(p(&["watch", "1"]).is_err()); // --stuck is required
+        assert!(p(&["watch", "--stuck", "1s"]).is_err()); // a pid is
+        assert!(p(&["watch", "1", "--stuck", "10"]).is_err()); // units are
+        assert!(p(&["watch", "1", "--stuck", "0s"]).is_err());
+        assert!(p(&["watch", "1", "--stuck", "1s", "--min-gap", "5"]).is_err());
+        assert!(p(&[
+            "watch", "1", "--stuck", "1s", "--once", "--for", "1m", "--exec", "true", "-o", "d"
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn the_habits_of_other_tools_work() {
         let p = |args: &[&str]| {
             Cli::try_parse_from(["stackdump"].iter().chain(args)).map(Cli::normalized)
