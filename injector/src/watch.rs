@@ -257,24 +257,14 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<()> {
                         i = j;
                     }
                 }
-                Err(e) if interrupt.fired() => {
-                    let _ = e;
+                Err(_) if interrupt.fired() => {
                     interrupted = true;
                     break 'watch;
                 }
-                Err(e) => {
-                    let mut msg = format!("{e}");
-                    for cause in e.chain().skip(1) {
-                        let c = cause.to_string();
-                        if !msg.contains(&c) {
-                            msg.push_str(": ");
-                            msg.push_str(&c);
-                        }
-                    }
-                    warn(format_args!(
-                        "pid {pid}: threads stuck, but the evidence could not be taken: {msg}"
-                    ))
-                }
+                Err(e) => warn(format_args!(
+                    "pid {pid}: threads stuck, but the evidence could not be taken: {}",
+                    chain(&e)
+                )),
             }
         }
     }
@@ -307,6 +297,19 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An error with its causes, in one line.
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 fn is_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
@@ -329,7 +332,20 @@ fn take_evidence(
     out: &Path,
     interrupt: &Interrupt,
 ) -> anyhow::Result<Evidence> {
-    if let Some(saved) = crate::dump::dump_into(pid, out, args.timeout, interrupt)? {
+    let by_library = match crate::dump::dump_into(pid, out, args.timeout, interrupt) {
+        Ok(saved) => saved,
+        Err(e) if is_gone(&e) || interrupt.fired() => return Err(e),
+        Err(e) => {
+            // The library was ready but gave no dump (its dump thread busy or wedged, its
+            // directory full): the evidence is taken from outside all the same.
+            warn(format_args!(
+                "pid {pid}: no dump from its libstackdump.so ({}); inspecting it from outside",
+                chain(&e)
+            ));
+            None
+        }
+    };
+    if let Some(saved) = by_library {
         let path_of = |f: DumpFormat| {
             saved
                 .files
