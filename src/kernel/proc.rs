@@ -268,6 +268,21 @@ impl TaskReader {
 
     /// Open `file` of task `tid` (relative to the task's directory, opened once per task).
     fn open(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+        // A long-lived reader (the watchdog's sampler) may still hold the directory of a thread
+        // that has exited since and whose tid a new thread now has: that directory is the old
+        // thread's, and every open through it fails. Retried once through a fresh directory.
+        let cached = self.dir.as_ref().is_some_and(|(t, _)| *t == tid);
+        match self.open_once(tid, file) {
+            Err(e) if cached && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                self.dir = None;
+                self.open_once(tid, file)
+            }
+            r => r,
+        }
+    }
+
+    /// [`TaskReader::open`] through the directory opened last, when it is `tid`'s.
+    fn open_once(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
         use std::io::Write;
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         use std::os::unix::ffi::OsStrExt;
