@@ -225,7 +225,12 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<()> {
             };
             i += 1;
             let Some(alarm) = alarm else { continue };
-            match take_evidence(pid, &alarm, &args, &out, &interrupt) {
+            let taken = take_evidence(pid, &alarm, &args, &out, &interrupt);
+            if let Some(w) = watched.iter_mut().find(|w| w.pid == pid) {
+                // A dump that signalled or stopped the stuck threads is not them running.
+                w.sampler.after_dump(&alarm);
+            }
+            match taken {
                 Ok(ev) => {
                     episodes += 1;
                     println!(

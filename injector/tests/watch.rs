@@ -78,7 +78,7 @@ fn view(pid: i32, tid: i64) -> Option<(String, String, String, String)> {
 /// write(2) on fd 2: two readings in a row agree (same call and registers, same context
 /// switches), state S, wait channel in pipe_write (READY alone does not prove it: a worker may
 /// be seen there on its way to the pipe's lock).
-fn incident(dl: &Deadline, preload: Option<&Path>) -> Option<Proc> {
+fn incident(dl: &Deadline, preload: Option<&Path>, env: &[(&str, &str)]) -> Option<Proc> {
     if !have_python() {
         return None;
     }
@@ -94,6 +94,7 @@ fn incident(dl: &Deadline, preload: Option<&Path>) -> Option<Proc> {
         }
     }
     cmd.env_remove("STACKDUMP_WATCH");
+    cmd.envs(env.iter().copied());
     let p = spawn_ready(dl, cmd);
     let pid = p.pid;
     wait_until(
@@ -155,7 +156,7 @@ fn evidence(out: &Out, pid: i32) -> PathBuf {
 #[test]
 fn watch_takes_evidence_of_the_incident_from_outside() {
     let dl = Deadline::new(120);
-    let Some(target) = incident(&dl, None) else {
+    let Some(target) = incident(&dl, None, &[]) else {
         return;
     };
     let pid = target.pid;
@@ -253,7 +254,7 @@ fn watch_of_a_preloaded_process_takes_a_dump_through_the_library() {
     let scratch = Scratch::new("watch-preloaded");
     let dumps = scratch.join("dumps");
     std::fs::create_dir(&dumps).unwrap();
-    let Some(target) = incident(&dl, Some(&dumps)) else {
+    let Some(target) = incident(&dl, Some(&dumps), &[]) else {
         return;
     };
     let pid = target.pid;
@@ -284,6 +285,49 @@ fn watch_of_a_preloaded_process_takes_a_dump_through_the_library() {
     assert!(d["trigger"]["request"].is_u64(), "{}", d["trigger"]);
     assert!(d["trigger"]["watchdog"].is_null(), "{}", d["trigger"]);
     assert!(target.alive());
+}
+
+#[test]
+fn the_watchs_own_dump_does_not_make_a_new_episode() {
+    // Every thread of the dump gets the capture signal: the stuck workers run their handler
+    // and go back to their write. That is not them running: one episode, one evidence, even
+    // without a minimum gap.
+    let dl = Deadline::new(120);
+    let scratch = Scratch::new("watch-own-dump");
+    let dumps = scratch.join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    let Some(target) = incident(&dl, Some(&dumps), &[("STACKDUMP_CAPTURE", "signal")]) else {
+        return;
+    };
+    let pid = target.pid;
+    let dir = scratch.join("out");
+    let out = stackdump(
+        &dl,
+        &[
+            "watch",
+            &pid.to_string(),
+            "--stuck",
+            "1s",
+            "--min-gap",
+            "0",
+            "--for",
+            "7s",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    out.assert_code(0).stderr_has("1 episode caught");
+    let path = evidence(&out, pid);
+    let d = read_dump(&path);
+    assert!(
+        d["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["signalled"] == true),
+        "the dump signalled threads: {}",
+        d["capture"]
+    );
 }
 
 #[test]
@@ -324,7 +368,7 @@ fn watch_of_a_bad_pid_fails_as_inspect_does() {
 #[test]
 fn watch_exec_runs_with_the_evidence_in_its_environment() {
     let dl = Deadline::new(120);
-    let Some(target) = incident(&dl, None) else {
+    let Some(target) = incident(&dl, None, &[]) else {
         return;
     };
     let pid = target.pid;
