@@ -195,6 +195,9 @@ impl DumpThread {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.dump(&triggers, dropped, alarm.as_ref())
             }));
+            if let (Some(w), Some((a, _))) = (watchdog.as_mut(), alarm.as_ref()) {
+                w.after_dump(a);
+            }
             crate::alloc::trim();
             watch.check_if_due(&self.cfg.dir, true);
         }

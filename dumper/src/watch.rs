@@ -67,4 +67,13 @@ impl Watchdog {
         crate::alloc::trim();
         alarm
     }
+
+    /// After the dump of `alarm` was written: the capture signal it may have sent the stuck
+    /// threads moved their run counters; take them as they are for the threads back where
+    /// they were (`Sampler::after_dump`), so the same episode is not reported again.
+    pub fn after_dump(&mut self, alarm: &Alarm) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sampler.after_dump(alarm)
+        }));
+    }
 }

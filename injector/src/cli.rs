@@ -20,6 +20,8 @@ Examples:
   stackdump dump 1234 --every 10s --count 6 --out dumps/
   stackdump inspect 1234                    any process, no preload: stacks, kernel view, findings
   stackdump compare dumps/                  which threads are stuck across those dumps
+  stackdump watch 1234 --stuck 1m --out dumps/
+                                            take evidence when threads stay stuck for a minute
   stackdump signals 30                      what would `kill -30` do here, and elsewhere?
 
 Exit codes: 0 done; 1 failed at run time (target gone, no dump before the deadline);
@@ -52,6 +54,10 @@ pub enum Command {
     /// and findings.
     #[command(after_help = INSPECT_HELP)]
     Inspect(InspectArgs),
+    /// Watch processes (with or without the library) and take evidence when threads stay stuck
+    /// (not idle) for a while: a dump through the library, or an inspect from outside.
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
     /// Compare dumps of a process: which threads are stuck, which burned CPU, which came and went.
     #[command(after_help = COMPARE_HELP)]
     Compare(CompareArgs),
@@ -127,6 +133,32 @@ Examples:
   stackdump inspect 1234 --format json | jq '.threads[] | {name, state}'
   stackdump inspect 1234 --format folded | flamegraph.pl > threads.svg
   stackdump inspect 1234 --consistent            stop all threads at once for a coherent cut";
+
+const WATCH_HELP: &str = "\
+watch samples every thread's run counter (/proc/PID/task/TID/schedstat) every quarter of
+--stuck (at most every 15 s). A thread that has not run for --stuck is classified from its
+system call: a write into a full pipe or socket, an fsync, state D, a lock whose owner is
+itself stuck are stuck; epoll_wait, poll, accept, a condition variable, a read with nothing to
+read, a sleep are idle and never cause evidence (docs/WATCHDOG.md has the table). When threads
+are stuck, the evidence goes into --out: `stackdump dump PID --out DIR` when libstackdump.so is
+loaded and ready in the process (no host thread is signalled), otherwise an inspect from
+outside, saved as stackdump-<pid>-<time>Z.json and .txt, whose first finding (stuck_threads)
+and trigger.watchdog name the stuck threads. One line per evidence on stdout. The same
+threads in the same places are reported once; at most one evidence per process per --min-gap.
+
+--exec CMD runs `sh -c CMD` after each evidence (not waited for), with STACKDUMP_PID,
+STACKDUMP_DUMP (the JSON file), STACKDUMP_DUMP_TEXT (the text file, if any) and
+STACKDUMP_SUMMARY in its environment; its failure is reported, not fatal.
+
+Exit codes: 0 when --once took its evidence, --for ran out, every process exited, or on
+Ctrl-C/SIGTERM; 1 no such process or a zombie; 2 bad usage (a thread id, a kernel thread, a
+duration without unit, a bad --out); 3 not allowed to read the process's threads.
+
+Examples:
+  stackdump watch 1234 --stuck 1m                       evidence in the current directory
+  stackdump watch 1234 5678 --stuck 30s --out /var/tmp/stuck --min-gap 1h
+  stackdump watch 1234 --stuck 10s --once --out dumps/  stop after the first evidence
+  stackdump watch 1234 --stuck 1m --exec 'mail -s \"stuck: $STACKDUMP_SUMMARY\" ops < \"$STACKDUMP_DUMP_TEXT\"'";
 
 const COMPARE_HELP: &str = "\
 Give JSON dumps (stackdump-*.json) or directories of them, e.g. the --out directory of periodic
@@ -251,6 +283,42 @@ pub struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("targets").args(["pids", "pid_opts"]).required(true).multiple(true)))]
+pub struct WatchArgs {
+    /// The processes to watch, all in one loop.
+    #[arg(value_name = "PID", value_parser = parse_pid)]
+    pub pids: Vec<i32>,
+    /// A process to watch (the same as a PID argument; may be repeated).
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
+    pub pid_opts: Vec<i32>,
+    /// How long threads must stay stuck (not run, in a call that waits for something that
+    /// should finish) before evidence is taken (e.g. 30s, 5m). Sampled every quarter of it, at
+    /// most every 15 s.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub stuck: Duration,
+    /// Where to write the evidence (created 0700 if missing; default: the current directory).
+    #[arg(short = 'o', long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// After each evidence, run `sh -c CMD` with STACKDUMP_PID, STACKDUMP_DUMP,
+    /// STACKDUMP_DUMP_TEXT and STACKDUMP_SUMMARY set (not waited for).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// At most one evidence per process per this long (the same threads in the same places
+    /// are reported once whatever the gap).
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse_duration_or_zero)]
+    pub min_gap: Duration,
+    /// Exit (0) after the first evidence.
+    #[arg(long)]
+    pub once: bool,
+    /// Stop watching after this long (exit 0).
+    #[arg(long = "for", value_name = "DUR", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// How long to wait for a dump from the library (when it takes the evidence).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
 pub struct CompareArgs {
     /// JSON dump files, or directories of them.
     #[arg(required = true, value_name = "FILE|DIR")]
@@ -364,6 +432,7 @@ impl Cli {
                     a.format = StackFormat::Json;
                 }
             }
+            Command::Watch(a) => a.pids.append(&mut a.pid_opts),
             Command::Compare(a) if a.json => a.format = OutputFormat::Json,
             Command::List(a) if a.json => a.format = OutputFormat::Json,
             _ => {}
@@ -394,6 +463,17 @@ pub struct SignalsArgs {
     /// Real-time numbering (default: the C library of this build).
     #[arg(long, value_enum)]
     pub libc: Option<LibcArg>,
+}
+
+/// A duration, or `0` / `0s` for none (`--min-gap 0`: only the one-evidence-per-episode rule).
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    match parse_duration(s) {
+        Err(e) if e.contains("more than zero") => Ok(Duration::ZERO),
+        r => r,
+    }
 }
 
 fn parse_pid(s: &str) -> Result<i32, String> {
@@ -478,6 +558,39 @@ mod tests {
         assert!(p(&["compare"]).is_err());
         assert!(p(&["compare", "a", "b", "--format", "json"]).is_ok());
         assert!(p(&["compare", "a", "--format", "folded"]).is_err());
+    }
+
+    #[test]
+    fn watch_options() {
+        let p = |args: &[&str]| {
+            Cli::try_parse_from(["stackdump"].iter().chain(args)).map(Cli::normalized)
+        };
+        let Command::Watch(w) = p(&["watch", "1", "-p", "2", "--stuck", "30s"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(w.pids, [1, 2]);
+        assert_eq!(w.stuck, Duration::from_secs(30));
+        assert_eq!(w.min_gap, Duration::from_secs(600));
+        assert!(!w.once && w.for_.is_none() && w.out.is_none() && w.exec.is_none());
+        let Command::Watch(w) = p(&["watch", "1", "--stuck", "1s", "--min-gap", "0"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(w.min_gap, Duration::ZERO);
+        assert!(p(&["watch", "1"]).is_err()); // --stuck is required
+        assert!(p(&["watch", "--stuck", "1s"]).is_err()); // a pid is
+        assert!(p(&["watch", "1", "--stuck", "10"]).is_err()); // units are
+        assert!(p(&["watch", "1", "--stuck", "0s"]).is_err());
+        assert!(p(&["watch", "1", "--stuck", "1s", "--min-gap", "5"]).is_err());
+        assert!(p(&[
+            "watch", "1", "--stuck", "1s", "--once", "--for", "1m", "--exec", "true", "-o", "d"
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -218,8 +218,7 @@ fn emit(
 ) -> anyhow::Result<()> {
     let pid = armed.target.pid;
     if let Some(out) = &args.out {
-        for (name, bytes) in fetched.files.values() {
-            let path = save(out, pid, name, bytes)?;
+        for (_, path) in save_all(out, pid, fetched)? {
             println!("{}", path.display());
         }
         if args.format == StackFormat::Folded {
@@ -305,6 +304,79 @@ fn emit(
     *first = true;
     stdout.flush()?;
     Ok(())
+}
+
+/// Save every file of a fetched dump in `out` ([`save`]); their paths, by format.
+fn save_all(out: &Path, pid: i32, fetched: &Fetched) -> anyhow::Result<Vec<(DumpFormat, PathBuf)>> {
+    let mut saved = Vec::new();
+    for (format, (name, bytes)) in &fetched.files {
+        saved.push((*format, save(out, pid, name, bytes)?));
+    }
+    Ok(saved)
+}
+
+/// What [`dump_into`] saved: each file's path, and the JSON dump when the target writes one.
+pub struct Saved {
+    pub files: Vec<(DumpFormat, PathBuf)>,
+    pub json: Option<Dump>,
+}
+
+/// `stackdump dump PID --out DIR` for one process, as `stackdump watch` takes its evidence: the
+/// same checks, the same signal-free request to the dump thread, the same copies in `out`;
+/// nothing printed. `Ok(None)` when the checks refuse (the library is not loaded, not ready,
+/// or may not be signalled): the caller inspects from outside instead.
+pub fn dump_into(
+    pid: i32,
+    out: &Path,
+    timeout: Duration,
+    interrupt: &Interrupt,
+) -> anyhow::Result<Option<Saved>> {
+    let args = DumpArgs {
+        pids: vec![pid],
+        pid_opts: Vec::new(),
+        subprocesses: false,
+        format: StackFormat::Text,
+        native_all: false,
+        json: false,
+        folded_root: crate::cli::FoldedRoot::None,
+        out: Some(out.to_path_buf()),
+        timeout,
+        signal: None,
+        force: false,
+        every: None,
+        count: None,
+        for_: None,
+    };
+    let mut armed = match arm(pid, &args) {
+        Ok(a) => a,
+        Err(e)
+            if matches!(
+                e.downcast_ref::<TargetError>(),
+                Some(TargetError::Refused { .. } | TargetError::PermissionDenied { .. })
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let id = fetch::request_id();
+    let at = std::time::SystemTime::now();
+    fetch::trigger(&armed.target, &armed.signal, id)?;
+    let fetched = take(
+        &mut armed,
+        Instant::now() + timeout,
+        timeout,
+        interrupt,
+        id,
+        at,
+    )?;
+    let files = save_all(out, pid, &fetched)?;
+    let json = fetched
+        .files
+        .contains_key(&DumpFormat::Json)
+        .then(|| parse_json(pid, &fetched))
+        .transpose()?;
+    Ok(Some(Saved { files, json }))
 }
 
 /// Save a dump in `out` as `stackdump-<pid>-<time>Z.<ext>` (pid as seen from here), atomically.

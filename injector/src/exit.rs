@@ -5,9 +5,9 @@
 //! | 0 | done |
 //! | 1 | failed at run time: the target is gone or a zombie, no dump before the deadline, an unsafe file, an I/O error |
 //! | 2 | bad usage: unknown signal or architecture, a trigger signal that cannot work (KILL, STOP, faults, job control), bad duration, bad flags; a thread id instead of a process id, a kernel thread; an `--out` directory that is a symlink, not ours or writable by others; `compare` of files that are not dumps |
-//! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission (`dump`; `inspect` without ptrace permission says why on stderr, prints the kernel view and exits 0) |
+//! | 3 | refused: the target cannot take a dump safely (trigger signal not caught, library not loaded), or permission (`dump`; `watch` when it may not read the threads' system calls; `inspect` without ptrace permission says why on stderr, prints the kernel view and exits 0) |
 //! | 126, 127 | `run`: the command could not be executed / was not found (as `env` and shells say) |
-//! | 130 | interrupted (Ctrl-C, SIGTERM), in any phase of any subcommand (periodic `dump` stops with 0: Ctrl-C is how it normally ends); within about 50 ms, see [`crate::interrupt`] |
+//! | 130 | interrupted (Ctrl-C, SIGTERM), in any phase of any subcommand (periodic `dump` and `watch` stop with 0: Ctrl-C is how they normally end); within about 50 ms, see [`crate::interrupt`] |
 //!
 //! `run` passes the exit status of its command through (it execs it).
 

@@ -149,7 +149,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
 }
 
 /// One process: its dump and how the capture went.
-fn inspect_one(
+pub(crate) fn inspect_one(
     pid: i32,
     opts: &capture::Options,
 ) -> anyhow::Result<(stackdump_core::model::Dump, capture::Outcome)> {

@@ -2,6 +2,7 @@
 //!
 //! - `dump`: check → trigger → wait → read → print, once or periodically ([`dump`]).
 //! - `inspect`: any process, from outside: stacks, kernel view, findings ([`inspect_cmd`]).
+//! - `watch`: the watchdog from outside: evidence when threads stay stuck ([`watch`]).
 //! - `compare`: what is stuck across dumps ([`compare_cmd`]).
 //! - `run`: exec a command with libstackdump.so preloaded ([`run`]).
 //! - `list`: processes with the library loaded ([`list`]).
@@ -25,6 +26,7 @@ mod outdir;
 mod run;
 mod signals_cmd;
 mod target;
+mod watch;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Dump(args) => dump::run(args),
         cli::Command::Inspect(args) => inspect_cmd::run(args),
+        cli::Command::Watch(args) => watch::run(args),
         cli::Command::Compare(args) => compare_cmd::run(args),
         cli::Command::Run(args) => run::run(args),
         cli::Command::List(args) => list::run(args),

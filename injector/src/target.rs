@@ -380,7 +380,7 @@ pub struct Target {
     dump_tid: std::cell::OnceCell<Option<i32>>,
 }
 
-fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
+pub(crate) fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
     std::fs::read(format!("/proc/{pid}/{file}")).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
         io::ErrorKind::PermissionDenied => TargetError::PermissionDenied {

@@ -331,6 +331,20 @@ impl Watch {
             .collect()
     }
 
+    /// Take `run` as `tid`'s counter without counting it as a run, when `place` is where it was
+    /// reported stuck: the watchdog's own dump moved it (a capture signal, or a ptrace stop,
+    /// makes a thread blocked in a call run for a moment and go back to the same call), and
+    /// that is not the thread running and getting stuck again. Elsewhere, or unreadable, the
+    /// next sample sees it as having run.
+    pub fn absorb(&mut self, tid: Tid, run: Option<(u64, u64)>, place: &Place) {
+        if run.is_none() || place.tid != tid || !self.reported.contains(place) {
+            return;
+        }
+        if let Some(t) = self.tracks.get_mut(&tid) {
+            t.run = run;
+        }
+    }
+
     /// Do not look at `tid` again until it runs (its verdict is idle or not waiting whatever
     /// happens around it).
     pub fn settle(&mut self, tid: Tid) {
@@ -567,6 +581,46 @@ impl Sampler {
             .watch
             .decide(now, &places)
             .map(|episode| Alarm { episode, reasons }))
+    }
+}
+
+impl Sampler {
+    /// After the dump of `alarm` was taken: its threads' counters are read again and, for the
+    /// threads still in the place they were reported stuck in, taken as they are
+    /// ([`Watch::absorb`]). Without this, a dump that signals or stops a stuck thread makes it
+    /// look as if it ran, and the same episode is reported again after the minimum gap.
+    ///
+    /// A thread still runnable (finishing its capture handler) is looked at again, a few times
+    /// 2 ms apart, so that its counter is read once it is back asleep.
+    pub fn after_dump(&mut self, alarm: &Alarm) {
+        for &(tid, _) in &alarm.episode.threads {
+            for attempt in 0..5 {
+                let Ok((name, kernel, _)) = self.reader.kernel_view(tid) else {
+                    break;
+                };
+                if kernel.state == "R" && attempt < 4 {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                // Read after the view: asleep in its call, the counter cannot move meanwhile.
+                let run = match self.counters.get(&tid) {
+                    Some(c) => c.read(),
+                    None => self.reader.run_counter(tid).and_then(|c| c.read()),
+                };
+                let t = Thread {
+                    tid,
+                    name,
+                    kernel,
+                    capture: CaptureStatus::Skipped,
+                    frames: Vec::new(),
+                    truncated: false,
+                    signalled: false,
+                    python: None,
+                };
+                self.watch.absorb(tid, run, &Place::of(&t));
+                break;
+            }
+        }
     }
 }
 
@@ -845,6 +899,29 @@ mod tests {
         assert!(w.decide(s(1), &[(p(1, 8), s(1))]).is_some());
         assert!(w.decide(s(2), &[(p(1, 8), s(2))]).is_none());
         assert!(w.decide(s(2), &[(p(1, 16), s(2))]).is_some());
+    }
+
+    #[test]
+    fn the_watchdogs_own_dump_does_not_make_a_new_episode() {
+        let mut w = Watch::new(s(60), Duration::ZERO);
+        let p = |sp: u64| Place {
+            tid: Tid(1),
+            call: (1, vec![2, 0, 301], sp, 0x40),
+        };
+        w.observe(Tid(1), Some((1, 1)), s(0));
+        assert!(w.decide(s(60), &[(p(8), s(60))]).is_some());
+        // The dump signalled it: its counter moved, it is back in the same place.
+        w.absorb(Tid(1), Some((2, 2)), &p(8));
+        w.observe(Tid(1), Some((2, 2)), s(75));
+        assert_eq!(w.candidates(s(75)), vec![(Tid(1), s(75))]);
+        assert!(w.decide(s(75), &[(p(8), s(75))]).is_none());
+        // Elsewhere after the dump: not absorbed, it ran.
+        w.absorb(Tid(1), Some((3, 3)), &p(16));
+        w.observe(Tid(1), Some((3, 3)), s(90));
+        assert!(w.candidates(s(120)).is_empty());
+        assert_eq!(w.candidates(s(150)), vec![(Tid(1), s(60))]);
+        // A thread that really ran and is stuck again in the same place: a new episode.
+        assert!(w.decide(s(150), &[(p(8), s(60))]).is_some());
     }
 
     #[test]

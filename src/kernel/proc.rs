@@ -268,6 +268,21 @@ impl TaskReader {
 
     /// Open `file` of task `tid` (relative to the task's directory, opened once per task).
     fn open(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+        // A long-lived reader (the watchdog's sampler) may still hold the directory of a thread
+        // that has exited since and whose tid a new thread now has: that directory is the old
+        // thread's, and every open through it fails. Retried once through a fresh directory.
+        let cached = self.dir.as_ref().is_some_and(|(t, _)| *t == tid);
+        match self.open_once(tid, file) {
+            Err(e) if cached && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                self.dir = None;
+                self.open_once(tid, file)
+            }
+            r => r,
+        }
+    }
+
+    /// [`TaskReader::open`] through the directory opened last, when it is `tid`'s.
+    fn open_once(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
         use std::io::Write;
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         use std::os::unix::ffi::OsStrExt;
@@ -729,5 +744,68 @@ mod tests {
         let procs = numeric_entries(Path::new("/proc")).unwrap();
         assert!(procs.contains(&(std::process::id() as i32)));
         assert!(numeric_entries(Path::new("/nonexistent")).is_err());
+    }
+
+    /// A thread started with the tid `want` (root: through `ns_last_pid`), parked until the
+    /// sender is dropped; None when another process took that tid first.
+    fn thread_with_tid(
+        want: i32,
+    ) -> Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)> {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (want - 1).to_string()).ok()?;
+        let h = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as i32);
+            let _ = stop_rx.recv();
+        });
+        let got = tid_rx.recv().unwrap();
+        if got == want {
+            return Some((h, stop_tx));
+        }
+        drop(stop_tx);
+        h.join().unwrap();
+        None
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_reused_tid_is_read_through_its_own_directory() {
+        test_support::needs_root(); // ns_last_pid
+        let mut reader = TaskReader::new("/proc/self");
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as i32);
+            let _ = stop_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The reader keeps its directory; then the thread exits.
+        assert!(reader.run_counter(Tid(tid)).is_some());
+        drop(stop_tx);
+        h.join().unwrap();
+        let task = format!("/proc/self/task/{tid}");
+        let t0 = std::time::Instant::now();
+        while std::path::Path::new(&task).exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "{task} stays"
+            );
+            std::thread::yield_now();
+        }
+        // A new thread with that tid (another process may take it first: try again).
+        let (h, stop) = (0..50)
+            .find_map(|_| thread_with_tid(tid))
+            .expect("no thread got the tid back");
+        assert!(
+            reader
+                .run_counter(Tid(tid))
+                .and_then(|c| c.read())
+                .is_some(),
+            "the new thread {tid} is read through its own directory"
+        );
+        drop(stop);
+        h.join().unwrap();
     }
 }

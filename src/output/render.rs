@@ -172,6 +172,21 @@ fn process(out: &mut String, p: &ProcessFacts) {
     }
 }
 
+/// `trigger: watchdog (STACKDUMP_WATCH=60000 ms): 4 thread(s) stuck: 12 for 63 s, ...`.
+fn watchdog_line(out: &mut String, setting: &str, w: &crate::model::WatchdogTrigger) {
+    let _ = writeln!(
+        out,
+        "trigger: watchdog ({setting}{} ms): {} thread(s) stuck: {}",
+        w.watch_ms,
+        w.threads.len(),
+        w.threads
+            .iter()
+            .take(12)
+            .map(|t| format!("{} for {} s", t.tid, t.stuck_ms / 1000))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
 /// The first line of an `inspect` capture: who looked, and that nothing was done to the process.
 fn inspected_by(out: &mut String, d: &Dump) {
     let _ = write!(out, "inspected from outside");
@@ -219,22 +234,15 @@ fn header(out: &mut String, d: &Dump) {
             if c.method == CaptureMethod::OutsideConsistent { ", all at once" } else { ", one at a time" },
             c.duration_us as f64 / 1000.0
         );
+        if let Some(w) = &d.trigger.watchdog {
+            // `stackdump watch` took this inspect.
+            watchdog_line(out, "stackdump watch --stuck ", w);
+        }
         return;
     }
     let tr = &d.trigger;
     if let Some(w) = &tr.watchdog {
-        let _ = writeln!(
-            out,
-            "trigger: watchdog (STACKDUMP_WATCH={} ms): {} thread(s) stuck: {}",
-            w.watch_ms,
-            w.threads.len(),
-            w.threads
-                .iter()
-                .take(12)
-                .map(|t| format!("{} for {} s", t.tid, t.stuck_ms / 1000))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        watchdog_line(out, "STACKDUMP_WATCH=", w);
     } else {
         let _ = write!(out, "trigger: SIG{}", Esc(&tr.signal));
         match tr.sender_pid {
