@@ -467,6 +467,8 @@ mod tests {
                 name: name.into(),
                 first_line: None,
                 entry: false,
+                frame: None,
+                locals: Vec::new(),
             }),
             module: None,
             file: Some("app.py".into()),
