@@ -121,12 +121,31 @@ pub fn type_name(r: &Reader, obj: u64) -> Option<String> {
         return None;
     }
     let bytes = &buf[..n];
-    Some(match bytes.iter().position(|&b| b == 0) {
-        Some(end) => String::from_utf8_lossy(&bytes[..end]).into_owned(),
-        None => format!(
-            "{}…",
-            String::from_utf8_lossy(&bytes[..n.min(MAX_NAME)]).trim_end_matches('\u{fffd}')
-        ),
+    let (name, cut) = match bytes.iter().position(|&b| b == 0) {
+        Some(end) => (String::from_utf8_lossy(&bytes[..end]), false),
+        None => (String::from_utf8_lossy(&bytes[..n.min(MAX_NAME)]), true),
+    };
+    // The target chose these bytes: no control character goes into a repr.
+    let mut out: String = name
+        .chars()
+        .map(|c| escape_char(c).unwrap_or_else(|| c.to_string()))
+        .collect();
+    if cut {
+        out.push('…');
+    }
+    Some(out)
+}
+
+/// How Python's `repr` writes a character it does not show as it is: the controls, format
+/// characters and separators (`None`: shown as it is; quotes and backslashes are the caller's).
+fn escape_char(c: char) -> Option<String> {
+    Some(match c {
+        '\n' => "\\n".to_string(),
+        '\r' => "\\r".to_string(),
+        '\t' => "\\t".to_string(),
+        c if (c as u32) < 0x100 && c.is_control() => format!("\\x{:02x}", c as u32),
+        c if c.is_control() || invisible(c) => format!("\\u{:04x}", c as u32),
+        _ => return None,
     })
 }
 
@@ -357,13 +376,8 @@ pub fn str_repr(s: &str, length: u64) -> String {
     for c in s.chars() {
         let piece = match c {
             '\\' => "\\\\".to_string(),
-            '\n' => "\\n".to_string(),
-            '\r' => "\\r".to_string(),
-            '\t' => "\\t".to_string(),
             c if c == q => format!("\\{c}"),
-            c if (c as u32) < 0x100 && c.is_control() => format!("\\x{:02x}", c as u32),
-            c if c.is_control() || invisible(c) => format!("\\u{:04x}", c as u32),
-            c => c.to_string(),
+            c => escape_char(c).unwrap_or_else(|| c.to_string()),
         };
         let width = piece.chars().count();
         if shown + width > MAX_QUOTED {
