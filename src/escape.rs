@@ -130,6 +130,16 @@ fn escaped(s: &str, needs: impl Fn(char) -> bool) -> String {
     out
 }
 
+/// A value already written in a quoting of its own (a Python repr, whose `\\` and `\\n` are
+/// Python's escapes): every control character escaped, line breaks and tabs too, backslashes
+/// left alone (doubling them would change the repr). Borrowed when there is nothing to escape.
+pub fn quoted(s: &str) -> Cow<'_, str> {
+    if !needs_escape(s, false, false) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(escaped(s, is_control))
+}
+
 /// [`text`] of bytes that may not be UTF-8 (a side file written by the target).
 pub fn text_bytes(b: &[u8]) -> Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(b) {
@@ -196,6 +206,11 @@ mod tests {
         assert_eq!(field("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(field("\u{a0}é"), "\u{a0}é");
         assert_eq!(format!("[{}]", Esc("x\x1by")), "[x\\ey]");
+        assert_eq!(
+            quoted("'a\\nb' \x1b[2J\n\u{202e}"),
+            "'a\\nb' \\e[2J\\n\\u{202e}"
+        );
+        assert!(matches!(quoted("b'\\x00'"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -280,6 +280,11 @@ pub struct InspectArgs {
     /// Stop every thread first (a coherent cut), copy all, then let all go.
     #[arg(long)]
     pub consistent: bool,
+    /// Python: show each frame's arguments and local variables (bounded reprs of None, bool,
+    /// int, float, str and bytes; containers by type and length), read from the process's
+    /// memory. Off by default: locals can hold secrets.
+    #[arg(long)]
+    pub locals: bool,
 }
 
 #[derive(Debug, Args)]
@@ -384,6 +389,13 @@ pub struct DumpArgs {
     /// With --every: for how long to take dumps.
     #[arg(long = "for", value_name = "DUR", requires = "every", value_parser = parse_duration)]
     pub for_: Option<Duration>,
+    /// Python: show each frame's arguments and local variables (bounded reprs of None, bool,
+    /// int, float, str and bytes; containers by type and length). Read by stackdump itself from
+    /// outside, at the frames the dump recorded (needs the right to ptrace the process); the
+    /// library never writes them, so they are never in a dump file. Off by default: locals
+    /// can hold secrets.
+    #[arg(long, conflicts_with = "out")]
+    pub locals: bool,
 }
 
 #[derive(Debug, Args)]

@@ -103,7 +103,19 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
         ))
         .into())
     };
-    let formats = if args.out.is_some() {
+    let formats = if args.locals {
+        // The locals are read here, at the frames the JSON dump records (--out conflicts).
+        if args.format == StackFormat::Folded {
+            return Err(UsageError(
+                "--locals shows nothing in folded stacks; use --format text or json".into(),
+            )
+            .into());
+        }
+        needs_json(
+            "--locals reads the Python frames of its JSON dumps (STACKDUMP_FORMAT=text,json)",
+        )?;
+        vec![DumpFormat::Json]
+    } else if args.out.is_some() {
         if args.format == StackFormat::Folded {
             needs_json("--format folded needs its JSON dumps; use --format text")?;
         }
@@ -237,6 +249,9 @@ fn emit(
         emitted.folded.push(parse_json(pid, fetched)?);
         return Ok(());
     }
+    if args.locals {
+        return emit_with_locals(pid, fetched, args, multi, emitted);
+    }
     let first = &mut emitted.printed;
     let mut stdout = std::io::stdout().lock();
     match args.format {
@@ -337,6 +352,7 @@ pub fn dump_into(
         subprocesses: false,
         format: StackFormat::Text,
         native_all: false,
+        locals: false,
         json: false,
         folded_root: crate::cli::FoldedRoot::None,
         out: Some(out.to_path_buf()),
@@ -377,6 +393,55 @@ pub fn dump_into(
         .then(|| parse_json(pid, &fetched))
         .transpose()?;
     Ok(Some(Saved { files, json }))
+}
+
+/// `--locals`: the JSON dump with the locals of its Python frames, read here from outside
+/// (`stackdump_core::outside::locals`), printed as text or JSON. When they cannot be read (no
+/// permission to read the target's memory), the dump is printed without them and stderr and
+/// the dump's `errors` say why.
+fn emit_with_locals(
+    pid: i32,
+    fetched: &Fetched,
+    args: &DumpArgs,
+    multi: bool,
+    emitted: &mut Emitted,
+) -> anyhow::Result<()> {
+    let mut dump = parse_json(pid, fetched)?;
+    if let Err(why) = stackdump_core::outside::locals::add_locals(pid, &mut dump) {
+        warn(format_args!("process {pid}: {why}"));
+        dump.errors.push(format!("python: {why}"));
+    }
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        StackFormat::Json => {
+            let json = if multi {
+                serde_json::to_string(&dump)?
+            } else {
+                serde_json::to_string_pretty(&dump)?
+            };
+            // DEL and C1 characters in names, which serde_json writes raw, escaped too.
+            stdout.write_all(stackdump_core::escape::json(&json).as_bytes())?;
+            writeln!(stdout)?;
+        }
+        _ => {
+            if emitted.printed {
+                writeln!(stdout)?;
+            }
+            let text = stackdump_core::output::render::text_with(
+                &dump,
+                &stackdump_core::output::render::TextOptions {
+                    native_all: args.native_all,
+                },
+            );
+            stdout.write_all(text.as_bytes())?;
+            if !text.ends_with('\n') {
+                writeln!(stdout)?;
+            }
+        }
+    }
+    emitted.printed = true;
+    stdout.flush()?;
+    Ok(())
 }
 
 /// Save a dump in `out` as `stackdump-<pid>-<time>Z.<ext>` (pid as seen from here), atomically.

@@ -44,6 +44,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     };
     let opts = capture::Options {
         consistent: args.consistent,
+        locals: args.locals,
         cancel: &cancel,
         on_stopped: &on_stopped,
         cache: stackdump_core::stack::dwarfcache::DwarfCache::from_env(),

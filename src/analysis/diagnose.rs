@@ -1009,6 +1009,8 @@ pub(crate) mod tests {
                 name: f.function.clone().unwrap_or_default(),
                 first_line: None,
                 entry: false,
+                frame: None,
+                locals: Vec::new(),
             });
         }
         assert_eq!(stack_preview(&t, 5), "write ← _db_execute ← handle_request");

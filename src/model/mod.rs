@@ -572,6 +572,25 @@ pub struct PyFrameInfo {
     /// `_PyEval_EvalFrameDefault` frame).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub entry: bool,
+    /// The address of the frame in the interpreter: its `_PyInterpreterFrame` (3.11+) or
+    /// `PyFrameObject` (3.8-3.10). `stackdump dump --locals` reads the locals there, from
+    /// outside, after the dump (the library never writes locals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<Addr>,
+    /// The frame's arguments and local variables, as bounded reprs read from the
+    /// interpreter's memory (`--locals` only: never by default, locals can hold secrets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locals: Vec<PyLocal>,
+}
+
+/// One argument or local variable of a Python frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PyLocal {
+    /// Its name (`co_varnames`, or `co_localsplusnames` from 3.11 on).
+    pub name: String,
+    /// Its value in words, bounded: `42`, `'text'`, `b'\x00'`, `None`, `<list of 3>`,
+    /// `<Widget object at 0x7f…>`; read, never computed by the interpreter.
+    pub repr: String,
 }
 
 /// Something that looks wrong, with its evidence.

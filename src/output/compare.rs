@@ -900,6 +900,8 @@ mod tests {
             name: "handler".into(),
             first_line: Some(3),
             entry: true,
+            frame: None,
+            locals: Vec::new(),
         });
         p.frames.insert(1, py);
         assert!(unmoved(&d, &a, &p));

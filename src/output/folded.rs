@@ -236,6 +236,8 @@ mod tests {
             name: "handle".into(),
             first_line: Some(10),
             entry: true,
+            frame: None,
+            locals: Vec::new(),
         });
         let d = dump(vec![t]);
         let opts = |root| Options {

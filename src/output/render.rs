@@ -4,7 +4,7 @@
 //! threads that share it). The JSON form is `serde_json` of [`Dump`].
 
 use crate::analysis::syscall::syscall_in;
-use crate::escape::{field, Esc};
+use crate::escape::{self, field, Esc};
 use crate::model::{CaptureMethod, CaptureStatus, Dump, Frame, ProcessFacts, Thread};
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -348,6 +348,7 @@ fn thread_stack(out: &mut String, t: &Thread, opts: &TextOptions) {
             continue;
         }
         let _ = writeln!(out, "   #{i:<3} {}", frame(&t.frames[i]));
+        locals(out, &t.frames[i]);
         i += 1;
     }
     if t.truncated {
@@ -359,6 +360,7 @@ fn thread_stack(out: &mut String, t: &Thread, opts: &TextOptions) {
         }
         for (i, f) in py.frames.iter().enumerate() {
             let _ = writeln!(out, "   py#{i:<3} {}", frame(f));
+            locals(out, f);
         }
     }
     if let Some(ks) = &k.kernel_stack {
@@ -424,6 +426,19 @@ fn interpreter_runs(frames: &[Frame]) -> Vec<(usize, usize)> {
     runs
 }
 
+/// A Python frame's locals (`--locals`), one per line under the frame: `      name = repr`.
+fn locals(out: &mut String, f: &Frame) {
+    for l in f.python.iter().flat_map(|p| &p.locals) {
+        // The repr's backslashes are Python's escapes: kept, controls escaped.
+        let _ = writeln!(
+            out,
+            "         {} = {}",
+            Esc(&l.name),
+            escape::quoted(&l.repr)
+        );
+    }
+}
+
 /// One frame in words: `worker_level_07 at parked.c:45 in parked (0x55d0a1b2)`.
 pub fn frame(f: &Frame) -> String {
     let mut s = String::new();
@@ -466,6 +481,43 @@ mod tests {
     use crate::analysis::syscall::syscall;
 
     #[test]
+    fn locals_are_listed_under_their_frame_escaped() {
+        use crate::analysis::diagnose::tests::{dump, frames, thread};
+        use crate::model::{Addr, PyFrameInfo, PyLocal, SyscallState};
+        let mut t = thread(1, "python3", SyscallState::Running, None);
+        let local = |name: &str, repr: &str| PyLocal {
+            name: name.into(),
+            repr: repr.into(),
+        };
+        t.frames = vec![Frame {
+            python: Some(PyFrameInfo {
+                code: Addr(0x7000),
+                name: "work".into(),
+                first_line: None,
+                entry: true,
+                frame: Some(Addr(0x9000)),
+                locals: vec![local("n", "42"), local("s\u{1b}[2J", "'x\u{1b}'")],
+            }),
+            module: None,
+            file: Some("app.py".into()),
+            line: Some(3),
+            ..frames(&["work"]).remove(0)
+        }];
+        let out = text(&dump(vec![t.clone()]));
+        assert!(
+            out.contains(
+                "   #0   [py] work at app.py:3\n         n = 42\n         s\\e[2J = 'x\\e'\n"
+            ),
+            "{out}"
+        );
+        // Without locals, nothing more than the frame line.
+        t.frames[0].python.as_mut().unwrap().locals.clear();
+        let out = text(&dump(vec![t]));
+        assert!(out.contains("   #0   [py] work at app.py:3\n"), "{out}");
+        assert!(!out.contains(" = "), "{out}");
+    }
+
+    #[test]
     fn the_interpreters_frames_between_python_frames_are_one_line() {
         use crate::analysis::diagnose::tests::{dump, frames, thread};
         use crate::model::{Addr, PyFrameInfo, SyscallState};
@@ -475,6 +527,8 @@ mod tests {
                 name: name.into(),
                 first_line: None,
                 entry: false,
+                frame: None,
+                locals: Vec::new(),
             }),
             module: None,
             file: Some("app.py".into()),

@@ -62,6 +62,9 @@ pub struct Options<'a> {
     pub on_stopped: &'a dyn Fn(Tid),
     /// Where decompressed debug sections are kept between runs (None: decompressed each time).
     pub cache: Option<DwarfCache>,
+    /// Read the arguments and local variables of Python frames (never by default: they can
+    /// hold secrets).
+    pub locals: bool,
 }
 
 impl Default for Options<'_> {
@@ -73,6 +76,7 @@ impl Default for Options<'_> {
             cancel: &|| false,
             on_stopped: &|_| {},
             cache: None,
+            locals: false,
         }
     }
 }
@@ -467,7 +471,18 @@ impl Capture {
             t.signalled = false;
         }
         dump.errors.extend(jit.problem.take());
-        crate::python::annotate(&mut dump.threads, &memory, &maps, &root, &mut dump.errors);
+        crate::python::annotate_with(
+            &mut crate::python::Finder::new(),
+            &crate::python::Limits {
+                locals: opts.locals,
+                ..crate::python::Limits::default()
+            },
+            &mut dump.threads,
+            &memory,
+            &maps,
+            &root,
+            &mut dump.errors,
+        );
         // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
         // allocations): done on a thread of its own, off the path to the output.
         let garbage = (symbols, memo, modules, maps);
@@ -803,7 +818,7 @@ fn symbolize(
 }
 
 /// The errno of reading a little of the target's memory, when that fails.
-fn memory_denied(pid: i32, maps: &[Mapping]) -> Option<i32> {
+pub(crate) fn memory_denied(pid: i32, maps: &[Mapping]) -> Option<i32> {
     let m = maps.iter().find(|m| m.readable && m.end > m.start)?;
     let mut buf = [0u8; 8];
     let mut local = [std::io::IoSliceMut::new(&mut buf)];

@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod inspect;
+pub mod locals;
 
 use crate::analysis::diagnose;
 use crate::model::{Dump, Pid};

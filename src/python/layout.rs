@@ -111,12 +111,19 @@ pub struct Layout {
     pub frame: FrameLayout,
     /// Bytes to read for one frame (covers every field above).
     pub frame_size: u64,
+    /// Where a frame's local variables start: `f_localsplus` (3.8-3.10) or `localsplus`
+    /// (3.11+), an array of object pointers (tagged references from 3.14).
+    pub frame_localsplus: u64,
 
     pub co_filename: u64,
     pub co_name: u64,
     pub co_qualname: Option<u64>,
     pub co_firstlineno: u64,
     pub co_linetable: u64,
+    /// The names of the local variables, a tuple of `str`: `co_varnames` (3.8-3.10: the
+    /// first `co_nlocals` slots of `f_localsplus`) or `co_localsplusnames` (3.11+: every slot
+    /// of `localsplus`, cells and free variables included).
+    pub co_localsnames: u64,
     /// 3.8-3.10: `co_code`, a bytes object holding the bytecode.
     pub co_code: Option<u64>,
     /// 3.11+: the bytecode is inline in the code object, from this offset; its length in code
@@ -214,61 +221,76 @@ const PTR: u64 = 8;
 
 /// The hard-coded layout of 3.8-3.12, or `None` for other versions.
 pub fn builtin(version: Version) -> Option<Layout> {
-    let common_old =
-        |f_lasti: u64, f_lineno: u64, lines: LineFormat, modules: u64, gil_at: u64| Layout {
-            version,
-            free_threaded: false,
-            from_debug_offsets: false,
-            runtime_interpreters_head: 0x20,
-            interp_next: 0,
-            interp_threads_head: 0x8,
-            interp_modules: Some(modules),
-            ts_next: 0x8,
-            ts_interp: 0x10,
-            ts_frame: 0x18,
-            cframe_current_frame: None,
-            ts_thread_id: 0xb0,
-            ts_native_thread_id: None,
-            frame: FrameLayout::Object {
-                f_back: 0x18,
-                f_code: 0x20,
-                f_lasti,
-                f_lineno,
+    let common_old = |f_lasti: u64,
+                      f_lineno: u64,
+                      f_localsplus: u64,
+                      lines: LineFormat,
+                      modules: u64,
+                      gil_at: u64| Layout {
+        version,
+        free_threaded: false,
+        from_debug_offsets: false,
+        runtime_interpreters_head: 0x20,
+        interp_next: 0,
+        interp_threads_head: 0x8,
+        interp_modules: Some(modules),
+        ts_next: 0x8,
+        ts_interp: 0x10,
+        ts_frame: 0x18,
+        cframe_current_frame: None,
+        ts_thread_id: 0xb0,
+        ts_native_thread_id: None,
+        frame: FrameLayout::Object {
+            f_back: 0x18,
+            f_code: 0x20,
+            f_lasti,
+            f_lineno,
+        },
+        frame_size: f_lineno + 4,
+        frame_localsplus: f_localsplus,
+        co_filename: 0x68,
+        co_name: 0x70,
+        co_qualname: None,
+        co_firstlineno: 0x28,
+        co_linetable: 0x78,
+        co_localsnames: 0x48,
+        co_code: Some(0x30),
+        co_code_adaptive: None,
+        code_size: 0x78 + PTR,
+        lines,
+        ob_type: 8,
+        var_ob_size: 16,
+        bytes_sval: 32,
+        unicode_length: 16,
+        unicode_state: 32,
+        unicode_ascii_size: 48,
+        unicode_compact_size: 72,
+        unicode_kind_shift: 2,
+        dict: DictLayout {
+            ma_keys: 0x20,
+            ma_values: 0x28,
+            keys_311: false,
+            instance: InstanceDict::DictOffset {
+                tp_dictoffset: 0x120,
             },
-            frame_size: f_lineno + 4,
-            co_filename: 0x68,
-            co_name: 0x70,
-            co_qualname: None,
-            co_firstlineno: 0x28,
-            co_linetable: 0x78,
-            co_code: Some(0x30),
-            co_code_adaptive: None,
-            code_size: 0x78 + PTR,
-            lines,
-            ob_type: 8,
-            var_ob_size: 16,
-            bytes_sval: 32,
-            unicode_length: 16,
-            unicode_state: 32,
-            unicode_ascii_size: 48,
-            unicode_compact_size: 72,
-            unicode_kind_shift: 2,
-            dict: DictLayout {
-                ma_keys: 0x20,
-                ma_values: 0x28,
-                keys_311: false,
-                instance: InstanceDict::DictOffset {
-                    tp_dictoffset: 0x120,
-                },
-            },
-            gil: gil(GilAt::Runtime(gil_at)),
-        };
+        },
+        gil: gil(GilAt::Runtime(gil_at)),
+    };
     match (version.major, version.minor) {
         // `_PyRuntime.ceval.gil`: 1152 (3.8), 352 (3.9, 3.10), 360 (3.11), by gdb; the
         // `gilstate.tstate_current` py-spy reads is 216 bytes further in each.
-        (3, 8) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x38, 1152)),
-        (3, 9) => Some(common_old(0x68, 0x6c, LineFormat::Lnotab, 0x358, 352)),
-        (3, 10) => Some(common_old(0x60, 0x64, LineFormat::Linetable310, 0x358, 352)),
+        // `f_localsplus`: 360 (3.8, 3.9), 352 (3.10); `co_varnames`: 72 (offsetof() with
+        // each version's headers).
+        (3, 8) => Some(common_old(0x68, 0x6c, 360, LineFormat::Lnotab, 0x38, 1152)),
+        (3, 9) => Some(common_old(0x68, 0x6c, 360, LineFormat::Lnotab, 0x358, 352)),
+        (3, 10) => Some(common_old(
+            0x60,
+            0x64,
+            352,
+            LineFormat::Linetable310,
+            0x358,
+            352,
+        )),
         (3, 11) => Some(Layout {
             version,
             free_threaded: false,
@@ -291,11 +313,15 @@ pub fn builtin(version: Version) -> Option<Layout> {
                 is_entry: Some(0x44),
             },
             frame_size: 0x48,
+            // `localsplus` and `co_localsplusnames`: offsetof() with the 3.11 and 3.12
+            // headers (Debian's 3.11 too).
+            frame_localsplus: 72,
             co_filename: 0x70,
             co_name: 0x78,
             co_qualname: Some(0x80),
             co_firstlineno: 0x48,
             co_linetable: 0x88,
+            co_localsnames: 96,
             co_code: None,
             co_code_adaptive: Some(0xb8),
             code_size: 0xb8,
@@ -340,11 +366,15 @@ pub fn builtin(version: Version) -> Option<Layout> {
                 is_entry: None,
             },
             frame_size: 0x48,
+            // `localsplus` and `co_localsplusnames`: offsetof() with the 3.11 and 3.12
+            // headers (Debian's 3.11 too).
+            frame_localsplus: 72,
             co_filename: 0x70,
             co_name: 0x78,
             co_qualname: Some(0x80),
             co_firstlineno: 0x44,
             co_linetable: 0x88,
+            co_localsnames: 96,
             co_code: None,
             co_code_adaptive: Some(0xc0),
             code_size: 0xc0,
@@ -394,12 +424,14 @@ struct DebugIndex {
     frame_executable: usize,
     frame_instr_ptr: usize,
     frame_owner: usize,
+    frame_localsplus: usize,
     code_size: usize,
     code_filename: usize,
     code_name: usize,
     code_qualname: usize,
     code_linetable: usize,
     code_firstlineno: usize,
+    code_localsplusnames: usize,
     code_co_code_adaptive: usize,
     pyobject_ob_type: usize,
     dict_ma_keys: usize,
@@ -441,6 +473,7 @@ const DEBUG_313: DebugIndex = DebugIndex {
     frame_executable: 29,
     frame_instr_ptr: 30,
     frame_owner: 32,
+    frame_localsplus: 31,
     // code_object: size 33, filename 34, name 35, qualname 36, linetable 37, firstlineno 38,
     // argcount 39, localsplusnames 40, localspluskinds 41, co_code_adaptive 42
     code_size: 33,
@@ -449,6 +482,7 @@ const DEBUG_313: DebugIndex = DebugIndex {
     code_qualname: 36,
     code_linetable: 37,
     code_firstlineno: 38,
+    code_localsplusnames: 40,
     code_co_code_adaptive: 42,
     // pyobject: size 43, ob_type 44; type_object 45-48; tuple 49-51; list 52-54;
     // dict: size 55, ma_keys 56, ma_values 57; float 58-59; long 60-62;
@@ -494,6 +528,7 @@ const DEBUG_314: DebugIndex = DebugIndex {
     frame_executable: 32,
     frame_instr_ptr: 33,
     frame_owner: 35,
+    frame_localsplus: 34,
     // code_object: size 38, filename 39, name 40, qualname 41, linetable 42, firstlineno 43,
     // argcount 44, localsplusnames 45, localspluskinds 46, co_code_adaptive 47, co_tlbc 48
     code_size: 38,
@@ -502,6 +537,7 @@ const DEBUG_314: DebugIndex = DebugIndex {
     code_qualname: 41,
     code_linetable: 42,
     code_firstlineno: 43,
+    code_localsplusnames: 45,
     code_co_code_adaptive: 47,
     // pyobject: size 49, ob_type 50; type_object 51-54; tuple 55-57; list 58-60;
     // set 61-64; dict: size 65, ma_keys 66, ma_values 67; float 68-69; long 70-72;
@@ -562,6 +598,7 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
     ]
     .iter()
     .all(|&i| w(i) < frame_size)
+        && w(index.frame_localsplus) <= frame_size
         && frame_size <= 4096
         && code_size <= 4096
         && [
@@ -570,6 +607,7 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
             index.code_qualname,
             index.code_linetable,
             index.code_firstlineno,
+            index.code_localsplusnames,
             index.code_co_code_adaptive,
         ]
         .iter()
@@ -651,11 +689,13 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, String> {
         frame_size: w(index.frame_owner)
             .saturating_add(8)
             .min(frame_size.max(8)),
+        frame_localsplus: w(index.frame_localsplus),
         co_filename: w(index.code_filename),
         co_name: w(index.code_name),
         co_qualname: Some(w(index.code_qualname)),
         co_firstlineno: w(index.code_firstlineno),
         co_linetable: w(index.code_linetable),
+        co_localsnames: w(index.code_localsplusnames),
         co_code: None,
         co_code_adaptive: Some(w(index.code_co_code_adaptive)),
         code_size: w(index.code_co_code_adaptive),
@@ -806,6 +846,8 @@ mod tests {
         );
         assert_eq!((l.co_firstlineno, l.co_linetable), (0x44, 0x88));
         assert_eq!(l.co_code_adaptive, Some(0xc8));
+        // offsetof() with the 3.13.0 headers: localsplus 72, co_localsplusnames 96.
+        assert_eq!((l.frame_localsplus, l.co_localsnames), (72, 96));
         assert_eq!((l.unicode_ascii_size, l.unicode_compact_size), (40, 56));
         assert_eq!((l.bytes_sval, l.var_ob_size, l.ob_type), (32, 16, 8));
         assert_eq!((l.dict.ma_keys, l.dict.ma_values), (0x20, 0x28));

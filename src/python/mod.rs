@@ -31,6 +31,7 @@
 pub mod elf;
 pub mod layout;
 pub mod lines;
+pub mod locals;
 mod names;
 mod read;
 
@@ -38,7 +39,9 @@ pub use elf::{Finder, Located};
 pub use layout::{Layout, Version};
 
 use crate::kernel::proc::Mapping;
-use crate::model::{Addr, Frame, PyFrameInfo, PyMerge, PyThreadInfo, SyscallState, Thread, Tid};
+use crate::model::{
+    Addr, Frame, PyFrameInfo, PyLocal, PyMerge, PyThreadInfo, SyscallState, Thread, Tid,
+};
 use crate::stack::unwind::ProcessMemory;
 use read::Reader;
 use std::collections::{HashMap, HashSet};
@@ -58,6 +61,9 @@ pub struct Limits {
     pub budget: Duration,
     /// Read `threading.Thread` names.
     pub names: bool,
+    /// Read each frame's arguments and local variables ([`locals`]); never by default, since
+    /// locals can hold secrets.
+    pub locals: bool,
 }
 
 impl Default for Limits {
@@ -68,6 +74,7 @@ impl Default for Limits {
             max_frames: 1024,
             budget: Duration::from_millis(500),
             names: true,
+            locals: false,
         }
     }
 }
@@ -89,6 +96,10 @@ pub struct PyFrame {
     pub ip: u64,
     /// The first frame of an evaluator call.
     pub entry: bool,
+    /// Address of the frame: its `_PyInterpreterFrame` (3.11+) or `PyFrameObject`.
+    pub frame: u64,
+    /// Arguments and local variables (read only when [`Limits::locals`] asks).
+    pub locals: Vec<PyLocal>,
 }
 
 /// One Python thread state and its stack.
@@ -303,10 +314,19 @@ pub fn threads_with(
                     break 'walk;
                 };
                 if done.insert(ts) {
-                    let (frames, truncated) = match r.frames(raw.frame, limits.max_frames) {
+                    let (mut frames, truncated) = match r.frames(raw.frame, limits.max_frames) {
                         Ok(f) => (f, None),
                         Err((f, why)) => (f, Some(why)),
                     };
+                    if limits.locals {
+                        for f in &mut frames {
+                            if r.late() {
+                                break;
+                            }
+                            f.locals =
+                                locals::frame_locals(&r, f.frame, f.code).unwrap_or_default();
+                        }
+                    }
                     let tid = raw
                         .native_thread_id
                         .and_then(|n| i32::try_from(n).ok())
@@ -345,6 +365,74 @@ pub fn threads_with(
         threads,
         problems,
     })
+}
+
+/// What [`read_locals`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalsRead {
+    /// Python frames whose locals were read.
+    pub frames: usize,
+    /// Python frames of the dump that no longer run the same code (the call returned since the
+    /// dump, or the thread is gone): no locals for them.
+    pub moved: usize,
+    /// Python frames without a frame address (a dump by an older library).
+    pub unknown: usize,
+    /// The time budget ran out before every frame was read.
+    pub late: bool,
+}
+
+/// Read the locals of the Python frames of `threads` (a dump taken earlier, e.g. by the
+/// library) from the process `memory` reads, at the frame addresses the dump recorded. A
+/// frame is read only if it still runs the code object the dump saw; the locals are those of
+/// now, not of the dump's moment (the same while the thread waits where the dump saw it).
+pub fn read_locals(
+    threads: &mut [Thread],
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    root: &Path,
+    limits: &Limits,
+) -> Result<LocalsRead, PyError> {
+    let start = Instant::now();
+    let mut finder = Finder::new();
+    let loc = match finder.locate(memory.pid, maps, root) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(PyError::NotPython),
+        Err(e) => return Err(PyError::Unreadable(format!("looking for _PyRuntime: {e}"))),
+    };
+    let layout = layout_of(memory, &loc).map_err(|e| match e {
+        LayoutError::Unsupported(s) | LayoutError::Unreadable(s) => PyError::Unreadable(s),
+    })?;
+    let r = Reader::new(memory, &layout, &loc, start + limits.budget);
+    let mut out = LocalsRead::default();
+    for t in threads.iter_mut() {
+        let python_frames = t
+            .python
+            .as_mut()
+            .map(|p| &mut p.frames[..])
+            .unwrap_or_default();
+        for f in t.frames.iter_mut().chain(python_frames.iter_mut()) {
+            let Some(py) = f.python.as_mut() else {
+                continue;
+            };
+            let Some(frame) = py.frame else {
+                out.unknown += 1;
+                continue;
+            };
+            if r.late() {
+                out.late = true;
+                return Ok(out);
+            }
+            if locals::frame_code(&r, frame.0) != Some(py.code.0) {
+                out.moved += 1;
+                continue;
+            }
+            if let Some(l) = locals::frame_locals(&r, frame.0, py.code.0) {
+                py.locals = l;
+                out.frames += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 enum LayoutError {
@@ -540,6 +628,8 @@ pub fn to_frame(f: &PyFrame) -> Frame {
             name: f.name.clone(),
             first_line: f.first_line,
             entry: f.entry,
+            frame: (f.frame != 0).then_some(Addr(f.frame)),
+            locals: f.locals.clone(),
         }),
         jit: None,
     }
@@ -776,6 +866,8 @@ mod tests {
                     code: 0x5000,
                     ip: 0x6000 + i as u64,
                     entry: *entry,
+                    frame: 0x7000 + i as u64,
+                    locals: Vec::new(),
                 })
                 .collect(),
             truncated: None,

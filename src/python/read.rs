@@ -138,6 +138,15 @@ impl<'a> Reader<'a> {
 
     /// A `str` object's text (at most [`MAX_CHARS`] characters, then `…`).
     pub fn string(&self, obj: u64) -> Option<String> {
+        let (mut s, length) = self.string_prefix(obj, MAX_CHARS)?;
+        if length > MAX_CHARS as u64 {
+            s.push('…');
+        }
+        Some(s)
+    }
+
+    /// The first `max` characters of a `str` object, and its length in characters.
+    pub fn string_prefix(&self, obj: u64, max: usize) -> Option<(String, u64)> {
         let l = self.l;
         let head = l.unicode_compact_size as usize;
         let buf = self.read_some(obj, head + 128, head)?;
@@ -167,7 +176,7 @@ impl<'a> Reader<'a> {
         if !matches!(width, 1 | 2 | 4) {
             return None;
         }
-        let chars = (length as usize).min(MAX_CHARS);
+        let chars = (length as usize).min(max);
         let n = chars * width;
         let local = data_at
             .checked_sub(obj)
@@ -203,10 +212,27 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        if chars < length as usize {
-            s.push('…');
+        Some((s, length as u64))
+    }
+
+    /// The first `max` bytes of a `bytes` object, and its length.
+    pub fn bytes_prefix(&self, obj: u64, max: usize) -> Option<(Vec<u8>, u64)> {
+        let l = self.l;
+        let head = self.read(obj, l.bytes_sval as usize)?;
+        if let Some(t) = self.loc.bytes_type {
+            if le_u64(&head, l.ob_type)? != t {
+                return None;
+            }
         }
-        Some(s)
+        let len = le_u64(&head, l.var_ob_size)? as i64;
+        if len < 0 {
+            return None;
+        }
+        let n = (len as u64).min(max as u64) as usize;
+        if n == 0 {
+            return Some((Vec::new(), len as u64));
+        }
+        Some((self.read(obj.wrapping_add(l.bytes_sval), n)?, len as u64))
     }
 
     /// A `bytes` object's content (at most `max` bytes; None if longer).
@@ -378,6 +404,7 @@ impl<'a> Reader<'a> {
                         ),
                     };
                     out.push(frame(
+                        f,
                         code_addr,
                         &code,
                         code.bytecode.wrapping_add(offset.max(0) as u64),
@@ -425,7 +452,7 @@ impl<'a> Reader<'a> {
                     let entry = is_entry
                         .and_then(|o| buf.get(o as usize))
                         .is_some_and(|&b| b != 0);
-                    out.push(frame(code_addr, &code, ip, line, entry));
+                    out.push(frame(f, code_addr, &code, ip, line, entry));
                     f = next;
                 }
             }
@@ -438,8 +465,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn frame(code_addr: u64, code: &Code, ip: u64, line: Option<u32>, entry: bool) -> PyFrame {
+fn frame(
+    addr: u64,
+    code_addr: u64,
+    code: &Code,
+    ip: u64,
+    line: Option<u32>,
+    entry: bool,
+) -> PyFrame {
     PyFrame {
+        frame: addr,
+        locals: Vec::new(),
         function: code.qualname.clone().unwrap_or_else(|| code.name.clone()),
         name: code.name.clone(),
         file: code.filename.clone(),
