@@ -19,7 +19,7 @@
 //! `co_localsplusnames` (cells and free variables included); 3.8-3.10
 //! `PyFrameObject.f_localsplus[]`, whose first `len(co_varnames)` slots are the locals. A slot
 //! holding NULL (a local not bound yet) is left out. At most [`MAX_LOCALS`] per frame. Every
-//! read is a fault-tolerant read of [`Reader`]; a value that cannot be read is named by its
+//! read is a fault-tolerant read of `Reader`; a value that cannot be read is named by its
 //! address, never guessed.
 
 use super::layout::FrameLayout;
@@ -110,7 +110,7 @@ pub fn frame_locals(r: &Reader, frame: u64, code: u64) -> Option<Vec<PyLocal>> {
     Some(out)
 }
 
-/// `tp_name` of the object's type, at most [`MAX_NAME`] bytes (`…` after a longer one).
+/// `tp_name` of the object's type, at most `MAX_NAME` bytes (`…` after a longer one).
 pub fn type_name(r: &Reader, obj: u64) -> Option<String> {
     let ty = r.type_of(obj)?;
     // PyTypeObject: PyObject_VAR_HEAD, then tp_name.
@@ -366,7 +366,7 @@ fn close(mut out: String, q: char, cut: bool, length: u64, unit: &str) -> String
 }
 
 /// A `str` as Python's `repr` writes it, from its first characters `s` and its `length`;
-/// cut after about [`MAX_QUOTED`] characters.
+/// cut after about `MAX_QUOTED` characters.
 pub fn str_repr(s: &str, length: u64) -> String {
     let q = quote_for(s.contains('\''), s.contains('"'));
     let mut out = String::new();
@@ -391,7 +391,7 @@ pub fn str_repr(s: &str, length: u64) -> String {
 }
 
 /// A `bytes` as Python's `repr` writes it (`b'\x00ab'`), from its first bytes `b` and its
-/// `length`; cut after about [`MAX_QUOTED`] characters.
+/// `length`; cut after about `MAX_QUOTED` characters.
 pub fn bytes_repr(b: &[u8], length: u64) -> String {
     let q = quote_for(b.contains(&b'\''), b.contains(&b'"'));
     let mut out = String::from("b");
