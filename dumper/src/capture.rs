@@ -701,6 +701,7 @@ impl DumpThread {
                 (frames, complete)
             },
             &mut |addr| this.borrow().modules.function_start(addr),
+            &mut |addr| this.borrow().jit.region_of(addr).is_some(),
         );
         self.scratch = buf;
         result

@@ -976,20 +976,13 @@ fn java_blocked_on_system_in() {
         nrs: &[SYS_FUTEX],
         input: "hello java\n",
         min_compared: 10,
-        // TODO(issue 13): our unwind of the Java main thread, blocked in System.in's read, goes
-        // from libjava's handleRead straight to the launcher's JavaMain: readBytes, the
-        // interpreter's frames and JavaCalls::call_helper / jni_CallStaticVoidMethod, which
-        // eu-stack shows, are missing. The thread is copied without a signal, so rbp is
-        // recovered from the copy (src/stack/fprecover.rs); the true frame record's unwind runs
-        // through the interpreter's code (no CFI), and a higher record, reached by an indirect
-        // call, gives a complete but shorter stack that is taken. eu-stack has every register
-        // through ptrace and walks the interpreter's frames by rbp.
-        known: &[Known {
-            thread: "java",
-            missing: "readBytes",
-            why: "our unwind skips from handleRead to JavaMain over readBytes and the \
-                  interpreter's frames (eu-stack follows rbp through them)",
-        }],
+        // The Java main thread, blocked in System.in's read under the interpreter, is copied
+        // without a signal and its rbp recovered from the copy (src/stack/fprecover.rs): its
+        // frame records run through JIT code (no CFI, return addresses not after calls) and
+        // JavaCalls::call hands call_helper on as a pointer; both are followed, and the stack
+        // must agree with eu-stack's like every other (it once skipped from handleRead to
+        // JavaMain).
+        known: &[],
     };
     stdin_program(p, &|c| {
         assert!(c.inspect.1.threads > 10, "{} threads", c.inspect.1.threads);

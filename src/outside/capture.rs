@@ -137,6 +137,8 @@ struct Ready {
     maps: Vec<Mapping>,
     modules: Modules,
     loader: DebugLoader,
+    /// Executable memory outside the modules, for the frame-pointer recovery's candidates.
+    jit: JitCode,
 }
 
 impl Prepared {
@@ -189,12 +191,14 @@ impl Prepared {
                 loader.request(&modules, m.range.start);
             }
         }
+        let jit = JitCode::new(&maps, &modules, None);
         Prepared {
             pid,
             ready: Ok(Ready {
                 maps,
                 modules,
                 loader,
+                jit,
             }),
         }
     }
@@ -360,6 +364,7 @@ impl crate::outside::inspect::Visit for Capture {
             runs: counted.as_ref().and_then(|c| c.before),
         };
         let memory = &self.memory;
+        let jit = &ready.jit;
         // Shared by the unwinder and the frame-pointer recovery's function starts.
         let modules = std::cell::RefCell::new(&mut ready.modules);
         let names = &mut self.names;
@@ -386,6 +391,7 @@ impl crate::outside::inspect::Visit for Capture {
             &mut |addr, buf| memory.read(addr, buf),
             &mut unwind,
             &mut |addr| modules.borrow().function_start(addr),
+            &mut |addr| jit.region_of(addr).is_some(),
         );
         if let Some((raw, _)) = taken {
             ready.loader.request_all(&ready.modules, &raw);
@@ -417,6 +423,7 @@ impl Capture {
             maps,
             mut modules,
             mut loader,
+            ..
         } = match ready {
             Ok(r) => r,
             Err(why) => {
@@ -1328,6 +1335,7 @@ mod tests {
                     )
                 },
                 &mut |_| None,
+                &mut |_| false,
             );
             (got.map(|(_, before)| before), runs, reads, unwinds)
         };

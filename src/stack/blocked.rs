@@ -53,6 +53,7 @@ pub fn copy_blocked(
     read: &mut dyn FnMut(u64, &mut [u8]) -> usize,
     unwind: &mut UnwindCopy,
     function_start: &mut dyn FnMut(u64) -> Option<u64>,
+    in_jit: &mut dyn FnMut(u64) -> bool,
 ) -> Option<(RawFrames, Option<(u64, u64)>)> {
     if buf.len() < full {
         buf.resize(full, 0);
@@ -103,6 +104,7 @@ pub fn copy_blocked(
                         read: &mut *read,
                         unwind: &mut *unwind,
                         function_start: &mut *function_start,
+                        in_jit: &mut *in_jit,
                     };
                     crate::stack::fprecover::recover(&regs, &buf[..n], raw, ask)
                 }

@@ -20,7 +20,9 @@
 //! 0. Only a stack whose unwind without rbp stopped in a function with CFI is tried (a frame
 //!    whose CFA is `rbp + 16` stops it: framehop ends a frame-pointer step at rbp = 0).
 //! 1. **Candidates**: every 8-aligned address A of the copy whose next word `[A + 8]` is a
-//!    return address: an address covered by a module's CFI and preceded by a `call` instruction (`e8 rel32`, or `ff /2` in
+//!    return address: an address covered by a module's CFI, or in JIT code (executable memory
+//!    outside every module: a JVM's interpreter and compiled code, which keep frame records
+//!    that the unwinder follows there), and preceded by a `call` instruction (`e8 rel32`, or `ff /2` in
 //!    each of its encodings: register, memory, SIB, disp8/disp32, RIP-relative), read from the
 //!    module's code in the process's memory. Most stack words fail this at once (small
 //!    integers, heap and stack pointers); at most [`MAX_CANDIDATES`] are tried.
@@ -35,7 +37,9 @@
 //!      covering that frame's address (the search table of the module's `.eh_frame_hdr`,
 //!      [`crate::stack::unwind::Modules::function_start`]), or to a wrapper whose first 48
 //!      bytes hold a `jmp` to that start (a tail call: PostgreSQL's `LockAcquire` jumps to
-//!      `LockAcquireExtended`);
+//!      `LockAcquireExtended`) or a RIP-relative `lea` of it (a function pointer handed on and
+//!      tail-called: HotSpot's `JavaCalls::call` → `call_helper`); return addresses in JIT code
+//!      are not checked (HotSpot's interpreter returns to entry points it pushed itself);
 //!    - it reaches a thread entry point (the completeness judge of the caller: the same one as
 //!      for every stack copied without a signal, [`crate::stack::unwind::THREAD_ROOTS`]); reaching the
 //!      frame limit does not count here.
@@ -114,6 +118,9 @@ pub struct Ask<'a, 'u> {
     /// The start of the function (FDE) containing an address
     /// ([`crate::stack::unwind::Modules::function_start`]).
     pub function_start: &'a mut dyn FnMut(u64) -> Option<u64>,
+    /// True for an address in executable memory outside every module (JIT code, an
+    /// interpreter's generated code: [`crate::stack::jit::JitCode::region_of`]).
+    pub in_jit: &'a mut dyn FnMut(u64) -> bool,
 }
 
 /// When `first` (the unwind of `stack` from `regs` without rbp) is not complete, try the frame
@@ -124,6 +131,7 @@ pub fn recover(regs: &Regs, stack: &[u8], first: RawFrames, ask: Ask) -> (RawFra
         read,
         unwind,
         function_start,
+        in_jit,
     } = ask;
     // Only a stack that stopped in a function with CFI (an rbp-based CFA without rbp) is tried.
     let stopped_in_cfi = first
@@ -146,9 +154,10 @@ pub fn recover(regs: &Regs, stack: &[u8], first: RawFrames, ask: Ask) -> (RawFra
     while off + 16 <= stack.len() {
         if let Some(ra) = word(off + 8) {
             let in_copy = (regs.sp..stack_end).contains(&ra);
-            // In a module's CFI (no system call) before its code is read.
-            let mut in_cfi = || plausible_code(ra) && function_start(ra - 1).is_some();
-            if !in_copy && in_cfi() && code.after_call(ra) {
+            // In a module's CFI, or in JIT code (no system call), before its code is read.
+            let mut in_code =
+                || plausible_code(ra) && (function_start(ra - 1).is_some() || in_jit(ra - 1));
+            if !in_copy && in_code() && code.after_call(ra) {
                 candidates.push(regs.sp + off as u64);
                 if candidates.len() > MAX_CANDIDATES {
                     return (first, false);
@@ -166,7 +175,7 @@ pub fn recover(regs: &Regs, stack: &[u8], first: RawFrames, ask: Ask) -> (RawFra
             || raw.end == UnwindEnd::FrameLimit
             || raw.addrs.len() <= n0
             || raw.addrs[..n0] != first.addrs[..]
-            || !code.calls_reach_callees(&raw.addrs, n0, function_start)
+            || !code.calls_reach_callees(&raw.addrs, n0, function_start, in_jit)
         {
             continue;
         }
@@ -289,7 +298,8 @@ impl<'r> Code<'r> {
 
     /// True when the function at `f` is a wrapper that tail-calls `dest`: within its first
     /// [`TAIL_CALL_WINDOW`] bytes, a `jmp rel32` (`e9`) or `jmp rel8` (`eb`) that lands exactly
-    /// on `dest` (e.g. PostgreSQL's `LockAcquire`, which sets one more argument and jumps to
+    /// on `dest`, or a RIP-relative `lea` of exactly `dest` (a function pointer passed on to be
+    /// called in its place) (e.g. PostgreSQL's `LockAcquire`, which sets one more argument and jumps to
     /// `LockAcquireExtended`: the frame above the call to `LockAcquire` is in
     /// `LockAcquireExtended`). Bytes are scanned, not decoded: a byte that is only part of
     /// another instruction would also have to encode a jump to exactly `dest`.
@@ -308,24 +318,34 @@ impl<'r> Code<'r> {
                     .wrapping_add_signed(i64::from(b[i + 1] as i8))
                     == dest
             }
+            // `lea dest(%rip), %reg`: the wrapper passes `dest` on as a function pointer, to
+            // be called by a function it jumps to (HotSpot's `JavaCalls::call` hands
+            // `call_helper` to `os::os_exception_wrapper`, which tail-calls it).
+            0x8d if i + 6 <= TAIL_CALL_WINDOW && b[i + 1] & 0xc7 == 0x05 => {
+                let disp = i32::from_ne_bytes([b[i + 2], b[i + 3], b[i + 4], b[i + 5]]) as i64;
+                f.wrapping_add(i as u64 + 6).wrapping_add_signed(disp) == dest
+            }
             _ => false,
         })
     }
 
     /// True when, from frame `from` on, every return address follows a call (a signal
     /// trampoline excepted: a return address followed by a frame restored from a signal
-    /// context), and every call whose target can be known goes to the function the frame
+    /// context; and return addresses in JIT code), and every call whose target can be known goes to the function the frame
     /// below it is in (directly, or through a PLT entry), per the CFI's function starts.
     fn calls_reach_callees(
         &mut self,
         frames: &[(u64, bool)],
         from: usize,
         function_start: &mut dyn FnMut(u64) -> Option<u64>,
+        in_jit: &mut dyn FnMut(u64) -> bool,
     ) -> bool {
         for i in from.max(1)..frames.len() {
             let (ra, is_return) = frames[i];
             let before_signal_frame = frames.get(i + 1).is_some_and(|&(_, r)| !r);
-            if !is_return || before_signal_frame {
+            // JIT code keeps frame records but not always calls before its return addresses
+            // (HotSpot's interpreter returns to entry points it pushed itself): not checked.
+            if !is_return || before_signal_frame || in_jit(ra.wrapping_sub(1)) {
                 continue;
             }
             if !self.after_call(ra) {
@@ -434,6 +454,24 @@ mod tests {
         assert!(code.tail_calls(0x101100, 0x101180));
         // Past the window, or unreadable: no.
         assert!(!code.tail_calls(0x101180, 0x102000));
+    }
+
+    #[test]
+    fn a_wrapper_that_passes_the_callee_on_as_a_pointer_is_a_tail_call() {
+        // At 0x101000: mov %rdx,%rcx (48 89 d1); lea 0x54d(%rip),%rdi (48 8d 3d 4d 05 00 00):
+        // 0x101000 + 10 + 0x54d = 0x101557; jmp elsewhere.
+        let mut mem = vec![0x90u8; 0x100];
+        mem[..10].copy_from_slice(&[0x48, 0x89, 0xd1, 0x48, 0x8d, 0x3d, 0x4d, 0x05, 0, 0]);
+        mem[10] = 0xe9;
+        let mut read = |addr: u64, buf: &mut [u8]| {
+            let at = (addr - 0x101000) as usize;
+            let n = buf.len().min(mem.len().saturating_sub(at));
+            buf[..n].copy_from_slice(&mem[at..at + n]);
+            n
+        };
+        let mut code = Code::new(&mut read);
+        assert!(code.tail_calls(0x101000, 0x101557));
+        assert!(!code.tail_calls(0x101000, 0x101558));
     }
 
     #[test]
