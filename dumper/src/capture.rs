@@ -18,6 +18,7 @@ use stackdump_core::model::{
     CaptureMethod, CaptureStats, CaptureStatus, CoalescedTrigger, Dump, Frame, KernelView,
     PhaseTimes, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
+use stackdump_core::python::PyProcess;
 use stackdump_core::stack::blocked::{Seen, FIRST_WINDOW};
 use stackdump_core::stack::jit::{JitCode, PerfMapSource};
 use stackdump_core::stack::unwind::{
@@ -239,14 +240,21 @@ impl DumpThread {
         // The perf map is read only if a stack goes through JIT code.
         self.jit = JitCode::new(&maps, &self.modules, Some(PerfMapSource::this_process()));
         let taken = self.take_stacks(pid, &mut threads, &mut errors);
+        // Interpreter frames (CPython), read now, as close to the native copies as possible
+        // (a thread that wakes every millisecond must not have moved in between), and merged
+        // once the native stacks are symbolized.
+        let tids: Vec<Tid> = threads.iter().map(|t| t.tid).collect();
+        let py = crate::python::read(&tids, &maps);
+        if let Ok(p) = &py {
+            unmark_unmoved(&mut threads, p, &mut reader);
+        }
         let t_capture = start.elapsed() - t_kernel;
 
         // Phase 3: symbolize, decode, assemble.
         let t3 = Instant::now();
         let (mut out_threads, captured, runs_at_copy) = self.symbolize_threads(threads, &reader);
         errors.extend(self.jit.problem.take());
-        // Interpreter frames (CPython), merged into the native stacks they belong to.
-        crate::python::annotate(&mut out_threads, &maps, &mut errors);
+        stackdump_core::python::merge_into(&mut out_threads, py, &mut errors);
         self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
         let t_symbolize = t3.elapsed();
 
@@ -1077,6 +1085,9 @@ enum Retaken {
     Failed,
     /// The thread is gone: what we have is its last state.
     Gone,
+    /// Taken again, and proved not to have run between the new copy and the read of its
+    /// Python frames that came right after it.
+    Held,
 }
 
 /// One thread that may have run between the copy of its native stack and the read of its
@@ -1103,7 +1114,7 @@ fn settle(mut run: (u64, u64), retakes: usize, thread: &mut impl Retake) -> bool
         match thread.take_again() {
             Retaken::Taken(again) => run = again,
             Retaken::Failed => return false,
-            Retaken::Gone => return true,
+            Retaken::Gone | Retaken::Held => return true,
         }
     }
 }
@@ -1137,6 +1148,11 @@ impl Retake for LiveRetake<'_> {
         else {
             return Retaken::Failed; // running now, or not copyable without a signal
         };
+        // The Python frames right after the copy, then the proof that it did not run between
+        // the two; symbols and the merge come after.
+        let py = crate::python::read(&[t.tid], self.maps);
+        let held =
+            again.is_some() && self.reader.run_counter(t.tid).and_then(|c| c.read()) == again;
         let (frames, truncated) = self.dumper.symbolize(&raw);
         self.reader.resolve_fd(&mut kernel.syscall);
         t.name = name;
@@ -1146,10 +1162,32 @@ impl Retake for LiveRetake<'_> {
         t.python = None;
         // The process-wide notes were given by the first pass.
         let mut notes = Vec::new();
-        crate::python::annotate(std::slice::from_mut(t), self.maps, &mut notes);
+        stackdump_core::python::merge_into(std::slice::from_mut(t), py, &mut notes);
         match again {
+            Some(_) if held => Retaken::Held,
             Some(run) => Retaken::Taken(run),
             None => Retaken::Failed, // nothing to check this copy against
+        }
+    }
+}
+
+/// After the Python frames were read: a Python thread copied without a signal whose run
+/// counter has not moved since its copy did not run in between, so its Python frames belong to
+/// its native stack; its copy's counter is dropped, and it is not taken again
+/// (`retake_moved_python_threads` looks only at threads that keep one).
+fn unmark_unmoved(threads: &mut [RawThread], py: &PyProcess, reader: &mut TaskReader) {
+    for pt in &py.threads {
+        let Some(t) = pt
+            .tid
+            .and_then(|tid| threads.iter_mut().find(|t| t.tid == tid))
+        else {
+            continue;
+        };
+        let Some(run) = t.run_at_copy else {
+            continue;
+        };
+        if reader.run_counter(t.tid).and_then(|c| c.read()) == Some(run) {
+            t.run_at_copy = None;
         }
     }
 }

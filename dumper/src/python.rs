@@ -4,8 +4,8 @@
 //! cache of symbol tables across dumps.
 
 use stackdump_core::kernel::proc::Mapping;
-use stackdump_core::model::Thread;
-use stackdump_core::python::{Finder, Limits};
+use stackdump_core::model::Tid;
+use stackdump_core::python::{Finder, Limits, PyError, PyProcess};
 use stackdump_core::stack::unwind::ProcessMemory;
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,8 +14,10 @@ use std::sync::Mutex;
 /// Only the dump thread uses it.
 static FINDER: Mutex<Option<Finder>> = Mutex::new(None);
 
-/// Add Python frames to the threads of a CPython process (no-op for other processes).
-pub fn annotate(threads: &mut [Thread], maps: &[Mapping], errors: &mut Vec<String>) {
+/// Read the Python frames of threads `tids`: done right after the native stacks are copied,
+/// and merged into them once they are symbolized (`stackdump_core::python::merge_into`), so
+/// that both describe the same moment.
+pub fn read(tids: &[Tid], maps: &[Mapping]) -> Result<PyProcess, PyError> {
     let memory = ProcessMemory {
         pid: std::process::id() as i32,
     };
@@ -33,14 +35,13 @@ pub fn annotate(threads: &mut [Thread], maps: &[Mapping], errors: &mut Vec<Strin
             Some(g) => g.get_or_insert_with(Finder::new),
             None => fresh.get_or_insert_with(Finder::new),
         };
-        stackdump_core::python::annotate_with(
+        stackdump_core::python::threads_with(
             finder,
             &Limits::default(),
-            threads,
             &memory,
             maps,
             Path::new("/"),
-            errors,
-        );
+            tids,
+        )
     })
 }

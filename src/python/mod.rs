@@ -762,7 +762,20 @@ pub fn annotate_with(
     errors: &mut Vec<String>,
 ) {
     let tids: Vec<Tid> = threads.iter().map(|t| t.tid).collect();
-    let py = match threads_with(finder, limits, memory, maps, root, &tids) {
+    let py = threads_with(finder, limits, memory, maps, root, &tids);
+    merge_into(threads, py, errors);
+}
+
+/// The second half of [`annotate_with`]: merge Python frames read earlier by [`threads_with`]
+/// into the (symbolized) native stacks of `threads`. The dumper reads them as soon as the
+/// native stacks are copied, and merges once they are symbolized, so that the two describe
+/// as nearly as possible the same moment.
+pub fn merge_into(
+    threads: &mut [Thread],
+    py: Result<PyProcess, PyError>,
+    errors: &mut Vec<String>,
+) {
+    let py = match py {
         Ok(p) => p,
         Err(PyError::NotPython) => return,
         Err(e) => {
