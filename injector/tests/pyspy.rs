@@ -84,6 +84,8 @@ fn py_spy_or_skip() -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 struct Python {
     exe: PathBuf,
+    /// (major, minor, micro), for the order of the table.
+    number: (u32, u32, u32),
     version: String,
 }
 
@@ -99,11 +101,12 @@ fn probe(exe: &Path) -> Option<Python> {
         .collect();
     (out.status.success() && v.len() == 3 && v[0] == 3 && v[1] >= 8).then(|| Python {
         exe: exe.to_path_buf(),
+        number: (v[0], v[1], v[2]),
         version: format!("{}.{}.{} ({})", v[0], v[1], v[2], exe.display()),
     })
 }
 
-/// Every CPython 3.8+ on this machine (see the module documentation).
+/// Every CPython 3.8+ on this machine (see the module documentation), oldest first.
 fn pythons() -> Vec<Python> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Ok(list) = std::env::var("STACKDUMP_TEST_PYTHONS") {
@@ -131,7 +134,9 @@ fn pythons() -> Vec<Python> {
             }
         }
     }
-    candidates.iter().filter_map(|c| probe(c)).collect()
+    let mut found: Vec<Python> = candidates.iter().filter_map(|c| probe(c)).collect();
+    found.sort_by_key(|p| p.number);
+    found
 }
 
 /// Run `body` for every interpreter, collecting its table rows; report every failure.
