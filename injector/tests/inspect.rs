@@ -20,27 +20,6 @@ fn spawn_parked(dl: &Deadline, workers: u32) -> Proc {
     spawn_ready(dl, cmd).0
 }
 
-/// Spawn `cmd` (stdout piped) and wait for its `READY <pid> ...` line; returns the process and
-/// the words after READY.
-#[track_caller]
-fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut p = Proc::spawn_piped(cmd);
-    let out = p.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(dl.left())
-        .expect("no READY line before the deadline");
-    let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    assert_eq!(words.first().map(String::as_str), Some("READY"), "{line:?}");
-    (p, words[1..].to_vec())
-}
-
 fn inspect_json(dl: &Deadline, pid: i32, extra: &[&str]) -> Value {
     let p = pid.to_string();
     let mut args = vec!["inspect", p.as_str(), "--format", "json"];

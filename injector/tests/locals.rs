@@ -14,65 +14,15 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// One interpreter: its path and (major, minor).
-#[derive(Debug, Clone)]
-struct Python {
-    exe: PathBuf,
-    minor: u32,
-    version: String,
-}
-
-fn probe(exe: &Path) -> Option<Python> {
-    let out = Command::new(exe)
-        .args(["-c", "import sys; print('%d %d %d' % sys.version_info[:3])"])
-        .env_remove("LD_PRELOAD")
-        .output()
-        .ok()?;
-    let v: Vec<u32> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (out.status.success() && v.len() == 3 && v[0] == 3 && v[1] >= 8).then(|| Python {
-        exe: exe.to_path_buf(),
-        minor: v[1],
-        version: format!("{}.{}.{} ({})", v[0], v[1], v[2], exe.display()),
-    })
-}
-
-/// Every CPython 3.8+ on this machine (see the module documentation).
-fn pythons() -> Vec<Python> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(list) = std::env::var("STACKDUMP_TEST_PYTHONS") {
-        candidates.extend(list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    } else {
-        let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
-            format!(
-                "{}/.pyenv",
-                std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-            )
-        });
-        if let Ok(dirs) = std::fs::read_dir(Path::new(&root).join("versions")) {
-            let mut dirs: Vec<PathBuf> = dirs.flatten().map(|d| d.path()).collect();
-            dirs.sort();
-            candidates.extend(
-                dirs.iter()
-                    .map(|d| d.join("bin/python3"))
-                    .filter(|p| p.is_file()),
-            );
-        }
-        for minor in 8..=14 {
-            let p = PathBuf::from(format!("/usr/bin/python3.{minor}"));
-            if p.is_file() {
-                candidates.push(p);
-            }
-        }
-    }
-    let found: Vec<Python> = candidates.iter().filter_map(|c| probe(c)).collect();
+/// Every CPython 3.8+ on this machine (see the module documentation), saying which minor
+/// versions are missing.
+fn pythons_here() -> Vec<Python> {
+    let found = pythons();
     for minor in 8..=13 {
-        if !found.iter().any(|p| p.minor == minor) {
+        if !found.iter().any(|p| p.number.1 == minor) {
             eprintln!("locals tests: no CPython 3.{minor} on this machine: skipped");
         }
     }
@@ -81,7 +31,7 @@ fn pythons() -> Vec<Python> {
 
 /// Run `body` for every interpreter; report every failure, not just the first.
 fn for_each_python(body: impl Fn(&Python)) {
-    let all = pythons();
+    let all = pythons_here();
     assert!(!all.is_empty(), "no CPython 3.8+ on this machine");
     let mut failures = Vec::new();
     for py in &all {
@@ -165,7 +115,7 @@ fn expected(py: &Python) -> Vec<(&'static str, &'static str)> {
         ),
         ("inner", "<function object at 0x"),
     ];
-    if py.minor >= 11 {
+    if py.number.1 >= 11 {
         v.push(("captured", "7"));
     }
     v
@@ -270,7 +220,7 @@ fn inspect_locals_on_every_interpreter() {
 fn dump_locals_read_from_outside_never_written_by_the_library() {
     for_each_python(|py| {
         let dl = Deadline::new(120);
-        let dir = Scratch::new(&format!("locals-{}", py.minor));
+        let dir = Scratch::new(&format!("locals-{}", py.number.1));
         let target = spawn_locals(&dl, py, Some(&dir.path));
         let pid = target.pid.to_string();
 
@@ -310,7 +260,7 @@ fn locals_usage_errors() {
     let scratch = Scratch::new("locals-out");
     // Locals are never saved: --out conflicts (clap: exit 2), and folded stacks cannot show them.
     stackdump(&dl, &["dump", "1", "--locals", "--out", scratch.str()]).assert_code(2);
-    let py = pythons().into_iter().next().expect("a CPython 3.8+");
+    let py = pythons_here().into_iter().next().expect("a CPython 3.8+");
     let dir = Scratch::new("locals-folded");
     let target = spawn_locals(&dl, &py, Some(&dir.path));
     stackdump(

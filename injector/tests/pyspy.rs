@@ -80,65 +80,6 @@ fn py_spy_or_skip() -> Option<PathBuf> {
     found
 }
 
-/// One interpreter: its path and version.
-#[derive(Debug, Clone)]
-struct Python {
-    exe: PathBuf,
-    /// (major, minor, micro), for the order of the table.
-    number: (u32, u32, u32),
-    version: String,
-}
-
-fn probe(exe: &Path) -> Option<Python> {
-    let out = Command::new(exe)
-        .args(["-c", "import sys; print('%d %d %d' % sys.version_info[:3])"])
-        .env_remove("LD_PRELOAD")
-        .output()
-        .ok()?;
-    let v: Vec<u32> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (out.status.success() && v.len() == 3 && v[0] == 3 && v[1] >= 8).then(|| Python {
-        exe: exe.to_path_buf(),
-        number: (v[0], v[1], v[2]),
-        version: format!("{}.{}.{} ({})", v[0], v[1], v[2], exe.display()),
-    })
-}
-
-/// Every CPython 3.8+ on this machine (see the module documentation), oldest first.
-fn pythons() -> Vec<Python> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(list) = std::env::var("STACKDUMP_TEST_PYTHONS") {
-        candidates.extend(list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    } else {
-        let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
-            format!(
-                "{}/.pyenv",
-                std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-            )
-        });
-        if let Ok(dirs) = std::fs::read_dir(Path::new(&root).join("versions")) {
-            let mut dirs: Vec<PathBuf> = dirs.flatten().map(|d| d.path()).collect();
-            dirs.sort();
-            candidates.extend(
-                dirs.iter()
-                    .map(|d| d.join("bin/python3"))
-                    .filter(|p| p.is_file()),
-            );
-        }
-        for minor in 8..=14 {
-            let p = PathBuf::from(format!("/usr/bin/python3.{minor}"));
-            if p.is_file() {
-                candidates.push(p);
-            }
-        }
-    }
-    let mut found: Vec<Python> = candidates.iter().filter_map(|c| probe(c)).collect();
-    found.sort_by_key(|p| p.number);
-    found
-}
-
 /// Run `body` for every interpreter, collecting its table rows; report every failure.
 fn for_each_python(title: &str, body: impl Fn(&Python, &mut Vec<Row>)) {
     let all = pythons();

@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -39,26 +38,6 @@ fn build(name: &str, compiler: &str, flags: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&o.stderr)
     );
     out
-}
-
-/// Spawn `cmd` and wait for its `READY <pid> ...` line; returns the process and the words
-/// after READY.
-fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut p = Proc::spawn_piped(cmd);
-    let out = p.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(dl.left())
-        .expect("no READY line before the deadline");
-    let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    assert_eq!(words.first().map(String::as_str), Some("READY"), "{line:?}");
-    (p, words[1..].to_vec())
 }
 
 /// The thread ids of `pid` whose name is `name`.

@@ -9,30 +9,10 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const WORKERS: usize = 4;
-
-/// Spawn `cmd` (stdout piped) and wait for its `READY <pid>` line.
-#[track_caller]
-fn spawn_ready(dl: &Deadline, mut cmd: Command) -> Proc {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut p = Proc::spawn_piped(cmd);
-    let out = p.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(dl.left())
-        .expect("no READY line before the deadline");
-    assert!(line.starts_with("READY "), "{line:?}");
-    p
-}
 
 fn have_python() -> bool {
     let ok = Command::new("python3")
@@ -95,7 +75,7 @@ fn incident(dl: &Deadline, preload: Option<&Path>, env: &[(&str, &str)]) -> Opti
     }
     cmd.env_remove("STACKDUMP_WATCH");
     cmd.envs(env.iter().copied());
-    let p = spawn_ready(dl, cmd);
+    let p = spawn_ready(dl, cmd).0;
     let pid = p.pid;
     wait_until(
         dl,
@@ -224,7 +204,7 @@ fn watch_of_an_idle_process_takes_nothing() {
     let dl = Deadline::new(60);
     let mut cmd = Command::new(c_target("parked"));
     cmd.arg("6");
-    let target = spawn_ready(&dl, cmd);
+    let target = spawn_ready(&dl, cmd).0;
     let scratch = Scratch::new("watch-idle");
     let dir = scratch.join("out");
     let out = stackdump(
@@ -344,7 +324,7 @@ fn watch_of_a_bad_pid_fails_as_inspect_does() {
     // A thread id: the process to watch instead (exit 2), as inspect says.
     let mut cmd = Command::new(c_target("parked"));
     cmd.arg("3");
-    let target = spawn_ready(&dl, cmd);
+    let target = spawn_ready(&dl, cmd).0;
     let tid = std::fs::read_dir(format!("/proc/{}/task", target.pid))
         .unwrap()
         .flatten()
@@ -455,7 +435,7 @@ fn watch_ends_cleanly_on_sigterm_and_when_its_process_exits() {
     let spawn_parked = || {
         let mut cmd = Command::new(c_target("parked"));
         cmd.arg("3");
-        spawn_ready(&dl, cmd)
+        spawn_ready(&dl, cmd).0
     };
     // SIGTERM: exit 0, saying how many episodes were caught.
     let target = spawn_parked();

@@ -31,8 +31,8 @@ use crate::escape::Esc;
 use crate::kernel::fds::Vantage;
 use crate::kernel::proc::{RunCounter, TaskReader};
 use crate::model::{
-    CaptureStats, CaptureStatus, Dump, Finding, Pid, ProcessFacts, StuckThread, SyscallState,
-    Thread, Tid, Trigger, WatchdogTrigger, FORMAT,
+    CaptureStats, Dump, Finding, Pid, ProcessFacts, StuckThread, SyscallState, Thread, Tid,
+    Trigger, WatchdogTrigger, FORMAT,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -548,16 +548,7 @@ impl Sampler {
             };
             self.reader.resolve_fd(&mut kernel.syscall);
             still.insert(tid, d);
-            threads.push(Thread {
-                tid,
-                name,
-                kernel,
-                capture: CaptureStatus::Skipped,
-                frames: Vec::new(),
-                truncated: false,
-                signalled: false,
-                python: None,
-            });
+            threads.push(Thread::kernel_only(tid, name, kernel));
         }
         let facts = threads
             .iter()
@@ -607,16 +598,7 @@ impl Sampler {
                     Some(c) => c.read(),
                     None => self.reader.run_counter(tid).and_then(|c| c.read()),
                 };
-                let t = Thread {
-                    tid,
-                    name,
-                    kernel,
-                    capture: CaptureStatus::Skipped,
-                    frames: Vec::new(),
-                    truncated: false,
-                    signalled: false,
-                    python: None,
-                };
+                let t = Thread::kernel_only(tid, name, kernel);
                 self.watch.absorb(tid, run, &Place::of(&t));
                 break;
             }

@@ -801,6 +801,21 @@ impl ProcessFacts {
 }
 
 impl Thread {
+    /// A thread known by its kernel view only (no stack taken): what `inspect` starts from and
+    /// what the watchdog classifies.
+    pub fn kernel_only(tid: Tid, name: String, kernel: KernelView) -> Thread {
+        Thread {
+            tid,
+            name,
+            kernel,
+            capture: CaptureStatus::Skipped,
+            frames: Vec::new(),
+            truncated: false,
+            signalled: false,
+            python: None,
+        }
+    }
+
     /// The name to call the thread by: its Python `threading` name when it has one (e.g.
     /// `worker-0`), else its kernel name (`comm`).
     pub fn display_name(&self) -> &str {

@@ -13,8 +13,7 @@ use crate::analysis::facts;
 use crate::kernel::proc::{self, TaskReader};
 use crate::model::timefmt::UtcTime;
 use crate::model::{
-    CaptureMethod, CaptureStats, CaptureStatus, Dump, Pid, SyscallState, Thread, Tid, Trigger,
-    FORMAT,
+    CaptureMethod, CaptureStats, Dump, Pid, SyscallState, Thread, Tid, Trigger, FORMAT,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -92,16 +91,7 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
         if kernel.syscall == SyscallState::Unknown {
             unreadable_syscalls += 1;
         }
-        threads.push(Thread {
-            tid,
-            name,
-            kernel,
-            capture: CaptureStatus::Skipped,
-            frames: Vec::new(),
-            truncated: false,
-            signalled: false,
-            python: None,
-        });
+        threads.push(Thread::kernel_only(tid, name, kernel));
         visit.after(&mut reader, threads.len() - 1, &threads[threads.len() - 1]);
     }
     for t in &mut threads {
@@ -174,6 +164,7 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CaptureStatus;
 
     #[test]
     fn inspects_itself_and_refuses_what_is_not_there() {

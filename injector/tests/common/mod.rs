@@ -6,7 +6,7 @@
 
 pub use test_support::*;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -217,4 +217,84 @@ pub fn parse_dump(text: &str) -> serde_json::Value {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
     assert_schema(&v);
     v
+}
+
+/// Spawn `cmd` (stdout piped) and wait for its `READY <pid> ...` line; returns the process and
+/// the words after READY.
+#[track_caller]
+pub fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut p = Proc::spawn_piped(cmd);
+    let out = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(dl.left())
+        .expect("no READY line before the deadline");
+    let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    assert_eq!(words.first().map(String::as_str), Some("READY"), "{line:?}");
+    (p, words[1..].to_vec())
+}
+
+/// One interpreter: its path and version.
+#[derive(Debug, Clone)]
+pub struct Python {
+    pub exe: PathBuf,
+    /// (major, minor, micro), for the order of the table.
+    pub number: (u32, u32, u32),
+    pub version: String,
+}
+
+fn probe_python(exe: &Path) -> Option<Python> {
+    let out = Command::new(exe)
+        .args(["-c", "import sys; print('%d %d %d' % sys.version_info[:3])"])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .ok()?;
+    let v: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (out.status.success() && v.len() == 3 && v[0] == 3 && v[1] >= 8).then(|| Python {
+        exe: exe.to_path_buf(),
+        number: (v[0], v[1], v[2]),
+        version: format!("{}.{}.{} ({})", v[0], v[1], v[2], exe.display()),
+    })
+}
+
+/// Every CPython 3.8+ on this machine (see the module documentation), oldest first.
+pub fn pythons() -> Vec<Python> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(list) = std::env::var("STACKDUMP_TEST_PYTHONS") {
+        candidates.extend(list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+    } else {
+        let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
+            format!(
+                "{}/.pyenv",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+            )
+        });
+        if let Ok(dirs) = std::fs::read_dir(Path::new(&root).join("versions")) {
+            let mut dirs: Vec<PathBuf> = dirs.flatten().map(|d| d.path()).collect();
+            dirs.sort();
+            candidates.extend(
+                dirs.iter()
+                    .map(|d| d.join("bin/python3"))
+                    .filter(|p| p.is_file()),
+            );
+        }
+        for minor in 8..=14 {
+            let p = PathBuf::from(format!("/usr/bin/python3.{minor}"));
+            if p.is_file() {
+                candidates.push(p);
+            }
+        }
+    }
+    let mut found: Vec<Python> = candidates.iter().filter_map(|c| probe_python(c)).collect();
+    found.sort_by_key(|p| p.number);
+    found
 }
