@@ -303,16 +303,7 @@ fn emit(
                     .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
                 // Rendered here: the target wrote no text file, or --native-all asks for the
                 // frames its text leaves out.
-                let text = stackdump_core::output::render::text_with(
-                    &dump,
-                    &stackdump_core::output::render::TextOptions {
-                        native_all: args.native_all,
-                    },
-                );
-                stdout.write_all(text.as_bytes())?;
-                if !text.ends_with('\n') {
-                    writeln!(stdout)?;
-                }
+                print_text(&mut stdout, &dump, args)?;
             }
         }
     }
@@ -395,6 +386,21 @@ pub fn dump_into(
     Ok(Some(Saved { files, json }))
 }
 
+/// A dump rendered as text here (not the target's own text file), as `args` ask.
+fn print_text(out: &mut impl Write, dump: &Dump, args: &DumpArgs) -> std::io::Result<()> {
+    let text = stackdump_core::output::render::text_with(
+        dump,
+        &stackdump_core::output::render::TextOptions {
+            native_all: args.native_all,
+        },
+    );
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 /// `--locals`: the JSON dump with the locals of its Python frames, read here from outside
 /// (`stackdump_core::outside::locals`), printed as text or JSON. When they cannot be read (no
 /// permission to read the target's memory), the dump is printed without them and stderr and
@@ -427,16 +433,7 @@ fn emit_with_locals(
             if emitted.printed {
                 writeln!(stdout)?;
             }
-            let text = stackdump_core::output::render::text_with(
-                &dump,
-                &stackdump_core::output::render::TextOptions {
-                    native_all: args.native_all,
-                },
-            );
-            stdout.write_all(text.as_bytes())?;
-            if !text.ends_with('\n') {
-                writeln!(stdout)?;
-            }
+            print_text(&mut stdout, &dump, args)?;
         }
     }
     emitted.printed = true;

@@ -13,9 +13,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Every CPython 3.8+ on this machine (see the module documentation), saying which minor
 /// versions are missing.
@@ -56,26 +55,14 @@ fn spawn_locals(dl: &Deadline, py: &Python, dir: Option<&Path>) -> Proc {
     let mut cmd = Command::new(&py.exe);
     cmd.arg(python_target("locals.py"))
         .env_remove("LD_PRELOAD")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .env("PYTHONDONTWRITEBYTECODE", "1");
     if let Some(dir) = dir {
         cmd.env("LD_PRELOAD", real_lib())
             .env("STACKDUMP_DIR", dir)
             .env("STACKDUMP_FORMAT", "text,json");
     }
-    let mut p = Proc::spawn_piped(cmd);
-    let out = p.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(dl.left())
-        .expect("no READY line before the deadline");
-    assert_eq!(line.trim(), format!("READY {}", p.pid), "{line:?}");
+    let (p, words) = spawn_ready(dl, cmd);
+    assert_eq!(words, vec![p.pid.to_string()], "READY {words:?}");
     p
 }
 
