@@ -134,6 +134,19 @@ pub fn kind_of(err: &anyhow::Error) -> ExitKind {
     ExitKind::Failed
 }
 
+/// An error with its causes, in one line (a cause already in the message is not repeated).
+pub fn with_causes(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 /// Report an error on stderr (`stackdump: ...`, with its causes) and return its exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let kind = kind_of(err);
@@ -141,16 +154,8 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         // Each failure was already reported when it happened.
         Some(_) => eprintln!("stackdump: {}", escape::text(&err.to_string())),
         None => {
-            let mut msg = err.to_string();
-            for cause in err.chain().skip(1) {
-                let c = cause.to_string();
-                if !msg.contains(&c) {
-                    msg.push_str(": ");
-                    msg.push_str(&c);
-                }
-            }
             // Names and paths in it came from the target: nothing raw reaches the terminal.
-            eprintln!("stackdump: {}", escape::text(&msg));
+            eprintln!("stackdump: {}", escape::text(&with_causes(err)));
         }
     }
     ExitCode::from(kind.code())

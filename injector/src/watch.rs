@@ -268,7 +268,7 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => warn(format_args!(
                     "pid {pid}: threads stuck, but the evidence could not be taken: {}",
-                    chain(&e)
+                    crate::exit::with_causes(&e)
                 )),
             }
         }
@@ -302,19 +302,6 @@ pub fn run(mut args: WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error with its causes, in one line.
-fn chain(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
-}
-
 fn is_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
@@ -345,7 +332,7 @@ fn take_evidence(
             // directory full): the evidence is taken from outside all the same.
             warn(format_args!(
                 "pid {pid}: no dump from its libstackdump.so ({}); inspecting it from outside",
-                chain(&e)
+                crate::exit::with_causes(&e)
             ));
             None
         }
