@@ -150,6 +150,16 @@ pub struct DumpThread {
     /// Look for leftover temporary files before the next write (see `sink::clean_leftovers`):
     /// before the first dump, and after a failed write.
     clean_leftovers: bool,
+    /// The task files kept open from one dump to the next (`TaskReader::keeping`): the next
+    /// dump reads each with one `pread` instead of `openat` + `read` + `close`.
+    tasks: Option<TaskReader>,
+}
+
+/// How many task files the dump thread keeps open between dumps: a quarter of the
+/// RLIMIT_NOFILE soft limit (our private fd table shares the limit; the watchdog's counters
+/// may hold half), and never more than 4096 (each holds a 4 KiB kernel buffer: 16 MiB).
+fn kept_files_budget() -> usize {
+    (sys::nofile_soft_limit() / 4).min(4096) as usize
 }
 
 impl DumpThread {
@@ -167,6 +177,7 @@ impl DumpThread {
             backtrace_modules: Vec::new(),
             unwritten: None,
             clean_leftovers: true,
+            tasks: None,
         }
     }
 
@@ -224,7 +235,10 @@ impl DumpThread {
         self.let_takers_return(triggers, me);
 
         // Phase 0: the kernel's view of every thread, before any of them is interrupted.
-        let mut reader = TaskReader::new("/proc/self");
+        let mut reader = self
+            .tasks
+            .take()
+            .unwrap_or_else(|| TaskReader::keeping("/proc/self", kept_files_budget()));
         let mut threads = self.kernel_view(&mut reader, me, &mut errors);
         let maps = std::fs::read("/proc/self/maps")
             .map(|b| proc::parse_maps(&b))
@@ -239,7 +253,7 @@ impl DumpThread {
         errors.extend(self.modules.problems.iter().cloned());
         // The perf map is read only if a stack goes through JIT code.
         self.jit = JitCode::new(&maps, &self.modules, Some(PerfMapSource::this_process()));
-        let taken = self.take_stacks(pid, &mut threads, &mut errors);
+        let taken = self.take_stacks(pid, &mut threads, &mut reader, &mut errors);
         // Interpreter frames (CPython), read now, as close to the native copies as possible
         // (a thread that wakes every millisecond must not have moved in between), and merged
         // once the native stacks are symbolized.
@@ -255,7 +269,21 @@ impl DumpThread {
         let (mut out_threads, captured, runs_at_copy) = self.symbolize_threads(threads, &reader);
         errors.extend(self.jit.problem.take());
         stackdump_core::python::merge_into(&mut out_threads, py, &mut errors);
-        self.retake_moved_python_threads(&mut out_threads, &runs_at_copy, &maps, &mut errors);
+        self.retake_moved_python_threads(
+            &mut out_threads,
+            &runs_at_copy,
+            &maps,
+            &mut reader,
+            &mut errors,
+        );
+        // The files of threads that have exited are closed; the others kept for the next dump.
+        let live: Vec<Tid> = out_threads
+            .iter()
+            .filter(|t| t.capture != CaptureStatus::Exited)
+            .map(|t| t.tid)
+            .collect();
+        reader.forget_others(&live);
+        self.tasks = Some(reader);
         let t_symbolize = t3.elapsed();
 
         let phases = PhaseTimes {
@@ -414,17 +442,24 @@ impl DumpThread {
         &mut self,
         pid: i32,
         threads: &mut [RawThread],
+        reader: &mut TaskReader,
         errors: &mut Vec<String>,
     ) -> Taken {
         let without_signal = if self.cfg.blocked_without_signal {
-            self.capture_blocked(threads)
+            self.capture_blocked(threads, reader)
         } else {
             0
         };
         let deadline = Instant::now() + self.cfg.deadline;
         let mut late_without_signal = 0;
-        let unwind_time =
-            self.capture_stacks(pid, threads, deadline, errors, &mut late_without_signal);
+        let unwind_time = self.capture_stacks(
+            pid,
+            threads,
+            deadline,
+            reader,
+            errors,
+            &mut late_without_signal,
+        );
         Taken {
             captured: 0, // known once symbolized
             without_signal: without_signal + late_without_signal,
@@ -440,6 +475,18 @@ impl DumpThread {
         threads: Vec<RawThread>,
         reader: &TaskReader,
     ) -> (Vec<Thread>, usize, Vec<Option<RunCounter>>) {
+        // Every module's DWARF set up once, for all the addresses of every stack.
+        let modules = &self.modules;
+        self.symbols.prepare(
+            threads
+                .iter()
+                .filter_map(|t| t.frames.as_ref())
+                .flat_map(|raw| &raw.addrs)
+                .filter_map(|&(ip, is_return)| {
+                    let m = modules.module_of(ip)?;
+                    Some((ip, is_return, m.file.as_deref()?, m.bias))
+                }),
+        );
         let mut out_threads = Vec::with_capacity(threads.len());
         let mut captured = 0;
         let mut runs_at_copy = Vec::with_capacity(threads.len());
@@ -606,9 +653,9 @@ impl DumpThread {
         threads: &mut [Thread],
         runs_at_copy: &[Option<(u64, u64)>],
         maps: &[proc::Mapping],
+        reader: &mut TaskReader,
         errors: &mut Vec<String>,
     ) {
-        let mut reader = TaskReader::new("/proc/self");
         for (t, run) in threads.iter_mut().zip(runs_at_copy) {
             let (Some(run), Some(_)) = (*run, &t.python) else {
                 continue;
@@ -616,7 +663,7 @@ impl DumpThread {
             let tid = t.tid;
             let mut retake = LiveRetake {
                 dumper: self,
-                reader: &mut reader,
+                reader,
                 thread: t,
                 maps,
             };
@@ -636,9 +683,7 @@ impl DumpThread {
     /// unambiguous, `stackdump_core::stack::fprecover`; otherwise, and for aarch64 leaf wrappers, the
     /// registers only the capture signal gives are needed: those threads are left for it).
     /// Returns how many.
-    fn capture_blocked(&mut self, threads: &mut [RawThread]) -> usize {
-        let mut reader = TaskReader::new("/proc/self");
-        reader.kernel_stacks = false;
+    fn capture_blocked(&mut self, threads: &mut [RawThread], reader: &mut TaskReader) -> usize {
         let mut done = 0;
         for t in threads
             .iter_mut()
@@ -648,8 +693,7 @@ impl DumpThread {
                 t.kernel.voluntary_ctxt_switches,
                 t.kernel.nonvoluntary_ctxt_switches,
             );
-            if let Some((frames, run)) =
-                self.copy_blocked(&mut reader, t.tid, &t.kernel.syscall, before)
+            if let Some((frames, run)) = self.copy_blocked(reader, t.tid, &t.kernel.syscall, before)
             {
                 t.frames = Some(frames);
                 t.run_at_copy = run;
@@ -716,8 +760,15 @@ impl DumpThread {
     }
 
     /// Whether a function at `ip` (a return address when `is_return`), inlined ones included,
-    /// is a thread entry point.
+    /// is a thread entry point: the symbol table says so without any DWARF being read; only
+    /// otherwise are the frames (inlined ones) looked at.
     fn names_root(&mut self, ip: u64, is_return: bool) -> bool {
+        let info = self.modules.module_of(ip);
+        if let Some((file, bias)) = info.and_then(|m| Some((m.file.as_deref()?, m.bias))) {
+            if self.symbols.names_root(ip, is_return, file, bias) == Some(true) {
+                return true;
+            }
+        }
         let mut frames = Vec::new();
         let info = self.modules.module_of(ip);
         let module = info.map(|m| (m.path.as_str(), m.bias));
@@ -736,6 +787,7 @@ impl DumpThread {
         pid: i32,
         threads: &mut [RawThread],
         deadline: Instant,
+        reader: &mut TaskReader,
         errors: &mut Vec<String>,
         late_without_signal: &mut usize,
     ) -> Duration {
@@ -751,8 +803,8 @@ impl DumpThread {
         };
         slots::reclaim(table);
         self.generation = self.generation.wrapping_add(1);
-        let mut recheck = TaskReader::new("/proc/self");
-        recheck.kernel_stacks = false;
+        // The round reads through the dump's reader (and its kept files); handed back below.
+        let recheck = std::mem::replace(reader, TaskReader::new("/proc/self"));
         let mut round = Round {
             table,
             generation: self.generation,
@@ -799,6 +851,7 @@ impl DumpThread {
             sys::futex_wait(&slots::COMPLETIONS, seen, Some(wait));
         }
         *late_without_signal += round.late_without_signal;
+        std::mem::swap(reader, &mut round.recheck);
         self.give_up_at_deadline(pid, round, threads, errors)
     }
 

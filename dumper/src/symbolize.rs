@@ -1,25 +1,40 @@
-//! Phase 3a: turn addresses into functions, files and lines (inlined frames included) with
-//! `backtrace::resolve`, memoized across dumps.
+//! Phase 3a: turn addresses into functions, files and lines (inlined frames included),
+//! memoized across dumps.
 //!
-//! backtrace reads the list of loaded objects once and caches a few parsed ones; when the
-//! module set changes we drop both its cache and ours (`reset`).
+//! The module files are read the way `stackdump inspect` reads them
+//! (`stackdump_core::stack::symbols::FileSymbolizer`): the symbol table, and of the DWARF only
+//! the units that hold the dump's addresses, set up once per dump for all of them
+//! ([`Symbolizer::prepare`]). A first dump then parses a handful of the C library's 4000 units
+//! instead of all of them (what `backtrace` did, ~20 ms before the first frame was named).
+//! `backtrace::resolve` names what the files cannot (the vdso, which has no file). Whether a
+//! stack ends at its thread's entry point, asked during the capture, is answered from the
+//! symbol table alone when it can be ([`Symbolizer::names_root`]): no DWARF is read while
+//! threads are being copied. When the module set changes we drop what is cached (`reset`).
 
 use stackdump_core::model::{Addr, Frame};
-use stackdump_core::stack::symbols::{demangle, push_frames, Symbol as Sym};
+use stackdump_core::stack::symbols::{
+    debug_source, demangle, push_frames, FileSymbolizer, Symbol as Sym, SymbolTable,
+};
+use stackdump_core::stack::unwind::is_thread_root;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Memoized symbolization.
 #[derive(Default)]
 pub struct Symbolizer {
     cache: HashMap<u64, Vec<Sym>>,
-    /// Fallback for addresses backtrace cannot name (e.g. in an executable deleted since it
-    /// started): the module file itself, reached through `map_files`.
-    files: stackdump_core::stack::symbols::FileSymbolizer,
+    /// The module files' symbols (symbol table and DWARF), loaded on first use.
+    files: FileSymbolizer,
+    /// Symbol tables alone (for [`Symbolizer::names_root`]), by module file.
+    tables: HashMap<PathBuf, SymbolTable>,
 }
 
+/// Where separate debug files are looked up: this process's own root.
+const ROOT: &str = "/";
+
 impl Symbolizer {
-    /// Forget what addresses meant (modules were loaded or unloaded), keeping backtrace's
-    /// parsed debug info.
+    /// Forget what addresses meant (modules were loaded or unloaded), keeping the parsed
+    /// debug info.
     pub fn forget_addresses(&mut self) {
         self.cache.clear();
     }
@@ -28,9 +43,56 @@ impl Symbolizer {
     pub fn reset(&mut self) {
         self.cache.clear();
         self.files.clear();
+        self.tables.clear();
         if !crate::fork::backtrace_unusable() {
             crate::fork::section(backtrace::clear_symbol_cache);
         }
+    }
+
+    /// Set every module's DWARF up once for all of `addrs` (`(address, is_return)`, with the
+    /// module file and load bias of each): one set-up per module instead of one per new unit.
+    pub fn prepare<'a>(&mut self, addrs: impl Iterator<Item = (u64, bool, &'a Path, u64)>) {
+        let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
+        for (ip, is_return, file, bias) in addrs {
+            let lookup = if is_return { ip } else { ip.wrapping_add(1) };
+            if self.cache.contains_key(&lookup) {
+                continue;
+            }
+            by_file
+                .entry(file)
+                .or_default()
+                .push(lookup.wrapping_sub(1).wrapping_sub(bias));
+        }
+        let files = &mut self.files;
+        crate::fork::section(|| {
+            for (file, mut svmas) in by_file {
+                svmas.sort_unstable();
+                svmas.dedup();
+                files.prepare(file, Path::new(ROOT), &svmas);
+            }
+        });
+    }
+
+    /// Whether the function at `ip` (a return address when `is_return`) in the module opened
+    /// at `file` with load bias `bias` is a thread entry point, by the symbol table alone; None
+    /// when the table does not say (no table, or another function: an entry point inlined
+    /// into it is for the DWARF to tell).
+    pub fn names_root(&mut self, ip: u64, is_return: bool, file: &Path, bias: u64) -> Option<bool> {
+        let lookup = if is_return { ip } else { ip.wrapping_add(1) };
+        let tables = &mut self.tables;
+        let table = crate::fork::section(|| {
+            tables
+                .entry(file.to_path_buf())
+                .or_insert_with(|| SymbolTable::load(&debug_source(file, Path::new(ROOT))))
+                .containing(lookup.wrapping_sub(1).wrapping_sub(bias))
+                // One name per address: glibc's internal alias (`__GI___clone3`) may be the
+                // one the table keeps.
+                .map(|name| {
+                    let name = demangle(name);
+                    is_thread_root(name.strip_prefix("__GI_").unwrap_or(&name))
+                })
+        });
+        table.filter(|&root| root)
     }
 
     /// Frames for one address. `is_return`: the address is a return address (the call is the
@@ -41,31 +103,34 @@ impl Symbolizer {
         ip: u64,
         is_return: bool,
         module: Option<(&str, u64)>,
-        file: Option<&std::path::Path>,
+        file: Option<&Path>,
         out: &mut Vec<Frame>,
     ) {
-        // backtrace::resolve subtracts one from the address it is given (it expects return
-        // addresses); an exact PC is passed as PC+1 so it lands on the PC itself.
+        // An exact PC is looked up as PC+1 minus one, like a return address.
         let lookup = if is_return { ip } else { ip.wrapping_add(1) };
         let files = &mut self.files;
         let syms = self.cache.entry(lookup).or_insert_with(|| {
-            // Gated (crate::fork): a fork never copies backtrace's or the file symbolizer's
-            // state half-changed.
+            // Gated (crate::fork): a fork never copies the symbolizers' state half-changed.
             crate::fork::section(|| {
-                let syms = if crate::fork::backtrace_unusable() {
-                    Vec::new()
-                } else {
-                    resolve(lookup)
+                let from_file = match (module, file) {
+                    (Some((_, bias)), Some(file)) => files.symbols(
+                        file,
+                        Path::new(ROOT),
+                        lookup.wrapping_sub(1).wrapping_sub(bias),
+                    ),
+                    _ => Vec::new(),
                 };
-                match (module, file) {
-                    (Some((_, bias)), Some(file)) if syms.iter().all(|s| s.function.is_none()) => {
-                        files.symbols(
-                            file,
-                            std::path::Path::new("/"),
-                            lookup.wrapping_sub(1).wrapping_sub(bias),
-                        )
-                    }
-                    _ => syms,
+                if from_file.iter().any(|s| s.function.is_some())
+                    || crate::fork::backtrace_unusable()
+                {
+                    return from_file;
+                }
+                // No file (the vdso), or nothing in it names the address.
+                let resolved = resolve(lookup);
+                if resolved.iter().any(|s| s.function.is_some()) {
+                    resolved
+                } else {
+                    from_file
                 }
             })
         });

@@ -242,7 +242,27 @@ pub struct TaskReader {
     dir: Option<(Tid, std::os::fd::OwnedFd)>,
     /// Whether to try `/proc/.../stack` (root only; skipped after the first EACCES).
     pub kernel_stacks: bool,
+    /// Files kept open from one use of the reader to the next ([`TaskReader::keeping`]).
+    kept: Option<KeptFiles>,
 }
+
+/// The task files a long-lived reader keeps open, read again with `pread` at offset 0: a
+/// `/proc` task file costs an `openat` and a `close` besides its read (5-15 µs against 1-6 µs
+/// for the read alone, measured in `BENCHMARKS.md`), and the kernel regenerates its text on
+/// every read from the start. At most `budget` fds are kept (each also holds the kernel's
+/// 4 KiB text buffer, charged to the process's memory cgroup); beyond it, files are opened and
+/// closed as without the cache. A kept fd of a thread that has exited fails with `ESRCH`: the
+/// thread's files are dropped then and opened afresh (its tid may have been reused).
+struct KeptFiles {
+    budget: usize,
+    open: usize,
+    tasks: std::collections::HashMap<Tid, [Option<std::os::fd::OwnedFd>; KEPT_KINDS]>,
+}
+
+/// The task files a [`KeptFiles`] may keep, by index.
+const KEPT: [&std::ffi::CStr; KEPT_KINDS] =
+    [c"syscall", c"stack", c"stat", c"status", c"schedstat"];
+const KEPT_KINDS: usize = 5;
 
 impl TaskReader {
     /// A reader for the tasks of `proc_pid_dir`, e.g. `/proc/self` or `/proc/1234`.
@@ -253,7 +273,38 @@ impl TaskReader {
             path: Vec::new(),
             dir: None,
             kernel_stacks: true,
+            kept: None,
         }
+    }
+
+    /// A reader that keeps up to `budget` task files open between reads, for a process read
+    /// again and again (the library's dump thread): see [`TaskReader::forget_others`].
+    pub fn keeping(proc_pid_dir: impl Into<PathBuf>, budget: usize) -> TaskReader {
+        let mut r = TaskReader::new(proc_pid_dir);
+        r.kept = Some(KeptFiles {
+            budget,
+            open: 0,
+            tasks: std::collections::HashMap::new(),
+        });
+        r
+    }
+
+    /// How many task files are kept open now.
+    pub fn kept_open(&self) -> usize {
+        self.kept.as_ref().map_or(0, |k| k.open)
+    }
+
+    /// Close the kept files of every task not in `live` (sorted): threads that have exited.
+    pub fn forget_others(&mut self, live: &[Tid]) {
+        if let Some(k) = &mut self.kept {
+            k.tasks.retain(|tid, _| live.binary_search(tid).is_ok());
+            k.open = k.tasks.values().flatten().filter(|f| f.is_some()).count();
+        }
+    }
+
+    /// Close every kept file.
+    pub fn forget_all(&mut self) {
+        self.forget_others(&[]);
     }
 
     /// The tids of the process, sorted. A process that exited gives an error.
@@ -328,33 +379,20 @@ impl TaskReader {
 
     fn read(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<&[u8]> {
         use std::os::fd::AsRawFd;
-        let f = self.open(tid, file)?;
-        self.buf.clear();
-        loop {
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(4096);
-            }
-            let spare = self.buf.capacity() - self.buf.len();
-            // SAFETY: reading at most `spare` bytes into the vector's unused capacity.
-            let n = unsafe {
-                libc::read(
-                    f.as_raw_fd(),
-                    self.buf.as_mut_ptr().add(self.buf.len()).cast(),
-                    spare,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+        let kind = KEPT.iter().position(|k| *k == file);
+        if let (Some(kept), Some(kind)) = (&mut self.kept, kind) {
+            if let Some(fd) = kept.tasks.get(&tid).and_then(|f| f[kind].as_ref()) {
+                match read_all(fd.as_raw_fd(), &mut self.buf, true) {
+                    Ok(()) if !self.buf.is_empty() => return Ok(&self.buf),
+                    // Exited (ESRCH), or its tid now another thread's: open afresh.
+                    _ => kept.forget(tid),
                 }
-                return Err(e);
             }
-            if n == 0 {
-                break;
-            }
-            // SAFETY: the kernel initialised `n` more bytes.
-            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+        }
+        let f = self.open(tid, file)?;
+        read_all(f.as_raw_fd(), &mut self.buf, false)?;
+        if let (Some(kept), Some(kind)) = (&mut self.kept, kind) {
+            kept.keep(tid, kind, f);
         }
         Ok(&self.buf)
     }
@@ -367,7 +405,21 @@ impl TaskReader {
 
     /// The thread's `schedstat`, opened to be read more than once (see [`RunCounter`]).
     pub fn run_counter(&mut self, tid: Tid) -> Option<RunCounter> {
+        if let Some(kept) = &mut self.kept {
+            if let Some(fd) = kept.tasks.get(&tid).and_then(|f| f[4].as_ref()) {
+                let counter = fd.try_clone().ok().map(RunCounter);
+                if counter.as_ref().is_some_and(|c| c.read().is_some()) {
+                    return counter;
+                }
+                kept.forget(tid);
+            }
+        }
         let fd = self.open(tid, c"schedstat").ok()?;
+        if let Some(kept) = &mut self.kept {
+            if let Ok(copy) = fd.try_clone() {
+                kept.keep(tid, 4, copy);
+            }
+        }
         Some(RunCounter(fd))
     }
 
@@ -380,7 +432,10 @@ impl TaskReader {
     /// The kernel view of one thread plus its status. `syscall` is read first: it and the wait
     /// channel are what a signal would change. The wait channel is the first function of the
     /// kernel stack when that is readable (both skip the scheduler's own functions: the kernel
-    /// computes `wchan` the same way), so `wchan` is read only when `stack` is not.
+    /// computes `wchan` the same way), so `wchan` is read only when `stack` is not. A thread
+    /// that `stat` shows running has neither (the kernel reports no wait channel for it, and
+    /// its kernel stack changes under the reader), so neither is read: 4 files per blocked
+    /// thread, 3 per running one.
     pub fn kernel_view(
         &mut self,
         tid: Tid,
@@ -390,7 +445,13 @@ impl TaskReader {
             Err(e) if gone(&e) => return Err(ThreadGone),
             Err(_) => SyscallState::Unknown,
         };
-        let kernel_stack = if self.kernel_stacks {
+        let stat = self
+            .read(tid, c"stat")
+            .ok()
+            .and_then(parse_stat)
+            .ok_or(ThreadGone)?;
+        let running = stat.state == 'R';
+        let kernel_stack = if self.kernel_stacks && !running {
             match self.read(tid, c"stack") {
                 Ok(b) => Some(parse_kernel_stack(&String::from_utf8_lossy(b))),
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -404,6 +465,7 @@ impl TaskReader {
             None
         };
         let wchan = match &kernel_stack {
+            _ if running => None,
             Some(stack) => stack.first().and_then(|l| wchan_of_stack_line(l)),
             None => match self.read(tid, c"wchan") {
                 Ok(b) => parse_wchan(&String::from_utf8_lossy(b)),
@@ -411,11 +473,6 @@ impl TaskReader {
                 Err(_) => None,
             },
         };
-        let stat = self
-            .read(tid, c"stat")
-            .ok()
-            .and_then(parse_stat)
-            .ok_or(ThreadGone)?;
         let status = self
             .read(tid, c"status")
             .ok()
@@ -424,9 +481,7 @@ impl TaskReader {
         let view = KernelView {
             state: stat.state.to_string(),
             state_name: state_name(stat.state).to_string(),
-            // A running thread has no wait channel (the kernel reports 0), whatever its stack
-            // file shows.
-            wchan: if stat.state == 'R' { None } else { wchan },
+            wchan,
             syscall,
             kernel_stack,
             utime: stat.utime,
@@ -441,6 +496,66 @@ impl TaskReader {
     /// Fill in the file behind a syscall's fd argument (`readlink /proc/PID/fd/N`).
     pub fn resolve_fd(&self, syscall: &mut SyscallState) {
         resolve_fd(&self.root, syscall)
+    }
+}
+
+impl KeptFiles {
+    /// Keep `fd` as `tid`'s file `kind`, when the budget allows.
+    fn keep(&mut self, tid: Tid, kind: usize, fd: std::os::fd::OwnedFd) {
+        if self.open >= self.budget {
+            return;
+        }
+        let files = self.tasks.entry(tid).or_default();
+        if files[kind].is_none() {
+            self.open += 1;
+        }
+        files[kind] = Some(fd);
+    }
+
+    /// Close `tid`'s kept files.
+    fn forget(&mut self, tid: Tid) {
+        if let Some(files) = self.tasks.remove(&tid) {
+            self.open -= files.iter().filter(|f| f.is_some()).count();
+        }
+    }
+}
+
+/// Read all of `fd` into `buf` (cleared first); from offset 0 with `pread` when `again` (a
+/// kept file), else from the file's position. A short read is the end: every file read here
+/// is a `/proc` task file made of one record (`single_open`), which the kernel gives whole
+/// as far as the buffer allows (this saves the read that would return 0).
+fn read_all(fd: std::os::fd::RawFd, buf: &mut Vec<u8>, again: bool) -> io::Result<()> {
+    buf.clear();
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let spare = buf.capacity() - buf.len();
+        let at = buf.len();
+        // SAFETY: reading at most `spare` bytes into the vector's unused capacity.
+        let n = unsafe {
+            let dst = buf.as_mut_ptr().add(at).cast();
+            if again {
+                libc::pread(fd, dst, spare, at as libc::off_t)
+            } else {
+                libc::read(fd, dst, spare)
+            }
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: the kernel initialised `n` more bytes.
+        unsafe { buf.set_len(at + n as usize) };
+        if (n as usize) < spare {
+            return Ok(());
+        }
     }
 }
 

@@ -586,8 +586,8 @@ const WANTED: [gimli::SectionId; 10] = {
     ]
 };
 
-/// A compressed section, decompressed (zlib straight into a buffer of the stated size, whose
-/// untouched pages cost nothing; zstd through `object`, which decodes into a buffer of the
+/// A compressed section, decompressed (zlib straight into a buffer of the stated size, never
+/// cleared first; zstd through `object`, which decodes into a buffer of the
 /// stated size and no further). None when the data is damaged, does not fill exactly the
 /// stated size, or the stated size is beyond [`crate::limits::plausible_inflate`]: the output
 /// never exceeds the stated size, and the stated size is checked before anything is allocated.
@@ -598,10 +598,13 @@ fn inflate(c: &object::CompressedData<'_>) -> Option<Box<[u8]>> {
     }
     match c.format {
         object::CompressionFormat::Zlib => {
-            let mut out = vec![0u8; size];
+            // Inflated straight into the spare capacity: not zeroed first (an allocator that
+            // does not hand out fresh pages for this, like the library's, would clear every
+            // byte before zlib writes it: a third of a first dump's time).
+            let mut out = Vec::with_capacity(size);
             let mut d = flate2::Decompress::new(true);
             let status = d
-                .decompress(c.data, &mut out, flate2::FlushDecompress::Finish)
+                .decompress_vec(c.data, &mut out, flate2::FlushDecompress::Finish)
                 .ok()?;
             (status == flate2::Status::StreamEnd && d.total_out() == c.uncompressed_size)
                 .then(|| out.into_boxed_slice())
