@@ -4,17 +4,24 @@
 Measures, on the same targets in the same run, for N worker threads (bench/target.c):
   - `kill -s USR1` (sent with sigqueue and a request id) until the `...-r<id>.json` appears
     (inotify, no polling), cold (first dump of a fresh process) and warm;
-  - `stackdump dump PID` (when the CLI exists), cold and warm;
+  - `stackdump dump PID --format json` (when the CLI exists), cold and warm, its JSON read
+    through a pipe by bench/runner; `stackdump dump PID` (text), warm;
+  - `stackdump inspect PID` (no preload), cold (empty debug-section cache) and warm;
   - `eu-stack -p PID` and `gdb -batch -ex 'thread apply all bt' -p PID`;
   - the peak RSS of each tool (getrusage of the child, via wait4);
   - the longest stop of the target's spinning thread during each dump (shared-memory gap meter);
-  - the RSS the preload adds to the target (idle, after the first dump, across 100 dumps),
-    the start-up cost of the preload on /bin/true, the dump thread's CPU while idle;
+  - the RSS the preload adds to the target (idle, after the first dump, across 100 dumps) and
+    to an idle `sleep 1000`, the start-up cost of the preload on /bin/true, the dump thread's
+    CPU while idle;
   - scale: stack depth 20 vs 200, 4000/8000 threads against the default 1 s deadline, and the
     symbolizer's memory on a large binary (python3 linking a 23 MB libpython3.11 with DWARF).
 
 Writes bench/results/latest.{json,md}, bench/plot.svg and the generated section of
-BENCHMARKS.md (between the `<!-- bench:results:begin/end -->` markers).
+BENCHMARKS.md (between the `<!-- bench:results:begin/end -->` markers); the report opens with
+issue 18's goals and, when there is one, the previous run's headline numbers beside this run's
+(bench/results/previous.json, the finished run latest.json held before). With --compare-lib
+(bench/run.sh --compare REV) every cell is measured for both builds, into
+bench/results/compare-REV.{json,md}.
 """
 import argparse
 import collections
@@ -336,7 +343,8 @@ RUNNER = None  # bench/runner.c, built by run.sh
 
 def run_tool(argv, timeout=120, spinner=None, env=None):
     """Run a tool to completion through bench/runner: wall time (measured by the runner, from
-    fork to wait4), peak RSS (the tool's rusage), exit status, and the spinner's longest gap."""
+    fork to wait4, its stdout read to the end through a pipe), peak RSS (the tool's rusage),
+    exit status, bytes printed, and the spinner's longest gap."""
     if spinner:
         spinner.reset()
     p = subprocess.Popen([RUNNER, str(int(timeout))] + list(argv), stdin=subprocess.DEVNULL,
@@ -353,11 +361,11 @@ def run_tool(argv, timeout=120, spinner=None, env=None):
     _unregister(p.pid)
     gap = spinner.max_gap_ms() if spinner else None
     try:
-        wall_ns, rss_kb, status, timed_out = (int(x) for x in out.split())
+        wall_ns, rss_kb, status, timed_out, out_bytes = (int(x) for x in out.split())
     except ValueError:
         return {"wall_ms": None, "gap_ms": gap, "error": f"runner failed ({p.returncode})"}
     rc = os.waitstatus_to_exitcode(status)
-    res = {"wall_ms": wall_ns / 1e6, "rss_kb": rss_kb, "rc": rc, "gap_ms": gap}
+    res = {"wall_ms": wall_ns / 1e6, "rss_kb": rss_kb, "rc": rc, "gap_ms": gap, "stdout_bytes": out_bytes}
     if timed_out:
         res["error"] = f"timed out after {timeout}s (killed)"
         res["wall_ms"] = None
@@ -430,6 +438,24 @@ class Bench:
                   "cpu_busy_at_start": os.environ.get("BENCH_CPU_BUSY")}
         self.cli_works = None
         self.quiet_budget = 600.0  # seconds we may spend waiting for other work to finish
+        # The builds measured: "new" (this tree) and, with --compare REV, "old" (REV built in a
+        # temporary worktree). `use(name)` points self.lib, self.cli and self.out (where the
+        # results go: the run itself, or r["compare"]["old"]) at one of them.
+        self.builds = {"new": {"lib": self.lib, "cli": self.cli}}
+        self.out = self.r
+        if args.compare_lib:
+            cli_old = args.compare_cli if args.compare_cli and os.access(args.compare_cli, os.X_OK) else None
+            self.builds["old"] = {"lib": args.compare_lib, "cli": cli_old}
+            self.r["compare"] = {"rev": args.compare_rev, "git": args.compare_git,
+                                 "old": {"cells": {}, "lib_bytes": os.path.getsize(args.compare_lib)}}
+
+    def dest(self, name):
+        return self.r if name == "new" else self.r["compare"]["old"]
+
+    def use(self, name):
+        b = self.builds[name]
+        self.lib, self.cli = b["lib"], b["cli"]
+        self.out = self.dest(name)
 
     def wait_quiet(self, what):
         """With --wait-quiet: before a cell, wait (bounded) until the CPUs are idle."""
@@ -454,6 +480,9 @@ class Bench:
 
     def cmd_cli(self, pid):
         return [self.cli, "dump", str(pid)]
+
+    def cmd_cli_json(self, pid):
+        return [self.cli, "dump", str(pid), "--format", "json"]
 
     def cmd_inspect(self, pid):
         return [self.cli, "inspect", str(pid)]
@@ -504,12 +533,20 @@ class Bench:
 
     # machine -------------------------------------------------------------------------------
     def machine(self):
-        cpu = "?"
+        # The first processor's block of /proc/cpuinfo: model name, family/model/stepping, cores.
+        info = {}
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
+                if not line.strip():
                     break
+                k, _, v = line.partition(":")
+                info[k.strip()] = v.strip()
+        cpu = info.get("model name", "?")
+        sockets = set()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    sockets.add(line.split(":", 1)[1].strip())
         mem = status = None
         with open("/proc/meminfo") as f:
             mem = f.readline().split()[1]
@@ -524,6 +561,11 @@ class Bench:
         dirty = out(["git", "-C", ROOT, "status", "--short", "--", "src", "dumper", "injector"])
         self.r["machine"] = {
             "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "cpu_id": f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')} "
+                      f"stepping {info.get('stepping', '?')}",
+            "cores_per_socket": int(info["cpu cores"]) if info.get("cpu cores", "").isdigit() else None,
+            "sockets": len(sockets) or None,
+            "virtual": "hypervisor" in info.get("flags", "").split(),
             "glibc": " ".join(platform.libc_ver()),
             "mem_gib": round(int(mem) / 1024 / 1024, 1),
             "fs_of_dump_dir": fs[-1].split()[1] if len(fs) > 1 else "?",
@@ -541,13 +583,19 @@ class Bench:
         xs = [run_tool(["/bin/true"])["wall_ms"] for _ in range(max(10, self.runs * 2))]
         self.r["spawn_overhead_ms"] = stats(xs)
 
-    def startup(self):
-        """/bin/true with and without the preload, interleaved; median wall time of each."""
-        n = self.args.startup_runs
+    def preload_envs(self):
+        """(name, environment): no preload, then each build's library preloaded."""
         base = dict(os.environ)
         base.pop("LD_PRELOAD", None)
-        pre = dict(base, LD_PRELOAD=self.lib, STACKDUMP_DIR=self.work)
-        times = {"without": [], "with": []}
+        return [("without", base)] + [(name, dict(base, LD_PRELOAD=b["lib"], STACKDUMP_DIR=self.work))
+                                      for name, b in self.builds.items()]
+
+    def startup(self):
+        """/bin/true without the preload and with each build's, interleaved (the order rotates
+        every round); median wall time of each."""
+        n = self.args.startup_runs
+        envs = self.preload_envs()
+        times = {name: [] for name, _ in envs}
 
         def once(env):
             t0 = time.perf_counter()
@@ -555,15 +603,55 @@ class Bench:
             os.waitpid(pid, 0)
             return (time.perf_counter() - t0) * 1000
         for _ in range(5):
-            once(base), once(pre)
+            for _, env in envs:
+                once(env)
         for i in range(n):
-            order = [("without", base), ("with", pre)] if i % 2 == 0 else [("with", pre), ("without", base)]
-            for k, env in order:
-                times[k].append(once(env))
-        w, wo = stats(times["with"]), stats(times["without"])
-        self.r["startup"] = {"runs": n, "with_ms": w, "without_ms": wo,
-                             "added_ms": w["median"] - wo["median"]}
-        log(f"startup /bin/true: without {wo['median']:.3f} ms, with {w['median']:.3f} ms")
+            k = i % len(envs)
+            for name, env in envs[k:] + envs[:k]:
+                times[name].append(once(env))
+        wo = stats(times["without"])
+        for name in self.builds:
+            w = stats(times[name])
+            self.dest(name)["startup"] = {"runs": n, "with_ms": w, "without_ms": wo,
+                                          "added_ms": w["median"] - wo["median"]}
+            log(f"startup /bin/true ({name}): without {wo['median']:.3f} ms, with {w['median']:.3f} ms")
+
+    def sleep_rss(self):
+        """VmRSS of an idle `sleep 1000` without the preload and with each build's (issue 18:
+        the preload should add at most 1 MiB); each round starts one of each, reads VmRSS (and
+        its anonymous/file-backed split) after 0.3 s, kills them; medians over the rounds."""
+        rounds = 5 if self.args.quick else 10
+        exe = shutil.which("sleep") or "/bin/sleep"
+        envs = self.preload_envs()
+        vals = {name: [] for name, _ in envs}
+        for _ in range(rounds):
+            procs = []
+            try:
+                for name, env in envs:
+                    p = subprocess.Popen([exe, "1000"], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
+                    _register(p.pid)
+                    procs.append((name, p))
+                time.sleep(0.3)
+                for name, p in procs:
+                    vals[name].append(tuple(status_kb(p.pid, k) for k in ("VmRSS", "RssAnon", "RssFile")))
+            finally:
+                for _, p in procs:
+                    kill_group(p.pid)
+                    p.wait()
+                    _unregister(p.pid)
+
+        def col(name, i):
+            return stats([v[i] for v in vals[name]])
+        for name in self.builds:
+            wo, w = col("without", 0), col(name, 0)
+            self.dest(name)["sleep_rss"] = {
+                "runs": rounds, "without_kb": wo, "with_kb": w,
+                "added_kb": w["median"] - wo["median"] if w and wo else None,
+                "anon_kb": {"without": col("without", 1), "with": col(name, 1)},
+                "file_kb": {"without": col("without", 2), "with": col(name, 2)}}
+            log(f"sleep VmRSS ({name}): without {fmt(wo, ' kB')}, with {fmt(w, ' kB')}")
 
     def idle_cpu(self):
         """CPU used by a preloaded, idle target (no spinner) over a few seconds."""
@@ -590,22 +678,26 @@ class Bench:
             a, sa = ticks(), dumper_switches()
             time.sleep(secs)
             b, sb = ticks(), dumper_switches()
-            self.r["idle_cpu"] = {"seconds": secs, "ticks": b - a,
+            self.out["idle_cpu"] = {"seconds": secs, "ticks": b - a,
                                   "dumper_thread_switches": None if sa is None or sb is None else sb - sa}
         finally:
             t.close()
 
     # one N ---------------------------------------------------------------------------------
-    def cell(self, n, depth=20, external=True, gdb=True, rss_series=False, tag=None):
+    def cell(self, n, depth=20, external=True, gdb=True, rss_series=False, tag=None, build=None):
+        """One thread count: kill → file cold and warm, `stackdump dump --format json` cold and
+        warm, `stackdump dump` (text) warm, `stackdump inspect` cold and warm, eu-stack and gdb
+        (unless `external`/`gdb` say not), the spinner's longest stop, the target's RSS."""
         R = self.runs
         key = tag or f"{n}"
         c = {"n": n, "depth": depth, "tools": {}, "rss_kb": {}}
         c["cpu_busy_before"] = self.wait_quiet(f"N={n} depth={depth}")
-        self.r["cells"][key] = c
-        log(f"N={n} depth={depth}: cold dumps in {R} fresh targets")
+        self.out["cells"][key] = c
+        who = f"N={n} depth={depth}" + (f" ({build} build)" if build else "")
+        log(f"{who}: cold dumps in {R} fresh targets")
         base_rss, idle_rss, first_rss, first_hwm, idle_hwm = [], [], [], [], []
         first_anon, first_file, idle_anon_file = [], [], []
-        kill_cold, kill_warm, cli_cold, cli_warm, noise = [], [], [], [], []
+        kill_cold, kill_warm, json_cold, json_warm, text_warm, noise = [], [], [], [], [], []
         if depth == 20:
             for i in range(R):
                 t = self.start(n, depth, preload=False, label="base")
@@ -630,12 +722,14 @@ class Bench:
             finally:
                 t.close()
             if self.cli:
+                # The CLI's first dump ever of a fresh process, its JSON read through a pipe.
                 t = self.start(n, depth, label="clicold")
                 try:
-                    cli_cold.append(run_tool(self.cmd_cli(t.pid), spinner=t.spinner, env=self.env_tools))
+                    json_cold.append(run_tool(self.cmd_cli_json(t.pid), spinner=t.spinner, env=self.env_tools))
                 finally:
                     t.close()
-        log(f"N={n} depth={depth}: warm dumps, eu-stack, gdb on one target")
+        log(f"{who}: warm dumps, inspect" + (", eu-stack" if external else "") + (", gdb" if external and gdb else "")
+            + " on one target")
         t = self.start(n, depth, label="warm")
         try:
             time.sleep(0.2)
@@ -647,9 +741,11 @@ class Bench:
             for _ in range(R):
                 kill_warm.append(kill_dump(t))
             if self.cli:
-                run_tool(self.cmd_cli(t.pid), env=self.env_tools)
+                run_tool(self.cmd_cli_json(t.pid), env=self.env_tools)  # the CLI's own files cached
                 for _ in range(R):
-                    cli_warm.append(run_tool(self.cmd_cli(t.pid), spinner=t.spinner, env=self.env_tools))
+                    json_warm.append(run_tool(self.cmd_cli_json(t.pid), spinner=t.spinner, env=self.env_tools))
+                for _ in range(R):
+                    text_warm.append(run_tool(self.cmd_cli(t.pid), spinner=t.spinner, env=self.env_tools))
                 t.clear_dumps()
             eu, gd, insp, insp_cold = [], [], [], []
             if self.cli:
@@ -685,6 +781,7 @@ class Bench:
                 }
                 if tool_rss:
                     out[name]["rss_kb"] = stats([x.get("rss_kb") for x in runs])
+                    out[name]["stdout_bytes"] = stats([x.get("stdout_bytes") for x in runs])
                 if runs and "duration_us" in runs[0]:
                     out[name]["duration_ms"] = stats([x.get("duration_us", 0) / 1000 for x in runs])
                     phases = collections.defaultdict(list)
@@ -692,6 +789,10 @@ class Bench:
                         for k, v in (x.get("phases_us") or {}).items():
                             phases[k].append(v / 1000)
                     out[name]["phases_ms"] = {k: stats(v) for k, v in phases.items()}
+                    # The kernel view (phase 0: /proc of every thread) per thread, µs.
+                    out[name]["kernel_view_us_per_thread"] = stats(
+                        [(x.get("phases_us") or {}).get("kernel_view") / x["threads"] for x in runs
+                         if x.get("threads") and (x.get("phases_us") or {}).get("kernel_view") is not None])
                     out[name]["captured"] = [(x.get("captured"), x.get("threads")) for x in runs]
                     out[name]["statuses"] = runs[-1].get("statuses")
                     out[name]["method"] = runs[-1].get("method")
@@ -702,8 +803,10 @@ class Bench:
             return out
         c["tools"]["kill"] = summarize(kill_cold, kill_warm, tool_rss=False)
         if self.cli:
-            c["tools"]["cli"] = summarize(cli_cold, cli_warm)
-            c["tools"]["cli"]["rc"] = [x.get("rc") for x in cli_cold + cli_warm]
+            c["tools"]["cli-json"] = summarize(json_cold, json_warm)
+            c["tools"]["cli-json"]["rc"] = [x.get("rc") for x in json_cold + json_warm]
+            c["tools"]["cli"] = summarize([], text_warm)
+            c["tools"]["cli"]["rc"] = [x.get("rc") for x in text_warm]
             if insp:
                 c["tools"]["inspect"] = summarize(insp_cold, insp)
         if external:
@@ -712,7 +815,7 @@ class Bench:
                 c["tools"]["gdb"] = summarize([], gd)
         c["noise_gap_ms"] = stats(noise)
         c["load"] = loadavg()
-        log(f"N={n} depth={depth}: pinned spinner")
+        log(f"{who}: pinned spinner")
         c["pinned"] = self.pinned(n, depth, external) if depth == 20 else None
         c["rss_kb"] = {"no_preload": stats(base_rss), "preload_idle": stats(idle_rss),
                        "after_first_dump": stats(first_rss), "hwm_idle": stats(idle_hwm),
@@ -721,7 +824,7 @@ class Bench:
                        "file_idle": stats([f for _, f in idle_anon_file]),
                        "anon_after_first_dump": stats(first_anon), "file_after_first_dump": stats(first_file)}
         kw = c["tools"]["kill"].get("warm", {}).get("wall_ms")
-        log(f"N={n} depth={depth}: kill warm {fmt(kw, ' ms')}; "
+        log(f"{who}: kill warm {fmt(kw, ' ms')}; "
             + ", ".join(f"{k} {fmt(v.get('warm', {}).get('wall_ms'), ' ms')}"
                         for k, v in c["tools"].items() if k != "kill"))
         return c
@@ -972,26 +1075,44 @@ class Bench:
         a = self.args
         self.machine()
         log(f"machine: {self.r['machine']['cpu']}, {self.r['machine']['nproc']} CPUs, load {loadavg()}")
-        if self.cli:
-            t = self.start(3, label="clicheck")
-            try:
-                res = run_tool(self.cmd_cli(t.pid), env=self.env_tools, timeout=30)
-                self.cli_works = res.get("rc") == 0
-            finally:
-                t.close()
-            if not self.cli_works:
-                log(f"stackdump dump does not work yet ({res.get('error')}): column n/a")
-                self.r["cli_error"] = res.get("error")
-                self.cli = None
-        self.r["cli"] = bool(self.cli)
+        for name, b in self.builds.items():
+            self.use(name)
+            if self.cli:
+                t = self.start(3, label="clicheck")
+                try:
+                    res = run_tool(self.cmd_cli_json(t.pid), env=self.env_tools, timeout=30)
+                    self.cli_works = res.get("rc") == 0
+                finally:
+                    t.close()
+                if not self.cli_works:
+                    log(f"stackdump dump ({name} build) does not work ({res.get('error')}): column n/a")
+                    self.out["cli_error"] = res.get("error")
+                    b["cli"] = None
+            self.out["cli"] = bool(b["cli"])
+        self.use("new")
         self.wait_quiet("start-up")
         self.spawn_overhead()
         self.startup()
-        self.idle_cpu()
-        for n in a.threads:
-            self.cell(n, rss_series=a.rss_series.get(n, 0))
-            self.save()
-        if not a.quick and not a.cells_only:
+        self.sleep_rss()
+        compare = "old" in self.builds
+        for name in self.builds:
+            self.use(name)
+            self.idle_cpu()
+        for i, n in enumerate(a.threads):
+            # With --compare, each cell for both builds, one after the other, in alternating
+            # order (new-old, old-new, ...) so neither always runs second; eu-stack on both
+            # (the ratios' reference, and a measure of how much the machine drifted between
+            # them), gdb only with the new build.
+            order = list(self.builds)
+            if i % 2:
+                order.reverse()
+            for name in order:
+                self.use(name)
+                self.cell(n, rss_series=a.rss_series.get(n, 0), gdb=name == "new",
+                          build=name if compare else None)
+                self.save()
+        self.use("new")
+        if not a.quick and not a.cells_only and not compare:
             for n in a.depth_threads:
                 self.cell(n, depth=200, gdb=n <= a.depth_gdb_max, tag=f"{n}-d200")
                 self.save()
@@ -1022,12 +1143,13 @@ class Bench:
 # --------------------------------------------------------------------------------------------
 # Report: markdown tables, budgets, plot.
 
-TOOLS = [("kill", "`kill -s USR1` → .json"), ("cli", "`stackdump dump PID`"),
+TOOLS = [("kill", "`kill -s USR1` → .json"), ("cli-json", "`stackdump dump PID --format json`"),
+         ("cli", "`stackdump dump PID` (text)"),
          ("inspect", "`stackdump inspect PID` (no preload needed)"),
          ("eu-stack", "`eu-stack -p PID`"), ("gdb", "`gdb -batch -ex 'thread apply all bt' -p PID`")]
 
 
-TOOLNAMES = {"kill": "kill → .json", "cli": "stackdump dump", "inspect": "stackdump inspect", "eu-stack": "eu-stack", "gdb": "gdb"}
+TOOLNAMES = {"kill": "kill → .json", "cli-json": "stackdump dump --format json", "cli": "stackdump dump", "inspect": "stackdump inspect", "eu-stack": "eu-stack", "gdb": "gdb"}
 
 
 def rfmt(x):
@@ -1038,25 +1160,211 @@ def median_of(s):
     return s["median"] if s else None
 
 
-def report(r):
+def tool_med(c, tool, name="warm", key="wall_ms"):
+    """Median of one measurement of one tool in a cell, or None (missing in older results)."""
+    return median_of((((c or {}).get("tools") or {}).get(tool, {}).get(name) or {}).get(key))
+
+
+def main_cells(r):
+    """The depth-20 cells, by thread count."""
+    return sorted((c for c in r.get("cells", {}).values() if c.get("depth") == 20), key=lambda c: c["n"])
+
+
+def cli_key(c):
+    """The CLI row the goals use: `--format json`; runs before it existed had only the text one."""
+    return "cli-json" if "cli-json" in (c.get("tools") or {}) else "cli"
+
+
+def kv_per_thread(c, name="warm"):
+    """In-process `phases_us.kernel_view` ÷ threads, µs (from the phase's median in older results)."""
+    k = (c.get("tools") or {}).get("kill", {}).get(name) or {}
+    if k.get("kernel_view_us_per_thread"):
+        return k["kernel_view_us_per_thread"]["median"]
+    ph = (k.get("phases_ms") or {}).get("kernel_view")
+    return ph["median"] * 1000 / c["n"] if ph else None
+
+
+def json_printed(r):
+    """(bytes `stackdump dump --format json` printed in the largest cell, its thread count);
+    (None, None) for a run whose tools wrote to /dev/null (before the runner read a pipe)."""
+    cells = main_cells(r)
+    if not any((t.get("warm") or {}).get("stdout_bytes") for c in cells for t in c.get("tools", {}).values()):
+        return None, None
+    sized = [(c["n"], tool_med(c, "cli-json", key="stdout_bytes")) for c in cells]
+    sized = [x for x in sized if x[1]]
+    return (sized[-1][1], sized[-1][0]) if sized else (0, None)
+
+
+def mark(value, limit, fmt_value=lambda v: f"{v:.2f}"):
+    if value is None:
+        return "n/a"
+    return f"{fmt_value(value)} {'✓' if value <= limit else '✗'}"
+
+
+def goals_md(r, title="### Goals"):
+    """Issue 18's goals, one row per thread count, then the preload's start-up and memory."""
+    L = [title, "",
+         "CLI = `stackdump dump PID --format json`, its JSON read through a pipe; eu-stack = `eu-stack -p PID`, "
+         "warm, same target. Ratios of medians; ✓ goal met, ✗ missed. The stop-time and memory budgets are in "
+         "the Budgets table at the end.", "",
+         "| threads | CLI warm ÷ eu-stack (≤ 0.20 at < 200 threads, ≤ 0.10 from 200) | CLI cold ÷ warm (≤ 2) "
+         "| `kill` → file cold ÷ warm (≤ 2) | inspect ÷ eu-stack, warm (same goal as the CLI); cold "
+         "| kernel view µs/thread, warm; cold |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    text_only = False
+    for c in main_cells(r):
+        n, cli = c["n"], cli_key(c)
+        text_only |= cli == "cli"
+        lim = 0.20 if n < 200 else 0.10
+        eu = tool_med(c, "eu-stack")
+
+        def over(a, b):
+            return a / b if a and b else None
+        cw, cc = tool_med(c, cli), tool_med(c, cli, "cold")
+        kw, kc = tool_med(c, "kill"), tool_med(c, "kill", "cold")
+        iw, ic = tool_med(c, "inspect"), tool_med(c, "inspect", "cold")
+        kvw, kvc = kv_per_thread(c), kv_per_thread(c, "cold")
+        L.append(f"| {n} | {mark(over(cw, eu), lim)}{' ᵗ' if cli == 'cli' else ''} | {mark(over(cc, cw), 2, rfmt)} "
+                 f"| {mark(over(kc, kw), 2, rfmt)} | {mark(over(iw, eu), lim)}; {rfmt(ic / eu) if ic and eu else 'n/a'} "
+                 f"| {rfmt(kvw) if kvw else 'n/a'}; {rfmt(kvc) if kvc else 'n/a'} |")
+    if text_only:
+        L += ["", "ᵗ `stackdump dump PID` with text output: this run predates the `--format json` row."]
+    L += ["", "| preload | goal | measured | |", "| --- | --- | --- | --- |"]
+    st = r.get("startup")
+    add = st["added_ms"] * 1000 if st else None
+    L.append(f"| `/bin/true` start-up added | ≤ 200 µs | {f'{add:.0f} µs' if st else 'not measured'} | "
+             f"{'' if add is None else '✓' if add <= 200 else '✗'} |")
+    sr = r.get("sleep_rss") or {}
+    sa = sr.get("added_kb")
+    L.append(f"| `sleep 1000` VmRSS added | ≤ 1 MiB | "
+             + (f"{sa / 1024:.2f} MiB ({sr['without_kb']['median'] / 1024:.2f} → {sr['with_kb']['median'] / 1024:.2f})"
+                if sa is not None else "not measured")
+             + f" | {'' if sa is None else '✓' if sa <= 1024 else '✗'} |")
+    return "\n".join(L) + "\n"
+
+
+HEADLINE = [  # (what, how to get it from a cell)
+    ("`stackdump dump --format json`, warm ms", lambda c: tool_med(c, "cli-json")),
+    ("`stackdump dump --format json`, cold ms", lambda c: tool_med(c, "cli-json", "cold")),
+    ("`stackdump dump` (text), warm ms", lambda c: tool_med(c, "cli")),
+    ("`kill` → file, warm ms", lambda c: tool_med(c, "kill")),
+    ("`kill` → file, cold ms", lambda c: tool_med(c, "kill", "cold")),
+    ("in-process kernel view, µs/thread (warm)", kv_per_thread),
+    ("`stackdump inspect`, warm ms", lambda c: tool_med(c, "inspect")),
+    ("`stackdump inspect`, cold ms", lambda c: tool_med(c, "inspect", "cold")),
+    ("longest stop during `kill`, warm ms", lambda c: tool_med(c, "kill", key="gap_ms")),
+    ("idle RSS added by the preload, MiB", lambda c: idle_rss_added_mib(c)),
+    ("`eu-stack -p`, ms (the reference)", lambda c: tool_med(c, "eu-stack")),
+]
+
+
+def idle_rss_added_mib(c):
+    rs = c.get("rss_kb") or {}
+    if not (rs.get("preload_idle") and rs.get("no_preload")):
+        return None
+    return (median_of(rs["preload_idle"]) - median_of(rs["no_preload"])) / 1024
+
+
+def headline_md(a, b, name_a, name_b, title):
+    """The headline numbers of two runs (or builds) side by side: one row per measurement, one
+    column per thread count, each cell `a / b (a ÷ b)`; then the preload's start-up and memory."""
+    ca, cb = {c["n"]: c for c in main_cells(a)}, {c["n"]: c for c in main_cells(b)}
+    ns = sorted(set(ca) | set(cb))
+
+    def pair(va, vb):
+        if va is None and vb is None:
+            return ""
+        s = f"{rfmt(va) if va is not None else '–'} / {rfmt(vb) if vb is not None else '–'}"
+        return s + (f" ({va / vb:.2f})" if va is not None and vb else "")
+    L = [f"### {title}", "",
+         f"Each cell: {name_a} / {name_b} ({name_a} ÷ {name_b}), medians. "
+         f"{name_a}: {a['started'][:16].replace('T', ' ')} UTC, `{a['mode']}`, source `{a['machine'].get('git', '?')}`; "
+         f"{name_b}: {b['started'][:16].replace('T', ' ')} UTC, `{b['mode']}`, source `{b['machine'].get('git', '?')}`"
+         + ("" if a["machine"].get("cpu") == b["machine"].get("cpu") else f", on {b['machine'].get('cpu')}") + ".", "",
+         "| | " + " | ".join(f"{n} threads" for n in ns) + " |", "| --- |" + " --- |" * len(ns)]
+    for what, get in HEADLINE:
+        vals = [pair(get(ca[n]) if n in ca else None, get(cb[n]) if n in cb else None) for n in ns]
+        if any(vals):
+            L.append(f"| {what} | " + " | ".join(vals) + " |")
+
+    def startup_us(r):
+        st = r.get("startup")
+        return st["added_ms"] * 1000 if st else None
+
+    def sleep_mib(r):
+        sa = (r.get("sleep_rss") or {}).get("added_kb")
+        return sa / 1024 if sa is not None else None
+    L += ["", f"| preload | {name_a} / {name_b} ({name_a} ÷ {name_b}) |", "| --- | --- |",
+          f"| `/bin/true` start-up added, µs | {pair(startup_us(a), startup_us(b)) or 'not measured'} |",
+          f"| `sleep 1000` VmRSS added, MiB | {pair(sleep_mib(a), sleep_mib(b)) or 'not measured'} |"]
+    return "\n".join(L) + "\n"
+
+
+def old_build_run(r):
+    """The old build's results of a --compare run, shaped as a run of their own."""
+    old = r["compare"]["old"]
+    m = dict(r["machine"], git=(r["compare"].get("git") or r["compare"].get("rev"))[:12], uncommitted_sources=[],
+             lib_bytes=old.get("lib_bytes", 0), lib_mtime="?", build_note="")
+    return dict(r, machine=m, **{k: v for k, v in old.items() if k != "lib_bytes"})
+
+
+def compare_md(r):
+    cmp_ = r["compare"]
+    old = old_build_run(r)
+    L = [f"## This tree (`{r['machine']['git']}`) against `{cmp_.get('rev')}` (`{(cmp_.get('git') or '?')[:12]}`)", "",
+         run_md(r), "", machine_md(r["machine"]), "",
+         "Both builds measured in the same run with the same target binary and tools, cell by cell "
+         "(each thread count for one build then the other, the order alternating); eu-stack ran beside each "
+         "build (its drift between the two is the noise), gdb with the new build only.", "",
+         headline_md(r, old, "new", "old", "Headline numbers, new ÷ old"),
+         goals_md(r, "### Goals, new build"), goals_md(old, "### Goals, old build"),
+         "## New build, details", "", report(r, header=False), "", "## Old build, details", "",
+         report(old, header=False)]
+    return "\n".join(L)
+
+
+def machine_md(m):
+    """The machine, model first: `Machine: AMD EPYC (AuthenticAMD family 25 ...), 2 CPUs ...`."""
+    cpus = f"{m['nproc']} CPUs"
+    if m.get("sockets") and m.get("cores_per_socket"):
+        cpus += f" ({m['sockets']} socket × {m['cores_per_socket']} cores)"
+    model = m["cpu"] + (f" ({m['cpu_id']}" + ("; virtual machine" if m.get("virtual") else "") + ")" if m.get("cpu_id") else "")
+    return (f"Machine: **{model}**, {cpus}, {m['mem_gib']} GiB, kernel {m['kernel']}, "
+            f"{m['glibc']}, dump directory on {m['fs_of_dump_dir']}; "
+            f"{(m['eu_stack'] or ['?'])[0]}; {(m['gdb'] or ['?'])[0]}; "
+            f"source `{m['git']}`"
+            + (f" (uncommitted: {', '.join(x.split()[-1] for x in m['uncommitted_sources'])})" if m['uncommitted_sources'] else "")
+            + f"; libstackdump.so {m['lib_bytes'] / 1e6:.1f} MB built {m.get('lib_mtime', '?')}"
+            + (f" (**{m['build_note']}**)" if m.get("build_note") else "") + ".")
+
+
+def run_md(r):
+    return (f"Run: {r['started'][:19]}Z, mode `{r['mode']}`, {r['runs']} runs per cell; "
+            + (f"CPUs {r['cpu_busy_at_start']}% busy just before the run; " if r.get("cpu_busy_at_start") else "")
+            + f"load average before {' '.join(r['load']['before'])}, after {' '.join(r['load'].get('after', ['?']))}.")
+
+
+def report(r, previous=None, header=True):
+    """The whole report of a run; `header=False` (in a --compare report) leaves out the run and
+    machine lines and the goals, which it shows once at the top."""
     L = []
-    m = r["machine"]
-    L.append(f"Run: {r['started'][:19]}Z, mode `{r['mode']}`, {r['runs']} runs per cell; "
-             + (f"CPUs {r['cpu_busy_at_start']}% busy just before the run; " if r.get("cpu_busy_at_start") else "")
-             + f"load average before {' '.join(r['load']['before'])}, after {' '.join(r['load'].get('after', ['?']))}.")
-    L.append("")
-    L.append(f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, kernel {m['kernel']}, "
-             f"{m['glibc']}, dump directory on {m['fs_of_dump_dir']}; "
-             f"{(m['eu_stack'] or ['?'])[0]}; {(m['gdb'] or ['?'])[0]}; "
-             f"source `{m['git']}`"
-             + (f" (uncommitted: {', '.join(x.split()[-1] for x in m['uncommitted_sources'])})" if m['uncommitted_sources'] else "")
-             + f"; libstackdump.so {m['lib_bytes'] / 1e6:.1f} MB built {m.get('lib_mtime', '?')}"
-             + (f" (**{m['build_note']}**)" if m.get("build_note") else "") + ".")
-    L.append("")
+    if header:
+        L += [run_md(r), "", machine_md(r["machine"]), "", goals_md(r)]
+    if previous:
+        L.append(headline_md(r, previous, "this run", "previous run",
+                             "This run beside the previous one (bench/results/previous.json)"))
     so = r.get("spawn_overhead_ms")
+    printed, nmax = json_printed(r)
+    if printed is None:
+        out = "Each tool's stdout was /dev/null (a run from before the runner read a pipe)."
+    else:
+        out = ("Each tool's stdout is a pipe that the runner reads to the end and discards (not /dev/null), so a "
+               "tool really writes what it prints, as into `| jq`"
+               + (f"; `stackdump dump --format json` printed {printed / 1e6:.1f} MB at {nmax} threads" if printed else "") + ".")
     L.append(f"Tools are timed by `bench/runner` from fork to wait4; running `/bin/true` that way takes {fmt(so, ' ms')}, "
              "which is included in the wall times of the CLI, eu-stack and gdb (the `kill` row is a sigqueue from the harness "
-             "and the inotify event of the .json). Peak RSS is the tool's own `ru_maxrss` (forked from the ~1 MB runner).")
+             "and the inotify event of the .json). Peak RSS is the tool's own `ru_maxrss` (forked from the ~1 MB runner). "
+             + out)
     L.append("")
     for key, c in r["cells"].items():
         n, depth = c["n"], c["depth"]
@@ -1082,7 +1390,7 @@ def report(r):
                 if not ref or not w:
                     return "–"
                 s = f"{rfmt(ref / w)}×"
-                if cw and tool in ("kill", "cli", "inspect"):
+                if cw and tool in ("kill", "cli", "cli-json", "inspect"):
                     s += f" (cold {rfmt(ref / cw)}×)"
                 return s
             rss = warm.get("rss_kb") or cold.get("rss_kb")
@@ -1091,7 +1399,8 @@ def report(r):
             gap_s = fmt(gaps, "")
             if cold.get("gap_ms"):
                 gap_s += f"; cold {fmt(cold.get('gap_ms'), '')}"
-            cold_s = fmt(cold.get("wall_ms")) if cold else "– (no state kept)"
+            cold_s = (fmt(cold.get("wall_ms")) if cold else "– (no state kept)" if tool in ("eu-stack", "gdb")
+                      else "– (not measured)")
             errs = (warm.get("errors") or []) + (cold.get("errors") or [])
             note = f" ⚠ {len(errs)} failed: {errs[0]}" if errs else ""
             L.append(f"| {label} | {cold_s} | {fmt(warm.get('wall_ms'))}{note} | {gap_s} | {rss_s} | "
@@ -1118,6 +1427,10 @@ def report(r):
                         f"file-backed {median_of(rs['file_idle']) / 1024:.1f} → {median_of(rs['file_after_first_dump']) / 1024:.1f}); "
                         if rs.get("anon_after_first_dump") else "; ")
                      + f"peak (VmHWM) after the first dump {fmt(rs['hwm_after_first_dump'], scale=1 / 1024)}.")
+        kv = [(name, (k.get(name) or {}).get("kernel_view_us_per_thread")) for name in ("cold", "warm")]
+        if any(s for _, s in kv):
+            L.append("- in-process kernel view (`capture.phases_us.kernel_view` ÷ threads), µs per thread: "
+                     + ", ".join(f"{name} {fmt(s)}" for name, s in kv if s) + ".")
         if c.get("noise_gap_ms"):
             L.append(f"- spinner's longest gap in 200 ms without any dump (scheduler noise floor): {fmt(c['noise_gap_ms'], ' ms')}.")
         pn = c.get("pinned")
@@ -1136,6 +1449,14 @@ def report(r):
     if st:
         L.append(f"Start-up of `/bin/true`, {st['runs']} runs each, interleaved: without preload {fmt(st['without_ms'], ' ms', 3)}, "
                  f"with preload {fmt(st['with_ms'], ' ms', 3)}: **+{st['added_ms']:.3f} ms** (medians).")
+        L.append("")
+    sr = r.get("sleep_rss")
+    if sr and sr.get("added_kb") is not None:
+        an, fi = sr.get("anon_kb") or {}, sr.get("file_kb") or {}
+        L.append(f"VmRSS of an idle `sleep 1000`, {sr['runs']} of each, 0.3 s after start: without preload "
+                 f"{fmt(sr['without_kb'], ' kB')}, with preload {fmt(sr['with_kb'], ' kB')}: **+{sr['added_kb'] / 1024:.2f} MiB** "
+                 f"(medians; anonymous {fmt(an.get('without'))} → {fmt(an.get('with'))} kB, "
+                 f"file-backed {fmt(fi.get('without'))} → {fmt(fi.get('with'))} kB).")
         L.append("")
     ic = r.get("idle_cpu")
     if ic:
@@ -1240,19 +1561,26 @@ def budgets(r):
         c = cells.get(str(n))
         return c and median_of(c["tools"].get(tool, {}).get("warm", {}).get("wall_ms"))
 
-    def row(what, budget, value, ok):
-        rows.append(f"| {what} | {budget} | {value} | {'met' if ok else '**missed**' if ok is not None else 'not measured'} |")
+    def row(what, budget, value, ok, verdict=None):
+        rows.append(f"| {what} | {budget} | {value} | {verdict or ('met' if ok else '**missed**' if ok is not None else 'not measured')} |")
     st = r.get("startup")
     row("`/bin/true` start-up added", "< 1 ms", f"{st['added_ms']:.3f} ms" if st else "?", st and st["added_ms"] < 1)
     ic = r.get("idle_cpu")
     row("CPU while idle", "none", f"{ic['ticks']} ticks, {ic['dumper_thread_switches']} wake-ups in {ic['seconds']:.0f} s" if ic else "?",
         ic and ic["ticks"] == 0 and not ic["dumper_thread_switches"])
-    for n, lim in ((100, 10), (1000, 100)):
+    # The 10 ms budget is for 100 threads; runs since issue 18 have 200 instead: shown, not judged.
+    small = 100 if "100" in cells or "200" not in cells else 200
+    for n, lim in ((small, 10), (1000, 100)):
+        judged = n != 200
+        verdict = None if judged else "not judged (the budget is for 100 threads)"
         w = warm(n)
-        row(f"one dump, {n} threads, warm (`kill` → file)", f"< {lim} ms", f"{w:.1f} ms" if w else "?", w and w < lim)
-        cw = warm(n, "cli")
+        row(f"one dump, {n} threads, warm (`kill` → file)", f"< {lim} ms" + ("" if judged else " at 100 threads"),
+            f"{w:.1f} ms" if w else "?", w and w < lim, verdict)
+        cli = cli_key(cells.get(str(n)) or {})
+        cw = warm(n, cli)
         if cw:
-            row(f"one dump, {n} threads, warm (`stackdump dump`)", f"< {lim} ms", f"{cw:.1f} ms", cw < lim)
+            row(f"one dump, {n} threads, warm (`stackdump dump{' --format json' if cli == 'cli-json' else ''}`)",
+                f"< {lim} ms" + ("" if judged else " at 100 threads"), f"{cw:.1f} ms", cw < lim, verdict)
     w, eu = warm(1000), warm(1000, "eu-stack")
     row("1000 threads vs `eu-stack -p`", "≥ 10× faster", f"{eu / w:.1f}×" if w and eu else "?", (w and eu) and eu / w >= 10)
     # Issue 7: `stackdump inspect` (no preload) against eu-stack on the same target.
@@ -1282,7 +1610,7 @@ def budgets(r):
             if not floor or floor["median"] >= QUIET:
                 noisy.append(f"{key} ({floor.get('median', 0):.1f} ms)")
                 continue
-            for tool in ("kill", "cli"):
+            for tool in ("kill", "cli-json", "cli"):
                 for name in (("warm",) if pinned else ("cold", "warm")):
                     g = src.get(tool, {}).get("gap_ms") if pinned else src.get(tool, {}).get(name, {}).get("gap_ms")
                     if g and (worst is None or g["median"] > worst[0]):
@@ -1323,8 +1651,9 @@ def budgets(r):
 
 def plot(r, path):
     """Two log-log panels: warm wall time and longest stop against thread count, by tool."""
-    colors = {"noise": "#999999", "kill": "#1b9e77", "cli": "#7570b3", "inspect": "#66a61e", "eu-stack": "#d95f02", "gdb": "#e7298a"}
-    labels = {"kill": "stackdump (kill → file)", "cli": "stackdump dump", "inspect": "stackdump inspect", "eu-stack": "eu-stack -p", "gdb": "gdb thread apply all bt"}
+    colors = {"noise": "#999999", "kill": "#1b9e77", "cli": "#7570b3", "cli-json": "#e6ab02", "inspect": "#66a61e", "eu-stack": "#d95f02", "gdb": "#e7298a"}
+    labels = {"kill": "kill → file", "cli": "stackdump dump (text)", "cli-json": "stackdump dump --format json",
+              "inspect": "stackdump inspect", "eu-stack": "eu-stack -p", "gdb": "gdb bt"}
     series = {"wall": {}, "gap": {}}
     for key, c in r["cells"].items():
         if c["depth"] != 20:
@@ -1343,7 +1672,7 @@ def plot(r, path):
             s = pn.get(tool, {}).get("gap_ms")
             if s:
                 series["gap"].setdefault(tool + " pinned", []).append((c["n"], s["median"], s["min"], s["max"]))
-    W, H, pw, ph = 980, 440, 400, 300
+    W, H, pw, ph = 980, 456, 400, 300
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>']
     import math
@@ -1405,11 +1734,13 @@ def plot(r, path):
     panel(80, 50, "Warm dump: wall time (ms)", series["wall"], "milliseconds (log)",
           marks=((100, 10, "budget"), (1000, 100, "budget")))
     panel(560, 50, "Longest stop of a spinning thread (ms)", series["gap"], "milliseconds (log)", budget=1.0)
-    ly = H - 40
+    ly = H - 56  # one or two legend lines, then the footnote
     x = 80
     labels["noise"] = "no dump (noise)"
-    for tool in ("kill", "cli", "inspect", "eu-stack", "gdb", "noise"):
+    for tool in ("kill", "cli-json", "cli", "inspect", "eu-stack", "gdb", "noise"):
         if tool in series["wall"] or tool in series["gap"]:
+            if x + 20 + 7 * len(labels[tool]) > W - 10:  # wrap the legend onto a second line
+                x, ly = 80, ly + 16
             out.append(f'<rect x="{x}" y="{ly - 10}" width="14" height="10" fill="{colors[tool]}"/>')
             out.append(f'<text x="{x + 20}" y="{ly}">{labels[tool]}</text>')
             x += 32 + 7 * len(labels[tool])
@@ -1419,10 +1750,40 @@ def plot(r, path):
         f.write("\n".join(out) + "\n")
 
 
+PREVIOUS = os.path.join(BENCH, "results", "previous.json")
+
+
+def keep_previous(latest):
+    """Before a run overwrites latest.json: a finished run there becomes previous.json, whose
+    headline table the report shows beside the new one."""
+    try:
+        with open(latest) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return
+    if old.get("finished"):
+        shutil.copyfile(latest, PREVIOUS)
+
+
+def load_previous(r):
+    try:
+        with open(PREVIOUS) as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return prev if prev.get("started") != r.get("started") else None
+
+
 def write_outputs(r, args):
-    md = report(r)
+    if r.get("compare"):
+        md = compare_md(r)
+    elif args.tag:
+        md = report(r)
+    else:
+        md = report(r, previous=load_previous(r))
     with open(os.path.join(BENCH, "results", f"{args.tag or 'latest'}.md"), "w") as f:
         f.write(md + "\n")
+    log(f"bench/results/{args.tag or 'latest'}.md written")
     if args.tag:
         return
     plot(r, os.path.join(BENCH, "plot.svg"))
@@ -1461,15 +1822,25 @@ def main():
     p.add_argument("--cells-only", action="store_true", help="only the per-N cells (no depth/deadline/python/profile)")
     p.add_argument("--report-only", action="store_true", help="re-render latest.json only")
     p.add_argument("--update-benchmarks", action="store_true")
+    p.add_argument("--compare-rev", help="with --compare-lib: the git revision it was built from (as given)")
+    p.add_argument("--compare-git", help="with --compare-lib: that revision's commit")
+    p.add_argument("--compare-lib", help="libstackdump.so of another build: every cell for both, "
+                   "into bench/results/compare-REV.{json,md} (no plot, no BENCHMARKS.md)")
+    p.add_argument("--compare-cli", help="the stackdump CLI of that build")
     a = p.parse_args()
+    if a.compare_lib:
+        a.tag = "compare-" + re.sub(r"[^A-Za-z0-9._-]", "_", a.compare_rev or "old")
+        a.cells_only = True
     a.out_json = os.path.join(BENCH, "results", f"{a.tag or 'latest'}.json")
     if a.report_only:
         with open(a.out_json) as f:
             write_outputs(json.load(f), a)
         return
-    a.threads = a.threads or ([10, 100] if a.quick else [10, 100, 1000, 2000])
+    if not a.tag and not a.profile_only and not a.fp_only:
+        keep_previous(a.out_json)
+    a.threads = a.threads or ([20, 200] if a.quick else [20, 200, 1000, 2000])
     a.runs = a.runs or (3 if a.quick else 5)
-    a.rss_series = {100: 100} if a.quick else {100: 100, 1000: 200}
+    a.rss_series = {200: 100} if a.quick else {200: 100, 1000: 200}
     a.startup_runs = 50 if a.quick else 200
     a.depth_threads = [100, 1000]
     a.depth_gdb_max = 100

@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
 # stackdump benchmark: stackdump vs eu-stack vs gdb on the same targets, in the same run.
 #
-#   bench/run.sh            full run: N = 10, 100, 1000, 2000 threads, 5 runs per cell, plus
-#                           depth 200, 4000/8000 threads, python3 + libpython (~10 minutes)
-#   bench/run.sh --quick    N = 10, 100, 3 runs per cell (< 2 minutes)
+#   bench/run.sh            full run: N = 20, 200, 1000, 2000 threads (depth 20), 5 runs per
+#                           cell, plus depth 200, 4000/8000 threads, frame pointers, python3 +
+#                           libpython, perf profile (~10 minutes)
+#   bench/run.sh --quick    N = 20, 200, 3 runs per cell (~2 minutes)
 #   bench/run.sh --wait-quiet [--quick]  first wait (up to 10 minutes) until the CPUs are idle
 #   bench/run.sh --threads "1000 2000" --tag NAME   only these cells, into bench/results/NAME.{json,md}
+#   bench/run.sh --compare REV [--quick] [--threads "..."]
+#                           also build git revision REV (temporary worktree, own target dir)
+#                           and run every cell for both builds, interleaved, on the same targets:
+#                           bench/results/compare-REV.{json,md} (new ÷ old); the cells, start-up
+#                           and RSS only (no depth/deadline/python/profile), latest.* untouched
 #   bench/run.sh --profile N  only the perf profile of the dump thread for N threads (cold + warm)
 #   bench/run.sh --fp       only the frame-pointer comparison (target built with and without
 #                           -fno-omit-frame-pointer; 100 and 1000 threads), printed
 #   bench/run.sh --watch    only the watchdog's cost (STACKDUMP_WATCH, 1000 idle threads) and
 #                           its hang-to-dump time (bench/watch_cost.py), printed
 #   bench/run.sh --report   re-render bench/results/latest.md, bench/plot.svg and the generated
-#                           section of BENCHMARKS.md from bench/results/latest.json
+#                           section of BENCHMARKS.md from bench/results/latest.json (with
+#                           --tag NAME: bench/results/NAME.md from NAME.json, e.g. compare-HEAD_3)
+#
+# Each cell (one thread count): `kill -s USR1` → .json and `stackdump dump PID --format json`
+# (its JSON read through a pipe), cold (first dump of a fresh process) and warm; the text
+# `stackdump dump PID` warm; `stackdump inspect PID` cold (empty cache) and warm; eu-stack and
+# gdb on the same target. The report starts with the goals of issue 18 (CLI ÷ eu-stack, cold ÷
+# warm, inspect ÷ eu-stack, kernel view µs/thread, start-up of a preloaded /bin/true, VmRSS of
+# a preloaded `sleep`) and, when a finished run was in latest.json, that run's headline numbers
+# beside the new ones (it is kept as bench/results/previous.json).
 #
 # Needs: Linux, cargo, cc, python3 (standard library only), gdb; installs elfutils (eu-stack)
 # with apt-get when missing. Builds the workspace in release and bench/target.c with
@@ -32,6 +47,7 @@ extra=()
 profile_n=
 wait_quiet=
 fp_only=
+compare_rev=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) mode=quick ;;
@@ -42,23 +58,30 @@ while [ $# -gt 0 ]; do
         --profile) mode=profile; profile_n=${2:?--profile N}; shift ;;
         --fp) fp_only=1 ;;
         --watch) mode=watch ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
-        *) echo "usage: bench/run.sh [--quick | --profile N | --fp | --report]" >&2; exit 2 ;;
+        --compare) compare_rev=${2:?--compare REV}; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+        *) echo "usage: bench/run.sh [--quick] [--threads \"N...\"] [--tag NAME] [--compare REV] [--wait-quiet]" >&2
+           echo "       bench/run.sh --profile N | --fp | --watch | --report [--tag NAME]" >&2; exit 2 ;;
     esac
     shift
 done
 
 if [ "$mode" = report ]; then
-    exec python3 "$here/bench.py" --report-only --update-benchmarks \
+    exec python3 "$here/bench.py" --report-only --update-benchmarks "${extra[@]}" \
         --work /tmp --lib x --target x
 fi
 
 work=$(mktemp -d /tmp/stackdump-bench.XXXXXX)
 bench_pid=
+old_src=
 cleanup() {
     if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
         kill -TERM "$bench_pid" 2>/dev/null || true   # bench.py kills its targets and tools
         wait "$bench_pid" 2>/dev/null || true
+    fi
+    if [ -n "$old_src" ]; then
+        git -C "$root" worktree remove --force "$old_src" 2>/dev/null || true
+        git -C "$root" worktree prune 2>/dev/null || true
     fi
     rm -rf "$work"
 }
@@ -100,6 +123,33 @@ echo "bench: cc -O2 -g -pthread bench/target.c" >&2
 cc -O2 -g -pthread -o "$work/target" "$here/target.c"
 cc -O2 -g -pthread -fno-omit-frame-pointer -o "$work/target-fp" "$here/target.c"
 cc -O2 -o "$work/runner" "$here/runner.c"
+
+# --compare REV: build REV in a temporary worktree with its own target directory (seeded with
+# a copy of this tree's compiled dependencies, so only the workspace's crates are rebuilt), and
+# keep its libstackdump.so and stackdump beside ours; the worktree goes as soon as it is built.
+compare_args=()
+if [ -n "$compare_rev" ]; then
+    old_sha=$(git -C "$root" rev-parse --verify --quiet "$compare_rev^{commit}") || {
+        echo "bench: --compare: no such revision: $compare_rev" >&2; exit 2; }
+    old_src="$work/old-src"
+    echo "bench: --compare $compare_rev ($old_sha): git worktree add --detach $old_src" >&2
+    git -C "$root" worktree add --quiet --detach "$old_src" "$old_sha"
+    mkdir -p "$work/old-target/release" "$work/old"
+    for d in deps build .fingerprint; do
+        if [ -d "$root/target/release/$d" ]; then cp -a "$root/target/release/$d" "$work/old-target/release/"; fi
+    done
+    echo "bench: cargo build --release --workspace of $compare_rev (CARGO_TARGET_DIR=$work/old-target)" >&2
+    (cd "$old_src" && CARGO_TARGET_DIR="$work/old-target" cargo build --release --workspace --quiet) || {
+        echo "bench: cargo build of $compare_rev failed" >&2; exit 1; }
+    cp "$work/old-target/release/libstackdump.so" "$work/old/libstackdump.so"
+    compare_args=(--compare-rev "$compare_rev" --compare-git "$old_sha" --compare-lib "$work/old/libstackdump.so")
+    if [ -x "$work/old-target/release/stackdump" ]; then
+        cp "$work/old-target/release/stackdump" "$work/old/stackdump"
+        compare_args+=(--compare-cli "$work/old/stackdump")
+    fi
+    git -C "$root" worktree remove --force "$old_src" && old_src=
+    rm -rf "$work/old-target"
+fi
 if [ "$mode" = watch ]; then
     cc -O2 -g -pthread -o "$work/watched" "$root/tests/targets/c/watched.c"
     exec python3 "$here/watch_cost.py" "$work/libstackdump.so" "$work/watched" --threads 1000 \
@@ -146,7 +196,8 @@ quick+=("${extra[@]}")
 [ -n "$fp_only" ] && quick=(--fp-only "${quick[@]}")
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run" >&2
 python3 "$here/bench.py" "${quick[@]}" --work "$work" --lib "$work/libstackdump.so" \
-    --target "$work/target" --target-fp "$work/target-fp" --runner "$work/runner" "${cli_args[@]}" "${py_args[@]}" --update-benchmarks &
+    --target "$work/target" --target-fp "$work/target-fp" --runner "$work/runner" "${cli_args[@]}" "${py_args[@]}" \
+    "${compare_args[@]}" --update-benchmarks &
 bench_pid=$!
 wait "$bench_pid"
 rc=$?
