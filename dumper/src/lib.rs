@@ -91,6 +91,7 @@
 //! per sampling period of the watchdog.
 
 pub mod alloc;
+pub mod aux;
 pub mod capture;
 pub mod config;
 pub mod diagnose;

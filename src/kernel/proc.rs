@@ -667,6 +667,44 @@ pub fn resolve_fd(proc_pid_dir: &Path, syscall: &mut SyscallState) {
 mod tests {
     use super::*;
 
+    /// A reader that keeps files open reads what a fresh one reads, within its budget; a
+    /// thread that has exited since is gone (its kept files do not answer for it) and its
+    /// files are closed with `forget_others`.
+    #[test]
+    fn kept_files_read_again_and_are_dropped_with_their_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<i32>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            rx.recv().unwrap();
+        });
+        let tid = Tid(tid_rx.recv().unwrap());
+        let mut kept = TaskReader::keeping("/proc/self", 3);
+        let mut fresh = TaskReader::new("/proc/self");
+        for _ in 0..3 {
+            let (name, view, status) = kept.kernel_view(tid).expect("alive");
+            let (name2, view2, status2) = fresh.kernel_view(tid).expect("alive");
+            assert_eq!(name, name2);
+            assert_eq!(view.utime, view2.utime);
+            assert_eq!(status.sig_blocked, status2.sig_blocked);
+            assert_eq!(kept.kept_open(), 3, "the budget caps what is kept");
+        }
+        let counter = kept.run_counter(tid).expect("schedstat");
+        assert!(counter.read().is_some());
+        tx.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(kept.kernel_view(tid).is_err(), "an exited thread is gone");
+        assert_eq!(kept.kept_open(), 0, "its kept files went with it");
+        let mut again = TaskReader::keeping("/proc/self", 10);
+        // SAFETY: gettid has no preconditions.
+        let me = Tid(unsafe { libc::gettid() });
+        again.kernel_view(me).expect("this thread");
+        assert!(again.kept_open() >= 3);
+        again.forget_others(&[]);
+        assert_eq!(again.kept_open(), 0);
+    }
+
     #[test]
     fn syscall_forms() {
         assert_eq!(parse_syscall("running\n"), SyscallState::Running);

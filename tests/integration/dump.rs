@@ -318,6 +318,86 @@ fn c_parked_dump(mode: Mode) {
     assert_eq!(t.stderr(), "", "nothing may be written to stderr");
 }
 
+/// A process of many threads, dumped three times: after the first dump the library starts its
+/// helper thread (`stackdump-aux`, when it may use two CPUs), which reads half of the threads'
+/// kernel views from the second dump on; it is listed as the library's, like the dump thread,
+/// and every host thread is still there, complete, as in the first dump. Between dumps the
+/// library keeps the threads' /proc files open (each dump reads them with one pread).
+#[test]
+fn many_threads_are_read_by_the_dump_thread_and_its_helper_from_the_second_dump_on() {
+    const WORKERS: usize = 120; // above the helper's threshold of 64 threads
+    let mut cmd = Command::new(c_target("parked"));
+    cmd.arg(WORKERS.to_string());
+    let mut t = spawn_ready(cmd);
+    let two_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let mut first_tids: Option<BTreeSet<Tid>> = None;
+    for round in 1..=3 {
+        // Each round waits for its own file.
+        for ext in ["json", "txt"] {
+            for f in dump_files(&t.dump_dir(), t.pid, ext) {
+                std::fs::remove_file(&f).expect("remove the previous dump");
+            }
+        }
+        let d = trigger(&mut t);
+        if round > 1 {
+            check_common(&mut t, &d);
+        }
+        let ctx = || format!("dump #{round}\n{}", d.context(&t));
+        let aux: Vec<&Thread> = d
+            .dump
+            .threads
+            .iter()
+            .filter(|th| th.name == "stackdump-aux")
+            .collect();
+        if round == 1 {
+            // Started right after this dump was written: not in it.
+            assert!(aux.is_empty(), "{}", ctx());
+        } else {
+            assert_eq!(aux.len(), usize::from(two_cpus), "{}", ctx());
+            for th in &aux {
+                assert_eq!(th.capture, CaptureStatus::Dumper, "{}", ctx());
+                assert!(th.frames.is_empty(), "{}", ctx());
+            }
+        }
+        // The host's threads are the same in every dump, each complete.
+        let host: BTreeSet<Tid> = d
+            .dump
+            .threads
+            .iter()
+            .filter(|th| th.capture != CaptureStatus::Dumper)
+            .map(|th| th.tid)
+            .collect();
+        assert_eq!(host.len(), WORKERS + 2, "main, workers, masked\n{}", ctx());
+        assert_eq!(
+            first_tids.get_or_insert_with(|| host.clone()),
+            &host,
+            "{}",
+            ctx()
+        );
+        for name in parked_names(WORKERS) {
+            let th = d.thread(&t, &name);
+            check_blocked_in(&t, &d, th, parked_syscalls(&name));
+            assert_eq!(th.capture, CaptureStatus::Ok, "{name}\n{}", ctx());
+            assert!(!th.truncated, "{name}\n{}", ctx());
+            assert!(th.kernel.voluntary_ctxt_switches > 0, "{name}\n{}", ctx());
+        }
+        // Files kept open for the next dump, in the library's own fd table (never the host's).
+        let dumper = d.thread(&t, "stackdump").tid;
+        let kept = std::fs::read_dir(format!("/proc/{}/task/{}/fd", t.pid, dumper.0))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        assert!(
+            kept >= 3 * WORKERS,
+            "the dump thread holds {kept} fds after dump #{round}\n{}",
+            ctx()
+        );
+    }
+    let host_fds = std::fs::read_dir(format!("/proc/{}/fd", t.pid))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert!(host_fds < 20, "the host's fd table has {host_fds} entries");
+}
+
 #[test]
 fn python_incident_dump_is_written_while_stderr_is_a_full_pipe() {
     const WORKERS: usize = 4;
