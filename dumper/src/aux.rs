@@ -94,9 +94,9 @@ impl Aux {
         })
     }
 
-    /// Hand `job` over; false (and the job back) when the helper is gone.
-    pub fn send(&self, job: Job) -> Result<(), Job> {
-        self.jobs.send(job).map_err(|e| e.0)
+    /// Hand `job` over; the job back when the helper is gone.
+    pub fn send(&self, job: Job) -> Result<(), Box<Job>> {
+        self.jobs.send(job).map_err(|e| Box::new(e.0))
     }
 
     /// The answer to job `seq`, waiting at most [`JOB_PATIENCE`] (late answers to earlier
