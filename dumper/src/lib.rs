@@ -18,10 +18,14 @@
 //!   keeps it blocked and takes it with sigwaitinfo: no handler runs, no host thread is
 //!   interrupted. The dump thread waits in rt_sigtimedwait({trigger, capture signal}) and
 //!   serves the ring.
-//! - **Phase 0, kernel view**: /proc/self/task/*/{syscall,stack,stat,status} for every thread
+//! - **Phase 0, kernel view**: /proc/self/task/*/{syscall,stat,stack,status} for every thread
 //!   before any is interrupted, each file opened relative to its task directory (the wait
 //!   channel is the first line of `stack`; `wchan` is read instead when `stack` is not
-//!   readable); a snapshot of /proc/self/maps.
+//!   readable; neither for a thread `stat` shows running); a snapshot of /proc/self/maps. The
+//!   files stay open until the next dump, which reads each with one `pread` (within a quarter
+//!   of RLIMIT_NOFILE, at most 4096; a thread's files close when it is gone). From the second
+//!   dump of a process of 64 threads or more on, the helper thread [`aux`] reads the threads
+//!   with odd tids meanwhile, on another CPU.
 //! - **Phase 1a, blocked threads**: copied without a signal (`stackdump_core::stack::blocked`):
 //!   [SP, SP+16 KiB) with process_vm_readv (the whole window only when that is not enough),
 //!   kept only if the thread did not run meanwhile (its schedstat run counter, read before and
@@ -37,10 +41,12 @@
 //!   (`stackdump_core::stack::unwind`), then the slot is freed. Threads that block the signal
 //!   are `signal_blocked`; threads that do not answer by the deadline are `no_response`;
 //!   threads that exit are `exited`. A dump never waits past its deadline.
-//! - **Phase 3, symbolize and sink**: backtrace::resolve (memoized across dumps; reset when the
-//!   module set changes), fd targets, findings ([`diagnose`]), the text; each file written under
-//!   a temporary name (JSON compact, serialized straight into a 256 KiB buffer in front of the
-//!   file), fsync, renamed without replacing ([`sink`]).
+//! - **Phase 3, symbolize and sink**: functions, files and lines from the module files
+//!   (the symbol table, and only the DWARF units that hold the dump's addresses, set up once
+//!   per dump for all of them; `backtrace::resolve` for the vdso), memoized across dumps and
+//!   reset when the module set changes ([`symbolize`]); fd targets, findings ([`diagnose`]),
+//!   the text; each file written under a temporary name (JSON compact, serialized straight
+//!   into a 256 KiB buffer in front of the file), fsync, renamed without replacing ([`sink`]).
 //!
 //! ## Modules
 //!
@@ -53,6 +59,7 @@
 //!   directory), instead of the process's environment.
 //! - [`sigctx`]: **the only code that runs in signal handlers**, with the rules it follows.
 //! - [`capture`]: the dump thread and the pipeline's phases.
+//! - [`aux`]: the helper thread that reads half of phase 0 on another CPU.
 //! - `stackdump_core::stack::unwind`: modules and DWARF unwinding of copied stacks (shared with the
 //!   CLI's `inspect`).
 //! - [`symbolize`]: addresses to functions, files and lines.
