@@ -82,33 +82,122 @@ fn note() {
     }
 }
 
+/// Blocks this large or larger (with at most a page's alignment) are mapped on their own
+/// instead of carved from the heap: `dlmalloc` clears every byte of a zeroed block before
+/// returning it, where a fresh mapping is zero already and its pages cost nothing until they
+/// are written (the copy of `.debug_info` that keeps only the units a dump needs is 6 MB of
+/// mostly untouched zeros; clearing it was a third of a first dump), and freeing one gives its
+/// memory back at once. The size of a block (which `dealloc` is given) says which it is.
+const LARGE: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+fn is_large(size: usize, align: usize) -> bool {
+    size >= LARGE && align <= PAGE
+}
+
+fn map_len(size: usize) -> usize {
+    size.div_ceil(PAGE) * PAGE
+}
+
+/// A fresh private mapping of at least `size` bytes, zeroed; null on failure.
+fn map_large(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len(size),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
 /// The global allocator of `libstackdump.so`.
 pub struct DumperAlloc;
 
-// SAFETY: every method forwards to dlmalloc under the heap's lock with the layout's size and
-// alignment (what dlmalloc's own GlobalAlloc does); the bookkeeping is an atomic load and, only
+// SAFETY: small blocks are forwarded to dlmalloc under the heap's lock with the layout's size and
+// alignment (what dlmalloc's own GlobalAlloc does); large ones ([`is_large`], decided by the
+// layout alone, so a block is always freed the way it was allocated) are mappings of their own,
+// page-aligned (so any alignment up to a page holds). The bookkeeping is an atomic load and, only
 // while a test watches a thread, a gettid syscall.
 unsafe impl GlobalAlloc for DumperAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note();
+        if is_large(layout.size(), layout.align()) {
+            return map_large(layout.size());
+        }
         // SAFETY: size and alignment from a valid layout; dlmalloc returns null on failure.
         HEAP.with(|h| unsafe { h.malloc(layout.size(), layout.align()) })
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note();
+        if is_large(layout.size(), layout.align()) {
+            return map_large(layout.size()); // zeroed by the kernel
+        }
         // SAFETY: as in `alloc`; calloc returns zeroed memory.
         HEAP.with(|h| unsafe { h.calloc(layout.size(), layout.align()) })
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         note();
+        if is_large(layout.size(), layout.align()) {
+            // SAFETY: `ptr` is the start of a mapping of map_len(size) bytes made by
+            // map_large for this very layout (GlobalAlloc's contract), used by nothing else.
+            unsafe { libc::munmap(ptr.cast(), map_len(layout.size())) };
+            return;
+        }
         // SAFETY: `ptr` came from this heap with this layout (GlobalAlloc's contract).
         HEAP.with(|h| unsafe { h.free(ptr, layout.size(), layout.align()) })
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note();
-        // SAFETY: `ptr` came from this heap with this layout; `new_size` is non-zero and valid
-        // for the alignment (GlobalAlloc's contract).
-        HEAP.with(|h| unsafe { h.realloc(ptr, layout.size(), layout.align(), new_size) })
+        let (old_large, new_large) = (
+            is_large(layout.size(), layout.align()),
+            is_large(new_size, layout.align()),
+        );
+        if !old_large && !new_large {
+            // SAFETY: `ptr` came from this heap with this layout; `new_size` is non-zero and
+            // valid for the alignment (GlobalAlloc's contract).
+            return HEAP
+                .with(|h| unsafe { h.realloc(ptr, layout.size(), layout.align(), new_size) });
+        }
+        if old_large && new_large {
+            // SAFETY: `ptr` is a mapping of map_len(old size) bytes of ours (see dealloc); the
+            // kernel moves or grows it whole, contents kept.
+            let p = unsafe {
+                libc::mremap(
+                    ptr.cast(),
+                    map_len(layout.size()),
+                    map_len(new_size),
+                    libc::MREMAP_MAYMOVE,
+                )
+            };
+            return if p == libc::MAP_FAILED {
+                std::ptr::null_mut()
+            } else {
+                p.cast()
+            };
+        }
+        // From one kind to the other: a new block, the contents copied, the old one freed.
+        // SAFETY: `new_size` with the old alignment is a valid layout (GlobalAlloc's contract).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a valid, non-zero layout.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are at least min(old, new) bytes long and distinct.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
     }
 }
 
@@ -155,3 +244,46 @@ pub fn trim() {
 
 #[global_allocator]
 static GLOBAL: DumperAlloc = DumperAlloc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Large blocks are mappings of their own: zeroed when asked, kept whole across a realloc
+    /// within the large kind and across the threshold both ways.
+    #[test]
+    fn large_blocks_round_trip_through_realloc_and_are_zeroed() {
+        let a = DumperAlloc;
+        let layout = Layout::from_size_align(3 * LARGE + 123, 16).unwrap();
+        // SAFETY: valid non-zero layouts; every block is freed with the layout it has.
+        unsafe {
+            let p = a.alloc_zeroed(layout);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % PAGE, 0, "a mapping of its own");
+            assert!(std::slice::from_raw_parts(p, layout.size())
+                .iter()
+                .all(|&b| b == 0));
+            for i in 0..layout.size() {
+                *p.add(i) = (i % 251) as u8;
+            }
+            // Large to larger.
+            let p = a.realloc(p, layout, 5 * LARGE);
+            assert!(!p.is_null());
+            let check = |p: *mut u8, n: usize| (0..n).all(|i| *p.add(i) == (i % 251) as u8);
+            assert!(check(p, layout.size()));
+            // Large to small, and back.
+            let big = Layout::from_size_align(5 * LARGE, 16).unwrap();
+            let p = a.realloc(p, big, 4000);
+            assert!(!p.is_null() && check(p, 4000));
+            let small = Layout::from_size_align(4000, 16).unwrap();
+            let p = a.realloc(p, small, 2 * LARGE);
+            assert!(!p.is_null() && check(p, 4000));
+            a.dealloc(p, Layout::from_size_align(2 * LARGE, 16).unwrap());
+            // Over a page of alignment: from the heap.
+            let odd = Layout::from_size_align(LARGE, 2 * PAGE).unwrap();
+            let q = a.alloc(odd);
+            assert!(!q.is_null() && q as usize % (2 * PAGE) == 0);
+            a.dealloc(q, odd);
+        }
+    }
+}

@@ -171,9 +171,9 @@ fn kept_files_budget() -> usize {
 impl DumpThread {
     pub fn new(cfg: Config, handler: usize) -> DumpThread {
         DumpThread {
+            symbols: Symbolizer::new(&cfg.dir),
             cfg,
             modules: Modules::new(ModuleSource::this_process()),
-            symbols: Symbolizer::default(),
             jit: JitCode::default(),
             generation: 0,
             sequence: 0,
@@ -322,6 +322,7 @@ impl DumpThread {
         dump.capture.duration_us = start.elapsed().as_micros() as u64;
         let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
         self.write(&dump, millis, &requests);
+        self.symbols.flush_cache();
         let tids: Vec<Tid> = dump.threads.iter().map(|t| t.tid).collect();
         self.start_aux_if_useful(&tids);
     }

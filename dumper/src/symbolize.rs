@@ -12,6 +12,7 @@
 //! threads are being copied. When the module set changes we drop what is cached (`reset`).
 
 use stackdump_core::model::{Addr, Frame};
+use stackdump_core::stack::dwarfcache::DwarfCache;
 use stackdump_core::stack::symbols::{
     debug_source, demangle, push_frames, FileSymbolizer, Symbol as Sym, SymbolTable,
 };
@@ -20,7 +21,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Memoized symbolization.
-#[derive(Default)]
 pub struct Symbolizer {
     cache: HashMap<u64, Vec<Sym>>,
     /// The module files' symbols (symbol table and DWARF), loaded on first use.
@@ -33,6 +33,27 @@ pub struct Symbolizer {
 const ROOT: &str = "/";
 
 impl Symbolizer {
+    /// A symbolizer whose decompressed debug sections are cached in the dump directory `dir`
+    /// (`stackdump_core::stack::dwarfcache`): a process's first dump maps what an earlier
+    /// process of the same user inflated, instead of inflating it again.
+    pub fn new(dir: &Path) -> Symbolizer {
+        Symbolizer {
+            cache: HashMap::new(),
+            files: FileSymbolizer::with_cache(DwarfCache::in_dump_dir(dir)),
+            tables: HashMap::new(),
+        }
+    }
+
+    /// Write the debug sections this dump inflated to the cache (after the dump is written).
+    pub fn flush_cache(&mut self) {
+        let files = &self.files;
+        crate::fork::section(|| {
+            if let Some(cache) = files.dwarf_cache() {
+                cache.flush();
+            }
+        });
+    }
+
     /// Forget what addresses meant (modules were loaded or unloaded), keeping the parsed
     /// debug info.
     pub fn forget_addresses(&mut self) {

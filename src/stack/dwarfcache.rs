@@ -7,9 +7,13 @@
 //! them here, decompressed; later runs map that file instead (gdb's `index-cache` and
 //! debuginfod's client cache do the same kind of thing, under `~/.cache` too).
 //!
-//! - Where: `$STACKDUMP_CACHE_DIR`, else `$XDG_CACHE_HOME/stackdump`, else
-//!   `$HOME/.cache/stackdump`; `STACKDUMP_CACHE_DIR=off` (or empty) turns the cache off. Only the
-//!   CLI uses it: the preloaded library never writes outside its dump directory.
+//! - Where: for the CLI, `$STACKDUMP_CACHE_DIR`, else `$XDG_CACHE_HOME/stackdump`, else
+//!   `$HOME/.cache/stackdump`; `STACKDUMP_CACHE_DIR=off` (or empty) turns the cache off. The
+//!   preloaded library, which never writes outside its dump directory, keeps its own in
+//!   `$STACKDUMP_DIR/.stackdump-cache-<uid>` ([`DwarfCache::in_dump_dir`], at most
+//!   [`LIBRARY_LIMIT`]): the first dump of any process of that user on the host inflates the C
+//!   library's DWARF once, the first dump of every later process maps it. The library writes
+//!   after its dump is written ([`DwarfCache::flush`]), not while it is being taken.
 //! - What: one file per build id (`dwarf/<build id>.sections`), written to a temporary name
 //!   and renamed, mode 0600 in a 0700 directory. A file is used only when its header names the
 //!   same build id **and the same debug file** (device, inode, size, modification and change
@@ -32,12 +36,39 @@ use std::path::{Path, PathBuf};
 /// The cache's size limit, all files together.
 pub const LIMIT: u64 = 512 << 20;
 
+/// The size limit of the library's cache in a dump directory.
+pub const LIBRARY_LIMIT: u64 = 128 << 20;
+
 const MAGIC: &[u8; 8] = b"SDDWARF2";
 
 /// The cache directory (see the module doc).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DwarfCache {
     dir: PathBuf,
+    limit: u64,
+    /// Stores kept for [`DwarfCache::flush`] (the library's cache), instead of written at once.
+    deferred: Option<std::sync::Mutex<Vec<Deferred>>>,
+}
+
+impl Clone for DwarfCache {
+    /// The same cache (a clone starts with no put-off stores of its own).
+    fn clone(&self) -> DwarfCache {
+        DwarfCache {
+            dir: self.dir.clone(),
+            limit: self.limit,
+            deferred: self
+                .deferred
+                .as_ref()
+                .map(|_| std::sync::Mutex::new(Vec::new())),
+        }
+    }
+}
+
+/// A store put off until [`DwarfCache::flush`]: the key and a copy of the sections.
+#[derive(Debug)]
+struct Deferred {
+    key: Key,
+    sections: Vec<(String, Vec<u8>)>,
 }
 
 /// A cache file, mapped: its sections by name.
@@ -88,7 +119,37 @@ impl DwarfCache {
 
     /// A cache in `dir` (created when first written).
     pub fn at(dir: impl Into<PathBuf>) -> DwarfCache {
-        DwarfCache { dir: dir.into() }
+        DwarfCache {
+            dir: dir.into(),
+            limit: LIMIT,
+            deferred: None,
+        }
+    }
+
+    /// The library's cache in its dump directory `dump_dir`: `.stackdump-cache-<uid>`, at most
+    /// [`LIBRARY_LIMIT`] bytes, written only by [`DwarfCache::flush`].
+    pub fn in_dump_dir(dump_dir: &Path) -> DwarfCache {
+        DwarfCache {
+            dir: dump_dir.join(format!(".stackdump-cache-{}", euid())),
+            limit: LIBRARY_LIMIT,
+            deferred: Some(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Write the stores put off so far (the library's cache); best effort.
+    pub fn flush(&self) {
+        let Some(deferred) = &self.deferred else {
+            return;
+        };
+        let pending = std::mem::take(&mut *deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        for d in pending {
+            let parts: Vec<(&str, &[u8])> = d
+                .sections
+                .iter()
+                .map(|(n, b)| (n.as_str(), b.as_slice()))
+                .collect();
+            let _ = self.try_store(&d.key, &parts);
+        }
     }
 
     #[cfg(test)]
@@ -161,6 +222,22 @@ impl DwarfCache {
         if key.build_id.is_empty() || sections.is_empty() {
             return;
         }
+        if let Some(deferred) = &self.deferred {
+            let bytes: u64 = sections.iter().map(|(_, d)| d.len() as u64).sum();
+            if bytes <= self.limit / 2 {
+                deferred
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Deferred {
+                        key: key.clone(),
+                        sections: sections
+                            .iter()
+                            .map(|(n, d)| (n.to_string(), d.to_vec()))
+                            .collect(),
+                    });
+            }
+            return;
+        }
         let _ = self.try_store(key, sections);
     }
 
@@ -171,10 +248,10 @@ impl DwarfCache {
         };
         let dir = fd_dir(&dir_fd);
         let bytes: u64 = sections.iter().map(|(_, d)| d.len() as u64).sum();
-        if bytes > LIMIT / 2 {
+        if bytes > self.limit / 2 {
             return Ok(()); // one module may not take most of the cache
         }
-        evict(&dir, LIMIT.saturating_sub(bytes));
+        evict(&dir, self.limit.saturating_sub(bytes));
         let header = header(key, sections);
         let path = dir.join(file_name(&key.build_id));
         let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));

@@ -622,9 +622,24 @@ fn inflate(c: &object::CompressedData<'_>) -> Option<Box<[u8]>> {
 pub struct FileSymbolizer {
     modules: HashMap<PathBuf, ModuleDebug>,
     cache: HashMap<(PathBuf, u64), Vec<Symbol>>,
+    /// Where decompressed debug sections are read from and written to, if anywhere.
+    dwarf_cache: Option<DwarfCache>,
 }
 
 impl FileSymbolizer {
+    /// A symbolizer that reads (and writes) decompressed debug sections in `cache`.
+    pub fn with_cache(cache: DwarfCache) -> FileSymbolizer {
+        FileSymbolizer {
+            dwarf_cache: Some(cache),
+            ..FileSymbolizer::default()
+        }
+    }
+
+    /// The cache of decompressed debug sections, if any.
+    pub fn dwarf_cache(&self) -> Option<&DwarfCache> {
+        self.dwarf_cache.as_ref()
+    }
+
     /// Symbols of `svma` (an address as stated in the module file: the process address minus
     /// the load bias) in the module opened at `file`; `root` is where separate debug files are
     /// looked up (`/` or `/proc/PID/root`). `svma` must already point inside the call for
@@ -647,9 +662,10 @@ impl FileSymbolizer {
 
     /// The symbols of the module opened at `file`, loaded on first use.
     pub fn module(&mut self, file: &Path, root: &Path) -> &mut ModuleDebug {
+        let cache = self.dwarf_cache.as_ref();
         self.modules
             .entry(file.to_path_buf())
-            .or_insert_with(|| ModuleDebug::load(file, root))
+            .or_insert_with(|| ModuleDebug::load_from(&debug_source(file, root), cache))
     }
 
     /// Use `debug` for the module opened at `file` (loaded elsewhere, e.g. on another thread).
