@@ -106,6 +106,7 @@ fn listing(dir: &Path) -> Vec<String> {
         .map(|e| {
             e.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !is_library_cache(n))
                 .collect()
         })
         .unwrap_or_default();

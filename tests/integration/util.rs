@@ -443,6 +443,13 @@ pub fn send_signal(pid: i32, name: &str) {
 }
 
 /// The dump files of `pid` in `dir` with this extension (`json`, `txt`), sorted by name.
+/// The library's cache of inflated debug sections in a dump directory
+/// (`.stackdump-cache-<uid>`, `stackdump_core::stack::dwarfcache`): the one entry of a dump
+/// directory that is not a side file.
+pub fn is_library_cache(name: &str) -> bool {
+    name.starts_with(".stackdump-cache-")
+}
+
 pub fn dump_files(dir: &Path, pid: i32, ext: &str) -> Vec<PathBuf> {
     let prefix = format!("stackdump-{pid}-");
     let suffix = format!(".{ext}");
