@@ -140,7 +140,9 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
             StackFormat::Text => vec![DumpFormat::Json],
         }
     };
-    let dir = DumpDir::open(&target)?;
+    let mut dir = DumpDir::open(&target)?;
+    // Before the trigger: the file's rename wakes the wait (see the fetch module).
+    dir.watch();
     Ok(Armed {
         target,
         signal,
