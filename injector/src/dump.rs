@@ -5,6 +5,7 @@ use crate::cli::{DumpArgs, StackFormat};
 use crate::exit::{RoundsFailed, Several, UsageError};
 use crate::fetch::{self, DumpDir, Fetched};
 use crate::interrupt::Interrupt;
+use crate::jsoncopy::{self, Layout};
 use crate::outdir::OutDir;
 use crate::target::{Target, TargetError};
 use anyhow::Context;
@@ -139,7 +140,9 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
             StackFormat::Text => vec![DumpFormat::Json],
         }
     };
-    let dir = DumpDir::open(&target)?;
+    let mut dir = DumpDir::open(&target)?;
+    // Before the trigger: the file's rename wakes the wait (see the fetch module).
+    dir.watch();
     Ok(Armed {
         target,
         signal,
@@ -194,27 +197,6 @@ impl Emitted {
     }
 }
 
-/// `json` (valid JSON) without the whitespace between tokens: one line.
-fn compact_json(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            in_string = b == b'"';
-            out.push(b);
-        }
-    }
-    out
-}
-
 fn parse_json(pid: i32, fetched: &Fetched) -> anyhow::Result<Dump> {
     let (_, bytes) = &fetched.files[&DumpFormat::Json];
     Dump::from_json(&String::from_utf8_lossy(bytes))
@@ -258,25 +240,16 @@ fn emit(
         StackFormat::Folded => {}
         StackFormat::Json => {
             let (_, bytes) = &fetched.files[&DumpFormat::Json];
-            // Checked without building it in memory (a `serde_json::Value` of a dump takes
-            // about 6 times the file's size).
-            serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            // The file is the target's: printed only when it is valid JSON, with no raw control
+            // character (DEL, C1 and bidi controls in strings escaped, the value the same), in
+            // one pass that copies nothing when there is nothing to change. Several dumps: one
+            // compact document per line, so they stay machine-readable.
+            let layout = if multi { Layout::Compact } else { Layout::AsIs };
+            let safe = jsoncopy::check_and_escape(bytes, layout)
                 .with_context(|| format!("process {pid}: the JSON dump does not parse"))?;
-            // The file is the target's: only valid JSON is printed (no raw C0 control in it),
-            // with DEL and C1 characters escaped too; the value stays the same.
-            let escape = stackdump_core::escape::json;
-            if multi {
-                // One document per line, so several dumps stay machine-readable.
-                let compact = compact_json(bytes);
-                let compact = String::from_utf8_lossy(&compact);
-                writeln!(stdout, "{}", escape(&compact))?;
-            } else {
-                let text = String::from_utf8_lossy(bytes);
-                let text = escape(&text);
-                stdout.write_all(text.as_bytes())?;
-                if !text.ends_with('\n') {
-                    writeln!(stdout)?;
-                }
+            stdout.write_all(&safe)?;
+            if multi || !safe.ends_with(b"\n") {
+                writeln!(stdout)?;
             }
         }
         StackFormat::Text => {
@@ -663,17 +636,5 @@ fn report_round(label: &str, e: &anyhow::Error, live: &mut Vec<i32>, pid: i32) {
             msg.push_str(&format!(": {src}"));
         }
         warn(format_args!("{label}: {msg}"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compact_json_keeps_strings_and_drops_the_rest_of_the_whitespace() {
-        let v = serde_json::json!({"a b": "x \" y\\ ", "n": [1, 2, {"t": "\n\t {"}]});
-        let pretty = serde_json::to_vec_pretty(&v).unwrap();
-        assert_eq!(compact_json(&pretty), serde_json::to_vec(&v).unwrap());
     }
 }

@@ -3,23 +3,37 @@
 //! The trigger goes with `sigqueue` and a random request id; the library names the file
 //! `stackdump-<pid>-<time>Z-r<id>.{txt,json}` (a hard link per request when one dump serves
 //! several), so each caller finds its own dump even when several `stackdump dump` run at once.
-//! Waiting watches the target's pidfd (the wait ends the moment the target exits) and rescans
-//! the dump directory (seen through `/proc/PID/root`) every millisecond for the first
-//! [`FAST_SCANS_FOR`], which is when a dump is expected; after that it waits on inotify (or,
-//! without inotify, rescans with a growing backoff). Not watching from the start saves the end
-//! of every quick dump 5-15 ms: closing an inotify instance waits for an SRCU grace period
-//! (measured on the exit of `stackdump dump`).
+//!
+//! # Waiting
+//!
+//! The dump directory (seen through `/proc/PID/root`) is watched with dnotify from before the
+//! trigger is sent ([`DumpDir::watch`]): every file created or renamed into it raises a
+//! real-time signal whose handler writes to a pipe, so the library's rename of the finished
+//! file wakes the wait at once, which then rescans the directory. The wait also watches the
+//! target's pidfd (it ends the moment the target exits) and the Ctrl-C pipe, and rescans every
+//! 500 ms in any case. Without dnotify (`fs.dir-notify-enable=0`, or a kernel without it) it
+//! rescans every millisecond for the first [`FAST_SCANS_FOR`], when a dump is expected, then
+//! with a growing backoff.
+//!
+//! Why not inotify: closing an inotify instance that had a watch waits for an SRCU grace
+//! period (`fsnotify_destroy_group` flushes the mark reaper, which runs `synchronize_srcu`):
+//! 5-25 ms measured on Linux 6.18, whether the watch was removed first or not, paid at the exit
+//! of every `stackdump dump` (more than the whole dump of a small process). A dnotify mark
+//! belongs to the kernel's one dnotify group, which is never destroyed: closing the directory
+//! removes it without waiting (measured: nothing).
 
 use crate::interrupt::Interrupt;
 use crate::target::{Target, TargetError};
 use nix::poll::{PollFd, PollFlags};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use stackdump_core::kernel::rootfs::{self, SafeOpenError};
 use stackdump_core::kernel::signals::HostSignal;
 use stackdump_core::model::dumpfile::{DumpFileName, DumpFormat, TEMP_PREFIX};
 use stackdump_core::model::duration::format_duration;
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A dump is a few MB at most (20 MB for 10000 threads); refuse anything larger before
@@ -159,11 +173,49 @@ pub struct DumpDir {
     pub fd: OwnedFd,
     /// The path in the target's file system.
     pub path: String,
-    /// Created on first use (see the module doc).
-    inotify: std::cell::OnceCell<Option<Inotify>>,
+    /// Watched with dnotify ([`DumpDir::watch`]); closing `fd` ends it.
+    watched: bool,
     /// The target's file-system credentials: the directory and its files are opened with its
     /// rights (the library writes there as its user), never with root's.
     creds: Option<rootfs::FsCreds>,
+}
+
+/// `fcntl` commands and flags of dnotify (`<linux/fcntl.h>`; the `libc` crate has only
+/// `F_NOTIFY`). The values of `asm-generic`, which x86 and Arm use.
+const F_SETSIG: libc::c_int = 10;
+const DN_CREATE: libc::c_int = 0x4;
+const DN_MULTISHOT: libc::c_int = 0x8000_0000_u32 as libc::c_int;
+
+/// Where dnotify's signals land: a pipe that their handler writes to (see the module doc).
+struct Wake {
+    read: UnixStream,
+    /// The real-time signal dnotify raises.
+    signal: libc::c_int,
+}
+
+impl Wake {
+    /// Empty the pipe after a wake-up.
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// The pipe and its handlers, set up on first use; `None` when they could not be.
+fn wake() -> Option<&'static Wake> {
+    static WAKE: OnceLock<Option<Wake>> = OnceLock::new();
+    WAKE.get_or_init(|| {
+        let (read, write) = UnixStream::pair().ok()?;
+        read.set_nonblocking(true).ok()?;
+        let signal = libc::SIGRTMIN() + 4;
+        // SIGIO too: the kernel sends it instead when it cannot queue the real-time signal,
+        // and its default action would end the CLI.
+        for sig in [signal, libc::SIGIO] {
+            signal_hook::low_level::pipe::register(sig, write.try_clone().ok()?).ok()?;
+        }
+        Some(Wake { read, signal })
+    })
+    .as_ref()
 }
 
 /// `f` run with `creds` (see [`rootfs::as_target`]); an error switching them is `Io`.
@@ -184,7 +236,8 @@ fn with_creds<T>(
     out.expect("as_target ran it")
 }
 
-/// How long the wait rescans the directory every millisecond before it sets up inotify.
+/// Without dnotify: how long the wait rescans the directory every millisecond before it
+/// backs off.
 const FAST_SCANS_FOR: Duration = Duration::from_millis(300);
 
 impl DumpDir {
@@ -197,27 +250,27 @@ impl DumpDir {
         Ok(DumpDir {
             fd,
             path,
-            inotify: std::cell::OnceCell::new(),
+            watched: false,
             creds,
         })
     }
 
-    /// The inotify watch on the directory, set up on the first call (None without inotify).
-    /// The caller rescans after the first call: files that appeared before it are not events.
-    fn watch(&self) -> Option<&Inotify> {
-        self.inotify
-            .get_or_init(|| {
-                let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-                ino.add_watch(
-                    rootfs::fd_path(self.fd.as_fd()).as_str(),
-                    AddWatchFlags::IN_CREATE
-                        | AddWatchFlags::IN_MOVED_TO
-                        | AddWatchFlags::IN_ONLYDIR,
-                )
-                .ok()?;
-                Some(ino)
-            })
-            .as_ref()
+    /// Watch the directory for new files, before the trigger is sent (see the module doc).
+    /// Without dnotify the wait polls instead.
+    pub fn watch(&mut self) {
+        if self.watched {
+            return;
+        }
+        let Some(wake) = wake() else {
+            return;
+        };
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with integer arguments only. The signal's
+        // handler is installed (wake) before any event can raise it.
+        self.watched = unsafe {
+            libc::fcntl(fd, F_SETSIG, wake.signal) == 0
+                && libc::fcntl(fd, libc::F_NOTIFY, DN_CREATE | DN_MULTISHOT) == 0
+        };
     }
 
     /// Names in the directory.
@@ -341,6 +394,7 @@ pub fn wait_for_dump(
     let mut backoff = Duration::from_millis(5);
     let mut exited = false;
     let req_start = Instant::now();
+    let wake = if dir.watched { wake() } else { None };
     loop {
         // Scan: the files of our request that we do not have yet.
         let names = dir.list().map_err(|e| TargetError::Io {
@@ -417,24 +471,18 @@ pub fn wait_for_dump(
                 causes,
             });
         }
-        let fast = req_start.elapsed() < FAST_SCANS_FOR;
-        if !fast && dir.inotify.get().is_none() {
-            let _ = dir.watch();
-            continue; // rescan once the watch is set: nothing that appeared before it is lost
-        }
-        let inotify = dir.inotify.get().and_then(Option::as_ref);
-        let wait = if fast {
-            (deadline - now).min(Duration::from_millis(1))
-        } else if inotify.is_some() {
+        let wait = if wake.is_some() {
             (deadline - now).min(Duration::from_millis(500))
+        } else if req_start.elapsed() < FAST_SCANS_FOR {
+            (deadline - now).min(Duration::from_millis(1))
         } else {
             let w = (deadline - now).min(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(250));
             w
         };
         let mut fds: Vec<PollFd> = Vec::new();
-        if let Some(ino) = inotify {
-            fds.push(PollFd::new(ino.as_fd(), PollFlags::POLLIN));
+        if let Some(w) = wake {
+            fds.push(PollFd::new(w.read.as_fd(), PollFlags::POLLIN));
         }
         if let Some(p) = &target.pidfd {
             fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
@@ -443,10 +491,11 @@ pub fn wait_for_dump(
             fds.push(PollFd::new(i.fd(), PollFlags::POLLIN));
         }
         let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        // EINTR (a handler ran in this thread) is a wake-up like any other.
         let _ = nix::poll::poll(&mut fds, ms);
         drop(fds);
-        if let Some(ino) = inotify {
-            while matches!(ino.read_events(), Ok(ev) if !ev.is_empty()) {}
+        if let Some(w) = wake {
+            w.drain();
         }
         if let Some(i) = interrupt {
             i.drain();

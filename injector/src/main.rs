@@ -20,6 +20,7 @@ mod exit;
 mod fetch;
 mod inspect_cmd;
 mod interrupt;
+mod jsoncopy;
 mod libstate;
 mod list;
 mod outdir;
