@@ -197,13 +197,31 @@ impl DumpThread {
         let mut watch = crate::state::Watch::start(&self.cfg);
         // The watchdog (STACKDUMP_WATCH), when on: its samples share this wait.
         let mut watchdog = crate::watch::Watchdog::start(&self.cfg);
+        // Idle, the thread keeps little of the library's code mapped (`sys::
+        // release_clean_library_pages`): after start-up and after each state check, but not
+        // after a dump (triggers come in bursts), nor with the watchdog (which runs the same
+        // code again every sampling period). The signal handlers' first pages are mapped
+        // again at once, so a trigger taken by a host thread does not wait for a page fault.
+        let release = watchdog.is_none();
+        let mut released = false;
         loop {
+            if release && !released {
+                sys::release_clean_library_pages();
+                sys::prefault_code(&[
+                    crate::state::OUR_TRIGGER_HANDLER.load(Ordering::Relaxed),
+                    sigctx::trigger::on_trigger as *const () as usize,
+                    self.handler,
+                ]);
+                released = true;
+            }
             let timeout = match &watchdog {
                 Some(w) => w.timeout().min(watch.timeout()),
                 None => watch.timeout(),
             };
             trigger::wait_for_work(Some(timeout));
-            watch.check_if_due(&self.cfg.dir, false);
+            if watch.check_if_due(&self.cfg.dir, false) {
+                released = false;
+            }
             triggers.clear();
             let dropped = trigger::drain(&mut triggers);
             let alarm = watchdog

@@ -6,7 +6,7 @@ use crate::capture::DumpThread;
 use crate::config::Config;
 use crate::sigctx;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// The configuration and capture handler the library started with, for the dump thread of a
@@ -51,7 +51,7 @@ pub fn start() -> Result<(), NotStarted> {
     sigctx::trigger::set_signals(trigger, capture);
     let _ = STARTED.set(cfg.clone());
     CAPTURE_HANDLER.store(handler, Ordering::SeqCst);
-    if let Err(e) = spawn_dump_thread(cfg, handler, true) {
+    if let Err(e) = spawn_dump_thread(cfg, handler) {
         restore_default(capture);
         return Err(NotStarted::Install(e));
     }
@@ -70,8 +70,7 @@ pub fn start() -> Result<(), NotStarted> {
 }
 
 /// Start the dump thread of a forked child (`crate::fork`'s child handler, in the child, before
-/// `fork()` returns there). Does not wait for its start-up: a child that execs at once (a
-/// shell's) would wait for nothing useful. Fails when the thread cannot be created (the
+/// `fork()` returns there), as the constructor does. Fails when the thread cannot be created (the
 /// process or user is at its thread limit: `RLIMIT_NPROC`, `pids.max`).
 pub fn start_in_child() -> Result<(), NotStarted> {
     let cfg = STARTED.get().ok_or(NotStarted::AnotherCopy)?.clone();
@@ -81,8 +80,7 @@ pub fn start_in_child() -> Result<(), NotStarted> {
     if crate::sys::current_handler(cfg.capture.number) != Some(handler) {
         return Err(NotStarted::CaptureSignalInUse);
     }
-    THREAD_READY.store(0, Ordering::SeqCst);
-    spawn_dump_thread(cfg, handler, false).map_err(NotStarted::Install)
+    spawn_dump_thread(cfg, handler).map_err(NotStarted::Install)
 }
 
 fn restore_default(signo: i32) {
@@ -186,12 +184,27 @@ fn install_trigger_handler(signo: i32, capture: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The dump thread's stack: what std gives a spawned thread by default.
+const DUMP_THREAD_STACK: usize = 2 << 20;
+
 /// Start the dump thread with every asynchronous signal blocked from its first instruction, and
 /// for its whole life: no signal handler ever runs on it. It takes the trigger (and the
 /// capture signal, as a wake) with `rt_sigtimedwait` (`triggers::wait_for_work`).
-fn spawn_dump_thread(cfg: Config, handler: usize, wait: bool) -> std::io::Result<()> {
-    // SAFETY: sigset_t out-parameters; pthread_sigmask on the calling thread only.
-    unsafe {
+///
+/// A bare `pthread_create`, not `std::thread`: std's thread start registers a thread-local
+/// destructor (its spawn hooks) with `__cxa_thread_atexit_impl`, which takes the dynamic
+/// loader's lock, so the constructor had to wait for that start-up before `main` could start a
+/// `dlopen` that might hold the lock forever (a constructor that hangs: a hang we must be able
+/// to dump). Our start routine registers no thread-local destructor and takes no loader lock
+/// (nor does glibc's thread start; the thread's TLS block is allocated by `pthread_create` in
+/// the creating thread), so the constructor returns without waiting: the thread gets ready
+/// while the host runs.
+fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
+    let arg = Box::into_raw(Box::new((cfg, handler)));
+    // SAFETY: sigset_t, pthread_attr_t and pthread_t out-parameters, initialized by the calls
+    // that take them; pthread_sigmask on the calling thread only; `arg` is a leaked Box that
+    // the new thread takes over (or that we take back if it is not created).
+    let r = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -206,49 +219,55 @@ fn spawn_dump_thread(cfg: Config, handler: usize, wait: bool) -> std::io::Result
         ] {
             libc::sigdelset(&mut all, sync);
         }
+        // The new thread inherits this mask: blocked from its first instruction.
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let r = std::thread::Builder::new()
-            .name("stackdump".into())
-            .spawn(move || {
-                // `stackdump dump` directs the trigger here (rt_tgsigqueueinfo to the thread
-                // named `stackdump`), so that asking for a dump interrupts no host thread; this
-                // thread takes it with rt_sigtimedwait, so no handler (ours, or one the host
-                // installed over ours) ever runs here.
-                // A file-descriptor table of our own: every fd the dump opens lives there, so the
-                // host never finds one of ours (even on fds 0-2 it closed, or when it is at
-                // RLIMIT_NOFILE), and we close our copies of the host's fds at once, so we never
-                // keep a host file open after the host closed it.
-                if libc::unshare(libc::CLONE_FILES) == 0 {
-                    libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-                }
-                let dumper = DumpThread::new(cfg, handler);
-                // std's per-thread set-up is done by now (it registers thread-local destructors
-                // with __cxa_thread_atexit_impl, which takes the dynamic loader's lock): tell the
-                // constructor, which waits for this before `main` can start a dlopen that could
-                // hold that lock forever.
-                THREAD_READY.store(1, Ordering::Release);
-                crate::sigctx::futex_wake_all(&THREAD_READY);
-                dumper.run()
-            });
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        r.map(drop)?;
-    }
-    if !wait {
-        return Ok(());
-    }
-    // Bounded: start-up takes ~0.1 ms. When the library is itself being dlopen'ed, the loading
-    // thread holds the loader's lock and our thread cannot finish until this constructor
-    // returns: give up after 20 ms, it completes right after.
-    let until = std::time::Instant::now() + std::time::Duration::from_millis(20);
-    while THREAD_READY.load(Ordering::Acquire) == 0 {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            break;
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut r = libc::pthread_attr_init(&mut attr);
+        if r == 0 {
+            libc::pthread_attr_setstacksize(&mut attr, DUMP_THREAD_STACK);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut thread: libc::pthread_t = 0;
+            r = libc::pthread_create(&mut thread, &attr, dump_thread_main, arg.cast());
+            libc::pthread_attr_destroy(&mut attr);
         }
-        crate::sys::futex_wait(&THREAD_READY, 0, Some(left));
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if r != 0 {
+            drop(Box::from_raw(arg));
+        }
+        r
+    };
+    if r != 0 {
+        return Err(std::io::Error::from_raw_os_error(r));
     }
     Ok(())
 }
 
-/// Set by the dump thread once its start-up (which may need the loader's lock) is over.
-static THREAD_READY: AtomicU32 = AtomicU32::new(0);
+/// The dump thread's start routine: name, private fd table, then serve triggers forever.
+extern "C" fn dump_thread_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `arg` is the Box leaked by `spawn_dump_thread` for this thread alone.
+    let started = unsafe { Box::from_raw(arg.cast::<(Config, usize)>()) };
+    // A panic must not unwind out of an `extern "C"` function (that aborts the host): caught
+    // here, it ends this thread silently (the panic hook prints nothing).
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let (cfg, handler) = *started;
+        // SAFETY: prctl(PR_SET_NAME) names the calling thread; the name is NUL-terminated and
+        // at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"stackdump".as_ptr()) };
+        // `stackdump dump` directs the trigger here (rt_tgsigqueueinfo to the thread named
+        // `stackdump`), so that asking for a dump interrupts no host thread; this thread takes
+        // it with rt_sigtimedwait, so no handler (ours, or one the host installed over ours)
+        // ever runs here.
+        // A file-descriptor table of our own: every fd the dump opens lives there, so the host
+        // never finds one of ours (even on fds 0-2 it closed, or when it is at RLIMIT_NOFILE),
+        // and we close our copies of the host's fds at once, so we never keep a host file open
+        // after the host closed it. This thread opens nothing before.
+        // SAFETY: unshare and close_range act on this thread's own fd table.
+        unsafe {
+            if libc::unshare(libc::CLONE_FILES) == 0 {
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            }
+        }
+        DumpThread::new(cfg, handler).run()
+    }));
+    std::ptr::null_mut()
+}

@@ -73,7 +73,9 @@
 //! ## Rules for code in the host
 //!
 //! The constructor does the minimum and never panics or prints; any error disables the library
-//! silently (it waits, at most 20 ms, for the dump thread's start-up). The dump thread blocks
+//! silently. It does not wait for the dump thread: that thread is a bare `pthread_create` whose
+//! start takes no loader lock (std's thread start would register a thread-local destructor,
+//! which does), so a `dlopen` that hangs right after `main` starts cannot stop it. The dump thread blocks
 //! every asynchronous signal, the trigger included, for its whole life (what remains are the
 //! synchronous signals a fault raises and the C library's internal ones, which no thread can
 //! block), so no handler runs on it for a signal sent to the process or to it: not ours, and

@@ -180,11 +180,13 @@ impl Watch {
         self.next.saturating_duration_since(Instant::now())
     }
 
-    /// Check now if a check is due (or `force`), and publish what changed.
-    pub fn check_if_due(&mut self, dir: &std::path::Path, force: bool) {
-        if force || Instant::now() >= self.next {
+    /// Check now if a check is due (or `force`), and publish what changed. True when it checked.
+    pub fn check_if_due(&mut self, dir: &std::path::Path, force: bool) -> bool {
+        let due = force || Instant::now() >= self.next;
+        if due {
             self.check(dir);
         }
+        due
     }
 
     fn check(&mut self, dir: &std::path::Path) {

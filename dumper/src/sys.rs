@@ -302,3 +302,104 @@ pub fn nofile_soft_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// Drop this process's mappings of the library's read-only, file-backed pages (its code,
+/// read-only data, symbol and unwind tables) with `MADV_DONTNEED`, so that an idle dump thread
+/// does not keep in the host's RSS the code its start-up, a state check or a dump ran (each
+/// page touched maps a whole 64-128 KiB around it: about 1.7 MiB after start-up). The pages stay
+/// in the page cache, shared with every other process that maps the library, and the next use
+/// faults them back in (a minor fault per window, microseconds).
+///
+/// Only pages that are never written are dropped: those of `PT_LOAD` segments without write
+/// permission (the relocated ones, `PT_GNU_RELRO` included, are all in writable segments), and
+/// nothing when the library has text relocations. For a private file mapping never written,
+/// `MADV_DONTNEED` only unmaps: the page reads back the same bytes from the file. (A library
+/// file rewritten in place would corrupt it, but so it would the pages not touched yet.)
+/// Another thread running our code meanwhile (a signal handler) just faults the page back.
+/// Reads the library's own program headers through `__ehdr_start`: no lock, no system call
+/// besides the `madvise` calls.
+pub fn release_clean_library_pages() {
+    extern "C" {
+        /// The ELF header of the object this code is linked into (defined by the linker).
+        static __ehdr_start: libc::Elf64_Ehdr;
+    }
+    // SAFETY: __ehdr_start is the start of our own object's first PT_LOAD segment (at file
+    // offset 0, mapped read-only for as long as the library is loaded); its program headers,
+    // at e_phoff, lie in the same segment (GNU ld and lld both put them there).
+    let (base, phdrs) = unsafe {
+        let eh = &raw const __ehdr_start;
+        let base = eh as usize;
+        let phoff = (*eh).e_phoff as usize;
+        let phnum = (*eh).e_phnum as usize;
+        let phdrs = std::slice::from_raw_parts((base + phoff) as *const libc::Elf64_Phdr, phnum);
+        (base, phdrs)
+    };
+    // The load bias: the segment that maps file offset 0 (holding the ELF header) is at `base`.
+    let Some(first) = phdrs
+        .iter()
+        .find(|p| p.p_type == libc::PT_LOAD && p.p_offset == 0)
+    else {
+        return;
+    };
+    let bias = base.wrapping_sub(first.p_vaddr as usize);
+    if has_text_relocations(phdrs, bias) {
+        return;
+    }
+    const PAGE: usize = 4096;
+    for p in phdrs {
+        if p.p_type != libc::PT_LOAD || p.p_flags & libc::PF_W != 0 {
+            continue;
+        }
+        // Whole pages inside the segment only (a page shared with a neighbour is kept).
+        let start = (bias + p.p_vaddr as usize).next_multiple_of(PAGE);
+        let end = (bias + (p.p_vaddr + p.p_filesz) as usize) & !(PAGE - 1);
+        if end > start {
+            // SAFETY: [start, end) lies inside one of our read-only PT_LOAD segments, a private
+            // file mapping never written (see above): dropping its pages only unmaps them.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+/// True when the dynamic section asks for text relocations (`DT_TEXTREL`, `DF_TEXTREL`): the
+/// code pages were then written by the loader and must not be dropped.
+fn has_text_relocations(phdrs: &[libc::Elf64_Phdr], bias: usize) -> bool {
+    const DT_NULL: i64 = 0;
+    const DT_TEXTREL: i64 = 22;
+    const DT_FLAGS: i64 = 30;
+    const DF_TEXTREL: u64 = 4;
+    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
+        return true;
+    };
+    #[repr(C)]
+    struct Elf64Dyn {
+        d_tag: i64,
+        d_un: u64,
+    }
+    let n = dynamic.p_memsz as usize / std::mem::size_of::<Elf64Dyn>();
+    // SAFETY: PT_DYNAMIC of our own loaded object: `n` entries, mapped for the library's life.
+    let entries = unsafe {
+        std::slice::from_raw_parts((bias + dynamic.p_vaddr as usize) as *const Elf64Dyn, n)
+    };
+    for d in entries {
+        match d.d_tag {
+            DT_NULL => break,
+            DT_TEXTREL => return true,
+            DT_FLAGS if d.d_un & DF_TEXTREL != 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Map back the first page of each of these functions of ours (after
+/// [`release_clean_library_pages`]): one read each. Zero addresses are skipped.
+pub fn prefault_code(addrs: &[usize]) {
+    for &a in addrs {
+        if a != 0 {
+            // SAFETY: `a` is the address of a function of this library, mapped readable and
+            // executable for as long as the library is loaded; one byte is read.
+            unsafe { std::ptr::read_volatile(a as *const u8) };
+        }
+    }
+}
