@@ -10,26 +10,27 @@
 //!   threads, when the process may run on two CPUs or more (so from the second dump on), and
 //!   never at start-up: short-lived processes and small ones never have it. It inherits the dump thread's signal mask (every asynchronous
 //!   signal blocked: no handler ever runs on it) and its private file-descriptor table.
-//! - Creating a thread practically never wedges the dump thread on a host wedged in `malloc` or
-//!   in the loader: `pthread_create` takes only short-held locks of the C library's thread code
-//!   (its stack cache, its TLS slot table) and allocates the new thread's TLS with the C
-//!   library's `calloc` in the calling thread's arena; the dump thread allocates everything
-//!   else from its own heap ([`crate::alloc`]), so that is its first `calloc`, and glibc gives
-//!   such a thread an arena of its own (only a process at its arena limit, 8 per CPU, with
-//!   every arena locked, would make it wait for one). What could block is the helper's own
-//!   start (std registers a thread-local destructor there, which takes the loader's lock): the
-//!   dump thread waits [`START_PATIENCE`] for it, and without an answer goes on alone, for
-//!   good (the helper exits when it finds its channel closed, if it ever starts).
-//! - sleeps on a channel between dumps (no wake-ups, no CPU), and takes each job whole: a
+//! - is a bare `pthread_create` (as the dump thread is, [`crate::install`]), and the two
+//!   hand jobs over through one futex word: neither `std::thread` nor `std::sync::mpsc`, whose
+//!   thread handles register a thread-local destructor with the loader's lock held (a host
+//!   wedged in `dlopen` would then wedge the dump thread). Creating a thread practically never
+//!   blocks on a lock a wedged host thread holds: `pthread_create` takes only short-held locks
+//!   of the C library's thread code (its stack cache, its TLS slot table) and allocates the new
+//!   thread's TLS with the C library's `calloc` in the calling thread's arena; the dump thread
+//!   allocates everything else from its own heap ([`crate::alloc`]), so that is its first
+//!   `calloc`, and glibc gives such a thread an arena of its own (only a process at its arena
+//!   limit, 8 per CPU, with every arena locked, would make it wait for one).
+//! - sleeps on the futex between dumps (no wake-ups, no CPU), and takes each job whole: a
 //!   reader (with its own kept-open task files, [`TaskReader::keeping`]) and the tids to read.
-//!   The dump thread waits for its answer at most [`JOB_PATIENCE`]; a late answer is dropped
-//!   and the dump thread reads those threads itself.
+//!   The dump thread waits for its answer at most [`JOB_PATIENCE`]; then it reads those threads
+//!   itself, and the helper gets no new job until its late answer is collected.
 //! - appears in dumps as the dump thread does (capture `dumper`, its kernel view blanked).
 
 use stackdump_core::kernel::proc::{TaskReader, TaskStatus, ThreadGone};
 use stackdump_core::model::{KernelView, Tid};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::time::Duration;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// A dump of fewer threads than this reads them all on the dump thread (a job costs a few
 /// tens of microseconds of hand-over).
@@ -41,74 +42,171 @@ pub const START_PATIENCE: Duration = Duration::from_millis(50);
 /// How long the dump thread waits for a job's answer once its own half is read.
 pub const JOB_PATIENCE: Duration = Duration::from_millis(500);
 
+/// The helper's stack (it parses /proc files; nothing deep).
+const STACK: usize = 256 << 10;
+
 /// One thread's phase-0 reading.
 pub type View = Result<(String, KernelView, TaskStatus), ThreadGone>;
 
 /// What the helper is asked to read, and its answer.
 pub struct Job {
-    /// Which dump asked (a late answer to an earlier one is dropped).
-    pub seq: u64,
     pub reader: TaskReader,
     pub tids: Vec<Tid>,
     pub views: Vec<View>,
 }
 
+/// The futex word's states: who owns `Shared::job`.
+const IDLE: u32 = 0; // the dump thread (no job, or an answer taken)
+const POSTED: u32 = 1; // the helper (a job to do)
+const DONE: u32 = 2; // the dump thread (an answer to take)
+
+/// What the dump thread and the helper share (leaked: the helper lives as long as the process).
+struct Shared {
+    state: AtomicU32,
+    tid: AtomicI32,
+    /// Reached only by the side the state gives it to (Acquire/Release on `state`).
+    job: UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is only touched by the owner `state` names, after an Acquire load of that state
+// and before the Release store that hands it over.
+unsafe impl Sync for Shared {}
+
 /// The running helper.
 pub struct Aux {
-    jobs: Sender<Job>,
-    done: Receiver<Job>,
+    shared: &'static Shared,
     /// Its thread id (it is left out of the host's threads).
     pub tid: Tid,
 }
 
 impl Aux {
-    /// Start the helper; None when it cannot be created or does not start in time.
+    /// Start the helper; None when it cannot be created or does not start in time (it then
+    /// never gets a job).
     pub fn start() -> Option<Aux> {
-        let (jobs, jobs_rx) = channel::<Job>();
-        let (done_tx, done) = channel::<Job>();
-        let (tid_tx, tid_rx) = channel::<i32>();
-        std::thread::Builder::new()
-            .name("stackdump-aux".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                if tid_tx.send(crate::sigctx::gettid()).is_err() {
-                    return;
-                }
-                for mut job in jobs_rx {
-                    let mut views = Vec::with_capacity(job.tids.len());
-                    for &tid in &job.tids {
-                        views.push(job.reader.kernel_view(tid));
-                    }
-                    job.views = views;
-                    if done_tx.send(job).is_err() {
-                        return;
-                    }
-                }
-            })
-            .ok()?;
-        let tid = tid_rx.recv_timeout(START_PATIENCE).ok()?;
-        Some(Aux {
-            jobs,
-            done,
-            tid: Tid(tid),
-        })
-    }
-
-    /// Hand `job` over; the job back when the helper is gone.
-    pub fn send(&self, job: Job) -> Result<(), Box<Job>> {
-        self.jobs.send(job).map_err(|e| Box::new(e.0))
-    }
-
-    /// The answer to job `seq`, waiting at most [`JOB_PATIENCE`] (late answers to earlier
-    /// jobs are dropped on the way).
-    pub fn receive(&self, seq: u64) -> Option<Job> {
-        let until = std::time::Instant::now() + JOB_PATIENCE;
-        loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            let job = self.done.recv_timeout(left).ok()?;
-            if job.seq == seq {
-                return Some(job);
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
+            state: AtomicU32::new(IDLE),
+            tid: AtomicI32::new(0),
+            job: UnsafeCell::new(None),
+        }));
+        // SAFETY: pthread_attr_t and pthread_t out-parameters initialized by the calls that
+        // take them; `shared` is 'static, so the pointer the thread gets stays valid.
+        let r = unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            let mut r = libc::pthread_attr_init(&mut attr);
+            if r == 0 {
+                libc::pthread_attr_setstacksize(&mut attr, STACK);
+                libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+                let mut thread: libc::pthread_t = 0;
+                let arg = shared as *const Shared as *mut libc::c_void;
+                r = libc::pthread_create(&mut thread, &attr, aux_main, arg);
+                libc::pthread_attr_destroy(&mut attr);
             }
+            r
+        };
+        if r != 0 {
+            return None;
+        }
+        let until = Instant::now() + START_PATIENCE;
+        loop {
+            let tid = shared.tid.load(Ordering::Acquire);
+            if tid > 0 {
+                return Some(Aux {
+                    shared,
+                    tid: Tid(tid),
+                });
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            std::thread::sleep(left.min(Duration::from_micros(200)));
         }
     }
+
+    /// Hand `job` over; the job back when the helper still holds an earlier one (it did not
+    /// answer in time), after collecting that late answer if it has come since.
+    pub fn send(&self, job: Job) -> Result<(), Box<Job>> {
+        let s = self.shared;
+        if s.state.load(Ordering::Acquire) == DONE {
+            // SAFETY: DONE: the answer is ours to take (Acquire above).
+            drop(unsafe { (*s.job.get()).take() });
+            s.state.store(IDLE, Ordering::Release);
+        }
+        if s.state.load(Ordering::Acquire) != IDLE {
+            return Err(Box::new(job));
+        }
+        // SAFETY: IDLE: the slot is ours until the Release store below.
+        unsafe { *s.job.get() = Some(job) };
+        s.state.store(POSTED, Ordering::Release);
+        wake(&s.state);
+        Ok(())
+    }
+
+    /// The answer to the job sent last, waiting at most [`JOB_PATIENCE`].
+    pub fn receive(&self) -> Option<Job> {
+        let s = self.shared;
+        let until = Instant::now() + JOB_PATIENCE;
+        loop {
+            let state = s.state.load(Ordering::Acquire);
+            if state == DONE {
+                // SAFETY: DONE: the answer is ours (Acquire above) until we store IDLE.
+                let job = unsafe { (*s.job.get()).take() };
+                s.state.store(IDLE, Ordering::Release);
+                return job;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            crate::sys::futex_wait(&s.state, state, Some(left));
+        }
+    }
+}
+
+/// Wake whoever waits on `word`.
+fn wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only reads the address to find waiters; `word` is a valid, aligned
+    // u32 that lives as long as the process (leaked).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+/// The helper's start routine: name, then jobs forever. It inherits the dump thread's signal
+/// mask (every asynchronous signal blocked) and shares its private fd table.
+extern "C" fn aux_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `arg` is the leaked, 'static `Shared` of `Aux::start`.
+    let s: &'static Shared = unsafe { &*(arg as *const Shared) };
+    // A panic must not unwind out of an `extern "C"` function (that aborts the host): caught,
+    // it ends this thread, and the dump thread reads everything itself from then on.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        // SAFETY: prctl(PR_SET_NAME) names the calling thread; the name is NUL-terminated and
+        // at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"stackdump-aux".as_ptr()) };
+        s.tid.store(crate::sigctx::gettid(), Ordering::Release);
+        loop {
+            let state = s.state.load(Ordering::Acquire);
+            if state != POSTED {
+                crate::sys::futex_wait(&s.state, state, None);
+                continue;
+            }
+            // SAFETY: POSTED: the job is ours (Acquire above) until we store DONE.
+            let job = unsafe { &mut *s.job.get() };
+            if let Some(job) = job.as_mut() {
+                let mut views = Vec::with_capacity(job.tids.len());
+                for &tid in &job.tids {
+                    views.push(job.reader.kernel_view(tid));
+                }
+                job.views = views;
+            }
+            s.state.store(DONE, Ordering::Release);
+            wake(&s.state);
+        }
+    }));
+    std::ptr::null_mut()
 }

@@ -200,12 +200,15 @@ impl DumpThread {
         // Idle, the thread keeps little of the library's code mapped (`sys::
         // release_clean_library_pages`): after start-up and after each state check, but not
         // after a dump (triggers come in bursts), nor with the watchdog (which runs the same
-        // code again every sampling period). The signal handlers' first pages are mapped
-        // again at once, so a trigger taken by a host thread does not wait for a page fault.
+        // code again every sampling period), and only until the first dump: a page a debugger
+        // or a uprobe wrote into (a breakpoint, copied on write) would be dropped too, and by
+        // then the process holds the dump's memory anyway. The signal handlers' first pages
+        // are mapped again at once, so a trigger taken by a host thread does not wait for a
+        // page fault.
         let release = watchdog.is_none();
         let mut released = false;
         loop {
-            if release && !released {
+            if release && !released && self.sequence == 0 {
                 sys::release_clean_library_pages();
                 sys::prefault_code(&[
                     crate::state::OUR_TRIGGER_HANDLER.load(Ordering::Relaxed),
@@ -401,13 +404,13 @@ impl DumpThread {
         });
         let mut views: Vec<Option<crate::aux::View>> = Vec::new();
         views.resize_with(tids.len(), || None);
-        if let Some(seq) = self.aux_job(&tids) {
+        if self.aux_job(&tids) {
             for (i, &tid) in tids.iter().enumerate() {
                 if tid.0 % 2 == 0 {
                     views[i] = Some(reader.kernel_view(tid));
                 }
             }
-            let answer = self.aux.as_ref().and_then(|aux| aux.receive(seq));
+            let answer = self.aux.as_ref().and_then(|aux| aux.receive());
             if let Some(mut job) = answer {
                 let mut answers = job.tids.iter().zip(job.views.drain(..));
                 for (i, &tid) in tids.iter().enumerate() {
@@ -479,35 +482,35 @@ impl DumpThread {
             return;
         }
         self.aux = crate::aux::Aux::start();
-        if let Some(seq) = self.aux_job(tids) {
-            let answer = self.aux.as_ref().and_then(|aux| aux.receive(seq));
+        if self.aux_job(tids) {
+            let answer = self.aux.as_ref().and_then(|aux| aux.receive());
             self.aux_tasks = answer.map(|job| job.reader);
         }
     }
 
-    /// Hand the helper the threads with odd tids; the job's number, or None to read everything
-    /// here.
-    fn aux_job(&mut self, tids: &[Tid]) -> Option<u64> {
+    /// Hand the helper the threads with odd tids; false to read everything here.
+    fn aux_job(&mut self, tids: &[Tid]) -> bool {
         if tids.len() < crate::aux::MIN_THREADS {
-            return None;
+            return false;
         }
-        let aux = self.aux.as_ref()?;
+        let Some(aux) = self.aux.as_ref() else {
+            return false;
+        };
         let reader = self
             .aux_tasks
             .take()
             .unwrap_or_else(|| TaskReader::keeping("/proc/self", kept_files_budget() / 2));
         let job = crate::aux::Job {
-            seq: self.sequence,
             reader,
             tids: tids.iter().copied().filter(|t| t.0 % 2 != 0).collect(),
             views: Vec::new(),
         };
         if let Err(job) = aux.send(job) {
+            // Still busy with a job it did not answer in time.
             self.aux_tasks = Some(job.reader);
-            self.aux = None;
-            return None;
+            return false;
         }
-        Some(self.sequence)
+        true
     }
 
     /// Bring the modules up to date with `maps`, and the symbol caches with them.

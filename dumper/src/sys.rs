@@ -314,7 +314,9 @@ pub fn nofile_soft_limit() -> u64 {
 /// permission (the relocated ones, `PT_GNU_RELRO` included, are all in writable segments), and
 /// nothing when the library has text relocations. For a private file mapping never written,
 /// `MADV_DONTNEED` only unmaps: the page reads back the same bytes from the file. (A library
-/// file rewritten in place would corrupt it, but so it would the pages not touched yet.)
+/// file rewritten in place would corrupt it, but so it would the pages not touched yet. A page
+/// a debugger or a uprobe wrote a breakpoint into, copied on write, would lose it: the caller
+/// does this only while the process is young, before its first dump.)
 /// Another thread running our code meanwhile (a signal handler) just faults the page back.
 /// Reads the library's own program headers through `__ehdr_start`: no lock, no system call
 /// besides the `madvise` calls.
