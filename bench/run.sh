@@ -15,6 +15,8 @@
 #   bench/run.sh --profile N  only the perf profile of the dump thread for N threads (cold + warm)
 #   bench/run.sh --fp       only the frame-pointer comparison (target built with and without
 #                           -fno-omit-frame-pointer; 100 and 1000 threads), printed
+#   bench/run.sh --floor    only the per-thread floor of /proc task files on this machine
+#                           (bench/procfloor.c: open+read+close vs pread of a kept fd), printed
 #   bench/run.sh --watch    only the watchdog's cost (STACKDUMP_WATCH, 1000 idle threads) and
 #                           its hang-to-dump time (bench/watch_cost.py), printed
 #   bench/run.sh --report   re-render bench/results/latest.md, bench/plot.svg and the generated
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
         --profile) mode=profile; profile_n=${2:?--profile N}; shift ;;
         --fp) fp_only=1 ;;
         --watch) mode=watch ;;
+        --floor) mode=floor ;;
         --compare) compare_rev=${2:?--compare REV}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "usage: bench/run.sh [--quick] [--threads \"N...\"] [--tag NAME] [--compare REV] [--wait-quiet]" >&2
@@ -149,6 +152,11 @@ if [ -n "$compare_rev" ]; then
     fi
     git -C "$root" worktree remove --force "$old_src" && old_src=
     rm -rf "$work/old-target"
+fi
+if [ "$mode" = floor ]; then
+    cc -O2 -pthread -o "$work/procfloor" "$here/procfloor.c"
+    for n in 20 200 1000; do "$work/procfloor" "$n"; echo; done
+    exit 0
 fi
 if [ "$mode" = watch ]; then
     cc -O2 -g -pthread -o "$work/watched" "$root/tests/targets/c/watched.c"

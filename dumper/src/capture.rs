@@ -159,14 +159,27 @@ pub struct DumpThread {
     aux: Option<crate::aux::Aux>,
     aux_tried: bool,
     aux_tasks: Option<TaskReader>,
+    /// When the last dump ended (kept task files are closed [`KEPT_IDLE`] after it).
+    last_dump: Option<Instant>,
 }
 
-/// How many task files the dump thread keeps open between dumps: a quarter of the
-/// RLIMIT_NOFILE soft limit (our private fd table shares the limit; the watchdog's counters
-/// may hold half), and never more than 4096 (each holds a 4 KiB kernel buffer: 16 MiB).
-fn kept_files_budget() -> usize {
-    (sys::nofile_soft_limit() / 4).min(4096) as usize
+/// How many task files the dump thread keeps open between dumps; its helper keeps up to half as
+/// many again. Our private fd table shares the RLIMIT_NOFILE soft limit: the dump thread and its
+/// helper together take at most three quarters of it, or three eighths when the watchdog's
+/// counters may hold another half; never more than 8192 (+ 4096), enough for 2000 threads (5
+/// files for each thread the dump thread reads, 2 for each the helper reads, 4 in the helper).
+/// Each kept file holds the kernel's 4 KiB text buffer (charged to the process's memory
+/// cgroup): about 25 KiB a thread, 50 MiB at 2000 threads, which is why they are all closed
+/// [`KEPT_IDLE`] after the last dump.
+fn kept_files_budget(watchdog: bool) -> usize {
+    let soft = sys::nofile_soft_limit();
+    let share = if watchdog { soft / 4 } else { soft / 2 };
+    share.min(8192) as usize
 }
+
+/// Kept task files are closed this long after the last dump: periodic dumps (a script taking one
+/// every minute, the watchdog's) keep them, a one-off dump does not hold them for good.
+const KEPT_IDLE: Duration = Duration::from_secs(600);
 
 impl DumpThread {
     pub fn new(cfg: Config, handler: usize) -> DumpThread {
@@ -187,6 +200,7 @@ impl DumpThread {
             aux: None,
             aux_tried: false,
             aux_tasks: None,
+            last_dump: None,
         }
     }
 
@@ -224,6 +238,7 @@ impl DumpThread {
             trigger::wait_for_work(Some(timeout));
             if watch.check_if_due(&self.cfg.dir, false) {
                 released = false;
+                self.close_idle_task_files();
             }
             triggers.clear();
             let dropped = trigger::drain(&mut triggers);
@@ -242,6 +257,15 @@ impl DumpThread {
             }
             crate::alloc::trim();
             watch.check_if_due(&self.cfg.dir, true);
+        }
+    }
+
+    /// [`KEPT_IDLE`] after the last dump, close the task files kept for the next one.
+    fn close_idle_task_files(&mut self) {
+        if self.last_dump.is_some_and(|t| t.elapsed() >= KEPT_IDLE) {
+            self.last_dump = None;
+            self.tasks = None;
+            self.aux_tasks = None;
         }
     }
 
@@ -265,10 +289,9 @@ impl DumpThread {
         self.let_takers_return(triggers, me);
 
         // Phase 0: the kernel's view of every thread, before any of them is interrupted.
-        let mut reader = self
-            .tasks
-            .take()
-            .unwrap_or_else(|| TaskReader::keeping("/proc/self", kept_files_budget()));
+        let mut reader = self.tasks.take().unwrap_or_else(|| {
+            TaskReader::keeping("/proc/self", kept_files_budget(self.cfg.watch.is_some()))
+        });
         let mut threads = self.kernel_view(&mut reader, me, &mut errors);
         let maps = std::fs::read("/proc/self/maps")
             .map(|b| proc::parse_maps(&b))
@@ -343,9 +366,13 @@ impl DumpThread {
         dump.capture.duration_us = start.elapsed().as_micros() as u64;
         let requests: Vec<u32> = triggers.iter().filter_map(|t| t.request).collect();
         self.write(&dump, millis, &requests);
-        self.symbols.flush_cache();
+        if self.unwritten.is_none() {
+            // Only where this dump could be written (the sink checked the directory).
+            self.symbols.flush_cache();
+        }
         let tids: Vec<Tid> = dump.threads.iter().map(|t| t.tid).collect();
         self.start_aux_if_useful(&tids);
+        self.last_dump = Some(Instant::now());
     }
 
     /// The dump's time: now, or a millisecond after the previous dump's, so that file names
@@ -485,6 +512,11 @@ impl DumpThread {
         if self.aux_job(tids) {
             let answer = self.aux.as_ref().and_then(|aux| aux.receive());
             self.aux_tasks = answer.map(|job| job.reader);
+            // The helper keeps the odd tids' files from now on: ours go, so that the budget
+            // holds the even tids' (phase 1 opens the odd ones' `syscall` and `schedstat` again).
+            if let Some(reader) = &mut self.tasks {
+                reader.forget_where(|t| t.0 % 2 != 0);
+            }
         }
     }
 
@@ -496,10 +528,12 @@ impl DumpThread {
         let Some(aux) = self.aux.as_ref() else {
             return false;
         };
-        let reader = self
-            .aux_tasks
-            .take()
-            .unwrap_or_else(|| TaskReader::keeping("/proc/self", kept_files_budget() / 2));
+        let reader = self.aux_tasks.take().unwrap_or_else(|| {
+            TaskReader::keeping(
+                "/proc/self",
+                kept_files_budget(self.cfg.watch.is_some()) / 2,
+            )
+        });
         let job = crate::aux::Job {
             reader,
             tids: tids.iter().copied().filter(|t| t.0 % 2 != 0).collect(),

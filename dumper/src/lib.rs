@@ -22,8 +22,9 @@
 //!   before any is interrupted, each file opened relative to its task directory (the wait
 //!   channel is the first line of `stack`; `wchan` is read instead when `stack` is not
 //!   readable; neither for a thread `stat` shows running); a snapshot of /proc/self/maps. The
-//!   files stay open until the next dump, which reads each with one `pread` (within a quarter
-//!   of RLIMIT_NOFILE, at most 4096; a thread's files close when it is gone). From the second
+//!   files stay open until the next dump, which reads each with one `pread` (within a share
+//!   of RLIMIT_NOFILE, at most 8192 + 4096; a thread's files close when it is gone, all of them
+//!   10 minutes after the last dump). From the second
 //!   dump of a process of 64 threads or more on, the helper thread [`aux`] reads the threads
 //!   with odd tids meanwhile, on another CPU.
 //! - **Phase 1a, blocked threads**: copied without a signal (`stackdump_core::stack::blocked`):
@@ -44,7 +45,9 @@
 //! - **Phase 3, symbolize and sink**: functions, files and lines from the module files
 //!   (the symbol table, and only the DWARF units that hold the dump's addresses, set up once
 //!   per dump for all of them; `backtrace::resolve` for the vdso), memoized across dumps and
-//!   reset when the module set changes ([`symbolize`]); fd targets, findings ([`diagnose`]),
+//!   reset when the module set changes ([`symbolize`]); compressed debug sections inflated once
+//!   per host and user, kept in `$STACKDUMP_DIR/.stackdump-cache-<uid>` (written after the
+//!   dump, `stackdump_core::stack::dwarfcache`); fd targets, findings ([`diagnose`]),
 //!   the text; each file written under a temporary name (JSON compact, serialized straight
 //!   into a 256 KiB buffer in front of the file), fsync, renamed without replacing ([`sink`]).
 //!

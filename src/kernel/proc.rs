@@ -302,6 +302,14 @@ impl TaskReader {
         }
     }
 
+    /// Close the kept files of the tasks `which` selects (another reader now reads them).
+    pub fn forget_where(&mut self, which: impl Fn(Tid) -> bool) {
+        if let Some(k) = &mut self.kept {
+            k.tasks.retain(|tid, _| !which(*tid));
+            k.open = k.tasks.values().flatten().filter(|f| f.is_some()).count();
+        }
+    }
+
     /// Close every kept file.
     pub fn forget_all(&mut self) {
         self.forget_others(&[]);
