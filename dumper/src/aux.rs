@@ -20,16 +20,23 @@
 //!   allocates everything else from its own heap ([`crate::alloc`]), so that is its first
 //!   `calloc`, and glibc gives such a thread an arena of its own (only a process at its arena
 //!   limit, 8 per CPU, with every arena locked, would make it wait for one).
+//! - runs at `SCHED_IDLE`: only on a CPU nothing else wants. A second CPU taken from the host
+//!   during a dump would stall the host's running threads for a scheduler tick (measured: 2.7 to
+//!   4.1 ms of the benchmark's spinning thread on two CPUs, against 0.07 ms without the helper);
+//!   when the host keeps every CPU busy, the dump thread does the work alone, as before.
 //! - sleeps on the futex between dumps (no wake-ups, no CPU), and takes each job whole: a
-//!   reader (with its own kept-open task files, [`TaskReader::keeping`]) and the tids to read.
-//!   The dump thread waits for its answer at most [`JOB_PATIENCE`]; then it reads those threads
-//!   itself, and the helper gets no new job until its late answer is collected.
+//!   reader (with its own kept-open task files, [`TaskReader::keeping`]) and the tids to read,
+//!   which it claims one at a time from a shared counter; the dump thread, done with its own
+//!   half, claims the rest from the same counter (so a helper that gets no CPU costs nothing),
+//!   then waits for the helper's answer at most [`JOB_PATIENCE`] (one thread's reading, unless
+//!   the helper was preempted): without it, it reads the helper's claims itself, and the helper
+//!   gets no new job until its late answer is collected.
 //! - appears in dumps as the dump thread does (capture `dumper`, its kernel view blanked).
 
 use stackdump_core::kernel::proc::{TaskReader, TaskStatus, ThreadGone};
 use stackdump_core::model::{KernelView, Tid};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A dump of fewer threads than this reads them all on the dump thread (a job costs a few
@@ -39,8 +46,12 @@ pub const MIN_THREADS: usize = 64;
 /// How long the dump thread waits for a new helper to start.
 pub const START_PATIENCE: Duration = Duration::from_millis(50);
 
-/// How long the dump thread waits for a job's answer once its own half is read.
-pub const JOB_PATIENCE: Duration = Duration::from_millis(500);
+/// How long the dump thread waits for a job's answer once every thread is claimed.
+pub const JOB_PATIENCE: Duration = Duration::from_millis(2);
+
+/// How long the dump thread waits, after a dump, for the helper's first job (which opens its
+/// threads' files for the next dumps).
+pub const WARM_UP_PATIENCE: Duration = Duration::from_millis(100);
 
 /// The helper's stack (it parses /proc files; nothing deep).
 const STACK: usize = 256 << 10;
@@ -48,11 +59,12 @@ const STACK: usize = 256 << 10;
 /// One thread's phase-0 reading.
 pub type View = Result<(String, KernelView, TaskStatus), ThreadGone>;
 
-/// What the helper is asked to read, and its answer.
+/// What the helper is asked to read, and its answer: `views[i]` for `tids[i]` when the helper
+/// claimed it.
 pub struct Job {
     pub reader: TaskReader,
     pub tids: Vec<Tid>,
-    pub views: Vec<View>,
+    pub views: Vec<Option<View>>,
 }
 
 /// The futex word's states: who owns `Shared::job`.
@@ -64,6 +76,8 @@ const DONE: u32 = 2; // the dump thread (an answer to take)
 struct Shared {
     state: AtomicU32,
     tid: AtomicI32,
+    /// The next index of the job's tids to claim (helper and dump thread alike).
+    next: AtomicUsize,
     /// Reached only by the side the state gives it to (Acquire/Release on `state`).
     job: UnsafeCell<Option<Job>>,
 }
@@ -86,6 +100,7 @@ impl Aux {
         let shared: &'static Shared = Box::leak(Box::new(Shared {
             state: AtomicU32::new(IDLE),
             tid: AtomicI32::new(0),
+            next: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
         }));
         // SAFETY: pthread_attr_t and pthread_t out-parameters initialized by the calls that
@@ -123,18 +138,28 @@ impl Aux {
         }
     }
 
-    /// Hand `job` over; the job back when the helper still holds an earlier one (it did not
-    /// answer in time), after collecting that late answer if it has come since.
-    pub fn send(&self, job: Job) -> Result<(), Box<Job>> {
+    /// A late answer to an earlier job, if it has come (its reader is worth keeping).
+    pub fn take_late(&self) -> Option<Job> {
         let s = self.shared;
-        if s.state.load(Ordering::Acquire) == DONE {
-            // SAFETY: DONE: the answer is ours to take (Acquire above).
-            drop(unsafe { (*s.job.get()).take() });
-            s.state.store(IDLE, Ordering::Release);
+        if s.state.load(Ordering::Acquire) != DONE {
+            return None;
         }
+        // SAFETY: DONE: the answer is ours to take (Acquire above) until we store IDLE.
+        let job = unsafe { (*s.job.get()).take() };
+        s.state.store(IDLE, Ordering::Release);
+        job
+    }
+
+    /// Hand `job` over (its `views` as long as its `tids`); the job back when the helper still
+    /// works on an earlier one.
+    pub fn send(&self, mut job: Job) -> Result<(), Box<Job>> {
+        let s = self.shared;
         if s.state.load(Ordering::Acquire) != IDLE {
             return Err(Box::new(job));
         }
+        job.views.clear();
+        job.views.resize_with(job.tids.len(), || None);
+        s.next.store(0, Ordering::Relaxed);
         // SAFETY: IDLE: the slot is ours until the Release store below.
         unsafe { *s.job.get() = Some(job) };
         s.state.store(POSTED, Ordering::Release);
@@ -142,18 +167,22 @@ impl Aux {
         Ok(())
     }
 
-    /// The answer to the job sent last, waiting at most [`JOB_PATIENCE`].
-    pub fn receive(&self) -> Option<Job> {
+    /// Claim the next index of the job sent last (None when all are claimed): the dump thread
+    /// takes over what the helper has not started.
+    pub fn claim(&self, len: usize) -> Option<usize> {
+        let i = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        (i < len).then_some(i)
+    }
+
+    /// The answer to the job sent last, waiting at most `patience`.
+    pub fn receive(&self, patience: Duration) -> Option<Job> {
         let s = self.shared;
-        let until = Instant::now() + JOB_PATIENCE;
+        let until = Instant::now() + patience;
         loop {
-            let state = s.state.load(Ordering::Acquire);
-            if state == DONE {
-                // SAFETY: DONE: the answer is ours (Acquire above) until we store IDLE.
-                let job = unsafe { (*s.job.get()).take() };
-                s.state.store(IDLE, Ordering::Release);
-                return job;
+            if let Some(job) = self.take_late() {
+                return Some(job);
             }
+            let state = s.state.load(Ordering::Acquire);
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
@@ -188,6 +217,14 @@ extern "C" fn aux_main(arg: *mut libc::c_void) -> *mut libc::c_void {
         // SAFETY: prctl(PR_SET_NAME) names the calling thread; the name is NUL-terminated and
         // at most 16 bytes.
         unsafe { libc::prctl(libc::PR_SET_NAME, c"stackdump-aux".as_ptr()) };
+        // Only CPUs nobody else wants (see the module doc). Lowering one's own priority needs
+        // no privilege; if it fails, the helper is not started (the dump thread waits for the
+        // tid).
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            return;
+        }
         s.tid.store(crate::sigctx::gettid(), Ordering::Release);
         loop {
             let state = s.state.load(Ordering::Acquire);
@@ -198,11 +235,11 @@ extern "C" fn aux_main(arg: *mut libc::c_void) -> *mut libc::c_void {
             // SAFETY: POSTED: the job is ours (Acquire above) until we store DONE.
             let job = unsafe { &mut *s.job.get() };
             if let Some(job) = job.as_mut() {
-                let mut views = Vec::with_capacity(job.tids.len());
-                for &tid in &job.tids {
-                    views.push(job.reader.kernel_view(tid));
+                while let Some(i) =
+                    Some(s.next.fetch_add(1, Ordering::Relaxed)).filter(|&i| i < job.tids.len())
+                {
+                    job.views[i] = Some(job.reader.kernel_view(job.tids[i]));
                 }
-                job.views = views;
             }
             s.state.store(DONE, Ordering::Release);
             wake(&s.state);

@@ -431,21 +431,41 @@ impl DumpThread {
         });
         let mut views: Vec<Option<crate::aux::View>> = Vec::new();
         views.resize_with(tids.len(), || None);
-        if self.aux_job(&tids) {
+        if let Some(odd) = self.aux_job(&tids) {
             for (i, &tid) in tids.iter().enumerate() {
                 if tid.0 % 2 == 0 {
                     views[i] = Some(reader.kernel_view(tid));
                 }
             }
-            let answer = self.aux.as_ref().and_then(|aux| aux.receive());
-            if let Some(mut job) = answer {
-                let mut answers = job.tids.iter().zip(job.views.drain(..));
-                for (i, &tid) in tids.iter().enumerate() {
-                    if tid.0 % 2 != 0 {
-                        views[i] = answers.next().filter(|(t, _)| **t == tid).map(|(_, v)| v);
-                    }
+            // What the helper has not started is ours too (it may have no CPU at all).
+            let mut stolen = Vec::new();
+            if let Some(aux) = &self.aux {
+                while let Some(j) = aux.claim(odd.len()) {
+                    stolen.push((j, reader.kernel_view(odd[j])));
                 }
-                self.aux_tasks = Some(job.reader);
+            }
+            let answer = self
+                .aux
+                .as_ref()
+                .and_then(|aux| aux.receive(crate::aux::JOB_PATIENCE));
+            let mut odd_views: Vec<Option<crate::aux::View>> = match answer {
+                Some(mut job) => {
+                    let v = std::mem::take(&mut job.views);
+                    self.aux_tasks = Some(job.reader);
+                    v
+                }
+                None => Vec::new(),
+            };
+            odd_views.resize_with(odd.len(), || None);
+            for (j, v) in stolen {
+                odd_views[j] = Some(v);
+            }
+            let mut odd_views = odd.iter().zip(odd_views);
+            for (i, &tid) in tids.iter().enumerate() {
+                if tid.0 % 2 != 0 {
+                    // None (the helper's claim, unanswered in time): read below.
+                    views[i] = odd_views.next().and_then(|(t, v)| v.filter(|_| *t == tid));
+                }
             }
         }
         let ours = [Some(me), self.aux.as_ref().map(|a| a.tid)];
@@ -509,8 +529,11 @@ impl DumpThread {
             return;
         }
         self.aux = crate::aux::Aux::start();
-        if self.aux_job(tids) {
-            let answer = self.aux.as_ref().and_then(|aux| aux.receive());
+        if self.aux_job(tids).is_some() {
+            let answer = self
+                .aux
+                .as_ref()
+                .and_then(|aux| aux.receive(crate::aux::WARM_UP_PATIENCE));
             self.aux_tasks = answer.map(|job| job.reader);
             // The helper keeps the odd tids' files from now on: ours go, so that the budget
             // holds the even tids' (phase 1 opens the odd ones' `syscall` and `schedstat` again).
@@ -520,31 +543,35 @@ impl DumpThread {
         }
     }
 
-    /// Hand the helper the threads with odd tids; false to read everything here.
-    fn aux_job(&mut self, tids: &[Tid]) -> bool {
+    /// Hand the helper the threads with odd tids; those tids (in the job's order), or None to
+    /// read everything here.
+    fn aux_job(&mut self, tids: &[Tid]) -> Option<Vec<Tid>> {
         if tids.len() < crate::aux::MIN_THREADS {
-            return false;
+            return None;
         }
-        let Some(aux) = self.aux.as_ref() else {
-            return false;
-        };
+        let aux = self.aux.as_ref()?;
+        // A late answer to the last job brings the helper's reader (and its kept files) back.
+        if let Some(late) = aux.take_late() {
+            self.aux_tasks = Some(late.reader);
+        }
         let reader = self.aux_tasks.take().unwrap_or_else(|| {
             TaskReader::keeping(
                 "/proc/self",
                 kept_files_budget(self.cfg.watch.is_some()) / 2,
             )
         });
+        let odd: Vec<Tid> = tids.iter().copied().filter(|t| t.0 % 2 != 0).collect();
         let job = crate::aux::Job {
             reader,
-            tids: tids.iter().copied().filter(|t| t.0 % 2 != 0).collect(),
+            tids: odd.clone(),
             views: Vec::new(),
         };
         if let Err(job) = aux.send(job) {
             // Still busy with a job it did not answer in time.
             self.aux_tasks = Some(job.reader);
-            return false;
+            return None;
         }
-        true
+        Some(odd)
     }
 
     /// Bring the modules up to date with `maps`, and the symbol caches with them.
