@@ -8,6 +8,7 @@ use stackdump_core::model::{CaptureStatus, Frame, SyscallState, Thread, Tid};
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 /// `kill -s USR1`, wait for the JSON side file, read it.
@@ -399,6 +400,106 @@ fn many_threads_are_read_by_the_dump_thread_and_its_helper_from_the_second_dump_
         .map(|r| r.count())
         .unwrap_or(0);
     assert!(host_fds < 20, "the host's fd table has {host_fds} entries");
+}
+
+/// The C library's debug sections, when they are installed compressed (Debian's `libc6-dbg`):
+/// the first dump inflates them and, once its files are written, keeps them in the dump
+/// directory (`.stackdump-cache-<uid>`, private); a later process whose dump directory holds
+/// that cache maps it (the cache marks a file it used by its modification time) and names
+/// every frame as the first process did.
+#[test]
+fn inflated_debug_sections_are_cached_in_the_dump_dir_for_the_next_process() {
+    use std::os::unix::fs::MetadataExt;
+    let compressed_libc_debug = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("id=$(readelf -n /lib/x86_64-linux-gnu/libc.so.6 2>/dev/null | awk '/Build ID/{print $3}'); f=/usr/lib/debug/.build-id/$(echo $id | cut -c1-2)/$(echo $id | cut -c3-).debug; readelf -S \"$f\" 2>/dev/null | grep -A1 ' .debug_info' | grep -q ' C '")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !compressed_libc_debug {
+        eprintln!("skipped: no compressed debug file of the C library here (libc6-dbg)");
+        return;
+    }
+    const WORKERS: usize = 6;
+    let spawn = || {
+        let mut cmd = Command::new(c_target("parked"));
+        cmd.arg(WORKERS.to_string());
+        spawn_ready(cmd)
+    };
+    let mut first = spawn();
+    let d1 = trigger(&mut first);
+    // Written after the dump: wait for it.
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let cache = first.dump_dir().join(format!(".stackdump-cache-{uid}"));
+    let dwarf = cache.join("dwarf");
+    let cached = || -> Vec<PathBuf> {
+        std::fs::read_dir(&dwarf)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "sections"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        poll_until(deadline(), || !cached().is_empty()),
+        "no cache file in {}\n{}",
+        dwarf.display(),
+        d1.context(&first)
+    );
+    for (path, mode) in [(&cache, 0o700), (&dwarf, 0o700), (&cached()[0], 0o600)] {
+        let m = std::fs::symlink_metadata(path).expect("cache entry");
+        assert_eq!(m.mode() & 0o777, mode, "{}", path.display());
+        assert_eq!(m.uid(), uid, "{}", path.display());
+    }
+
+    // A second process, its dump directory holding that cache (a copy, marked old).
+    let mut second = spawn();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&cache)
+        .arg(second.dump_dir())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let copied = second
+        .dump_dir()
+        .join(cache.file_name().unwrap())
+        .join("dwarf")
+        .join(cached()[0].file_name().unwrap());
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&copied)
+        .and_then(|f| f.set_modified(old))
+        .expect("mark the copy old");
+    let d2 = trigger(&mut second);
+    let used = std::fs::metadata(&copied)
+        .and_then(|m| m.modified())
+        .expect("copy");
+    assert!(
+        used > old,
+        "the second process did not use the cache\n{}",
+        d2.context(&second)
+    );
+    // The same frames, named alike (libc's with their file and line).
+    let frames = |d: &Dumped, t: &Target| -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+        d.thread(t, "reader-0")
+            .frames
+            .iter()
+            .map(|f| (f.function.clone(), f.file.clone(), f.line))
+            .collect()
+    };
+    let (f1, f2) = (frames(&d1, &first), frames(&d2, &second));
+    assert_eq!(f1, f2, "{}", d2.context(&second));
+    assert!(
+        f1.iter().any(
+            |(func, file, _)| func.as_deref().is_some_and(|n| n.contains("read"))
+                && file.as_deref().is_some_and(|p| p.ends_with(".c"))
+        ),
+        "no libc frame with its source file: {f1:?}"
+    );
 }
 
 #[test]
