@@ -103,21 +103,10 @@ impl Aux {
             next: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
         }));
-        // SAFETY: pthread_attr_t and pthread_t out-parameters initialized by the calls that
-        // take them; `shared` is 'static, so the pointer the thread gets stays valid.
-        let r = unsafe {
-            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            let mut r = libc::pthread_attr_init(&mut attr);
-            if r == 0 {
-                libc::pthread_attr_setstacksize(&mut attr, STACK);
-                libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-                let mut thread: libc::pthread_t = 0;
-                let arg = shared as *const Shared as *mut libc::c_void;
-                r = libc::pthread_create(&mut thread, &attr, aux_main, arg);
-                libc::pthread_attr_destroy(&mut attr);
-            }
-            r
-        };
+        let arg = shared as *const Shared as *mut libc::c_void;
+        // SAFETY: `shared` is 'static, so the pointer the thread gets stays valid; aux_main
+        // catches panics.
+        let r = unsafe { crate::sys::spawn_detached(STACK, aux_main, arg) };
         if r != 0 {
             return None;
         }
@@ -193,17 +182,8 @@ impl Aux {
 }
 
 /// Wake whoever waits on `word`.
-fn wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only reads the address to find waiters; `word` is a valid, aligned
-    // u32 that lives as long as the process (leaked).
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
-    }
+fn wake(word: &'static AtomicU32) {
+    crate::sigctx::futex_wake_all(word);
 }
 
 /// The helper's start routine: name, then jobs forever. It inherits the dump thread's signal

@@ -201,9 +201,9 @@ const DUMP_THREAD_STACK: usize = 2 << 20;
 /// while the host runs.
 fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
     let arg = Box::into_raw(Box::new((cfg, handler)));
-    // SAFETY: sigset_t, pthread_attr_t and pthread_t out-parameters, initialized by the calls
-    // that take them; pthread_sigmask on the calling thread only; `arg` is a leaked Box that
-    // the new thread takes over (or that we take back if it is not created).
+    // SAFETY: sigset_t out-parameters, initialized by the calls that take them;
+    // pthread_sigmask on the calling thread only; `arg` is a leaked Box that the new thread takes
+    // over (or that we take back if it is not created); dump_thread_main catches panics.
     let r = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
@@ -221,15 +221,7 @@ fn spawn_dump_thread(cfg: Config, handler: usize) -> std::io::Result<()> {
         }
         // The new thread inherits this mask: blocked from its first instruction.
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        let mut r = libc::pthread_attr_init(&mut attr);
-        if r == 0 {
-            libc::pthread_attr_setstacksize(&mut attr, DUMP_THREAD_STACK);
-            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-            let mut thread: libc::pthread_t = 0;
-            r = libc::pthread_create(&mut thread, &attr, dump_thread_main, arg.cast());
-            libc::pthread_attr_destroy(&mut attr);
-        }
+        let r = crate::sys::spawn_detached(DUMP_THREAD_STACK, dump_thread_main, arg.cast());
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if r != 0 {
             drop(Box::from_raw(arg));

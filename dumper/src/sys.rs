@@ -405,3 +405,30 @@ pub fn prefault_code(addrs: &[usize]) {
         }
     }
 }
+
+/// A thread's start routine, as `pthread_create` takes it.
+pub type StartRoutine = extern "C" fn(*mut libc::c_void) -> *mut libc::c_void;
+
+/// Start a detached thread running `start(arg)` on a stack of `stack` bytes: a bare
+/// `pthread_create`, not `std::thread` (whose start registers a thread-local destructor, which
+/// takes the loader's lock). The thread inherits the caller's signal mask and fd table. The
+/// error number of `pthread_create` on failure (then `arg` was not handed over).
+///
+/// # Safety
+/// `arg` must stay valid for as long as `start` uses it, and `start` must not unwind.
+pub unsafe fn spawn_detached(stack: usize, start: StartRoutine, arg: *mut libc::c_void) -> i32 {
+    // SAFETY: pthread_attr_t and pthread_t out-parameters initialized by the calls that take
+    // them; `arg`'s validity is the caller's promise.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut r = libc::pthread_attr_init(&mut attr);
+        if r == 0 {
+            libc::pthread_attr_setstacksize(&mut attr, stack);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut thread: libc::pthread_t = 0;
+            r = libc::pthread_create(&mut thread, &attr, start, arg);
+            libc::pthread_attr_destroy(&mut attr);
+        }
+        r
+    }
+}
