@@ -46,8 +46,10 @@ pub const MIN_THREADS: usize = 64;
 /// How long the dump thread waits for a new helper to start.
 pub const START_PATIENCE: Duration = Duration::from_millis(50);
 
-/// How long the dump thread waits for a job's answer once every thread is claimed.
-pub const JOB_PATIENCE: Duration = Duration::from_millis(2);
+/// How long the dump thread waits for a job's answer once every thread is claimed: the one
+/// thread the helper may still be reading takes ~30 µs; a helper preempted in the middle of
+/// one (it runs at `SCHED_IDLE`) is not waited for, its threads are read again here.
+pub const JOB_PATIENCE: Duration = Duration::from_micros(200);
 
 /// How long the dump thread waits, after a dump, for the helper's first job (which opens its
 /// threads' files for the next dumps).
