@@ -10,52 +10,92 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
 /// The heap and its lock. Almost every call comes from the dump thread, so the lock is nearly
-/// always free: one compare-and-swap to take it, one store to release it (glibc's
+/// always free: one compare-and-swap to take it, one swap to release it (glibc's
 /// `pthread_mutex_lock` + `unlock`, which `dlmalloc`'s `global` feature uses, cost 5 ms of the
-/// dump thread's time per dump of 1000 threads). A waiter spins briefly, then yields.
+/// dump thread's time per dump of 1000 threads). A waiter spins briefly, then sleeps on the lock
+/// word (a futex: [`UNLOCKED`], [`LOCKED`], [`CONTENDED`]); the release wakes one sleeper only
+/// when there is one. Sleeping, not yielding, matters for the phase-0 helper ([`crate::aux`]),
+/// which runs at `SCHED_IDLE`: preempted while it holds the lock, it gets a CPU again only when
+/// one goes idle, and a dump thread yielding in a loop would keep its own busy.
 struct Heap {
-    locked: AtomicBool,
+    lock: AtomicU32,
     dl: UnsafeCell<dlmalloc::Dlmalloc>,
 }
 
-// SAFETY: `dl` is only reached through `Heap::with`, which holds `locked` (acquire/release) for
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+/// Locked, and someone may sleep on it.
+const CONTENDED: u32 = 2;
+
+// SAFETY: `dl` is only reached through `Heap::with`, which holds `lock` (acquire/release) for
 // the whole call: one thread at a time.
 unsafe impl Sync for Heap {}
 
 impl Heap {
     #[inline]
     fn with<R>(&self, f: impl FnOnce(&mut dlmalloc::Dlmalloc) -> R) -> R {
-        let mut spins = 0u32;
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        if self
+            .lock
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
-            }
+            self.lock_contended();
         }
-        struct Release<'a>(&'a AtomicBool);
+        struct Release<'a>(&'a Heap);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
+                self.0.unlock();
             }
         }
-        let _release = Release(&self.locked);
+        let _release = Release(self);
         // SAFETY: we hold the lock (see `unsafe impl Sync` above): no other reference exists.
         f(unsafe { &mut *self.dl.get() })
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        for _ in 0..64 {
+            if self
+                .lock
+                .compare_exchange_weak(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        // Mark it contended; whoever releases it then wakes a sleeper.
+        while self.lock.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            crate::sys::futex_wait(&self.lock, CONTENDED, None);
+        }
+    }
+
+    fn unlock(&self) {
+        if self.lock.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex_wake_one(&self.lock);
+        }
+    }
+}
+
+/// Wake one thread sleeping on `word`. Async-signal-safe: one raw system call.
+fn futex_wake_one(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only reads the address to find waiters; `word` is a valid, aligned u32
+    // (the heap's lock, a static).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
     }
 }
 
 static HEAP: Heap = Heap {
-    locked: AtomicBool::new(false),
+    lock: AtomicU32::new(UNLOCKED),
     dl: UnsafeCell::new(dlmalloc::Dlmalloc::new()),
 };
 
@@ -213,8 +253,8 @@ unsafe impl GlobalAlloc for DumperAlloc {
 pub fn fork_lock(until: u64) -> bool {
     loop {
         if HEAP
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .lock
+            .compare_exchange_weak(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
             return true;
@@ -230,9 +270,9 @@ pub fn fork_lock(until: u64) -> bool {
 /// Release the lock [`fork_lock`] took: in the parent after the fork, and in the child (where
 /// the thread that took it is the only one).
 ///
-/// Async-signal-safe: one atomic store.
+/// Async-signal-safe: one atomic swap, and a futex wake when someone sleeps on the lock.
 pub fn fork_unlock() {
-    HEAP.locked.store(false, Ordering::Release);
+    HEAP.unlock();
 }
 
 /// Give the free memory at the top of the heap (and any free segment) back to the kernel: called

@@ -27,7 +27,8 @@
 //! - sleeps on the futex between dumps (no wake-ups, no CPU), and takes each job whole: a
 //!   reader (with its own kept-open task files, [`TaskReader::keeping`]) and the tids to read,
 //!   which it claims one at a time from a shared counter; the dump thread, done with its own
-//!   half, claims the rest from the same counter (so a helper that gets no CPU costs nothing),
+//!   half, claims the rest from the same counter (a helper that gets no CPU costs little: the
+//!   heap's lock, which both take, puts a waiter to sleep rather than spin, [`crate::alloc`]),
 //!   then waits for the helper's answer at most [`JOB_PATIENCE`] (one thread's reading, unless
 //!   the helper was preempted): without it, it reads the helper's claims itself, and the helper
 //!   gets no new job until its late answer is collected.
@@ -74,10 +75,17 @@ const IDLE: u32 = 0; // the dump thread (no job, or an answer taken)
 const POSTED: u32 = 1; // the helper (a job to do)
 const DONE: u32 = 2; // the dump thread (an answer to take)
 
+const WAITING: u32 = 0;
+const STARTED: u32 = 1;
+const ABANDONED: u32 = 2;
+
 /// What the dump thread and the helper share (leaked: the helper lives as long as the process).
 struct Shared {
     state: AtomicU32,
     tid: AtomicI32,
+    /// [`WAITING`] until the helper starts ([`STARTED`]) or the dump thread gives up on it
+    /// ([`ABANDONED`]); whoever moves it first decides (a helper that starts too late exits).
+    start: AtomicU32,
     /// The next index of the job's tids to claim (helper and dump thread alike).
     next: AtomicUsize,
     /// Reached only by the side the state gives it to (Acquire/Release on `state`).
@@ -102,6 +110,7 @@ impl Aux {
         let shared: &'static Shared = Box::leak(Box::new(Shared {
             state: AtomicU32::new(IDLE),
             tid: AtomicI32::new(0),
+            start: AtomicU32::new(WAITING),
             next: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
         }));
@@ -114,19 +123,27 @@ impl Aux {
         }
         let until = Instant::now() + START_PATIENCE;
         loop {
-            let tid = shared.tid.load(Ordering::Acquire);
-            if tid > 0 {
-                return Some(Aux {
-                    shared,
-                    tid: Tid(tid),
-                });
+            if shared.start.load(Ordering::Acquire) == STARTED {
+                break;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                // Too late: it exits when it starts, unless it started just now.
+                if shared
+                    .start
+                    .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return None;
+                }
+                break;
             }
             std::thread::sleep(left.min(Duration::from_micros(200)));
         }
+        Some(Aux {
+            shared,
+            tid: Tid(shared.tid.load(Ordering::Acquire)),
+        })
     }
 
     /// A late answer to an earlier job, if it has come (its reader is worth keeping).
@@ -173,12 +190,13 @@ impl Aux {
             if let Some(job) = self.take_late() {
                 return Some(job);
             }
-            let state = s.state.load(Ordering::Acquire);
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
-            crate::sys::futex_wait(&s.state, state, Some(left));
+            // Sleeps only while the job is still the helper's (POSTED): an answer stored since
+            // the look above makes the wait return at once.
+            crate::sys::futex_wait(&s.state, POSTED, Some(left));
         }
     }
 }
@@ -208,6 +226,12 @@ extern "C" fn aux_main(arg: *mut libc::c_void) -> *mut libc::c_void {
             return;
         }
         s.tid.store(crate::sigctx::gettid(), Ordering::Release);
+        if s.start
+            .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // abandoned: the dump thread did not wait for us
+        }
         loop {
             let state = s.state.load(Ordering::Acquire);
             if state != POSTED {

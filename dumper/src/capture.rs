@@ -266,6 +266,8 @@ impl DumpThread {
             self.last_dump = None;
             self.tasks = None;
             self.aux_tasks = None;
+            // A late answer holds the helper's reader too.
+            drop(self.aux.as_ref().and_then(|aux| aux.take_late()));
         }
     }
 
@@ -369,6 +371,8 @@ impl DumpThread {
         if self.unwritten.is_none() {
             // Only where this dump could be written (the sink checked the directory).
             self.symbols.flush_cache();
+        } else {
+            self.symbols.discard_cache_stores();
         }
         let tids: Vec<Tid> = dump.threads.iter().map(|t| t.tid).collect();
         self.start_aux_if_useful(&tids);

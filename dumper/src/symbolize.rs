@@ -45,13 +45,21 @@ impl Symbolizer {
     }
 
     /// Write the debug sections this dump inflated to the cache (after the dump is written).
+    /// Not inside the fork gate (`crate::fork::section`): it only writes files and its own
+    /// list, which a child never uses (it makes a symbolizer of its own), and a prefork server
+    /// must not wait for it.
     pub fn flush_cache(&mut self) {
-        let files = &self.files;
-        crate::fork::section(|| {
-            if let Some(cache) = files.dwarf_cache() {
-                cache.flush();
-            }
-        });
+        if let Some(cache) = self.files.dwarf_cache() {
+            cache.flush();
+        }
+    }
+
+    /// Forget the debug sections put off for the cache (the dump could not be written: the
+    /// directory may be full).
+    pub fn discard_cache_stores(&mut self) {
+        if let Some(cache) = self.files.dwarf_cache() {
+            cache.discard();
+        }
     }
 
     /// Forget what addresses meant (modules were loaded or unloaded), keeping the parsed

@@ -136,6 +136,13 @@ impl DwarfCache {
         }
     }
 
+    /// Forget the stores put off so far (the library's cache).
+    pub fn discard(&self) {
+        if let Some(deferred) = &self.deferred {
+            deferred.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
     /// Write the stores put off so far (the library's cache); best effort.
     pub fn flush(&self) {
         let Some(deferred) = &self.deferred else {
@@ -224,17 +231,21 @@ impl DwarfCache {
         }
         if let Some(deferred) = &self.deferred {
             let bytes: u64 = sections.iter().map(|(_, d)| d.len() as u64).sum();
-            if bytes <= self.limit / 2 {
-                deferred
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Deferred {
-                        key: key.clone(),
-                        sections: sections
-                            .iter()
-                            .map(|(n, d)| (n.to_string(), d.to_vec()))
-                            .collect(),
-                    });
+            let mut pending = deferred.lock().unwrap_or_else(|e| e.into_inner());
+            let held: u64 = pending
+                .iter()
+                .flat_map(|d| &d.sections)
+                .map(|(_, b)| b.len() as u64)
+                .sum();
+            // Copies held until the flush: at most half the cache's size in all.
+            if held + bytes <= self.limit / 2 {
+                pending.push(Deferred {
+                    key: key.clone(),
+                    sections: sections
+                        .iter()
+                        .map(|(n, d)| (n.to_string(), d.to_vec()))
+                        .collect(),
+                });
             }
             return;
         }
