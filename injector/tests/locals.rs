@@ -37,11 +37,7 @@ fn for_each_python(body: impl Fn(&Python)) {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(py))) {
             Ok(()) => eprintln!("  CPython {}: ok", py.version),
             Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
+                let msg = panic_message(&*e);
                 failures.push(format!("=== CPython {}\n{msg}", py.version));
             }
         }

@@ -22,7 +22,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -92,11 +91,7 @@ fn for_each_python(title: &str, body: impl Fn(&Python, &mut Vec<Row>)) {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(py, &mut rows)));
         table.extend(rows.into_iter().map(|r| (py.version.clone(), r)));
         if let Err(e) = outcome {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
+            let msg = panic_message(&*e);
             failures.push(format!("=== CPython {}\n{msg}", py.version));
         }
     }
@@ -126,16 +121,7 @@ fn spawn(
         cmd.env("LD_PRELOAD", real_lib()).env("STACKDUMP_DIR", dir);
     }
     let mut p = Proc::spawn_piped(cmd);
-    let out = p.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(p.child.stdout.take().unwrap());
     let mut threads = BTreeMap::new();
     loop {
         let line = rx

@@ -441,6 +441,20 @@ fn forked_child_survives_the_trigger_and_dumps_only_itself() {
         wait_not_pending(child, libc::SIGUSR1, deadline());
         assert!(child_alive(child), "the child died\n{}", t.describe());
     }
+    // The child's own dump thread answers request 99 on its own time, not the parent's: wait
+    // for its JSON (written last, after the text) before looking for leftovers. CI once looked
+    // 64 ms too early and found the child's `.txt.tmp` still being written.
+    let suffix = "-r99.json";
+    let answered = poll_until(deadline(), || {
+        dump_files(&t.dump_dir(), child, "json")
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(suffix))
+    });
+    assert!(
+        answered,
+        "the child {child} wrote no stackdump-{child}-*{suffix} before the deadline\n{}",
+        t.describe()
+    );
     // The parent still dumps (a barrier: its dump thread ran after the child's triggers).
     sigqueue(t.pid, libc::SIGUSR1, 7);
     let p = wait_request(&mut t, 7, deadline());

@@ -240,6 +240,29 @@ pub fn spawn_ready(dl: &Deadline, mut cmd: Command) -> (Proc, Vec<String>) {
     (p, words[1..].to_vec())
 }
 
+/// Every line `out` (a child's piped stdout) prints, as it prints it, on a channel (a thread of
+/// its own reads until EOF).
+pub fn lines_of(out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The message of a caught panic (`catch_unwind`'s error).
+pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
 /// One interpreter: its path and version.
 #[derive(Debug, Clone)]
 pub struct Python {
