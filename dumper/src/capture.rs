@@ -331,6 +331,7 @@ impl DumpThread {
             &mut reader,
             &mut errors,
         );
+        crate::python::forget_codes();
         // The files of threads that have exited are closed; the others kept for the next dump.
         let live: Vec<Tid> = out_threads
             .iter()
@@ -1373,9 +1374,10 @@ impl Retake for LiveRetake<'_> {
         else {
             return Retaken::Failed; // running now, or not copyable without a signal
         };
-        // The Python frames right after the copy, then the proof that it did not run between
-        // the two; symbols and the merge come after.
-        let py = crate::python::read(&[t.tid], self.maps);
+        // The Python frames right after the copy (this thread's only, with the code objects
+        // the dump's first read found), then the proof that it did not run between the two;
+        // symbols and the merge come after.
+        let py = crate::python::read_again(t.tid, self.maps);
         let held =
             again.is_some() && self.reader.run_counter(t.tid).and_then(|c| c.read()) == again;
         let (frames, truncated) = self.dumper.symbolize(&raw);
@@ -1384,10 +1386,14 @@ impl Retake for LiveRetake<'_> {
         t.kernel = kernel;
         t.frames = frames;
         t.truncated = truncated;
-        t.python = None;
+        // The retake does not read thread names: the first read's name stays.
+        let name = t.python.take().and_then(|p| p.name);
         // The process-wide notes were given by the first pass.
         let mut notes = Vec::new();
         stackdump_core::python::merge_into(std::slice::from_mut(t), py, &mut notes);
+        if let Some(p) = t.python.as_mut().filter(|p| p.name.is_none()) {
+            p.name = name;
+        }
         match again {
             Some(_) if held => Retaken::Held,
             Some(run) => Retaken::Taken(run),

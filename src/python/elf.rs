@@ -4,6 +4,7 @@
 //! read cache (not the whole file); results are kept per file across dumps.
 
 use super::layout::Version;
+use super::read::KnownCodes;
 use crate::kernel::proc::Mapping;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use std::collections::HashMap;
@@ -56,11 +57,20 @@ pub struct Located {
 pub struct Finder {
     /// (path, inode, file size) → the file's symbols (None: not an interpreter / unreadable).
     files: HashMap<(String, u64, u64), Option<FileSymbols>>,
+    /// The code objects the last read found, for a read of one thread taken again in the same
+    /// dump ([`super::Limits::only`]); see [`Finder::forget_codes`].
+    pub(crate) known: KnownCodes,
 }
 
 impl Finder {
     pub fn new() -> Finder {
         Finder::default()
+    }
+
+    /// Drop the code objects the last read found. A caller that keeps a `Finder` across dumps
+    /// calls this once a dump is done: they are reused only within one, and they hold memory.
+    pub fn forget_codes(&mut self) {
+        self.known = KnownCodes::default();
     }
 
     /// Find `_PyRuntime` in the process whose maps are `maps`, opening files under `root` (`/`

@@ -43,7 +43,7 @@ use crate::model::{
     Addr, Frame, PyFrameInfo, PyLocal, PyMerge, PyThreadInfo, SyscallState, Thread, Tid,
 };
 use crate::stack::unwind::ProcessMemory;
-use read::Reader;
+use read::{KnownCodes, Reader};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -64,6 +64,13 @@ pub struct Limits {
     /// Read each frame's arguments and local variables ([`locals`]); never by default, since
     /// locals can hold secrets.
     pub locals: bool,
+    /// Read this thread only: a thread taken again within the dump the last read with the same
+    /// [`Finder`] was for. The frames of other threads are not read (before 3.11, where a
+    /// thread state does not name its thread, they are, to tell which one it is), and the code
+    /// objects the last read found are reused after a check ([`read::KnownCodes`]), so that
+    /// the read is short: it is what stands between the thread's native copy and the proof
+    /// that it did not run since.
+    pub only: Option<Tid>,
 }
 
 impl Default for Limits {
@@ -75,6 +82,7 @@ impl Default for Limits {
             budget: Duration::from_millis(500),
             names: true,
             locals: false,
+            only: None,
         }
     }
 }
@@ -258,7 +266,11 @@ pub fn threads_with(
         },
         if tested { "" } else { " (best effort)" }
     );
-    let mut r = Reader::new(memory, &layout, &loc, start + limits.budget);
+    let earlier = match limits.only {
+        Some(_) => std::mem::take(&mut finder.known),
+        None => KnownCodes::default(),
+    };
+    let mut r = Reader::new(memory, &layout, &loc, start + limits.budget).with_earlier(earlier);
     let mut problems = Vec::new();
     let mut threads = Vec::new();
     let mut names: HashMap<u64, String> = HashMap::new();
@@ -313,7 +325,11 @@ pub fn threads_with(
                     ));
                     break 'walk;
                 };
-                if done.insert(ts) {
+                let other = match (limits.only, raw.native_thread_id) {
+                    (Some(only), Some(n)) => n != only.0 as u64,
+                    _ => false,
+                };
+                if !other && done.insert(ts) {
                     let (mut frames, truncated) = match r.frames(raw.frame, limits.max_frames) {
                         Ok(f) => (f, None),
                         Err((f, why)) => (f, Some(why)),
@@ -354,9 +370,13 @@ pub fn threads_with(
     if layout.ts_native_thread_id.is_none() {
         map_pthreads(memory, &mut threads, tids, &mut problems);
     }
+    if let Some(only) = limits.only {
+        threads.retain(|t| t.tid == Some(only));
+    }
     for t in &mut threads {
         t.name = names.get(&t.thread_id).cloned();
     }
+    finder.known = r.into_known();
     Ok(PyProcess {
         interpreter,
         version: layout.version,

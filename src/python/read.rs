@@ -8,7 +8,7 @@ use super::lines;
 use super::PyFrame;
 use crate::stack::unwind::ProcessMemory;
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Characters kept of a string (names, file names).
@@ -28,6 +28,29 @@ pub struct Code {
     pub bytecode: u64,
     /// Length of the bytecode in bytes, when known.
     pub bytecode_len: Option<u64>,
+    /// The words of the code object this was made from (type, name, qualified name, file
+    /// name, first line, line table, bytecode): a later read trusts this copy only if the
+    /// object at the same address still holds the same words.
+    words: Vec<u64>,
+}
+
+/// Code objects read by an earlier read of the same dump, for a later one to reuse: a thread
+/// taken again (see [`super::Limits::only`]) then costs one read per frame and one per code
+/// object instead of a dozen, which keeps the window between its native copy and its Python
+/// frames short. An entry is used only after the object at its address was read again and
+/// still holds the same [`Code::words`]; a code object freed and another one made at the same
+/// address with other names is read afresh.
+#[derive(Debug, Default)]
+pub struct KnownCodes(HashMap<u64, Arc<Code>>);
+
+impl KnownCodes {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A thread state as read.
@@ -45,7 +68,8 @@ pub struct Reader<'a> {
     pub l: &'a Layout,
     pub loc: &'a Located,
     pub deadline: Instant,
-    codes: HashMap<u64, Option<Rc<Code>>>,
+    codes: HashMap<u64, Option<Arc<Code>>>,
+    earlier: KnownCodes,
 }
 
 pub fn le_u64(buf: &[u8], at: u64) -> Option<u64> {
@@ -66,7 +90,23 @@ impl<'a> Reader<'a> {
             loc,
             deadline,
             codes: HashMap::new(),
+            earlier: KnownCodes::default(),
         }
+    }
+
+    /// Reuse the code objects an earlier read of the same dump found (after a check each).
+    pub fn with_earlier(mut self, earlier: KnownCodes) -> Self {
+        self.earlier = earlier;
+        self
+    }
+
+    /// The code objects known after this read: the earlier ones and those read now.
+    pub fn into_known(self) -> KnownCodes {
+        let mut known = self.earlier;
+        known
+            .0
+            .extend(self.codes.into_iter().filter_map(|(a, c)| Some((a, c?))));
+        known
     }
 
     pub fn late(&self) -> bool {
@@ -255,22 +295,48 @@ impl<'a> Reader<'a> {
     }
 
     /// A code object (cached for the duration of this reader: one dump).
-    pub fn code(&mut self, addr: u64) -> Option<Rc<Code>> {
+    pub fn code(&mut self, addr: u64) -> Option<Arc<Code>> {
         if let Some(c) = self.codes.get(&addr) {
             return c.clone();
         }
-        let c = self.read_code(addr).map(Rc::new);
+        let c = self.read_code(addr);
         self.codes.insert(addr, c.clone());
         c
     }
 
-    fn read_code(&self, addr: u64) -> Option<Code> {
+    /// The words of the code object in `buf` that [`Code::words`] keeps.
+    fn code_words(&self, buf: &[u8]) -> Option<Vec<u64>> {
+        let l = self.l;
+        let word = |o: u64| le_u64(buf, o);
+        let mut words = vec![
+            word(l.ob_type)?,
+            word(l.co_name)?,
+            word(l.co_filename)?,
+            word(l.co_linetable)?,
+            u64::from(le_i32(buf, l.co_firstlineno)? as u32),
+        ];
+        let more = [
+            l.co_qualname,
+            l.co_code,
+            l.co_code_adaptive.map(|_| l.var_ob_size),
+        ];
+        for o in more.into_iter().flatten() {
+            words.push(word(o)?);
+        }
+        Some(words)
+    }
+
+    fn read_code(&self, addr: u64) -> Option<Arc<Code>> {
         let l = self.l;
         let buf = self.read(addr, l.code_size as usize + 8)?;
         if let Some(t) = self.loc.code_type {
             if le_u64(&buf, l.ob_type)? != t {
                 return None;
             }
+        }
+        let words = self.code_words(&buf)?;
+        if let Some(c) = self.earlier.0.get(&addr).filter(|c| c.words == words) {
+            return Some(c.clone());
         }
         let name = self.string(le_u64(&buf, l.co_name)?)?;
         let filename = self.string(le_u64(&buf, l.co_filename)?)?;
@@ -299,7 +365,7 @@ impl<'a> Reader<'a> {
             }
             (None, None) => (0, None),
         };
-        Some(Code {
+        Some(Arc::new(Code {
             name,
             qualname,
             filename,
@@ -307,7 +373,8 @@ impl<'a> Reader<'a> {
             linetable,
             bytecode,
             bytecode_len,
-        })
+            words,
+        }))
     }
 
     /// Read the thread state at `addr`, checking that it belongs to `interp`.
@@ -484,5 +551,77 @@ fn frame(
         code: code_addr,
         ip,
         entry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::layout::{builtin, Version};
+    use std::time::Duration;
+
+    fn put(buf: &mut [u8], at: u64, v: u64) {
+        buf[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// A code object known from an earlier read is reused while the object at its address
+    /// holds the same words, and read afresh as soon as one of them differs.
+    #[test]
+    fn a_known_code_object_is_reused_only_while_its_words_hold() {
+        let l = builtin(Version {
+            major: 3,
+            minor: 11,
+            micro: None,
+        })
+        .unwrap();
+        let loc = Located {
+            module: String::new(),
+            runtime: 0,
+            py_version: None,
+            code_type: None,
+            frame_type: None,
+            unicode_type: None,
+            bytes_type: None,
+            dict_type: None,
+            long_type: None,
+            module_type: None,
+            name_version: None,
+        };
+        // A code object in this process's memory whose name and file name point at nothing
+        // readable: reading it afresh fails, so a success can only be the known copy.
+        let mut obj = vec![0u8; l.code_size as usize + 8];
+        put(&mut obj, l.ob_type, 0x5000);
+        put(&mut obj, l.co_name, 8);
+        put(&mut obj, l.co_filename, 16);
+        let addr = obj.as_ptr() as u64;
+        let mem = ProcessMemory {
+            pid: std::process::id() as i32,
+        };
+        let deadline = Instant::now() + Duration::from_secs(600);
+
+        let mut fresh = Reader::new(&mem, &l, &loc, deadline);
+        assert!(fresh.code(addr).is_none(), "unreadable names must fail");
+
+        let known = Arc::new(Code {
+            name: "handle".into(),
+            qualname: None,
+            filename: "app.py".into(),
+            first_line: 7,
+            linetable: Vec::new(),
+            bytecode: 0,
+            bytecode_len: None,
+            words: fresh.code_words(&obj).unwrap(),
+        });
+        let earlier = || KnownCodes(HashMap::from([(addr, known.clone())]));
+        let mut r = Reader::new(&mem, &l, &loc, deadline).with_earlier(earlier());
+        let got = r.code(addr).expect("the known copy");
+        assert!(Arc::ptr_eq(&got, &known));
+        assert_eq!(r.into_known().len(), 1);
+
+        // Another object at the same address (another name): not the known copy.
+        put(&mut obj, l.co_name, 24);
+        let mut r = Reader::new(&mem, &l, &loc, deadline).with_earlier(earlier());
+        assert!(r.code(std::hint::black_box(addr)).is_none());
+        drop(obj);
     }
 }
