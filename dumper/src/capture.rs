@@ -124,6 +124,10 @@ const TAKER_PATIENCE: Duration = Duration::from_millis(10);
 /// `retake_moved_python_threads`).
 const RETAKES: usize = 3;
 
+/// How long a Python thread that could not be taken again is given before the next try
+/// (doubled at each failure).
+const RETAKE_PAUSE: Duration = Duration::from_micros(100);
+
 /// A capture that has not answered after this long no longer counts against the number of
 /// threads signalled at once (it still has until the deadline to answer).
 const PATIENCE: Duration = Duration::from_millis(5);
@@ -839,6 +843,7 @@ impl DumpThread {
                 reader,
                 thread: t,
                 maps,
+                failed: 0,
             };
             if !settle(run, RETAKES, &mut retake) {
                 errors.push(format!(
@@ -1328,18 +1333,26 @@ trait Retake {
 /// Take `thread` again until it did not run between a copy and the read of its Python frames
 /// that follows, at most `retakes` times. Every copy, the first one and each retake, is checked
 /// the same way, after its Python frames were read: true when the last one held (or the
-/// thread is gone), false when it ran again after the last retake or could not be taken again.
+/// thread is gone), false when it ran again after the last retake, or the last retake failed.
+/// A retake that failed (the thread was running at that moment: a thread that naps wakes up
+/// for tens of microseconds at a time) is tried again, within the same limit.
 fn settle(mut run: (u64, u64), retakes: usize, thread: &mut impl Retake) -> bool {
     let mut left = retakes;
+    let mut check = true;
     loop {
-        match thread.ran_since(run) {
-            None | Some(false) => return true,
-            Some(true) if left == 0 => return false,
-            Some(true) => left -= 1,
+        if check {
+            match thread.ran_since(run) {
+                None | Some(false) => return true,
+                Some(true) => {}
+            }
         }
+        if left == 0 {
+            return false;
+        }
+        left -= 1;
         match thread.take_again() {
-            Retaken::Taken(again) => run = again,
-            Retaken::Failed => return false,
+            Retaken::Taken(again) => (run, check) = (again, true),
+            Retaken::Failed => check = false,
             Retaken::Gone | Retaken::Held => return true,
         }
     }
@@ -1351,6 +1364,8 @@ struct LiveRetake<'a> {
     reader: &'a mut TaskReader,
     thread: &'a mut Thread,
     maps: &'a [proc::Mapping],
+    /// Retakes that failed so far.
+    failed: u32,
 }
 
 impl Retake for LiveRetake<'_> {
@@ -1372,7 +1387,12 @@ impl Retake for LiveRetake<'_> {
             self.dumper
                 .copy_blocked(self.reader, t.tid, &kernel.syscall, switches)
         else {
-            return Retaken::Failed; // running now, or not copyable without a signal
+            // Running now (or waiting for a CPU: on a small machine, maybe this one), or not
+            // copyable without a signal: give it a moment to go back to sleep before the next
+            // try, longer each time.
+            std::thread::sleep(RETAKE_PAUSE * (1 << self.failed.min(4)));
+            self.failed += 1;
+            return Retaken::Failed;
         };
         // The Python frames right after the copy (this thread's only, with the code objects
         // the dump's first read found), then the proof that it did not run between the two;
@@ -1529,10 +1549,19 @@ mod tests {
     }
 
     #[test]
-    fn a_retake_that_failed_is_reported_and_ends_the_retakes() {
-        let mut t = Scripted::new(&[Some(true)], &[Retaken::Failed]);
+    fn a_retake_that_failed_is_tried_again_within_the_limit() {
+        // Running at the first retake, asleep at the second: settled, one check only.
+        let mut t = Scripted::new(&[Some(true)], &[Retaken::Failed, Retaken::Held]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        assert_eq!((t.checked.len(), t.taken), (1, 2));
+        // A failed retake is not checked against the copy before it; the next one is.
+        let mut t = Scripted::new(&[Some(true), Some(false)], &[Retaken::Failed, taken(2)]);
+        assert!(settle((0, 0), RETAKES, &mut t));
+        assert_eq!(t.checked, vec![(0, 0), (2, 2)]);
+        // Failing every time: reported after exactly RETAKES retakes.
+        let mut t = Scripted::new(&[Some(true)], &[Retaken::Failed; RETAKES]);
         assert!(!settle((0, 0), RETAKES, &mut t));
-        assert_eq!((t.checked.len(), t.taken), (1, 1));
+        assert_eq!((t.checked.len(), t.taken), (1, RETAKES));
     }
 
     #[test]

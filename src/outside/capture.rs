@@ -28,6 +28,9 @@
 //!   Once every stack is taken, each module's DWARF is set up for the units its addresses are
 //!   in ([`crate::stack::dwarfunits`]), and each distinct address is symbolized once.
 //!
+//! - Python frames (CPython) are read once every stack is copied, and made to agree with the
+//!   stacks copied without a stop ([`settle_python`]).
+//!
 //! The target is never left stopped by us: every seized thread is held by a guard that detaches
 //! it on every path (errors, panics, an early return on cancellation).
 //! Unwind data and symbols come from the target's own files, through `/proc/PID/root` and
@@ -295,6 +298,9 @@ pub struct Capture {
     counter: Option<Counted>,
     /// Stacks taken so far, by index in `Dump::threads`.
     frames_of: Vec<(usize, RawFrames)>,
+    /// The threads copied without a stop, by index in `Dump::threads`, with their run
+    /// counter at the copy: [`settle_python`] checks it after their Python frames are read.
+    runs_at_copy: Vec<(usize, Tid, (u64, u64))>,
     /// Time spent copying and unwinding during the visit.
     visit_time: Duration,
     unwind_time: Duration,
@@ -314,6 +320,7 @@ impl Capture {
             max_frames: opts.max_frames,
             counter: None,
             frames_of: Vec::new(),
+            runs_at_copy: Vec::new(),
             visit_time: Duration::ZERO,
             unwind_time: Duration::ZERO,
         }
@@ -363,42 +370,92 @@ impl crate::outside::inspect::Visit for Capture {
             switches: (k.voluntary_ctxt_switches, k.nonvoluntary_ctxt_switches),
             runs: counted.as_ref().and_then(|c| c.before),
         };
-        let memory = &self.memory;
-        let jit = &ready.jit;
+        let mut copier = Copier {
+            memory: &self.memory,
+            modules: &mut ready.modules,
+            jit: &ready.jit,
+            names: &mut self.names,
+            root: &ready.loader.root,
+            scratch: &mut self.scratch,
+            window: self.window,
+            max_frames: self.max_frames,
+            unwound: Duration::ZERO,
+        };
+        let taken = copier.copy(
+            reader,
+            thread.tid,
+            seen,
+            counted.as_ref().map(|c| &c.counter),
+        );
+        let unwound = copier.unwound;
+        if let Some((raw, run)) = taken {
+            ready.loader.request_all(&ready.modules, &raw);
+            self.frames_of.push((index, raw));
+            if let Some(run) = run {
+                self.runs_at_copy.push((index, thread.tid, run));
+            }
+        }
+        self.unwind_time += unwound;
+        self.visit_time += t0.elapsed();
+    }
+}
+
+/// What copies a blocked thread's stack without a stop ([`copy_blocked`]) and unwinds it: in
+/// the visit, and again for a Python thread that ran before its Python frames were read
+/// ([`settle_python`]).
+struct Copier<'a> {
+    memory: &'a ProcessMemory,
+    modules: &'a mut Modules,
+    jit: &'a JitCode,
+    names: &'a mut Names,
+    root: &'a Path,
+    scratch: &'a mut Vec<u8>,
+    window: usize,
+    max_frames: usize,
+    /// Time spent unwinding the copies.
+    unwound: Duration,
+}
+
+impl Copier<'_> {
+    /// The copy and its run counter reading (see [`copy_blocked`]); the time spent unwinding
+    /// is added to [`Copier::unwound`].
+    fn copy(
+        &mut self,
+        reader: &mut TaskReader,
+        tid: Tid,
+        seen: Seen,
+        counter: Option<&RunCounter>,
+    ) -> Option<(RawFrames, Option<(u64, u64)>)> {
+        let memory = self.memory;
+        let jit = self.jit;
         // Shared by the unwinder and the frame-pointer recovery's function starts.
-        let modules = std::cell::RefCell::new(&mut ready.modules);
-        let names = &mut self.names;
-        let root = &ready.loader.root;
+        let modules = std::cell::RefCell::new(&mut *self.modules);
+        let names = &mut *self.names;
+        let root = self.root;
         let max_frames = self.max_frames;
-        let mut unwound = Duration::ZERO;
+        let unwound = &mut self.unwound;
         let mut unwind = |regs: &Regs, stack: &[u8]| {
             let t = Instant::now();
             let mut modules = modules.borrow_mut();
             let raw = modules.unwind(regs, stack, max_frames, true);
-            unwound += t.elapsed();
+            *unwound += t.elapsed();
             let complete = unwound_complete(&raw, |ip, is_return| {
                 names.names_root(&modules, root, ip, is_return)
             });
             (raw, complete)
         };
-        let taken = copy_blocked(
+        copy_blocked(
             reader,
-            thread.tid,
+            tid,
             seen,
-            counted.as_ref().map(|c| &c.counter),
+            counter,
             (FIRST_WINDOW.min(self.window), self.window),
-            &mut self.scratch,
+            self.scratch,
             &mut |addr, buf| memory.read(addr, buf),
             &mut unwind,
             &mut |addr| modules.borrow().function_start(addr),
             &mut |addr| jit.region_of(addr).is_some(),
-        );
-        if let Some((raw, _)) = taken {
-            ready.loader.request_all(&ready.modules, &raw);
-            self.frames_of.push((index, raw));
-        }
-        self.unwind_time += unwound;
-        self.visit_time += t0.elapsed();
+        )
     }
 }
 
@@ -413,7 +470,12 @@ impl Capture {
             pid,
             ready,
             memory,
+            mut names,
+            mut scratch,
+            window,
+            max_frames,
             mut frames_of,
+            runs_at_copy,
             visit_time,
             mut unwind_time,
             ..
@@ -423,7 +485,7 @@ impl Capture {
             maps,
             mut modules,
             mut loader,
-            ..
+            jit: exec_regions,
         } = match ready {
             Ok(r) => r,
             Err(why) => {
@@ -458,6 +520,42 @@ impl Capture {
             frames_of.push((i, raw));
         }
 
+        // Python frames, read now that every native stack is copied (as close to the copies
+        // as the process allows), then made to agree with them: merged after the symbols.
+        let limits = crate::python::Limits {
+            locals: opts.locals,
+            ..crate::python::Limits::default()
+        };
+        let mut finder = crate::python::Finder::new();
+        let tids: Vec<Tid> = dump.threads.iter().map(|t| t.tid).collect();
+        let mut py =
+            crate::python::threads_with(&mut finder, &limits, &memory, &maps, &root, &tids);
+        if let Ok(py) = &mut py {
+            let mut copier = Copier {
+                memory: &memory,
+                modules: &mut modules,
+                jit: &exec_regions,
+                names: &mut names,
+                root: &root,
+                scratch: &mut scratch,
+                window,
+                max_frames,
+                unwound: Duration::ZERO,
+            };
+            let python = PythonRead {
+                finder: &mut finder,
+                limits,
+                maps: &maps,
+            };
+            let retaken = settle_python(pid, py, dump, &runs_at_copy, &mut copier, python);
+            for (i, raw) in retaken {
+                loader.request_all(&modules, &raw);
+                if let Some(slot) = frames_of.iter_mut().find(|(j, _)| *j == i) {
+                    slot.1 = raw;
+                }
+            }
+        }
+
         // Symbolize: each distinct address once.
         let t3 = Instant::now();
         let mut symbols = prepare_symbols(&modules, loader, &frames_of, &root);
@@ -478,18 +576,7 @@ impl Capture {
             t.signalled = false;
         }
         dump.errors.extend(jit.problem.take());
-        crate::python::annotate_with(
-            &mut crate::python::Finder::new(),
-            &crate::python::Limits {
-                locals: opts.locals,
-                ..crate::python::Limits::default()
-            },
-            &mut dump.threads,
-            &memory,
-            &maps,
-            &root,
-            &mut dump.errors,
-        );
+        crate::python::merge_into(&mut dump.threads, py, &mut dump.errors);
         // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
         // allocations): done on a thread of its own, off the path to the output.
         let garbage = (symbols, memo, modules, maps);
@@ -731,6 +818,120 @@ fn probe(ip: u64, is_return: bool) -> u64 {
     } else {
         ip
     }
+}
+
+/// How many times a Python thread that ran before its Python frames were read is taken again.
+const PYTHON_RETAKES: usize = 3;
+
+/// How long a thread that could not be taken again (it was running, or runnable and waiting
+/// for a CPU) is given before the next try; doubled at each try.
+const RETAKE_PAUSE: Duration = Duration::from_micros(100);
+
+/// What reads the Python frames of one thread again.
+struct PythonRead<'a> {
+    finder: &'a mut crate::python::Finder,
+    limits: crate::python::Limits,
+    maps: &'a [Mapping],
+}
+
+/// Make the Python frames of the threads copied without a stop agree with their native
+/// stacks. Such a thread was copied during the visit, its Python frames read after every other
+/// thread was taken: if its run counter moved since its copy, it ran in between (a thread that
+/// wakes every millisecond) and its Python frames may be on a later line. It is then taken
+/// again, as in the visit, and its Python frames read right after (its own only, with the code
+/// objects the first read found: a few dozen reads), until the counter holds across both, up
+/// to [`PYTHON_RETAKES`] times, pausing ([`RETAKE_PAUSE`]) after a try that found it running
+/// or waiting for a CPU; if it never holds, the dump says so. Returns the new copies,
+/// by index in `dump.threads`.
+fn settle_python(
+    pid: i32,
+    py: &mut crate::python::PyProcess,
+    dump: &mut Dump,
+    runs_at_copy: &[(usize, Tid, (u64, u64))],
+    copier: &mut Copier<'_>,
+    python: PythonRead<'_>,
+) -> Vec<(usize, RawFrames)> {
+    let mut retaken = Vec::new();
+    let mut reader = TaskReader::new(format!("/proc/{pid}"));
+    let memory = copier.memory;
+    for &(index, tid, run) in runs_at_copy {
+        let Some(slot) = py
+            .threads
+            .iter()
+            .position(|t| t.tid == Some(tid) && !t.frames.is_empty())
+        else {
+            continue;
+        };
+        let ran = |reader: &mut TaskReader, run| {
+            reader.run_counter(tid).and_then(|c| c.read()) != Some(run)
+        };
+        if !ran(&mut reader, run) {
+            continue;
+        }
+        let mut settled = false;
+        for attempt in 0..PYTHON_RETAKES {
+            let Some(counter) = reader.run_counter(tid) else {
+                settled = true; // gone
+                break;
+            };
+            let before = counter.read();
+            let Ok((_, mut kernel, _)) = reader.kernel_view(tid) else {
+                settled = true;
+                break;
+            };
+            let seen = Seen {
+                syscall: &kernel.syscall,
+                switches: (
+                    kernel.voluntary_ctxt_switches,
+                    kernel.nonvoluntary_ctxt_switches,
+                ),
+                runs: before,
+            };
+            let taken = copier.copy(&mut reader, tid, seen, Some(&counter));
+            let Some((raw, Some(again))) = taken else {
+                // Running, or waiting for a CPU (ours, on a small machine): let it go back
+                // to sleep before the next try.
+                std::thread::sleep(RETAKE_PAUSE * (1 << attempt));
+                continue; // running now (it wakes for microseconds at a time), or moved
+            };
+            let limits = crate::python::Limits {
+                only: Some(tid),
+                names: false,
+                ..python.limits
+            };
+            let read = crate::python::threads_with(
+                python.finder,
+                &limits,
+                memory,
+                python.maps,
+                copier.root,
+                &[tid],
+            );
+            if counter.read() != Some(again) {
+                continue;
+            }
+            let Some(mut fresh) = read
+                .ok()
+                .and_then(|p| p.threads.into_iter().find(|t| t.tid == Some(tid)))
+            else {
+                break;
+            };
+            fresh.name = py.threads[slot].name.take();
+            py.threads[slot] = fresh;
+            reader.resolve_fd(&mut kernel.syscall);
+            dump.threads[index].kernel = kernel;
+            retaken.push((index, raw));
+            settled = true;
+            break;
+        }
+        if !settled {
+            dump.errors.push(format!(
+                "thread {tid} ran while its Python frames were read and could not be taken again consistently: its Python frames may be newer than its native stack",
+            ));
+        }
+    }
+    python.finder.forget_codes();
+    retaken
 }
 
 /// Function names from the modules' symbol tables (cheap: no DWARF), for deciding during the

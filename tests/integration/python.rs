@@ -722,7 +722,9 @@ const NAPS_CAUGHT: usize = 50;
 /// `time.sleep`, at the line of the call), never the line after: the dump takes such a thread
 /// again, or says it could not. How often a dump finds it asleep depends on the machine's load
 /// (a napper waiting for a CPU is running, not asleep), so the test dumps until
-/// [`NAPS_CAUGHT`] dumps have caught it asleep, whatever that takes before the deadline.
+/// [`NAPS_CAUGHT`] dumps have caught it asleep, whatever that takes before the deadline. The
+/// same for `inspect` (from outside, of the same process), which takes such a thread again the
+/// same way.
 #[test]
 fn a_napping_thread_shows_python_frames_of_the_same_moment_as_its_native_stack() {
     let file = stacks_py();
@@ -730,58 +732,75 @@ fn a_napping_thread_shows_python_frames_of_the_same_moment_as_its_native_stack()
     for_each_python(|py| {
         let mut t = spawn(py, &["nap"], Preload::Yes, &[]);
         t.wait_ready(deadline());
-        let (mut asleep, mut said, mut dumps) = (0, 0, 0);
-        let dl = Deadline::after(Duration::from_secs(240));
-        while asleep < NAPS_CAUGHT {
-            assert!(
-                !dl.passed(),
-                "{}: only {asleep} of {dumps} dumps caught the napper asleep before the deadline",
-                py.label()
-            );
-            let i = dumps;
-            dumps += 1;
-            let (_, d) = dump(&mut t);
-            let Some(napper) = d
-                .threads
-                .iter()
-                .find(|th| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("napper"))
-            else {
-                continue;
-            };
-            // Asleep in time.sleep's system call (clock_nanosleep, or select before 3.11):
-            // copied without a signal, and that copy checked against this very syscall line.
-            let in_sleep = matches!(&napper.kernel.syscall,
-                stackdump_core::model::SyscallState::InSyscall { name: Some(n), .. }
-                    if ["clock_nanosleep", "select", "pselect6", "nanosleep"].contains(&n.as_str()));
-            if !in_sleep || napper.signalled {
-                continue; // running, or interrupted by the capture signal (read at once)
-            }
-            if d.errors.iter().any(|e| {
-                e.starts_with(&format!(
-                    "thread {} ran while its Python frames",
-                    napper.tid
-                ))
-            }) {
-                said += 1;
-                continue;
-            }
-            asleep += 1;
-            let innermost = py_frames(napper)
-                .first()
-                .map(|f| (f.function.clone(), f.line));
-            assert_eq!(
-                innermost,
-                Some((Some("nap_loop".to_string()), Some(m["nap"]))),
-                "dump {i}: native stack in time.sleep, Python frame elsewhere\n{}",
-                stackdump_core::output::render::text(&d)
-            );
+        for how in ["dump", "inspect"] {
+            napper_dumps(py, &mut t, how, m["nap"]);
         }
-        println!(
-            "{}: {asleep} of {dumps} dumps caught the napper asleep, {said} said it kept running",
-            py.label()
-        );
         t.assert_alive();
     });
+}
+
+/// Dump `t` (preloaded `dump`, or `inspect`) until [`NAPS_CAUGHT`] dumps caught its napper
+/// asleep, checking each.
+fn napper_dumps(py: &Python, t: &mut Target, how: &str, nap_line: u32) {
+    let (mut asleep, mut said, mut dumps) = (0, 0, 0);
+    let dl = Deadline::after(Duration::from_secs(240));
+    while asleep < NAPS_CAUGHT {
+        assert!(
+                !dl.passed(),
+                "{} ({how}): only {asleep} of {dumps} dumps caught the napper asleep before the deadline",
+                py.label()
+            );
+        let i = dumps;
+        dumps += 1;
+        let d = if how == "dump" {
+            dump(t).1
+        } else {
+            stackdump_core::outside::inspect_stacks(
+                stackdump_core::model::Pid(t.pid),
+                &Default::default(),
+            )
+            .expect("inspect")
+            .0
+        };
+        let Some(napper) = d
+            .threads
+            .iter()
+            .find(|th| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("napper"))
+        else {
+            continue;
+        };
+        // Asleep in time.sleep's system call (clock_nanosleep, or select before 3.11):
+        // copied without a signal, and that copy checked against this very syscall line.
+        let in_sleep = matches!(&napper.kernel.syscall,
+                stackdump_core::model::SyscallState::InSyscall { name: Some(n), .. }
+                    if ["clock_nanosleep", "select", "pselect6", "nanosleep"].contains(&n.as_str()));
+        if !in_sleep || napper.signalled {
+            continue; // running, or interrupted by the capture signal (read at once)
+        }
+        if d.errors.iter().any(|e| {
+            e.starts_with(&format!(
+                "thread {} ran while its Python frames",
+                napper.tid
+            ))
+        }) {
+            said += 1;
+            continue;
+        }
+        asleep += 1;
+        let innermost = py_frames(napper)
+            .first()
+            .map(|f| (f.function.clone(), f.line));
+        assert_eq!(
+            innermost,
+            Some((Some("nap_loop".to_string()), Some(nap_line))),
+            "{how} {i}: native stack in time.sleep, Python frame elsewhere\n{}",
+            stackdump_core::output::render::text(&d)
+        );
+    }
+    println!(
+            "{} ({how}): {asleep} of {dumps} dumps caught the napper asleep, {said} said it kept running",
+            py.label()
+        );
 }
 
 /// The pid's trigger signal is caught (the library's handler is installed).
