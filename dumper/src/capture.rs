@@ -125,8 +125,9 @@ const TAKER_PATIENCE: Duration = Duration::from_millis(10);
 const RETAKES: usize = 3;
 
 /// How long a Python thread that could not be taken again is given before the next try
-/// (doubled at each failure).
+/// (doubled at each failure), and the most all the threads of one dump are given together.
 const RETAKE_PAUSE: Duration = Duration::from_micros(100);
+const RETAKE_PAUSES: Duration = Duration::from_millis(2);
 
 /// A capture that has not answered after this long no longer counts against the number of
 /// threads signalled at once (it still has until the deadline to answer).
@@ -833,6 +834,7 @@ impl DumpThread {
         reader: &mut TaskReader,
         errors: &mut Vec<String>,
     ) {
+        let mut pauses_left = RETAKE_PAUSES;
         for (t, run) in threads.iter_mut().zip(runs_at_copy) {
             let (Some(run), Some(_)) = (*run, &t.python) else {
                 continue;
@@ -843,7 +845,8 @@ impl DumpThread {
                 reader,
                 thread: t,
                 maps,
-                failed: 0,
+                paused: 0,
+                pauses_left: &mut pauses_left,
             };
             if !settle(run, RETAKES, &mut retake) {
                 errors.push(format!(
@@ -1328,14 +1331,17 @@ trait Retake {
     fn ran_since(&mut self, run: (u64, u64)) -> Option<bool>;
     /// Take the thread again, whole (kernel view, stack, symbols, Python frames).
     fn take_again(&mut self) -> Retaken;
+    /// Give the thread a moment before the next try, after a retake that failed.
+    fn pause(&mut self);
 }
 
 /// Take `thread` again until it did not run between a copy and the read of its Python frames
 /// that follows, at most `retakes` times. Every copy, the first one and each retake, is checked
 /// the same way, after its Python frames were read: true when the last one held (or the
 /// thread is gone), false when it ran again after the last retake, or the last retake failed.
-/// A retake that failed (the thread was running at that moment: a thread that naps wakes up
-/// for tens of microseconds at a time) is tried again, within the same limit.
+/// A retake that failed (the thread was running at that moment, or waiting for a CPU: a
+/// thread that naps wakes up for tens of microseconds at a time) is tried again, within the
+/// same limit, after a pause.
 fn settle(mut run: (u64, u64), retakes: usize, thread: &mut impl Retake) -> bool {
     let mut left = retakes;
     let mut check = true;
@@ -1352,7 +1358,12 @@ fn settle(mut run: (u64, u64), retakes: usize, thread: &mut impl Retake) -> bool
         left -= 1;
         match thread.take_again() {
             Retaken::Taken(again) => (run, check) = (again, true),
-            Retaken::Failed => check = false,
+            Retaken::Failed => {
+                check = false;
+                if left > 0 {
+                    thread.pause();
+                }
+            }
             Retaken::Gone | Retaken::Held => return true,
         }
     }
@@ -1364,8 +1375,10 @@ struct LiveRetake<'a> {
     reader: &'a mut TaskReader,
     thread: &'a mut Thread,
     maps: &'a [proc::Mapping],
-    /// Retakes that failed so far.
-    failed: u32,
+    /// Pauses so far, for this thread.
+    paused: u32,
+    /// What is left of the dump's time for pauses ([`RETAKE_PAUSES`]).
+    pauses_left: &'a mut Duration,
 }
 
 impl Retake for LiveRetake<'_> {
@@ -1388,10 +1401,7 @@ impl Retake for LiveRetake<'_> {
                 .copy_blocked(self.reader, t.tid, &kernel.syscall, switches)
         else {
             // Running now (or waiting for a CPU: on a small machine, maybe this one), or not
-            // copyable without a signal: give it a moment to go back to sleep before the next
-            // try, longer each time.
-            std::thread::sleep(RETAKE_PAUSE * (1 << self.failed.min(4)));
-            self.failed += 1;
+            // copyable without a signal.
             return Retaken::Failed;
         };
         // The Python frames right after the copy (this thread's only, with the code objects
@@ -1400,6 +1410,16 @@ impl Retake for LiveRetake<'_> {
         let py = crate::python::read_again(t.tid, self.maps);
         let held =
             again.is_some() && self.reader.run_counter(t.tid).and_then(|c| c.read()) == again;
+        // A read that lost the thread (it left Python, or could not be told apart from the
+        // others) keeps the thread's last copy: no Python frames are dropped by a retake.
+        let read = py.as_ref().is_ok_and(|p| {
+            p.threads
+                .iter()
+                .any(|pt| pt.tid == Some(t.tid) && !pt.frames.is_empty())
+        });
+        if !read {
+            return Retaken::Failed;
+        }
         let (frames, truncated) = self.dumper.symbolize(&raw);
         self.reader.resolve_fd(&mut kernel.syscall);
         t.name = name;
@@ -1418,6 +1438,15 @@ impl Retake for LiveRetake<'_> {
             Some(_) if held => Retaken::Held,
             Some(run) => Retaken::Taken(run),
             None => Retaken::Failed, // nothing to check this copy against
+        }
+    }
+
+    fn pause(&mut self) {
+        let pause = (RETAKE_PAUSE * (1 << self.paused.min(4))).min(*self.pauses_left);
+        self.paused += 1;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+            *self.pauses_left -= pause;
         }
     }
 }
@@ -1475,6 +1504,7 @@ mod tests {
         /// The run counter each check was asked about.
         checked: Vec<(u64, u64)>,
         taken: usize,
+        paused: usize,
     }
 
     impl Scripted {
@@ -1484,6 +1514,7 @@ mod tests {
                 retakes: retakes.to_vec(),
                 checked: Vec::new(),
                 taken: 0,
+                paused: 0,
             }
         }
     }
@@ -1499,6 +1530,10 @@ mod tests {
             let r = self.retakes[self.taken];
             self.taken += 1;
             r
+        }
+
+        fn pause(&mut self) {
+            self.paused += 1;
         }
     }
 
@@ -1553,15 +1588,19 @@ mod tests {
         // Running at the first retake, asleep at the second: settled, one check only.
         let mut t = Scripted::new(&[Some(true)], &[Retaken::Failed, Retaken::Held]);
         assert!(settle((0, 0), RETAKES, &mut t));
-        assert_eq!((t.checked.len(), t.taken), (1, 2));
+        assert_eq!((t.checked.len(), t.taken, t.paused), (1, 2, 1));
         // A failed retake is not checked against the copy before it; the next one is.
         let mut t = Scripted::new(&[Some(true), Some(false)], &[Retaken::Failed, taken(2)]);
         assert!(settle((0, 0), RETAKES, &mut t));
         assert_eq!(t.checked, vec![(0, 0), (2, 2)]);
         // Failing every time: reported after exactly RETAKES retakes.
+        // No pause after the last one: nothing follows it.
         let mut t = Scripted::new(&[Some(true)], &[Retaken::Failed; RETAKES]);
         assert!(!settle((0, 0), RETAKES, &mut t));
-        assert_eq!((t.checked.len(), t.taken), (1, RETAKES));
+        assert_eq!(
+            (t.checked.len(), t.taken, t.paused),
+            (1, RETAKES, RETAKES - 1)
+        );
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //!   in ([`crate::stack::dwarfunits`]), and each distinct address is symbolized once.
 //!
 //! - Python frames (CPython) are read once every stack is copied, and made to agree with the
-//!   stacks copied without a stop ([`settle_python`]).
+//!   stacks copied without a stop (a thread that ran in between is copied again, and its
+//!   Python frames read right after).
 //!
 //! The target is never left stopped by us: every seized thread is held by a guard that detaches
 //! it on every path (errors, panics, an early return on cancellation).
@@ -548,6 +549,7 @@ impl Capture {
                 maps: &maps,
             };
             let retaken = settle_python(pid, py, dump, &runs_at_copy, &mut copier, python);
+            unwind_time += copier.unwound;
             for (i, raw) in retaken {
                 loader.request_all(&modules, &raw);
                 if let Some(slot) = frames_of.iter_mut().find(|(j, _)| *j == i) {
@@ -824,8 +826,10 @@ fn probe(ip: u64, is_return: bool) -> u64 {
 const PYTHON_RETAKES: usize = 3;
 
 /// How long a thread that could not be taken again (it was running, or runnable and waiting
-/// for a CPU) is given before the next try; doubled at each try.
+/// for a CPU) is given before the next try, doubled at each try; and the most all the threads
+/// of one inspect are given together.
 const RETAKE_PAUSE: Duration = Duration::from_micros(100);
+const RETAKE_PAUSES: Duration = Duration::from_millis(10);
 
 /// What reads the Python frames of one thread again.
 struct PythonRead<'a> {
@@ -840,8 +844,9 @@ struct PythonRead<'a> {
 /// wakes every millisecond) and its Python frames may be on a later line. It is then taken
 /// again, as in the visit, and its Python frames read right after (its own only, with the code
 /// objects the first read found: a few dozen reads), until the counter holds across both, up
-/// to [`PYTHON_RETAKES`] times, pausing ([`RETAKE_PAUSE`]) after a try that found it running
-/// or waiting for a CPU; if it never holds, the dump says so. Returns the new copies,
+/// to [`PYTHON_RETAKES`] times, pausing ([`RETAKE_PAUSE`]) before a try that follows one that
+/// found it running or waiting for a CPU; if it never holds, the dump says so. With
+/// `--locals`, the re-read includes the locals, which lengthens it: a retake holds less often. Returns the new copies,
 /// by index in `dump.threads`.
 fn settle_python(
     pid: i32,
@@ -853,6 +858,7 @@ fn settle_python(
 ) -> Vec<(usize, RawFrames)> {
     let mut retaken = Vec::new();
     let mut reader = TaskReader::new(format!("/proc/{pid}"));
+    let mut pauses_left = RETAKE_PAUSES;
     let memory = copier.memory;
     for &(index, tid, run) in runs_at_copy {
         let Some(slot) = py
@@ -870,12 +876,19 @@ fn settle_python(
         }
         let mut settled = false;
         for attempt in 0..PYTHON_RETAKES {
+            if attempt > 0 {
+                // The last try found it running, or waiting for a CPU (ours, on a small
+                // machine): let it go back to sleep first.
+                let pause = (RETAKE_PAUSE * (1 << (attempt - 1))).min(pauses_left);
+                std::thread::sleep(pause);
+                pauses_left -= pause;
+            }
             let Some(counter) = reader.run_counter(tid) else {
                 settled = true; // gone
                 break;
             };
             let before = counter.read();
-            let Ok((_, mut kernel, _)) = reader.kernel_view(tid) else {
+            let Ok((name, mut kernel, _)) = reader.kernel_view(tid) else {
                 settled = true;
                 break;
             };
@@ -889,9 +902,6 @@ fn settle_python(
             };
             let taken = copier.copy(&mut reader, tid, seen, Some(&counter));
             let Some((raw, Some(again))) = taken else {
-                // Running, or waiting for a CPU (ours, on a small machine): let it go back
-                // to sleep before the next try.
-                std::thread::sleep(RETAKE_PAUSE * (1 << attempt));
                 continue; // running now (it wakes for microseconds at a time), or moved
             };
             let limits = crate::python::Limits {
@@ -910,16 +920,21 @@ fn settle_python(
             if counter.read() != Some(again) {
                 continue;
             }
-            let Some(mut fresh) = read
-                .ok()
-                .and_then(|p| p.threads.into_iter().find(|t| t.tid == Some(tid)))
-            else {
-                break;
+            // Before 3.11, a thread state about to start carries its creator's id: the one
+            // with frames is the thread's.
+            let Some(mut fresh) = read.ok().and_then(|p| {
+                p.threads
+                    .into_iter()
+                    .filter(|t| t.tid == Some(tid))
+                    .max_by_key(|t| t.frames.len())
+            }) else {
+                break; // it left Python: it keeps its last copy, and the note below
             };
             fresh.name = py.threads[slot].name.take();
             py.threads[slot] = fresh;
             reader.resolve_fd(&mut kernel.syscall);
             dump.threads[index].kernel = kernel;
+            dump.threads[index].name = name;
             retaken.push((index, raw));
             settled = true;
             break;

@@ -43,7 +43,7 @@ use crate::model::{
     Addr, Frame, PyFrameInfo, PyLocal, PyMerge, PyThreadInfo, SyscallState, Thread, Tid,
 };
 use crate::stack::unwind::ProcessMemory;
-use read::{KnownCodes, Reader};
+use read::Reader;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ pub struct Limits {
     /// Read this thread only: a thread taken again within the dump the last read with the same
     /// [`Finder`] was for. The frames of other threads are not read (before 3.11, where a
     /// thread state does not name its thread, they are, to tell which one it is), and the code
-    /// objects the last read found are reused after a check ([`read::KnownCodes`]), so that
+    /// objects the last read found are reused after a check (`read::KnownCodes`), so that
     /// the read is short: it is what stands between the thread's native copy and the proof
     /// that it did not run since.
     pub only: Option<Tid>,
@@ -266,11 +266,7 @@ pub fn threads_with(
         },
         if tested { "" } else { " (best effort)" }
     );
-    let earlier = match limits.only {
-        Some(_) => std::mem::take(&mut finder.known),
-        None => KnownCodes::default(),
-    };
-    let mut r = Reader::new(memory, &layout, &loc, start + limits.budget).with_earlier(earlier);
+    let mut r = Reader::new(memory, &layout, &loc, start + limits.budget);
     let mut problems = Vec::new();
     let mut threads = Vec::new();
     let mut names: HashMap<u64, String> = HashMap::new();
@@ -280,6 +276,11 @@ pub fn threads_with(
         .ok_or_else(|| {
             PyError::Unreadable(format!("_PyRuntime at {:#x} is not readable", loc.runtime))
         })?;
+    // From here on, the read ends at the bottom of this function, which hands the code objects
+    // it knows to `finder`.
+    if limits.only.is_some() {
+        r.set_earlier(std::mem::take(&mut finder.known));
+    }
     let mut seen_interps = HashSet::new();
     while interp != 0 {
         if !seen_interps.insert(interp) || seen_interps.len() > limits.max_interpreters {

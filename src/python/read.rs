@@ -28,9 +28,11 @@ pub struct Code {
     pub bytecode: u64,
     /// Length of the bytecode in bytes, when known.
     pub bytecode_len: Option<u64>,
-    /// The words of the code object this was made from (type, name, qualified name, file
-    /// name, first line, line table, bytecode): a later read trusts this copy only if the
-    /// object at the same address still holds the same words.
+    /// Words of the code object this was made from: its type, the pointers to its name,
+    /// qualified name, file name, line table, bytecode and local names (a tuple made afresh
+    /// for each code object), its first line, and its size on 3.11+. Pointers and sizes, not
+    /// what they point to: a later read trusts this copy only if the object at the same
+    /// address still holds the same words.
     words: Vec<u64>,
 }
 
@@ -95,9 +97,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Reuse the code objects an earlier read of the same dump found (after a check each).
-    pub fn with_earlier(mut self, earlier: KnownCodes) -> Self {
+    pub fn set_earlier(&mut self, earlier: KnownCodes) {
         self.earlier = earlier;
-        self
     }
 
     /// The code objects known after this read: the earlier ones and those read now.
@@ -313,6 +314,7 @@ impl<'a> Reader<'a> {
             word(l.co_name)?,
             word(l.co_filename)?,
             word(l.co_linetable)?,
+            word(l.co_localsnames)?,
             u64::from(le_i32(buf, l.co_firstlineno)? as u32),
         ];
         let more = [
@@ -613,15 +615,33 @@ mod tests {
             words: fresh.code_words(&obj).unwrap(),
         });
         let earlier = || KnownCodes(HashMap::from([(addr, known.clone())]));
-        let mut r = Reader::new(&mem, &l, &loc, deadline).with_earlier(earlier());
+        let mut r = Reader::new(&mem, &l, &loc, deadline);
+        r.set_earlier(earlier());
         let got = r.code(addr).expect("the known copy");
         assert!(Arc::ptr_eq(&got, &known));
         assert_eq!(r.into_known().len(), 1);
 
         // Another object at the same address (another name): not the known copy.
         put(&mut obj, l.co_name, 24);
-        let mut r = Reader::new(&mem, &l, &loc, deadline).with_earlier(earlier());
+        let mut r = Reader::new(&mem, &l, &loc, deadline);
+        r.set_earlier(earlier());
         assert!(r.code(std::hint::black_box(addr)).is_none());
+        // The same names, but another tuple of local names: another code object.
+        put(&mut obj, l.co_name, 8);
+        put(&mut obj, l.co_localsnames, 0x7000);
+        let mut r = Reader::new(&mem, &l, &loc, deadline);
+        r.set_earlier(earlier());
+        assert!(r.code(addr).is_none());
+        // Back as it was: the known copy again, and into_known keeps it.
+        put(&mut obj, l.co_localsnames, 0);
+        let mut r = Reader::new(&mem, &l, &loc, deadline);
+        r.set_earlier(earlier());
+        assert!(r.code(addr).is_some_and(|c| Arc::ptr_eq(&c, &known)));
+        assert!(r
+            .into_known()
+            .0
+            .get(&addr)
+            .is_some_and(|c| Arc::ptr_eq(c, &known)));
         drop(obj);
     }
 }

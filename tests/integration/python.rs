@@ -740,9 +740,13 @@ fn a_napping_thread_shows_python_frames_of_the_same_moment_as_its_native_stack()
 }
 
 /// Dump `t` (preloaded `dump`, or `inspect`) until [`NAPS_CAUGHT`] dumps caught its napper
-/// asleep, checking each.
+/// asleep, checking each: consistent, or said not to be; and no more said than settled (the
+/// retakes work: before they read only the retaken thread, a third of the dumps said so).
+/// Once found, the napper is looked up by its tid: a dump that lost its Python frames or name
+/// (a retake that dropped them) fails.
 fn napper_dumps(py: &Python, t: &mut Target, how: &str, nap_line: u32) {
     let (mut asleep, mut said, mut dumps) = (0, 0, 0);
+    let mut napper_tid = None;
     let dl = Deadline::after(Duration::from_secs(240));
     while asleep < NAPS_CAUGHT {
         assert!(
@@ -762,13 +766,29 @@ fn napper_dumps(py: &Python, t: &mut Target, how: &str, nap_line: u32) {
             .expect("inspect")
             .0
         };
-        let Some(napper) = d
-            .threads
-            .iter()
-            .find(|th| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("napper"))
-        else {
-            continue;
+        let named =
+            |th: &&Thread| th.python.as_ref().and_then(|p| p.name.as_deref()) == Some("napper");
+        let napper = match napper_tid {
+            None => match d.threads.iter().find(named) {
+                Some(th) => th,
+                None => continue, // the names are read with a time budget
+            },
+            Some(tid) => {
+                let th = d
+                    .threads
+                    .iter()
+                    .find(|th| th.tid == tid)
+                    .unwrap_or_else(|| panic!("{how} {i}: the napper {tid} is not in the dump"));
+                assert!(
+                    named(&th),
+                    "{how} {i}: the napper {tid} has no Python name (python: {:?})\n{}",
+                    th.python,
+                    stackdump_core::output::render::text(&d)
+                );
+                th
+            }
         };
+        napper_tid = Some(napper.tid);
         // Asleep in time.sleep's system call (clock_nanosleep, or select before 3.11):
         // copied without a signal, and that copy checked against this very syscall line.
         let in_sleep = matches!(&napper.kernel.syscall,
@@ -801,6 +821,11 @@ fn napper_dumps(py: &Python, t: &mut Target, how: &str, nap_line: u32) {
             "{} ({how}): {asleep} of {dumps} dumps caught the napper asleep, {said} said it kept running",
             py.label()
         );
+    assert!(
+        said <= asleep,
+        "{} ({how}): {said} dumps said the napper kept running, {asleep} settled it",
+        py.label()
+    );
 }
 
 /// The pid's trigger signal is caught (the library's handler is installed).
