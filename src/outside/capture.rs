@@ -548,7 +548,28 @@ impl Capture {
                 limits,
                 maps: &maps,
             };
-            let retaken = settle_python(pid, py, dump, &runs_at_copy, &mut copier, python);
+            // Copied without a stop, with their run counters; and copied with a stop though
+            // the visit found them blocked (they moved while copied): those may have moved on
+            // since, and are taken again without a stop if they are blocked now.
+            let mut copied: Vec<Copied> = runs_at_copy
+                .iter()
+                .map(|&(i, tid, run)| (i, tid, Some(run)))
+                .collect();
+            if !opts.consistent {
+                let stopped: HashSet<usize> = frames_of.iter().map(|(i, _)| *i).collect();
+                copied.extend(
+                    todo.iter()
+                        .filter(|&&i| {
+                            stopped.contains(&i)
+                                && matches!(
+                                    dump.threads[i].kernel.syscall,
+                                    SyscallState::InSyscall { .. }
+                                )
+                        })
+                        .map(|&i| (i, dump.threads[i].tid, None)),
+                );
+            }
+            let retaken = settle_python(pid, py, dump, &copied, &mut copier, python);
             unwind_time += copier.unwound;
             for (i, raw) in retaken {
                 loader.request_all(&modules, &raw);
@@ -822,8 +843,12 @@ fn probe(ip: u64, is_return: bool) -> u64 {
     }
 }
 
+/// A thread whose Python frames [`settle_python`] checks: its index in `Dump::threads`, its
+/// tid, and its run counter at its copy (None: copied with a stop).
+type Copied = (usize, Tid, Option<(u64, u64)>);
+
 /// How many times a Python thread that ran before its Python frames were read is taken again.
-const PYTHON_RETAKES: usize = 3;
+const PYTHON_RETAKES: usize = 6;
 
 /// How long a thread that could not be taken again (it was running, or runnable and waiting
 /// for a CPU) is given before the next try, doubled at each try; and the most all the threads
@@ -845,14 +870,17 @@ struct PythonRead<'a> {
 /// again, as in the visit, and its Python frames read right after (its own only, with the code
 /// objects the first read found: a few dozen reads), until the counter holds across both, up
 /// to [`PYTHON_RETAKES`] times, pausing ([`RETAKE_PAUSE`]) before a try that follows one that
-/// found it running or waiting for a CPU; if it never holds, the dump says so. With
-/// `--locals`, the re-read includes the locals, which lengthens it: a retake holds less often. Returns the new copies,
-/// by index in `dump.threads`.
+/// found it running or waiting for a CPU; if it never holds, the dump says so. A thread of
+/// `copied` without a run counter (copied with a stop, its Python frames read after it was let
+/// go) is taken again the same way, and keeps its copy, with no note, when no retake holds:
+/// that is a running thread's lot. With `--locals`, the re-read includes the locals, which
+/// lengthens it: a retake holds less often. Returns the new copies, by index in
+/// `dump.threads`.
 fn settle_python(
     pid: i32,
     py: &mut crate::python::PyProcess,
     dump: &mut Dump,
-    runs_at_copy: &[(usize, Tid, (u64, u64))],
+    copied: &[Copied],
     copier: &mut Copier<'_>,
     python: PythonRead<'_>,
 ) -> Vec<(usize, RawFrames)> {
@@ -860,7 +888,7 @@ fn settle_python(
     let mut reader = TaskReader::new(format!("/proc/{pid}"));
     let mut pauses_left = RETAKE_PAUSES;
     let memory = copier.memory;
-    for &(index, tid, run) in runs_at_copy {
+    for &(index, tid, run) in copied {
         let Some(slot) = py
             .threads
             .iter()
@@ -871,7 +899,7 @@ fn settle_python(
         let ran = |reader: &mut TaskReader, run| {
             reader.run_counter(tid).and_then(|c| c.read()) != Some(run)
         };
-        if !ran(&mut reader, run) {
+        if run.is_some_and(|run| !ran(&mut reader, run)) {
             continue;
         }
         let mut settled = false;
@@ -939,7 +967,7 @@ fn settle_python(
             settled = true;
             break;
         }
-        if !settled {
+        if !settled && run.is_some() {
             dump.errors.push(format!(
                 "thread {tid} ran while its Python frames were read and could not be taken again consistently: its Python frames may be newer than its native stack",
             ));
