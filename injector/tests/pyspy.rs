@@ -394,6 +394,19 @@ fn compare_blocked(
     row
 }
 
+/// Wait until every one of `threads` sleeps again: py-spy stops every thread for its read
+/// (PTRACE_INTERRUPT) and wakes them all when it lets go; each goes back to its call, but a
+/// dump right after could find it runnable (active) for a moment.
+fn asleep_again(dl: &Deadline, pid: i32, threads: &BTreeMap<String, i32>) {
+    for (name, &tid) in threads {
+        wait_until(
+            dl,
+            &format!("{name} ({tid}) sleeps again after py-spy"),
+            || task_state(pid, tid) == Some('S'),
+        );
+    }
+}
+
 #[test]
 fn blocked_threads_agree_with_py_spy() {
     let Some(spy) = py_spy_or_skip() else { return };
@@ -404,6 +417,7 @@ fn blocked_threads_agree_with_py_spy() {
             // Read from outside.
             let (p, threads) = spawn(&dl, py, "blocked", None);
             let s = py_spy_dump(&dl, &spy, p.pid);
+            asleep_again(&dl, p.pid, &threads);
             let o = stackdump_dump(&dl, "inspect", p.pid);
             rows.push(compare_blocked("blocked, inspect", &threads, &s, &o));
             drop(p);
@@ -412,6 +426,7 @@ fn blocked_threads_agree_with_py_spy() {
             let dir = Scratch::new("pyspy-blocked");
             let (p, threads) = spawn(&dl, py, "blocked", Some(&dir.path));
             let s = py_spy_dump(&dl, &spy, p.pid);
+            asleep_again(&dl, p.pid, &threads);
             let o = stackdump_dump(&dl, "dump", p.pid);
             rows.push(compare_blocked(
                 "blocked, dump (preloaded)",
@@ -439,6 +454,12 @@ fn blocked_threads_agree_with_py_spy() {
 const FUTEX: u32 = 202;
 #[cfg(target_arch = "aarch64")]
 const FUTEX: u32 = 98;
+/// restart_syscall(2): a futex wait with a timeout that py-spy's stop interrupted goes on as
+/// this.
+#[cfg(target_arch = "x86_64")]
+const RESTART_SYSCALL: u32 = 219;
+#[cfg(target_arch = "aarch64")]
+const RESTART_SYSCALL: u32 = 128;
 
 /// Samples of the `busy` process per tool.
 const SAMPLES: usize = 5;
@@ -456,18 +477,25 @@ fn busy_thread_holds_the_gil_as_py_spy_says() {
             let cruncher = threads["cruncher"];
             // Settled: the waiters woke from their naps and sleep for the GIL (futex), MainThread
             // sleeps in a futex (the join, or the GIL) and the sleeper sleeps; the cruncher runs.
-            // From then on nothing but the cruncher moves: it never lets go of the GIL.
-            for (name, &tid) in &threads {
-                match name.as_str() {
-                    "cruncher" => {}
-                    "sleeper" => wait_until(&dl, "the sleeper sleeps", || {
-                        task_state(pid, tid) == Some('S')
-                    }),
-                    _ => wait_until(&dl, &format!("{name} ({tid}) sleeps in futex"), || {
-                        syscall_nr(pid, tid) == Some(FUTEX) && task_state(pid, tid) == Some('S')
-                    }),
+            // From then on nothing but the cruncher moves: it never lets go of the GIL. Except
+            // that py-spy stops every thread for its read (PTRACE_INTERRUPT), which wakes them
+            // all when it lets go: each goes back to its call, but a dump right after can find
+            // it runnable (active) for a moment. So each stackdump sample waits for this again.
+            let settled = || {
+                for (name, &tid) in &threads {
+                    match name.as_str() {
+                        "cruncher" => {}
+                        "sleeper" => wait_until(&dl, "the sleeper sleeps", || {
+                            task_state(pid, tid) == Some('S')
+                        }),
+                        _ => wait_until(&dl, &format!("{name} ({tid}) sleeps in futex"), || {
+                            matches!(syscall_nr(pid, tid), Some(FUTEX | RESTART_SYSCALL))
+                                && task_state(pid, tid) == Some('S')
+                        }),
+                    }
                 }
-            }
+            };
+            settled();
             for how in ["inspect", "dump"] {
                 let mut row = Row {
                     scenario: format!("busy, {how} (preloaded), {SAMPLES} samples"),
@@ -477,6 +505,7 @@ fn busy_thread_holds_the_gil_as_py_spy_says() {
                 let (mut spy_busy, mut ours_busy) = (0, 0);
                 for _ in 0..SAMPLES {
                     let s = py_spy_dump(&dl, &spy, pid);
+                    settled();
                     let o = stackdump_dump(&dl, how, pid);
                     row.threads = s.len();
                     if s.keys().collect::<Vec<_>>() != o.keys().collect::<Vec<_>>() {
