@@ -347,14 +347,22 @@ pub fn release_clean_library_pages() {
     if has_text_relocations(phdrs, bias) {
         return;
     }
-    const PAGE: usize = 4096;
+    // The kernel's page size (4 KiB on x86_64; 4, 16 or 64 KiB on aarch64): with a smaller
+    // one assumed, a range rounded to it could end inside a page that also maps the writable
+    // segment, which madvise would then drop (losing its writes). From the auxiliary vector:
+    // no system call, no lock.
+    // SAFETY: getauxval reads the auxiliary vector the kernel gave the process; no side effect.
+    let page = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+    if !page.is_power_of_two() {
+        return;
+    }
     for p in phdrs {
         if p.p_type != libc::PT_LOAD || p.p_flags & libc::PF_W != 0 {
             continue;
         }
         // Whole pages inside the segment only (a page shared with a neighbour is kept).
-        let start = (bias + p.p_vaddr as usize).next_multiple_of(PAGE);
-        let end = (bias + (p.p_vaddr + p.p_filesz) as usize) & !(PAGE - 1);
+        let start = (bias + p.p_vaddr as usize).next_multiple_of(page);
+        let end = (bias + (p.p_vaddr + p.p_filesz) as usize) & !(page - 1);
         if end > start {
             // SAFETY: [start, end) lies inside one of our read-only PT_LOAD segments, a private
             // file mapping never written (see above): dropping its pages only unmaps them.
