@@ -45,16 +45,6 @@ pub struct Code {
 #[derive(Debug, Default)]
 pub struct KnownCodes(HashMap<u64, Arc<Code>>);
 
-impl KnownCodes {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 /// A thread state as read.
 #[derive(Debug, Clone, Copy)]
 pub struct RawThreadState {
@@ -619,7 +609,7 @@ mod tests {
         r.set_earlier(earlier());
         let got = r.code(addr).expect("the known copy");
         assert!(Arc::ptr_eq(&got, &known));
-        assert_eq!(r.into_known().len(), 1);
+        assert_eq!(r.into_known().0.len(), 1);
 
         // Another object at the same address (another name): not the known copy.
         put(&mut obj, l.co_name, 24);
