@@ -8,25 +8,23 @@
 //! instead of all of them (what `backtrace` did, ~20 ms before the first frame was named).
 //! `backtrace::resolve` names what the files cannot (the vdso, which has no file). Whether a
 //! stack ends at its thread's entry point, asked during the capture, is answered from the
-//! symbol table alone when it can be ([`Symbolizer::names_root`]): no DWARF is read while
-//! threads are being copied. When the module set changes we drop what is cached (`reset`).
+//! symbol table alone when it can be ([`Symbolizer::names_root`]: one pass over it for the
+//! entry points' addresses, no sorted copy of the whole table): no DWARF is read while threads
+//! are being copied. A module's full symbol table is built only when its DWARF leaves an
+//! address unnamed. When the module set changes we drop what is cached (`reset`).
 
 use stackdump_core::model::{Addr, Frame};
 use stackdump_core::stack::dwarfcache::DwarfCache;
-use stackdump_core::stack::symbols::{
-    debug_source, demangle, push_frames, FileSymbolizer, Symbol as Sym, SymbolTable,
-};
-use stackdump_core::stack::unwind::is_thread_root;
+use stackdump_core::stack::symbols::{demangle, push_frames, FileSymbolizer, Symbol as Sym};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Memoized symbolization.
 pub struct Symbolizer {
     cache: HashMap<u64, Vec<Sym>>,
-    /// The module files' symbols (symbol table and DWARF), loaded on first use.
+    /// The module files' symbols (symbol table and DWARF), loaded on first use; the symbol
+    /// table alone for [`Symbolizer::names_root`], kept for the DWARF's load.
     files: FileSymbolizer,
-    /// Symbol tables alone (for [`Symbolizer::names_root`]), by module file.
-    tables: HashMap<PathBuf, SymbolTable>,
 }
 
 /// Where separate debug files are looked up: this process's own root.
@@ -40,7 +38,6 @@ impl Symbolizer {
         Symbolizer {
             cache: HashMap::new(),
             files: FileSymbolizer::with_cache(DwarfCache::in_dump_dir(dir)),
-            tables: HashMap::new(),
         }
     }
 
@@ -72,7 +69,6 @@ impl Symbolizer {
     pub fn reset(&mut self) {
         self.cache.clear();
         self.files.clear();
-        self.tables.clear();
         if !crate::fork::backtrace_unusable() {
             crate::fork::section(backtrace::clear_symbol_cache);
         }
@@ -108,20 +104,15 @@ impl Symbolizer {
     /// into it is for the DWARF to tell).
     pub fn names_root(&mut self, ip: u64, is_return: bool, file: &Path, bias: u64) -> Option<bool> {
         let lookup = if is_return { ip } else { ip.wrapping_add(1) };
-        let tables = &mut self.tables;
-        let table = crate::fork::section(|| {
-            tables
-                .entry(file.to_path_buf())
-                .or_insert_with(|| SymbolTable::load(&debug_source(file, Path::new(ROOT))))
-                .containing(lookup.wrapping_sub(1).wrapping_sub(bias))
-                // One name per address: glibc's internal alias (`__GI___clone3`) may be the
-                // one the table keeps.
-                .map(|name| {
-                    let name = demangle(name);
-                    is_thread_root(name.strip_prefix("__GI_").unwrap_or(&name))
-                })
+        let files = &mut self.files;
+        let root = crate::fork::section(|| {
+            files.holds_root(
+                file,
+                Path::new(ROOT),
+                lookup.wrapping_sub(1).wrapping_sub(bias),
+            )
         });
-        table.filter(|&root| root)
+        root.filter(|&root| root)
     }
 
     /// Frames for one address. `is_return`: the address is a return address (the call is the

@@ -42,10 +42,9 @@ use crate::model::{Addr, CaptureMethod, CaptureStatus, Dump, Frame, SyscallState
 use crate::stack::blocked::{copy_blocked, Seen, FIRST_WINDOW};
 use crate::stack::dwarfcache::DwarfCache;
 use crate::stack::jit::{JitCode, PerfMapSource};
-use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, SymbolTable};
+use crate::stack::symbols::{debug_source, FileSymbolizer, ModuleDebug, Roots};
 use crate::stack::unwind::{
-    is_thread_root, is_truncated, unwound_complete, ModuleSource, Modules, ProcessMemory,
-    RawFrames, Regs,
+    is_truncated, unwound_complete, ModuleSource, Modules, ProcessMemory, RawFrames, Regs,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -977,30 +976,32 @@ fn settle_python(
     retaken
 }
 
-/// Function names from the modules' symbol tables (cheap: no DWARF), for deciding during the
-/// capture whether a stack read without a stop reached its thread's entry point.
+/// The modules' thread entry points, from their symbol tables (cheap: one pass over each, no
+/// DWARF), for deciding during the capture whether a stack read without a stop reached its
+/// thread's entry point.
 #[derive(Default)]
 struct Names {
-    tables: HashMap<PathBuf, SymbolTable>,
+    roots: HashMap<PathBuf, Roots>,
 }
 
 impl Names {
-    fn name_of<'a>(&'a mut self, modules: &Modules, root: &Path, ip: u64) -> Option<&'a str> {
-        let m = modules.module_of(ip)?;
-        let file = m.file.as_deref()?;
-        let table = self
-            .tables
-            .entry(file.to_path_buf())
-            .or_insert_with(|| SymbolTable::load(&debug_source(file, root)));
-        table.containing(ip.wrapping_sub(m.bias))
-    }
-
     /// Whether the function at `ip` (a return address when `is_return`) is a thread entry point.
     fn names_root(&mut self, modules: &Modules, root: &Path, ip: u64, is_return: bool) -> bool {
-        !modules.is_trampoline(ip)
-            && self
-                .name_of(modules, root, probe(ip, is_return))
-                .is_some_and(is_thread_root)
+        if modules.is_trampoline(ip) {
+            return false;
+        }
+        let ip = probe(ip, is_return);
+        let Some(m) = modules.module_of(ip) else {
+            return false;
+        };
+        let Some(file) = m.file.as_deref() else {
+            return false;
+        };
+        self.roots
+            .entry(file.to_path_buf())
+            .or_insert_with(|| Roots::load(&debug_source(file, root)))
+            .holds(ip.wrapping_sub(m.bias))
+            .unwrap_or(false)
     }
 }
 

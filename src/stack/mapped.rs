@@ -31,16 +31,31 @@ impl Mapped {
     /// (a target's own library, owned by its user) is copied instead, at most
     /// [`crate::limits::MAX_COPIED_FILE`] bytes: a hostile target cannot truncate it under us.
     pub fn of_file(f: &std::fs::File) -> Option<Mapped> {
+        match Mapped::shared(f) {
+            Ok(mapped) => Some(mapped),
+            Err(Some(len)) => Mapped::copy_of(f, len),
+            Err(None) => None,
+        }
+    }
+
+    /// [`Mapped::of_file`] without the copy: the file mapped when nobody but root or we may
+    /// write it; `Err(Some(len))` when someone else may (the caller reads what it needs
+    /// instead), `Err(None)` when it is empty or cannot be mapped.
+    pub fn map_if_safe(f: &std::fs::File) -> Result<Mapped, Option<usize>> {
+        Mapped::shared(f)
+    }
+
+    fn shared(f: &std::fs::File) -> Result<Mapped, Option<usize>> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
-        let meta = f.metadata().ok()?;
-        let len = usize::try_from(meta.len()).ok()?;
+        let meta = f.metadata().map_err(|_| None)?;
+        let len = usize::try_from(meta.len()).map_err(|_| None)?;
         if len == 0 {
-            return None;
+            return Err(None);
         }
         let me = nix::unistd::geteuid().as_raw();
         if !((meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0) {
-            return Mapped::copy_of(f, len);
+            return Err(Some(len));
         }
         // SAFETY: a private read-only mapping of a file we opened, of its current length; the
         // fd may be closed afterwards (the mapping keeps the file). Only files that nobody but
@@ -55,7 +70,10 @@ impl Mapped {
                 0,
             )
         };
-        (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
+        if ptr == libc::MAP_FAILED {
+            return Err(None);
+        }
+        Ok(Mapped { ptr, len })
     }
 
     /// A private anonymous mapping holding a copy of the first `len` bytes of `f`.

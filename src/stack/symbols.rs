@@ -196,9 +196,106 @@ impl SymbolTable {
 /// `ModuleDebug`, dropped before the buffers, and only owned data leaves it.
 type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
+/// Where a module's thread entry points are ([`crate::stack::unwind::THREAD_ROOTS`], glibc's
+/// `__GI_` aliases included), from its symbol table: what a capture asks of every stack ("does
+/// it end at its thread's entry point?") answered by one pass over the symbols, without sorting
+/// or copying the table (a first dump's C library has 10 000 of them).
+#[derive(Debug, Default, Clone)]
+pub struct Roots {
+    /// `[start, end)` of each entry point, in the file's addresses.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Roots {
+    /// The entry points of the file `source` (see [`debug_source`]); none when unreadable.
+    pub fn load(source: &Path) -> Roots {
+        let Some(map) = Mapped::open(source) else {
+            return Roots::default();
+        };
+        match object::File::parse(map.bytes()) {
+            Ok(obj) => Roots::of(&obj),
+            Err(_) => Roots::default(),
+        }
+    }
+
+    fn of<'d, R: object::ReadRef<'d>>(obj: &object::File<'d, R>) -> Roots {
+        use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+        // The table object's symbol map would read: the full one, else the dynamic one.
+        let too_big = [".symtab", ".dynsym"]
+            .iter()
+            .filter_map(|n| obj.section_by_name(n))
+            .any(|s| s.size() > crate::limits::MAX_SYMTAB);
+        if too_big {
+            return Roots::default();
+        }
+        let defined = |s: &object::Symbol<'d, '_, R>| {
+            s.is_definition() && s.kind() == SymbolKind::Text && s.address() != 0
+        };
+        let scan = |with: &mut dyn FnMut(&object::Symbol<'d, '_, R>)| {
+            if obj.symbols().next().is_some() {
+                obj.symbols().for_each(|s| with(&s));
+            } else {
+                obj.dynamic_symbols().for_each(|s| with(&s));
+            }
+        };
+        let mut ranges = Vec::new();
+        let mut sizeless = false;
+        scan(&mut |s| {
+            if !defined(s) {
+                return;
+            }
+            let Ok(name) = s.name_bytes() else { return };
+            let name = name.strip_prefix(b"__GI_").unwrap_or(name);
+            if crate::stack::unwind::THREAD_ROOTS
+                .iter()
+                .any(|r| r.as_bytes() == name)
+            {
+                ranges.push((s.address(), s.address().saturating_add(s.size())));
+                sizeless |= s.size() == 0;
+            }
+        });
+        if sizeless {
+            // An entry point without a size (hand-written assembly) ends where the next
+            // function starts, as a sorted table would say.
+            let mut next: Vec<u64> = ranges.iter().map(|_| u64::MAX).collect();
+            scan(&mut |s| {
+                if !defined(s) {
+                    return;
+                }
+                for (i, &(start, end)) in ranges.iter().enumerate() {
+                    if start == end && s.address() > start && s.address() < next[i] {
+                        next[i] = s.address();
+                    }
+                }
+            });
+            for (r, n) in ranges.iter_mut().zip(next) {
+                if r.0 == r.1 {
+                    r.1 = n;
+                }
+            }
+        }
+        Roots { ranges }
+    }
+
+    /// Whether `svma` (an address in the file, already inside the call for return addresses)
+    /// lies in a thread entry point; None when the table names none at all (stripped).
+    pub fn holds(&self, svma: u64) -> Option<bool> {
+        if self.ranges.is_empty() {
+            return None;
+        }
+        Some(
+            self.ranges
+                .iter()
+                .any(|&(start, end)| start <= svma && svma < end),
+        )
+    }
+}
+
 /// The symbols of one module file: its symbol table and its DWARF (when it has any).
 pub struct ModuleDebug {
-    names: SymbolTable,
+    /// Built when first needed (DWARF names most addresses: a module with DWARF may never
+    /// need it), from `file`.
+    names: std::cell::OnceCell<SymbolTable>,
     /// Borrows from `sections` and `maps`; declared before them, so it is dropped first.
     dwarf: Option<Lookup>,
     /// The DWARF sections decompressed, never moved or changed while `dwarf` lives (boxed
@@ -212,6 +309,9 @@ pub struct ModuleDebug {
     /// The share of the run's budget that `sections` use ([`crate::limits`]).
     #[allow(dead_code)]
     budget: crate::limits::Reservation,
+    /// The file the symbols are read from, mapped (its symbol table is read from here, when
+    /// first needed).
+    file: Option<Mapped>,
 }
 
 /// The DWARF of one file, and the `addr2line` context that answers from it: set up for the
@@ -343,11 +443,12 @@ impl ModuleDebug {
     /// are read from `cache` when it has them, and written to it when it does not.
     pub fn load_from(source: &Path, cache: Option<&DwarfCache>) -> ModuleDebug {
         let none = || ModuleDebug {
-            names: SymbolTable::default(),
+            names: std::cell::OnceCell::from(SymbolTable::default()),
             dwarf: None,
             sections: Vec::new(),
             maps: Vec::new(),
             budget: crate::limits::Reservation::default(),
+            file: None,
         };
         let Some(map) = Mapped::open(source) else {
             return none();
@@ -359,21 +460,26 @@ impl ModuleDebug {
         let mut maps = Vec::new();
         let mut budget = crate::limits::Reservation::default();
         let dwarf = dwarf_of(&obj, source, &mut sections, &mut maps, &mut budget, cache);
-        let names = SymbolTable::of(&obj);
         drop(obj);
-        maps.push(map);
         ModuleDebug {
-            names,
+            names: std::cell::OnceCell::new(),
             dwarf,
             sections,
             maps,
             budget,
+            file: Some(map),
         }
     }
 
-    /// The symbol table (names only).
+    /// The symbol table (names only), built on first use.
     pub fn names(&self) -> &SymbolTable {
-        &self.names
+        self.names.get_or_init(|| {
+            self.file
+                .as_ref()
+                .and_then(|m| object::File::parse(m.bytes()).ok())
+                .map(|obj| SymbolTable::of(&obj))
+                .unwrap_or_default()
+        })
     }
 
     /// Whether the DWARF context covers only some units (test hook).
@@ -428,7 +534,7 @@ impl ModuleDebug {
             }
         }
         if out.iter().all(|s| s.function.is_none()) {
-            if let Some(name) = self.names.containing(svma) {
+            if let Some(name) = self.names().containing(svma) {
                 let function = Some(demangle(name));
                 match out.last_mut() {
                     Some(last) => last.function = function,
@@ -621,6 +727,9 @@ fn inflate(c: &object::CompressedData<'_>) -> Option<Box<[u8]>> {
 #[derive(Default)]
 pub struct FileSymbolizer {
     modules: HashMap<PathBuf, ModuleDebug>,
+    /// Each module's thread entry points ([`FileSymbolizer::holds_root`]), with the file its
+    /// symbols are read from ([`debug_source`], not looked up again for its DWARF).
+    roots: HashMap<PathBuf, (PathBuf, Roots)>,
     cache: HashMap<(PathBuf, u64), Vec<Symbol>>,
     /// Where decompressed debug sections are read from and written to, if anywhere.
     dwarf_cache: Option<DwarfCache>,
@@ -663,9 +772,28 @@ impl FileSymbolizer {
     /// The symbols of the module opened at `file`, loaded on first use.
     pub fn module(&mut self, file: &Path, root: &Path) -> &mut ModuleDebug {
         let cache = self.dwarf_cache.as_ref();
-        self.modules
+        let roots = &self.roots;
+        self.modules.entry(file.to_path_buf()).or_insert_with(|| {
+            let source = match roots.get(file) {
+                Some((source, _)) => source.clone(),
+                None => debug_source(file, root),
+            };
+            ModuleDebug::load_from(&source, cache)
+        })
+    }
+
+    /// Whether `svma` lies in a thread entry point of the module opened at `file`, by its
+    /// symbol table alone ([`Roots`], read on first use); None when the table names none.
+    pub fn holds_root(&mut self, file: &Path, root: &Path, svma: u64) -> Option<bool> {
+        self.roots
             .entry(file.to_path_buf())
-            .or_insert_with(|| ModuleDebug::load_from(&debug_source(file, root), cache))
+            .or_insert_with(|| {
+                let source = debug_source(file, root);
+                let roots = Roots::load(&source);
+                (source, roots)
+            })
+            .1
+            .holds(svma)
     }
 
     /// Use `debug` for the module opened at `file` (loaded elsewhere, e.g. on another thread).
@@ -676,6 +804,7 @@ impl FileSymbolizer {
     /// Forget every loaded module (the process's module set changed).
     pub fn clear(&mut self) {
         self.modules.clear();
+        self.roots.clear();
         self.cache.clear();
     }
 }
@@ -794,6 +923,57 @@ mod tests {
         );
         assert_eq!(table.containing(u64::MAX), None);
         assert!(debug.symbols(u64::MAX).is_empty());
+    }
+
+    /// The entry points found by one pass over the symbols ([`Roots`]) are those the sorted
+    /// symbol table names ([`SymbolTable::containing`], glibc's `__GI_` aliases included), at
+    /// the start and the middle of every function of the C library and of this test binary
+    /// (and where the table kept another name of the same function), and the C library has
+    /// some (`start_thread`, `clone3`).
+    #[test]
+    fn roots_are_the_entry_points_the_symbol_table_names() {
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let libc = maps
+            .iter()
+            .find(|m| m.path.contains("/libc.so"))
+            .map(|m| PathBuf::from(&m.path))
+            .unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        for module in [libc.clone(), exe] {
+            let source = debug_source(&module, Path::new("/"));
+            let table = SymbolTable::load(&source);
+            let roots = Roots::load(&source);
+            let by_table = |svma: u64| {
+                table.containing(svma).is_some_and(|n| {
+                    let n = demangle(n);
+                    crate::stack::unwind::is_thread_root(n.strip_prefix("__GI_").unwrap_or(&n))
+                })
+            };
+            let mut found = 0;
+            for &(address, size, _, _) in &table.entries {
+                for svma in [address, address + size / 2] {
+                    let expected = by_table(svma);
+                    found += usize::from(expected);
+                    let holds = roots.holds(svma).unwrap_or(false);
+                    // The table keeps one name per address, maybe a versioned alias
+                    // (`__libc_start_main@GLIBC_2.2.5`): the pass over every symbol also
+                    // sees the function's other names, so it may say yes where the table
+                    // says no, at an entry point's own address only.
+                    let alias = holds
+                        && !expected
+                        && roots.ranges.iter().any(|&(start, _)| start == address);
+                    assert!(
+                        holds == expected || alias,
+                        "{}: {svma:#x} ({:?}): roots {holds}, table {expected}",
+                        source.display(),
+                        table.containing(svma)
+                    );
+                }
+            }
+            if module == libc {
+                assert!(found >= 2, "no entry point in {}", source.display());
+            }
+        }
     }
 
     /// Parsing only the units of the addresses asked for (and the units they refer to) names

@@ -626,6 +626,31 @@ fn load(
         return Ok((m, bias, None, kept, starts));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
+    // A file only root or we may write is mapped (no system call per header or name read);
+    // one someone else may rewrite is read through the capped cache below.
+    if let Ok(map) = crate::stack::mapped::Mapped::map_if_safe(&f) {
+        let bytes = map.bytes();
+        let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
+        // The unwind sections are copied into the buffers framehop keeps (the mapping is
+        // unmapped when this returns), after the same caps as below.
+        let read = |offset: u64, size: u64| {
+            if size > crate::limits::MAX_READ {
+                return None;
+            }
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            bytes.get(start..end).map(<[u8]>::to_vec)
+        };
+        let (m, bias, kept, starts) = module(
+            &file,
+            path,
+            range,
+            (first.start, anchor_offset),
+            remaining,
+            &read,
+        )?;
+        return Ok((m, bias, Some(opened), kept, starts));
+    }
     // Every read is checked against the file's real size and the caps before the cache
     // allocates for it (`crate::limits::Capped`): sizes in the file are the target's word.
     let len = f.metadata().map_err(|e| e.to_string())?.len();
