@@ -297,7 +297,10 @@ impl DumpThread {
 
         // Phase 0: the kernel's view of every thread, before any of them is interrupted.
         let mut reader = self.tasks.take().unwrap_or_else(|| {
-            TaskReader::keeping("/proc/self", kept_files_budget(self.cfg.watch.is_some()))
+            let mut r =
+                TaskReader::keeping("/proc/self", kept_files_budget(self.cfg.watch.is_some()));
+            r.open_run_counters = self.cfg.blocked_without_signal;
+            r
         });
         let mut threads = self.kernel_view(&mut reader, me, &mut errors);
         let maps = std::fs::read("/proc/self/maps")

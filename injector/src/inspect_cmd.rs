@@ -172,7 +172,7 @@ pub(crate) fn inspect_one(
 }
 
 fn ppid(pid: i32) -> i32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    stackdump_core::kernel::proc::read_proc_text(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

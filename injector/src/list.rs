@@ -35,7 +35,7 @@ pub struct Entry {
 
 fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
     // The maps first: only a process with the library is inspected any further.
-    match std::fs::read(format!("/proc/{pid}/maps")) {
+    match stackdump_core::kernel::proc::read_proc_file(format!("/proc/{pid}/maps")) {
         Ok(maps) if find_library(&String::from_utf8_lossy(&maps)).is_some() => {}
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {

@@ -177,7 +177,7 @@ pub fn is_kernel_thread(pid: i32, status: &Status) -> bool {
     if status.kthread {
         return true;
     }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    stackdump_core::kernel::proc::read_proc_text(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             let (_, rest) = stat.rsplit_once(')')?;
@@ -192,7 +192,7 @@ pub fn is_kernel_thread(pid: i32, status: &Status) -> bool {
 /// threads. Both are usage errors (exit 2).
 pub fn check_is_process(pid: i32, status: &Status, cmd: &'static str) -> Result<(), TargetError> {
     if status.tgid > 0 && status.tgid != pid {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", status.tgid))
+        let comm = stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/comm", status.tgid))
             .map(|c| c.trim_end_matches('\n').to_string())
             .unwrap_or_else(|_| "?".into());
         return Err(TargetError::NotAProcess {
@@ -334,7 +334,7 @@ pub fn alive(pid: i32, pidfd: Option<&OwnedFd>) -> bool {
             Err(_) => true,
         };
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+    match stackdump_core::kernel::proc::read_proc_text(format!("/proc/{pid}/status")) {
         Ok(s) => Status::parse(&s).is_some_and(|st| !matches!(st.state, 'Z' | 'X')),
         Err(_) => false,
     }
@@ -381,7 +381,7 @@ pub struct Target {
 }
 
 pub(crate) fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
-    std::fs::read(format!("/proc/{pid}/{file}")).map_err(|e| match e.kind() {
+    stackdump_core::kernel::proc::read_proc_file(format!("/proc/{pid}/{file}")).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
         io::ErrorKind::PermissionDenied => TargetError::PermissionDenied {
             pid,
@@ -489,7 +489,7 @@ impl Target {
 
     /// True when `signo` is pending for the process right now (sent, not yet delivered).
     pub fn signal_pending(&self, signo: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+        stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/status", self.pid))
             .ok()
             .and_then(|t| Status::parse(&t))
             .is_some_and(|st| st.pending(signo))
@@ -541,7 +541,7 @@ impl Target {
         };
         let mut any = false;
         for t in tasks.flatten() {
-            let Ok(text) = std::fs::read_to_string(t.path().join("status")) else {
+            let Ok(text) = stackdump_core::kernel::proc::read_proc_text(t.path().join("status")) else {
                 continue;
             };
             let Some(st) = Status::parse(&text) else {
@@ -572,7 +572,7 @@ impl Target {
         if let Some(st) = self.lib_state() {
             let same_ns = self.status.ns_pid == 0 || self.status.ns_pid == self.pid;
             if same_ns
-                && std::fs::read_to_string(format!("/proc/{}/task/{}/comm", self.pid, st.tid))
+                && stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/task/{}/comm", self.pid, st.tid))
                     .is_ok_and(|c| c.trim_end() == "stackdump")
             {
                 return Some(st.tid);
@@ -586,13 +586,13 @@ impl Target {
         let mut best: Option<(i32, u32)> = None;
         for tid in tids {
             let dir = format!("/proc/{}/task/{tid}", self.pid);
-            let Ok(comm) = std::fs::read_to_string(format!("{dir}/comm")) else {
+            let Ok(comm) = stackdump_core::kernel::proc::read_proc_text(format!("{dir}/comm")) else {
                 continue;
             };
             if comm.trim_end() != "stackdump" {
                 continue;
             }
-            let blocked = std::fs::read_to_string(format!("{dir}/status"))
+            let blocked = stackdump_core::kernel::proc::read_proc_text(format!("{dir}/status"))
                 .ok()
                 .and_then(|t| Status::parse(&t))
                 .map_or(0, |st| st.sig_blocked.count_ones());
@@ -646,7 +646,7 @@ impl Target {
 
     /// Signals pending for one thread of the target (`SigPnd` of its task), as a mask.
     pub fn thread_pending(&self, tid: i32) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", self.pid)).ok()?;
+        let text = stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/task/{tid}/status", self.pid)).ok()?;
         let line = text.lines().find(|l| l.starts_with("SigPnd:"))?;
         u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
     }
@@ -849,7 +849,7 @@ pub fn with_subprocesses(roots: &[i32]) -> Vec<i32> {
 /// State and parent pid from `/proc/PID/stat` (after the last `)`: the command name in
 /// parentheses is the process's own and may contain anything).
 fn state_and_ppid(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = stackdump_core::kernel::proc::read_proc_file(format!("/proc/{pid}/stat")).ok()?;
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();

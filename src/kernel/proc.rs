@@ -244,6 +244,11 @@ pub struct TaskReader {
     pub kernel_stacks: bool,
     /// Files kept open from one use of the reader to the next ([`TaskReader::keeping`]).
     kept: Option<KeptFiles>,
+    /// With kept files: [`TaskReader::kernel_view`] also opens the `schedstat` of a thread
+    /// blocked in a system call (and keeps it), while the thread's directory is open: the
+    /// [`TaskReader::run_counter`] asked for next (a copy without a signal) then needs no
+    /// second walk to the directory. Set by the reader whose caller copies blocked threads.
+    pub open_run_counters: bool,
 }
 
 /// The task files a long-lived reader keeps open, read again with `pread` at offset 0: a
@@ -274,6 +279,7 @@ impl TaskReader {
             dir: None,
             kernel_stacks: true,
             kept: None,
+            open_run_counters: false,
         }
     }
 
@@ -431,6 +437,23 @@ impl TaskReader {
         Some(RunCounter(fd))
     }
 
+    /// Open and keep `tid`'s `schedstat` unless it is kept already (see
+    /// [`TaskReader::open_run_counters`]).
+    fn open_run_counter(&mut self, tid: Tid) {
+        let kept = self
+            .kept
+            .as_ref()
+            .is_some_and(|k| k.tasks.get(&tid).is_some_and(|f| f[4].is_some()));
+        if kept || self.kept.is_none() {
+            return;
+        }
+        if let Ok(fd) = self.open(tid, c"schedstat") {
+            if let Some(k) = &mut self.kept {
+                k.keep(tid, 4, fd);
+            }
+        }
+    }
+
     /// The status of a thread (for its signal mask), or `ThreadGone`.
     pub fn status(&mut self, tid: Tid) -> Result<TaskStatus, ThreadGone> {
         let bytes = self.read(tid, c"status").map_err(|_| ThreadGone)?;
@@ -486,6 +509,9 @@ impl TaskReader {
             .ok()
             .and_then(parse_status)
             .ok_or(ThreadGone)?;
+        if self.open_run_counters && matches!(syscall, SyscallState::InSyscall { .. }) {
+            self.open_run_counter(tid);
+        }
         let view = KernelView {
             state: stat.state.to_string(),
             state_name: state_name(stat.state).to_string(),
@@ -532,6 +558,24 @@ impl KeptFiles {
 /// kept file), else from the file's position. A short read is the end: every file read here
 /// is a `/proc` task file made of one record (`single_open`), which the kernel gives whole
 /// as far as the buffer allows (this saves the read that would return 0).
+/// The whole of a small `/proc` file (`status`, `stat`, `maps`, `environ`...), read into a
+/// 4 KiB buffer first: `std::fs::read` sees the size 0 that `/proc` states and starts with a
+/// 32-byte read, doubling it, so a 1.5 KiB `status` took 8 system calls instead of 2. Read to
+/// the end (a short read does not end a `seq_file` such as `maps`).
+pub fn read_proc_file(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// [`read_proc_file`] as text (an error when it is not UTF-8, as `std::fs::read_to_string`).
+pub fn read_proc_text(path: impl AsRef<Path>) -> io::Result<String> {
+    String::from_utf8(read_proc_file(path)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 fn read_all(fd: std::os::fd::RawFd, buf: &mut Vec<u8>, again: bool) -> io::Result<()> {
     buf.clear();
     loop {

@@ -287,7 +287,7 @@ pub struct FsCreds {
 impl FsCreds {
     /// The credentials of process `pid` (its `Uid:`/`Gid:` fs fields and `Groups:`).
     pub fn of_process(pid: i32) -> Option<FsCreds> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let text = crate::kernel::proc::read_proc_text(format!("/proc/{pid}/status")).ok()?;
         FsCreds::parse_status(&text)
     }
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// dump. `Err` says in one line why none could be read (no permission, not a Python process).
 pub fn add_locals(pid: i32, dump: &mut Dump) -> Result<LocalsRead, String> {
     crate::kernel::rootfs::remember_creds(pid);
-    let maps = match std::fs::read(format!("/proc/{pid}/maps")) {
+    let maps = match crate::kernel::proc::read_proc_file(format!("/proc/{pid}/maps")) {
         Ok(b) if !b.is_empty() => proc::parse_maps(&b),
         Ok(_) | Err(_) => return Err(denied(pid)),
     };

@@ -125,7 +125,7 @@ impl PerfMapSource {
     /// Process `pid`, seen from outside: its PID in its namespace is the last of `NSpid:` in
     /// its status, its user the file-system one. None when its status is unreadable.
     pub fn process(pid: i32) -> Option<PerfMapSource> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let status = crate::kernel::proc::read_proc_text(format!("/proc/{pid}/status")).ok()?;
         let owner = crate::kernel::rootfs::FsCreds::parse_status(&status)?.uid;
         let inner = status
             .lines()
