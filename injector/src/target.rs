@@ -192,9 +192,10 @@ pub fn is_kernel_thread(pid: i32, status: &Status) -> bool {
 /// threads. Both are usage errors (exit 2).
 pub fn check_is_process(pid: i32, status: &Status, cmd: &'static str) -> Result<(), TargetError> {
     if status.tgid > 0 && status.tgid != pid {
-        let comm = stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/comm", status.tgid))
-            .map(|c| c.trim_end_matches('\n').to_string())
-            .unwrap_or_else(|_| "?".into());
+        let comm =
+            stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/comm", status.tgid))
+                .map(|c| c.trim_end_matches('\n').to_string())
+                .unwrap_or_else(|_| "?".into());
         return Err(TargetError::NotAProcess {
             tid: pid,
             pid: status.tgid,
@@ -381,7 +382,9 @@ pub struct Target {
 }
 
 pub(crate) fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
-    stackdump_core::kernel::proc::read_proc_file(format!("/proc/{pid}/{file}")).map_err(|e| match e.kind() {
+    stackdump_core::kernel::proc::read_proc_file(format!("/proc/{pid}/{file}")).map_err(|e| match e
+        .kind()
+    {
         io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
         io::ErrorKind::PermissionDenied => TargetError::PermissionDenied {
             pid,
@@ -541,7 +544,8 @@ impl Target {
         };
         let mut any = false;
         for t in tasks.flatten() {
-            let Ok(text) = stackdump_core::kernel::proc::read_proc_text(t.path().join("status")) else {
+            let Ok(text) = stackdump_core::kernel::proc::read_proc_text(t.path().join("status"))
+            else {
                 continue;
             };
             let Some(st) = Status::parse(&text) else {
@@ -572,8 +576,11 @@ impl Target {
         if let Some(st) = self.lib_state() {
             let same_ns = self.status.ns_pid == 0 || self.status.ns_pid == self.pid;
             if same_ns
-                && stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/task/{}/comm", self.pid, st.tid))
-                    .is_ok_and(|c| c.trim_end() == "stackdump")
+                && stackdump_core::kernel::proc::read_proc_text(format!(
+                    "/proc/{}/task/{}/comm",
+                    self.pid, st.tid
+                ))
+                .is_ok_and(|c| c.trim_end() == "stackdump")
             {
                 return Some(st.tid);
             }
@@ -586,7 +593,8 @@ impl Target {
         let mut best: Option<(i32, u32)> = None;
         for tid in tids {
             let dir = format!("/proc/{}/task/{tid}", self.pid);
-            let Ok(comm) = stackdump_core::kernel::proc::read_proc_text(format!("{dir}/comm")) else {
+            let Ok(comm) = stackdump_core::kernel::proc::read_proc_text(format!("{dir}/comm"))
+            else {
                 continue;
             };
             if comm.trim_end() != "stackdump" {
@@ -646,7 +654,11 @@ impl Target {
 
     /// Signals pending for one thread of the target (`SigPnd` of its task), as a mask.
     pub fn thread_pending(&self, tid: i32) -> Option<u64> {
-        let text = stackdump_core::kernel::proc::read_proc_text(format!("/proc/{}/task/{tid}/status", self.pid)).ok()?;
+        let text = stackdump_core::kernel::proc::read_proc_text(format!(
+            "/proc/{}/task/{tid}/status",
+            self.pid
+        ))
+        .ok()?;
         let line = text.lines().find(|l| l.starts_with("SigPnd:"))?;
         u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
     }

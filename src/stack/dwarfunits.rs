@@ -72,12 +72,31 @@ impl UnitIndex {
 /// type offset 4).
 const FILLER: usize = 24;
 
-/// The offsets of every unit of `info` (headers only: nothing inside a unit is read).
+/// The offsets of every unit of `info`: a walk from one unit's length field to the next (in
+/// the 32- or 64-bit format), nothing else of a unit read (gimli's parse of every header took
+/// 0.55 ms of a first dump for the C library's 4126 units). None when a length runs past the
+/// section or is one of the reserved values. What is at an offset is checked when a unit is
+/// kept ([`filtered_info`]); the others only bound the fillers.
 pub fn unit_offsets(info: &[u8], endian: gimli::RunTimeEndian) -> Option<Vec<usize>> {
+    use gimli::Endianity;
     let mut out = Vec::new();
-    let mut headers = gimli::DebugInfo::new(info, endian).units();
-    while let Some(h) = headers.next().ok()? {
-        out.push(h.debug_info_offset()?.0);
+    let mut at = 0usize;
+    while at < info.len() {
+        let bytes = |from: usize, n: usize| info.get(from..from.checked_add(n)?);
+        let short = endian.read_u32(bytes(at, 4)?);
+        let (length, header) = match short {
+            0xffff_ffff => (endian.read_u64(bytes(at + 4, 8)?), 12),
+            0xffff_fff0.. => return None,
+            n => (u64::from(n), 4),
+        };
+        out.push(at);
+        let next = at
+            .checked_add(header)?
+            .checked_add(usize::try_from(length).ok()?)?;
+        if next > info.len() {
+            return None;
+        }
+        at = next;
     }
     Some(out)
 }
@@ -238,6 +257,47 @@ fn refers_outside(abbrev: &[u8], endian: gimli::RunTimeEndian, offset: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The length walk finds the units gimli's header parse finds, in this test binary and in
+    /// the C library's debug file (when installed); a length past the end is refused.
+    #[test]
+    fn unit_offsets_are_the_units_gimli_parses() {
+        use object::{Object, ObjectSection};
+        let le = gimli::RunTimeEndian::Little;
+        let mut files = vec![std::fs::read_link("/proc/self/exe").unwrap()];
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        if let Some(libc) = maps.iter().find(|m| m.path.contains("/libc.so")) {
+            let debug = crate::stack::symbols::debug_source(
+                std::path::Path::new(&libc.path),
+                std::path::Path::new("/"),
+            );
+            files.push(debug);
+        }
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            let obj = object::File::parse(&*data).unwrap();
+            let Some(section) = obj.section_by_name(".debug_info") else {
+                continue;
+            };
+            let info = section.uncompressed_data().unwrap();
+            let mut expected = Vec::new();
+            let mut headers = gimli::DebugInfo::new(&*info, le).units();
+            while let Some(h) = headers.next().unwrap() {
+                expected.push(h.debug_info_offset().unwrap().0);
+            }
+            assert!(!expected.is_empty(), "{}", file.display());
+            assert_eq!(
+                unit_offsets(&info, le),
+                Some(expected),
+                "{}",
+                file.display()
+            );
+        }
+        let mut cut = unit(&[1, 2, 3]);
+        cut[0] = 200;
+        assert_eq!(unit_offsets(&cut, le), None);
+        assert_eq!(unit_offsets(&[0xff, 0xff, 0xff, 0xf0], le), None);
+    }
 
     /// A unit header of the 32-bit DWARF 4 format with one DIE (abbreviation 1), `body` bytes.
     fn unit(body: &[u8]) -> Vec<u8> {
