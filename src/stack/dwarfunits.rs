@@ -281,7 +281,7 @@ mod tests {
             };
             let info = section.uncompressed_data().unwrap();
             let mut expected = Vec::new();
-            let mut headers = gimli::DebugInfo::new(&*info, le).units();
+            let mut headers = gimli::DebugInfo::new(&info, le).units();
             while let Some(h) = headers.next().unwrap() {
                 expected.push(h.debug_info_offset().unwrap().0);
             }
