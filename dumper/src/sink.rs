@@ -2,7 +2,8 @@
 //!
 //! Each file is created under its temporary name (`.stackdump-<pid>-<time>Z[-r<request>].<ext>.tmp`,
 //! [`DumpFileName::temp_name`]) with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 (never on fds
-//! 0-2), written, fsync'd, then renamed to its name (`stackdump-<pid>-<time>Z[-r<request>].<ext>`,
+//! 0-2), written (its writeback started at once, so that the next file is written meanwhile),
+//! fsync'd, then renamed to its name (`stackdump-<pid>-<time>Z[-r<request>].<ext>`,
 //! [`DumpFileName`]) without replacing anything. A reader sees a
 //! complete file or none. When one dump serves several requests, each extra request gets a hard
 //! link with its own `-r<id>` name. Nothing here touches a host fd.
@@ -70,6 +71,14 @@ pub type Written = Vec<String>;
 
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in file name"))
+}
+
+/// Start writing `fd`'s pages to the disk without waiting (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`): the next file is serialized while this one's data travels, and the
+/// `fsync` that follows finds it done. Advisory: an error changes nothing (the `fsync` does it).
+fn start_writeback(fd: &OwnedFd) {
+    // SAFETY: sync_file_range on our own fd, with integer arguments only.
+    unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 fn fsync(fd: &OwnedFd) -> io::Result<()> {
@@ -175,8 +184,10 @@ pub fn write(
     let name = |candidate: u32, request: Option<u64>, format: DumpFormat| {
         DumpFileName::new(pid, millis + i64::from(candidate), request, format)
     };
-    // 1. Every file complete under a temporary name.
+    // 1. Every file complete under a temporary name: each written and its writeback started,
+    //    then each fsync'd (its data went to the disk while the next file was written).
     let mut tmps: Vec<CString> = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
     for out in outputs {
         let tmp = cstr(&name(0, request, out.format).temp_name())?;
         let fd = match sys::create_exclusive(&dirfd, &tmp) {
@@ -194,10 +205,19 @@ pub fn write(
                 return Err(e);
             }
         };
-        let result = write_content(&fd, out).and_then(|()| fsync(&fd));
-        drop(fd);
+        let result = write_content(&fd, out);
         tmps.push(tmp);
         if let Err(e) = result {
+            for t in &tmps {
+                let _ = sys::unlink(&dirfd, t);
+            }
+            return Err(e);
+        }
+        start_writeback(&fd);
+        fds.push(fd);
+    }
+    for fd in fds {
+        if let Err(e) = fsync(&fd) {
             for t in &tmps {
                 let _ = sys::unlink(&dirfd, t);
             }
