@@ -440,11 +440,9 @@ impl TaskReader {
     /// Open and keep `tid`'s `schedstat` unless it is kept already (see
     /// [`TaskReader::open_run_counters`]).
     fn open_run_counter(&mut self, tid: Tid) {
-        let kept = self
-            .kept
-            .as_ref()
-            .is_some_and(|k| k.tasks.get(&tid).is_some_and(|f| f[4].is_some()));
-        if kept || self.kept.is_none() {
+        let Some(k) = &self.kept else { return };
+        let kept = k.tasks.get(&tid).is_some_and(|f| f[4].is_some());
+        if kept || k.open >= k.budget {
             return;
         }
         if let Ok(fd) = self.open(tid, c"schedstat") {
@@ -554,10 +552,6 @@ impl KeptFiles {
     }
 }
 
-/// Read all of `fd` into `buf` (cleared first); from offset 0 with `pread` when `again` (a
-/// kept file), else from the file's position. A short read is the end: every file read here
-/// is a `/proc` task file made of one record (`single_open`), which the kernel gives whole
-/// as far as the buffer allows (this saves the read that would return 0).
 /// The whole of a small `/proc` file (`status`, `stat`, `maps`, `environ`...), read into a
 /// 4 KiB buffer first: `std::fs::read` sees the size 0 that `/proc` states and starts with a
 /// 32-byte read, doubling it, so a 1.5 KiB `status` took 8 system calls instead of 2. Read to
@@ -576,6 +570,10 @@ pub fn read_proc_text(path: impl AsRef<Path>) -> io::Result<String> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Read all of `fd` into `buf` (cleared first); from offset 0 with `pread` when `again` (a
+/// kept file), else from the file's position. A short read is the end: every file read here
+/// is a `/proc` task file made of one record (`single_open`), which the kernel gives whole
+/// as far as the buffer allows (this saves the read that would return 0).
 fn read_all(fd: std::os::fd::RawFd, buf: &mut Vec<u8>, again: bool) -> io::Result<()> {
     buf.clear();
     loop {
@@ -934,18 +932,21 @@ mod tests {
 
     #[test]
     fn numeric_entries_match_read_dir() {
-        let mut ours = numeric_entries(Path::new("/proc/self/fd")).unwrap();
-        let mut std_: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        // A directory nothing else changes (the tests running beside this one open and close
+        // fds, so /proc/self/fd is not one): numeric names only, as read_dir lists them.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["1", "2", "10", "0x3", "x", "99999999999"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let mut ours = numeric_entries(dir.path()).unwrap();
+        let mut std_: Vec<i32> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         ours.sort();
         std_.sort();
-        // read_dir's own fd may differ; every fd but the listing's own is in both.
-        assert!(
-            ours.iter().filter(|f| std_.contains(f)).count() + 1 >= ours.len(),
-            "{ours:?} vs {std_:?}"
-        );
+        assert_eq!(ours, std_);
+        assert_eq!(ours, vec![1, 2, 10]);
         let procs = numeric_entries(Path::new("/proc")).unwrap();
         assert!(procs.contains(&(std::process::id() as i32)));
         assert!(numeric_entries(Path::new("/nonexistent")).is_err());

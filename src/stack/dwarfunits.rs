@@ -75,8 +75,10 @@ const FILLER: usize = 24;
 /// The offsets of every unit of `info`: a walk from one unit's length field to the next (in
 /// the 32- or 64-bit format), nothing else of a unit read (gimli's parse of every header took
 /// 0.55 ms of a first dump for the C library's 4126 units). None when a length runs past the
-/// section or is one of the reserved values. What is at an offset is checked when a unit is
-/// kept ([`filtered_info`]); the others only bound the fillers.
+/// section, is one of the reserved values, or is shorter than the smallest unit header
+/// (7 bytes after the length: version, abbreviations offset, address size), as gimli refuses.
+/// What is at an offset is checked when a unit is kept ([`filtered_info`]); the others bound
+/// the fillers and name the unit a reference lands in ([`with_referenced_units`]).
 pub fn unit_offsets(info: &[u8], endian: gimli::RunTimeEndian) -> Option<Vec<usize>> {
     use gimli::Endianity;
     let mut out = Vec::new();
@@ -89,6 +91,9 @@ pub fn unit_offsets(info: &[u8], endian: gimli::RunTimeEndian) -> Option<Vec<usi
             0xffff_fff0.. => return None,
             n => (u64::from(n), 4),
         };
+        if length < 7 {
+            return None;
+        }
         out.push(at);
         let next = at
             .checked_add(header)?
@@ -293,10 +298,22 @@ mod tests {
                 file.display()
             );
         }
+        // A length past the end, a reserved length, one shorter than any header: refused.
         let mut cut = unit(&[1, 2, 3]);
         cut[0] = 200;
         assert_eq!(unit_offsets(&cut, le), None);
-        assert_eq!(unit_offsets(&[0xff, 0xff, 0xff, 0xf0], le), None);
+        let mut reserved = unit(&[1, 2, 3]);
+        reserved[..4].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        assert_eq!(unit_offsets(&reserved, le), None);
+        assert_eq!(unit_offsets(&[2, 0, 0, 0, 5, 0], le), None);
+        // The 64-bit format: 0xffffffff, then a u64 length; the next unit follows it.
+        let body = &unit(&[1, 2, 3])[4..];
+        let mut wide = vec![0xff; 4];
+        wide.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        wide.extend_from_slice(body);
+        let second = wide.len();
+        wide.extend_from_slice(&unit(&[4, 5]));
+        assert_eq!(unit_offsets(&wide, le), Some(vec![0, second]));
     }
 
     /// A unit header of the 32-bit DWARF 4 format with one DIE (abbreviation 1), `body` bytes.

@@ -196,6 +196,10 @@ impl SymbolTable {
 /// `ModuleDebug`, dropped before the buffers, and only owned data leaves it.
 type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
+/// More entry points than this in one file: not believed (the pass would cost that much on
+/// every question). A real module has a handful.
+const MAX_ROOTS: usize = 256;
+
 /// Where a module's thread entry points are ([`crate::stack::unwind::THREAD_ROOTS`], glibc's
 /// `__GI_` aliases included), from its symbol table: what a capture asks of every stack ("does
 /// it end at its thread's entry point?") answered by one pass over the symbols, without sorting
@@ -219,7 +223,7 @@ impl Roots {
     }
 
     fn of<'d, R: object::ReadRef<'d>>(obj: &object::File<'d, R>) -> Roots {
-        use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+        use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolSection};
         // The table object's symbol map would read: the full one, else the dynamic one.
         let too_big = [".symtab", ".dynsym"]
             .iter()
@@ -228,8 +232,12 @@ impl Roots {
         if too_big {
             return Roots::default();
         }
-        let defined = |s: &object::Symbol<'d, '_, R>| {
-            s.is_definition() && s.kind() == SymbolKind::Text && s.address() != 0
+        // Code: of what `object`'s symbol map keeps (text, data, untyped), all but data; an
+        // untyped symbol may be code (musl's `_start` is hand-written assembly without a type).
+        let code = |s: &object::Symbol<'d, '_, R>| {
+            s.is_definition()
+                && matches!(s.kind(), SymbolKind::Text | SymbolKind::Unknown)
+                && s.address() != 0
         };
         let scan = |with: &mut dyn FnMut(&object::Symbol<'d, '_, R>)| {
             if obj.symbols().next().is_some() {
@@ -238,47 +246,69 @@ impl Roots {
                 obj.dynamic_symbols().for_each(|s| with(&s));
             }
         };
-        let mut ranges = Vec::new();
-        let mut sizeless = false;
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        // Entry points without a size (hand-written assembly): their start and where their
+        // section ends.
+        let mut sizeless: Vec<(u64, u64)> = Vec::new();
+        let mut too_many = false;
         scan(&mut |s| {
-            if !defined(s) {
+            if too_many || !code(s) {
                 return;
             }
             let Ok(name) = s.name_bytes() else { return };
             let name = name.strip_prefix(b"__GI_").unwrap_or(name);
-            if crate::stack::unwind::THREAD_ROOTS
+            if !crate::stack::unwind::THREAD_ROOTS
                 .iter()
                 .any(|r| r.as_bytes() == name)
             {
-                ranges.push((s.address(), s.address().saturating_add(s.size())));
-                sizeless |= s.size() == 0;
+                return;
             }
+            let start = s.address();
+            if s.size() != 0 {
+                ranges.push((start, start.saturating_add(s.size())));
+            } else {
+                let section_end = match s.section() {
+                    SymbolSection::Section(i) => obj
+                        .section_by_index(i)
+                        .ok()
+                        .map(|sec| sec.address().saturating_add(sec.size())),
+                    _ => None,
+                };
+                sizeless.push((start, section_end.unwrap_or(u64::MAX)));
+            }
+            // A file claiming more entry points than any real one has is not believed.
+            too_many = ranges.len() + sizeless.len() > MAX_ROOTS;
         });
-        if sizeless {
-            // An entry point without a size (hand-written assembly) ends where the next
-            // function starts, as a sorted table would say.
-            let mut next: Vec<u64> = ranges.iter().map(|_| u64::MAX).collect();
+        if too_many {
+            return Roots::default();
+        }
+        if !sizeless.is_empty() {
+            // One that has no size ends where the next symbol starts, as a sorted table would
+            // say: one more pass, each symbol bounding the nearest such entry point below it
+            // (O(symbols × log entry points); the entry points are themselves symbols, so the
+            // nearest one below is the only one a symbol can end).
+            sizeless.sort_unstable();
+            sizeless.dedup_by_key(|r| r.0);
             scan(&mut |s| {
-                if !defined(s) {
+                if !s.is_definition() || s.address() == 0 {
                     return;
                 }
-                for (i, &(start, end)) in ranges.iter().enumerate() {
-                    if start == end && s.address() > start && s.address() < next[i] {
-                        next[i] = s.address();
-                    }
+                let a = s.address();
+                let i = sizeless.partition_point(|r| r.0 < a);
+                if let Some(r) = i.checked_sub(1).and_then(|i| sizeless.get_mut(i)) {
+                    r.1 = r.1.min(a);
                 }
             });
-            for (r, n) in ranges.iter_mut().zip(next) {
-                if r.0 == r.1 {
-                    r.1 = n;
-                }
-            }
+            ranges.extend(sizeless);
         }
+        ranges.sort_unstable();
+        ranges.dedup();
         Roots { ranges }
     }
 
     /// Whether `svma` (an address in the file, already inside the call for return addresses)
-    /// lies in a thread entry point; None when the table names none at all (stripped).
+    /// lies in a thread entry point; None when the table names none (stripped, no table, or
+    /// no entry point in this module).
     pub fn holds(&self, svma: u64) -> Option<bool> {
         if self.ranges.is_empty() {
             return None;
@@ -296,21 +326,21 @@ pub struct ModuleDebug {
     /// Built when first needed (DWARF names most addresses: a module with DWARF may never
     /// need it), from `file`.
     names: std::cell::OnceCell<SymbolTable>,
-    /// Borrows from `sections` and `maps`; declared before them, so it is dropped first.
+    /// Borrows from `sections`, `maps` and `file`; declared before them, so it is dropped
+    /// first.
     dwarf: Option<Lookup>,
     /// The DWARF sections decompressed, never moved or changed while `dwarf` lives (boxed
     /// slices: their bytes stay where they are when the struct moves).
     #[allow(dead_code)]
     sections: Vec<Box<[u8]>>,
-    /// The file, mapped (sections stored uncompressed are read from here), and the cache file
-    /// the decompressed sections were read from, if any.
+    /// The cache file the decompressed sections were read from, if any.
     #[allow(dead_code)]
     maps: Vec<Mapped>,
     /// The share of the run's budget that `sections` use ([`crate::limits`]).
     #[allow(dead_code)]
     budget: crate::limits::Reservation,
-    /// The file the symbols are read from, mapped (its symbol table is read from here, when
-    /// first needed).
+    /// The file the symbols are read from, mapped: the sections stored uncompressed are read
+    /// from here (by `dwarf`, declared before it), and its symbol table when first needed.
     file: Option<Mapped>,
 }
 
@@ -558,8 +588,8 @@ fn wanted(id: gimli::SectionId) -> bool {
 
 /// The DWARF context of `obj`. Sections stored uncompressed are borrowed from the file's
 /// mapping; compressed ones are read from `cache` (its mapping is pushed to `maps`) or
-/// decompressed into `sections` (and then written to `cache`). `sections` and `maps` must
-/// outlive the context: see [`ModuleDebug`]. What is decompressed is paid for from the run's
+/// decompressed into `sections` (and then written to `cache`). `sections`, `maps` and the
+/// file's mapping must outlive the context: see [`ModuleDebug`]. What is decompressed is paid for from the run's
 /// budget into `budget` ([`crate::limits`]): a section that would exceed the module's or the
 /// run's share, or whose header states an implausible size, is left out (empty).
 fn dwarf_of<'d>(
@@ -618,7 +648,8 @@ fn dwarf_of<'d>(
         };
         if let Some(b) = borrowed {
             // SAFETY: `b` borrows the file's mapping or the cache file's, which the caller keeps
-            // in the same `ModuleDebug` as the context (`maps`), and drops after it.
+            // in the same `ModuleDebug` as the context (`file`, `maps`: fields declared after
+            // `dwarf`, so dropped after it).
             let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) };
             return Ok(gimli::EndianSlice::new(bytes, endian));
         }
@@ -958,7 +989,7 @@ mod tests {
                     // The table keeps one name per address, maybe a versioned alias
                     // (`__libc_start_main@GLIBC_2.2.5`): the pass over every symbol also
                     // sees the function's other names, so it may say yes where the table
-                    // says no, at an entry point's own address only.
+                    // says no, inside a function whose start is an entry point's start.
                     let alias = holds
                         && !expected
                         && roots.ranges.iter().any(|&(start, _)| start == address);
@@ -973,6 +1004,47 @@ mod tests {
             if module == libc {
                 assert!(found >= 2, "no entry point in {}", source.display());
             }
+        }
+    }
+
+    /// Entry points without a type or a size (hand-written assembly; musl's `_start`) are
+    /// found, and end where the next symbol (of any type) starts or, for the last one, where
+    /// their section ends: assembled by `cc` into an object file.
+    #[test]
+    fn roots_without_a_type_or_a_size_end_at_the_next_symbol() {
+        const ASM: &str = "\t.text\n\t.byte 0x90\n\
+            \t.globl _start\n_start:\n\t.byte 0x90, 0x90\n\
+            \t.globl helper\nhelper:\n\t.byte 0x90\n\
+            \t.globl start_thread\n\t.type start_thread, @function\nstart_thread:\n\
+            \t.byte 0x90, 0x90, 0x90\n\t.size start_thread, . - start_thread\n\
+            \t.type after, @function\nafter:\n\t.byte 0x90\n\t.size after, . - after\n\
+            \t.globl clone\nclone:\n\t.byte 0x90\n";
+        let dir = tempfile::tempdir().unwrap();
+        let (asm, obj) = (dir.path().join("roots.s"), dir.path().join("roots.o"));
+        std::fs::write(&asm, ASM).unwrap();
+        let cc = std::process::Command::new("cc")
+            .arg("-c")
+            .arg(&asm)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .expect("cc (needed to assemble the test object)");
+        assert!(cc.success(), "cc -c {}", asm.display());
+        let roots = Roots::load(&obj);
+        // _start 1..3 (untyped, no size), helper 3, start_thread 4..7, after 7..8, clone 8..
+        // (untyped, no size) up to the end of .text at 9.
+        for (svma, root) in [
+            (1, true),
+            (2, true),
+            (3, false),
+            (4, true),
+            (6, true),
+            (7, false),
+            (8, true),
+            (9, false),
+            (100, false),
+        ] {
+            assert_eq!(roots.holds(svma), Some(root), "{svma:#x}: {roots:?}");
         }
     }
 

@@ -626,9 +626,16 @@ fn load(
         return Ok((m, bias, None, kept, starts));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
-    // A file only root or we may write is mapped (no system call per header or name read);
-    // one someone else may rewrite is read through the capped cache below.
-    if let Ok(map) = crate::stack::mapped::Mapped::map_if_safe(&f) {
+    // Our own process's module files, when only root or we may write them, are mapped (no
+    // system call per header or name read): a host that truncated one of its own libraries
+    // would fault on that library's code anyway. Another process's (inspect, as root) are read
+    // through the capped cache below: a target running as root could truncate a root-owned
+    // file under a mapping, and the fault (SIGBUS) would end the CLI.
+    let own = source.proc_dir == Path::new("/proc/self");
+    if let Some(map) = own
+        .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
+        .flatten()
+    {
         let bytes = map.bytes();
         let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
         // The unwind sections are copied into the buffers framehop keeps (the mapping is
