@@ -796,7 +796,8 @@ class Bench:
                 # a stop, running ones stopped one at a time with ptrace). Cold: an empty cache of
                 # decompressed debug sections each run (what a first inspect on a host pays);
                 # warm: the cache the first of them wrote.
-                cache = os.path.join(self.work, f"dwarf-cache-{n}-{depth}")
+                # One cache per build (--compare): the second build must not find the first's.
+                cache = os.path.join(self.work, f"dwarf-cache-{n}-{depth}" + (f"-{build}" if build else ""))
                 for i in range(R):
                     env = dict(self.env_tools, STACKDUMP_CACHE_DIR=f"{cache}-cold-{i}")
                     insp_cold.append(run_tool(self.cmd_inspect(t.pid), spinner=t.spinner, env=env))
