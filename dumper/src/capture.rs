@@ -227,20 +227,19 @@ impl DumpThread {
         let release = watchdog.is_none();
         let mut released = false;
         loop {
-            if release && !released && self.sequence == 0 {
-                sys::release_clean_library_pages();
-                sys::prefault_code(&[
-                    crate::state::OUR_TRIGGER_HANDLER.load(Ordering::Relaxed),
-                    sigctx::trigger::on_trigger as *const () as usize,
-                    self.handler,
-                ]);
-                released = true;
-            }
             let timeout = match &watchdog {
                 Some(w) => w.timeout().min(watch.timeout()),
                 None => watch.timeout(),
             };
-            trigger::wait_for_work(Some(timeout));
+            // Dropped right before the wait (see `trigger::wait_for_work`).
+            let keep = [
+                crate::state::OUR_TRIGGER_HANDLER.load(Ordering::Relaxed),
+                sigctx::trigger::on_trigger as *const () as usize,
+                self.handler,
+            ];
+            let drop_now = release && !released && self.sequence == 0;
+            released |= drop_now;
+            trigger::wait_for_work(Some(timeout), drop_now.then_some(&keep[..]));
             if watch.check_if_due(&self.cfg.dir, false) {
                 released = false;
                 self.close_idle_task_files();
