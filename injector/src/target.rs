@@ -378,8 +378,12 @@ pub struct Target {
     /// [`env`]: Target::env
     pub state: StateRead,
     /// [`Target::dump_thread`], found once (it reads every task's name).
-    dump_tid: std::cell::OnceCell<Option<i32>>,
+    dump_tid: std::cell::Cell<Option<Option<i32>>>,
 }
+
+/// How long [`Target::dump_thread_or_wait`] waits for the dump thread of a process whose library
+/// has not published its state yet.
+pub const YOUNG_DUMP_THREAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, TargetError> {
     stackdump_core::kernel::proc::read_proc_file(format!("/proc/{pid}/{file}")).map_err(|e| match e
@@ -478,7 +482,7 @@ impl Target {
             pidfd,
             status,
             env,
-            dump_tid: std::cell::OnceCell::new(),
+            dump_tid: std::cell::Cell::new(None),
         };
         if !target.alive() {
             return Err(TargetError::NoSuchProcess { pid });
@@ -567,7 +571,38 @@ impl Target {
     /// the synchronous ones; while it waits in `sigwaitinfo`, `SigBlk` shows all but those and
     /// the two it waits for).
     pub fn dump_thread(&self) -> Option<i32> {
-        *self.dump_tid.get_or_init(|| self.find_dump_thread())
+        if let Some(known) = self.dump_tid.get() {
+            return known;
+        }
+        let found = self.find_dump_thread();
+        self.dump_tid.set(Some(found));
+        found
+    }
+
+    /// [`Target::dump_thread`]; when there is none yet and the library has not published its
+    /// state page either, wait for it (at most [`YOUNG_DUMP_THREAD_PATIENCE`], while the
+    /// process lives): in a process started a moment ago the library's constructor has created
+    /// the thread, which names itself and publishes its page when it first runs, milliseconds
+    /// later on a loaded machine. A process whose thread ran once and is gone (or a child made
+    /// without fork()'s handlers, which sees its parent's page) is answered at once.
+    pub fn dump_thread_or_wait(&self) -> Option<i32> {
+        if let Some(tid) = self.dump_thread() {
+            return Some(tid);
+        }
+        if self.library.is_none() || self.lib_state().is_some() {
+            return None;
+        }
+        let until = std::time::Instant::now() + YOUNG_DUMP_THREAD_PATIENCE;
+        let mut pause = std::time::Duration::from_millis(1);
+        while std::time::Instant::now() < until && self.alive() {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            if let Some(tid) = self.find_dump_thread() {
+                self.dump_tid.set(Some(Some(tid)));
+                return Some(tid);
+            }
+        }
+        None
     }
 
     fn find_dump_thread(&self) -> Option<i32> {
@@ -795,7 +830,7 @@ impl Target {
                 ),
                 format!("Continue it first (kill -s CONT {}, or detach the debugger); --force sends anyway", self.pid),
             ));
-        } else if self.dump_thread().is_none() {
+        } else if self.dump_thread_or_wait().is_none() {
             // Nothing in the process serves a trigger: a host thread would record it in the
             // library's handler and wake nobody (or run the application's handler).
             let why = if self.all_threads_block(signal.number) {
@@ -946,7 +981,7 @@ mod tests {
             library: None,
             libc: arch::Libc::Glibc,
             state: StateRead::Missing,
-            dump_tid: std::cell::OnceCell::new(),
+            dump_tid: std::cell::Cell::new(None),
         };
         let (reason, todo) = init.init_refusal(&usr1).unwrap();
         assert!(
