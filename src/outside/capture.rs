@@ -137,6 +137,8 @@ pub struct Prepared {
 }
 
 struct Ready {
+    /// The cache of decompressed debug sections (and what is derived from them), if any.
+    cache: Option<DwarfCache>,
     maps: Vec<Mapping>,
     modules: Modules,
     loader: DebugLoader,
@@ -178,7 +180,7 @@ impl Prepared {
         }
         let mut modules = Modules::new(ModuleSource::process(pid));
         modules.sync(&maps);
-        let mut loader = DebugLoader::start(proc_dir.join("root"), cache);
+        let mut loader = DebugLoader::start(proc_dir.join("root"), cache.clone());
         // The module the main thread is blocked in (its C library, nearly always), and the
         // executable.
         if let Ok(b) = std::fs::read(proc_dir.join("syscall")) {
@@ -198,6 +200,7 @@ impl Prepared {
         Prepared {
             pid,
             ready: Ok(Ready {
+                cache,
                 maps,
                 modules,
                 loader,
@@ -309,12 +312,16 @@ pub struct Capture {
 impl Capture {
     /// A capture of the process `prepared` was started for.
     pub fn new(prepared: Prepared, opts: &Options) -> Capture {
+        let cache = prepared.ready.as_ref().ok().and_then(|r| r.cache.clone());
         Capture {
             pid: prepared.pid,
             ready: prepared.ready,
             copy_blocked: !opts.consistent,
             memory: ProcessMemory { pid: prepared.pid },
-            names: Names::default(),
+            names: Names {
+                roots: HashMap::new(),
+                cache,
+            },
             scratch: Vec::new(),
             window: opts.window,
             max_frames: opts.max_frames,
@@ -486,6 +493,7 @@ impl Capture {
             mut modules,
             mut loader,
             jit: exec_regions,
+            ..
         } = match ready {
             Ok(r) => r,
             Err(why) => {
@@ -979,9 +987,10 @@ fn settle_python(
 /// The modules' thread entry points, from their symbol tables (cheap: one pass over each, no
 /// DWARF), for deciding during the capture whether a stack read without a stop reached its
 /// thread's entry point.
-#[derive(Default)]
 struct Names {
     roots: HashMap<PathBuf, Roots>,
+    /// Where the entry points of a cached debug file are read from ([`Roots::load_cached`]).
+    cache: Option<DwarfCache>,
 }
 
 impl Names {
@@ -999,7 +1008,7 @@ impl Names {
         };
         self.roots
             .entry(file.to_path_buf())
-            .or_insert_with(|| Roots::load(&debug_source(file, root)))
+            .or_insert_with(|| Roots::load_cached(&debug_source(file, root), self.cache.as_ref()))
             .holds(ip.wrapping_sub(m.bias))
             .unwrap_or(false)
     }

@@ -56,6 +56,32 @@ impl UnitIndex {
         UnitIndex { ranges }
     }
 
+    /// The index as words (begin, end, unit offset of each range), to be cached
+    /// ([`crate::stack::dwarfcache::INDEX_ARANGES`]).
+    pub fn to_words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ranges.iter().flat_map(|&(b, e, u)| [b, e, u as u64])
+    }
+
+    /// The index [`UnitIndex::to_words`] gave, when its ranges are sorted by begin, not empty
+    /// and their units lie in a `.debug_info` of `info_len` bytes (None otherwise: derived
+    /// again).
+    pub fn from_words(words: &[u64], info_len: usize) -> Option<UnitIndex> {
+        let ranges: Vec<(u64, u64, usize)> = words
+            .chunks_exact(3)
+            .map(|w| {
+                Some((
+                    w[0],
+                    w[1],
+                    usize::try_from(w[2]).ok().filter(|&u| u < info_len)?,
+                ))
+            })
+            .collect::<Option<_>>()?;
+        let sound = words.len() % 3 == 0
+            && ranges.iter().all(|r| r.0 < r.1)
+            && ranges.windows(2).all(|w| w[0] <= w[1]);
+        sound.then_some(UnitIndex { ranges })
+    }
+
     /// The offset of the unit holding `addr`.
     pub fn unit_of(&self, addr: u64) -> Option<usize> {
         let i = self
@@ -65,6 +91,23 @@ impl UnitIndex {
         let (begin, end, unit) = self.ranges[i];
         (begin <= addr && addr < end).then_some(unit)
     }
+}
+
+/// Unit offsets as cached ([`crate::stack::dwarfcache::INDEX_UNITS`]), when they are what
+/// [`unit_offsets`] gives for a `.debug_info` of `info_len` bytes could be: starting at 0,
+/// strictly ascending, each leaving room for a unit header before the next and the end.
+pub fn offsets_from_words(words: &[u64], info_len: usize) -> Option<Vec<usize>> {
+    let offsets: Vec<usize> = words
+        .iter()
+        .map(|&w| usize::try_from(w).ok())
+        .collect::<Option<_>>()?;
+    let sound = offsets.is_empty() == (info_len == 0)
+        && offsets.first().map_or(true, |&o| o == 0)
+        && offsets.windows(2).all(|w| w[0].saturating_add(11) <= w[1])
+        && offsets
+            .last()
+            .map_or(true, |&o| o.saturating_add(11) <= info_len);
+    sound.then_some(offsets)
 }
 
 /// The smallest gap a filler unit fits in: a DWARF 5 type unit header in the 32-bit format
@@ -446,5 +489,31 @@ mod tests {
             UnitIndex::new(&[], gimli::RunTimeEndian::Little).unit_of(0x1000),
             None
         );
+        // As cached: the same answers back; refused when unsorted, empty ranges or a unit
+        // beyond `.debug_info`.
+        let words: Vec<u64> = index.to_words().collect();
+        assert_eq!(words.len(), 9);
+        let back = UnitIndex::from_words(&words, 0x41).unwrap();
+        assert_eq!(back.ranges, index.ranges);
+        assert!(UnitIndex::from_words(&words, 0x40).is_none());
+        assert!(UnitIndex::from_words(&words[..8], 0x41).is_none());
+        let unsorted = [&words[3..6], &words[..3], &words[6..]].concat();
+        assert!(UnitIndex::from_words(&unsorted, 0x41).is_none());
+        assert!(UnitIndex::from_words(&[5, 5, 0], 0x41).is_none());
+    }
+
+    #[test]
+    fn cached_unit_offsets_are_checked() {
+        let info = [unit(&[1, 2, 3]), unit(&[4; 40]), unit(&[])].concat();
+        let offsets = unit_offsets(&info, gimli::RunTimeEndian::Little).unwrap();
+        let words: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
+        assert_eq!(offsets_from_words(&words, info.len()), Some(offsets.clone()));
+        // Not from 0, not ascending, no room for a header, past the end, none for a section.
+        assert!(offsets_from_words(&words[1..], info.len()).is_none());
+        assert!(offsets_from_words(&[0, words[2], words[1]], info.len()).is_none());
+        assert!(offsets_from_words(&[0, 5], info.len()).is_none());
+        assert!(offsets_from_words(&words, words[2] as usize + 5).is_none());
+        assert!(offsets_from_words(&[], info.len()).is_none());
+        assert_eq!(offsets_from_words(&[], 0), Some(Vec::new()));
     }
 }

@@ -222,6 +222,42 @@ impl Roots {
         }
     }
 
+    /// [`Roots::load`], read from `cache` when it holds the index of this very file
+    /// ([`crate::stack::dwarfcache::INDEX_ROOTS`]): the C library's debug file has 10 000
+    /// symbols, a pass over them 0.5-0.9 ms of a first dump.
+    pub fn load_cached(source: &Path, cache: Option<&DwarfCache>) -> Roots {
+        let Some(map) = Mapped::open(source) else {
+            return Roots::default();
+        };
+        let Ok(obj) = object::File::parse(map.bytes()) else {
+            return Roots::default();
+        };
+        cache
+            .and_then(|cache| {
+                let id = obj.build_id().ok().flatten()?;
+                let key = crate::stack::dwarfcache::Key::of(id, source)?;
+                let file = cache.load(&key, &[])?;
+                let section = file.section(crate::stack::dwarfcache::INDEX_ROOTS)?;
+                Roots::from_words(&crate::stack::dwarfcache::words(section, 2)?)
+            })
+            .unwrap_or_else(|| Roots::of(&obj))
+    }
+
+    /// The ranges as words (start, end of each), to be cached.
+    fn to_words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ranges.iter().flat_map(|&(s, e)| [s, e])
+    }
+
+    /// The ranges [`Roots::to_words`] gave, when they are sorted and no more than a real
+    /// module has.
+    fn from_words(words: &[u64]) -> Option<Roots> {
+        let ranges: Vec<(u64, u64)> = words.chunks_exact(2).map(|w| (w[0], w[1])).collect();
+        let sound = words.len() % 2 == 0
+            && ranges.len() <= MAX_ROOTS
+            && ranges.windows(2).all(|w| w[0] <= w[1]);
+        sound.then_some(Roots { ranges })
+    }
+
     fn of<'d, R: object::ReadRef<'d>>(obj: &object::File<'d, R>) -> Roots {
         use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolSection};
         // The table object's symbol map would read: the full one, else the dynamic one.
@@ -680,27 +716,65 @@ fn dwarf_of<'d>(
     for id in WANTED {
         loaded.push((id, load(id).ok()?));
     }
+    use crate::stack::dwarfcache::{to_words, words, INDEX_ARANGES, INDEX_ROOTS, INDEX_UNITS};
+    use crate::stack::dwarfunits::{offsets_from_words, unit_offsets, UnitIndex};
+    let slice = |want: gimli::SectionId| {
+        loaded
+            .iter()
+            .find(|(id, _)| *id == want)
+            .map_or(&[][..], |(_, r)| r.slice())
+    };
+    let (aranges, info) = (
+        slice(gimli::SectionId::DebugAranges),
+        slice(gimli::SectionId::DebugInfo),
+    );
+    // The index of the units, from the cache file when it has one that fits this file.
+    let index_words = |name: &str, group: usize| {
+        cached
+            .as_ref()
+            .and_then(|c| c.section(name))
+            .and_then(|b| words(b, group))
+    };
+    let index = index_words(INDEX_ARANGES, 3)
+        .and_then(|w| UnitIndex::from_words(&w, info.len()))
+        .unwrap_or_else(|| UnitIndex::new(aranges, endian));
+    let mut all_units =
+        index_words(INDEX_UNITS, 1).and_then(|w| offsets_from_words(&w, info.len()));
     if let (Some(cache), Some(key)) = (cache, &key) {
         if cached.is_none() && fresh.len() == compressed.len() {
-            let parts: Vec<(&str, &[u8])> =
-                fresh.iter().map(|&(n, i)| (n, &*sections[i])).collect();
+            // What a later process would derive from these sections goes with them.
+            all_units = unit_offsets(info, endian);
+            let derived = [
+                (INDEX_ARANGES, to_words(index.to_words())),
+                (
+                    INDEX_UNITS,
+                    to_words(all_units.iter().flatten().map(|&o| o as u64)),
+                ),
+                (INDEX_ROOTS, to_words(Roots::of(obj).to_words())),
+            ];
+            // Offsets are kept only with the units they index: none when the walk failed.
+            let parts: Vec<(&str, &[u8])> = fresh
+                .iter()
+                .map(|&(n, i)| (n, &*sections[i]))
+                .chain(
+                    derived
+                        .iter()
+                        .filter(|(n, _)| *n != INDEX_UNITS || all_units.is_some())
+                        .map(|(n, d)| (*n, &d[..])),
+                )
+                .collect();
             cache.store(key, &parts);
         }
     }
     if let Some(c) = cached {
         maps.push(c.into_map());
     }
-    let aranges = loaded
-        .iter()
-        .find(|(id, _)| *id == gimli::SectionId::DebugAranges)
-        .map_or(&[][..], |(_, r)| r.slice());
-    let index = crate::stack::dwarfunits::UnitIndex::new(aranges, endian);
     Some(Lookup {
         context: None,
         info: None,
         sections: loaded,
         index,
-        all_units: None,
+        all_units,
         units: None,
         failed: false,
     })
@@ -820,7 +894,7 @@ impl FileSymbolizer {
             .entry(file.to_path_buf())
             .or_insert_with(|| {
                 let source = debug_source(file, root);
-                let roots = Roots::load(&source);
+                let roots = Roots::load_cached(&source, self.dwarf_cache.as_ref());
                 (source, roots)
             })
             .1
@@ -1095,6 +1169,24 @@ mod tests {
         let mut prepared = ModuleDebug::load_from(source, None);
         prepared.prepare(&svmas);
         let mut one_by_one = ModuleDebug::load_from(source, None);
+        // Through the cache: the first load writes the sections and their index, the second
+        // reads both (the unit offsets are known before any address is asked for).
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DwarfCache::at(dir.path());
+        drop(ModuleDebug::load_from(source, Some(&cache)));
+        let mut cached = ModuleDebug::load_from(source, Some(&cache));
+        let from_cache = cached.dwarf.as_ref().unwrap().all_units.is_some();
+        assert_eq!(
+            from_cache, must_be_partial,
+            "index of {} read from the cache",
+            source.display()
+        );
+        cached.prepare(&svmas);
+        if must_be_partial {
+            let cached_roots = Roots::load_cached(source, Some(&cache)).ranges;
+            assert!(!cached_roots.is_empty(), "{}", source.display());
+            assert_eq!(cached_roots, Roots::load(source).ranges);
+        }
         let mut named = 0;
         for (i, &a) in svmas.iter().enumerate() {
             let expected = whole.symbols(a);
@@ -1105,6 +1197,7 @@ mod tests {
                 a,
                 source.display()
             );
+            assert_eq!(cached.symbols(a), expected, "{a:#x} through the cache");
             if i % 16 == 0 {
                 assert_eq!(one_by_one.symbols(a), expected, "{:#x}", a);
             }

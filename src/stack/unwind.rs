@@ -177,7 +177,7 @@ impl ModuleSource {
 #[cfg(target_arch = "x86_64")]
 mod arch {
     use super::Regs as RawRegs;
-    pub type Unwinder = framehop::x86_64::UnwinderX86_64<Vec<u8>>;
+    pub type Unwinder = framehop::x86_64::UnwinderX86_64<super::SectionBytes>;
     pub type Cache = framehop::x86_64::CacheX86_64;
     pub fn regs(r: &RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
         framehop::x86_64::UnwindRegsX86_64::new(r.pc, r.sp, r.fp)
@@ -204,7 +204,7 @@ mod arch {
 #[cfg(target_arch = "aarch64")]
 mod arch {
     use super::Regs as RawRegs;
-    pub type Unwinder = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
+    pub type Unwinder = framehop::aarch64::UnwinderAarch64<super::SectionBytes>;
     pub type Cache = framehop::aarch64::CacheAarch64;
     pub fn regs(r: &RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
         framehop::aarch64::UnwindRegsAarch64::new(r.lr, r.sp, r.fp)
@@ -267,7 +267,7 @@ pub struct Modules {
     kept: HashMap<u64, u64>,
     /// Where the functions of each module start (SVMAs of its FDEs, from `.eh_frame_hdr`,
     /// sorted), by start of range: see [`Modules::function_start`].
-    starts: HashMap<u64, Vec<u64>>,
+    starts: HashMap<u64, FunctionStarts>,
 }
 
 impl Modules {
@@ -488,7 +488,7 @@ impl Modules {
     /// module's `.eh_frame_hdr` (None without one).
     pub fn function_start(&self, addr: u64) -> Option<u64> {
         let m = self.module_of(addr)?;
-        let starts = self.starts.get(&m.range.start)?;
+        let starts = self.starts.get(&m.range.start)?.table();
         let svma = addr.wrapping_sub(m.bias);
         let i = starts.partition_point(|&s| s <= svma).checked_sub(1)?;
         Some(starts[i].wrapping_add(m.bias))
@@ -582,14 +582,38 @@ impl Modules {
     }
 }
 
+/// The bytes of one unwind section framehop keeps: a copy, or a window of a module file of our
+/// own process mapped read-only (see [`load`]).
+pub enum SectionBytes {
+    Owned(Vec<u8>),
+    Mapped(std::sync::Arc<crate::stack::mapped::Mapped>, Range<usize>),
+}
+
+impl Default for SectionBytes {
+    fn default() -> SectionBytes {
+        SectionBytes::Owned(Vec::new())
+    }
+}
+
+impl std::ops::Deref for SectionBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SectionBytes::Owned(v) => v,
+            // The range was checked against the mapping's length when made.
+            SectionBytes::Mapped(m, r) => m.bytes().get(r.clone()).unwrap_or_default(),
+        }
+    }
+}
+
 /// A loaded module: framehop's view, its load bias, the path its file was opened from, the
 /// bytes of unwind tables it keeps, and where its functions start.
 type Loaded = (
-    framehop::Module<Vec<u8>>,
+    framehop::Module<SectionBytes>,
     u64,
     Option<PathBuf>,
     u64,
-    Vec<u64>,
+    FunctionStarts,
 );
 
 /// Read the unwind sections of one object. `anchor` is the mapping its bias is computed from
@@ -613,7 +637,9 @@ fn load(
         let read = |offset: u64, size: u64| {
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(usize::try_from(size).ok()?)?;
-            bytes.get(start..end).map(<[u8]>::to_vec)
+            bytes
+                .get(start..end)
+                .map(|b| SectionBytes::Owned(b.to_vec()))
         };
         let (m, bias, kept, starts) = module(
             &file,
@@ -627,26 +653,30 @@ fn load(
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     // Our own process's module files, when only root or we may write them, are mapped (no
-    // system call per header or name read): a host that truncated one of its own libraries
-    // would fault on that library's code anyway. Another process's (inspect, as root) are read
-    // through the capped cache below: a target running as root could truncate a root-owned
-    // file under a mapping, and the fault (SIGBUS) would end the CLI.
+    // system call per header or name read), and framehop reads their unwind sections from that
+    // mapping, kept with the module (no copy: 150-200 KB of `.eh_frame` per large library).
+    // A host that truncated one of its own libraries would fault on that library's code
+    // anyway; a module no longer mapped is dropped, with its mapping, by the next
+    // [`Modules::sync`], before anything is unwound. Another process's (inspect, as root) are
+    // read through the capped cache below: a target running as root could truncate a
+    // root-owned file under a mapping, and the fault (SIGBUS) would end the CLI.
     let own = source.proc_dir == Path::new("/proc/self");
     if let Some(map) = own
         .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
         .flatten()
     {
+        let map = std::sync::Arc::new(map);
         let bytes = map.bytes();
         let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
-        // The unwind sections are copied into the buffers framehop keeps (the mapping is
-        // unmapped when this returns), after the same caps as below.
+        // The unwind sections are windows of the mapping, after the same caps as below.
         let read = |offset: u64, size: u64| {
             if size > crate::limits::MAX_READ {
                 return None;
             }
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(usize::try_from(size).ok()?)?;
-            bytes.get(start..end).map(<[u8]>::to_vec)
+            bytes.get(start..end)?;
+            Some(SectionBytes::Mapped(map.clone(), start..end))
         };
         let (m, bias, kept, starts) = module(
             &file,
@@ -674,7 +704,7 @@ fn load(
         }
         let mut buf = vec![0u8; usize::try_from(size).ok()?];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
-        Some(buf)
+        Some(SectionBytes::Owned(buf))
     };
     let (m, bias, kept, starts) = module(
         &file,
@@ -689,7 +719,7 @@ fn load(
 
 /// framehop's view of a module, its load bias, the bytes of unwind tables it keeps, and where
 /// its functions start.
-type ModuleParts = (framehop::Module<Vec<u8>>, u64, u64, Vec<u64>);
+type ModuleParts = (framehop::Module<SectionBytes>, u64, u64, FunctionStarts);
 
 fn module<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
@@ -697,7 +727,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     range: Range<u64>,
     (first, first_offset): (u64, u64),
     remaining: u64,
-    read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
+    read: &dyn Fn(u64, u64) -> Option<SectionBytes>,
 ) -> Result<ModuleParts, String> {
     let bias = bias_of(file, first, first_offset)
         .ok_or("no loadable segment holds the mapped part of the file")?;
@@ -734,8 +764,19 @@ fn module<'d, R: object::ReadRef<'d>>(
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
     let starts = match (&eh_frame_hdr, svma(".eh_frame_hdr")) {
-        (Some(hdr), Some(at)) => fde_starts(hdr, at.start),
-        _ => Vec::new(),
+        // A window of a mapping: its table is read when first asked for.
+        (Some(SectionBytes::Mapped(map, r)), Some(at)) => FunctionStarts {
+            table: std::cell::OnceCell::new(),
+            hdr: Some((SectionBytes::Mapped(map.clone(), r.clone()), at.start)),
+        },
+        (Some(hdr), Some(at)) => FunctionStarts {
+            table: std::cell::OnceCell::from(fde_starts(hdr, at.start)),
+            hdr: None,
+        },
+        _ => FunctionStarts {
+            table: std::cell::OnceCell::from(Vec::new()),
+            hdr: None,
+        },
     };
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
         .iter()
@@ -759,6 +800,25 @@ fn module<'d, R: object::ReadRef<'d>>(
         kept,
         starts,
     ))
+}
+
+/// Where the functions of a module start ([`fde_starts`]): read from its `.eh_frame_hdr` when
+/// first asked for (most dumps never ask: only a stack that the CFI could not unwind does), or
+/// at once when that section is a copy.
+pub struct FunctionStarts {
+    table: std::cell::OnceCell<Vec<u64>>,
+    /// The section and its SVMA, while the table is not read.
+    hdr: Option<(SectionBytes, u64)>,
+}
+
+impl FunctionStarts {
+    fn table(&self) -> &[u64] {
+        self.table.get_or_init(|| {
+            self.hdr
+                .as_ref()
+                .map_or_else(Vec::new, |(hdr, at)| fde_starts(hdr, *at))
+        })
+    }
 }
 
 /// The SVMAs where the FDEs of a module start (its functions, as its CFI sees them), sorted:
