@@ -28,6 +28,7 @@ import collections
 import ctypes
 import ctypes.util
 import datetime
+import hashlib
 import json
 import mmap
 import os
@@ -214,11 +215,18 @@ def status_kb(pid, field):
 
 
 # The library keeps the debug sections it inflated in its dump directory
-# (`.stackdump-cache-<uid>`), for every later process of the host that dumps into the same
-# directory. Each target here has a directory of its own, so the first cache written in a run is
-# kept here and copied into the directory of every later target (a host whose dump directory
-# has seen a dump before); `seed_cache=False` measures a first dump with nothing cached.
+# (`.stackdump-cache-<uid>`), with the names it gave each module's addresses, for every later
+# process of the host that dumps into the same directory. Each target here has a directory of
+# its own, so the first cache a build writes in a run is kept (one seed per library: two builds
+# of a --compare run may not read each other's files) and copied into the directory of every
+# later target of that build (a host whose dump directory has seen a dump of this program
+# before); `seed_cache=False` measures a first dump with nothing cached, `seed_cache="sections"`
+# one with the sections cached but not the names (a program never dumped on this host before).
 CACHE_SEED = None
+
+
+def _seed_of(lib):
+    return f"{CACHE_SEED}-{hashlib.sha1(lib.encode()).hexdigest()[:10]}" if CACHE_SEED else None
 
 
 def _cache_dirs(d):
@@ -236,9 +244,12 @@ class Target:
         Target.seq += 1
         self.dir = os.path.join(work, "dumps", f"{Target.seq:04d}-{label}")
         os.makedirs(self.dir, exist_ok=True)
-        if seed_cache and CACHE_SEED and os.path.isdir(CACHE_SEED):
-            for c in _cache_dirs(CACHE_SEED):
-                shutil.copytree(c, os.path.join(self.dir, os.path.basename(c)), symlinks=True)
+        self.seed = _seed_of(lib)
+        if seed_cache and self.seed and os.path.isdir(self.seed):
+            for c in _cache_dirs(self.seed):
+                ignore = shutil.ignore_patterns("*.names") if seed_cache == "sections" else None
+                shutil.copytree(c, os.path.join(self.dir, os.path.basename(c)), symlinks=True,
+                                ignore=ignore)
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         env["STACKDUMP_DIR"] = self.dir
@@ -300,12 +311,12 @@ class Target:
             self.spinner.close()
         if getattr(self, "watch", None):
             self.watch.close()
-        if CACHE_SEED and not os.path.isdir(CACHE_SEED):
+        if self.seed and not os.path.isdir(self.seed):
             for c in _cache_dirs(self.dir):
                 dwarf = os.path.join(c, "dwarf")
                 if any(not f.startswith(".") for f in (os.listdir(dwarf) if os.path.isdir(dwarf) else [])):
-                    os.makedirs(CACHE_SEED, exist_ok=True)
-                    shutil.copytree(c, os.path.join(CACHE_SEED, os.path.basename(c)), symlinks=True)
+                    os.makedirs(self.seed, exist_ok=True)
+                    shutil.copytree(c, os.path.join(self.seed, os.path.basename(c)), symlinks=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.gapfile:
             try:
@@ -725,6 +736,7 @@ class Bench:
         base_rss, idle_rss, first_rss, first_hwm, idle_hwm = [], [], [], [], []
         first_anon, first_file, idle_anon_file = [], [], []
         kill_cold, kill_warm, json_cold, json_warm, text_warm, noise = [], [], [], [], [], []
+        kill_cold_sections = []
         if depth == 20:
             for i in range(R):
                 t = self.start(n, depth, preload=False, label="base")
@@ -739,12 +751,19 @@ class Bench:
             try:
                 time.sleep(0.2)
                 kill_first.append(kill_dump(t))
-                # The library writes its cache after the dump: let it finish before the kill.
+                # The library writes its cache after the dump: let it finish before the kill
+                # (the sections, then the names; a build that writes no names is given a second).
+                def cached(ext):
+                    return any(f.endswith(ext) for c in _cache_dirs(t.dir)
+                               for f in (os.listdir(os.path.join(c, "dwarf"))
+                                         if os.path.isdir(os.path.join(c, "dwarf")) else []))
                 end = time.time() + 10
-                while time.time() < end and not any(
-                        not f.startswith(".") for c in _cache_dirs(t.dir)
-                        for f in (os.listdir(os.path.join(c, "dwarf")) if os.path.isdir(os.path.join(c, "dwarf")) else [])):
+                while time.time() < end and not cached(".sections"):
                     time.sleep(0.01)
+                end = time.time() + 1
+                while time.time() < end and not cached(".names"):
+                    time.sleep(0.01)
+                time.sleep(0.05)
             finally:
                 t.close()
         for i in range(R):
@@ -762,6 +781,13 @@ class Bench:
                 idle_anon_file.append((idle_anon, idle_file))
                 if i == 0 and rss_series:
                     c["rss_series"] = self.rss_series(t, rss_series)
+            finally:
+                t.close()
+            # A program never dumped on this host: the sections cached, not the names.
+            t = self.start(n, depth, label="coldsec", seed_cache="sections")
+            try:
+                time.sleep(0.2)
+                kill_cold_sections.append(kill_dump(t))
             finally:
                 t.close()
             if self.cli:
@@ -847,6 +873,7 @@ class Bench:
             return out
         c["tools"]["kill"] = summarize(kill_cold, kill_warm, tool_rss=False)
         c["tools"]["kill"]["first"] = summarize(kill_first, [], tool_rss=False).get("cold")
+        c["tools"]["kill"]["cold_sections"] = summarize(kill_cold_sections, [], tool_rss=False).get("cold")
         if self.cli:
             c["tools"]["cli-json"] = summarize(json_cold, json_warm)
             c["tools"]["cli-json"]["rc"] = [x.get("rc") for x in json_cold + json_warm]
@@ -1268,13 +1295,17 @@ def goals_md(r, title="### Goals"):
         cw, cc = tool_med(c, cli), tool_med(c, cli, "cold")
         kw, kc = tool_med(c, "kill"), tool_med(c, "kill", "cold")
         kf = tool_med(c, "kill", "first")
+        ks = tool_med(c, "kill", "cold_sections")
         iw, ic = tool_med(c, "inspect"), tool_med(c, "inspect", "cold")
         kvw, kvc = kv_per_thread(c), kv_per_thread(c, "cold")
         L.append(f"| {n} | {mark(over(cw, eu), lim)}{' ᵗ' if cli == 'cli' else ''} | {mark(over(cc, cw), 2, rfmt)} "
-                 f"| {mark(over(kc, kw), 2, rfmt)} | {f'{rfmt(kf / kw)} ({rfmt(kf)} ms)' if kf and kw else 'n/a'} | {mark(over(iw, eu), lim)}; {rfmt(ic / eu) if ic and eu else 'n/a'} "
+                 f"| {mark(over(kc, kw), 2, rfmt)}{f'; {rfmt(ks / kw)} ⁿ' if ks and kw else ''} | {f'{rfmt(kf / kw)} ({rfmt(kf)} ms)' if kf and kw else 'n/a'} | {mark(over(iw, eu), lim)}; {rfmt(ic / eu) if ic and eu else 'n/a'} "
                  f"| {rfmt(kvw) if kvw else 'n/a'}; {rfmt(kvc) if kvc else 'n/a'} |")
     if text_only:
         L += ["", "ᵗ `stackdump dump PID` with text output: this run predates the `--format json` row."]
+    if any(tool_med(c, "kill", "cold_sections") for c in main_cells(r)):
+        L += ["", "ⁿ the first dump of a program never dumped on this host before: the debug sections "
+              "cached, not the names of its frames (cold = a program dumped here before)."]
     L += ["", "| preload | goal | measured | |", "| --- | --- | --- | --- |"]
     st = r.get("startup")
     add = st["added_ms"] * 1000 if st else None
@@ -1295,6 +1326,7 @@ HEADLINE = [  # (what, how to get it from a cell)
     ("`stackdump dump` (text), warm ms", lambda c: tool_med(c, "cli")),
     ("`kill` → file, warm ms", lambda c: tool_med(c, "kill")),
     ("`kill` → file, cold ms", lambda c: tool_med(c, "kill", "cold")),
+    ("`kill` → file, cold, names not cached ms", lambda c: tool_med(c, "kill", "cold_sections")),
     ("in-process kernel view, µs/thread (warm)", kv_per_thread),
     ("`stackdump inspect`, warm ms", lambda c: tool_med(c, "inspect")),
     ("`stackdump inspect`, cold ms", lambda c: tool_med(c, "inspect", "cold")),

@@ -46,6 +46,8 @@ impl Symbolizer {
     /// list, which a child never uses (it makes a symbolizer of its own), and a prefork server
     /// must not wait for it.
     pub fn flush_cache(&mut self) {
+        // The names this dump found that earlier ones had not (one small file per module).
+        self.files.save_names();
         if let Some(cache) = self.files.dwarf_cache() {
             cache.flush();
         }

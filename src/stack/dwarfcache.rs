@@ -30,6 +30,11 @@
 //!
 //! A module without a build id is not cached.
 //!
+//! A second kind of file per build id, `<build id>.names` ([`Kind::Names`]), holds the names
+//! earlier runs gave that module's addresses (`crate::stack::symbols::FileSymbolizer`); it has
+//! the same header and checks, is not synced (small, rewritten whenever a dump named something
+//! new; a damaged one names nothing) and is evicted with the others.
+//!
 //! Beside the sections, a file keeps what a first dump would otherwise derive from them by
 //! reading them end to end ([`INDEX_SECTIONS`]): which units hold which addresses (from
 //! `.debug_aranges`), where every unit of `.debug_info` starts, and where the thread entry
@@ -108,6 +113,7 @@ impl Clone for DwarfCache {
 #[derive(Debug)]
 struct Deferred {
     key: Key,
+    kind: Kind,
     sections: Vec<(String, Vec<u8>)>,
 }
 
@@ -195,13 +201,15 @@ impl DwarfCache {
                 .iter()
                 .map(|(n, b)| (n.as_str(), b.as_slice()))
                 .collect();
-            let _ = self.try_store(&d.key, &parts);
+            let _ = self.try_store(&d.key, d.kind, &parts);
         }
     }
 
     #[cfg(test)]
     fn file(&self, build_id: &[u8]) -> PathBuf {
-        self.dir.join("dwarf").join(file_name(build_id))
+        self.dir
+            .join("dwarf")
+            .join(file_name(build_id, Kind::Sections))
     }
 
     /// The `dwarf/` directory, opened without following a symbolic link at it or at the cache
@@ -233,12 +241,21 @@ impl DwarfCache {
     /// The cached sections of `key`, when there is a file and it holds every `expected`
     /// section (name, decompressed size) at its size.
     pub fn load(&self, key: &Key, expected: &[(&str, usize)]) -> Option<Cached> {
+        self.load_kind(key, Kind::Sections, expected)
+    }
+
+    /// The names file of `key` ([`Kind::Names`]), when there is one for this very file.
+    pub fn load_names(&self, key: &Key) -> Option<Cached> {
+        self.load_kind(key, Kind::Names, &[])
+    }
+
+    fn load_kind(&self, key: &Key, kind: Kind, expected: &[(&str, usize)]) -> Option<Cached> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         if key.build_id.is_empty() {
             return None;
         }
         let dir = self.open_dwarf_dir(false)?;
-        let path = fd_dir(&dir).join(file_name(&key.build_id));
+        let path = fd_dir(&dir).join(file_name(&key.build_id, kind));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -266,6 +283,15 @@ impl DwarfCache {
     /// Write the sections of `key` (name, decompressed bytes). Best effort: a cache that cannot
     /// be written is not an error (the next run decompresses again).
     pub fn store(&self, key: &Key, sections: &[(&str, &[u8])]) {
+        self.store_kind(key, Kind::Sections, sections);
+    }
+
+    /// Write the names file of `key` ([`Kind::Names`]): one section, `names`. Best effort.
+    pub fn store_names(&self, key: &Key, names: &[u8]) {
+        self.store_kind(key, Kind::Names, &[("names", names)]);
+    }
+
+    fn store_kind(&self, key: &Key, kind: Kind, sections: &[(&str, &[u8])]) {
         if key.build_id.is_empty() || sections.is_empty() {
             return;
         }
@@ -279,8 +305,11 @@ impl DwarfCache {
                 .sum();
             // Copies held until the flush: at most half the cache's size in all.
             if held + bytes <= self.limit / 2 {
+                // A newer store of the same file replaces the one not written yet.
+                pending.retain(|d| !(d.kind == kind && d.key == *key));
                 pending.push(Deferred {
                     key: key.clone(),
+                    kind,
                     sections: sections
                         .iter()
                         .map(|(n, d)| (n.to_string(), d.to_vec()))
@@ -289,10 +318,10 @@ impl DwarfCache {
             }
             return;
         }
-        let _ = self.try_store(key, sections);
+        let _ = self.try_store(key, kind, sections);
     }
 
-    fn try_store(&self, key: &Key, sections: &[(&str, &[u8])]) -> std::io::Result<()> {
+    fn try_store(&self, key: &Key, kind: Kind, sections: &[(&str, &[u8])]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let Some(dir_fd) = self.open_dwarf_dir(true) else {
             return Err(std::io::Error::from_raw_os_error(libc::EPERM));
@@ -304,7 +333,7 @@ impl DwarfCache {
         }
         evict(&dir, self.limit.saturating_sub(bytes));
         let header = header(key, sections);
-        let path = dir.join(file_name(&key.build_id));
+        let path = dir.join(file_name(&key.build_id, kind));
         let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
         let result = (|| {
             let f = std::fs::OpenOptions::new()
@@ -319,8 +348,12 @@ impl DwarfCache {
                 w.write_all(&[0u8; 8][..pad8(data.len())])?;
             }
             let f = w.into_inner().map_err(|e| e.into_error())?;
-            // On disk before it has its name: after a crash, a file is whole or absent.
-            f.sync_data()?;
+            // On disk before it has its name: after a crash, a file is whole or absent. (A
+            // names file is not synced: it is small, rewritten often, and one damaged by a
+            // crash fails its checks and names nothing.)
+            if kind == Kind::Sections {
+                f.sync_data()?;
+            }
             std::fs::rename(&tmp, &path)
         })();
         if result.is_err() {
@@ -384,10 +417,23 @@ fn fd_dir(dir: &std::os::fd::OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()))
 }
 
+/// What a cache file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The decompressed debug sections and their index (`<build id>.sections`).
+    Sections,
+    /// The names of the addresses earlier dumps named (`<build id>.names`, see
+    /// `crate::stack::symbols::FileSymbolizer`).
+    Names,
+}
+
 /// The cache file of a build id.
-fn file_name(build_id: &[u8]) -> String {
+fn file_name(build_id: &[u8], kind: Kind) -> String {
     let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.sections")
+    match kind {
+        Kind::Sections => format!("{hex}.sections"),
+        Kind::Names => format!("{hex}.names"),
+    }
 }
 
 /// Whether `name` is one of the files this module writes: `<hex>.sections`, or a temporary
@@ -395,7 +441,10 @@ fn file_name(build_id: &[u8]) -> String {
 fn ours(name: &str) -> bool {
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if let Some(stem) = name.strip_suffix(".sections") {
+    if let Some(stem) = name
+        .strip_suffix(".sections")
+        .or_else(|| name.strip_suffix(".names"))
+    {
         return hex(stem);
     }
     name.strip_prefix('.')

@@ -507,7 +507,10 @@ mod tests {
         let info = [unit(&[1, 2, 3]), unit(&[4; 40]), unit(&[])].concat();
         let offsets = unit_offsets(&info, gimli::RunTimeEndian::Little).unwrap();
         let words: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
-        assert_eq!(offsets_from_words(&words, info.len()), Some(offsets.clone()));
+        assert_eq!(
+            offsets_from_words(&words, info.len()),
+            Some(offsets.clone())
+        );
         // Not from 0, not ascending, no room for a header, past the end, none for a section.
         assert!(offsets_from_words(&words[1..], info.len()).is_none());
         assert!(offsets_from_words(&[0, words[2], words[1]], info.len()).is_none());

@@ -234,9 +234,7 @@ impl Roots {
         };
         cache
             .and_then(|cache| {
-                let id = obj.build_id().ok().flatten()?;
-                let key = crate::stack::dwarfcache::Key::of(id, source)?;
-                let file = cache.load(&key, &[])?;
+                let file = cache.load(&cache_key(&obj, source)?, &[])?;
                 let section = file.section(crate::stack::dwarfcache::INDEX_ROOTS)?;
                 Roots::from_words(&crate::stack::dwarfcache::words(section, 2)?)
             })
@@ -838,6 +836,239 @@ pub struct FileSymbolizer {
     cache: HashMap<(PathBuf, u64), Vec<Symbol>>,
     /// Where decompressed debug sections are read from and written to, if anywhere.
     dwarf_cache: Option<DwarfCache>,
+    /// The names earlier runs gave each module's addresses, by the path it was opened with.
+    memos: HashMap<PathBuf, NameMemo>,
+}
+
+/// The names a module's addresses were given before, by this process or an earlier one with
+/// the same cache ([`crate::stack::dwarfcache::Kind::Names`]): what lets the first dump of a
+/// fresh process name the C library's usual frames (`start_thread`, `__futex_abstimed_wait_common`,
+/// `clone3`, ...) without setting up its DWARF, which cost 1-2 ms of a 6 ms first dump at
+/// 20 threads. The file is keyed like the sections (the debug file's build id and identity:
+/// a new debug file, or `libc6-dbg` installed since, is a new key) and holds the version of
+/// the code that named them ([`NAMES_MAGIC`]); the names are those [`ModuleDebug::symbols`]
+/// gave, byte for byte.
+///
+/// Layout of its one section (little-endian u64 numbers): [`NAMES_MAGIC`], the count `n`, the
+/// `n` addresses sorted, the `n` offsets of their entries (from the section's start), then
+/// each entry: its number of symbols, and for each symbol the function and the file (a
+/// length, `u64::MAX` for none, then the bytes padded to 8) and the line (`u64::MAX` for
+/// none). Everything is checked when read (sizes, UTF-8, caps); a damaged file names nothing.
+#[derive(Default)]
+struct NameMemo {
+    /// The debug file's key; None when there is no cache or no build id (nothing read or
+    /// written).
+    key: Option<crate::stack::dwarfcache::Key>,
+    /// The cache file, mapped, when there was one for this key.
+    file: Option<crate::stack::dwarfcache::Cached>,
+    /// Names given by this process that the file does not hold.
+    fresh: std::collections::BTreeMap<u64, Vec<Symbol>>,
+    /// Some of `fresh` were not given to the cache yet.
+    unsaved: bool,
+}
+
+/// First bytes of a names section: the format and the version of the code that wrote it
+/// (another version may name addresses differently: its file is not read).
+const NAMES_MAGIC: &[u8] = concat!("SDNAMES1 ", env!("CARGO_PKG_VERSION"), "\0").as_bytes();
+
+/// At most this many addresses per module in a names file; each symbol string at most
+/// [`MAX_NAME`] bytes, each address at most [`MAX_SYMBOLS`] symbols (inlined calls).
+const MAX_NAMED: usize = 8192;
+const MAX_NAME: usize = 4096;
+const MAX_SYMBOLS: usize = 64;
+
+impl NameMemo {
+    /// The memo of the debug file `source`, from `cache`.
+    fn open(source: &Path, cache: Option<&DwarfCache>) -> NameMemo {
+        let Some(cache) = cache else {
+            return NameMemo::default();
+        };
+        let key = Mapped::open(source)
+            .and_then(|map| cache_key(&object::File::parse(map.bytes()).ok()?, source));
+        let file = key
+            .as_ref()
+            .and_then(|k| cache.load_names(k))
+            .filter(|f| f.section("names").is_some_and(|b| names_table(b).is_some()));
+        NameMemo {
+            key,
+            file,
+            fresh: Default::default(),
+            unsaved: false,
+        }
+    }
+
+    /// The names of `svma`, when known.
+    fn get(&self, svma: u64) -> Option<Vec<Symbol>> {
+        if let Some(s) = self.fresh.get(&svma) {
+            return Some(s.clone());
+        }
+        let bytes = self.file.as_ref()?.section("names")?;
+        let (count, at) = names_table(bytes)?;
+        let addr = |i: usize| word(bytes, at + 8 * i);
+        // Binary search over the sorted addresses, read in place.
+        let (mut lo, mut hi) = (0, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match addr(mid)?.cmp(&svma) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let offset = usize::try_from(word(bytes, at + 8 * (count + mid))?).ok()?;
+                    return names_entry(bytes, offset);
+                }
+            }
+        }
+        None
+    }
+
+    /// Remember the names this process gave `svma` (to be saved).
+    fn add(&mut self, svma: u64, symbols: &[Symbol]) {
+        if self.key.is_some() && self.fresh.len() < MAX_NAMED {
+            self.fresh.insert(svma, symbols.to_vec());
+            self.unsaved = true;
+        }
+    }
+
+    /// The file's entries and the fresh ones, encoded; None when nothing new was added since
+    /// the last time.
+    fn merged(&mut self) -> Option<Vec<u8>> {
+        if !std::mem::take(&mut self.unsaved) {
+            return None;
+        }
+        let mut all = self.fresh.clone();
+        if let Some(bytes) = self.file.as_ref().and_then(|f| f.section("names")) {
+            if let Some((count, at)) = names_table(bytes) {
+                for i in 0..count {
+                    if all.len() >= MAX_NAMED {
+                        break;
+                    }
+                    let entry = word(bytes, at + 8 * i).zip(
+                        word(bytes, at + 8 * (count + i))
+                            .and_then(|o| usize::try_from(o).ok())
+                            .and_then(|o| names_entry(bytes, o)),
+                    );
+                    if let Some((svma, symbols)) = entry {
+                        all.entry(svma).or_insert(symbols);
+                    }
+                }
+            }
+        }
+        Some(encode_names(&all))
+    }
+}
+
+/// The key of the debug file `source` (parsed as `obj`) in the cache: its build id and
+/// identity (None without a build id).
+fn cache_key<'d, R: object::ReadRef<'d>>(
+    obj: &object::File<'d, R>,
+    source: &Path,
+) -> Option<crate::stack::dwarfcache::Key> {
+    crate::stack::dwarfcache::Key::of(obj.build_id().ok().flatten()?, source)
+}
+
+/// The little-endian u64 at `at` of `bytes`.
+fn word(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// The count of a names section and where its addresses start, when its header and both
+/// tables fit in it.
+fn names_table(bytes: &[u8]) -> Option<(usize, usize)> {
+    let magic = NAMES_MAGIC.len() + (8 - NAMES_MAGIC.len() % 8) % 8;
+    if bytes.get(..NAMES_MAGIC.len())? != NAMES_MAGIC {
+        return None;
+    }
+    let count = usize::try_from(word(bytes, magic)?).ok()?;
+    let at = magic + 8;
+    (count <= MAX_NAMED && at + 16 * count <= bytes.len()).then_some((count, at))
+}
+
+/// The entry at `offset` of a names section.
+fn names_entry(bytes: &[u8], mut offset: usize) -> Option<Vec<Symbol>> {
+    let mut next = || {
+        let w = word(bytes, offset)?;
+        offset += 8;
+        Some(w)
+    };
+    let n = usize::try_from(next()?)
+        .ok()
+        .filter(|&n| n <= MAX_SYMBOLS)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let text = |offset: &mut usize| -> Option<Option<String>> {
+            let len = word(bytes, *offset)?;
+            *offset += 8;
+            if len == u64::MAX {
+                return Some(None);
+            }
+            let len = usize::try_from(len).ok().filter(|&l| l <= MAX_NAME)?;
+            let s = std::str::from_utf8(bytes.get(*offset..offset.checked_add(len)?)?).ok()?;
+            *offset += len + (8 - len % 8) % 8;
+            Some(Some(s.to_string()))
+        };
+        let function = text(&mut offset)?;
+        let file = text(&mut offset)?;
+        let line = word(bytes, offset)?;
+        offset += 8;
+        out.push(Symbol {
+            function,
+            file,
+            line: if line == u64::MAX {
+                None
+            } else {
+                Some(u32::try_from(line).ok()?)
+            },
+        });
+    }
+    Some(out)
+}
+
+/// A names section holding `all` (see [`NameMemo`]).
+fn encode_names(all: &std::collections::BTreeMap<u64, Vec<Symbol>>) -> Vec<u8> {
+    let pad = |v: &mut Vec<u8>| v.resize(v.len() + (8 - v.len() % 8) % 8, 0);
+    let mut entries = Vec::new();
+    let mut offsets = Vec::with_capacity(all.len());
+    let mut kept = Vec::with_capacity(all.len());
+    for (&svma, symbols) in all {
+        let fits = symbols.len() <= MAX_SYMBOLS
+            && symbols.iter().all(|s| {
+                s.function.as_ref().map_or(0, String::len) <= MAX_NAME
+                    && s.file.as_ref().map_or(0, String::len) <= MAX_NAME
+            });
+        if !fits {
+            continue;
+        }
+        kept.push(svma);
+        offsets.push(entries.len());
+        entries.extend_from_slice(&(symbols.len() as u64).to_le_bytes());
+        for s in symbols {
+            for text in [&s.function, &s.file] {
+                match text {
+                    Some(t) => {
+                        entries.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                        entries.extend_from_slice(t.as_bytes());
+                        pad(&mut entries);
+                    }
+                    None => entries.extend_from_slice(&u64::MAX.to_le_bytes()),
+                }
+            }
+            let line = s.line.map_or(u64::MAX, u64::from);
+            entries.extend_from_slice(&line.to_le_bytes());
+        }
+    }
+    let mut out = NAMES_MAGIC.to_vec();
+    pad(&mut out);
+    out.extend_from_slice(&(kept.len() as u64).to_le_bytes());
+    let base = out.len() + 16 * kept.len();
+    for svma in &kept {
+        out.extend_from_slice(&svma.to_le_bytes());
+    }
+    for o in offsets {
+        out.extend_from_slice(&((base + o) as u64).to_le_bytes());
+    }
+    out.extend_from_slice(&entries);
+    out
 }
 
 impl FileSymbolizer {
@@ -863,15 +1094,59 @@ impl FileSymbolizer {
         if let Some(s) = self.cache.get(&key) {
             return s.clone();
         }
-        let out = self.module(file, root).symbols(svma);
+        let out = match self.memo(file, root).get(svma) {
+            Some(known) => known,
+            None => {
+                let out = self.module(file, root).symbols(svma);
+                self.memo(file, root).add(svma, &out);
+                out
+            }
+        };
         self.cache.insert(key, out.clone());
         out
     }
 
     /// Set the module opened at `file` up for all of `svmas` at once (cheaper than one by one:
-    /// see [`ModuleDebug::prepare`]).
+    /// see [`ModuleDebug::prepare`]); addresses named before ([`NameMemo`]) are left out, and
+    /// a module whose addresses all were is not even loaded.
     pub fn prepare(&mut self, file: &Path, root: &Path, svmas: &[u64]) {
-        self.module(file, root).prepare(svmas);
+        let memo = self.memo(file, root);
+        let unknown: Vec<u64> = svmas
+            .iter()
+            .copied()
+            .filter(|&a| memo.get(a).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            self.module(file, root).prepare(&unknown);
+        }
+    }
+
+    /// The names memo of the module opened at `file`, read on first use.
+    fn memo(&mut self, file: &Path, root: &Path) -> &mut NameMemo {
+        let cache = self.dwarf_cache.as_ref();
+        let roots = &self.roots;
+        self.memos.entry(file.to_path_buf()).or_insert_with(|| {
+            let source = match roots.get(file) {
+                Some((source, _)) => source.clone(),
+                None => debug_source(file, root),
+            };
+            NameMemo::open(&source, cache)
+        })
+    }
+
+    /// Give the cache the names this process found that it did not hold (written when the
+    /// cache writes: at once for the CLI's, at [`DwarfCache::flush`] for the library's).
+    pub fn save_names(&mut self) {
+        let Some(cache) = &self.dwarf_cache else {
+            return;
+        };
+        for memo in self.memos.values_mut() {
+            if let Some(bytes) = memo.merged() {
+                if let Some(key) = &memo.key {
+                    cache.store_names(key, &bytes);
+                }
+            }
+        }
     }
 
     /// The symbols of the module opened at `file`, loaded on first use.
@@ -911,6 +1186,7 @@ impl FileSymbolizer {
         self.modules.clear();
         self.roots.clear();
         self.cache.clear();
+        self.memos.clear();
     }
 }
 
@@ -975,6 +1251,84 @@ mod tests {
                 .any(|n| n.ends_with("symbolizes_this_test_binary")),
             "{names:?}"
         );
+    }
+
+    /// Names given once are read back from the cache by a fresh symbolizer, which then loads
+    /// no module at all; what it had to name itself is added to the file.
+    #[test]
+    fn names_are_read_back_from_the_cache_without_loading_the_module() {
+        let (exe, addr) = own_file_address(
+            names_are_read_back_from_the_cache_without_loading_the_module as *const () as u64,
+        );
+        let other = own_file_address(symbolizes_this_test_binary as *const () as u64).1;
+        let root = Path::new("/");
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = FileSymbolizer::with_cache(DwarfCache::at(dir.path()));
+        first.prepare(&exe, root, &[addr]);
+        let named = first.symbols(&exe, root, addr);
+        assert!(named.iter().any(|s| s.function.as_deref().is_some_and(
+            |f| f.ends_with("names_are_read_back_from_the_cache_without_loading_the_module")
+        )));
+        first.save_names();
+        let mut second = FileSymbolizer::with_cache(DwarfCache::at(dir.path()));
+        second.prepare(&exe, root, &[addr]);
+        assert_eq!(second.symbols(&exe, root, addr), named);
+        assert!(second.modules.is_empty(), "the module was loaded");
+        // An address not in the file: named from the module, and saved with the others.
+        let expected = FileSymbolizer::default().symbols(&exe, root, other);
+        assert_eq!(second.symbols(&exe, root, other), expected);
+        assert!(!second.modules.is_empty());
+        second.save_names();
+        let mut third = FileSymbolizer::with_cache(DwarfCache::at(dir.path()));
+        assert_eq!(third.symbols(&exe, root, other), expected);
+        assert_eq!(third.symbols(&exe, root, addr), named);
+        assert!(third.modules.is_empty(), "the module was loaded");
+    }
+
+    /// A names section gives back what was put in (no function, no file, no line, any
+    /// UTF-8), and one that is damaged in any way names nothing.
+    #[test]
+    fn names_sections_round_trip_and_damage_names_nothing() {
+        let sym = |f: Option<&str>, file: Option<&str>, line: Option<u32>| Symbol {
+            function: f.map(str::to_string),
+            file: file.map(str::to_string),
+            line,
+        };
+        let mut all = std::collections::BTreeMap::new();
+        all.insert(
+            0x10,
+            vec![
+                sym(Some("inlined"), Some("a.c"), Some(3)),
+                sym(Some("caller"), None, None),
+            ],
+        );
+        all.insert(0x8, vec![]);
+        all.insert(0x20, vec![sym(None, Some("é/ü.rs"), Some(u32::MAX - 1))]);
+        let bytes = encode_names(&all);
+        let (count, at) = names_table(&bytes).unwrap();
+        assert_eq!(count, 3);
+        for (&svma, symbols) in &all {
+            let i = (0..count)
+                .find(|&i| word(&bytes, at + 8 * i) == Some(svma))
+                .unwrap();
+            let offset = word(&bytes, at + 8 * (count + i)).unwrap() as usize;
+            assert_eq!(names_entry(&bytes, offset).as_ref(), Some(symbols));
+        }
+        // Another version's file, a count beyond the tables, a truncated entry, bad UTF-8.
+        let mut other = bytes.clone();
+        other[3] ^= 1;
+        assert!(names_table(&other).is_none());
+        let mut big = bytes.clone();
+        let count_at = at - 8;
+        big[count_at..at].copy_from_slice(&1000u64.to_le_bytes());
+        assert!(names_table(&big).is_none());
+        let last = word(&bytes, at + 8 * (count + 2)).unwrap() as usize;
+        assert!(names_entry(&bytes[..bytes.len() - 4], last).is_none());
+        let mut bad = bytes.clone();
+        let text = bad.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+        bad[text] = 0xff;
+        assert!(names_entry(&bad, last).is_none());
+        assert!(names_entry(&bytes, usize::MAX - 3).is_none());
     }
 
     /// Our own executable and the address `addr` of this process as stated in it.
@@ -1177,7 +1531,8 @@ mod tests {
         let mut cached = ModuleDebug::load_from(source, Some(&cache));
         let from_cache = cached.dwarf.as_ref().unwrap().all_units.is_some();
         assert_eq!(
-            from_cache, must_be_partial,
+            from_cache,
+            must_be_partial,
             "index of {} read from the cache",
             source.display()
         );

@@ -8,7 +8,7 @@ use stackdump_core::model::{CaptureStatus, Frame, SyscallState, Thread, Tid};
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `kill -s USR1`, wait for the JSON side file, read it.
@@ -404,9 +404,10 @@ fn many_threads_are_read_by_the_dump_thread_and_its_helper_from_the_second_dump_
 
 /// The C library's debug sections, when they are installed compressed (Debian's `libc6-dbg`):
 /// the first dump inflates them and, once its files are written, keeps them in the dump
-/// directory (`.stackdump-cache-<uid>`, private); a later process whose dump directory holds
-/// that cache maps it (the cache marks a file it used by its modification time) and names
-/// every frame as the first process did.
+/// directory (`.stackdump-cache-<uid>`, private), with the names it gave its addresses
+/// (`<build id>.names`). A later process whose dump directory holds only the sections maps
+/// them (the cache marks a file it used by its modification time); one whose directory holds
+/// the names too reads those. Both name every frame as the first process did.
 #[test]
 fn inflated_debug_sections_are_cached_in_the_dump_dir_for_the_next_process() {
     use std::os::unix::fs::MetadataExt;
@@ -432,57 +433,46 @@ fn inflated_debug_sections_are_cached_in_the_dump_dir_for_the_next_process() {
     let uid = unsafe { libc::geteuid() };
     let cache = first.dump_dir().join(format!(".stackdump-cache-{uid}"));
     let dwarf = cache.join("dwarf");
-    let cached = || -> Vec<PathBuf> {
-        std::fs::read_dir(&dwarf)
+    let cached = |dir: &Path, ext: &str| -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|r| {
                 r.flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "sections"))
+                    .filter(|p| p.extension().is_some_and(|x| x == ext))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        found.sort();
+        found
     };
+    // The sections of the C library's debug file, and the names of the C library's and the
+    // executable's addresses (both written by the same flush, the names last).
     assert!(
-        poll_until(deadline(), || !cached().is_empty()),
-        "no cache file in {}\n{}",
+        poll_until(deadline(), || !cached(&dwarf, "sections").is_empty()
+            && cached(&dwarf, "names").len() >= 2),
+        "no cache files in {}: {:?}\n{}",
         dwarf.display(),
+        std::fs::read_dir(&dwarf).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
         d1.context(&first)
     );
-    for (path, mode) in [(&cache, 0o700), (&dwarf, 0o700), (&cached()[0], 0o600)] {
+    let sections = cached(&dwarf, "sections")[0].clone();
+    let libc_names = sections.with_extension("names");
+    assert!(
+        libc_names.exists(),
+        "no names beside {}",
+        sections.display()
+    );
+    for (path, mode) in [
+        (&cache, 0o700),
+        (&dwarf, 0o700),
+        (&sections, 0o600),
+        (&libc_names, 0o600),
+    ] {
         let m = std::fs::symlink_metadata(path).expect("cache entry");
         assert_eq!(m.mode() & 0o777, mode, "{}", path.display());
         assert_eq!(m.uid(), uid, "{}", path.display());
     }
 
-    // A second process, its dump directory holding that cache (a copy, marked old).
-    let mut second = spawn();
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&cache)
-        .arg(second.dump_dir())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    let copied = second
-        .dump_dir()
-        .join(cache.file_name().unwrap())
-        .join("dwarf")
-        .join(cached()[0].file_name().unwrap());
-    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-    std::fs::File::options()
-        .write(true)
-        .open(&copied)
-        .and_then(|f| f.set_modified(old))
-        .expect("mark the copy old");
-    let d2 = trigger(&mut second);
-    let used = std::fs::metadata(&copied)
-        .and_then(|m| m.modified())
-        .expect("copy");
-    assert!(
-        used > old,
-        "the second process did not use the cache\n{}",
-        d2.context(&second)
-    );
     // The same frames, named alike (libc's with their file and line).
     let frames = |d: &Dumped, t: &Target| -> Vec<(Option<String>, Option<String>, Option<u32>)> {
         d.thread(t, "reader-0")
@@ -491,15 +481,100 @@ fn inflated_debug_sections_are_cached_in_the_dump_dir_for_the_next_process() {
             .map(|f| (f.function.clone(), f.file.clone(), f.line))
             .collect()
     };
-    let (f1, f2) = (frames(&d1, &first), frames(&d2, &second));
-    assert_eq!(f1, f2, "{}", d2.context(&second));
-    assert!(
-        f1.iter().any(
-            |(func, file, _)| func.as_deref().is_some_and(|n| n.contains("read"))
+    let f1 = frames(&d1, &first);
+    let libc_read = f1
+        .iter()
+        .find(|(func, file, _)| {
+            func.as_deref().is_some_and(|n| n.contains("read"))
                 && file.as_deref().is_some_and(|p| p.ends_with(".c"))
-        ),
-        "no libc frame with its source file: {f1:?}"
-    );
+        })
+        .and_then(|(func, _, _)| func.clone());
+    let Some(libc_read) = libc_read else {
+        panic!("no libc frame with its source file: {f1:?}");
+    };
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let mark_old = |p: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(old))
+            .expect("mark the copy old")
+    };
+    let used = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .expect("copy")
+            > old
+    };
+    // A second process, its dump directory holding a copy of the cache (marked old), first
+    // without the names (the frames named from the cached sections), then with them.
+    for with_names in [false, true] {
+        let mut next = spawn();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&cache)
+            .arg(next.dump_dir())
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        let copy = next
+            .dump_dir()
+            .join(cache.file_name().unwrap())
+            .join("dwarf");
+        for names in cached(&copy, "names") {
+            if with_names {
+                mark_old(&names);
+            } else {
+                std::fs::remove_file(&names).expect("remove the names");
+            }
+        }
+        // The name the first process gave libc's read frame, changed in the copy of the
+        // names (same length): the frame shows the changed name only if the names were read.
+        let renamed = format!("X{}", &libc_read[1..]);
+        let copied_names = copy.join(libc_names.file_name().unwrap());
+        if with_names {
+            let mut bytes = std::fs::read(&copied_names).expect("names");
+            let mut changed = 0;
+            while let Some(at) = bytes
+                .windows(libc_read.len())
+                .position(|w| w == libc_read.as_bytes())
+            {
+                bytes[at..at + libc_read.len()].copy_from_slice(renamed.as_bytes());
+                changed += 1;
+            }
+            assert!(changed > 0, "libc's read frame is not in the names");
+            std::fs::write(&copied_names, bytes).expect("rewrite the names");
+            mark_old(&copied_names);
+        }
+        let copied_sections = copy.join(sections.file_name().unwrap());
+        mark_old(&copied_sections);
+        let d = trigger(&mut next);
+        let mut expected = f1.clone();
+        if with_names {
+            assert!(
+                used(&copied_names),
+                "the process did not read the names\n{}",
+                d.context(&next)
+            );
+            for f in &mut expected {
+                if f.0.as_deref() == Some(libc_read.as_str()) {
+                    f.0 = Some(renamed.clone());
+                }
+            }
+        } else {
+            assert!(
+                used(&copied_sections),
+                "the process did not use the cached sections\n{}",
+                d.context(&next)
+            );
+        }
+        assert_eq!(
+            frames(&d, &next),
+            expected,
+            "names kept: {with_names}\n{}",
+            d.context(&next)
+        );
+    }
 }
 
 #[test]
