@@ -57,13 +57,15 @@ pub const LIBRARY_LIMIT: u64 = 128 << 20;
 const MAGIC: &[u8; 8] = b"SDDWARF3";
 
 /// `(begin, end, unit offset)` triples of `.debug_aranges`, sorted by begin
-/// ([`crate::stack::dwarfunits::UnitIndex`]).
-pub const INDEX_ARANGES: &str = "index.aranges";
+/// ([`crate::stack::dwarfunits::UnitIndex`]). The index sections' names hold the version of the
+/// code that derived them (which ranges it keeps, which functions are entry points): another
+/// version's are not read, and derived again.
+pub const INDEX_ARANGES: &str = concat!("index.", env!("CARGO_PKG_VERSION"), ".1.aranges");
 /// The offset of every unit of `.debug_info`, ascending
 /// ([`crate::stack::dwarfunits::unit_offsets`]).
-pub const INDEX_UNITS: &str = "index.units";
+pub const INDEX_UNITS: &str = concat!("index.", env!("CARGO_PKG_VERSION"), ".1.units");
 /// `[start, end)` pairs of the thread entry points ([`crate::stack::symbols::Roots`]).
-pub const INDEX_ROOTS: &str = "index.roots";
+pub const INDEX_ROOTS: &str = concat!("index.", env!("CARGO_PKG_VERSION"), ".1.roots");
 /// The sections derived from the others, stored beside them (names that no ELF section has:
 /// those start with a dot).
 pub const INDEX_SECTIONS: [&str; 3] = [INDEX_ARANGES, INDEX_UNITS, INDEX_ROOTS];

@@ -397,6 +397,8 @@ struct Lookup {
     units: Option<std::collections::BTreeSet<usize>>,
     /// Setting the whole file up failed: not tried again.
     failed: bool,
+    /// A wanted section was left out (over a size cap or the run's budget, or damaged).
+    degraded: bool,
 }
 
 impl Lookup {
@@ -546,6 +548,17 @@ impl ModuleDebug {
         })
     }
 
+    /// Whether the answers of [`ModuleDebug::symbols`] are what the whole file says: it was
+    /// mapped and parsed, and its DWARF (if any) was loaded without leaving a section out and
+    /// set up without failing. Only such answers are worth keeping for later processes.
+    pub fn complete(&self) -> bool {
+        self.file.is_some()
+            && self
+                .dwarf
+                .as_ref()
+                .map_or(true, |d| !d.degraded && !d.failed)
+    }
+
     /// Whether the DWARF context covers only some units (test hook).
     #[cfg(test)]
     fn partial(&self) -> bool {
@@ -661,6 +674,7 @@ fn dwarf_of<'d>(
         .as_ref()
         .and_then(|k| cache.and_then(|c| c.load(k, &compressed)));
     let mut fresh: Vec<(&'static str, usize)> = Vec::new();
+    let mut degraded = false;
     let mut load = |id: gimli::SectionId| -> Result<Reader, ()> {
         let empty = Ok(gimli::EndianSlice::new(&[], endian));
         if !wanted(id) {
@@ -670,10 +684,12 @@ fn dwarf_of<'d>(
             return empty;
         };
         let Ok(c) = section.compressed_data() else {
+            degraded = true;
             return empty;
         };
         let borrowed: Option<&[u8]> = if c.format == CompressionFormat::None {
             if c.data.len() as u64 > crate::limits::MAX_MAPPED_SECTION {
+                degraded = true;
                 return empty;
             }
             Some(c.data)
@@ -691,12 +707,15 @@ fn dwarf_of<'d>(
         if !crate::limits::plausible_inflate(c.data.len(), c.uncompressed_size)
             || budget.bytes() + c.uncompressed_size > crate::limits::MAX_INFLATED_PER_MODULE
         {
+            degraded = true;
             return empty;
         }
         let Some(reserved) = crate::limits::Reservation::take(c.uncompressed_size) else {
+            degraded = true;
             return empty;
         };
         let Some(data) = inflate(&c) else {
+            degraded = true;
             return empty;
         };
         budget.merge(reserved);
@@ -775,6 +794,7 @@ fn dwarf_of<'d>(
         all_units,
         units: None,
         failed: false,
+        degraded,
     })
 }
 
@@ -902,6 +922,17 @@ impl NameMemo {
         if let Some(s) = self.fresh.get(&svma) {
             return Some(s.clone());
         }
+        let (bytes, count, at, i) = self.find(svma)?;
+        names_entry(names_slot(bytes, count, at, i)?, 0)
+    }
+
+    /// Whether the names of `svma` are known (nothing decoded).
+    fn contains(&self, svma: u64) -> bool {
+        self.fresh.contains_key(&svma) || self.find(svma).is_some()
+    }
+
+    /// The file's names section, its count and tables, and the index of `svma` in it.
+    fn find(&self, svma: u64) -> Option<(&[u8], usize, usize, usize)> {
         let bytes = self.file.as_ref()?.section("names")?;
         let (count, at) = names_table(bytes)?;
         let addr = |i: usize| word(bytes, at + 8 * i);
@@ -912,10 +943,7 @@ impl NameMemo {
             match addr(mid)?.cmp(&svma) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let offset = usize::try_from(word(bytes, at + 8 * (count + mid))?).ok()?;
-                    return names_entry(bytes, offset);
-                }
+                std::cmp::Ordering::Equal => return Some((bytes, count, at, mid)),
             }
         }
         None
@@ -942,11 +970,8 @@ impl NameMemo {
                     if all.len() >= MAX_NAMED {
                         break;
                     }
-                    let entry = word(bytes, at + 8 * i).zip(
-                        word(bytes, at + 8 * (count + i))
-                            .and_then(|o| usize::try_from(o).ok())
-                            .and_then(|o| names_entry(bytes, o)),
-                    );
+                    let entry = word(bytes, at + 8 * i)
+                        .zip(names_slot(bytes, count, at, i).and_then(|slot| names_entry(slot, 0)));
                     if let Some((svma, symbols)) = entry {
                         all.entry(svma).or_insert(symbols);
                     }
@@ -981,7 +1006,35 @@ fn names_table(bytes: &[u8]) -> Option<(usize, usize)> {
     }
     let count = usize::try_from(word(bytes, magic)?).ok()?;
     let at = magic + 8;
-    (count <= MAX_NAMED && at + 16 * count <= bytes.len()).then_some((count, at))
+    if count > MAX_NAMED || at + 16 * count > bytes.len() {
+        return None;
+    }
+    // The addresses strictly ascending (what the search assumes), the entries after the tables,
+    // each starting after the one before (so no two share bytes: what is decoded from a file
+    // is never more than the file).
+    let strictly_ascending = |from: usize, floor: u64| {
+        (0..count)
+            .try_fold(floor, |prev, i| {
+                let w = word(bytes, from + 8 * i)?;
+                (i == 0 && w >= prev || w > prev).then_some(w)
+            })
+            .is_some()
+    };
+    let entries_at = (at + 16 * count) as u64;
+    (strictly_ascending(at, 0) && strictly_ascending(at + 8 * count, entries_at))
+        .then_some((count, at))
+}
+
+/// The bytes of the `i`-th entry of a names section (see [`names_table`]): from its offset to
+/// the next entry's, or to the section's end for the last.
+fn names_slot(bytes: &[u8], count: usize, at: usize, i: usize) -> Option<&[u8]> {
+    let offset = |i: usize| usize::try_from(word(bytes, at + 8 * (count + i))?).ok();
+    let end = if i + 1 < count {
+        offset(i + 1)?
+    } else {
+        bytes.len()
+    };
+    bytes.get(offset(i)?..end)
 }
 
 /// The entry at `offset` of a names section.
@@ -1097,8 +1150,14 @@ impl FileSymbolizer {
         let out = match self.memo(file, root).get(svma) {
             Some(known) => known,
             None => {
-                let out = self.module(file, root).symbols(svma);
-                self.memo(file, root).add(svma, &out);
+                let module = self.module(file, root);
+                let out = module.symbols(svma);
+                // Only what the whole of the module's symbols said: not an empty answer, nor
+                // one given while a section was left out (a budget used up, a file that could
+                // not be mapped), which a later process might do better.
+                if module.complete() && !out.is_empty() {
+                    self.memo(file, root).add(svma, &out);
+                }
                 out
             }
         };
@@ -1114,7 +1173,7 @@ impl FileSymbolizer {
         let unknown: Vec<u64> = svmas
             .iter()
             .copied()
-            .filter(|&a| memo.get(a).is_none())
+            .filter(|&a| !memo.contains(a))
             .collect();
         if !unknown.is_empty() {
             self.module(file, root).prepare(&unknown);
@@ -1322,6 +1381,25 @@ mod tests {
         let count_at = at - 8;
         big[count_at..at].copy_from_slice(&1000u64.to_le_bytes());
         assert!(names_table(&big).is_none());
+        // Two addresses pointing at one entry (a small file decoding into many copies of a
+        // large entry), or addresses out of order: refused.
+        let mut shared = bytes.clone();
+        let first_offset = at + 8 * count;
+        let o0 = shared[first_offset..first_offset + 8].to_vec();
+        shared[first_offset + 8..first_offset + 16].copy_from_slice(&o0);
+        assert!(names_table(&shared).is_none());
+        let mut unsorted = bytes.clone();
+        let a0 = unsorted[at..at + 8].to_vec();
+        let a1 = unsorted[at + 8..at + 16].to_vec();
+        unsorted[at..at + 8].copy_from_slice(&a1);
+        unsorted[at + 8..at + 16].copy_from_slice(&a0);
+        assert!(names_table(&unsorted).is_none());
+        // Each entry is read within its own slot.
+        for i in 0..count {
+            let slot = names_slot(&bytes, count, at, i).unwrap();
+            assert!(names_entry(slot, 0).is_some());
+        }
+        assert!(names_entry(&names_slot(&bytes, count, at, 1).unwrap()[..8], 0).is_none());
         let last = word(&bytes, at + 8 * (count + 2)).unwrap() as usize;
         assert!(names_entry(&bytes[..bytes.len() - 4], last).is_none());
         let mut bad = bytes.clone();
@@ -1538,9 +1616,36 @@ mod tests {
         );
         cached.prepare(&svmas);
         if must_be_partial {
-            let cached_roots = Roots::load_cached(source, Some(&cache)).ranges;
-            assert!(!cached_roots.is_empty(), "{}", source.display());
-            assert_eq!(cached_roots, Roots::load(source).ranges);
+            // The cache file holds the index derived from the sections: the units' ranges,
+            // their offsets, the entry points (read back as the loads read them).
+            use crate::stack::dwarfcache::{words, INDEX_ARANGES, INDEX_ROOTS, INDEX_UNITS};
+            let file = cache.load(&cache_key(&obj, source).unwrap(), &[]).unwrap();
+            let section = |name: &str, group: usize| words(file.section(name).unwrap(), group);
+            let index: Vec<u64> = whole.dwarf.as_ref().unwrap().index.to_words().collect();
+            assert_eq!(section(INDEX_ARANGES, 3).unwrap(), index);
+            let info = whole
+                .dwarf
+                .as_ref()
+                .unwrap()
+                .section(gimli::SectionId::DebugInfo)
+                .slice();
+            let offsets =
+                crate::stack::dwarfunits::unit_offsets(info, gimli::RunTimeEndian::Little);
+            let cached_offsets = cached.dwarf.as_ref().unwrap().all_units.clone();
+            assert_eq!(cached_offsets, offsets);
+            assert_eq!(
+                section(INDEX_UNITS, 1).unwrap(),
+                offsets
+                    .unwrap()
+                    .iter()
+                    .map(|&o| o as u64)
+                    .collect::<Vec<_>>()
+            );
+            let roots = Roots::load(source).ranges;
+            assert!(!roots.is_empty(), "{}", source.display());
+            let stored = Roots::from_words(&section(INDEX_ROOTS, 2).unwrap()).unwrap();
+            assert_eq!(stored.ranges, roots);
+            assert_eq!(Roots::load_cached(source, Some(&cache)).ranges, roots);
         }
         let mut named = 0;
         for (i, &a) in svmas.iter().enumerate() {

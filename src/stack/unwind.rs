@@ -582,6 +582,27 @@ impl Modules {
     }
 }
 
+/// The file range `(offset, length)` that holds both `.eh_frame_hdr` and `.eh_frame` (or the
+/// one there is), when it is at most [`crate::limits::MAX_READ`] long.
+fn unwind_file_range<'d, R: object::ReadRef<'d>>(
+    file: &object::File<'d, R>,
+) -> Option<(u64, usize)> {
+    let ranges: Vec<(u64, u64)> = [".eh_frame_hdr", ".eh_frame"]
+        .iter()
+        .filter_map(|n| file.section_by_name(n)?.file_range())
+        .filter(|&(_, size)| size > 0)
+        .collect();
+    let lo = ranges.iter().map(|r| r.0).min()?;
+    let hi = ranges
+        .iter()
+        .map(|r| r.0.checked_add(r.1))
+        .collect::<Option<Vec<u64>>>()?
+        .into_iter()
+        .max()?;
+    let len = hi - lo;
+    (len <= crate::limits::MAX_READ).then_some((lo, usize::try_from(len).ok()?))
+}
+
 /// The bytes of one unwind section framehop keeps: a copy, or a window of a module file of our
 /// own process mapped read-only (see [`load`]).
 pub enum SectionBytes {
@@ -653,8 +674,9 @@ fn load(
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     // Our own process's module files, when only root or we may write them, are mapped (no
-    // system call per header or name read), and framehop reads their unwind sections from that
-    // mapping, kept with the module (no copy: 150-200 KB of `.eh_frame` per large library).
+    // system call per header or name read), and framehop reads their unwind sections from a
+    // mapping of their pages, kept with the module (no copy: 150-200 KB of `.eh_frame` per
+    // large library).
     // A host that truncated one of its own libraries would fault on that library's code
     // anyway; a module no longer mapped is dropped, with its mapping, by the next
     // [`Modules::sync`], before anything is unwound. Another process's (inspect, as root) are
@@ -665,18 +687,34 @@ fn load(
         .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
         .flatten()
     {
-        let map = std::sync::Arc::new(map);
         let bytes = map.bytes();
         let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
-        // The unwind sections are windows of the mapping, after the same caps as below.
+        // What is kept mapped: the pages of `.eh_frame_hdr` and `.eh_frame` (next to each other
+        // in what linkers write), not the whole file and its debug data.
+        let window = unwind_file_range(&file).and_then(|(lo, len)| {
+            let (m, delta) = crate::stack::mapped::Mapped::window_if_safe(&f, lo, len)?;
+            Some((std::sync::Arc::new(m), lo, delta))
+        });
+        // The unwind sections are slices of that window (a copy when one is not in it), after
+        // the same caps as below.
         let read = |offset: u64, size: u64| {
             if size > crate::limits::MAX_READ {
                 return None;
             }
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(usize::try_from(size).ok()?)?;
-            bytes.get(start..end)?;
-            Some(SectionBytes::Mapped(map.clone(), start..end))
+            let copy = bytes.get(start..end)?;
+            if let Some((w, lo, delta)) = &window {
+                let at = offset
+                    .checked_sub(*lo)
+                    .and_then(|o| usize::try_from(o).ok())
+                    .and_then(|o| o.checked_add(*delta));
+                let range = at.and_then(|a| Some(a..a.checked_add(end - start)?));
+                if let Some(r) = range.filter(|r| w.bytes().get(r.clone()).is_some()) {
+                    return Some(SectionBytes::Mapped(w.clone(), r));
+                }
+            }
+            Some(SectionBytes::Owned(copy.to_vec()))
         };
         let (m, bias, kept, starts) = module(
             &file,
