@@ -1166,8 +1166,8 @@ impl FileSymbolizer {
     }
 
     /// Set the module opened at `file` up for all of `svmas` at once (cheaper than one by one:
-    /// see [`ModuleDebug::prepare`]); addresses named before ([`NameMemo`]) are left out, and
-    /// a module whose addresses all were is not even loaded.
+    /// see [`ModuleDebug::prepare`]); addresses named before (the names kept by earlier runs)
+    /// are left out, and a module whose addresses all were is not even loaded.
     pub fn prepare(&mut self, file: &Path, root: &Path, svmas: &[u64]) {
         let memo = self.memo(file, root);
         let unknown: Vec<u64> = svmas

@@ -604,7 +604,7 @@ fn unwind_file_range<'d, R: object::ReadRef<'d>>(
 }
 
 /// The bytes of one unwind section framehop keeps: a copy, or a window of a module file of our
-/// own process mapped read-only (see [`load`]).
+/// own process mapped read-only (see `load`).
 pub enum SectionBytes {
     Owned(Vec<u8>),
     Mapped(std::sync::Arc<crate::stack::mapped::Mapped>, Range<usize>),
