@@ -76,48 +76,6 @@ impl Mapped {
         Ok(Mapped { ptr, len })
     }
 
-    /// The bytes `[offset, offset + len)` of the open file `f`, mapped read-only, when nobody
-    /// but root or we may write the file (as [`Mapped::map_if_safe`]) and the range lies in it:
-    /// the mapping starts at the page holding `offset`, and the second value is where `offset`
-    /// is in it. What a module keeps of its file (its unwind sections), instead of the whole
-    /// file and its debug data.
-    pub fn window_if_safe(f: &std::fs::File, offset: u64, len: usize) -> Option<(Mapped, usize)> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::MetadataExt;
-        let meta = f.metadata().ok()?;
-        let me = nix::unistd::geteuid().as_raw();
-        if !((meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0) {
-            return None;
-        }
-        if len == 0 || offset.checked_add(len as u64)? > meta.len() {
-            return None;
-        }
-        // SAFETY: sysconf has no preconditions.
-        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .ok()
-            .filter(|p| p.is_power_of_two())?;
-        let start = offset & !(page - 1);
-        let delta = usize::try_from(offset - start).ok()?;
-        let map_len = delta.checked_add(len)?;
-        // SAFETY: a private read-only mapping of part of a file we opened, within its current
-        // length (checked above); only files that nobody but root or we may write, as in
-        // `shared`. The fd may be closed afterwards.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                libc::off_t::try_from(start).ok()?,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return None;
-        }
-        Some((Mapped { ptr, len: map_len }, delta))
-    }
-
     /// A private anonymous mapping holding a copy of the first `len` bytes of `f`.
     fn copy_of(f: &std::fs::File, len: usize) -> Option<Mapped> {
         use std::os::unix::fs::FileExt;

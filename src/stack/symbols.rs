@@ -226,19 +226,26 @@ impl Roots {
     /// ([`crate::stack::dwarfcache::INDEX_ROOTS`]): the C library's debug file has 10 000
     /// symbols, a pass over them 0.5-0.9 ms of a first dump.
     pub fn load_cached(source: &Path, cache: Option<&DwarfCache>) -> Roots {
+        Roots::load_checked(source, cache).0
+    }
+
+    /// [`Roots::load_cached`], and whether the answer is the file's (false when it could not
+    /// be read or parsed: nothing worth keeping for later processes).
+    pub fn load_checked(source: &Path, cache: Option<&DwarfCache>) -> (Roots, bool) {
         let Some(map) = Mapped::open(source) else {
-            return Roots::default();
+            return (Roots::default(), false);
         };
         let Ok(obj) = object::File::parse(map.bytes()) else {
-            return Roots::default();
+            return (Roots::default(), false);
         };
-        cache
+        let roots = cache
             .and_then(|cache| {
                 let file = cache.load(&cache_key(&obj, source)?, &[])?;
                 let section = file.section(crate::stack::dwarfcache::INDEX_ROOTS)?;
                 Roots::from_words(&crate::stack::dwarfcache::words(section, 2)?)
             })
-            .unwrap_or_else(|| Roots::of(&obj))
+            .unwrap_or_else(|| Roots::of(&obj));
+        (roots, true)
     }
 
     /// The ranges as words (start, end of each), to be cached.
@@ -883,7 +890,11 @@ struct NameMemo {
     file: Option<crate::stack::dwarfcache::Cached>,
     /// Names given by this process that the file does not hold.
     fresh: std::collections::BTreeMap<u64, Vec<Symbol>>,
-    /// Some of `fresh` were not given to the cache yet.
+    /// The module's thread entry points, when this process found them and the file does not
+    /// hold them (saved with the names: a large program's symbol table, 110 000 symbols for
+    /// node, is then not read again by the next process).
+    roots: Option<Roots>,
+    /// Some of `fresh` (or `roots`) were not given to the cache yet.
     unsaved: bool,
 }
 
@@ -913,6 +924,7 @@ impl NameMemo {
             key,
             file,
             fresh: Default::default(),
+            roots: None,
             unsaved: false,
         }
     }
@@ -949,6 +961,27 @@ impl NameMemo {
         None
     }
 
+    /// The entry points the file holds ([`crate::stack::dwarfcache::INDEX_ROOTS`], the same
+    /// words as in a sections file), or those this process found.
+    fn roots(&self) -> Option<Roots> {
+        if let Some(r) = &self.roots {
+            return Some(r.clone());
+        }
+        let section = self
+            .file
+            .as_ref()?
+            .section(crate::stack::dwarfcache::INDEX_ROOTS)?;
+        Roots::from_words(&crate::stack::dwarfcache::words(section, 2)?)
+    }
+
+    /// Remember the entry points this process found (to be saved), unless the file has them.
+    fn found_roots(&mut self, roots: &Roots) {
+        if self.key.is_some() && self.roots().is_none() {
+            self.roots = Some(roots.clone());
+            self.unsaved = true;
+        }
+    }
+
     /// Remember the names this process gave `svma` (to be saved).
     fn add(&mut self, svma: u64, symbols: &[Symbol]) {
         if self.key.is_some() && self.fresh.len() < MAX_NAMED {
@@ -957,9 +990,9 @@ impl NameMemo {
         }
     }
 
-    /// The file's entries and the fresh ones, encoded; None when nothing new was added since
-    /// the last time.
-    fn merged(&mut self) -> Option<Vec<u8>> {
+    /// The file's entries and the fresh ones, encoded, and the entry points when known; None
+    /// when nothing new was added since the last time.
+    fn merged(&mut self) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
         if !std::mem::take(&mut self.unsaved) {
             return None;
         }
@@ -978,7 +1011,10 @@ impl NameMemo {
                 }
             }
         }
-        Some(encode_names(&all))
+        let roots = self
+            .roots()
+            .map(|r| crate::stack::dwarfcache::to_words(r.to_words()));
+        Some((encode_names(&all), roots))
     }
 }
 
@@ -1200,9 +1236,9 @@ impl FileSymbolizer {
             return;
         };
         for memo in self.memos.values_mut() {
-            if let Some(bytes) = memo.merged() {
+            if let Some((names, roots)) = memo.merged() {
                 if let Some(key) = &memo.key {
-                    cache.store_names(key, &bytes);
+                    cache.store_names(key, &names, roots.as_deref());
                 }
             }
         }
@@ -1223,16 +1259,22 @@ impl FileSymbolizer {
 
     /// Whether `svma` lies in a thread entry point of the module opened at `file`, by its
     /// symbol table alone ([`Roots`], read on first use); None when the table names none.
+    /// The names file of the module keeps them for later processes ([`NameMemo`]).
     pub fn holds_root(&mut self, file: &Path, root: &Path, svma: u64) -> Option<bool> {
-        self.roots
-            .entry(file.to_path_buf())
-            .or_insert_with(|| {
-                let source = debug_source(file, root);
-                let roots = Roots::load_cached(&source, self.dwarf_cache.as_ref());
-                (source, roots)
-            })
-            .1
-            .holds(svma)
+        if !self.roots.contains_key(file) {
+            let source = debug_source(file, root);
+            // Known before, from the names file; else from the sections file or the table.
+            let known = self.memo(file, root).roots();
+            let roots = known.unwrap_or_else(|| {
+                let (roots, sound) = Roots::load_checked(&source, self.dwarf_cache.as_ref());
+                if sound {
+                    self.memo(file, root).found_roots(&roots);
+                }
+                roots
+            });
+            self.roots.insert(file.to_path_buf(), (source, roots));
+        }
+        self.roots.get(file)?.1.holds(svma)
     }
 
     /// Use `debug` for the module opened at `file` (loaded elsewhere, e.g. on another thread).
@@ -1342,6 +1384,37 @@ mod tests {
         assert_eq!(third.symbols(&exe, root, other), expected);
         assert_eq!(third.symbols(&exe, root, addr), named);
         assert!(third.modules.is_empty(), "the module was loaded");
+    }
+
+    /// The entry points a process found are kept with the names, and a later process takes
+    /// them from there instead of reading the symbol table.
+    #[test]
+    fn entry_points_are_kept_with_the_names() {
+        use crate::stack::dwarfcache::{to_words, words, INDEX_ROOTS};
+        let (exe, addr) =
+            own_file_address(entry_points_are_kept_with_the_names as *const () as u64);
+        let root = Path::new("/");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DwarfCache::at(dir.path());
+        let mut first = FileSymbolizer::with_cache(cache.clone());
+        // This function is not an entry point; the executable's table names `_start`.
+        assert_eq!(first.holds_root(&exe, root, addr), Some(false));
+        first.save_names();
+        let source = debug_source(&exe, root);
+        let map = Mapped::open(&source).unwrap();
+        let key = cache_key(&object::File::parse(map.bytes()).unwrap(), &source).unwrap();
+        let file = cache.load_names(&key).unwrap();
+        let stored = words(file.section(INDEX_ROOTS).unwrap(), 2).unwrap();
+        assert_eq!(
+            Roots::from_words(&stored).unwrap().ranges,
+            Roots::load(&source).ranges
+        );
+        // A names file that says this function is one: believed (read from the file, not the
+        // table).
+        let names = encode_names(&Default::default());
+        cache.store_names(&key, &names, Some(&to_words([addr, addr + 1])));
+        let mut second = FileSymbolizer::with_cache(DwarfCache::at(dir.path()));
+        assert_eq!(second.holds_root(&exe, root, addr), Some(true));
     }
 
     /// A names section gives back what was put in (no function, no file, no line, any

@@ -177,7 +177,7 @@ impl ModuleSource {
 #[cfg(target_arch = "x86_64")]
 mod arch {
     use super::Regs as RawRegs;
-    pub type Unwinder = framehop::x86_64::UnwinderX86_64<super::SectionBytes>;
+    pub type Unwinder = framehop::x86_64::UnwinderX86_64<Vec<u8>>;
     pub type Cache = framehop::x86_64::CacheX86_64;
     pub fn regs(r: &RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
         framehop::x86_64::UnwindRegsX86_64::new(r.pc, r.sp, r.fp)
@@ -204,7 +204,7 @@ mod arch {
 #[cfg(target_arch = "aarch64")]
 mod arch {
     use super::Regs as RawRegs;
-    pub type Unwinder = framehop::aarch64::UnwinderAarch64<super::SectionBytes>;
+    pub type Unwinder = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
     pub type Cache = framehop::aarch64::CacheAarch64;
     pub fn regs(r: &RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
         framehop::aarch64::UnwindRegsAarch64::new(r.lr, r.sp, r.fp)
@@ -582,55 +582,10 @@ impl Modules {
     }
 }
 
-/// The file range `(offset, length)` that holds both `.eh_frame_hdr` and `.eh_frame` (or the
-/// one there is), when it is at most [`crate::limits::MAX_READ`] long.
-fn unwind_file_range<'d, R: object::ReadRef<'d>>(
-    file: &object::File<'d, R>,
-) -> Option<(u64, usize)> {
-    let ranges: Vec<(u64, u64)> = [".eh_frame_hdr", ".eh_frame"]
-        .iter()
-        .filter_map(|n| file.section_by_name(n)?.file_range())
-        .filter(|&(_, size)| size > 0)
-        .collect();
-    let lo = ranges.iter().map(|r| r.0).min()?;
-    let hi = ranges
-        .iter()
-        .map(|r| r.0.checked_add(r.1))
-        .collect::<Option<Vec<u64>>>()?
-        .into_iter()
-        .max()?;
-    let len = hi - lo;
-    (len <= crate::limits::MAX_READ).then_some((lo, usize::try_from(len).ok()?))
-}
-
-/// The bytes of one unwind section framehop keeps: a copy, or a window of a module file of our
-/// own process mapped read-only (see `load`).
-pub enum SectionBytes {
-    Owned(Vec<u8>),
-    Mapped(std::sync::Arc<crate::stack::mapped::Mapped>, Range<usize>),
-}
-
-impl Default for SectionBytes {
-    fn default() -> SectionBytes {
-        SectionBytes::Owned(Vec::new())
-    }
-}
-
-impl std::ops::Deref for SectionBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            SectionBytes::Owned(v) => v,
-            // The range was checked against the mapping's length when made.
-            SectionBytes::Mapped(m, r) => m.bytes().get(r.clone()).unwrap_or_default(),
-        }
-    }
-}
-
 /// A loaded module: framehop's view, its load bias, the path its file was opened from, the
 /// bytes of unwind tables it keeps, and where its functions start.
 type Loaded = (
-    framehop::Module<SectionBytes>,
+    framehop::Module<Vec<u8>>,
     u64,
     Option<PathBuf>,
     u64,
@@ -658,9 +613,7 @@ fn load(
         let read = |offset: u64, size: u64| {
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(usize::try_from(size).ok()?)?;
-            bytes
-                .get(start..end)
-                .map(|b| SectionBytes::Owned(b.to_vec()))
+            bytes.get(start..end).map(<[u8]>::to_vec)
         };
         let (m, bias, kept, starts) = module(
             &file,
@@ -674,14 +627,14 @@ fn load(
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     // Our own process's module files, when only root or we may write them, are mapped (no
-    // system call per header or name read), and framehop reads their unwind sections from a
-    // mapping of their pages, kept with the module (no copy: 150-200 KB of `.eh_frame` per
-    // large library).
-    // A host that truncated one of its own libraries would fault on that library's code
-    // anyway; a module no longer mapped is dropped, with its mapping, by the next
-    // [`Modules::sync`], before anything is unwound. Another process's (inspect, as root) are
-    // read through the capped cache below: a target running as root could truncate a
-    // root-owned file under a mapping, and the fault (SIGBUS) would end the CLI.
+    // system call per header or name read), for as long as this function runs: the unwind
+    // sections are copied out. (Kept mapped, a module's pages would show in the process's
+    // maps as another mapping of that library at another address, and tools that read the
+    // maps, eu-stack among them, then place the library wrong: seen with rustc.) A host that
+    // truncated one of its own libraries would fault on that library's code anyway. Another
+    // process's (inspect, as root) are read through the capped cache below: a target running
+    // as root could truncate a root-owned file under a mapping, and the fault (SIGBUS) would
+    // end the CLI.
     let own = source.proc_dir == Path::new("/proc/self");
     if let Some(map) = own
         .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
@@ -689,32 +642,15 @@ fn load(
     {
         let bytes = map.bytes();
         let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
-        // What is kept mapped: the pages of `.eh_frame_hdr` and `.eh_frame` (next to each other
-        // in what linkers write), not the whole file and its debug data.
-        let window = unwind_file_range(&file).and_then(|(lo, len)| {
-            let (m, delta) = crate::stack::mapped::Mapped::window_if_safe(&f, lo, len)?;
-            Some((std::sync::Arc::new(m), lo, delta))
-        });
-        // The unwind sections are slices of that window (a copy when one is not in it), after
-        // the same caps as below.
+        // The unwind sections are copied into the buffers framehop keeps, after the same caps
+        // as below.
         let read = |offset: u64, size: u64| {
             if size > crate::limits::MAX_READ {
                 return None;
             }
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(usize::try_from(size).ok()?)?;
-            let copy = bytes.get(start..end)?;
-            if let Some((w, lo, delta)) = &window {
-                let at = offset
-                    .checked_sub(*lo)
-                    .and_then(|o| usize::try_from(o).ok())
-                    .and_then(|o| o.checked_add(*delta));
-                let range = at.and_then(|a| Some(a..a.checked_add(end - start)?));
-                if let Some(r) = range.filter(|r| w.bytes().get(r.clone()).is_some()) {
-                    return Some(SectionBytes::Mapped(w.clone(), r));
-                }
-            }
-            Some(SectionBytes::Owned(copy.to_vec()))
+            bytes.get(start..end).map(<[u8]>::to_vec)
         };
         let (m, bias, kept, starts) = module(
             &file,
@@ -742,7 +678,7 @@ fn load(
         }
         let mut buf = vec![0u8; usize::try_from(size).ok()?];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
-        Some(SectionBytes::Owned(buf))
+        Some(buf)
     };
     let (m, bias, kept, starts) = module(
         &file,
@@ -757,7 +693,7 @@ fn load(
 
 /// framehop's view of a module, its load bias, the bytes of unwind tables it keeps, and where
 /// its functions start.
-type ModuleParts = (framehop::Module<SectionBytes>, u64, u64, FunctionStarts);
+type ModuleParts = (framehop::Module<Vec<u8>>, u64, u64, FunctionStarts);
 
 fn module<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
@@ -765,7 +701,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     range: Range<u64>,
     (first, first_offset): (u64, u64),
     remaining: u64,
-    read: &dyn Fn(u64, u64) -> Option<SectionBytes>,
+    read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
 ) -> Result<ModuleParts, String> {
     let bias = bias_of(file, first, first_offset)
         .ok_or("no loadable segment holds the mapped part of the file")?;
@@ -801,20 +737,14 @@ fn module<'d, R: object::ReadRef<'d>>(
         return Err("neither .eh_frame nor .debug_frame (or beyond the size caps)".into());
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
-    let starts = match (&eh_frame_hdr, svma(".eh_frame_hdr")) {
-        // A window of a mapping: its table is read when first asked for.
-        (Some(SectionBytes::Mapped(map, r)), Some(at)) => FunctionStarts {
-            table: std::cell::OnceCell::new(),
-            hdr: Some((SectionBytes::Mapped(map.clone(), r.clone()), at.start)),
-        },
-        (Some(hdr), Some(at)) => FunctionStarts {
-            table: std::cell::OnceCell::from(fde_starts(hdr, at.start)),
-            hdr: None,
-        },
-        _ => FunctionStarts {
-            table: std::cell::OnceCell::from(Vec::new()),
-            hdr: None,
-        },
+    // The table is read when first asked for, from a copy of the section (framehop keeps
+    // its own): a few µs to copy, 70-170 µs to read.
+    let starts = FunctionStarts {
+        table: std::cell::OnceCell::new(),
+        hdr: eh_frame_hdr
+            .as_ref()
+            .zip(svma(".eh_frame_hdr"))
+            .map(|(hdr, at)| (hdr.clone(), at.start)),
     };
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
         .iter()
@@ -841,12 +771,11 @@ fn module<'d, R: object::ReadRef<'d>>(
 }
 
 /// Where the functions of a module start ([`fde_starts`]): read from its `.eh_frame_hdr` when
-/// first asked for (most dumps never ask: only a stack that the CFI could not unwind does), or
-/// at once when that section is a copy.
+/// first asked for (most dumps never ask: only a stack that the CFI could not unwind does).
 pub struct FunctionStarts {
     table: std::cell::OnceCell<Vec<u64>>,
     /// The section and its SVMA, while the table is not read.
-    hdr: Option<(SectionBytes, u64)>,
+    hdr: Option<(Vec<u8>, u64)>,
 }
 
 impl FunctionStarts {

@@ -577,6 +577,38 @@ fn inflated_debug_sections_are_cached_in_the_dump_dir_for_the_next_process() {
     }
 }
 
+/// A dump leaves the process's mappings of its modules as the loader made them: tools that
+/// read `/proc/PID/maps` (eu-stack, gdb, perf) place a library by its mappings, and a part of
+/// libc kept mapped again elsewhere (the unwind sections, once) made eu-stack name rustc's
+/// frames wrong. (A whole debug file or module file mapped from offset 0 for its symbols is
+/// not a part of a module: those stay allowed.)
+#[test]
+fn a_dump_maps_no_part_of_a_module_elsewhere() {
+    let mut cmd = Command::new(c_target("parked"));
+    cmd.arg("3");
+    let mut t = spawn_ready(cmd);
+    // (path, offset, length) of every mapping of a file at a nonzero offset.
+    let parts = |pid: i32| -> BTreeSet<(String, u64, u64)> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+        stackdump_core::kernel::proc::parse_maps(maps.as_bytes())
+            .into_iter()
+            .filter(|m| m.path.starts_with('/') && m.offset != 0)
+            .map(|m| (m.path, m.offset, m.end - m.start))
+            .collect()
+    };
+    let before = parts(t.pid);
+    let d1 = trigger(&mut t);
+    let d2 = trigger(&mut t);
+    let after = parts(t.pid);
+    let added: Vec<_> = after.difference(&before).collect();
+    assert!(
+        added.is_empty(),
+        "mapped by the dumps: {added:?}\n{}\n{}",
+        d1.context(&t),
+        d2.context(&t)
+    );
+}
+
 #[test]
 fn python_incident_dump_is_written_while_stderr_is_a_full_pipe() {
     const WORKERS: usize = 4;
