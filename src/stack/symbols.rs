@@ -1259,7 +1259,7 @@ impl FileSymbolizer {
 
     /// Whether `svma` lies in a thread entry point of the module opened at `file`, by its
     /// symbol table alone ([`Roots`], read on first use); None when the table names none.
-    /// The names file of the module keeps them for later processes ([`NameMemo`]).
+    /// The names file of the module keeps them for later processes.
     pub fn holds_root(&mut self, file: &Path, root: &Path, svma: u64) -> Option<bool> {
         if !self.roots.contains_key(file) {
             let source = debug_source(file, root);

@@ -746,10 +746,12 @@ fn module<'d, R: object::ReadRef<'d>>(
             .zip(svma(".eh_frame_hdr"))
             .map(|(hdr, at)| (hdr.clone(), at.start)),
     };
+    // (The copy `starts` keeps counts too.)
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
         .iter()
         .map(|d| d.as_ref().map_or(0, |d| d.len() as u64))
-        .sum();
+        .sum::<u64>()
+        + starts.hdr.as_ref().map_or(0, |(h, _)| h.len() as u64);
     let info = framehop::ExplicitModuleSectionInfo {
         base_svma: 0,
         text_svma: svma(".text"),
