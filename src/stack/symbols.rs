@@ -1018,6 +1018,15 @@ impl NameMemo {
     }
 }
 
+/// The file the symbols of the module opened at `file` are read from: the one its entry points
+/// were read from when they were, else [`debug_source`].
+fn source_of(roots: &HashMap<PathBuf, (PathBuf, Roots)>, file: &Path, root: &Path) -> PathBuf {
+    match roots.get(file) {
+        Some((source, _)) => source.clone(),
+        None => debug_source(file, root),
+    }
+}
+
 /// The key of the debug file `source` (parsed as `obj`) in the cache: its build id and
 /// identity (None without a build id).
 fn cache_key<'d, R: object::ReadRef<'d>>(
@@ -1220,13 +1229,9 @@ impl FileSymbolizer {
     fn memo(&mut self, file: &Path, root: &Path) -> &mut NameMemo {
         let cache = self.dwarf_cache.as_ref();
         let roots = &self.roots;
-        self.memos.entry(file.to_path_buf()).or_insert_with(|| {
-            let source = match roots.get(file) {
-                Some((source, _)) => source.clone(),
-                None => debug_source(file, root),
-            };
-            NameMemo::open(&source, cache)
-        })
+        self.memos
+            .entry(file.to_path_buf())
+            .or_insert_with(|| NameMemo::open(&source_of(roots, file, root), cache))
     }
 
     /// Give the cache the names this process found that it did not hold (written when the
@@ -1248,13 +1253,9 @@ impl FileSymbolizer {
     pub fn module(&mut self, file: &Path, root: &Path) -> &mut ModuleDebug {
         let cache = self.dwarf_cache.as_ref();
         let roots = &self.roots;
-        self.modules.entry(file.to_path_buf()).or_insert_with(|| {
-            let source = match roots.get(file) {
-                Some((source, _)) => source.clone(),
-                None => debug_source(file, root),
-            };
-            ModuleDebug::load_from(&source, cache)
-        })
+        self.modules
+            .entry(file.to_path_buf())
+            .or_insert_with(|| ModuleDebug::load_from(&source_of(roots, file, root), cache))
     }
 
     /// Whether `svma` lies in a thread entry point of the module opened at `file`, by its
