@@ -87,6 +87,20 @@ fn assert_runs_on(dl: &Deadline, pid: i32, tid: i32) {
     });
 }
 
+/// The busy target, once its main thread sleeps in `pause()`. `READY` is printed just before
+/// the call: a main thread still running there would be stopped (and seized first) by inspect.
+fn spawn_busy(dl: &Deadline, cmd: Command) -> (Proc, i32) {
+    let (target, words) = spawn_ready(dl, cmd);
+    let spinner: i32 = words[1].parse().unwrap();
+    let pid = target.pid;
+    wait_until(
+        dl,
+        "the busy target's main thread sleeps in pause()",
+        || task_state(pid, pid) == Some('S'),
+    );
+    (target, spinner)
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -171,8 +185,7 @@ fn consistent_stops_all_threads_and_lets_them_go() {
 #[test]
 fn a_busy_thread_is_captured_with_a_short_stop() {
     let dl = Deadline::new(60);
-    let (target, words) = spawn_ready(&dl, Command::new(c_target("busy")));
-    let spinner: i32 = words[1].parse().unwrap();
+    let (target, spinner) = spawn_busy(&dl, Command::new(c_target("busy")));
     let d = inspect_json(&dl, target.pid, &[]);
     let t = thread(&d, "spinner");
     assert_eq!(t["capture"], "ok", "{t}");
@@ -203,8 +216,7 @@ fn a_busy_thread_is_captured_with_a_short_stop() {
 #[test]
 fn the_cli_killed_while_it_holds_a_thread_leaves_the_target_running() {
     let dl = Deadline::new(60);
-    let (target, words) = spawn_ready(&dl, Command::new(c_target("busy")));
-    let spinner: i32 = words[1].parse().unwrap();
+    let (target, spinner) = spawn_busy(&dl, Command::new(c_target("busy")));
     for how in [libc::SIGKILL, libc::SIGTERM] {
         let mut cmd = cli(&["inspect", &target.pid.to_string()]);
         cmd.env("STACKDUMP_TEST_PAUSE_AFTER_SEIZE", "1")
@@ -649,8 +661,7 @@ fn ctrl_c_ends_inspect_blocked_writing_its_output_and_the_target_runs_on() {
 #[test]
 fn ctrl_c_while_inspect_holds_a_thread_ends_it_and_the_thread_runs_on() {
     let dl = Deadline::new(60);
-    let (target, words) = spawn_ready(&dl, Command::new(c_target("busy")));
-    let spinner: i32 = words[1].parse().unwrap();
+    let (target, spinner) = spawn_busy(&dl, Command::new(c_target("busy")));
     let mut took = Vec::new();
     for _ in 0..5 {
         let mut cmd = cli(&["inspect", &target.pid.to_string()]);
