@@ -189,8 +189,11 @@ fn zombie_exits_1() {
 fn an_unprepared_process_is_refused_and_stays_alive() {
     let dl = Deadline::new(30);
     let target = sleep_target(&[]);
-    wait_until(&dl, "sleep runs", || {
+    // Asleep in its nanosleep before the refusals: the state S asserted after them says they
+    // left it so.
+    wait_until(&dl, "sleep sleeps", || {
         std::fs::read_link(format!("/proc/{}/exe", target.pid)).is_ok_and(|e| e.ends_with("sleep"))
+            && state(target.pid) == Some('S')
     });
     let pid = target.pid.to_string();
     stackdump(&dl, &["dump", &pid])

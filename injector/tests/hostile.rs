@@ -20,6 +20,8 @@ const USR1: i32 = libc::SIGUSR1;
 /// The clipboard name as the kernel keeps it (15 bytes: the BEL is cut).
 const CLIPBOARD: &str = "\x1b]52;c;ZXZpbA==";
 const ERASER: &str = "\x1b[1A\x1b[2K";
+/// A backslash and a line feed (the kernel keeps it whole).
+const NEWLINE: &str = "a\\b\nc";
 
 /// No raw ESC, BEL, CR or C1 in what reaches the terminal.
 #[track_caller]
@@ -54,7 +56,9 @@ fn hostile_target(dl: &Deadline, exe: &Path, dir: &Path, args: &[&OsStr]) -> Pro
     let p = Proc::spawn(cmd);
     wait_ready(dl, p.pid, USR1);
     wait_until(dl, "the hostile threads are named", || {
-        thread_named(p.pid, CLIPBOARD) && thread_named(p.pid, ERASER)
+        thread_named(p.pid, CLIPBOARD)
+            && thread_named(p.pid, ERASER)
+            && thread_named(p.pid, NEWLINE)
     });
     p
 }
@@ -102,7 +106,7 @@ fn escapes_in_names_argv_exe_and_dir_never_reach_the_terminal() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    for raw in [CLIPBOARD, ERASER, "main\x1b[31m", "a\\b\nc"] {
+    for raw in [CLIPBOARD, ERASER, "main\x1b[31m", NEWLINE] {
         assert!(names.contains(&raw), "JSON keeps {raw:?} exact: {names:?}");
     }
     assert!(v["exe"]
@@ -346,6 +350,8 @@ fn kill_stop_and_other_signals_that_cannot_trigger_are_refused() {
         c.arg("1000");
         c
     });
+    // Asleep before the refusals: the state S asserted after them says they left it so.
+    wait_until(&dl, "sleep sleeps", || state(target.pid) == Some('S'));
     for sig in ["KILL", "STOP"] {
         let out = stackdump(
             &dl,

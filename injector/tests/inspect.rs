@@ -13,11 +13,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The C example `parked` with `workers` parked threads, once it is READY.
+/// The C example `parked` with `workers` parked threads, once it is READY and its main thread
+/// sleeps in `pause()`. The workers are asleep before READY; main prints READY just before its
+/// call, and a main thread still running there would be stopped with ptrace by inspect (and
+/// show another stack than in the next inspect).
 fn spawn_parked(dl: &Deadline, workers: u32) -> Proc {
     let mut cmd = Command::new(c_target("parked"));
     cmd.arg(workers.to_string());
-    spawn_ready(dl, cmd).0
+    let target = spawn_ready(dl, cmd).0;
+    let pid = target.pid;
+    wait_until(
+        dl,
+        "the parked target's main thread sleeps in pause()",
+        || task_state(pid, pid) == Some('S'),
+    );
+    target
 }
 
 fn inspect_json(dl: &Deadline, pid: i32, extra: &[&str]) -> Value {
@@ -85,6 +95,18 @@ fn assert_runs_on(dl: &Deadline, pid: i32, tid: i32) {
     wait_until(dl, "the spinning thread runs again", || {
         utime(pid, tid) > before + 2 && !matches!(task_state(pid, tid), Some('t' | 'T'))
     });
+}
+
+/// Every thread of `pid` asleep (state S); false once it is gone.
+fn all_asleep(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks.flatten().all(|t| {
+            t.file_name()
+                .to_str()
+                .and_then(|tid| tid.parse().ok())
+                .is_some_and(|tid| task_state(pid, tid) == Some('S'))
+        })
+    })
 }
 
 /// The busy target, once its main thread sleeps in `pause()`. `READY` is printed just before
@@ -256,6 +278,15 @@ fn the_cli_killed_while_it_holds_a_thread_leaves_the_target_running() {
 fn the_eintr_host_survives_50_inspects() {
     let dl = Deadline::new(120);
     let (mut target, _) = spawn_ready(&dl, Command::new(c_target("eintr")));
+    // READY is printed just before the threads enter their calls (and main its pause()): a
+    // thread still running there would be stopped with ptrace, and interrupted if it entered
+    // its call meanwhile.
+    let tpid = target.pid;
+    wait_until(
+        &dl,
+        "every thread of the eintr host sleeps in its call",
+        || all_asleep(tpid),
+    );
     let pid = target.pid.to_string();
     for i in 0..50 {
         let out = stackdump(&dl, &["inspect", &pid, "--format", "json"]);
@@ -277,6 +308,59 @@ fn the_eintr_host_survives_50_inspects() {
     assert!(target.alive());
 }
 
+/// Wait until the `workers` threads `worker-*` of the incident `pid` sleep for good in write(2)
+/// on fd 2, the full pipe: two readings in a row agree (same call and registers, same context
+/// switches), state S, wait channel in pipe_write. READY alone does not prove it: incident.py
+/// reads a worker's system call and then its state, one after the other, so a worker on its
+/// way (past one write, waiting for the GIL) may pass its check.
+fn wait_workers_stuck(dl: &Deadline, pid: i32, workers: usize) {
+    let tids = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.starts_with("worker-"))
+                    })
+                    .filter_map(|t| t.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let view = |tid: &str| -> Option<[String; 4]> {
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+        let status = read("status")?;
+        let switches: String = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .collect();
+        let stat = read("stat")?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?.to_string();
+        Some([read("syscall")?, state, read("wchan")?, switches])
+    };
+    let write_nr = libc::SYS_write.to_string();
+    wait_until(
+        dl,
+        "every worker sleeps in write(2) on the full pipe",
+        || {
+            let tids = tids();
+            tids.len() == workers
+                && tids.iter().all(|tid| {
+                    let (Some(a), Some(b)) = (view(tid), view(tid)) else {
+                        return false;
+                    };
+                    let mut call = a[0].split_whitespace();
+                    call.next() == Some(write_nr.as_str())
+                        && call.next() == Some("0x2")
+                        && a == b
+                        && a[1] == "S"
+                        && a[2].contains("pipe_write")
+                })
+        },
+    );
+}
+
 fn incident(dl: &Deadline) -> Option<Proc> {
     if Command::new("python3")
         .arg("-c")
@@ -290,7 +374,9 @@ fn incident(dl: &Deadline) -> Option<Proc> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/targets/python/incident.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).args(["4", "--clients", "3"]);
-    Some(spawn_ready(dl, cmd).0)
+    let target = spawn_ready(dl, cmd).0;
+    wait_workers_stuck(dl, target.pid, 4);
+    Some(target)
 }
 
 #[test]
@@ -438,6 +524,17 @@ fn dump_prints_folded_stacks_of_one_dump_or_many() {
     cmd.env("STACKDUMP_LIB", real_lib());
     let target = Proc::spawn(cmd);
     wait_ready(&dl, target.pid, libc::SIGUSR1);
+    // The library is ready before `sleep`'s main() runs: wait until main sleeps in its call.
+    let tpid = target.pid;
+    wait_until(&dl, "sleep's main thread sleeps in nanosleep", || {
+        task_state(tpid, tpid) == Some('S')
+            && std::fs::read_to_string(format!("/proc/{tpid}/syscall")).is_ok_and(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|nr| nr.parse::<libc::c_long>().ok())
+                    .is_some_and(|nr| nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep)
+            })
+    });
     let pid = target.pid.to_string();
     let out = stackdump(&dl, &["dump", &pid, "--format", "folded"]);
     out.assert_code(0);
@@ -926,6 +1023,7 @@ fn the_interpreters_frames_between_python_frames_are_one_line_unless_native_all(
         .env("LD_PRELOAD", real_lib())
         .env("STACKDUMP_DIR", scratch.str());
     let (preloaded, _) = spawn_ready(&dl, cmd);
+    wait_workers_stuck(&dl, preloaded.pid, 4);
     let preloaded_pid = preloaded.pid.to_string();
     for (how, pid) in [("inspect", &pid), ("dump", &preloaded_pid)] {
         let out = stackdump(&dl, &[how, pid]);

@@ -139,6 +139,14 @@ fn spawn(
             _ => panic!("unexpected line from pyspy.py: {line:?}"),
         }
     }
+    if mode == "blocked" {
+        // MainThread writes READY just before it parks (main_park): wait until it sleeps there
+        // (the others sleep at their parking spots before READY; none holds the GIL).
+        let (pid, main) = (p.pid, threads["MainThread"]);
+        wait_until(dl, "MainThread sleeps in main_park", || {
+            task_state(pid, main) == Some('S')
+        });
+    }
     if preload.is_some() {
         wait_ready(dl, p.pid, libc::SIGUSR1);
     }

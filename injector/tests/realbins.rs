@@ -258,6 +258,8 @@ fn non_pie_remapped_text_and_jit_code_in_the_dump_and_in_inspect() {
         let _remove = Remove(map.clone());
         assert_eq!(map.exists(), perf_map);
         wait_threads_in(&dl, p.pid, &["remapped", "jitted"], 0);
+        // main prints READY before it waits in pthread_join (futex): its stack is checked too.
+        wait_in_syscall(&dl, p.pid, p.pid, 202);
         let jit_start = &words[1];
         let dump = dump_json(&dl, p.pid);
         check_jit_remap(&dump, &exe, jit_start, perf_map, "dump");

@@ -616,6 +616,8 @@ fn python_incident_dump_is_written_while_stderr_is_a_full_pipe() {
     cmd.arg(python_target("incident.py"))
         .arg(WORKERS.to_string());
     let mut t = spawn_ready(cmd);
+    // READY does not prove every worker stuck for good (see `wait_workers_stuck`).
+    crate::findings::wait_n_workers_stuck(&t, WORKERS);
     let d = trigger(&mut t);
     check_common(&mut t, &d);
 

@@ -1310,11 +1310,9 @@ fn main_thread_is_seen_in_pause_when_signalled_too() {
     main_thread_in_pause(Capture::Signal);
 }
 
+/// main prints READY then calls pause(): wait for it to get there.
 #[track_caller]
-fn main_thread_in_pause(mode: Capture) {
-    let deadline = test_deadline(60);
-    let mut t = spawn_parked(mode.env(), deadline);
-    // main prints READY then calls pause(): wait for it to get there.
+fn wait_main_in_pause(t: &Target, deadline: Instant) {
     let in_pause = || {
         let k = t.kernel_view(Tid(t.pid));
         k.state == "S" && k.syscall_name() == Some("pause")
@@ -1324,6 +1322,13 @@ fn main_thread_in_pause(mode: Capture) {
         "main did not reach pause()\n{}",
         t.describe()
     );
+}
+
+#[track_caller]
+fn main_thread_in_pause(mode: Capture) {
+    let deadline = test_deadline(60);
+    let mut t = spawn_parked(mode.env(), deadline);
+    wait_main_in_pause(&t, deadline);
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
     let d = Dumped::read(&path);
@@ -1501,6 +1506,8 @@ fn blocked_threads_need_no_deadline() {
     // The control for the test above: 1 ms is enough when nobody needs a signal.
     let deadline = test_deadline(60);
     let mut t = spawn_parked(&[("STACKDUMP_DEADLINE_MS", "1")], deadline);
+    // main is counted below: in pause(), not on its way there.
+    wait_main_in_pause(&t, deadline);
     send_signal(t.pid, "USR1");
     let path = wait_json_count(&mut t, 1, deadline).remove(0);
     let d = Dumped::read(&path);

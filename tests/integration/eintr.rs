@@ -23,7 +23,13 @@ fn spawn(capture: Option<&str>) -> Target {
     }
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());
-    // READY is printed just before the calls; wait until every thread sits in its call.
+    wait_blocked(&t);
+    t
+}
+
+/// READY is printed just before the calls; wait until every thread sits in its call.
+#[track_caller]
+fn wait_blocked(t: &Target) {
     let blocked = |t: &Target| {
         SENSITIVE.iter().all(|(name, calls)| {
             let k = t.kernel_view(t.tid_of(name));
@@ -31,11 +37,10 @@ fn spawn(capture: Option<&str>) -> Target {
         })
     };
     assert!(
-        poll_until(deadline(), || blocked(&t)),
+        poll_until(deadline(), || blocked(t)),
         "threads never blocked in their calls\n{}",
         t.describe()
     );
-    t
 }
 
 #[track_caller]
@@ -118,6 +123,9 @@ fn stackdump_dump_interrupts_no_host_thread() {
     cmd.arg("strict");
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());
+    // A thread still on its way to its call would be sent the capture signal, and see EINTR if
+    // it entered the call before taking it.
+    wait_blocked(&t);
     let main = stackdump_core::Tid(t.pid);
     assert!(
         poll_until(deadline(), || t.kernel_view(main).syscall_name()

@@ -150,6 +150,8 @@ fn child_named(pid: i32, comm: &str) -> Option<i32> {
 #[test]
 fn python_incident_workers_are_stuck_writing_to_a_full_stderr_pipe() {
     let t = spawn_incident(&["4"]);
+    // READY does not prove every worker stuck for good (see `wait_workers_stuck`).
+    crate::findings::wait_n_workers_stuck(&t, 4);
     let stderr_target = std::fs::read_link(t.proc_dir().join("fd/2"))
         .expect("readlink fd/2")
         .to_string_lossy()
@@ -240,6 +242,8 @@ fn socket_inodes(pid: i32) -> BTreeSet<u64> {
 #[test]
 fn python_incident_clients_leave_close_wait_sockets_with_unread_requests() {
     let t = spawn_incident(&["2", "--clients", "5"]);
+    // READY does not prove every worker stuck for good (see `wait_workers_stuck`).
+    crate::findings::wait_n_workers_stuck(&t, 2);
     let ours = socket_inodes(t.pid);
     const CLOSE_WAIT: u8 = 0x08;
     const LISTEN: u8 = 0x0A;

@@ -45,7 +45,15 @@ pub(crate) fn spawn_incident_with(preload: Preload, env: &[(&str, &str)]) -> Tar
 /// D), and nothing ever reads that pipe.
 #[track_caller]
 pub(crate) fn wait_workers_stuck(t: &Target) {
-    let workers = worker_tids(t);
+    wait_n_workers_stuck(t, WORKERS);
+}
+
+/// [`wait_workers_stuck`] for an incident of `workers` workers (`incident.py N`).
+#[track_caller]
+pub(crate) fn wait_n_workers_stuck(t: &Target, workers: usize) {
+    let workers: BTreeSet<Tid> = (0..workers)
+        .map(|i| t.tid_of(&format!("worker-{i}")))
+        .collect();
     let mut reader = stackdump_core::kernel::proc::TaskReader::new(t.proc_dir());
     reader.kernel_stacks = false;
     let mut view = |tid: Tid| reader.kernel_view(tid).ok().map(|(_, v, _)| v);
@@ -77,6 +85,22 @@ fn spawn_lockwait(preload: Preload, args: &[&str]) -> Target {
     cmd.args(args);
     let mut t = Target::spawn(cmd, preload);
     t.wait_ready(deadline());
+    // READY waits for the waiters asleep in futex(2), not for the owners asleep in nanosleep
+    // (what the findings' evidence says they do, and where `compare` must find them stuck):
+    // wait until they are.
+    for name in ["holder", "pi-holder"] {
+        let tid = t.tid_of(name);
+        let asleep = || {
+            let k = t.kernel_view(tid);
+            k.state == "S"
+                && ["nanosleep", "clock_nanosleep"].contains(&k.syscall_name().unwrap_or(""))
+        };
+        assert!(
+            poll_until(deadline(), asleep),
+            "{name} ({tid}) never slept in nanosleep\n{}",
+            t.describe()
+        );
+    }
     t
 }
 

@@ -208,6 +208,41 @@ fn wait_request(
     found
 }
 
+/// stacks.py prints READY before its main thread enters `main_park`, and on its way there it
+/// may wait for the GIL (the spinner holds it) with `main` as its innermost Python frame: wait
+/// until that frame, read from outside as the core does, is `main_park` at its marker `line`,
+/// where it stays.
+#[track_caller]
+fn wait_main_parked(t: &Target, line: u32) {
+    let main = stackdump_core::model::Tid(t.pid);
+    let parked = || {
+        let Ok(maps) = std::fs::read(t.proc_dir().join("maps")) else {
+            return false;
+        };
+        let maps = kproc::parse_maps(&maps);
+        python::threads(
+            &ProcessMemory { pid: t.pid },
+            &maps,
+            &t.proc_dir().join("root"),
+            &t.tids(),
+        )
+        .is_ok_and(|p| {
+            p.threads.iter().any(|th| {
+                th.tid == Some(main)
+                    && th
+                        .frames
+                        .first()
+                        .is_some_and(|f| f.function == "main_park" && f.line == Some(line))
+            })
+        })
+    };
+    assert!(
+        poll_until(deadline(), parked),
+        "MainThread never parked in main_park\n{}",
+        t.describe()
+    );
+}
+
 /// Trigger a dump with a fresh request id and read it.
 #[track_caller]
 fn dump(t: &mut Target) -> (PathBuf, Dump) {
@@ -391,6 +426,7 @@ fn parked_threads_show_python_frames_merged_at_the_evaluator_frames() {
             &[],
         );
         t.wait_ready(deadline());
+        wait_main_parked(&t, m["main_park"]);
         let (path, d) = dump(&mut t);
         let text = dump_text(&path, &d);
         let interp = format!("CPython {}.{}", py.major, py.minor);
@@ -546,6 +582,8 @@ fn incident_workers_show_db_execute_inside_write() {
         cmd.arg(&file).arg("2");
         let mut t = Target::spawn(cmd, Preload::Yes);
         t.wait_ready(deadline());
+        // READY does not prove every worker stuck for good (see `wait_workers_stuck`).
+        crate::findings::wait_n_workers_stuck(&t, 2);
         let (path, d) = dump(&mut t);
         let text = dump_text(&path, &d);
         for name in ["worker-0", "worker-1"] {

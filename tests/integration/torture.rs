@@ -222,6 +222,21 @@ fn hostile(mode: &str, env: &[(&str, &str)]) -> Target {
     }
     let mut t = Target::spawn(cmd, Preload::Yes);
     t.wait_ready(deadline());
+    // READY is printed once both parked threads are on their way to read(): wait until they
+    // sleep in it (`check_parked` expects them copied there; with reset-all, a thread still
+    // running could not be sent the capture signal).
+    for name in ["parked-0", "parked-1"] {
+        let tid = t.tid_of(name);
+        let asleep = || {
+            let k = t.kernel_view(tid);
+            k.state == "S" && k.syscall_name() == Some("read")
+        };
+        assert!(
+            poll_until(deadline(), asleep),
+            "{name} ({tid}) never slept in read\n{}",
+            t.describe()
+        );
+    }
     t
 }
 
