@@ -6,7 +6,8 @@
 use super::layout::Version;
 use super::read::KnownCodes;
 use crate::kernel::proc::Mapping;
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::elf;
+use object::read::elf::{FileHeader, ProgramHeader, Sym, SymbolTable};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -200,6 +201,17 @@ fn open_mapped(root: &Path, pid: i32, m: &Mapping) -> std::io::Result<std::fs::F
 /// The symbols we want from one file, or None when it has no `_PyRuntime`.
 fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols>, String> {
     let file = open_mapped(root, pid, m).map_err(|e| format!("cannot open: {e}"))?;
+    let python_named = base_name(&m.path).contains("python");
+    // In the process itself (the library), a file only root or we may write is mapped for
+    // the look-up: the symbol and hash tables are read where they are, without a copy of a
+    // big program's dynamic symbol table (node's: 1.8 MB, 3 ms). The mapping is gone when
+    // this returns. From outside (inspect, as root) the capped cache below is used: a target
+    // could truncate its file under a mapping and the fault would end the CLI.
+    if pid == std::process::id() as i32 {
+        if let Ok(map) = crate::stack::mapped::Mapped::map_if_safe(&file) {
+            return symbols_of(map.bytes(), python_named);
+        }
+    }
     // Reads checked against the file's real size and the caps before the cache allocates
     // (`crate::limits::Capped`): a sparse file may claim a symbol table of gigabytes.
     let len = file
@@ -208,19 +220,80 @@ fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols
         .len();
     let cache = object::ReadCache::new(file);
     let used = std::cell::Cell::new(0);
-    let capped = crate::limits::Capped::new(&cache, len, &used);
-    let elf = object::File::parse(capped).map_err(|e| format!("not a readable ELF file: {e}"))?;
-    let min_vaddr = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
-    let exec_segment = elf
-        .segments()
-        .find(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & 1 != 0))
-        .map(|s| (s.file_range().0, s.address()));
+    symbols_of(crate::limits::Capped::new(&cache, len, &used), python_named)
+}
+
+/// [`read_symbols`] of the file whose bytes `data` reads.
+fn symbols_of<'d, R: object::ReadRef<'d>>(
+    data: R,
+    python_named: bool,
+) -> Result<Option<FileSymbols>, String> {
+    let not_elf = |e: object::Error| format!("not a readable ELF file: {e}");
+    match object::FileKind::parse(data).map_err(not_elf)? {
+        object::FileKind::Elf64 => {
+            elf_symbols::<elf::FileHeader64<object::Endianness>, _>(data, python_named)
+        }
+        object::FileKind::Elf32 => {
+            elf_symbols::<elf::FileHeader32<object::Endianness>, _>(data, python_named)
+        }
+        _ => return Err("not an ELF file".to_string()),
+    }
+    .map_err(not_elf)
+}
+
+/// [`read_symbols`] of an ELF file. The wanted names are looked up in the dynamic symbol
+/// table's hash section, as the dynamic linker does, so a big program that is not Python (node
+/// exports 75 000 symbols) costs a few reads, not one per symbol name. Without a hash section
+/// the table is searched, and for a static interpreter that does not export its symbols, only
+/// in files that look like Python, the full symbol table.
+fn elf_symbols<'d, Elf, R>(data: R, python_named: bool) -> object::Result<Option<FileSymbols>>
+where
+    Elf: FileHeader<Endian = object::Endianness>,
+    R: object::ReadRef<'d>,
+{
+    let header = Elf::parse(data)?;
+    let endian = header.endian()?;
+    let loads = || {
+        header
+            .program_headers(endian, data)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.p_type(endian) == elf::PT_LOAD)
+    };
+    let min_vaddr = loads().map(|p| p.p_vaddr(endian).into()).min().unwrap_or(0) & !0xfff;
+    let exec_segment = loads()
+        .find(|p| p.p_flags(endian) & elf::PF_X == elf::PF_X)
+        .map(|p| (p.p_offset(endian).into(), p.p_vaddr(endian).into()));
+    let sections = header.sections(endian, data)?;
+    let dynamic = sections.symbols(endian, data, elf::SHT_DYNSYM)?;
+    let versions = sections.versions(endian, data)?.unwrap_or_default();
     let mut values = HashMap::new();
-    collect(elf.dynamic_symbols(), &mut values);
-    // A static interpreter that does not export its symbols: the full symbol table, only for
-    // files that look like Python (the table of a big program is large).
-    if !values.contains_key("_PyRuntime") && base_name(&m.path).contains("python") {
-        collect(elf.symbols(), &mut values);
+    let defined = |sym: &Elf::Sym| (!sym.is_undefined(endian)).then(|| sym.st_value(endian).into());
+    if let Some((gnu, _)) = sections.gnu_hash(endian, data)? {
+        for w in WANTED {
+            let hash = elf::gnu_hash(w.as_bytes());
+            if let Some((_, sym)) = gnu.find(endian, w.as_bytes(), hash, None, &dynamic, &versions)
+            {
+                values.extend(defined(sym).map(|v| (*w, v)));
+            }
+        }
+    } else if let Some((sysv, _)) = sections.hash(endian, data)? {
+        for w in WANTED {
+            let hash = elf::hash(w.as_bytes());
+            if let Some((_, sym)) = sysv.find(endian, w.as_bytes(), hash, None, &dynamic, &versions)
+            {
+                values.extend(defined(sym).map(|v| (*w, v)));
+            }
+        }
+    } else {
+        collect(endian, &dynamic, &mut values);
+    }
+    if !values.contains_key("_PyRuntime") && python_named {
+        collect(
+            endian,
+            &sections.symbols(endian, data, elf::SHT_SYMTAB)?,
+            &mut values,
+        );
     }
     if !values.contains_key("_PyRuntime") {
         return Ok(None);
@@ -232,17 +305,20 @@ fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols
     }))
 }
 
-fn collect<'d, S: ObjectSymbol<'d>>(
-    syms: impl Iterator<Item = S>,
+/// Every wanted name defined in `table`, the first definition of each.
+fn collect<'d, Elf: FileHeader, R: object::ReadRef<'d>>(
+    endian: Elf::Endian,
+    table: &SymbolTable<'d, Elf, R>,
     values: &mut HashMap<&'static str, u64>,
 ) {
-    for s in syms {
-        if s.is_undefined() {
+    let strings = table.strings();
+    for s in table.symbols() {
+        if s.is_undefined(endian) {
             continue;
         }
-        if let Ok(name) = s.name() {
-            if let Some(w) = WANTED.iter().find(|w| **w == name) {
-                values.entry(*w).or_insert(s.address());
+        if let Ok(name) = s.name(endian, strings) {
+            if let Some(w) = WANTED.iter().find(|w| w.as_bytes() == name) {
+                values.entry(*w).or_insert(s.st_value(endian).into());
             }
         }
     }
@@ -287,6 +363,71 @@ pub fn python2_module(maps: &[Mapping]) -> Option<(Version, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Build `src` with `cc` and `args` into `dir/name`; its bytes.
+    fn built(dir: &Path, name: &str, src: &str, args: &[&str]) -> Vec<u8> {
+        let (c, out) = (dir.join(format!("{name}.c")), dir.join(name));
+        std::fs::write(&c, src).unwrap();
+        let status = std::process::Command::new("cc")
+            .args(args)
+            .arg(&c)
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .expect("cc (needed to build the test objects)");
+        assert!(status.success(), "cc {args:?} {}", c.display());
+        std::fs::read(out).unwrap()
+    }
+
+    /// The wanted symbols are found through the GNU hash table, the SysV one, and, for a
+    /// static interpreter that does not export them, the full symbol table of a file that
+    /// looks like Python only; a file that only refers to `_PyRuntime` is no interpreter.
+    #[test]
+    fn the_runtime_is_found_by_each_hash_table_and_in_the_full_table_of_a_static_python() {
+        // Enough other exported names that a hash chain is not the whole table.
+        let mut src = String::from("int _PyRuntime[64] = {1};\nint PyCode_Type[8] = {2};\n");
+        for i in 0..300 {
+            src += &format!("int other_{i}(void) {{ return {i}; }}\n");
+        }
+        src += "int main(void) { return _PyRuntime[0]; }\n";
+        let dir = tempfile::tempdir().unwrap();
+        let want = |bytes: &[u8], python_named: bool| {
+            symbols_of(bytes, python_named).unwrap().map(|s| {
+                let mut v: Vec<_> = s.values.keys().copied().collect();
+                v.sort_unstable();
+                v
+            })
+        };
+        let both = Some(vec!["PyCode_Type", "_PyRuntime"]);
+        for style in ["gnu", "sysv"] {
+            let so = built(
+                dir.path(),
+                &format!("lib{style}.so"),
+                &src,
+                &["-shared", "-fPIC", &format!("-Wl,--hash-style={style}")],
+            );
+            assert_eq!(want(&so, false), both, "--hash-style={style}");
+        }
+        // Exported from an executable (-rdynamic), as Debian's python3 does.
+        let exe = built(dir.path(), "exported", &src, &["-rdynamic"]);
+        assert_eq!(want(&exe, false), both);
+        // Not exported: only in the full symbol table, read for a file named like Python.
+        let hidden = built(dir.path(), "python-static", &src, &[]);
+        assert_eq!(want(&hidden, false), None);
+        assert_eq!(want(&hidden, true), both);
+        // Stripped of its full table as well: nothing to find.
+        let stripped = built(dir.path(), "python-stripped", &src, &["-s"]);
+        assert_eq!(want(&stripped, true), None);
+        // A library that uses `_PyRuntime` without defining it (an extension module).
+        let user = built(
+            dir.path(),
+            "libuser.so",
+            "extern int _PyRuntime[]; int f(void) { return _PyRuntime[0]; }\n",
+            &["-shared", "-fPIC"],
+        );
+        assert_eq!(want(&user, true), None);
+        assert!(symbols_of(&b"not an ELF file"[..], true).is_err());
+    }
 
     #[test]
     fn python2_is_told_by_its_module_names() {

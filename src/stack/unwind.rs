@@ -177,7 +177,7 @@ impl ModuleSource {
 #[cfg(target_arch = "x86_64")]
 mod arch {
     use super::Regs as RawRegs;
-    pub type Unwinder = framehop::x86_64::UnwinderX86_64<Vec<u8>>;
+    pub type Unwinder = framehop::x86_64::UnwinderX86_64<super::SectionBytes>;
     pub type Cache = framehop::x86_64::CacheX86_64;
     pub fn regs(r: &RawRegs) -> framehop::x86_64::UnwindRegsX86_64 {
         framehop::x86_64::UnwindRegsX86_64::new(r.pc, r.sp, r.fp)
@@ -204,7 +204,7 @@ mod arch {
 #[cfg(target_arch = "aarch64")]
 mod arch {
     use super::Regs as RawRegs;
-    pub type Unwinder = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
+    pub type Unwinder = framehop::aarch64::UnwinderAarch64<super::SectionBytes>;
     pub type Cache = framehop::aarch64::CacheAarch64;
     pub fn regs(r: &RawRegs) -> framehop::aarch64::UnwindRegsAarch64 {
         framehop::aarch64::UnwindRegsAarch64::new(r.lr, r.sp, r.fp)
@@ -268,6 +268,77 @@ pub struct Modules {
     /// Where the functions of each module start (SVMAs of its FDEs, from `.eh_frame_hdr`,
     /// sorted), by start of range: see [`Modules::function_start`].
     starts: HashMap<u64, FunctionStarts>,
+    /// The unwind sections read, while a loaded module holds them.
+    shared: SharedSections,
+}
+
+/// The bytes of one unwind section of a module file, shared by every loaded instance of that
+/// file and by its function-start table: node maps part of its executable a second time (V8's
+/// builtins), and that instance reads the same 3.3 MB of tables, which are not copied again.
+#[derive(Clone, Default)]
+pub struct SectionBytes(std::sync::Arc<Vec<u8>>);
+
+impl std::ops::Deref for SectionBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A module file as it was opened: the same file (not only the same path) has the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileId {
+    fn of(f: &std::fs::File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+/// The sections read so far, by file and file range, for as long as a module keeps them.
+#[derive(Default)]
+struct SharedSections(HashMap<(FileId, u64, u64), std::sync::Weak<Vec<u8>>>);
+
+impl SharedSections {
+    /// The section at `offset..offset + size` of file `id`: the bytes a loaded module holds, or
+    /// `read(offset, size)` (and how many bytes were read: 0 when shared).
+    fn get(
+        &mut self,
+        id: Option<FileId>,
+        (offset, size): (u64, u64),
+        read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
+    ) -> Option<(SectionBytes, u64)> {
+        let key = id.map(|id| (id, offset, size));
+        if let Some(bytes) = key
+            .and_then(|k| self.0.get(&k))
+            .and_then(std::sync::Weak::upgrade)
+        {
+            return Some((SectionBytes(bytes), 0));
+        }
+        let bytes = std::sync::Arc::new(read(offset, size)?);
+        if let Some(k) = key {
+            self.0.insert(k, std::sync::Arc::downgrade(&bytes));
+        }
+        let len = bytes.len() as u64;
+        Some((SectionBytes(bytes), len))
+    }
+
+    /// Forget the sections no loaded module holds any more.
+    fn prune(&mut self) {
+        self.0.retain(|_, w| w.strong_count() > 0);
+    }
 }
 
 impl Modules {
@@ -276,6 +347,7 @@ impl Modules {
         Modules {
             kept: HashMap::new(),
             starts: HashMap::new(),
+            shared: SharedSections::default(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
             loaded: HashMap::new(),
@@ -423,6 +495,7 @@ impl Modules {
             self.starts.remove(&start);
             changed = true;
         }
+        self.shared.prune();
         for Instance {
             path,
             range,
@@ -437,6 +510,7 @@ impl Modules {
             let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
             match load(
                 &self.source,
+                &mut self.shared,
                 &path,
                 range.clone(),
                 (anchor, anchor_offset),
@@ -585,7 +659,7 @@ impl Modules {
 /// A loaded module: framehop's view, its load bias, the path its file was opened from, the
 /// bytes of unwind tables it keeps, and where its functions start.
 type Loaded = (
-    framehop::Module<Vec<u8>>,
+    framehop::Module<SectionBytes>,
     u64,
     Option<PathBuf>,
     u64,
@@ -597,6 +671,7 @@ type Loaded = (
 /// budget for unwind tables.
 fn load(
     source: &ModuleSource,
+    shared: &mut SharedSections,
     path: &str,
     range: Range<u64>,
     anchor: (Range<u64>, u64),
@@ -621,11 +696,12 @@ fn load(
             range,
             (first.start, anchor_offset),
             remaining,
-            &read,
+            &mut |at| shared.get(None, at, &read),
         )?;
         return Ok((m, bias, None, kept, starts));
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
+    let id = FileId::of(&f);
     // Our own process's module files, when only root or we may write them, are mapped (no
     // system call per header or name read), for as long as this function runs: the unwind
     // sections are copied out. (Kept mapped, a module's pages would show in the process's
@@ -658,7 +734,7 @@ fn load(
             range,
             (first.start, anchor_offset),
             remaining,
-            &read,
+            &mut |at| shared.get(id, at, &read),
         )?;
         return Ok((m, bias, Some(opened), kept, starts));
     }
@@ -686,14 +762,14 @@ fn load(
         range,
         (first.start, anchor_offset),
         remaining,
-        &read,
+        &mut |at| shared.get(id, at, &read),
     )?;
     Ok((m, bias, Some(opened), kept, starts))
 }
 
 /// framehop's view of a module, its load bias, the bytes of unwind tables it keeps, and where
 /// its functions start.
-type ModuleParts = (framehop::Module<Vec<u8>>, u64, u64, FunctionStarts);
+type ModuleParts = (framehop::Module<SectionBytes>, u64, u64, FunctionStarts);
 
 fn module<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
@@ -701,16 +777,17 @@ fn module<'d, R: object::ReadRef<'d>>(
     range: Range<u64>,
     (first, first_offset): (u64, u64),
     remaining: u64,
-    read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
+    read: &mut dyn FnMut((u64, u64)) -> Option<(SectionBytes, u64)>,
 ) -> Result<ModuleParts, String> {
     let bias = bias_of(file, first, first_offset)
         .ok_or("no loadable segment holds the mapped part of the file")?;
     let section = |name: &str| file.section_by_name(name);
     let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
-    let data = |name: &str| {
+    // Each section with the bytes it added (0 when another instance of the file holds it).
+    let mut data = |name: &str| {
         section(name)
             .and_then(|s| s.file_range())
-            .and_then(|(offset, size)| read(offset, size))
+            .and_then(&mut *read)
     };
     // The sections kept must fit what is left of the run's budget (each one was already
     // checked against the file's size and the per-read cap when read).
@@ -729,7 +806,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     let eh_frame = data(".eh_frame");
     let debug_frame = if eh_frame.is_none() {
         data(".debug_frame")
-            .filter(|d| d.len() as u64 <= remaining.min(crate::limits::MAX_READ) - sizes)
+            .filter(|(d, _)| d.len() as u64 <= remaining.min(crate::limits::MAX_READ) - sizes)
     } else {
         None
     };
@@ -737,21 +814,21 @@ fn module<'d, R: object::ReadRef<'d>>(
         return Err("neither .eh_frame nor .debug_frame (or beyond the size caps)".into());
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
-    // The table is read when first asked for, from a copy of the section (framehop keeps
-    // its own): a few µs to copy, 70-170 µs to read.
+    // The table is read when first asked for (70-170 µs), from the section framehop holds.
     let starts = FunctionStarts {
         table: std::cell::OnceCell::new(),
         hdr: eh_frame_hdr
             .as_ref()
             .zip(svma(".eh_frame_hdr"))
-            .map(|(hdr, at)| (hdr.clone(), at.start)),
+            .map(|((hdr, _), at)| (hdr.clone(), at.start)),
     };
-    // (The copy `starts` keeps counts too.)
+    // What this instance read (a section another instance of the file holds counts there).
     let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
         .iter()
-        .map(|d| d.as_ref().map_or(0, |d| d.len() as u64))
-        .sum::<u64>()
-        + starts.hdr.as_ref().map_or(0, |(h, _)| h.len() as u64);
+        .map(|d| d.as_ref().map_or(0, |(_, added)| *added))
+        .sum::<u64>();
+    let [eh_frame, debug_frame, eh_frame_hdr] =
+        [eh_frame, debug_frame, eh_frame_hdr].map(|d| d.map(|(bytes, _)| bytes));
     let info = framehop::ExplicitModuleSectionInfo {
         base_svma: 0,
         text_svma: svma(".text"),
@@ -777,7 +854,7 @@ fn module<'d, R: object::ReadRef<'d>>(
 pub struct FunctionStarts {
     table: std::cell::OnceCell<Vec<u64>>,
     /// The section and its SVMA, while the table is not read.
-    hdr: Option<(Vec<u8>, u64)>,
+    hdr: Option<(SectionBytes, u64)>,
 }
 
 impl FunctionStarts {
