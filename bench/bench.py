@@ -358,7 +358,7 @@ def kill_dump(t, timeout=60.0, parse=True):
     if t.spinner:
         t.spinner.reset()
     t0 = time.perf_counter()
-    sigqueue(t.pid, signal.SIGUSR1, rid)
+    sigqueue(t.pid, getattr(t, "sig", signal.SIGUSR1), rid)
     got = t.watch.wait_for(f"-r{rid}.json", timeout)
     gap = t.spinner.max_gap_ms() if t.spinner else None
     if got is None:
@@ -984,6 +984,59 @@ class Bench:
         self.r["python_large"] = res
         log(f"python: RSS idle {res.get('rss_idle_kb')} kB -> after first dump {res.get('rss_after_first_kb')} kB")
 
+    def real_program(self):
+        """node (a 99 MB executable nobody here wrote, V8 mapping part of it twice): its first
+        dump with nothing cached on the host, the first dump of a second process once the first
+        one cached what it read, and later dumps, beside eu-stack on the same process. node
+        takes USR1 for its inspector: the library is given USR2."""
+        node = shutil.which("node")
+        if not node:
+            return
+        script = "console.log('READY ' + process.pid); setInterval(() => {}, 1e9);"
+        res = {"program": os.path.realpath(node), "bytes": os.path.getsize(os.path.realpath(node)),
+               "runs": {}}
+        seed = os.path.join(self.work, "node-cache")
+        shutil.rmtree(seed, ignore_errors=True)
+        keys = ("wall_ms", "duration_us", "phases_us", "captured", "threads", "error")
+        for state in ("nothing cached", "cached by an earlier process"):
+            runs = res["runs"].setdefault(state, [])
+            for i in range(3):
+                t = Target(self.work, [node, "-e", script], True, self.lib, "node", spinner=False,
+                           ready_timeout=60, extra_env={"STACKDUMP_SIGNAL": "USR2"}, seed_cache=False)
+                t.sig = signal.SIGUSR2
+                try:
+                    if state != "nothing cached":
+                        for c in _cache_dirs(seed):
+                            shutil.copytree(c, os.path.join(t.dir, os.path.basename(c)), symlinks=True)
+                    time.sleep(0.3)  # node's own threads started
+                    first = kill_dump(t)
+                    run = {"first": {k: first.get(k) for k in keys}}
+                    if state == "nothing cached" and i == 0:
+                        # What the library caches after its first dump: the sections, then the names.
+                        end = time.time() + 10
+                        while time.time() < end and not any(
+                                f.endswith(".names") for c in _cache_dirs(t.dir)
+                                for f in os.listdir(os.path.join(c, "dwarf"))
+                                if os.path.isdir(os.path.join(c, "dwarf"))):
+                            time.sleep(0.01)
+                        time.sleep(0.05)
+                        for c in _cache_dirs(t.dir):
+                            shutil.copytree(c, os.path.join(seed, os.path.basename(c)), symlinks=True)
+                    if state != "nothing cached" and i == 0:
+                        warm = [kill_dump(t) for _ in range(self.runs)]
+                        run["warm_ms"] = stats([x.get("wall_ms") for x in warm])
+                        run["warm_in_process_ms"] = stats([x["duration_us"] / 1000 for x in warm
+                                                           if x.get("duration_us") is not None])
+                        eu = [run_tool(self.cmd_eu(t.pid), env=self.env_tools) for _ in range(3)]
+                        run["eu_stack_ms"] = stats([x.get("wall_ms") for x in eu])
+                        run["eu_stack_error"] = next((x["error"] for x in eu if x.get("error")), None)
+                    runs.append(run)
+                finally:
+                    t.close()
+        shutil.rmtree(seed, ignore_errors=True)
+        self.r["real_program"] = res
+        log(f"node: first dumps {[r['first'].get('wall_ms') for v in res['runs'].values() for r in v]}")
+
     # profile -------------------------------------------------------------------------------
     PROFILE_KEYS = [
         ("whole dump (DumpThread::dump)", r"stackdump::capture::DumpThread::dump$"),
@@ -1205,6 +1258,9 @@ class Bench:
             self.save()
             self.wait_quiet("python")
             self.python_large()
+            self.save()
+            self.wait_quiet("node")
+            self.real_program()
             self.save()
             if not a.no_profile:
                 self.wait_quiet("profile")
@@ -1584,11 +1640,48 @@ def report(r, previous=None, header=True):
                  f"{py['rss_after_warm_kb'] / 1024:.1f} MiB, peak {py['hwm_kb'] / 1024:.1f} MiB. First dump {py['cold']['wall_ms']:.0f} ms "
                  f"(in-process phases µs {json.dumps(py['cold']['phases_us'])}), warm {fmt(py['warm_wall_ms'], ' ms')}.")
         L.append("")
+    if r.get("real_program"):
+        L.append(real_program_md(r["real_program"]))
     if r.get("framepointers"):
         L.append(framepointers_md(r["framepointers"]))
     if r.get("profile"):
         L.append(profile_md(r["profile"]))
     L.append(budgets(r))
+    return "\n".join(L)
+
+
+def real_program_md(rp):
+    """The node section: first dumps with nothing cached and with an earlier process's cache,
+    later dumps, eu-stack."""
+    def med(xs):
+        xs = [x for x in xs if x is not None]
+        return statistics.median(xs) if xs else None
+
+    def ms(v, digits=1):
+        return f"{v:.{digits}f}" if v is not None else "?"
+    runs = rp["runs"]
+    warm = next((r for r in runs.get("cached by an earlier process", []) if r.get("warm_ms")), {})
+    warm_in = (warm.get("warm_in_process_ms") or {}).get("median")
+    eu = (warm.get("eu_stack_ms") or {}).get("median")
+    L = [f"### A real program: node ({rp['bytes'] / 1e6:.0f} MB executable)", "",
+         f"`{rp['program']}` idle in its event loop (8 threads), the library preloaded and triggered "
+         "with USR2 (node takes USR1). Three fresh processes per row; `kill` → file and the dump's "
+         "own in-process time, ms. eu-stack ran on the same process as the later dumps.", "",
+         "| dump | `kill` → file ms | in-process ms | in-process ÷ a later dump's | phases of the first, µs |",
+         "| --- | --- | --- | --- | --- |"]
+    for state, label in (("nothing cached", "first, nothing cached on the host"),
+                         ("cached by an earlier process", "first, what an earlier node cached")):
+        rs = runs.get(state) or []
+        walls = [r["first"].get("wall_ms") for r in rs]
+        ins = [r["first"]["duration_us"] / 1000 for r in rs if r["first"].get("duration_us") is not None]
+        ratio = f"{med(ins) / warm_in:.1f}" if med(ins) is not None and warm_in else "?"
+        ph = rs[0]["first"].get("phases_us") if rs else None
+        L.append(f"| {label} | {' / '.join(ms(w) for w in walls)} | {' / '.join(ms(x) for x in ins)} | "
+                 f"{ratio} | {json.dumps(ph) if ph else '?'} |")
+    L.append(f"| later dumps (median of {(warm.get('warm_ms') or {}).get('n', '?')}) | "
+             f"{ms((warm.get('warm_ms') or {}).get('median'))} | {ms(warm_in, 2)} | 1 | |")
+    L.append(f"| eu-stack -p (median of 3) | {ms(eu)} | | | |")
+    L.append("")
     return "\n".join(L)
 
 
@@ -1897,6 +1990,7 @@ def main():
     p.add_argument("--runner")
     p.add_argument("--target-fp", help="bench/target.c built with -fno-omit-frame-pointer")
     p.add_argument("--fp-only", action="store_true", help="only the frame-pointer comparison")
+    p.add_argument("--node-only", action="store_true", help="only the real-program section (node)")
     p.add_argument("--python")
     p.add_argument("--libpython")
     p.add_argument("--threads", type=int, nargs="+")
@@ -1923,7 +2017,7 @@ def main():
         with open(a.out_json) as f:
             write_outputs(json.load(f), a)
         return
-    if not a.tag and not a.profile_only and not a.fp_only:
+    if not a.tag and not a.profile_only and not a.fp_only and not a.node_only:
         keep_previous(a.out_json)
     a.threads = a.threads or ([20, 200] if a.quick else [20, 200, 1000, 2000])
     a.runs = a.runs or (3 if a.quick else 5)
@@ -1945,6 +2039,14 @@ def main():
         finally:
             cleanup()
         print(framepointers_md(b.r["framepointers"]))
+        return
+    if a.node_only:
+        try:
+            b.machine()
+            b.real_program()
+        finally:
+            cleanup()
+        print(real_program_md(b.r["real_program"]) if b.r.get("real_program") else "no node here")
         return
     if a.profile_only:
         try:

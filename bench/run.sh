@@ -15,6 +15,8 @@
 #   bench/run.sh --profile N  only the perf profile of the dump thread for N threads (cold + warm)
 #   bench/run.sh --fp       only the frame-pointer comparison (target built with and without
 #                           -fno-omit-frame-pointer; 100 and 1000 threads), printed
+#   bench/run.sh --node     only the real-program section: node's first dumps (nothing cached,
+#                           then cached by an earlier process) and later ones, beside eu-stack
 #   bench/run.sh --floor    only the per-thread floor of /proc task files on this machine
 #                           (bench/procfloor.c: open+read+close vs pread of a kept fd), printed
 #   bench/run.sh --watch    only the watchdog's cost (STACKDUMP_WATCH, 1000 idle threads) and
@@ -49,6 +51,7 @@ extra=()
 profile_n=
 wait_quiet=
 fp_only=
+node_only=
 compare_rev=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,12 +62,13 @@ while [ $# -gt 0 ]; do
         --report) mode=report ;;
         --profile) mode=profile; profile_n=${2:?--profile N}; shift ;;
         --fp) fp_only=1 ;;
+        --node) node_only=1 ;;
         --watch) mode=watch ;;
         --floor) mode=floor ;;
         --compare) compare_rev=${2:?--compare REV}; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "usage: bench/run.sh [--quick] [--threads \"N...\"] [--tag NAME] [--compare REV] [--wait-quiet]" >&2
-           echo "       bench/run.sh --profile N | --fp | --watch | --report [--tag NAME]" >&2; exit 2 ;;
+           echo "       bench/run.sh --profile N | --fp | --node | --watch | --report [--tag NAME]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -202,6 +206,7 @@ quick=()
 quick+=("${extra[@]}")
 [ "$mode" = profile ] && quick=(--profile-only "$profile_n" --keep-perf)
 [ -n "$fp_only" ] && quick=(--fp-only "${quick[@]}")
+[ -n "$node_only" ] && quick=(--node-only "${quick[@]}")
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run" >&2
 python3 "$here/bench.py" "${quick[@]}" --work "$work" --lib "$work/libstackdump.so" \
     --target "$work/target" --target-fp "$work/target-fp" --runner "$work/runner" "${cli_args[@]}" "${py_args[@]}" \

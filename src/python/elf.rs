@@ -1,7 +1,10 @@
 //! Finding the interpreter: `_PyRuntime` and the type objects in the ELF symbol tables of the
 //! executable and of any `libpython*` mapped in the process, looked up at dump time (so a
-//! libpython loaded late with `dlopen` is found). Only the symbol tables are read, through a
-//! read cache (not the whole file); results are kept per file across dumps.
+//! libpython loaded late with `dlopen` is found). The names are looked up through the dynamic
+//! symbol table's hash section, as the dynamic linker does (a program that is not Python may
+//! export tens of thousands of names); only a file named like Python has its full symbol table
+//! searched. Only those tables are read: through a read cache from outside, in a transient
+//! mapping in the process itself. Results are kept per file across dumps.
 
 use super::layout::Version;
 use super::read::KnownCodes;

@@ -1,5 +1,6 @@
 //! A module or debug file mapped read-only into memory, shared by the symbols and the DWARF
-//! cache.
+//! cache; and the bytes of the process's own executable where the loader mapped them
+//! ([`InPlace`], for its unwind tables).
 
 use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
 use std::path::Path;
@@ -128,6 +129,76 @@ impl Drop for Mapped {
         // SAFETY: unmapping the mapping this value owns, once; no slice of it outlives `self`
         // (slices borrow `self`, or are held by a context dropped first: see `ModuleDebug`).
         unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Bytes of the process's own main executable, read where the loader mapped them: its unwind
+/// tables need no copy (node's are 3.3 MB) and add nothing to the process's memory or to its
+/// maps.
+pub struct InPlace {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a read-only view of memory that stays mapped and unchanged for the life of the
+// process (see `InPlace::of_executable`); sharing it between threads is as safe as sharing a
+// `&'static [u8]`.
+unsafe impl Send for InPlace {}
+// SAFETY: as above: only ever read.
+unsafe impl Sync for InPlace {}
+
+impl InPlace {
+    /// The `len` bytes at `addr` in this process, which hold the bytes at `file_offset` of
+    /// `file` (the module file mapped at `path`), when all of this holds:
+    /// - `file` is the process's main executable (the same device and inode as
+    ///   `/proc/self/exe`): it is never unloaded, so its mappings stay for the life of the
+    ///   process;
+    /// - one mapping in `maps` (this process's, current) covers the range: readable, not
+    ///   writable, of that path and inode, at the matching file offset, so it shows the file's
+    ///   own pages;
+    /// - the loader never wrote to them: `text_relocated` (the file's `DT_TEXTREL`, or
+    ///   `DF_TEXTREL` in `DT_FLAGS`) is false.
+    ///
+    /// None otherwise: the caller copies the bytes from the file instead.
+    pub fn of_executable(
+        file: &std::fs::File,
+        maps: &[crate::kernel::proc::Mapping],
+        path: &str,
+        (addr, file_offset, len): (u64, u64, u64),
+        text_relocated: bool,
+    ) -> Option<InPlace> {
+        use std::os::unix::fs::MetadataExt;
+        if text_relocated || len == 0 {
+            return None;
+        }
+        let end = addr.checked_add(len)?;
+        let (me, exe) = (
+            file.metadata().ok()?,
+            std::fs::metadata("/proc/self/exe").ok()?,
+        );
+        if (me.dev(), me.ino()) != (exe.dev(), exe.ino()) {
+            return None;
+        }
+        let m = maps.iter().find(|m| m.start <= addr && end <= m.end)?;
+        let same_pages = m.readable
+            && !m.writable
+            && m.inode == me.ino()
+            && m.path == path
+            && m.offset.checked_add(addr - m.start) == Some(file_offset);
+        if !same_pages {
+            return None;
+        }
+        Some(InPlace {
+            ptr: usize::try_from(addr).ok()? as *const u8,
+            len: usize::try_from(len).ok()?,
+        })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `of_executable` checked that these `len` bytes at `ptr` are a read-only
+        // mapping of the main executable, which stays mapped for the life of the process.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 

@@ -275,13 +275,32 @@ pub struct Modules {
 /// The bytes of one unwind section of a module file, shared by every loaded instance of that
 /// file and by its function-start table: node maps part of its executable a second time (V8's
 /// builtins), and that instance reads the same 3.3 MB of tables, which are not copied again.
-#[derive(Clone, Default)]
-pub struct SectionBytes(std::sync::Arc<Vec<u8>>);
+/// The main executable's sections are not copied at all: they are read where the loader
+/// mapped them ([`crate::stack::mapped::InPlace`]).
+#[derive(Clone)]
+pub struct SectionBytes(std::sync::Arc<Bytes>);
+
+/// Where the bytes of a section are.
+enum Bytes {
+    /// Read from the file.
+    Copied(Vec<u8>),
+    /// In the process's own mapping of its main executable.
+    InPlace(crate::stack::mapped::InPlace),
+}
+
+impl Default for SectionBytes {
+    fn default() -> SectionBytes {
+        SectionBytes(std::sync::Arc::new(Bytes::Copied(Vec::new())))
+    }
+}
 
 impl std::ops::Deref for SectionBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        match &*self.0 {
+            Bytes::Copied(v) => v,
+            Bytes::InPlace(p) => p.bytes(),
+        }
     }
 }
 
@@ -309,15 +328,17 @@ impl FileId {
 
 /// The sections read so far, by file and file range, for as long as a module keeps them.
 #[derive(Default)]
-struct SharedSections(HashMap<(FileId, u64, u64), std::sync::Weak<Vec<u8>>>);
+struct SharedSections(HashMap<(FileId, u64, u64), std::sync::Weak<Bytes>>);
 
 impl SharedSections {
-    /// The section at `offset..offset + size` of file `id`: the bytes a loaded module holds, or
-    /// `read(offset, size)` (and how many bytes were read: 0 when shared).
+    /// The section at `offset..offset + size` of file `id`: the bytes a loaded module holds,
+    /// else `in_place()`, else `read(offset, size)`; with how many bytes were copied (0 when
+    /// shared or in place).
     fn get(
         &mut self,
         id: Option<FileId>,
         (offset, size): (u64, u64),
+        in_place: impl FnOnce() -> Option<crate::stack::mapped::InPlace>,
         read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
     ) -> Option<(SectionBytes, u64)> {
         let key = id.map(|id| (id, offset, size));
@@ -327,12 +348,19 @@ impl SharedSections {
         {
             return Some((SectionBytes(bytes), 0));
         }
-        let bytes = std::sync::Arc::new(read(offset, size)?);
+        let (bytes, copied) = match in_place() {
+            Some(p) => (Bytes::InPlace(p), 0),
+            None => {
+                let v = read(offset, size)?;
+                let len = v.len() as u64;
+                (Bytes::Copied(v), len)
+            }
+        };
+        let bytes = std::sync::Arc::new(bytes);
         if let Some(k) = key {
             self.0.insert(k, std::sync::Arc::downgrade(&bytes));
         }
-        let len = bytes.len() as u64;
-        Some((SectionBytes(bytes), len))
+        Some((SectionBytes(bytes), copied))
     }
 
     /// Forget the sections no loaded module holds any more.
@@ -510,6 +538,7 @@ impl Modules {
             let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
             match load(
                 &self.source,
+                maps,
                 &mut self.shared,
                 &path,
                 range.clone(),
@@ -671,6 +700,7 @@ type Loaded = (
 /// budget for unwind tables.
 fn load(
     source: &ModuleSource,
+    maps: &[Mapping],
     shared: &mut SharedSections,
     path: &str,
     range: Range<u64>,
@@ -696,7 +726,7 @@ fn load(
             range,
             (first.start, anchor_offset),
             remaining,
-            &mut |at| shared.get(None, at, &read),
+            &mut |_, at| shared.get(None, at, || None, &read),
         )?;
         return Ok((m, bias, None, kept, starts));
     }
@@ -718,6 +748,7 @@ fn load(
     {
         let bytes = map.bytes();
         let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
+        let relocated = text_relocated(&file);
         // The unwind sections are copied into the buffers framehop keeps, after the same caps
         // as below.
         let read = |offset: u64, size: u64| {
@@ -734,7 +765,14 @@ fn load(
             range,
             (first.start, anchor_offset),
             remaining,
-            &mut |at| shared.get(id, at, &read),
+            &mut |addr, at| {
+                let in_place = || {
+                    let (offset, size) = at;
+                    let place = (addr, offset, size);
+                    crate::stack::mapped::InPlace::of_executable(&f, maps, path, place, relocated)
+                };
+                shared.get(id, at, in_place, &read)
+            },
         )?;
         return Ok((m, bias, Some(opened), kept, starts));
     }
@@ -762,7 +800,7 @@ fn load(
         range,
         (first.start, anchor_offset),
         remaining,
-        &mut |at| shared.get(id, at, &read),
+        &mut |_, at| shared.get(id, at, || None, &read),
     )?;
     Ok((m, bias, Some(opened), kept, starts))
 }
@@ -777,17 +815,18 @@ fn module<'d, R: object::ReadRef<'d>>(
     range: Range<u64>,
     (first, first_offset): (u64, u64),
     remaining: u64,
-    read: &mut dyn FnMut((u64, u64)) -> Option<(SectionBytes, u64)>,
+    read: &mut dyn FnMut(u64, (u64, u64)) -> Option<(SectionBytes, u64)>,
 ) -> Result<ModuleParts, String> {
     let bias = bias_of(file, first, first_offset)
         .ok_or("no loadable segment holds the mapped part of the file")?;
     let section = |name: &str| file.section_by_name(name);
     let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
-    // Each section with the bytes it added (0 when another instance of the file holds it).
+    // Each section (given its address in this instance and its place in the file) with the
+    // bytes it added (0 when another instance of the file holds it, or when it is read in
+    // place).
     let mut data = |name: &str| {
-        section(name)
-            .and_then(|s| s.file_range())
-            .and_then(&mut *read)
+        let s = section(name)?;
+        read(s.address().wrapping_add(bias), s.file_range()?)
     };
     // The sections kept must fit what is left of the run's budget (each one was already
     // checked against the file's size and the per-read cap when read).
@@ -847,6 +886,33 @@ fn module<'d, R: object::ReadRef<'d>>(
         kept,
         starts,
     ))
+}
+
+/// Whether the loader writes to the read-only segments of `file` when it loads it: `DT_TEXTREL`,
+/// or `DF_TEXTREL` in `DT_FLAGS`, in its dynamic section (then its sections in memory are not
+/// the file's bytes).
+fn text_relocated<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> bool {
+    let Some(data) = file.section_by_name(".dynamic").and_then(|s| s.data().ok()) else {
+        return false;
+    };
+    let word = if file.is_64() { 8 } else { 4 };
+    let read = |b: &[u8]| -> u64 {
+        let mut w = [0u8; 8];
+        if file.is_little_endian() {
+            w[..word].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        } else {
+            w[8 - word..].copy_from_slice(b);
+            u64::from_be_bytes(w)
+        }
+    };
+    data.chunks_exact(2 * word)
+        .map(|e| (read(&e[..word]), read(&e[word..])))
+        .take_while(|&(tag, _)| tag != object::elf::DT_NULL.0 as u64)
+        .any(|(tag, value)| {
+            tag == object::elf::DT_TEXTREL.0 as u64
+                || (tag == object::elf::DT_FLAGS.0 as u64 && value & object::elf::DF_TEXTREL.0 != 0)
+        })
 }
 
 /// Where the functions of a module start ([`fde_starts`]): read from its `.eh_frame_hdr` when
@@ -1053,5 +1119,92 @@ mod tests {
             ..raw
         };
         assert!(unwound_complete(&limit, |_, _| false));
+    }
+
+    /// A file loaded twice (node maps part of its executable again) reads its unwind sections
+    /// once: the second instance shares the first one's bytes and keeps none of its own, its
+    /// function starts are the same, and once neither is loaded the bytes are forgotten.
+    #[test]
+    fn a_second_instance_of_a_file_shares_its_unwind_sections() {
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let libc = objects(&maps)
+            .into_iter()
+            .find(|o| o.path.contains("/libc.so"))
+            .expect("libc is mapped");
+        let source = ModuleSource::this_process();
+        let mut shared = SharedSections::default();
+        let load_libc = |shared: &mut SharedSections| {
+            load(
+                &source,
+                &maps,
+                shared,
+                &libc.path,
+                libc.range.clone(),
+                (libc.anchor.clone(), libc.anchor_offset),
+                crate::limits::MAX_UNWIND_PER_RUN,
+            )
+            .unwrap()
+        };
+        let first = load_libc(&mut shared);
+        let second = load_libc(&mut shared);
+        assert!(first.3 > 0, "the first instance reads the sections");
+        assert_eq!(second.3, 0, "the second one reads nothing");
+        let hdr = |l: &Loaded| l.4.hdr.clone().expect("libc has an .eh_frame_hdr").0;
+        assert!(std::sync::Arc::ptr_eq(&hdr(&first).0, &hdr(&second).0));
+        assert!(!first.4.table().is_empty());
+        assert_eq!(first.4.table(), second.4.table());
+        // Another process's view (its own `SharedSections`) reads them again.
+        let other = load_libc(&mut SharedSections::default());
+        assert_eq!(other.3, first.3);
+        assert_eq!(&*hdr(&other), &*hdr(&first));
+        drop((first, second, other));
+        shared.prune();
+        assert!(shared.0.is_empty(), "forgotten once no module holds them");
+    }
+
+    /// The unwind sections of the process's own executable are read where the loader mapped
+    /// them: nothing copied, the same bytes as in the file, and the stacks through it unwind.
+    #[test]
+    fn the_executables_unwind_sections_are_read_in_place() {
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_str().unwrap();
+        let me = objects(&maps)
+            .into_iter()
+            .find(|o| o.path == exe)
+            .expect("the test binary is mapped");
+        let loaded = load(
+            &ModuleSource::this_process(),
+            &maps,
+            &mut SharedSections::default(),
+            &me.path,
+            me.range.clone(),
+            (me.anchor.clone(), me.anchor_offset),
+            crate::limits::MAX_UNWIND_PER_RUN,
+        )
+        .unwrap();
+        assert_eq!(loaded.3, 0, "nothing copied");
+        let (hdr, svma) = loaded.4.hdr.clone().expect("an .eh_frame_hdr");
+        assert!(matches!(&*hdr.0, Bytes::InPlace(_)));
+        assert_eq!(
+            hdr.as_ptr() as u64,
+            svma.wrapping_add(loaded.1),
+            "where it is loaded"
+        );
+        let bytes = std::fs::read(exe).unwrap();
+        let file = object::File::parse(&bytes[..]).unwrap();
+        let (offset, size) = file
+            .section_by_name(".eh_frame_hdr")
+            .and_then(|s| s.file_range())
+            .unwrap();
+        assert_eq!(&*hdr, &bytes[offset as usize..(offset + size) as usize]);
+        assert!(!text_relocated(&file));
+        // A stack through this binary's code unwinds with them: this function's own.
+        let mut modules = Modules::new(ModuleSource::this_process());
+        modules.sync(&maps);
+        let here = the_executables_unwind_sections_are_read_in_place as *const () as u64;
+        assert!(modules
+            .function_start(here + 1)
+            .is_some_and(|s| s <= here + 1));
     }
 }
