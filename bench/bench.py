@@ -240,8 +240,9 @@ class Target:
     seq = 0
 
     def __init__(self, work, argv, preload, lib, label, spinner=True, ready_timeout=180, extra_env=None,
-                 seed_cache=True):
+                 seed_cache=True, sig=signal.SIGUSR1):
         Target.seq += 1
+        self.sig = sig  # the trigger kill_dump sends (the library's STACKDUMP_SIGNAL)
         self.dir = os.path.join(work, "dumps", f"{Target.seq:04d}-{label}")
         os.makedirs(self.dir, exist_ok=True)
         self.seed = _seed_of(lib)
@@ -358,7 +359,7 @@ def kill_dump(t, timeout=60.0, parse=True):
     if t.spinner:
         t.spinner.reset()
     t0 = time.perf_counter()
-    sigqueue(t.pid, getattr(t, "sig", signal.SIGUSR1), rid)
+    sigqueue(t.pid, t.sig, rid)
     got = t.watch.wait_for(f"-r{rid}.json", timeout)
     gap = t.spinner.max_gap_ms() if t.spinner else None
     if got is None:
@@ -1002,8 +1003,8 @@ class Bench:
             runs = res["runs"].setdefault(state, [])
             for i in range(3):
                 t = Target(self.work, [node, "-e", script], True, self.lib, "node", spinner=False,
-                           ready_timeout=60, extra_env={"STACKDUMP_SIGNAL": "USR2"}, seed_cache=False)
-                t.sig = signal.SIGUSR2
+                           ready_timeout=60, extra_env={"STACKDUMP_SIGNAL": "USR2"}, seed_cache=False,
+                           sig=signal.SIGUSR2)
                 try:
                     if state != "nothing cached":
                         for c in _cache_dirs(seed):
@@ -1013,12 +1014,19 @@ class Bench:
                     run = {"first": {k: first.get(k) for k in keys}}
                     if state == "nothing cached" and i == 0:
                         # What the library caches after its first dump: the sections, then the names.
+                        def names_written():
+                            for c in _cache_dirs(t.dir):
+                                try:
+                                    if any(f.endswith(".names") for f in os.listdir(os.path.join(c, "dwarf"))):
+                                        return True
+                                except OSError:  # the directory is being made
+                                    pass
+                            return False
                         end = time.time() + 10
-                        while time.time() < end and not any(
-                                f.endswith(".names") for c in _cache_dirs(t.dir)
-                                for f in os.listdir(os.path.join(c, "dwarf"))
-                                if os.path.isdir(os.path.join(c, "dwarf"))):
+                        while time.time() < end and not names_written():
                             time.sleep(0.01)
+                        if not names_written():
+                            res["error"] = "the first node wrote no names: the cached row measures a cold start"
                         time.sleep(0.05)
                         for c in _cache_dirs(t.dir):
                             shutil.copytree(c, os.path.join(seed, os.path.basename(c)), symlinks=True)
@@ -1663,8 +1671,10 @@ def real_program_md(rp):
     warm = next((r for r in runs.get("cached by an earlier process", []) if r.get("warm_ms")), {})
     warm_in = (warm.get("warm_in_process_ms") or {}).get("median")
     eu = (warm.get("eu_stack_ms") or {}).get("median")
+    threads = next((r["first"].get("threads") for v in runs.values() for r in v if r["first"].get("threads")), "?")
     L = [f"### A real program: node ({rp['bytes'] / 1e6:.0f} MB executable)", "",
-         f"`{rp['program']}` idle in its event loop (8 threads), the library preloaded and triggered "
+         (f"**{rp['error']}.** " if rp.get("error") else "")
+         + f"`{rp['program']}` idle in its event loop ({threads} threads), the library preloaded and triggered "
          "with USR2 (node takes USR1). Three fresh processes per row; `kill` → file and the dump's "
          "own in-process time, ms. eu-stack ran on the same process as the later dumps.", "",
          "| dump | `kill` → file ms | in-process ms | in-process ÷ a later dump's | phases of the first, µs |",

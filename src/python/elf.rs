@@ -268,28 +268,26 @@ where
         .find(|p| p.p_flags(endian) & elf::PF_X == elf::PF_X)
         .map(|p| (p.p_offset(endian).into(), p.p_vaddr(endian).into()));
     let sections = header.sections(endian, data)?;
-    let dynamic = sections.symbols(endian, data, elf::SHT_DYNSYM)?;
-    let versions = sections.versions(endian, data)?.unwrap_or_default();
     let mut values = HashMap::new();
-    let defined = |sym: &Elf::Sym| (!sym.is_undefined(endian)).then(|| sym.st_value(endian).into());
-    if let Some((gnu, _)) = sections.gnu_hash(endian, data)? {
-        for w in WANTED {
-            let hash = elf::gnu_hash(w.as_bytes());
-            if let Some((_, sym)) = gnu.find(endian, w.as_bytes(), hash, None, &dynamic, &versions)
-            {
-                values.extend(defined(sym).map(|v| (*w, v)));
+    // Through a hash table when there is one that parses and every answer is a definition (a
+    // chain may hold an undefined entry ahead of the definition); else the table is searched.
+    let answers = hashed::<Elf, R>(endian, data, &sections);
+    match answers {
+        Some(a)
+            if a.iter()
+                .all(|(_, s)| s.map_or(true, |s| !s.is_undefined(endian))) =>
+        {
+            for (w, sym) in a {
+                if let Some(sym) = sym {
+                    values.insert(w, sym.st_value(endian).into());
+                }
             }
         }
-    } else if let Some((sysv, _)) = sections.hash(endian, data)? {
-        for w in WANTED {
-            let hash = elf::hash(w.as_bytes());
-            if let Some((_, sym)) = sysv.find(endian, w.as_bytes(), hash, None, &dynamic, &versions)
-            {
-                values.extend(defined(sym).map(|v| (*w, v)));
-            }
-        }
-    } else {
-        collect(endian, &dynamic, &mut values);
+        _ => collect(
+            endian,
+            &sections.symbols(endian, data, elf::SHT_DYNSYM)?,
+            &mut values,
+        ),
     }
     if !values.contains_key("_PyRuntime") && python_named {
         collect(
@@ -306,6 +304,52 @@ where
         min_vaddr,
         exec_segment,
     }))
+}
+
+/// The wanted names as the dynamic linker finds them: through the `.gnu.hash` section, else
+/// the SysV `.hash`, each with the symbol table it links to. None when the file has neither,
+/// or what it has does not parse (a hostile `bloom_shift` of 32 or more is refused before
+/// `object` shifts by it).
+#[allow(clippy::type_complexity)]
+fn hashed<'d, Elf, R>(
+    endian: Elf::Endian,
+    data: R,
+    sections: &object::read::elf::SectionTable<'d, Elf, R>,
+) -> Option<Vec<(&'static str, Option<&'d Elf::Sym>)>>
+where
+    Elf: FileHeader,
+    R: object::ReadRef<'d>,
+{
+    let versions = sections.versions(endian, data).ok()?.unwrap_or_default();
+    if let Some((gnu, link)) = sections.gnu_hash(endian, data).ok()? {
+        let header = sections.gnu_hash_header(endian, data).ok()??;
+        if header.bloom_shift.get(endian) >= 32 {
+            return None;
+        }
+        let table = sections.symbol_table_by_index(endian, data, link).ok()?;
+        return Some(
+            WANTED
+                .iter()
+                .map(|w| {
+                    let hash = elf::gnu_hash(w.as_bytes());
+                    let found = gnu.find(endian, w.as_bytes(), hash, None, &table, &versions);
+                    (*w, found.map(|(_, sym)| sym))
+                })
+                .collect(),
+        );
+    }
+    let (sysv, link) = sections.hash(endian, data).ok()??;
+    let table = sections.symbol_table_by_index(endian, data, link).ok()?;
+    Some(
+        WANTED
+            .iter()
+            .map(|w| {
+                let hash = elf::hash(w.as_bytes());
+                let found = sysv.find(endian, w.as_bytes(), hash, None, &table, &versions);
+                (*w, found.map(|(_, sym)| sym))
+            })
+            .collect(),
+    )
 }
 
 /// Every wanted name defined in `table`, the first definition of each.
@@ -410,6 +454,18 @@ mod tests {
                 &["-shared", "-fPIC", &format!("-Wl,--hash-style={style}")],
             );
             assert_eq!(want(&so, false), both, "--hash-style={style}");
+            if style == "gnu" {
+                // A hostile shift in the header (object shifts by it): the table is searched.
+                let file = object::File::parse(&so[..]).unwrap();
+                let at = object::ObjectSection::file_range(
+                    &object::Object::section_by_name(&file, ".gnu.hash").unwrap(),
+                )
+                .unwrap()
+                .0 as usize;
+                let mut bad = so.clone();
+                bad[at + 12..at + 16].copy_from_slice(&40u32.to_ne_bytes());
+                assert_eq!(want(&bad, false), both, "bloom_shift 40");
+            }
         }
         // Exported from an executable (-rdynamic), as Debian's python3 does.
         let exe = built(dir.path(), "exported", &src, &["-rdynamic"]);

@@ -1,6 +1,6 @@
 //! A module or debug file mapped read-only into memory, shared by the symbols and the DWARF
 //! cache; and the bytes of the process's own executable where the loader mapped them
-//! ([`InPlace`], for its unwind tables).
+//! ([`Executable`], [`InPlace`]: for its unwind tables).
 
 use crate::kernel::rootfs::{open_untrusted, MAX_MODULE_BYTES};
 use std::path::Path;
@@ -132,46 +132,24 @@ impl Drop for Mapped {
     }
 }
 
-/// Bytes of the process's own main executable, read where the loader mapped them: its unwind
-/// tables need no copy (node's are 3.3 MB) and add nothing to the process's memory or to its
-/// maps.
-pub struct InPlace {
-    ptr: *const u8,
-    len: usize,
+/// The process's own main executable, as it is mapped now: where [`InPlace`] views come from.
+/// Built only from `/proc/self/exe` and `/proc/self/maps`, read here.
+pub struct Executable {
+    ino: u64,
+    size: u64,
+    /// Its mappings (of that path and inode).
+    maps: Vec<crate::kernel::proc::Mapping>,
 }
 
-// SAFETY: a read-only view of memory that stays mapped and unchanged for the life of the
-// process (see `InPlace::of_executable`); sharing it between threads is as safe as sharing a
-// `&'static [u8]`.
-unsafe impl Send for InPlace {}
-// SAFETY: as above: only ever read.
-unsafe impl Sync for InPlace {}
-
-impl InPlace {
-    /// The `len` bytes at `addr` in this process, which hold the bytes at `file_offset` of
-    /// `file` (the module file mapped at `path`), when all of this holds:
-    /// - `file` is the process's main executable (the same device and inode as
-    ///   `/proc/self/exe`): it is never unloaded, so its mappings stay for the life of the
-    ///   process;
-    /// - one mapping in `maps` (this process's, current) covers the range: readable, not
-    ///   writable, of that path and inode, at the matching file offset, so it shows the file's
-    ///   own pages;
-    /// - the loader never wrote to them: `text_relocated` (the file's `DT_TEXTREL`, or
-    ///   `DF_TEXTREL` in `DT_FLAGS`) is false.
-    ///
-    /// None otherwise: the caller copies the bytes from the file instead.
-    pub fn of_executable(
-        file: &std::fs::File,
-        maps: &[crate::kernel::proc::Mapping],
-        path: &str,
-        (addr, file_offset, len): (u64, u64, u64),
-        text_relocated: bool,
-    ) -> Option<InPlace> {
+impl Executable {
+    /// `file`, opened from `path` (the path the maps show), when it is this process's main
+    /// executable (the same device and inode as `/proc/self/exe`) on a local file system:
+    /// it is never unloaded, so its mappings stay for the life of the process. Not on a
+    /// network or FUSE file system, where a page evicted since the process started could fail
+    /// to read back (the fault would end the process).
+    pub fn of(file: &std::fs::File, path: &str) -> Option<Executable> {
+        use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
-        if text_relocated || len == 0 {
-            return None;
-        }
-        let end = addr.checked_add(len)?;
         let (me, exe) = (
             file.metadata().ok()?,
             std::fs::metadata("/proc/self/exe").ok()?,
@@ -179,25 +157,106 @@ impl InPlace {
         if (me.dev(), me.ino()) != (exe.dev(), exe.ino()) {
             return None;
         }
-        let m = maps.iter().find(|m| m.start <= addr && end <= m.end)?;
-        let same_pages = m.readable
-            && !m.writable
-            && m.inode == me.ino()
-            && m.path == path
-            && m.offset.checked_add(addr - m.start) == Some(file_offset);
-        if !same_pages {
+        // SAFETY: fstatfs on a descriptor we own writes only into the zeroed struct we pass.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
             return None;
         }
-        Some(InPlace {
+        // NFS, SMB/CIFS (two magics), FUSE, 9P, Ceph, AFS, Coda.
+        const REMOTE: &[i64] = &[
+            0x6969,
+            0xFE53_4D42,
+            0xFF53_4D42,
+            0x6573_5546,
+            0x0102_1997,
+            0x00C3_6400,
+            0x5346_414F,
+            0x7375_7245,
+        ];
+        #[allow(clippy::unnecessary_cast)] // the field's type differs between architectures
+        if REMOTE.contains(&(fs.f_type as i64)) {
+            return None;
+        }
+        let maps = std::fs::read("/proc/self/maps").ok()?;
+        let maps = crate::kernel::proc::parse_maps(&maps)
+            .into_iter()
+            .filter(|m| m.inode == me.ino() && m.path == path)
+            .collect();
+        Some(Executable {
+            ino: me.ino(),
+            size: me.len(),
+            maps,
+        })
+    }
+
+    /// Its `len` bytes at `file_offset`, where this process has them at `addr`: when they are
+    /// within the file and one mapping covers them, readable, not writable, at the matching
+    /// offset, so that it shows the file's own pages. `unchanged` is the caller's word, from the
+    /// file's headers, that the loader never wrote them (a read-only loadable segment holds
+    /// them within its file size, and the file has no text relocations). None otherwise: the
+    /// caller copies them from the file.
+    pub fn in_place(
+        &self,
+        (addr, file_offset, len): (u64, u64, u64),
+        unchanged: bool,
+    ) -> Option<InPlace> {
+        if !unchanged || len == 0 || file_offset.checked_add(len)? > self.size {
+            return None;
+        }
+        let view = InPlace {
             ptr: usize::try_from(addr).ok()? as *const u8,
             len: usize::try_from(len).ok()?,
+            file_offset,
+            ino: self.ino,
+        };
+        view.still_mapped(&self.maps).then_some(view)
+    }
+}
+
+/// Bytes of the process's own main executable, read where the loader mapped them
+/// ([`Executable::in_place`]): its unwind tables need no copy (node's are 3.3 MB) and add
+/// nothing to the process's memory or to its maps.
+pub struct InPlace {
+    ptr: *const u8,
+    len: usize,
+    file_offset: u64,
+    ino: u64,
+}
+
+// SAFETY: a read-only view of memory that stays mapped and unchanged for the life of the
+// process (see `Executable`); sharing it between threads is as safe as sharing a
+// `&'static [u8]`.
+unsafe impl Send for InPlace {}
+// SAFETY: as above: only ever read.
+unsafe impl Sync for InPlace {}
+
+impl InPlace {
+    /// Whether `maps` (this process's, current) still show the bytes viewed as they were
+    /// when the view was made: one readable, non-writable mapping of the same inode at the
+    /// matching offset covers them. The executable is never unloaded, but a process may
+    /// unmap or protect any of its pages: a module whose view is gone is loaded again (copied).
+    pub fn still_mapped(&self, maps: &[crate::kernel::proc::Mapping]) -> bool {
+        let (addr, len) = (self.ptr as u64, self.len as u64);
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        maps.iter().any(|m| {
+            m.start <= addr
+                && end <= m.end
+                && m.readable
+                && !m.writable
+                && m.inode == self.ino
+                && m.offset.checked_add(addr - m.start) == Some(self.file_offset)
         })
     }
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `of_executable` checked that these `len` bytes at `ptr` are a read-only
-        // mapping of the main executable, which stays mapped for the life of the process.
+        // SAFETY: `Executable::in_place` checked, against the process's own maps read when
+        // the `Executable` was made, that these `len` bytes at `ptr` are a read-only mapping of
+        // the main executable within the file (no SIGBUS); it is never unloaded, and a module
+        // whose view a later dump's maps no longer show is dropped (`still_mapped`).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }

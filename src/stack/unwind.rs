@@ -270,6 +270,8 @@ pub struct Modules {
     starts: HashMap<u64, FunctionStarts>,
     /// The unwind sections read, while a loaded module holds them.
     shared: SharedSections,
+    /// The sections of the main executable read in place, by start of range.
+    views: HashMap<u64, Vec<SectionBytes>>,
 }
 
 /// The bytes of one unwind section of a module file, shared by every loaded instance of that
@@ -286,6 +288,16 @@ enum Bytes {
     Copied(Vec<u8>),
     /// In the process's own mapping of its main executable.
     InPlace(crate::stack::mapped::InPlace),
+}
+
+impl SectionBytes {
+    /// The view, when the bytes are read in place.
+    fn in_place(&self) -> Option<&crate::stack::mapped::InPlace> {
+        match &*self.0 {
+            Bytes::InPlace(p) => Some(p),
+            Bytes::Copied(_) => None,
+        }
+    }
 }
 
 impl Default for SectionBytes {
@@ -311,6 +323,7 @@ struct FileId {
     ino: u64,
     size: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl FileId {
@@ -322,6 +335,7 @@ impl FileId {
             ino: m.ino(),
             size: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
         })
     }
 }
@@ -331,9 +345,10 @@ impl FileId {
 struct SharedSections(HashMap<(FileId, u64, u64), std::sync::Weak<Bytes>>);
 
 impl SharedSections {
-    /// The section at `offset..offset + size` of file `id`: the bytes a loaded module holds,
-    /// else `in_place()`, else `read(offset, size)`; with how many bytes were copied (0 when
-    /// shared or in place).
+    /// The section at `offset..offset + size` of file `id`: `in_place()`, else the bytes a
+    /// loaded module holds, else `read(offset, size)`; with how many of its bytes count in the
+    /// budget (all of them, shared too, so that the budget holds whichever module goes first;
+    /// none when in place).
     fn get(
         &mut self,
         id: Option<FileId>,
@@ -342,25 +357,25 @@ impl SharedSections {
         read: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
     ) -> Option<(SectionBytes, u64)> {
         let key = id.map(|id| (id, offset, size));
-        if let Some(bytes) = key
-            .and_then(|k| self.0.get(&k))
-            .and_then(std::sync::Weak::upgrade)
-        {
-            return Some((SectionBytes(bytes), 0));
-        }
-        let (bytes, copied) = match in_place() {
-            Some(p) => (Bytes::InPlace(p), 0),
-            None => {
-                let v = read(offset, size)?;
-                let len = v.len() as u64;
-                (Bytes::Copied(v), len)
-            }
+        let shared = || {
+            key.and_then(|k| self.0.get(&k))
+                .and_then(std::sync::Weak::upgrade)
         };
-        let bytes = std::sync::Arc::new(bytes);
+        let bytes = match in_place() {
+            Some(view) => std::sync::Arc::new(Bytes::InPlace(view)),
+            None => match shared() {
+                Some(bytes) => bytes,
+                None => std::sync::Arc::new(Bytes::Copied(read(offset, size)?)),
+            },
+        };
         if let Some(k) = key {
             self.0.insert(k, std::sync::Arc::downgrade(&bytes));
         }
-        Some((SectionBytes(bytes), copied))
+        let held = match &*bytes {
+            Bytes::Copied(v) => v.len() as u64,
+            Bytes::InPlace(_) => 0,
+        };
+        Some((SectionBytes(bytes), held))
     }
 
     /// Forget the sections no loaded module holds any more.
@@ -376,6 +391,7 @@ impl Modules {
             kept: HashMap::new(),
             starts: HashMap::new(),
             shared: SharedSections::default(),
+            views: HashMap::new(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
             loaded: HashMap::new(),
@@ -506,12 +522,17 @@ impl Modules {
     pub fn sync(&mut self, maps: &[Mapping]) -> bool {
         let current = objects(maps);
         let mut changed = false;
+        // Gone, or (the main executable) no longer mapped where its tables were read.
         let stale: Vec<u64> = self
             .loaded
             .iter()
             .filter(|(start, info)| {
                 !current.iter().any(|o| {
                     o.range.start == **start && o.path == info.path && o.range.end == info.range.end
+                }) || self.views.get(*start).is_some_and(|views| {
+                    views
+                        .iter()
+                        .any(|v| v.in_place().is_some_and(|p| !p.still_mapped(maps)))
                 })
             })
             .map(|(s, _)| *s)
@@ -521,6 +542,7 @@ impl Modules {
             self.loaded.remove(&start);
             self.kept.remove(&start);
             self.starts.remove(&start);
+            self.views.remove(&start);
             changed = true;
         }
         self.shared.prune();
@@ -538,24 +560,26 @@ impl Modules {
             let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
             match load(
                 &self.source,
-                maps,
                 &mut self.shared,
                 &path,
                 range.clone(),
                 (anchor, anchor_offset),
                 remaining,
             ) {
-                Ok((module, bias, file, kept, starts)) => {
-                    self.kept.insert(range.start, kept);
-                    self.starts.insert(range.start, starts);
-                    self.unwinder.add_module(module);
+                Ok(m) => {
+                    self.kept.insert(range.start, m.kept);
+                    self.starts.insert(range.start, m.starts);
+                    if !m.views.is_empty() {
+                        self.views.insert(range.start, m.views);
+                    }
+                    self.unwinder.add_module(m.module);
                     self.loaded.insert(
                         range.start,
                         ModuleInfo {
                             path,
                             range,
-                            bias,
-                            file,
+                            bias: m.bias,
+                            file: m.file,
                         },
                     );
                     changed = true;
@@ -685,29 +709,35 @@ impl Modules {
     }
 }
 
-/// A loaded module: framehop's view, its load bias, the path its file was opened from, the
-/// bytes of unwind tables it keeps, and where its functions start.
-type Loaded = (
-    framehop::Module<SectionBytes>,
-    u64,
-    Option<PathBuf>,
-    u64,
-    FunctionStarts,
-);
+/// A loaded module.
+struct LoadedModule {
+    /// framehop's view of it.
+    module: framehop::Module<SectionBytes>,
+    /// Its load bias.
+    bias: u64,
+    /// The path its file was opened from (None for the vdso).
+    file: Option<PathBuf>,
+    /// The bytes of unwind tables it holds (shared ones too; not those read in place).
+    kept: u64,
+    /// Where its functions start.
+    starts: FunctionStarts,
+    /// Its sections read in place ([`crate::stack::mapped::InPlace`]), checked at each sync.
+    views: Vec<SectionBytes>,
+}
 
 /// Read the unwind sections of one object. `anchor` is the mapping its bias is computed from
 /// and the file offset it maps (see [`objects`]). `remaining`: what is left of the run's
 /// budget for unwind tables.
 fn load(
     source: &ModuleSource,
-    maps: &[Mapping],
     shared: &mut SharedSections,
     path: &str,
     range: Range<u64>,
     anchor: (Range<u64>, u64),
     remaining: u64,
-) -> Result<Loaded, String> {
+) -> Result<LoadedModule, String> {
     let (first, anchor_offset) = anchor;
+    let anchor = (first.start, anchor_offset);
     if path == "[vdso]" {
         // The kernel's (a few KB); a mapping of that name larger than the cap is not read.
         let len = (range.end - range.start).min(crate::limits::MAX_READ) as usize;
@@ -720,18 +750,21 @@ fn load(
             let end = start.checked_add(usize::try_from(size).ok()?)?;
             bytes.get(start..end).map(<[u8]>::to_vec)
         };
-        let (m, bias, kept, starts) = module(
-            &file,
-            path,
-            range,
-            (first.start, anchor_offset),
-            remaining,
-            &mut |_, at| shared.get(None, at, || None, &read),
-        )?;
-        return Ok((m, bias, None, kept, starts));
+        let read = &mut |_, at| shared.get(None, at, || None, &read);
+        return module(&file, path, range, anchor, remaining, read, None);
     }
     let (f, opened) = source.open(path, &first).map_err(|e| e.to_string())?;
     let id = FileId::of(&f);
+    // Our own process's main executable: its unwind sections are read where the loader
+    // mapped them, when they are the file's bytes (`InPlace`).
+    let own = source.proc_dir == Path::new("/proc/self");
+    let exe = own
+        .then(|| crate::stack::mapped::Executable::of(&f, path))
+        .flatten();
+    let view = |file: &dyn Fn(u64, u64) -> bool, addr: u64, (offset, size): (u64, u64)| {
+        let unchanged = file(offset, size);
+        exe.as_ref()?.in_place((addr, offset, size), unchanged)
+    };
     // Our own process's module files, when only root or we may write them, are mapped (no
     // system call per header or name read), for as long as this function runs: the unwind
     // sections are copied out. (Kept mapped, a module's pages would show in the process's
@@ -741,14 +774,13 @@ fn load(
     // process's (inspect, as root) are read through the capped cache below: a target running
     // as root could truncate a root-owned file under a mapping, and the fault (SIGBUS) would
     // end the CLI.
-    let own = source.proc_dir == Path::new("/proc/self");
     if let Some(map) = own
         .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
         .flatten()
     {
         let bytes = map.bytes();
         let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
-        let relocated = text_relocated(&file);
+        let unchanged = loaded_unchanged(&file);
         // The unwind sections are copied into the buffers framehop keeps, after the same caps
         // as below.
         let read = |offset: u64, size: u64| {
@@ -759,22 +791,8 @@ fn load(
             let end = start.checked_add(usize::try_from(size).ok()?)?;
             bytes.get(start..end).map(<[u8]>::to_vec)
         };
-        let (m, bias, kept, starts) = module(
-            &file,
-            path,
-            range,
-            (first.start, anchor_offset),
-            remaining,
-            &mut |addr, at| {
-                let in_place = || {
-                    let (offset, size) = at;
-                    let place = (addr, offset, size);
-                    crate::stack::mapped::InPlace::of_executable(&f, maps, path, place, relocated)
-                };
-                shared.get(id, at, in_place, &read)
-            },
-        )?;
-        return Ok((m, bias, Some(opened), kept, starts));
+        let read = &mut |addr, at| shared.get(id, at, || view(&unchanged, addr, at), &read);
+        return module(&file, path, range, anchor, remaining, read, Some(opened));
     }
     // Every read is checked against the file's real size and the caps before the cache
     // allocates for it (`crate::limits::Capped`): sizes in the file are the target's word.
@@ -783,6 +801,7 @@ fn load(
     let used = std::cell::Cell::new(0);
     let capped = crate::limits::Capped::new(&cache, len, &used);
     let file = object::File::parse(capped).map_err(|e| e.to_string())?;
+    let unchanged = loaded_unchanged(&file);
     // The unwind sections are read straight into the buffers framehop keeps (one copy, not
     // the cache's and then ours), after the same checks.
     let read = |offset: u64, size: u64| {
@@ -794,21 +813,13 @@ fn load(
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset).ok()?;
         Some(buf)
     };
-    let (m, bias, kept, starts) = module(
-        &file,
-        path,
-        range,
-        (first.start, anchor_offset),
-        remaining,
-        &mut |_, at| shared.get(id, at, || None, &read),
-    )?;
-    Ok((m, bias, Some(opened), kept, starts))
+    let read = &mut |addr, at| shared.get(id, at, || view(&unchanged, addr, at), &read);
+    module(&file, path, range, anchor, remaining, read, Some(opened))
 }
 
-/// framehop's view of a module, its load bias, the bytes of unwind tables it keeps, and where
-/// its functions start.
-type ModuleParts = (framehop::Module<SectionBytes>, u64, u64, FunctionStarts);
-
+/// A module from its parsed file: `read(address, (offset, size))` gives each section (its
+/// address in this instance, its place in the file) and the bytes it holds that count in the
+/// budget.
 fn module<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
     path: &str,
@@ -816,14 +827,12 @@ fn module<'d, R: object::ReadRef<'d>>(
     (first, first_offset): (u64, u64),
     remaining: u64,
     read: &mut dyn FnMut(u64, (u64, u64)) -> Option<(SectionBytes, u64)>,
-) -> Result<ModuleParts, String> {
+    opened: Option<PathBuf>,
+) -> Result<LoadedModule, String> {
     let bias = bias_of(file, first, first_offset)
         .ok_or("no loadable segment holds the mapped part of the file")?;
     let section = |name: &str| file.section_by_name(name);
     let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
-    // Each section (given its address in this instance and its place in the file) with the
-    // bytes it added (0 when another instance of the file holds it, or when it is read in
-    // place).
     let mut data = |name: &str| {
         let s = section(name)?;
         read(s.address().wrapping_add(bias), s.file_range()?)
@@ -853,21 +862,26 @@ fn module<'d, R: object::ReadRef<'d>>(
         return Err("neither .eh_frame nor .debug_frame (or beyond the size caps)".into());
     }
     let eh_frame_hdr = data(".eh_frame_hdr");
+    let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
+        .iter()
+        .map(|d| d.as_ref().map_or(0, |(_, held)| *held))
+        .sum::<u64>();
+    let [eh_frame, debug_frame, eh_frame_hdr] =
+        [eh_frame, debug_frame, eh_frame_hdr].map(|d| d.map(|(bytes, _)| bytes));
+    let views = [&eh_frame, &debug_frame, &eh_frame_hdr]
+        .into_iter()
+        .flatten()
+        .filter(|b| b.in_place().is_some())
+        .cloned()
+        .collect();
     // The table is read when first asked for (70-170 µs), from the section framehop holds.
     let starts = FunctionStarts {
         table: std::cell::OnceCell::new(),
         hdr: eh_frame_hdr
-            .as_ref()
+            .clone()
             .zip(svma(".eh_frame_hdr"))
-            .map(|((hdr, _), at)| (hdr.clone(), at.start)),
+            .map(|(hdr, at)| (hdr, at.start)),
     };
-    // What this instance read (a section another instance of the file holds counts there).
-    let kept = [&eh_frame, &debug_frame, &eh_frame_hdr]
-        .iter()
-        .map(|d| d.as_ref().map_or(0, |(_, added)| *added))
-        .sum::<u64>();
-    let [eh_frame, debug_frame, eh_frame_hdr] =
-        [eh_frame, debug_frame, eh_frame_hdr].map(|d| d.map(|(bytes, _)| bytes));
     let info = framehop::ExplicitModuleSectionInfo {
         base_svma: 0,
         text_svma: svma(".text"),
@@ -880,12 +894,41 @@ fn module<'d, R: object::ReadRef<'d>>(
         debug_frame,
         ..Default::default()
     };
-    Ok((
-        framehop::Module::new(path.to_string(), range, bias, info),
+    Ok(LoadedModule {
+        module: framehop::Module::new(path.to_string(), range, bias, info),
         bias,
+        file: opened,
         kept,
         starts,
-    ))
+        views,
+    })
+}
+
+/// Whether the bytes at `(offset, size)` of `file` are, once it is loaded, the file's bytes:
+/// a loadable segment without write permission holds them within its size in the file (not a
+/// RELRO part of a writable one: relocated, then protected; not past its file size: zeroed),
+/// and the file has no text relocations ([`text_relocated`]).
+fn loaded_unchanged<'d, R: object::ReadRef<'d>>(
+    file: &object::File<'d, R>,
+) -> impl Fn(u64, u64) -> bool {
+    let relocated = text_relocated(file);
+    let read_only: Vec<(u64, u64)> = file
+        .segments()
+        .filter(|s| {
+            // (`segments()` are the loadable ones.)
+            matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. }
+                if p_flags & object::elf::PF_W != object::elf::PF_W)
+        })
+        .map(|s| s.file_range())
+        .collect();
+    move |offset, size| {
+        !relocated
+            && offset.checked_add(size).is_some_and(|end| {
+                read_only.iter().any(|&(start, len)| {
+                    start <= offset && start.checked_add(len).is_some_and(|e| end <= e)
+                })
+            })
+    }
 }
 
 /// Whether the loader writes to the read-only segments of `file` when it loads it: `DT_TEXTREL`,
@@ -919,7 +962,7 @@ fn text_relocated<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> boo
 /// first asked for (most dumps never ask: only a stack that the CFI could not unwind does).
 pub struct FunctionStarts {
     table: std::cell::OnceCell<Vec<u64>>,
-    /// The section and its SVMA, while the table is not read.
+    /// The section (the bytes framehop holds) and its SVMA.
     hdr: Option<(SectionBytes, u64)>,
 }
 
@@ -1122,8 +1165,9 @@ mod tests {
     }
 
     /// A file loaded twice (node maps part of its executable again) reads its unwind sections
-    /// once: the second instance shares the first one's bytes and keeps none of its own, its
-    /// function starts are the same, and once neither is loaded the bytes are forgotten.
+    /// once: the second instance shares the first one's bytes (each is charged for them in the
+    /// budget, whichever goes first), its function starts are the same, and once neither is
+    /// loaded the bytes are forgotten.
     #[test]
     fn a_second_instance_of_a_file_shares_its_unwind_sections() {
         let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
@@ -1136,7 +1180,6 @@ mod tests {
         let load_libc = |shared: &mut SharedSections| {
             load(
                 &source,
-                &maps,
                 shared,
                 &libc.path,
                 libc.range.clone(),
@@ -1147,15 +1190,19 @@ mod tests {
         };
         let first = load_libc(&mut shared);
         let second = load_libc(&mut shared);
-        assert!(first.3 > 0, "the first instance reads the sections");
-        assert_eq!(second.3, 0, "the second one reads nothing");
-        let hdr = |l: &Loaded| l.4.hdr.clone().expect("libc has an .eh_frame_hdr").0;
+        assert!(
+            first.kept > 0,
+            "libc's sections are copied (not the executable)"
+        );
+        assert!(first.views.is_empty());
+        assert_eq!(second.kept, first.kept, "charged for what it holds");
+        let hdr = |l: &LoadedModule| l.starts.hdr.clone().expect("an .eh_frame_hdr").0;
         assert!(std::sync::Arc::ptr_eq(&hdr(&first).0, &hdr(&second).0));
-        assert!(!first.4.table().is_empty());
-        assert_eq!(first.4.table(), second.4.table());
+        assert!(!first.starts.table().is_empty());
+        assert_eq!(first.starts.table(), second.starts.table());
         // Another process's view (its own `SharedSections`) reads them again.
         let other = load_libc(&mut SharedSections::default());
-        assert_eq!(other.3, first.3);
+        assert!(!std::sync::Arc::ptr_eq(&hdr(&other).0, &hdr(&first).0));
         assert_eq!(&*hdr(&other), &*hdr(&first));
         drop((first, second, other));
         shared.prune();
@@ -1163,7 +1210,8 @@ mod tests {
     }
 
     /// The unwind sections of the process's own executable are read where the loader mapped
-    /// them: nothing copied, the same bytes as in the file, and the stacks through it unwind.
+    /// them: nothing copied, the same bytes as in the file; the module is dropped (and loaded
+    /// again) when the maps no longer show them there.
     #[test]
     fn the_executables_unwind_sections_are_read_in_place() {
         let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
@@ -1175,7 +1223,6 @@ mod tests {
             .expect("the test binary is mapped");
         let loaded = load(
             &ModuleSource::this_process(),
-            &maps,
             &mut SharedSections::default(),
             &me.path,
             me.range.clone(),
@@ -1183,12 +1230,13 @@ mod tests {
             crate::limits::MAX_UNWIND_PER_RUN,
         )
         .unwrap();
-        assert_eq!(loaded.3, 0, "nothing copied");
-        let (hdr, svma) = loaded.4.hdr.clone().expect("an .eh_frame_hdr");
-        assert!(matches!(&*hdr.0, Bytes::InPlace(_)));
+        assert_eq!(loaded.kept, 0, "nothing copied");
+        assert_eq!(loaded.views.len(), 2, ".eh_frame and .eh_frame_hdr");
+        let (hdr, svma) = loaded.starts.hdr.clone().expect("an .eh_frame_hdr");
+        let view = hdr.in_place().expect("read in place");
         assert_eq!(
             hdr.as_ptr() as u64,
-            svma.wrapping_add(loaded.1),
+            svma.wrapping_add(loaded.bias),
             "where it is loaded"
         );
         let bytes = std::fs::read(exe).unwrap();
@@ -1198,13 +1246,80 @@ mod tests {
             .and_then(|s| s.file_range())
             .unwrap();
         assert_eq!(&*hdr, &bytes[offset as usize..(offset + size) as usize]);
-        assert!(!text_relocated(&file));
-        // A stack through this binary's code unwinds with them: this function's own.
+        assert!(loaded_unchanged(&file)(offset, size));
+        // Not what a writable segment holds (relocated, or RELRO), nor past the file's end.
+        let data = file.section_by_name(".data").and_then(|s| s.file_range());
+        let (data_offset, data_size) = data.expect("a .data section");
+        assert!(!loaded_unchanged(&file)(data_offset, data_size.max(1)));
+        let opened = std::fs::File::open(exe).unwrap();
+        let executable = crate::stack::mapped::Executable::of(&opened, exe).expect("our own exe");
+        let place = (hdr.as_ptr() as u64, offset, size);
+        assert!(executable.in_place(place, true).is_some());
+        assert!(
+            executable.in_place(place, false).is_none(),
+            "the caller's word counts"
+        );
+        let past_end = (hdr.as_ptr() as u64, bytes.len() as u64 - 8, 16);
+        assert!(executable.in_place(past_end, true).is_none());
+        // Only the main executable.
+        let libc = maps.iter().find(|m| m.path.contains("/libc.so")).unwrap();
+        let libc_file = std::fs::File::open(&libc.path).unwrap();
+        assert!(crate::stack::mapped::Executable::of(&libc_file, &libc.path).is_none());
+        // A writable mapping there, or another offset, is not the file's pages any more.
+        assert!(view.still_mapped(&maps));
+        let moved = |f: &dyn Fn(&mut Mapping)| {
+            let mut m = maps.clone();
+            m.iter_mut().for_each(f);
+            view.still_mapped(&m)
+        };
+        assert!(!moved(&|m| m.writable = true));
+        assert!(!moved(&|m| m.offset += 4096));
+        assert!(!moved(&|m| m.inode += 1));
+        assert!(!view.still_mapped(&[]));
+        // The same code through `Modules`: this stack unwinds with it, and a sync whose maps
+        // no longer show the tables drops the module.
         let mut modules = Modules::new(ModuleSource::this_process());
         modules.sync(&maps);
+        assert_eq!(modules.views.get(&me.range.start).map(Vec::len), Some(2));
         let here = the_executables_unwind_sections_are_read_in_place as *const () as u64;
         assert!(modules
             .function_start(here + 1)
             .is_some_and(|s| s <= here + 1));
+        let mut protected = maps.clone();
+        protected
+            .iter_mut()
+            .filter(|m| m.path == exe)
+            .for_each(|m| m.readable = false);
+        assert!(
+            modules.sync(&protected),
+            "the executable is dropped and loaded again"
+        );
+    }
+
+    /// A file whose code the loader must relocate (`-z notext`: an absolute address in
+    /// `.text`) says so (`DT_TEXTREL`); the C library does not.
+    #[test]
+    fn text_relocations_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (asm, so) = (dir.path().join("textrel.s"), dir.path().join("textrel.so"));
+        std::fs::write(&asm, "\t.text\n\t.globl f\nf:\n\t.quad f\n").unwrap();
+        let status = std::process::Command::new("cc")
+            .args(["-shared", "-nostdlib", "-Wl,-z,notext"])
+            .arg(&asm)
+            .arg("-o")
+            .arg(&so)
+            .status()
+            .expect("cc (needed to build the test object)");
+        assert!(
+            status.success(),
+            "cc -shared -Wl,-z,notext {}",
+            asm.display()
+        );
+        let bytes = std::fs::read(&so).unwrap();
+        assert!(text_relocated(&object::File::parse(&bytes[..]).unwrap()));
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let libc = maps.iter().find(|m| m.path.contains("/libc.so")).unwrap();
+        let bytes = std::fs::read(&libc.path).unwrap();
+        assert!(!text_relocated(&object::File::parse(&bytes[..]).unwrap()));
     }
 }
