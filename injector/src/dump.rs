@@ -87,7 +87,7 @@ fn arm(pid: i32, args: &DumpArgs) -> anyhow::Result<Armed> {
     if args.signal.is_none()
         || args.signal.as_ref().map(|s| s.number) == configured.as_ref().ok().map(|c| c.number)
     {
-        if let Some(note) = target.trigger_note() {
+        if let Some(note) = target.trigger_note(true) {
             // `stackdump dump` sends the trigger to the dump thread, where no handler runs: it
             // works all the same; `kill -s` would not.
             warn(format_args!("process {pid}: {note}"));

@@ -102,7 +102,7 @@ fn entry(pid: i32) -> Result<Option<Entry>, TargetError> {
         handler: target.lib_state().map(|st| st.handler.as_str()),
         source,
         state_error,
-        note: dump_thread.and(target.trigger_note()),
+        note: dump_thread.and(target.trigger_note(false)),
         watch_ms: target.lib_state().and_then(|st| st.watch_ms),
     }))
 }

@@ -655,9 +655,10 @@ impl Target {
     }
 
     /// When the application handles the trigger signal itself (it installed its own handler
-    /// over the library's): what to say, for `list` and `dump`. `None` when the library's
-    /// handler is in place, or nobody knows (no state page).
-    pub fn trigger_note(&self) -> Option<String> {
+    /// over the library's): what to say, for `list` and (`in_dump`) for `dump`, which works all
+    /// the same and says only why `kill -s` would not. `None` when the library's handler is in
+    /// place, or nobody knows (no state page).
+    pub fn trigger_note(&self, in_dump: bool) -> Option<String> {
         let st = self.lib_state()?;
         let sig = &st.trigger;
         let what = match st.handler {
@@ -681,6 +682,12 @@ impl Target {
                     .is_ok_and(|s| !self.status.catches(s.number) && !self.status.ignores(s.number))
             })
             .unwrap_or("RTMIN+5");
+        if in_dump {
+            return Some(format!(
+                "{what}: `kill -s {sig}` would not take a dump (this command signals the dump \
+                 thread, which works); to make `kill` work, start it with STACKDUMP_SIGNAL={other}"
+            ));
+        }
         Some(format!(
             "{what}; use `stackdump dump {}`, or start it with STACKDUMP_SIGNAL={other}",
             self.pid

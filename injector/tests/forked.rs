@@ -278,7 +278,14 @@ fn an_application_usr1_handler_is_said_and_stackdump_dump_still_works() {
         stackdump(&dl, &["list"]).assert_code(0).stdout_has(&note);
         let out = stackdump(&dl, &["dump", &p.to_string(), "--format", "json"]);
         out.assert_code(0)
-            .stderr_has("USR1 is handled by the application");
+            .stderr_has("USR1 is handled by the application")
+            .stderr_has("`kill -s USR1` would not take a dump")
+            .stderr_has("STACKDUMP_SIGNAL=USR2");
+        assert!(
+            !out.stderr.contains("use `stackdump dump"),
+            "{}",
+            out.stderr
+        );
         assert_eq!(json(&out)["pid"].as_i64(), Some(i64::from(p)));
     }
 }
