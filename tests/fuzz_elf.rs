@@ -50,6 +50,8 @@ fn child() {
         stackdump_core::stack::unwind::ModuleSource::this_process(),
     );
     modules.sync(&maps);
+    // Every module's tables read now (a dump reads only those its stacks go through).
+    modules.load_all();
     if !handle.is_null() {
         assert!(
             modules

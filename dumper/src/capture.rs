@@ -312,10 +312,19 @@ impl DumpThread {
 
         // Phase 1 and 2: capture stacks with the capture signal, unwinding each copy as it comes in.
         self.sync_modules(&maps);
-        errors.extend(self.modules.problems.iter().cloned());
+        // The modules the blocked threads are in (their C library, nearly always) have their
+        // unwind tables read now, not between a thread's copy and the check that it did not
+        // run; the others as the unwinds go through them.
+        for t in &threads {
+            if let SyscallState::InSyscall { pc, .. } = t.kernel.syscall {
+                self.modules.ensure(pc.0);
+            }
+        }
         // The perf map is read only if a stack goes through JIT code.
         self.jit = JitCode::new(&maps, &self.modules, Some(PerfMapSource::this_process()));
         let taken = self.take_stacks(pid, &mut threads, &mut reader, &mut errors);
+        // (After the unwinds: a module's tables are read when a stack first goes through it.)
+        errors.extend(self.modules.problems.iter().cloned());
         // Interpreter frames (CPython), read now, as close to the native copies as possible
         // (a thread that wakes every millisecond must not have moved in between), and merged
         // once the native stacks are symbolized.
@@ -604,7 +613,11 @@ impl DumpThread {
             })
         });
         if conflict || known.is_empty() {
-            self.symbols.reset();
+            // (Before the first dump nothing was named: nothing to forget. Clearing
+            // backtrace's cache walks the loaded objects, ~2 ms for PostgreSQL's 40.)
+            if !known.is_empty() {
+                self.symbols.reset();
+            }
             self.backtrace_modules = self
                 .modules
                 .list()
@@ -935,7 +948,7 @@ impl DumpThread {
                     unwound_complete(&frames, |ip, is_return| me.names_root(ip, is_return));
                 (frames, complete)
             },
-            &mut |addr| this.borrow().modules.function_start(addr),
+            &mut |addr| this.borrow_mut().modules.function_start(addr),
             &mut |addr| this.borrow().jit.region_of(addr).is_some(),
         );
         self.scratch = buf;

@@ -39,8 +39,9 @@
 //!   [SP, SP+window) with process_vm_readv on our own pid (which stops at the first unmapped
 //!   page instead of faulting) into a preallocated slot, publishes, futex-wakes.
 //! - **Phase 2, unwind**: as each copy arrives, with framehop from the modules' .eh_frame
-//!   (`stackdump_core::stack::unwind`: copied from each module file once, the main
-//!   executable's read where the loader mapped it), then the slot is freed. Threads that block the signal
+//!   (`stackdump_core::stack::unwind`: a module's tables read when a stack first goes
+//!   through it, copied from its file once, the main executable's read where the loader
+//!   mapped it), then the slot is freed. Threads that block the signal
 //!   are `signal_blocked`; threads that do not answer by the deadline are `no_response`;
 //!   threads that exit are `exited`. A dump never waits past its deadline.
 //! - **Phase 3, symbolize and sink**: functions, files and lines from the module files

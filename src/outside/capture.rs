@@ -460,7 +460,7 @@ impl Copier<'_> {
             self.scratch,
             &mut |addr, buf| memory.read(addr, buf),
             &mut unwind,
-            &mut |addr| modules.borrow().function_start(addr),
+            &mut |addr| modules.borrow_mut().function_start(addr),
             &mut |addr| jit.region_of(addr).is_some(),
         )
     }
@@ -503,7 +503,6 @@ impl Capture {
             }
         };
         let root = loader.root.clone();
-        dump.errors.extend(modules.problems.iter().cloned());
         out.without_stop = frames_of.len();
         let _ = pid;
 
@@ -527,6 +526,8 @@ impl Capture {
             loader.request_all(&modules, &raw);
             frames_of.push((i, raw));
         }
+        // (After the unwinds: a module's tables are read when a stack first goes through it.)
+        dump.errors.extend(modules.problems.iter().cloned());
 
         // Python frames, read now that every native stack is copied (as close to the copies
         // as the process allows), then made to agree with them: merged after the symbols.

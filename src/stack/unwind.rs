@@ -1,10 +1,13 @@
 //! Unwinding copied stacks with DWARF CFI (`.eh_frame`), for the dumper (its own process, after
 //! the capture) and for the CLI (another process, from outside).
 //!
-//! Owns the set of loaded modules as framehop sees them. Modules are read once (only the
-//! sections unwinding needs: the address ranges of `.text` and `.got`, the bytes of `.eh_frame`
-//! and `.eh_frame_hdr`) and kept across dumps together with framehop's rule cache; each dump
-//! only adds what was mapped since and drops what was unmapped. Module files are opened through
+//! Owns the set of loaded modules as framehop sees them. Every module of the process is known
+//! from the maps with its load bias (from its headers); its unwind tables (the address ranges
+//! of `.text` and `.got`, the bytes of `.eh_frame` and `.eh_frame_hdr`) are read when a stack
+//! first goes through it ([`Modules::ensure`]: a process of 40 libraries reads the two its
+//! stacks use), once, and kept across dumps together with framehop's rule cache; each dump
+//! only adds what was mapped since and drops what was unmapped. A file mapped twice shares its
+//! tables; the main executable's are read where the loader mapped them. Module files are opened through
 //! a root directory (`/` inside the process, `/proc/PID/root` from outside, so containers work)
 //! with `/proc/PID/map_files/` as the fallback; the `[vdso]` is read from memory.
 
@@ -272,6 +275,8 @@ pub struct Modules {
     shared: SharedSections,
     /// The sections of the main executable read in place, by start of range.
     views: HashMap<u64, Vec<SectionBytes>>,
+    /// The instances whose unwind tables are not read yet (see [`Modules::ensure`]).
+    pending: HashMap<u64, Instance>,
 }
 
 /// The bytes of one unwind section of a module file, shared by every loaded instance of that
@@ -392,6 +397,7 @@ impl Modules {
             starts: HashMap::new(),
             shared: SharedSections::default(),
             views: HashMap::new(),
+            pending: HashMap::new(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
             loaded: HashMap::new(),
@@ -540,56 +546,41 @@ impl Modules {
         for start in stale {
             self.unwinder.remove_module(start);
             self.loaded.remove(&start);
+            self.pending.remove(&start);
             self.kept.remove(&start);
             self.starts.remove(&start);
             self.views.remove(&start);
             changed = true;
         }
         self.shared.prune();
-        for Instance {
-            path,
-            range,
-            anchor,
-            anchor_offset,
-        } in current
-        {
-            if self.loaded.contains_key(&range.start) {
+        // New instances: where their file is and their load bias now (module_of and the
+        // symbols need them); their unwind tables when a stack first goes through them
+        // ([`Modules::ensure`]), so that a process of 40 libraries (PostgreSQL) does not read
+        // the tables of all 40 for the two its stacks go through. The vdso (a few KB) at once.
+        for instance in current {
+            let start = instance.range.start;
+            if self.loaded.contains_key(&start) {
                 continue;
             }
-            let kept: u64 = self.kept.values().sum();
-            let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
-            match load(
-                &self.source,
-                &mut self.shared,
-                &path,
-                range.clone(),
-                (anchor, anchor_offset),
-                remaining,
-            ) {
-                Ok(m) => {
-                    self.kept.insert(range.start, m.kept);
-                    self.starts.insert(range.start, m.starts);
-                    if !m.views.is_empty() {
-                        self.views.insert(range.start, m.views);
-                    }
-                    self.unwinder.add_module(m.module);
+            if instance.path == "[vdso]" {
+                changed |= self.load_now(instance);
+                continue;
+            }
+            match probe(&self.source, &instance) {
+                Ok((bias, file)) => {
                     self.loaded.insert(
-                        range.start,
+                        start,
                         ModuleInfo {
-                            path,
-                            range,
-                            bias: m.bias,
-                            file: m.file,
+                            path: instance.path.clone(),
+                            range: instance.range.clone(),
+                            bias,
+                            file: Some(file),
                         },
                     );
+                    self.pending.insert(start, instance);
                     changed = true;
                 }
-                Err(why) => {
-                    if !self.problems.iter().any(|p| p.starts_with(&path)) {
-                        self.problems
-                            .push(format!("{path}: no unwind data ({why})"));
-                    }
-                }
+                Err(why) => self.problem(&instance.path, &why),
             }
         }
         if changed {
@@ -599,7 +590,97 @@ impl Modules {
         changed
     }
 
-    /// Every loaded module, by address.
+    /// Read the unwind tables of the instance starting at `instance.range.start` and hand
+    /// them to framehop. True when it was not known before (the vdso).
+    fn load_now(&mut self, instance: Instance) -> bool {
+        let Instance {
+            path,
+            range,
+            anchor,
+            anchor_offset,
+        } = instance;
+        let kept: u64 = self.kept.values().sum();
+        let remaining = crate::limits::MAX_UNWIND_PER_RUN.saturating_sub(kept);
+        let loaded = load(
+            &self.source,
+            &mut self.shared,
+            &path,
+            range.clone(),
+            (anchor, anchor_offset),
+            remaining,
+        );
+        match loaded {
+            Ok(m) => {
+                self.kept.insert(range.start, m.kept);
+                self.starts.insert(range.start, m.starts);
+                if !m.views.is_empty() {
+                    self.views.insert(range.start, m.views);
+                }
+                self.unwinder.add_module(m.module);
+                let info = ModuleInfo {
+                    path,
+                    range,
+                    bias: m.bias,
+                    file: m.file,
+                };
+                let before = self.loaded.insert(info.range.start, info.clone());
+                if before.as_ref().is_some_and(|b| *b != info) {
+                    // What the headers said before the tables were read: the file's word now.
+                    if let Some(s) = self
+                        .sorted
+                        .iter_mut()
+                        .find(|s| s.range.start == info.range.start)
+                    {
+                        *s = info;
+                    }
+                }
+                before.is_none()
+            }
+            Err(why) => {
+                self.problem(&path, &why);
+                false
+            }
+        }
+    }
+
+    /// Say once why a module has no unwind data.
+    fn problem(&mut self, path: &str, why: &str) {
+        if !self.problems.iter().any(|p| p.starts_with(path)) {
+            self.problems
+                .push(format!("{path}: no unwind data ({why})"));
+        }
+    }
+
+    /// Read the unwind tables of the module holding `addr`, if they are not read yet.
+    pub fn ensure(&mut self, addr: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(start) = self.module_of(addr).map(|m| m.range.start) else {
+            return;
+        };
+        if let Some(instance) = self.pending.remove(&start) {
+            self.load_now(instance);
+        }
+    }
+
+    /// Read the unwind tables of every module now (tests; a caller about to unwind stacks
+    /// through all of them).
+    pub fn load_all(&mut self) {
+        let starts: Vec<u64> = self.pending.keys().copied().collect();
+        for start in starts {
+            if let Some(instance) = self.pending.remove(&start) {
+                self.load_now(instance);
+            }
+        }
+    }
+
+    /// Whether the unwind tables of the module starting at `start` are read.
+    pub fn tables_read(&self, start: u64) -> bool {
+        self.loaded.contains_key(&start) && !self.pending.contains_key(&start)
+    }
+
+    /// Every module, by address.
     pub fn list(&self) -> &[ModuleInfo] {
         &self.sorted
     }
@@ -613,12 +694,12 @@ impl Modules {
 
     /// The start of the function containing `addr`: the FDE (CFI) covering it, per the
     /// module's `.eh_frame_hdr` (None without one).
-    pub fn function_start(&self, addr: u64) -> Option<u64> {
+    pub fn function_start(&mut self, addr: u64) -> Option<u64> {
+        self.ensure(addr);
         let m = self.module_of(addr)?;
-        let starts = self.starts.get(&m.range.start)?.table();
         let svma = addr.wrapping_sub(m.bias);
-        let i = starts.partition_point(|&s| s <= svma).checked_sub(1)?;
-        Some(starts[i].wrapping_add(m.bias))
+        let start = self.starts.get(&m.range.start)?.start_of(svma)?;
+        Some(start.wrapping_add(m.bias))
     }
 
     /// Unwind one copied stack: `stack[0]` is the byte at `regs.sp`.
@@ -672,6 +753,7 @@ impl Modules {
                     None => break UnwindEnd::Stopped,
                 }
             }
+            self.ensure(address.address_for_lookup());
             let h = hopped;
             let mut read_stack = |a: u64| read(a, h);
             match self
@@ -707,6 +789,70 @@ impl Modules {
         self.trampolines.insert(addr, yes);
         yes
     }
+}
+
+/// Where an instance's file is (opened as [`load`] opens it) and its load bias, from its
+/// headers only: not its unwind tables.
+fn probe(source: &ModuleSource, instance: &Instance) -> Result<(u64, PathBuf), String> {
+    let own = source.proc_dir == Path::new("/proc/self");
+    // In the process itself, a module the loader mapped from its start: its headers are in
+    // our memory, and its file is at its path (one replaced since shows as deleted): no file
+    // opened for the ~40 libraries of a service (PostgreSQL), 0.1-0.2 ms each.
+    if own && instance.anchor_offset == 0 && !instance.path.ends_with(" (deleted)") {
+        if let Some(bias) = bias_in_memory(&source.memory, &instance.anchor) {
+            let inside = Path::new(&instance.path);
+            let inside = inside.strip_prefix("/").unwrap_or(inside);
+            return Ok((bias, source.root.join(inside)));
+        }
+    }
+    let (f, opened) = source
+        .open(&instance.path, &instance.anchor)
+        .map_err(|e| e.to_string())?;
+    let anchor = instance.anchor.start;
+    let bias = if let Some(map) = own
+        .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
+        .flatten()
+    {
+        let file = object::File::parse(map.bytes()).map_err(|e| e.to_string())?;
+        bias_of(&file, anchor, instance.anchor_offset)
+    } else {
+        let len = f.metadata().map_err(|e| e.to_string())?.len();
+        let cache = object::ReadCache::new(&f);
+        let used = std::cell::Cell::new(0);
+        let capped = crate::limits::Capped::new(&cache, len, &used);
+        let file = object::File::parse(capped).map_err(|e| e.to_string())?;
+        bias_of(&file, anchor, instance.anchor_offset)
+    };
+    let bias = bias.ok_or("no loadable segment holds the mapped part of the file")?;
+    Ok((bias, opened))
+}
+
+/// The load bias of a module mapped from the start of its file at `anchor`, from the ELF and
+/// program headers there (as [`bias_of`] computes it from the file: its lowest loadable
+/// segment is at the anchor). None when they are not all in the first page, or not an ELF
+/// file of this word size.
+#[allow(clippy::useless_conversion)] // the addresses are u32 on a 32-bit target
+fn bias_in_memory(memory: &ProcessMemory, anchor: &Range<u64>) -> Option<u64> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    const PAGE: u64 = 4096;
+    let mut head = [0u8; PAGE as usize];
+    let len = anchor.end.saturating_sub(anchor.start).min(PAGE) as usize;
+    let n = memory.read(anchor.start, &mut head[..len]);
+    let data = &head[..n];
+    #[cfg(target_pointer_width = "64")]
+    type Header = object::elf::FileHeader64<object::Endianness>;
+    #[cfg(target_pointer_width = "32")]
+    type Header = object::elf::FileHeader32<object::Endianness>;
+    let header = Header::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let lowest: u64 = header
+        .program_headers(endian, data)
+        .ok()?
+        .iter()
+        .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
+        .map(|p| p.p_vaddr(endian).into())
+        .min()?;
+    Some(anchor.start.wrapping_sub(lowest & !(PAGE - 1)))
 }
 
 /// A loaded module.
@@ -877,6 +1023,7 @@ fn module<'d, R: object::ReadRef<'d>>(
     // The table is read when first asked for (70-170 µs), from the section framehop holds.
     let starts = FunctionStarts {
         table: std::cell::OnceCell::new(),
+        sorted: std::cell::OnceCell::new(),
         hdr: eh_frame_hdr
             .clone()
             .zip(svma(".eh_frame_hdr"))
@@ -962,11 +1109,75 @@ fn text_relocated<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> boo
 /// first asked for (most dumps never ask: only a stack that the CFI could not unwind does).
 pub struct FunctionStarts {
     table: std::cell::OnceCell<Vec<u64>>,
+    /// Whether the section's table is the usual one, searched in place ([`SortedTable`]).
+    sorted: std::cell::OnceCell<Option<SortedTable>>,
     /// The section (the bytes framehop holds) and its SVMA.
     hdr: Option<(SectionBytes, u64)>,
 }
 
+/// The search table of an `.eh_frame_hdr` as linkers write it: `fde_count` entries of two
+/// 4-byte signed offsets from the section's start (`DW_EH_PE_datarel | DW_EH_PE_sdata4`), the
+/// functions' starts (the section's SVMA plus the first) ascending, checked once. Searched where it is, without a
+/// copy or a parse of every entry (PostgreSQL's: ~1 ms in a first dump).
+#[derive(Clone, Copy)]
+struct SortedTable {
+    /// Byte offset of the first entry in the section.
+    at: usize,
+    count: usize,
+}
+
+impl SortedTable {
+    fn of(hdr: &[u8], hdr_svma: u64) -> Option<SortedTable> {
+        const DATAREL_SDATA4: u8 = 0x3b;
+        const UDATA4: u8 = 0x03;
+        const PCREL_SDATA4: u8 = 0x1b;
+        let [1, eh_frame_ptr_enc, count_enc, DATAREL_SDATA4, ..] = *hdr else {
+            return None;
+        };
+        if eh_frame_ptr_enc != PCREL_SDATA4 || count_enc != UDATA4 {
+            return None;
+        }
+        let count = u32::from_ne_bytes(hdr.get(8..12)?.try_into().ok()?) as usize;
+        let table = SortedTable { at: 12, count };
+        let end = count.checked_mul(8)?.checked_add(12)?;
+        if end > hdr.len() {
+            return None;
+        }
+        let start = |i| table.start(hdr, hdr_svma, i);
+        let ascending = (1..count).all(|i| start(i - 1) <= start(i));
+        ascending.then_some(table)
+    }
+
+    /// The SVMA where entry `i`'s function starts.
+    fn start(&self, hdr: &[u8], hdr_svma: u64, i: usize) -> u64 {
+        let at = self.at + i * 8;
+        let offset = i32::from_ne_bytes([hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]]);
+        hdr_svma.wrapping_add(i64::from(offset) as u64)
+    }
+}
+
 impl FunctionStarts {
+    /// The start of the function holding `svma` (the last FDE starting at or before it).
+    fn start_of(&self, svma: u64) -> Option<u64> {
+        if let Some((hdr, hdr_svma)) = &self.hdr {
+            if let Some(t) = self.sorted.get_or_init(|| SortedTable::of(hdr, *hdr_svma)) {
+                let (mut lo, mut hi) = (0, t.count);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if t.start(hdr, *hdr_svma, mid) <= svma {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                return Some(t.start(hdr, *hdr_svma, lo.checked_sub(1)?));
+            }
+        }
+        let starts = self.table();
+        let i = starts.partition_point(|&s| s <= svma).checked_sub(1)?;
+        Some(starts[i])
+    }
+
     fn table(&self) -> &[u64] {
         self.table.get_or_init(|| {
             self.hdr
@@ -1280,11 +1491,16 @@ mod tests {
         // no longer show the tables drops the module.
         let mut modules = Modules::new(ModuleSource::this_process());
         modules.sync(&maps);
-        assert_eq!(modules.views.get(&me.range.start).map(Vec::len), Some(2));
+        assert!(
+            !modules.tables_read(me.range.start),
+            "read when first needed"
+        );
         let here = the_executables_unwind_sections_are_read_in_place as *const () as u64;
         assert!(modules
             .function_start(here + 1)
             .is_some_and(|s| s <= here + 1));
+        assert!(modules.tables_read(me.range.start));
+        assert_eq!(modules.views.get(&me.range.start).map(Vec::len), Some(2));
         let mut protected = maps.clone();
         protected
             .iter_mut()
@@ -1321,5 +1537,117 @@ mod tests {
         let libc = maps.iter().find(|m| m.path.contains("/libc.so")).unwrap();
         let bytes = std::fs::read(&libc.path).unwrap();
         assert!(!text_relocated(&object::File::parse(&bytes[..]).unwrap()));
+    }
+
+    /// A module's unwind tables are read when a stack first goes through it: after a sync
+    /// every module is known (named, its bias), none has its tables read but the vdso, and
+    /// an unwind through libc reads libc's alone.
+    #[test]
+    fn unwind_tables_are_read_when_a_stack_goes_through_the_module() {
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let mut modules = Modules::new(ModuleSource::this_process());
+        assert!(modules.sync(&maps));
+        let libc = objects(&maps)
+            .into_iter()
+            .find(|o| o.path.contains("/libc.so"))
+            .unwrap();
+        let listed: Vec<&str> = modules.list().iter().map(|m| m.path.as_str()).collect();
+        for o in objects(&maps) {
+            assert!(listed.contains(&o.path.as_str()), "{} listed", o.path);
+            assert_eq!(
+                modules.tables_read(o.range.start),
+                o.path == "[vdso]",
+                "{}",
+                o.path
+            );
+        }
+        let info = modules.module_of(libc.range.start).unwrap().clone();
+        assert_ne!(
+            info.bias, 0,
+            "libc's bias is known before its tables are read"
+        );
+        // Where the current thread is blocked-or-not does not matter: unwind from a libc
+        // address with an empty stack copy; the tables are read for it.
+        let syscall_wrapper = libc::getpid as *const () as u64;
+        modules.unwind(
+            &Regs {
+                pc: syscall_wrapper,
+                ..Regs::default()
+            },
+            &[],
+            4,
+            false,
+        );
+        assert!(modules.tables_read(libc.range.start));
+        let others = objects(&maps)
+            .into_iter()
+            .filter(|o| o.path != "[vdso]" && o.range.start != libc.range.start)
+            .filter(|o| modules.tables_read(o.range.start))
+            .count();
+        assert_eq!(others, 0, "no other module's tables read");
+        assert_eq!(
+            modules.module_of(libc.range.start),
+            Some(&info),
+            "same bias after"
+        );
+        // The headers in memory give every module the bias and file its tables give.
+        let before = modules.list().to_vec();
+        modules.load_all();
+        assert_eq!(modules.list(), &before[..]);
+        assert!(objects(&maps)
+            .iter()
+            .all(|o| modules.tables_read(o.range.start)));
+    }
+
+    /// The search table of `.eh_frame_hdr` searched in place gives the same function starts
+    /// as the table read and sorted (libc's and this binary's); a table out of order is read
+    /// and sorted instead.
+    #[test]
+    fn function_starts_searched_in_place_are_those_of_the_parsed_table() {
+        let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        for o in objects(&maps)
+            .into_iter()
+            .filter(|o| o.path.contains("/libc.so") || Path::new(&o.path) == exe)
+        {
+            let loaded = load(
+                &ModuleSource::this_process(),
+                &mut SharedSections::default(),
+                &o.path,
+                o.range.clone(),
+                (o.anchor.clone(), o.anchor_offset),
+                crate::limits::MAX_UNWIND_PER_RUN,
+            )
+            .unwrap();
+            let (hdr, at) = loaded.starts.hdr.clone().unwrap();
+            assert!(
+                SortedTable::of(&hdr, at).is_some(),
+                "{}: the usual table",
+                o.path
+            );
+            let parsed = fde_starts(&hdr, at);
+            assert!(parsed.len() > 100, "{}", o.path);
+            let by_table = |svma: u64| {
+                let i = parsed.partition_point(|&s| s <= svma).checked_sub(1)?;
+                Some(parsed[i])
+            };
+            let probes = parsed
+                .iter()
+                .flat_map(|&s| [s.wrapping_sub(1), s, s + 1, s + 7])
+                .chain([0, u64::MAX]);
+            for svma in probes {
+                assert_eq!(
+                    loaded.starts.start_of(svma),
+                    by_table(svma),
+                    "{} {svma:#x}",
+                    o.path
+                );
+            }
+            // Two entries swapped: not searched in place.
+            let mut bad = hdr.to_vec();
+            bad[12..20].copy_from_slice(&hdr[20..28]);
+            bad[20..28].copy_from_slice(&hdr[12..20]);
+            assert!(SortedTable::of(&bad, at).is_none());
+        }
     }
 }
