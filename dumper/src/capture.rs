@@ -613,11 +613,7 @@ impl DumpThread {
             })
         });
         if conflict || known.is_empty() {
-            // (Before the first dump nothing was named: nothing to forget. Clearing
-            // backtrace's cache walks the loaded objects, ~2 ms for PostgreSQL's 40.)
-            if !known.is_empty() {
-                self.symbols.reset();
-            }
+            self.symbols.reset();
             self.backtrace_modules = self
                 .modules
                 .list()
@@ -1004,7 +1000,7 @@ impl DumpThread {
         let mut round = Round {
             table,
             generation: self.generation,
-            queue: self.signal_queue(pid, threads),
+            queue: self.signal_queue(pid, threads, deadline),
             free: (0..table.slots.len())
                 .rev()
                 .filter(|&s| table.slots[s].state.load(Ordering::Acquire) == slots::FREE)
@@ -1055,7 +1051,12 @@ impl DumpThread {
     /// capture signal in phase 0 may have been inside the trigger handler (whose `sa_mask`
     /// holds it for a few microseconds): handlers are let finish and it is looked at again;
     /// one that still blocks it is marked so (or gone).
-    fn signal_queue(&self, pid: i32, threads: &mut [RawThread]) -> VecDeque<usize> {
+    fn signal_queue(
+        &self,
+        pid: i32,
+        threads: &mut [RawThread],
+        deadline: Instant,
+    ) -> VecDeque<usize> {
         let mut queue: VecDeque<usize> = VecDeque::new();
         let mut maybe_blocked = Vec::new();
         for (i, t) in threads.iter_mut().enumerate() {
@@ -1072,14 +1073,27 @@ impl DumpThread {
             return queue;
         }
         let until = Instant::now() + Duration::from_millis(5);
+        let mut handlers_ran = false;
         while trigger::IN_HANDLER.load(Ordering::Acquire) != 0 && Instant::now() < until {
+            handlers_ran = true;
             std::thread::yield_now();
         }
+        // While triggers keep coming (a burst of queued real-time triggers), a thread may enter
+        // the handler again and again: it is looked at for up to 50 ms then (within the
+        // deadline); otherwise 20 looks (a thread that masks every signal costs nothing more).
+        let patience = if handlers_ran {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
         let mut reader = TaskReader::new("/proc/self");
         for i in maybe_blocked {
             let t = &mut threads[i];
             let mut blocked = true;
-            for _ in 0..20 {
+            let give_up = (Instant::now() + patience).min(deadline);
+            let mut looks = 0;
+            while looks < 20 || Instant::now() < give_up {
+                looks += 1;
                 match reader.status(t.tid) {
                     Ok(st) if st.blocks(self.cfg.capture.number) => std::thread::yield_now(),
                     Ok(_) => {

@@ -275,8 +275,12 @@ pub struct Modules {
     shared: SharedSections,
     /// The sections of the main executable read in place, by start of range.
     views: HashMap<u64, Vec<SectionBytes>>,
-    /// The instances whose unwind tables are not read yet (see [`Modules::ensure`]).
-    pending: HashMap<u64, Instance>,
+    /// The instances whose unwind tables are not read yet (see [`Modules::ensure`]), with
+    /// their executable mappings.
+    pending: HashMap<u64, (Instance, Vec<Range<u64>>)>,
+    /// The instances whose tables could not be read: tried again at the next sync (a host
+    /// out of file descriptors now may not be at the next dump).
+    failed: HashMap<u64, Instance>,
 }
 
 /// The bytes of one unwind section of a module file, shared by every loaded instance of that
@@ -398,6 +402,7 @@ impl Modules {
             shared: SharedSections::default(),
             views: HashMap::new(),
             pending: HashMap::new(),
+            failed: HashMap::new(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
             loaded: HashMap::new(),
@@ -547,6 +552,7 @@ impl Modules {
             self.unwinder.remove_module(start);
             self.loaded.remove(&start);
             self.pending.remove(&start);
+            self.failed.remove(&start);
             self.kept.remove(&start);
             self.starts.remove(&start);
             self.views.remove(&start);
@@ -557,6 +563,16 @@ impl Modules {
         // symbols need them); their unwind tables when a stack first goes through them
         // ([`Modules::ensure`]), so that a process of 40 libraries (PostgreSQL) does not read
         // the tables of all 40 for the two its stacks go through. The vdso (a few KB) at once.
+        let code = |range: &Range<u64>| -> Vec<Range<u64>> {
+            maps.iter()
+                .filter(|m| m.executable && range.start <= m.start && m.end <= range.end)
+                .map(|m| m.start..m.end)
+                .collect()
+        };
+        for (start, instance) in std::mem::take(&mut self.failed) {
+            let code = code(&instance.range);
+            self.pending.insert(start, (instance, code));
+        }
         for instance in current {
             let start = instance.range.start;
             if self.loaded.contains_key(&start) {
@@ -577,7 +593,8 @@ impl Modules {
                             file: Some(file),
                         },
                     );
-                    self.pending.insert(start, instance);
+                    let code = code(&instance.range);
+                    self.pending.insert(start, (instance, code));
                     changed = true;
                 }
                 Err(why) => self.problem(&instance.path, &why),
@@ -593,6 +610,7 @@ impl Modules {
     /// Read the unwind tables of the instance starting at `instance.range.start` and hand
     /// them to framehop. True when it was not known before (the vdso).
     fn load_now(&mut self, instance: Instance) -> bool {
+        let again = instance.clone();
         let Instance {
             path,
             range,
@@ -638,6 +656,9 @@ impl Modules {
             }
             Err(why) => {
                 self.problem(&path, &why);
+                if path != "[vdso]" {
+                    self.failed.insert(range.start, again);
+                }
                 false
             }
         }
@@ -651,7 +672,9 @@ impl Modules {
         }
     }
 
-    /// Read the unwind tables of the module holding `addr`, if they are not read yet.
+    /// Read the unwind tables of the module holding `addr`, if they are not read yet and
+    /// `addr` is in its code (an address in its data, a stack word the frame-pointer recovery
+    /// looks at, reads nothing).
     pub fn ensure(&mut self, addr: u64) {
         if self.pending.is_empty() {
             return;
@@ -659,8 +682,14 @@ impl Modules {
         let Some(start) = self.module_of(addr).map(|m| m.range.start) else {
             return;
         };
-        if let Some(instance) = self.pending.remove(&start) {
-            self.load_now(instance);
+        let in_code = self
+            .pending
+            .get(&start)
+            .is_some_and(|(_, code)| code.iter().any(|c| c.contains(&addr)));
+        if in_code {
+            if let Some((instance, _)) = self.pending.remove(&start) {
+                self.load_now(instance);
+            }
         }
     }
 
@@ -669,7 +698,7 @@ impl Modules {
     pub fn load_all(&mut self) {
         let starts: Vec<u64> = self.pending.keys().copied().collect();
         for start in starts {
-            if let Some(instance) = self.pending.remove(&start) {
+            if let Some((instance, _)) = self.pending.remove(&start) {
                 self.load_now(instance);
             }
         }
@@ -1562,6 +1591,9 @@ mod tests {
             );
         }
         let info = modules.module_of(libc.range.start).unwrap().clone();
+        // Its first page (headers, not code) is no reason to read its tables.
+        modules.ensure(libc.range.start);
+        assert!(!modules.tables_read(libc.range.start));
         assert_ne!(
             info.bias, 0,
             "libc's bias is known before its tables are read"
@@ -1649,5 +1681,40 @@ mod tests {
             bad[20..28].copy_from_slice(&hdr[12..20]);
             assert!(SortedTable::of(&bad, at).is_none());
         }
+        // Damaged sections: read and sorted the slow way (or nothing), never a panic.
+        let mut usual = vec![1u8, 0x1b, 0x03, 0x3b, 0, 0, 0, 0];
+        usual.extend(2u32.to_ne_bytes());
+        for e in [0x10i32, 0x10, 0x20, 0x30] {
+            usual.extend(e.to_ne_bytes());
+        }
+        assert!(SortedTable::of(&usual, 0x1000).is_some());
+        let mut too_many = usual.clone();
+        too_many[8..12].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let mut version_2 = usual.clone();
+        version_2[0] = 2;
+        let mut other_encoding = usual.clone();
+        other_encoding[3] = 0x1b;
+        for bad in [
+            &too_many[..],
+            &version_2,
+            &other_encoding,
+            &usual[..11],
+            &[][..],
+        ] {
+            assert!(SortedTable::of(bad, 0x1000).is_none());
+            let starts = FunctionStarts {
+                table: std::cell::OnceCell::new(),
+                sorted: std::cell::OnceCell::new(),
+                hdr: Some((
+                    SectionBytes(std::sync::Arc::new(Bytes::Copied(bad.to_vec()))),
+                    0x1000,
+                )),
+            };
+            let _ = starts.start_of(0x1010);
+        }
+        let mut none = usual.clone();
+        none[8..12].copy_from_slice(&0u32.to_ne_bytes());
+        let t = SortedTable::of(&none, 0x1000).unwrap();
+        assert_eq!(t.count, 0);
     }
 }
