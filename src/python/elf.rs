@@ -321,35 +321,28 @@ where
     R: object::ReadRef<'d>,
 {
     let versions = sections.versions(endian, data).ok()?.unwrap_or_default();
+    // Each wanted name as `find(name)` answers it.
+    let answers = |find: &dyn Fn(&[u8]) -> Option<&'d Elf::Sym>| {
+        Some(WANTED.iter().map(|w| (*w, find(w.as_bytes()))).collect())
+    };
     if let Some((gnu, link)) = sections.gnu_hash(endian, data).ok()? {
         let header = sections.gnu_hash_header(endian, data).ok()??;
         if header.bloom_shift.get(endian) >= 32 {
             return None;
         }
         let table = sections.symbol_table_by_index(endian, data, link).ok()?;
-        return Some(
-            WANTED
-                .iter()
-                .map(|w| {
-                    let hash = elf::gnu_hash(w.as_bytes());
-                    let found = gnu.find(endian, w.as_bytes(), hash, None, &table, &versions);
-                    (*w, found.map(|(_, sym)| sym))
-                })
-                .collect(),
-        );
+        return answers(&|name| {
+            let hash = elf::gnu_hash(name);
+            let found = gnu.find(endian, name, hash, None, &table, &versions);
+            found.map(|(_, sym)| sym)
+        });
     }
     let (sysv, link) = sections.hash(endian, data).ok()??;
     let table = sections.symbol_table_by_index(endian, data, link).ok()?;
-    Some(
-        WANTED
-            .iter()
-            .map(|w| {
-                let hash = elf::hash(w.as_bytes());
-                let found = sysv.find(endian, w.as_bytes(), hash, None, &table, &versions);
-                (*w, found.map(|(_, sym)| sym))
-            })
-            .collect(),
-    )
+    answers(&|name| {
+        let found = sysv.find(endian, name, elf::hash(name), None, &table, &versions);
+        found.map(|(_, sym)| sym)
+    })
 }
 
 /// Every wanted name defined in `table`, the first definition of each.

@@ -1246,6 +1246,19 @@ pub fn fde_starts(hdr: &[u8], hdr_svma: u64) -> Vec<u64> {
 mod tests {
     use super::*;
 
+    /// `load` of instance `o` of this process, with the sections read so far in `shared`.
+    fn load_own(shared: &mut SharedSections, o: &Instance) -> LoadedModule {
+        load(
+            &ModuleSource::this_process(),
+            shared,
+            &o.path,
+            o.range.clone(),
+            (o.anchor.clone(), o.anchor_offset),
+            crate::limits::MAX_UNWIND_PER_RUN,
+        )
+        .unwrap()
+    }
+
     fn maps(text: &str) -> Vec<Mapping> {
         crate::kernel::proc::parse_maps(text.as_bytes())
     }
@@ -1415,19 +1428,8 @@ mod tests {
             .into_iter()
             .find(|o| o.path.contains("/libc.so"))
             .expect("libc is mapped");
-        let source = ModuleSource::this_process();
         let mut shared = SharedSections::default();
-        let load_libc = |shared: &mut SharedSections| {
-            load(
-                &source,
-                shared,
-                &libc.path,
-                libc.range.clone(),
-                (libc.anchor.clone(), libc.anchor_offset),
-                crate::limits::MAX_UNWIND_PER_RUN,
-            )
-            .unwrap()
-        };
+        let load_libc = |shared: &mut SharedSections| load_own(shared, &libc);
         let first = load_libc(&mut shared);
         let second = load_libc(&mut shared);
         assert!(
@@ -1461,15 +1463,7 @@ mod tests {
             .into_iter()
             .find(|o| o.path == exe)
             .expect("the test binary is mapped");
-        let loaded = load(
-            &ModuleSource::this_process(),
-            &mut SharedSections::default(),
-            &me.path,
-            me.range.clone(),
-            (me.anchor.clone(), me.anchor_offset),
-            crate::limits::MAX_UNWIND_PER_RUN,
-        )
-        .unwrap();
+        let loaded = load_own(&mut SharedSections::default(), &me);
         assert_eq!(loaded.kept, 0, "nothing copied");
         assert_eq!(loaded.views.len(), 2, ".eh_frame and .eh_frame_hdr");
         let (hdr, svma) = loaded.starts.hdr.clone().expect("an .eh_frame_hdr");
@@ -1642,15 +1636,7 @@ mod tests {
             .into_iter()
             .filter(|o| o.path.contains("/libc.so") || Path::new(&o.path) == exe)
         {
-            let loaded = load(
-                &ModuleSource::this_process(),
-                &mut SharedSections::default(),
-                &o.path,
-                o.range.clone(),
-                (o.anchor.clone(), o.anchor_offset),
-                crate::limits::MAX_UNWIND_PER_RUN,
-            )
-            .unwrap();
+            let loaded = load_own(&mut SharedSections::default(), &o);
             let (hdr, at) = loaded.starts.hdr.clone().unwrap();
             assert!(
                 SortedTable::of(&hdr, at).is_some(),
