@@ -180,10 +180,6 @@ impl Prepared {
         }
         let mut modules = Modules::new(ModuleSource::process(pid));
         modules.sync(&maps);
-        // Every module's tables now, before any thread is copied: a table read between a
-        // blocked thread's copy and the check that it did not run would widen that window,
-        // and more threads would be stopped with ptrace instead.
-        modules.load_all();
         let mut loader = DebugLoader::start(proc_dir.join("root"), cache.clone());
         // The module the main thread is blocked in (its C library, nearly always), and the
         // executable.

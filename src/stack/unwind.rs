@@ -3,9 +3,9 @@
 //!
 //! Owns the set of loaded modules as framehop sees them. Every module of the process is known
 //! from the maps with its load bias (from its headers); its unwind tables (the address ranges
-//! of `.text` and `.got`, the bytes of `.eh_frame` and `.eh_frame_hdr`) are read when a stack
-//! first goes through it ([`Modules::ensure`]: a process of 40 libraries reads the two its
-//! stacks use), once, and kept across dumps together with framehop's rule cache; each dump
+//! of `.text` and `.got`, the bytes of `.eh_frame` and `.eh_frame_hdr`) are read, in the process
+//! itself, when a stack first goes through it ([`Modules::ensure`]: a process of 40 libraries
+//! reads the two its stacks use), from outside at once (before any thread is copied), once, and kept across dumps together with framehop's rule cache; each dump
 //! only adds what was mapped since and drops what was unmapped. A file mapped twice shares its
 //! tables; the main executable's are read where the loader mapped them. Module files are opened through
 //! a root directory (`/` inside the process, `/proc/PID/root` from outside, so containers work)
@@ -578,7 +578,11 @@ impl Modules {
             if self.loaded.contains_key(&start) {
                 continue;
             }
-            if instance.path == "[vdso]" {
+            // From outside (inspect), every module's tables at once, before any thread is
+            // copied: one read later, between a blocked thread's copy and the check that it did
+            // not run, would widen that window (more threads stopped with ptrace).
+            let outside = self.source.proc_dir != Path::new("/proc/self");
+            if instance.path == "[vdso]" || outside {
                 changed |= self.load_now(instance);
                 continue;
             }
