@@ -1141,6 +1141,16 @@ fn reset_all(capture: Option<&str>) {
         .into_iter()
         .collect();
     let mut t = hostile("reset-all", &env);
+    // READY waits for the parked threads only: the spinner names itself when it first runs,
+    // which on a loaded machine may come after READY.
+    assert!(
+        poll_until(deadline(), || t
+            .thread_names()
+            .iter()
+            .any(|(_, n)| n == "spinner")),
+        "the spinner never named itself\n{}",
+        t.describe()
+    );
     let capture_signo = libc::SIGRTMAX() - 3;
     assert!(
         !status_mask(t.pid, "SigCgt").is_some_and(|m| mask_has(m, capture_signo)),
