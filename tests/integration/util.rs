@@ -83,9 +83,19 @@ impl Target {
                 cmd.env_remove("LD_PRELOAD");
             }
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+        // ETXTBSY: a test that just wrote an executable (a private copy) while another test's
+        // thread forked keeps a write descriptor of it open in that child until its exec.
+        let busy_until = Instant::now() + Duration::from_secs(10);
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < busy_until =>
+                {
+                    std::thread::yield_now();
+                }
+                other => break other.unwrap_or_else(|e| panic!("cannot spawn {what}: {e}")),
+            }
+        };
         let pid = i32::try_from(child.id()).expect("pid fits in i32");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
