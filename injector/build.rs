@@ -1,7 +1,11 @@
 //! Puts the git commit of the build into `stackdump --version`
-//! (`STACKDUMP_GIT_COMMIT`: set it yourself when building outside a git checkout).
+//! (`STACKDUMP_GIT_COMMIT`: set it yourself when building outside a git checkout), and links the
+//! GCC unwinder statically (`build-support/static_libgcc.rs`): no `libgcc_s.so.1` to load and
+//! initialise at each start of the CLI, which is part of every `stackdump dump`.
 
 use std::process::Command;
+
+include!("../build-support/static_libgcc.rs");
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -13,6 +17,8 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
+    println!("cargo:rerun-if-changed=../build-support/static_libgcc.rs");
+    link_libgcc_statically();
     println!("cargo:rerun-if-env-changed=STACKDUMP_GIT_COMMIT");
     let commit = std::env::var("STACKDUMP_GIT_COMMIT")
         .ok()

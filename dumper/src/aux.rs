@@ -34,8 +34,8 @@
 //!   gets no new job until its late answer is collected.
 //! - appears in dumps as the dump thread does (capture `dumper`, its kernel view blanked).
 
-use stackdump_core::kernel::proc::{TaskReader, TaskStatus, ThreadGone};
-use stackdump_core::model::{KernelView, Tid};
+use stackdump_core::kernel::proc::{TaskReader, TaskView, ThreadGone};
+use stackdump_core::model::Tid;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -59,8 +59,9 @@ pub const WARM_UP_PATIENCE: Duration = Duration::from_millis(100);
 /// The helper's stack (it parses /proc files; nothing deep).
 const STACK: usize = 256 << 10;
 
-/// One thread's phase-0 reading.
-pub type View = Result<(String, KernelView, TaskStatus), ThreadGone>;
+/// One thread's phase-0 reading (with the run counter the helper keeps for it, which the
+/// dump thread's copy of the stack then reads through the same file).
+pub type View = Result<TaskView, ThreadGone>;
 
 /// What the helper is asked to read, and its answer: `views[i]` for `tids[i]` when the helper
 /// claimed it.
@@ -244,7 +245,7 @@ extern "C" fn aux_main(arg: *mut libc::c_void) -> *mut libc::c_void {
                 while let Some(i) =
                     Some(s.next.fetch_add(1, Ordering::Relaxed)).filter(|&i| i < job.tids.len())
                 {
-                    job.views[i] = Some(job.reader.kernel_view(job.tids[i]));
+                    job.views[i] = Some(job.reader.kernel_view_counted(job.tids[i]));
                 }
             }
             s.state.store(DONE, Ordering::Release);

@@ -38,6 +38,9 @@ struct RawThread {
     frames: Option<RawFrames>,
     /// Copied without a signal: the thread's run counter when it was (see `copy_blocked`).
     run_at_copy: Option<(u64, u64)>,
+    /// Its run counter and the reading phase 0 took before its `syscall` line, when phase 0
+    /// had it open (`TaskReader::kernel_view_counted`).
+    counted: Option<proc::Counted>,
     /// Sent the capture signal.
     signalled: bool,
 }
@@ -455,14 +458,14 @@ impl DumpThread {
         if let Some(odd) = self.aux_job(&tids) {
             for (i, &tid) in tids.iter().enumerate() {
                 if tid.0 % 2 == 0 {
-                    views[i] = Some(reader.kernel_view(tid));
+                    views[i] = Some(reader.kernel_view_counted(tid));
                 }
             }
             // What the helper has not started is ours too (it may have no CPU at all).
             let mut stolen = Vec::new();
             if let Some(aux) = &self.aux {
                 while let Some(j) = aux.claim(odd.len()) {
-                    stolen.push((j, reader.kernel_view(odd[j])));
+                    stolen.push((j, reader.kernel_view_counted(odd[j])));
                 }
             }
             let answer = self
@@ -493,10 +496,15 @@ impl DumpThread {
         let mut threads: Vec<RawThread> = Vec::with_capacity(tids.len());
         for (tid, view) in tids.into_iter().zip(views) {
             // Read here: a small dump, no helper, or one the helper did not answer.
-            let view = view.unwrap_or_else(|| reader.kernel_view(tid));
+            let view = view.unwrap_or_else(|| reader.kernel_view_counted(tid));
             let ours = ours.contains(&Some(tid));
             let t = match view {
-                Ok((name, mut kernel, status)) => RawThread {
+                Ok(proc::TaskView {
+                    name,
+                    mut kernel,
+                    status,
+                    counted,
+                }) => RawThread {
                     kernel: if ours {
                         // Our own threads are busy reading /proc: their syscall and kernel
                         // stack describe the dump itself, not the host.
@@ -517,6 +525,7 @@ impl DumpThread {
                     },
                     frames: None,
                     run_at_copy: None,
+                    counted: counted.filter(|_| !ours),
                     signalled: false,
                 },
                 Err(proc::ThreadGone) => RawThread {
@@ -527,6 +536,7 @@ impl DumpThread {
                     status: CaptureStatus::Exited,
                     frames: None,
                     run_at_copy: None,
+                    counted: None,
                     signalled: false,
                 },
             };
@@ -885,7 +895,9 @@ impl DumpThread {
                 t.kernel.voluntary_ctxt_switches,
                 t.kernel.nonvoluntary_ctxt_switches,
             );
-            if let Some((frames, run)) = self.copy_blocked(reader, t.tid, &t.kernel.syscall, before)
+            let counted = t.counted.take();
+            if let Some((frames, run)) =
+                self.copy_blocked(reader, t.tid, &t.kernel.syscall, before, counted)
             {
                 t.frames = Some(frames);
                 t.run_at_copy = run;
@@ -914,15 +926,21 @@ impl DumpThread {
         tid: Tid,
         syscall: &SyscallState,
         switches: (u64, u64),
+        counted: Option<proc::Counted>,
     ) -> Option<(RawFrames, Option<(u64, u64)>)> {
-        let counter = reader.run_counter(tid);
+        // Phase 0's reading (before the `syscall` line) when it had the counter open; else the
+        // counter is read at the copy, and the line again after it.
+        let (counter, runs) = match counted {
+            Some(c) => (Some(c.counter), c.before),
+            None => (reader.run_counter(tid), None),
+        };
         let full = self.cfg.window;
         let max_frames = self.cfg.max_frames;
         let mut buf = std::mem::take(&mut self.scratch);
         let seen = Seen {
             syscall,
             switches,
-            runs: None, // read at the copy, after phase 0's `syscall` line
+            runs,
         };
         // Shared by the unwinder and the frame-pointer recovery's function starts.
         let this = std::cell::RefCell::new(&mut *self);
@@ -1173,7 +1191,9 @@ impl DumpThread {
                 let recheck = &mut round.recheck;
                 if let (Ok(sc), Ok(st)) = (recheck.syscall(tid), recheck.status(tid)) {
                     let switches = (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches);
-                    if let Some((frames, run)) = self.copy_blocked(recheck, tid, &sc, switches) {
+                    if let Some((frames, run)) =
+                        self.copy_blocked(recheck, tid, &sc, switches, None)
+                    {
                         threads[ti].frames = Some(frames);
                         threads[ti].run_at_copy = run;
                         threads[ti].status = CaptureStatus::Ok;
@@ -1418,7 +1438,13 @@ impl Retake for LiveRetake<'_> {
 
     fn take_again(&mut self) -> Retaken {
         let t = &mut *self.thread;
-        let Ok((name, mut kernel, _)) = self.reader.kernel_view(t.tid) else {
+        let Ok(proc::TaskView {
+            name,
+            mut kernel,
+            counted,
+            ..
+        }) = self.reader.kernel_view_counted(t.tid)
+        else {
             return Retaken::Gone;
         };
         let switches = (
@@ -1427,7 +1453,7 @@ impl Retake for LiveRetake<'_> {
         );
         let Some((raw, again)) =
             self.dumper
-                .copy_blocked(self.reader, t.tid, &kernel.syscall, switches)
+                .copy_blocked(self.reader, t.tid, &kernel.syscall, switches, counted)
         else {
             // Running now (or waiting for a CPU: on a small machine, maybe this one), or not
             // copyable without a signal.

@@ -107,8 +107,13 @@ pub fn section<R>(f: impl FnOnce() -> R) -> R {
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
-            GATE.fetch_and(!INSIDE, Ordering::AcqRel);
-            sigctx::futex_wake_all(&GATE);
+            // Only a fork waits for this (`prepare` adds FORKING before it looks at INSIDE and
+            // sleeps while GATE still holds what it saw): no FORKING in what we cleared INSIDE
+            // from, no sleeper, and no system call on the dump's hot path (a section per
+            // thread copied).
+            if GATE.fetch_and(!INSIDE, Ordering::AcqRel) & !INSIDE != 0 {
+                sigctx::futex_wake_all(&GATE);
+            }
         }
     }
     let _leave = Leave;

@@ -395,13 +395,21 @@ pub fn wait_for_dump(
     let mut exited = false;
     let req_start = Instant::now();
     let wake = if dir.watched { wake() } else { None };
+    // Watched since before the trigger was sent: no file of this request can be there before
+    // the first wake-up, and a scan now would only take the CPU the dump thread needs (a
+    // small machine may have no other one free).
+    let mut skip_scan = wake.is_some();
     loop {
         // Scan: the files of our request that we do not have yet.
-        let names = dir.list().map_err(|e| TargetError::Io {
-            pid: target.pid,
-            context: format!("listing {}", stackdump_core::escape::Esc(&dir.path)),
-            source: e,
-        })?;
+        let names = if std::mem::take(&mut skip_scan) {
+            Vec::new()
+        } else {
+            dir.list().map_err(|e| TargetError::Io {
+                pid: target.pid,
+                context: format!("listing {}", stackdump_core::escape::Esc(&dir.path)),
+                source: e,
+            })?
+        };
         let mut overtaken = false;
         for name in &names {
             let Some(parsed) = DumpFileName::parse(name) else {

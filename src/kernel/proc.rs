@@ -231,6 +231,22 @@ pub fn parse_maps(text: &[u8]) -> Vec<Mapping> {
 #[derive(Debug)]
 pub struct ThreadGone;
 
+/// What [`TaskReader::kernel_view_counted`] read of one thread.
+pub struct TaskView {
+    pub name: String,
+    pub kernel: KernelView,
+    pub status: TaskStatus,
+    /// Its run counter, when the reader keeps it, read before its `syscall` line.
+    pub counted: Option<Counted>,
+}
+
+/// A thread's run counter and its reading (None: unreadable) before the thread's `syscall`
+/// line was read.
+pub struct Counted {
+    pub counter: RunCounter,
+    pub before: Option<(u64, u64)>,
+}
+
 /// Reads `/proc/<pid>/task/<tid>/*` with one reusable buffer.
 pub struct TaskReader {
     root: PathBuf,
@@ -261,13 +277,17 @@ pub struct TaskReader {
 struct KeptFiles {
     budget: usize,
     open: usize,
-    tasks: std::collections::HashMap<Tid, [Option<std::os::fd::OwnedFd>; KEPT_KINDS]>,
+    /// Shared with the [`RunCounter`]s handed out (no `dup` per copy of a blocked thread).
+    tasks:
+        std::collections::HashMap<Tid, [Option<std::sync::Arc<std::os::fd::OwnedFd>>; KEPT_KINDS]>,
 }
 
 /// The task files a [`KeptFiles`] may keep, by index.
 const KEPT: [&std::ffi::CStr; KEPT_KINDS] =
     [c"syscall", c"stack", c"stat", c"status", c"schedstat"];
 const KEPT_KINDS: usize = 5;
+/// `schedstat`'s index in [`KEPT`].
+const SCHEDSTAT: usize = 4;
 
 impl TaskReader {
     /// A reader for the tasks of `proc_pid_dir`, e.g. `/proc/self` or `/proc/1234`.
@@ -406,7 +426,7 @@ impl TaskReader {
         let f = self.open(tid, file)?;
         read_all(f.as_raw_fd(), &mut self.buf, false)?;
         if let (Some(kept), Some(kind)) = (&mut self.kept, kind) {
-            kept.keep(tid, kind, f);
+            kept.keep(tid, kind, std::sync::Arc::new(f));
         }
         Ok(&self.buf)
     }
@@ -420,19 +440,16 @@ impl TaskReader {
     /// The thread's `schedstat`, opened to be read more than once (see [`RunCounter`]).
     pub fn run_counter(&mut self, tid: Tid) -> Option<RunCounter> {
         if let Some(kept) = &mut self.kept {
-            if let Some(fd) = kept.tasks.get(&tid).and_then(|f| f[4].as_ref()) {
-                let counter = fd.try_clone().ok().map(RunCounter);
-                if counter.as_ref().is_some_and(|c| c.read().is_some()) {
-                    return counter;
+            if let Some(counter) = kept.run_counter(tid) {
+                if counter.read().is_some() {
+                    return Some(counter);
                 }
                 kept.forget(tid);
             }
         }
-        let fd = self.open(tid, c"schedstat").ok()?;
+        let fd = std::sync::Arc::new(self.open(tid, c"schedstat").ok()?);
         if let Some(kept) = &mut self.kept {
-            if let Ok(copy) = fd.try_clone() {
-                kept.keep(tid, 4, copy);
-            }
+            kept.keep(tid, SCHEDSTAT, std::sync::Arc::clone(&fd));
         }
         Some(RunCounter(fd))
     }
@@ -441,13 +458,13 @@ impl TaskReader {
     /// [`TaskReader::open_run_counters`]).
     fn open_run_counter(&mut self, tid: Tid) {
         let Some(k) = &self.kept else { return };
-        let kept = k.tasks.get(&tid).is_some_and(|f| f[4].is_some());
+        let kept = k.tasks.get(&tid).is_some_and(|f| f[SCHEDSTAT].is_some());
         if kept || k.open >= k.budget {
             return;
         }
         if let Ok(fd) = self.open(tid, c"schedstat") {
             if let Some(k) = &mut self.kept {
-                k.keep(tid, 4, fd);
+                k.keep(tid, SCHEDSTAT, std::sync::Arc::new(fd));
             }
         }
     }
@@ -469,6 +486,24 @@ impl TaskReader {
         &mut self,
         tid: Tid,
     ) -> Result<(String, KernelView, TaskStatus), ThreadGone> {
+        self.kernel_view_counted(tid)
+            .map(|v| (v.name, v.kernel, v.status))
+    }
+
+    /// [`TaskReader::kernel_view`], and the thread's run counter read before anything else
+    /// when this reader keeps it (a thread seen blocked in a system call by an earlier view,
+    /// see [`TaskReader::open_run_counters`]): then a copy of its stack is proved to be of the
+    /// moment of this view by one more reading, without reading its `syscall` line again
+    /// (`stack::blocked::copy_blocked`). One `pread` more here, two fewer there.
+    pub fn kernel_view_counted(&mut self, tid: Tid) -> Result<TaskView, ThreadGone> {
+        let counted = self
+            .kept
+            .as_ref()
+            .and_then(|k| k.run_counter(tid))
+            .map(|counter| {
+                let before = counter.read();
+                Counted { counter, before }
+            });
         let syscall = match self.read(tid, c"syscall") {
             Ok(b) => parse_syscall(&String::from_utf8_lossy(b)),
             Err(e) if gone(&e) => return Err(ThreadGone),
@@ -522,7 +557,12 @@ impl TaskReader {
             nonvoluntary_ctxt_switches: status.nonvoluntary_ctxt_switches,
             cpu: stat.cpu,
         };
-        Ok((stat.name, view, status))
+        Ok(TaskView {
+            name: stat.name,
+            kernel: view,
+            status,
+            counted,
+        })
     }
 
     /// Fill in the file behind a syscall's fd argument (`readlink /proc/PID/fd/N`).
@@ -533,7 +573,7 @@ impl TaskReader {
 
 impl KeptFiles {
     /// Keep `fd` as `tid`'s file `kind`, when the budget allows.
-    fn keep(&mut self, tid: Tid, kind: usize, fd: std::os::fd::OwnedFd) {
+    fn keep(&mut self, tid: Tid, kind: usize, fd: std::sync::Arc<std::os::fd::OwnedFd>) {
         if self.open >= self.budget {
             return;
         }
@@ -542,6 +582,12 @@ impl KeptFiles {
             self.open += 1;
         }
         files[kind] = Some(fd);
+    }
+
+    /// `tid`'s kept `schedstat`, shared.
+    fn run_counter(&self, tid: Tid) -> Option<RunCounter> {
+        let fd = self.tasks.get(&tid)?[SCHEDSTAT].as_ref()?;
+        Some(RunCounter(std::sync::Arc::clone(fd)))
     }
 
     /// Close `tid`'s kept files.
@@ -614,7 +660,7 @@ fn read_all(fd: std::os::fd::RawFd, buf: &mut Vec<u8>, again: bool) -> io::Resul
 /// equal readings prove it did not run in between: the cheapest such proof /proc offers
 /// (one `pread` of three numbers, against ~60 formatted lines for the context-switch counts of
 /// `status`).
-pub struct RunCounter(std::os::fd::OwnedFd);
+pub struct RunCounter(std::sync::Arc<std::os::fd::OwnedFd>);
 
 impl RunCounter {
     /// `(time on a CPU in ns, times put on a CPU)`, or None when unreadable or when the kernel

@@ -251,7 +251,11 @@ pub fn open_file(
 
 /// Read a file opened with [`open_file`], at most `limit` bytes.
 pub fn read_limited(file: File, limit: u64, shown: &str) -> Result<Vec<u8>, SafeOpenError> {
-    let mut buf = Vec::new();
+    // Room for the size the file states (one byte more, to see it end): `Take` gives
+    // `read_to_end` no size hint, which then started with 32 bytes and grew by doubling,
+    // copying what it had each time (a 4.5 MB dump: 4 ms instead of 1).
+    let stated = file.metadata().map_or(0, |m| m.len()).min(limit);
+    let mut buf = Vec::with_capacity(usize::try_from(stated).unwrap_or(0).saturating_add(1));
     file.take(limit + 1)
         .read_to_end(&mut buf)
         .map_err(|e| SafeOpenError::Io {
