@@ -174,8 +174,10 @@ pub struct DumpThread {
 /// How many task files the dump thread keeps open between dumps; its helper keeps up to half as
 /// many again. Our private fd table shares the RLIMIT_NOFILE soft limit: the dump thread and its
 /// helper together take at most three quarters of it, or three eighths when the watchdog's
-/// counters may hold another half; never more than 8192 (+ 4096), enough for 2000 threads (5
-/// files for each thread the dump thread reads, 2 for each the helper reads, 4 in the helper).
+/// counters may hold another half; never more than 8192 (+ 4096): 5 files for each thread a
+/// reader keeps (`syscall`, `stat`, `stack`, `status`, `schedstat`), enough for 1600 threads on
+/// the dump thread's side and 800 on the helper's (the threads beyond are read as before, each
+/// file opened and closed).
 /// Each kept file holds the kernel's 4 KiB text buffer (charged to the process's memory
 /// cgroup): about 25 KiB a thread, 50 MiB at 2000 threads, which is why they are all closed
 /// [`KEPT_IDLE`] after the last dump.
@@ -586,10 +588,14 @@ impl DumpThread {
             self.aux_tasks = Some(late.reader);
         }
         let reader = self.aux_tasks.take().unwrap_or_else(|| {
-            TaskReader::keeping(
+            let mut r = TaskReader::keeping(
                 "/proc/self",
                 kept_files_budget(self.cfg.watch.is_some()) / 2,
-            )
+            );
+            // Its threads' run counters too: their views then come with one (phase 1's proof,
+            // and the next view of a thread that has not run reads `stat` alone).
+            r.open_run_counters = self.cfg.blocked_without_signal;
+            r
         });
         let odd: Vec<Tid> = tids.iter().copied().filter(|t| t.0 % 2 != 0).collect();
         let job = crate::aux::Job {

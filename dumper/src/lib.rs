@@ -24,14 +24,22 @@
 //!   readable; neither for a thread `stat` shows running); a snapshot of /proc/self/maps. The
 //!   files stay open until the next dump, which reads each with one `pread` (within a share
 //!   of RLIMIT_NOFILE, at most 8192 + 4096; a thread's files close when it is gone, all of them
-//!   10 minutes after the last dump). From the second
+//!   10 minutes after the last dump). A thread blocked in a system call also has its
+//!   `schedstat` run counter kept and read first: when it has not moved since the thread's
+//!   last whole view, the thread has not been on a CPU since, and only `stat` is read (its
+//!   state and name can change without it running); its system call, kernel stack, wait
+//!   channel and `status` are that view's (one file instead of four for every thread still
+//!   blocked where it was, dump after dump). From the second
 //!   dump of a process of 64 threads or more on, the helper thread [`aux`] reads the threads
 //!   with odd tids meanwhile, on another CPU.
 //! - **Phase 1a, blocked threads**: copied without a signal (`stackdump_core::stack::blocked`):
 //!   [SP, SP+16 KiB) with process_vm_readv (the whole window only when that is not enough),
 //!   kept only if the thread did not run meanwhile (its schedstat run counter, read before and
 //!   after through one fd; status's context-switch counts where there is no schedstat), its
-//!   syscall line is unchanged, and it unwinds to a thread entry point.
+//!   syscall line is unchanged, and it unwinds to a thread entry point. From the second dump
+//!   on, phase 0 reads the kept run counter before the syscall line, so equal readings after
+//!   the copy prove both at once (one `pread` after the copy and one after the unwinding,
+//!   through the same file phase 0 read, shared rather than `dup`'d).
 //! - **Phase 1b, every other thread** (re-checked just before): the capture signal (a real-time
 //!   signal, never the trigger) sent with rt_tgsigqueueinfo and a cookie (generation, slot); at
 //!   most one per CPU outstanding; one deadline for the whole dump. The capture handler

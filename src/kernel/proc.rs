@@ -265,6 +265,9 @@ pub struct TaskReader {
     /// [`TaskReader::run_counter`] asked for next (a copy without a signal) then needs no
     /// second walk to the directory. Set by the reader whose caller copies blocked threads.
     pub open_run_counters: bool,
+    /// Views made from the last whole view of a thread that had not run since
+    /// ([`TaskReader::kernel_view_counted`]).
+    reused: u64,
 }
 
 /// The task files a long-lived reader keeps open, read again with `pread` at offset 0: a
@@ -280,6 +283,20 @@ struct KeptFiles {
     /// Shared with the [`RunCounter`]s handed out (no `dup` per copy of a blocked thread).
     tasks:
         std::collections::HashMap<Tid, [Option<std::sync::Arc<std::os::fd::OwnedFd>>; KEPT_KINDS]>,
+    /// Each blocked thread's last whole view, with its run counter read before it (see
+    /// [`TaskReader::kernel_view_counted`]).
+    views: std::collections::HashMap<Tid, LastView>,
+}
+
+/// What a thread's last whole view read that cannot change while the thread does not run.
+struct LastView {
+    /// Its run counter, read before anything else of that view.
+    runs: (u64, u64),
+    state: char,
+    syscall: SyscallState,
+    kernel_stack: Option<Vec<String>>,
+    wchan: Option<String>,
+    status: TaskStatus,
 }
 
 /// The task files a [`KeptFiles`] may keep, by index.
@@ -300,6 +317,7 @@ impl TaskReader {
             kernel_stacks: true,
             kept: None,
             open_run_counters: false,
+            reused: 0,
         }
     }
 
@@ -311,8 +329,14 @@ impl TaskReader {
             budget,
             open: 0,
             tasks: std::collections::HashMap::new(),
+            views: std::collections::HashMap::new(),
         });
         r
+    }
+
+    /// How many views were made from an earlier one, the thread not having run since.
+    pub fn views_reused(&self) -> u64 {
+        self.reused
     }
 
     /// How many task files are kept open now.
@@ -324,6 +348,7 @@ impl TaskReader {
     pub fn forget_others(&mut self, live: &[Tid]) {
         if let Some(k) = &mut self.kept {
             k.tasks.retain(|tid, _| live.binary_search(tid).is_ok());
+            k.views.retain(|tid, _| live.binary_search(tid).is_ok());
             k.open = k.tasks.values().flatten().filter(|f| f.is_some()).count();
         }
     }
@@ -332,6 +357,7 @@ impl TaskReader {
     pub fn forget_where(&mut self, which: impl Fn(Tid) -> bool) {
         if let Some(k) = &mut self.kept {
             k.tasks.retain(|tid, _| !which(*tid));
+            k.views.retain(|tid, _| !which(*tid));
             k.open = k.tasks.values().flatten().filter(|f| f.is_some()).count();
         }
     }
@@ -495,6 +521,15 @@ impl TaskReader {
     /// see [`TaskReader::open_run_counters`]): then a copy of its stack is proved to be of the
     /// moment of this view by one more reading, without reading its `syscall` line again
     /// (`stack::blocked::copy_blocked`). One `pread` more here, two fewer there.
+    ///
+    /// A thread whose run counter has not moved since this reader's last whole view of it
+    /// (read before that view: it has not been on a CPU since that view began) and whose state
+    /// (`stat`, always read: a thread woken but not yet run shows R, and another thread may
+    /// rename it) is the same blocked one is still in the same system call at the same place,
+    /// with the same kernel stack, signal mask and context-switch counts: those come from that
+    /// view, and only `stat` is read (1 file instead of 4: most threads of a stuck process, dump
+    /// after dump). Its `status`'s `SigCgt` (the process's, which another thread may change)
+    /// is that view's too.
     pub fn kernel_view_counted(&mut self, tid: Tid) -> Result<TaskView, ThreadGone> {
         let counted = self
             .kept
@@ -504,6 +539,47 @@ impl TaskReader {
                 let before = counter.read();
                 Counted { counter, before }
             });
+        let before = counted.as_ref().and_then(|c| c.before);
+        if let Some(runs) = before {
+            let last = self
+                .kept
+                .as_mut()
+                .and_then(|k| k.views.remove(&tid))
+                .filter(|l| l.runs == runs);
+            if let Some(last) = last {
+                let stat = self
+                    .read(tid, c"stat")
+                    .ok()
+                    .and_then(parse_stat)
+                    .ok_or(ThreadGone)?;
+                if stat.state == last.state {
+                    let mut status = last.status.clone();
+                    status.name.clone_from(&stat.name);
+                    let view = KernelView {
+                        state: stat.state.to_string(),
+                        state_name: state_name(stat.state).to_string(),
+                        wchan: last.wchan.clone(),
+                        syscall: last.syscall.clone(),
+                        kernel_stack: last.kernel_stack.clone(),
+                        utime: stat.utime,
+                        stime: stat.stime,
+                        voluntary_ctxt_switches: status.voluntary_ctxt_switches,
+                        nonvoluntary_ctxt_switches: status.nonvoluntary_ctxt_switches,
+                        cpu: stat.cpu,
+                    };
+                    if let Some(k) = &mut self.kept {
+                        k.views.insert(tid, last);
+                    }
+                    self.reused += 1;
+                    return Ok(TaskView {
+                        name: stat.name,
+                        kernel: view,
+                        status,
+                        counted,
+                    });
+                }
+            }
+        }
         let syscall = match self.read(tid, c"syscall") {
             Ok(b) => parse_syscall(&String::from_utf8_lossy(b)),
             Err(e) if gone(&e) => return Err(ThreadGone),
@@ -544,6 +620,23 @@ impl TaskReader {
             .ok_or(ThreadGone)?;
         if self.open_run_counters && matches!(syscall, SyscallState::InSyscall { .. }) {
             self.open_run_counter(tid);
+        }
+        // Kept for the next view when it proves something: read after a counter reading, of a
+        // thread blocked in a call (a running one is read whole every time).
+        if let (Some(runs), Some(k)) = (before, &mut self.kept) {
+            if !running && matches!(syscall, SyscallState::InSyscall { .. }) {
+                k.views.insert(
+                    tid,
+                    LastView {
+                        runs,
+                        state: stat.state,
+                        syscall: syscall.clone(),
+                        kernel_stack: kernel_stack.clone(),
+                        wchan: wchan.clone(),
+                        status: status.clone(),
+                    },
+                );
+            }
         }
         let view = KernelView {
             state: stat.state.to_string(),
@@ -592,6 +685,7 @@ impl KeptFiles {
 
     /// Close `tid`'s kept files.
     fn forget(&mut self, tid: Tid) {
+        self.views.remove(&tid);
         if let Some(files) = self.tasks.remove(&tid) {
             self.open -= files.iter().filter(|f| f.is_some()).count();
         }
@@ -766,6 +860,82 @@ mod tests {
     /// A reader that keeps files open reads what a fresh one reads, within its budget; a
     /// thread that has exited since is gone (its kept files do not answer for it) and its
     /// files are closed with `forget_others`.
+    /// A thread that has not run since the last whole view of it is seen through that view (its
+    /// `stat` read afresh); one that ran is read whole again, in its new system call.
+    #[test]
+    fn an_unmoved_thread_is_seen_through_its_last_view_and_a_moved_one_afresh() {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe writes two fds into our array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (rfd, wfd) = (fds[0], fds[1]);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<i32>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            let mut b = [0u8; 1];
+            // SAFETY: reading one byte into our buffer from the pipe we own.
+            unsafe { libc::read(rfd, b.as_mut_ptr().cast(), 1) };
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        });
+        let tid = Tid(tid_rx.recv().unwrap());
+        let nr = |r: &mut TaskReader| match r.kernel_view(tid).map(|v| v.1.syscall) {
+            Ok(SyscallState::InSyscall { nr, .. }) => nr,
+            _ => -1,
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut fresh = TaskReader::new("/proc/self");
+        while nr(&mut fresh) != libc::SYS_read {
+            assert!(
+                std::time::Instant::now() < end,
+                "the worker never blocked in read"
+            );
+            std::thread::yield_now();
+        }
+        let mut kept = TaskReader::keeping("/proc/self", 20);
+        kept.open_run_counters = true;
+        let first = kept.kernel_view_counted(tid).expect("alive");
+        assert!(
+            first.counted.is_none(),
+            "no counter kept before the first view"
+        );
+        let whole = kept.kernel_view_counted(tid).expect("alive");
+        assert!(whole.counted.as_ref().is_some_and(|c| c.before.is_some()));
+        assert_eq!(kept.views_reused(), 0);
+        let again = kept.kernel_view_counted(tid).expect("alive");
+        assert_eq!(
+            kept.views_reused(),
+            1,
+            "it did not run: its last view serves"
+        );
+        assert_eq!(again.kernel.syscall, whole.kernel.syscall);
+        assert_eq!(again.kernel.kernel_stack, whole.kernel.kernel_stack);
+        assert_eq!(again.kernel.state, "S");
+        assert_eq!(again.name, whole.name);
+        // It runs: out of the read, into a sleep.
+        // SAFETY: writing one byte from a static buffer to the pipe we own.
+        unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) };
+        while nr(&mut fresh) != libc::SYS_clock_nanosleep {
+            assert!(
+                std::time::Instant::now() < end,
+                "the worker never went to sleep"
+            );
+            std::thread::yield_now();
+        }
+        let moved = kept.kernel_view_counted(tid).expect("alive");
+        assert_eq!(kept.views_reused(), 1, "it ran: read whole");
+        assert!(
+            matches!(moved.kernel.syscall, SyscallState::InSyscall { nr, .. } if nr == libc::SYS_clock_nanosleep),
+            "{:?}",
+            moved.kernel.syscall
+        );
+        // SAFETY: closing the pipe's two ends, which we own; the worker sleeps, detached.
+        unsafe {
+            libc::close(rfd);
+            libc::close(wfd);
+        }
+        drop(worker);
+    }
+
     #[test]
     fn kept_files_read_again_and_are_dropped_with_their_thread() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
