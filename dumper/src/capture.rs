@@ -885,8 +885,9 @@ impl DumpThread {
 
     /// Copy the stacks of threads blocked in a system call without interrupting them: their SP
     /// and PC are in `/proc/self/task/TID/syscall`. The copy is kept only when the thread
-    /// provably did not move while it was taken (same syscall line, same context-switch
-    /// counts before and after) and unwinds from SP and PC alone to a thread entry point
+    /// provably did not move while it was taken (its run counter unchanged since before its
+    /// `syscall` line was read; without one, the same line and context-switch counts before
+    /// and after) and unwinds from SP and PC alone to a thread entry point
     /// (x86_64 frames whose CFA depends on rbp get it recovered from the copy when that is
     /// unambiguous, `stackdump_core::stack::fprecover`; otherwise, and for aarch64 leaf wrappers, the
     /// registers only the capture signal gives are needed: those threads are left for it).
@@ -920,9 +921,12 @@ impl DumpThread {
     /// frames comes the thread's run counter at the copy, when there is one.
     ///
     /// The copy and its proof are shared with `stackdump inspect`
-    /// ([`stackdump_core::stack::blocked::copy_blocked`]): the run counter (`schedstat`) unchanged across the copy and the
-    /// `syscall` line read after it still the one copied from (where the kernel keeps no run
-    /// counter, the context-switch counts of `status`, compared with phase 0's); the first
+    /// ([`stackdump_core::stack::blocked::copy_blocked`]): with `counted` (phase 0 read the
+    /// counter before the thread's `syscall` line, or before the earlier view it reused), the
+    /// run counter unchanged since that reading, after the copy and after the unwinding, proves
+    /// the line still holds; without it, the counter is read at the copy and the `syscall` line
+    /// again after it (where the kernel keeps no run counter, the context-switch counts of
+    /// `status`, compared with phase 0's); the first
     /// copy is [`FIRST_WINDOW`] bytes, then the whole window if the stack does not end within
     /// it; a thread that ran but is back in the same call at the same place is copied once
     /// more instead of being sent the capture signal.

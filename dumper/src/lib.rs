@@ -26,7 +26,9 @@
 //!   of RLIMIT_NOFILE, at most 8192 + 4096; a thread's files close when it is gone, all of them
 //!   10 minutes after the last dump). A thread blocked in a system call also has its
 //!   `schedstat` run counter kept and read first: when it has not moved since the thread's
-//!   last whole view, the thread has not been on a CPU since, and only `stat` is read (its
+//!   last whole view (of it asleep in the kernel: S, D or I, never in a ptrace stop, where a
+//!   tracer may change its registers), the thread has not been on a CPU since, and only
+//!   `stat` is read (its
 //!   state and name can change without it running); its system call, kernel stack, wait
 //!   channel and `status` are that view's (one file instead of four for every thread still
 //!   blocked where it was, dump after dump). From the second

@@ -175,6 +175,9 @@ pub struct DumpDir {
     pub path: String,
     /// Watched with dnotify ([`DumpDir::watch`]); closing `fd` ends it.
     watched: bool,
+    /// [`Wake::drains`] when the watch began: unchanged, no wake-up was taken away since
+    /// (one wait drains the pipe that every watched directory of the run writes to).
+    drains_at_watch: u64,
     /// The target's file-system credentials: the directory and its files are opened with its
     /// rights (the library writes there as its user), never with root's.
     creds: Option<rootfs::FsCreds>,
@@ -193,11 +196,20 @@ struct Wake {
     signal: libc::c_int,
 }
 
+/// How many times [`Wake::drain`] took bytes out of the pipe.
+static DRAINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Wake {
     /// Empty the pipe after a wake-up.
     fn drain(&self) {
         let mut buf = [0u8; 64];
-        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
+        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {
+            DRAINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn drains() -> u64 {
+        DRAINS.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -251,6 +263,7 @@ impl DumpDir {
             fd,
             path,
             watched: false,
+            drains_at_watch: 0,
             creds,
         })
     }
@@ -265,6 +278,7 @@ impl DumpDir {
             return;
         };
         let fd = self.fd.as_raw_fd();
+        self.drains_at_watch = Wake::drains();
         // SAFETY: fcntl on a descriptor we own, with integer arguments only. The signal's
         // handler is installed (wake) before any event can raise it.
         self.watched = unsafe {
@@ -397,8 +411,10 @@ pub fn wait_for_dump(
     let wake = if dir.watched { wake() } else { None };
     // Watched since before the trigger was sent: no file of this request can be there before
     // the first wake-up, and a scan now would only take the CPU the dump thread needs (a
-    // small machine may have no other one free).
-    let mut skip_scan = wake.is_some();
+    // small machine may have no other one free). Unless the wait for another target of the
+    // same run has drained the shared pipe since this watch began: its wake-up may have
+    // been for this directory.
+    let mut skip_scan = wake.is_some() && Wake::drains() == dir.drains_at_watch;
     loop {
         // Scan: the files of our request that we do not have yet.
         let names = if std::mem::take(&mut skip_scan) {

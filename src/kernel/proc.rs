@@ -437,6 +437,22 @@ impl TaskReader {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// `file` of `tid` through its kept fd only: None when it is not kept or does not answer
+    /// (then the thread's kept files are dropped, as [`TaskReader::read`] does).
+    fn read_kept(&mut self, tid: Tid, file: &std::ffi::CStr) -> Option<&[u8]> {
+        use std::os::fd::AsRawFd;
+        let kind = KEPT.iter().position(|k| *k == file)?;
+        let kept = self.kept.as_mut()?;
+        let fd = kept.tasks.get(&tid)?[kind].as_ref()?.as_raw_fd();
+        match read_all(fd, &mut self.buf, true) {
+            Ok(()) if !self.buf.is_empty() => Some(&self.buf),
+            _ => {
+                kept.forget(tid);
+                None
+            }
+        }
+    }
+
     fn read(&mut self, tid: Tid, file: &std::ffi::CStr) -> io::Result<&[u8]> {
         use std::os::fd::AsRawFd;
         let kind = KEPT.iter().position(|k| *k == file);
@@ -525,11 +541,16 @@ impl TaskReader {
     /// A thread whose run counter has not moved since this reader's last whole view of it
     /// (read before that view: it has not been on a CPU since that view began) and whose state
     /// (`stat`, always read: a thread woken but not yet run shows R, and another thread may
-    /// rename it) is the same blocked one is still in the same system call at the same place,
+    /// rename it) is the same one asleep in the kernel (S, D or I) is still in the same system
+    /// call at the same place,
     /// with the same kernel stack, signal mask and context-switch counts: those come from that
     /// view, and only `stat` is read (1 file instead of 4: most threads of a stuck process, dump
     /// after dump). Its `status`'s `SigCgt` (the process's, which another thread may change)
-    /// is that view's too.
+    /// is that view's too. A thread in a ptrace or group stop (t, T) is never seen through an
+    /// earlier view and its view carries no counter (a tracer may change its registers and
+    /// signal mask while it does not run).
+    ///
+    /// The counter comes with the view only when it answered and the thread is asleep.
     pub fn kernel_view_counted(&mut self, tid: Tid) -> Result<TaskView, ThreadGone> {
         let counted = self
             .kept
@@ -540,18 +561,24 @@ impl TaskReader {
                 Counted { counter, before }
             });
         let before = counted.as_ref().and_then(|c| c.before);
+        // A counter that does not answer (the thread exited, or its tid is another thread's
+        // now: the whole view below opens its files afresh) proves nothing: the caller opens
+        // a live one if it needs one.
+        let mut counted = counted.filter(|_| before.is_some());
         if let Some(runs) = before {
             let last = self
                 .kept
                 .as_mut()
                 .and_then(|k| k.views.remove(&tid))
                 .filter(|l| l.runs == runs);
-            if let Some(last) = last {
-                let stat = self
-                    .read(tid, c"stat")
-                    .ok()
-                    .and_then(parse_stat)
-                    .ok_or(ThreadGone)?;
+            // `stat` through the file kept for this very thread (the one the counter was read
+            // from a moment ago): if it fails, the thread is gone and its tid may be another's,
+            // whose state must not be paired with this view; the whole view below tells.
+            let stat = last
+                .as_ref()
+                .and_then(|_| self.read_kept(tid, c"stat"))
+                .and_then(parse_stat);
+            if let (Some(last), Some(stat)) = (last, stat) {
                 if stat.state == last.state {
                     let mut status = last.status.clone();
                     status.name.clone_from(&stat.name);
@@ -591,6 +618,14 @@ impl TaskReader {
             .and_then(parse_stat)
             .ok_or(ThreadGone)?;
         let running = stat.state == 'R';
+        // Only a thread asleep in the kernel (S, D, I) is left as it was while it does not
+        // run. One in a ptrace stop (t) or a group stop (T) does not run either, but a tracer
+        // may change its registers and signal mask meanwhile: no counter proof for it, its
+        // `syscall` line is read again after a copy (and its view is never reused).
+        let asleep = matches!(stat.state, 'S' | 'D' | 'I');
+        if !asleep {
+            counted = None;
+        }
         let kernel_stack = if self.kernel_stacks && !running {
             match self.read(tid, c"stack") {
                 Ok(b) => Some(parse_kernel_stack(&String::from_utf8_lossy(b))),
@@ -624,7 +659,7 @@ impl TaskReader {
         // Kept for the next view when it proves something: read after a counter reading, of a
         // thread blocked in a call (a running one is read whole every time).
         if let (Some(runs), Some(k)) = (before, &mut self.kept) {
-            if !running && matches!(syscall, SyscallState::InSyscall { .. }) {
+            if asleep && matches!(syscall, SyscallState::InSyscall { .. }) {
                 k.views.insert(
                     tid,
                     LastView {
@@ -857,9 +892,6 @@ pub fn resolve_fd(proc_pid_dir: &Path, syscall: &mut SyscallState) {
 mod tests {
     use super::*;
 
-    /// A reader that keeps files open reads what a fresh one reads, within its budget; a
-    /// thread that has exited since is gone (its kept files do not answer for it) and its
-    /// files are closed with `forget_others`.
     /// A thread that has not run since the last whole view of it is seen through that view (its
     /// `stat` read afresh); one that ran is read whole again, in its new system call.
     #[test]
@@ -936,6 +968,81 @@ mod tests {
         drop(worker);
     }
 
+    /// A thread in a ptrace stop does not run, but its tracer may change its registers and
+    /// signal mask: its view is never reused and carries no counter reading to prove a copy
+    /// with.
+    #[test]
+    fn a_ptrace_stopped_thread_is_never_seen_through_an_earlier_view() {
+        struct Child(std::process::Child);
+        impl Drop for Child {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Child(
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .expect("sleep"),
+        );
+        let pid = child.0.id() as i32;
+        let tid = Tid(pid);
+        let mut kept = TaskReader::keeping(format!("/proc/{pid}"), 20);
+        kept.open_run_counters = true;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Asleep in its nanosleep: a whole view, then one that reuses it.
+        loop {
+            let v = kept.kernel_view_counted(tid).expect("alive");
+            if v.kernel.state == "S" && v.counted.is_some() {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "sleep never slept");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let before = kept.views_reused();
+        kept.kernel_view_counted(tid).expect("alive");
+        assert_eq!(
+            kept.views_reused(),
+            before + 1,
+            "asleep and unmoved: reused"
+        );
+        // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT take no pointers (addr and data 0).
+        let seized = unsafe {
+            libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize) == 0
+                && libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) == 0
+        };
+        if !seized {
+            eprintln!(
+                "skipped: cannot ptrace a child here ({})",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid for our own tracee with a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        assert_eq!(waited, pid);
+        let stopped = kept.kernel_view_counted(tid).expect("alive");
+        assert_eq!(stopped.kernel.state, "t", "in a ptrace stop");
+        assert!(
+            stopped.counted.is_none(),
+            "no counter proof for a traced thread"
+        );
+        let again = kept.kernel_view_counted(tid).expect("alive");
+        assert!(again.counted.is_none());
+        assert_eq!(
+            kept.views_reused(),
+            before + 1,
+            "a stopped thread is read whole"
+        );
+        // SAFETY: PTRACE_DETACH of our tracee, no signal.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize) };
+    }
+
+    /// A reader that keeps files open reads what a fresh one reads, within its budget; a
+    /// thread that has exited since is gone (its kept files do not answer for it) and its
+    /// files are closed with `forget_others`.
     #[test]
     fn kept_files_read_again_and_are_dropped_with_their_thread() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
