@@ -91,10 +91,11 @@ const fn string_classes() -> [u8; 256] {
 
 static CLASS: [u8; 256] = string_classes();
 
-/// Whether any of the 8 bytes in `x` is not [`PLAIN`] in a string: below 0x20, `"`, `\\`, or
-/// 0x7f and above. It may answer yes for a plain byte after a special one, never no when there
-/// is one (the caller then looks byte by byte).
-fn has_special(x: u64) -> bool {
+/// The bytes of `x` (8 bytes, little-endian) that are not [`PLAIN`] in a string: below 0x20,
+/// `"`, `\\`, or 0x7f and above, each flagged by its high bit. A plain byte after a special
+/// one may be flagged too (a borrow or a carry moves up from the special byte), never one before
+/// it: the lowest flag is the first special byte, exactly.
+fn special_bytes(x: u64) -> u64 {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES * 0x80;
     let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
@@ -102,8 +103,7 @@ fn has_special(x: u64) -> bool {
     // 0x7f and above: the high bit is set in x or in x + 1 (a carry comes only from a byte
     // that is 0xff, itself found).
     let high = (x | x.wrapping_add(ONES)) & HIGH;
-    (below_space | high | zero_in(x ^ (ONES * b'"' as u64)) | zero_in(x ^ (ONES * b'\\' as u64)))
-        != 0
+    below_space | high | zero_in(x ^ (ONES * b'"' as u64)) | zero_in(x ^ (ONES * b'\\' as u64))
 }
 
 struct Pass<'a> {
@@ -290,11 +290,14 @@ impl<'a> Pass<'a> {
         let inp = self.inp;
         self.i += 1;
         loop {
-            // The common case, ASCII text: eight bytes at a time while none is special.
+            // The common case, ASCII text: eight bytes at a time while none is special, then
+            // straight to the first special one (the lowest flag), not byte by byte.
             let mut i = self.i;
             while let Some(chunk) = inp.get(i..i + 8) {
                 let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                if has_special(x) {
+                let special = special_bytes(x);
+                if special != 0 {
+                    i += (special.trailing_zeros() / 8) as usize;
                     break;
                 }
                 i += 8;
@@ -411,6 +414,28 @@ fn write_u_escape(out: &mut [u8; 6], cp: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lowest flag of `special_bytes` is the first byte that is not plain in a string,
+    /// whatever follows it: every value at every position, after plain bytes, before bytes
+    /// that could carry or borrow into it.
+    #[test]
+    fn the_lowest_special_flag_is_the_first_special_byte() {
+        for pos in 0..8 {
+            for v in 0..=255u8 {
+                for after in [0x00u8, 0x1f, b'"', b'\\', 0x7f, 0x80, 0xff, b'a'] {
+                    let mut chunk = [b'a'; 8];
+                    chunk[pos] = v;
+                    for b in chunk.iter_mut().skip(pos + 1) {
+                        *b = after;
+                    }
+                    let flags = special_bytes(u64::from_le_bytes(chunk));
+                    let first = chunk.iter().position(|b| CLASS[usize::from(*b)] != PLAIN);
+                    let found = (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, first, "{chunk:02x?}");
+                }
+            }
+        }
+    }
 
     fn ok(s: &[u8], layout: Layout) -> Vec<u8> {
         check_and_escape(s, layout)
