@@ -639,15 +639,16 @@ fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
         out.assert_code(0);
         json(&out)
     };
-    let cached = |dir: &Path| -> Vec<PathBuf> {
+    let kind = |dir: &Path, ext: &str| -> Vec<PathBuf> {
         std::fs::read_dir(dir.join("dwarf"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == "sections"))
+                    .filter(|p| p.extension().is_some_and(|e| e == ext))
                     .collect()
             })
             .unwrap_or_default()
     };
+    let cached = |dir: &Path| kind(dir, "sections");
     // Turned off: nothing written anywhere.
     let off = run(&[("STACKDUMP_CACHE_DIR", "off")]);
     assert!(!home.join(".cache").exists());
@@ -670,6 +671,11 @@ fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
         }
         None => eprintln!("the C library has no compressed debug file here: nothing to cache"),
     }
+    // The names the first run gave the modules' addresses are kept (by the build id of each
+    // module's debug file: the C library's at least), so that the next run does not set up
+    // their DWARF again.
+    let names = kind(&dir, "names");
+    assert!(!names.is_empty(), "no names kept in {}", dir.display());
     // The same stacks, with or without the cache, written or read.
     let want = frames_by_thread(&off);
     assert!(want
@@ -678,7 +684,7 @@ fn decompressed_debug_sections_are_cached_per_user_and_give_the_same_stacks() {
     assert_eq!(frames_by_thread(&first), want);
     assert_eq!(frames_by_thread(&second), want);
     // A damaged cache file is not used (and the stacks are still right).
-    for f in &files {
+    for f in files.iter().chain(&names) {
         std::fs::write(f, b"SDDWARF1 but not really").unwrap();
     }
     assert_eq!(frames_by_thread(&run(&[])), want);

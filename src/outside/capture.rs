@@ -489,11 +489,11 @@ impl Capture {
         } = self;
         let mut out = Outcome::default();
         let Ready {
+            cache,
             maps,
             mut modules,
             mut loader,
             jit: exec_regions,
-            ..
         } = match ready {
             Ok(r) => r,
             Err(why) => {
@@ -589,7 +589,7 @@ impl Capture {
 
         // Symbolize: each distinct address once.
         let t3 = Instant::now();
-        let mut symbols = prepare_symbols(&modules, loader, &frames_of, &root);
+        let mut symbols = prepare_symbols(&modules, loader, &frames_of, &root, cache);
         let mut memo: HashMap<(u64, bool), Vec<Frame>> = HashMap::new();
         let mut jit = JitCode::new(&maps, &modules, PerfMapSource::process(pid));
         for (i, raw) in frames_of {
@@ -607,6 +607,9 @@ impl Capture {
             t.signalled = false;
         }
         dump.errors.extend(jit.problem.take());
+        // The names found in DWARF this time, for the next inspect of a process with these
+        // modules (nothing is written when every name came from the cache).
+        symbols.save_names();
         crate::python::merge_into(&mut dump.threads, py, &mut dump.errors);
         // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
         // allocations): done on a thread of its own, off the path to the output.
@@ -741,8 +744,11 @@ fn prepare_symbols(
     loader: DebugLoader,
     frames_of: &[(usize, RawFrames)],
     root: &Path,
+    cache: Option<DwarfCache>,
 ) -> FileSymbolizer {
-    let mut symbols = FileSymbolizer::default();
+    // With the cache, the names earlier runs gave these modules' addresses are taken from it
+    // (no DWARF set up for them), and the new ones are added to it.
+    let mut symbols = cache.map_or_else(FileSymbolizer::default, FileSymbolizer::with_cache);
     loader.finish(&mut symbols);
     // Every module's DWARF set up once, for all of its addresses.
     let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
