@@ -406,6 +406,20 @@ fn the_incident_without_preload_names_the_stuck_write_and_compare_says_stuck() {
             let findings = d["findings"].to_string();
             assert!(findings.contains("65536"), "{findings}");
             assert!(findings.contains("CLOSE_WAIT"), "{findings}");
+            // The process facts (gathered while the stacks are taken): the full pipe's read
+            // end is held by the `sleep` child, which is not reading it.
+            let pipes = d["process"]["pipes"].as_array().expect("process.pipes");
+            let holders: Vec<&Value> = pipes
+                .iter()
+                .filter(|p| p["full"] == true)
+                .flat_map(|p| p["others"].as_array().into_iter().flatten())
+                .collect();
+            assert!(
+                holders
+                    .iter()
+                    .any(|h| h["comm"] == "sleep" && h["end"] == "read" && h["reading"] == false),
+                "the sleep child holds the full pipe's read end: {pipes:?}"
+            );
         }
         std::fs::write(
             scratch.join(&format!("stackdump-{pid}-{i}.json")),

@@ -59,6 +59,16 @@ pub fn inspect(pid: Pid) -> Result<Dump, InspectError> {
 /// [`inspect`], calling `visit` around each thread's kernel view.
 pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, InspectError> {
     let start = Instant::now();
+    let mut dump = visit_threads(pid, visit)?;
+    diagnose::analyze(&mut dump, &facts::Options::outside(pid));
+    dump.capture.duration_us = start.elapsed().as_micros() as u64;
+    Ok(dump)
+}
+
+/// The dump of [`inspect_visiting`] before its analysis: every thread's kernel view (`visit`
+/// called around each), the process's name, command line and host; no process facts, no
+/// findings, no duration.
+pub fn visit_threads(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, InspectError> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -127,7 +137,7 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
         cmdline.truncate(cut);
         cmdline.push('…');
     }
-    let mut dump = Dump {
+    let dump = Dump {
         format: FORMAT.to_string(),
         pid,
         comm: read_text("comm").trim_end().to_string(),
@@ -156,8 +166,6 @@ pub fn inspect_visiting(pid: Pid, visit: &mut dyn Visit) -> Result<Dump, Inspect
         errors,
         host: Some(crate::kernel::host::host(Some(pid.0))),
     };
-    diagnose::analyze(&mut dump, &facts::Options::outside(pid));
-    dump.capture.duration_us = start.elapsed().as_micros() as u64;
     Ok(dump)
 }
 

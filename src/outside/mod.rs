@@ -6,16 +6,16 @@ pub mod capture;
 pub mod inspect;
 pub mod locals;
 
-use crate::analysis::diagnose;
+use crate::analysis::{diagnose, facts};
 use crate::model::{Dump, Pid};
 use inspect::InspectError;
 use std::time::Instant;
 
 /// Inspect process `pid` from outside with its user stacks: the kernel view (as [`inspect::inspect`]),
 /// during which a thread blocked in a system call has its stack copied without a stop
-/// ([`capture::Capture`]), then the other threads stopped one at a time with ptrace,
-/// then the findings again (threads sharing a stack). Without permission to ptrace, the dump is
-/// the kernel view and [`capture::Outcome::denied`] says why.
+/// ([`capture::Capture`]), then the other threads stopped one at a time with ptrace (while
+/// another thread gathers the process facts from the kernel view), then the findings. Without
+/// permission to ptrace, the dump is the kernel view and [`capture::Outcome::denied`] says why.
 ///
 /// The maps, the modules' unwind data and a thread that reads their debug information are
 /// started first ([`capture::Prepared`]), so that reading DWARF (milliseconds from the
@@ -31,13 +31,35 @@ pub fn inspect_stacks(
     }
     let prepared = capture::Prepared::start(pid.0, opts.cache.clone());
     let mut capture = capture::Capture::new(prepared, opts);
-    let mut dump = inspect::inspect_visiting(pid, &mut capture)?;
+    let mut dump = inspect::visit_threads(pid, &mut capture)?;
     // The visit's stack copies count as capture, not as kernel view.
     let kernel_view = start.elapsed().saturating_sub(capture.visit_time());
-    let outcome = capture.finish(&mut dump, opts);
-    if outcome.denied.is_none() {
-        dump.findings = diagnose::findings(&dump);
-    }
+    // The process facts (its fds and sockets, the other ends of its pipes: a look through
+    // every process's fds) come from the kernel view alone: gathered on a thread of their own
+    // while the stacks are taken and symbolized, from a copy of the threads as visited.
+    let visited = dump.clone();
+    let facts_opts = facts::Options::outside(pid);
+    let errors_before = dump.errors.len();
+    let (outcome, (process, errors)) = std::thread::scope(|s| {
+        let gathering = std::thread::Builder::new()
+            .name("facts".into())
+            .spawn_scoped(s, || facts::gather(&visited, &facts_opts));
+        let outcome = capture.finish(&mut dump, opts);
+        let gathered = match gathering {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: gathered here, after the stacks.
+            Err(_) => facts::gather(&visited, &facts_opts),
+        };
+        (outcome, gathered)
+    });
+    dump.process = Some(process);
+    // In the order of a dump gathered before its stacks: the facts' errors first.
+    dump.errors.splice(errors_before..errors_before, errors);
+    // With the stacks when they could be read (threads sharing a stack), else from the kernel
+    // view alone.
+    dump.findings = diagnose::findings(&dump);
     dump.capture.phases_us.kernel_view = kernel_view.as_micros() as u64;
     dump.capture.duration_us = start.elapsed().as_micros() as u64;
     Ok((dump, outcome))
