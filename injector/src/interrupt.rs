@@ -2,8 +2,8 @@
 //!
 //! - [`Interrupt`]: while waiting, a flag plus a self-pipe, so a `poll` wakes at once and the
 //!   command ends in order (prints what it has, lets every ptrace'd thread go).
-//! - [`install_watchdog`]: in every phase of every subcommand, a thread that waits for the
-//!   signal and, if the process is still there [`GRACE`] later (the main thread is busy parsing
+//! - [`install_watchdog`]: in every phase of every subcommand, a timer armed by the signal
+//!   that, if the process is still there [`GRACE`] later (the main thread is busy parsing
 //!   DWARF, rendering, or blocked in a system call), writes `stackdump: interrupted` to stderr
 //!   and calls `_exit` with [`exit_code`] (130; 0 for periodic dumps, whose normal end is
 //!   Ctrl-C). So the CLI ends within about 50 ms of the signal whatever it is doing.
@@ -40,32 +40,65 @@ pub fn exit_code() -> i32 {
 /// From now on, SIGINT and SIGTERM end the process within [`GRACE`] (plus scheduling), even
 /// when the main thread is blocked or busy: see the module documentation. [`Interrupt`]s
 /// installed later still see the signal first.
+///
+/// No thread: the first SIGINT or SIGTERM arms a POSIX timer (`timer_settime`, async-signal-safe),
+/// whose SIGALRM, [`GRACE`] later, ends the process from its handler. (A thread waiting for the
+/// signal cost every run its start-up, on the path of the dump when the CLI has one CPU to itself.)
 pub fn install_watchdog() -> std::io::Result<()> {
-    let (mut read, write) = UnixStream::pair()?;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
-    }
-    std::thread::Builder::new()
-        .name("interrupt".into())
-        .spawn(move || {
-            let mut byte = [0u8; 1];
-            loop {
-                match read.read(&mut byte) {
-                    Ok(1) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    // The pipe is gone: nothing to watch.
-                    _ => return,
-                }
-            }
-            std::thread::sleep(GRACE);
+    // SAFETY: an all-zero sigevent is valid; the fields set make it "send SIGALRM to the
+    // process". timer_create writes the new timer's id into `timer`, ours alone.
+    let timer = unsafe {
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = libc::SIGALRM;
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        timer
+    };
+    // The timer id, for the handler (a plain integer: timer_t is a pointer-sized id in glibc).
+    static TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    TIMER.store(timer as usize, Ordering::SeqCst);
+    // SAFETY: the action runs in a signal handler and only makes async-signal-safe calls:
+    // write(2) of a static buffer to fd 2 and _exit (no destructor, lock or allocation, so it
+    // cannot deadlock whatever the interrupted code holds); EXIT_CODE is an atomic.
+    unsafe {
+        signal_hook::low_level::register(libc::SIGALRM, || {
             let msg = b"stackdump: interrupted\n";
-            // SAFETY: write(2) of a static buffer to fd 2, then _exit: no destructor, lock or
-            // allocation is involved, so it cannot deadlock whatever the main thread holds.
-            unsafe {
-                libc::write(2, msg.as_ptr().cast(), msg.len());
-                libc::_exit(exit_code());
-            }
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(exit_code());
         })?;
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action runs in a signal handler: an atomic swap, then timer_settime
+        // (async-signal-safe per POSIX) on the timer created above, with a value on its stack.
+        unsafe {
+            signal_hook::low_level::register(sig, || {
+                // Armed once: a second Ctrl-C does not push the end further away.
+                if ARMED.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let value = libc::itimerspec {
+                    it_interval: libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    },
+                    it_value: libc::timespec {
+                        tv_sec: GRACE.as_secs() as libc::time_t,
+                        tv_nsec: GRACE.subsec_nanos() as libc::c_long,
+                    },
+                };
+                libc::timer_settime(
+                    TIMER.load(Ordering::SeqCst) as libc::timer_t,
+                    0,
+                    &value,
+                    std::ptr::null_mut(),
+                );
+            })?;
+        }
+    }
     Ok(())
 }
 
