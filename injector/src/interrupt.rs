@@ -53,23 +53,30 @@ pub fn install_watchdog() -> std::io::Result<()> {
         sev.sigev_signo = libc::SIGALRM;
         let mut timer: libc::timer_t = std::ptr::null_mut();
         if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) != 0 {
-            return Err(std::io::Error::last_os_error());
+            // No timer to be had (EAGAIN: the user's queued-signal limit is used up): a
+            // thread waits for the signal instead.
+            return watchdog_thread();
         }
         timer
     };
+    // The mask is inherited: a parent that blocked SIGALRM would keep the timer's signal
+    // pending for ever. Unblocked here, before any thread of ours exists (they inherit it).
+    // SAFETY: an all-zero sigset_t is a valid out-parameter for sigemptyset; pthread_sigmask
+    // changes the calling thread's mask only, with a set on our stack.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
     // The timer id, for the handler (a plain integer: timer_t is a pointer-sized id in glibc).
     static TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     static ARMED: AtomicBool = AtomicBool::new(false);
     TIMER.store(timer as usize, Ordering::SeqCst);
-    // SAFETY: the action runs in a signal handler and only makes async-signal-safe calls:
-    // write(2) of a static buffer to fd 2 and _exit (no destructor, lock or allocation, so it
-    // cannot deadlock whatever the interrupted code holds); EXIT_CODE is an atomic.
+    // SAFETY: the action runs in a signal handler and only makes async-signal-safe calls
+    // (`interrupted_exit`: write(2) and _exit; EXIT_CODE is an atomic).
     unsafe {
-        signal_hook::low_level::register(libc::SIGALRM, || {
-            let msg = b"stackdump: interrupted\n";
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(exit_code());
-        })?;
+        signal_hook::low_level::register(libc::SIGALRM, || interrupted_exit())?;
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the action runs in a signal handler: an atomic swap, then timer_settime
@@ -100,6 +107,42 @@ pub fn install_watchdog() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`install_watchdog`] without a timer: a thread that waits for the signal on a pipe, then
+/// [`GRACE`], then ends the process.
+fn watchdog_thread() -> std::io::Result<()> {
+    let (mut read, write) = UnixStream::pair()?;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+    }
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let mut byte = [0u8; 1];
+            loop {
+                match read.read(&mut byte) {
+                    Ok(1) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // The pipe is gone: nothing to watch.
+                    _ => return,
+                }
+            }
+            std::thread::sleep(GRACE);
+            interrupted_exit();
+        })?;
+    Ok(())
+}
+
+/// Say `stackdump: interrupted` on stderr and `_exit` with [`exit_code`]. Async-signal-safe.
+fn interrupted_exit() -> ! {
+    let msg = b"stackdump: interrupted\n";
+    // SAFETY: write(2) of a static buffer to fd 2, then _exit: no destructor, lock or
+    // allocation is involved, so it cannot deadlock whatever the interrupted code holds.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(exit_code());
+    }
 }
 
 pub struct Interrupt {

@@ -768,6 +768,23 @@ fn ctrl_c_ends_inspect_blocked_writing_its_output_and_the_target_runs_on() {
             );
         }
     }
+    // A parent that blocked SIGALRM (the mask is inherited through fork and exec) does not
+    // keep the CLI from ending: its watchdog timer's signal is unblocked at start.
+    let mut cmd = cli(&["inspect", &target.pid.to_string(), "--format", "json"]);
+    // SAFETY: between fork and exec only sigprocmask, async-signal-safe, on sets on our stack.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let (code, t) = interrupted_while_writing(&dl, cmd, libc::SIGINT);
+    assert_eq!(code, Some(130), "SIGINT with SIGALRM blocked by the parent");
+    took.push(t);
     took.sort();
     eprintln!("inspect blocked in write(2), signal to exit: {took:?}");
     // Generous for a loaded machine; the watchdog's grace is 50 ms.

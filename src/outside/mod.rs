@@ -14,7 +14,8 @@ use std::time::Instant;
 /// Inspect process `pid` from outside with its user stacks: the kernel view (as [`inspect::inspect`]),
 /// during which a thread blocked in a system call has its stack copied without a stop
 /// ([`capture::Capture`]), then the other threads stopped one at a time with ptrace (while
-/// another thread gathers the process facts from the kernel view), then the findings. Without
+/// another thread gathers the process facts from the kernel view; with
+/// [`capture::Options::consistent`], before every thread is stopped), then the findings. Without
 /// permission to ptrace, the dump is the kernel view and [`capture::Outcome::denied`] says why.
 ///
 /// The maps, the modules' unwind data and a thread that reads their debug information are
@@ -41,16 +42,23 @@ pub fn inspect_stacks(
     let facts_opts = facts::Options::outside(pid);
     let errors_before = dump.errors.len();
     let (outcome, (process, errors)) = std::thread::scope(|s| {
+        let gather = || facts::gather(&visited, &facts_opts);
+        if opts.consistent {
+            // Every thread stays stopped until the last copy: the facts first, so that a scan
+            // beside the copies does not make that longer.
+            let gathered = gather();
+            return (capture.finish(&mut dump, opts), gathered);
+        }
         let gathering = std::thread::Builder::new()
             .name("facts".into())
-            .spawn_scoped(s, || facts::gather(&visited, &facts_opts));
+            .spawn_scoped(s, gather);
         let outcome = capture.finish(&mut dump, opts);
         let gathered = match gathering {
             Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             // No thread to be had: gathered here, after the stacks.
-            Err(_) => facts::gather(&visited, &facts_opts),
+            Err(_) => gather(),
         };
         (outcome, gathered)
     });

@@ -384,12 +384,17 @@ pub struct Key {
 impl Key {
     /// The key of the debug file at `source`, whose build id is `build_id`.
     pub fn of(build_id: &[u8], source: &Path) -> Option<Key> {
-        use std::os::unix::fs::MetadataExt;
-        let m =
+        let f =
             crate::kernel::rootfs::open_untrusted(source, crate::kernel::rootfs::MAX_MODULE_BYTES)
-                .ok()?
-                .metadata()
                 .ok()?;
+        Key::of_file(build_id, &f)
+    }
+
+    /// The key of the open debug file `f`, whose build id is `build_id`: the identity of the
+    /// very file read (not of whatever its path names a moment later).
+    pub fn of_file(build_id: &[u8], f: &std::fs::File) -> Option<Key> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().ok()?;
         let ns = |s: i64, n: i64| {
             (s as u64)
                 .wrapping_mul(1_000_000_000)

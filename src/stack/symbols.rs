@@ -383,6 +383,9 @@ pub struct ModuleDebug {
     /// The file the symbols are read from, mapped: the sections stored uncompressed are read
     /// from here (by `dwarf`, declared before it), and its symbol table when first needed.
     file: Option<Mapped>,
+    /// The cache key of that very file (its build id and the identity of the fd mapped), when
+    /// it has a build id: what its names may be kept under ([`NameMemo`]).
+    key: Option<crate::stack::dwarfcache::Key>,
 }
 
 /// The DWARF of one file, and the `addr2line` context that answers from it: set up for the
@@ -522,8 +525,9 @@ impl ModuleDebug {
             maps: Vec::new(),
             budget: crate::limits::Reservation::default(),
             file: None,
+            key: None,
         };
-        let Some(map) = Mapped::open(source) else {
+        let Some((map, key)) = map_keyed(source) else {
             return none();
         };
         let Ok(obj) = object::File::parse(map.bytes()) else {
@@ -532,7 +536,14 @@ impl ModuleDebug {
         let mut sections = Vec::new();
         let mut maps = Vec::new();
         let mut budget = crate::limits::Reservation::default();
-        let dwarf = dwarf_of(&obj, source, &mut sections, &mut maps, &mut budget, cache);
+        let dwarf = dwarf_of(
+            &obj,
+            key.as_ref(),
+            &mut sections,
+            &mut maps,
+            &mut budget,
+            cache,
+        );
         drop(obj);
         ModuleDebug {
             names: std::cell::OnceCell::new(),
@@ -541,6 +552,7 @@ impl ModuleDebug {
             maps,
             budget,
             file: Some(map),
+            key,
         }
     }
 
@@ -648,7 +660,7 @@ fn wanted(id: gimli::SectionId) -> bool {
 /// run's share, or whose header states an implausible size, is left out (empty).
 fn dwarf_of<'d>(
     obj: &object::File<'d, &'d [u8]>,
-    source: &Path,
+    file_key: Option<&crate::stack::dwarfcache::Key>,
     sections: &mut Vec<Box<[u8]>>,
     maps: &mut Vec<Mapped>,
     budget: &mut crate::limits::Reservation,
@@ -672,10 +684,10 @@ fn dwarf_of<'d>(
             .then_some((id.name(), size))
         })
         .collect();
-    let build_id = obj.build_id().ok().flatten().unwrap_or_default();
     let key = cache
-        .filter(|_| !compressed.is_empty() && !build_id.is_empty())
-        .and_then(|_| crate::stack::dwarfcache::Key::of(build_id, source));
+        .filter(|_| !compressed.is_empty())
+        .and(file_key)
+        .cloned();
     let cache = cache.filter(|_| key.is_some());
     let cached = key
         .as_ref()
@@ -909,13 +921,11 @@ const MAX_NAME: usize = 4096;
 const MAX_SYMBOLS: usize = 64;
 
 impl NameMemo {
-    /// The memo of the debug file `source`, from `cache`.
-    fn open(source: &Path, cache: Option<&DwarfCache>) -> NameMemo {
+    /// The memo of the debug file whose cache key is `key`, from `cache`.
+    fn open(key: Option<crate::stack::dwarfcache::Key>, cache: Option<&DwarfCache>) -> NameMemo {
         let Some(cache) = cache else {
             return NameMemo::default();
         };
-        let key = Mapped::open(source)
-            .and_then(|map| cache_key(&object::File::parse(map.bytes()).ok()?, source));
         let file = key
             .as_ref()
             .and_then(|k| cache.load_names(k))
@@ -1029,6 +1039,33 @@ fn source_of(roots: &HashMap<PathBuf, (PathBuf, Roots)>, file: &Path, root: &Pat
 
 /// The key of the debug file `source` (parsed as `obj`) in the cache: its build id and
 /// identity (None without a build id).
+/// The file at `source` mapped, with the cache key of the very file mapped (its build id and
+/// the identity of the fd: not of whatever the path names a moment later, which a target may
+/// switch under `/proc/PID/root`). None when it cannot be opened or mapped; no key without a
+/// build id.
+fn map_keyed(source: &Path) -> Option<(Mapped, Option<crate::stack::dwarfcache::Key>)> {
+    let f = crate::kernel::rootfs::open_untrusted(source, crate::kernel::rootfs::MAX_MODULE_BYTES)
+        .ok()?;
+    let map = Mapped::of_file(&f)?;
+    let key = object::File::parse(map.bytes())
+        .ok()
+        .and_then(|obj| crate::stack::dwarfcache::Key::of_file(obj.build_id().ok().flatten()?, &f));
+    Some((map, key))
+}
+
+/// The cache key of the file at `source` from its headers and build-id note alone (read
+/// through the capped cache: a large file someone else may write is not copied whole for it).
+fn file_key(source: &Path) -> Option<crate::stack::dwarfcache::Key> {
+    let f = crate::kernel::rootfs::open_untrusted(source, crate::kernel::rootfs::MAX_MODULE_BYTES)
+        .ok()?;
+    let len = f.metadata().ok()?.len();
+    let cache = object::ReadCache::new(&f);
+    let used = std::cell::Cell::new(0);
+    let obj = object::File::parse(crate::limits::Capped::new(&cache, len, &used)).ok()?;
+    let build_id = obj.build_id().ok().flatten()?;
+    crate::stack::dwarfcache::Key::of_file(build_id, &f)
+}
+
 fn cache_key<'d, R: object::ReadRef<'d>>(
     obj: &object::File<'d, R>,
     source: &Path,
@@ -1199,9 +1236,14 @@ impl FileSymbolizer {
                 let out = module.symbols(svma);
                 // Only what the whole of the module's symbols said: not an empty answer, nor
                 // one given while a section was left out (a budget used up, a file that could
-                // not be mapped), which a later process might do better.
-                if module.complete() && !out.is_empty() {
-                    self.memo(file, root).add(svma, &out);
+                // not be mapped), which a later process might do better; and only under the
+                // key of the file these names came from (the memo was opened separately: a
+                // file switched in between must not lend its names to another's key).
+                let keep = module.complete() && !out.is_empty();
+                let from = module.key.clone();
+                let memo = self.memo(file, root);
+                if keep && from.is_some() && memo.key == from {
+                    memo.add(svma, &out);
                 }
                 out
             }
@@ -1225,13 +1267,21 @@ impl FileSymbolizer {
         }
     }
 
-    /// The names memo of the module opened at `file`, read on first use.
+    /// The names memo of the module opened at `file`, read on first use (under the key of the
+    /// file its symbols were read from, when they were).
     fn memo(&mut self, file: &Path, root: &Path) -> &mut NameMemo {
         let cache = self.dwarf_cache.as_ref();
         let roots = &self.roots;
+        let loaded = self.modules.get(file).map(|m| m.key.clone());
         self.memos
             .entry(file.to_path_buf())
-            .or_insert_with(|| NameMemo::open(&source_of(roots, file, root), cache))
+            .or_insert_with(|| match cache {
+                None => NameMemo::default(),
+                Some(_) => {
+                    let key = loaded.unwrap_or_else(|| file_key(&source_of(roots, file, root)));
+                    NameMemo::open(key, cache)
+                }
+            })
     }
 
     /// Give the cache the names this process found that it did not hold (written when the
@@ -1385,6 +1435,50 @@ mod tests {
         assert_eq!(third.symbols(&exe, root, other), expected);
         assert_eq!(third.symbols(&exe, root, addr), named);
         assert!(third.modules.is_empty(), "the module was loaded");
+    }
+
+    /// Names are kept only under the key of the file they were read from: when the path named
+    /// another file by the time the module was read than when its memo was opened (a target
+    /// switching a file under `/proc/PID/root`), nothing is kept; without the switch, they are.
+    #[test]
+    fn names_are_kept_only_under_the_key_of_the_file_they_came_from() {
+        let (exe, addr) = own_file_address(
+            names_are_kept_only_under_the_key_of_the_file_they_came_from as *const () as u64,
+        );
+        let root = Path::new("/");
+        let names_files = |dir: &Path| {
+            std::fs::read_dir(dir.join("dwarf"))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "names"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        for switched in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("module");
+            std::fs::copy(&exe, &file).unwrap();
+            let mut s = FileSymbolizer::with_cache(DwarfCache::at(dir.path().join("cache")));
+            s.memo(&file, root);
+            if switched {
+                // Another file (same bytes, same build id) at the same path.
+                let other = dir.path().join("other");
+                std::fs::copy(&exe, &other).unwrap();
+                std::fs::rename(&other, &file).unwrap();
+            }
+            let named = s.symbols(&file, root, addr);
+            assert!(
+                named.iter().any(|s| s
+                    .function
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with("the_file_they_came_from"))),
+                "{named:?}"
+            );
+            s.save_names();
+            let kept = names_files(&dir.path().join("cache"));
+            assert_eq!(kept, usize::from(!switched), "switched: {switched}");
+        }
     }
 
     /// The entry points a process found are kept with the names, and a later process takes
