@@ -1037,8 +1037,6 @@ fn source_of(roots: &HashMap<PathBuf, (PathBuf, Roots)>, file: &Path, root: &Pat
     }
 }
 
-/// The key of the debug file `source` (parsed as `obj`) in the cache: its build id and
-/// identity (None without a build id).
 /// The file at `source` mapped, with the cache key of the very file mapped (its build id and
 /// the identity of the fd: not of whatever the path names a moment later, which a target may
 /// switch under `/proc/PID/root`). None when it cannot be opened or mapped; no key without a
@@ -1066,6 +1064,8 @@ fn file_key(source: &Path) -> Option<crate::stack::dwarfcache::Key> {
     crate::stack::dwarfcache::Key::of_file(build_id, &f)
 }
 
+/// The key of the debug file `source` (parsed as `obj`) in the cache: its build id and
+/// identity (None without a build id).
 fn cache_key<'d, R: object::ReadRef<'d>>(
     obj: &object::File<'d, R>,
     source: &Path,
