@@ -550,8 +550,20 @@ impl TaskReader {
     /// earlier view and its view carries no counter (a tracer may change its registers and
     /// signal mask while it does not run).
     ///
-    /// The counter comes with the view only when it answered and the thread is asleep.
+    /// The counter comes with the view only when it answered and the thread is asleep. A
+    /// thread gone (even one whose kept files still answered for part of the view) has its
+    /// kept files closed.
     pub fn kernel_view_counted(&mut self, tid: Tid) -> Result<TaskView, ThreadGone> {
+        let view = self.view_counted(tid);
+        if view.is_err() {
+            if let Some(k) = &mut self.kept {
+                k.forget(tid);
+            }
+        }
+        view
+    }
+
+    fn view_counted(&mut self, tid: Tid) -> Result<TaskView, ThreadGone> {
         let counted = self
             .kept
             .as_ref()
