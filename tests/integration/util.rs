@@ -260,10 +260,18 @@ impl Target {
             .collect()
     }
 
-    /// The tid of the thread called `name`; panics if there is none or several.
+    /// The tid of the thread called `name`; panics if there is none or several. A thread names
+    /// itself when it first runs (the library's dump thread does; the constructor does not wait
+    /// for it, to keep the host's start-up short), which on a loaded machine may come after
+    /// the host's READY: it is given up to 30 s to appear.
     #[track_caller]
     pub fn tid_of(&self, name: &str) -> Tid {
-        let names = self.thread_names();
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut names = self.thread_names();
+        while names.iter().filter(|(_, n)| n == name).count() != 1 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            names = self.thread_names();
+        }
         let found: Vec<Tid> = names
             .iter()
             .filter(|(_, n)| n == name)
