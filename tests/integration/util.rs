@@ -266,12 +266,11 @@ impl Target {
     /// the host's READY: it is given up to 30 s to appear.
     #[track_caller]
     pub fn tid_of(&self, name: &str) -> Tid {
-        let until = Instant::now() + Duration::from_secs(30);
-        let mut names = self.thread_names();
-        while names.iter().filter(|(_, n)| n == name).count() != 1 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
+        let mut names = Vec::new();
+        poll_until(Instant::now() + Duration::from_secs(30), || {
             names = self.thread_names();
-        }
+            names.iter().filter(|(_, n)| n == name).count() == 1
+        });
         let found: Vec<Tid> = names
             .iter()
             .filter(|(_, n)| n == name)
