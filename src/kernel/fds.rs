@@ -402,31 +402,45 @@ fn satisfied(wanted: &WantedPipes, holders: &HashMap<u64, Vec<PipeHolder>>) -> b
     })
 }
 
-/// Look through `/proc/*/fd` of every process but `skip` for fds on the pipes `wanted`, within
-/// `budget`. The threads of each holder are looked at (what they do, whether they read the fd).
-/// With `relatives_first`, the children and parent of `skip` are looked at first, and the search
-/// stops there when they hold the wanted end of every pipe (the usual case, and cheap).
+/// Which processes [`find_pipe_holders`] looks into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every process.
+    Everywhere,
+    /// The children and parent first; every process unless they hold the wanted end of every
+    /// pipe (the usual case, and cheap).
+    RelativesFirst,
+    /// The children and parent only: for pipes the process holds both ends of (a self-pipe),
+    /// where an inherited end is what another process would hold, and a look through every
+    /// process's fds (most of an `inspect` of a small process on a host of a few hundred
+    /// processes) would say little.
+    RelativesOnly,
+}
+
+/// Look through `/proc/*/fd` of the processes `reach` says (never `skip`) for fds on the pipes
+/// `wanted`, within `budget`. The threads of each holder are looked at (what they do, whether
+/// they read the fd).
 pub fn find_pipe_holders(
     proc_root: &Path,
     wanted: &WantedPipes,
     skip: Pid,
     budget: std::time::Duration,
-    relatives_first: bool,
+    reach: Reach,
 ) -> HolderScan {
     let mut scan = HolderScan::default();
     if wanted.is_empty() {
         return scan;
     }
     let start = Instant::now();
-    let near = if relatives_first {
-        relatives(proc_root, skip)
-    } else {
+    let near = if reach == Reach::Everywhere {
         Vec::new()
+    } else {
+        relatives(proc_root, skip)
     };
     for &pid in &near {
         look_into(proc_root, pid, wanted, &mut scan);
     }
-    if !near.is_empty() && satisfied(wanted, &scan.holders) {
+    if reach == Reach::RelativesOnly || (!near.is_empty() && satisfied(wanted, &scan.holders)) {
         scan.relatives_only = true;
         return scan;
     }
@@ -611,7 +625,7 @@ mod tests {
             &wanted,
             me,
             std::time::Duration::from_secs(10),
-            false,
+            Reach::Everywhere,
         );
         // Our child is where the other end is: found without looking at anything else.
         let near = find_pipe_holders(
@@ -619,7 +633,7 @@ mod tests {
             &wanted,
             me,
             std::time::Duration::from_secs(10),
-            true,
+            Reach::RelativesFirst,
         );
         assert!(relatives(Path::new("/proc"), me).contains(&pid.0));
         let _ = child.kill();
@@ -641,6 +655,76 @@ mod tests {
             hs.iter().map(|h| (h.pid, h.fd, h.end.clone())).collect()
         };
         assert_eq!(key(&near.holders[&inode]), key(holders));
+        drop(r);
+    }
+
+    #[test]
+    fn relatives_only_looks_at_children_not_grandchildren() {
+        // Our pipe's write end on fd 0 of a child (`sleep 31`, exec'd by `sh`) and of its own
+        // child (`sleep 30`, our grandchild): a look through every process finds both, a look
+        // at our relatives only the child.
+        use std::os::unix::process::CommandExt;
+        let (r, w) = pipe();
+        let inode = inode_of(&r);
+        let mut child = std::process::Command::new("sh")
+            // (A background command's stdin is /dev/null unless redirected: through fd 3.)
+            .args(["-c", "exec 3<&0; sleep 30 <&3 3<&- & exec sleep 31 3<&-"])
+            .stdin(std::process::Stdio::from(w))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = child.id() as i32;
+        struct KillGroup(i32);
+        impl Drop for KillGroup {
+            fn drop(&mut self) {
+                // SAFETY: kill(2) of our child's process group (the child and the grandchild).
+                unsafe { libc::kill(-self.0, libc::SIGKILL) };
+            }
+        }
+        let _group = KillGroup(group);
+        let me = Pid(std::process::id() as i32);
+        // Looking for a read end, which neither holds: a look that starts with our relatives
+        // goes on through every process.
+        let wanted: WantedPipes = [(inode, "read")].into_iter().collect();
+        let look = |reach| {
+            let scan = find_pipe_holders(
+                Path::new("/proc"),
+                &wanted,
+                me,
+                std::time::Duration::from_secs(10),
+                reach,
+            );
+            let mut pids: Vec<i32> = scan
+                .holders
+                .get(&inode)
+                .map(|hs| hs.iter().map(|h| h.pid.0).collect())
+                .unwrap_or_default();
+            pids.sort_unstable();
+            (pids, scan.relatives_only)
+        };
+        // Until the child is `sleep 31` (sh exec'd it) and its `sleep 30` holds the pipe too.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let everywhere = loop {
+            let comm = std::fs::read_to_string(format!("/proc/{group}/comm")).unwrap_or_default();
+            let (pids, _) = look(Reach::Everywhere);
+            if comm.trim_end() == "sleep" && pids.len() == 2 {
+                break pids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never two holders: {pids:?}, child {comm:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        assert!(everywhere.contains(&group), "{everywhere:?}");
+        let (near, relatives_only) = look(Reach::RelativesOnly);
+        assert_eq!(near, vec![group], "only the child");
+        assert!(relatives_only);
+        let (first, relatives_only) = look(Reach::RelativesFirst);
+        assert_eq!(first, everywhere);
+        assert!(!relatives_only);
+        let _ = child.kill();
+        let _ = child.wait();
         drop(r);
     }
 

@@ -166,7 +166,12 @@ fn process(out: &mut String, p: &ProcessFacts) {
             }
         }
         if pipe.others_checked && pipe.others.is_empty() {
-            out.push_str("; no other process holds it");
+            match &pipe.others_note {
+                None => out.push_str("; no other process holds it"),
+                Some(note) => {
+                    let _ = write!(out, "; no other holder found ({})", Esc(note));
+                }
+            }
         }
         out.push('\n');
     }
