@@ -684,8 +684,15 @@ fn dwarf_of<'d>(
             .then_some((id.name(), size))
         })
         .collect();
+    // A large DWARF stored uncompressed (a program built with `-g`: tens of MB for a Rust
+    // one) has nothing to inflate, but what is derived from it is kept all the same: the unit
+    // index sorts every address range of every unit (0.5-1 ms for 8 MB), paid by every
+    // `inspect` and every new process otherwise.
+    let info_size = obj.section_by_name(".debug_info").map_or(0, |s| s.size());
     let key = cache
-        .filter(|_| !compressed.is_empty())
+        .filter(|_| {
+            !compressed.is_empty() || info_size >= crate::stack::dwarfcache::INDEXED_PLAIN_DWARF
+        })
         .and(file_key)
         .cloned();
     let cache = cache.filter(|_| key.is_some());
@@ -1769,21 +1776,22 @@ mod tests {
         let mut prepared = ModuleDebug::load_from(source, None);
         prepared.prepare(&svmas);
         let mut one_by_one = ModuleDebug::load_from(source, None);
-        // Through the cache: the first load writes the sections and their index, the second
-        // reads both (the unit offsets are known before any address is asked for).
+        // Through the cache: the first load writes the sections (compressed ones) and their
+        // index (this test binary's DWARF, uncompressed and over INDEXED_PLAIN_DWARF: the index
+        // alone), the second reads them (the unit offsets are known before any address is
+        // asked for).
         let dir = tempfile::tempdir().unwrap();
         let cache = DwarfCache::at(dir.path());
         drop(ModuleDebug::load_from(source, Some(&cache)));
         let mut cached = ModuleDebug::load_from(source, Some(&cache));
         let from_cache = cached.dwarf.as_ref().unwrap().all_units.is_some();
-        assert_eq!(
+        assert!(
             from_cache,
-            must_be_partial,
             "index of {} read from the cache",
             source.display()
         );
         cached.prepare(&svmas);
-        if must_be_partial {
+        {
             // The cache file holds the index derived from the sections: the units' ranges,
             // their offsets, the entry points (read back as the loads read them).
             use crate::stack::dwarfcache::{words, INDEX_ARANGES, INDEX_ROOTS, INDEX_UNITS};
@@ -1810,7 +1818,11 @@ mod tests {
                     .collect::<Vec<_>>()
             );
             let roots = Roots::load(source).ranges;
-            assert!(!roots.is_empty(), "{}", source.display());
+            assert!(
+                !must_be_partial || !roots.is_empty(),
+                "{}",
+                source.display()
+            );
             let stored = Roots::from_words(&section(INDEX_ROOTS, 2).unwrap()).unwrap();
             assert_eq!(stored.ranges, roots);
             assert_eq!(Roots::load_cached(source, Some(&cache)).ranges, roots);
