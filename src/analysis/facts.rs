@@ -237,38 +237,15 @@ pub fn gather(dump: &Dump, opts: &Options) -> (ProcessFacts, Vec<String>) {
         })
         .collect();
     if !wanted.is_empty() {
-        // A pipe the process holds both ends of (a self-pipe, a wake-up pipe) is looked for in
-        // its children and parent only, where an inherited end would be.
-        let both_ends = |p: &PipeFacts| {
-            let has = |end: &str| p.fds.iter().any(|f| f.end == end || f.end == "read+write");
-            has("read") && has("write")
-        };
-        let own_pipes = facts
-            .pipes
-            .iter()
-            .filter(|p| wanted.contains_key(&p.inode))
-            .all(both_ends);
-        let reach = if own_pipes {
-            fds::Reach::RelativesOnly
-        } else if outside {
-            fds::Reach::Everywhere
-        } else {
-            fds::Reach::RelativesFirst
-        };
         let scan = fds::find_pipe_holders(
             std::path::Path::new("/proc"),
             &wanted,
             opts.pid(),
             opts.holder_budget,
-            reach,
+            !outside,
         );
         let mut note = Vec::new();
-        if own_pipes {
-            note.push(
-                "the process holds both ends: only its children and parent were looked at"
-                    .to_string(),
-            );
-        } else if scan.relatives_only {
+        if scan.relatives_only {
             note.push(
                 "only the process's children and parent were looked at (the other end was there)"
                     .to_string(),

@@ -402,45 +402,31 @@ fn satisfied(wanted: &WantedPipes, holders: &HashMap<u64, Vec<PipeHolder>>) -> b
     })
 }
 
-/// Which processes [`find_pipe_holders`] looks into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// Every process.
-    Everywhere,
-    /// The children and parent first; every process unless they hold the wanted end of every
-    /// pipe (the usual case, and cheap).
-    RelativesFirst,
-    /// The children and parent only: for pipes the process holds both ends of (a self-pipe),
-    /// where an inherited end is what another process would hold, and a look through every
-    /// process's fds (most of an `inspect` of a small process on a host of a few hundred
-    /// processes) would say little.
-    RelativesOnly,
-}
-
-/// Look through `/proc/*/fd` of the processes `reach` says (never `skip`) for fds on the pipes
-/// `wanted`, within `budget`. The threads of each holder are looked at (what they do, whether
-/// they read the fd).
+/// Look through `/proc/*/fd` of every process but `skip` for fds on the pipes `wanted`, within
+/// `budget`. The threads of each holder are looked at (what they do, whether they read the fd).
+/// With `relatives_first`, the children and parent of `skip` are looked at first, and the search
+/// stops there when they hold the wanted end of every pipe (the usual case, and cheap).
 pub fn find_pipe_holders(
     proc_root: &Path,
     wanted: &WantedPipes,
     skip: Pid,
     budget: std::time::Duration,
-    reach: Reach,
+    relatives_first: bool,
 ) -> HolderScan {
     let mut scan = HolderScan::default();
     if wanted.is_empty() {
         return scan;
     }
     let start = Instant::now();
-    let near = if reach == Reach::Everywhere {
-        Vec::new()
-    } else {
+    let near = if relatives_first {
         relatives(proc_root, skip)
+    } else {
+        Vec::new()
     };
     for &pid in &near {
         look_into(proc_root, pid, wanted, &mut scan);
     }
-    if reach == Reach::RelativesOnly || (!near.is_empty() && satisfied(wanted, &scan.holders)) {
+    if !near.is_empty() && satisfied(wanted, &scan.holders) {
         scan.relatives_only = true;
         return scan;
     }
@@ -625,7 +611,7 @@ mod tests {
             &wanted,
             me,
             std::time::Duration::from_secs(10),
-            Reach::Everywhere,
+            false,
         );
         // Our child is where the other end is: found without looking at anything else.
         let near = find_pipe_holders(
@@ -633,7 +619,7 @@ mod tests {
             &wanted,
             me,
             std::time::Duration::from_secs(10),
-            Reach::RelativesFirst,
+            true,
         );
         assert!(relatives(Path::new("/proc"), me).contains(&pid.0));
         let _ = child.kill();
@@ -659,10 +645,11 @@ mod tests {
     }
 
     #[test]
-    fn relatives_only_looks_at_children_not_grandchildren() {
+    fn a_holder_beyond_the_relatives_is_found_unless_they_hold_the_wanted_end() {
         // Our pipe's write end on fd 0 of a child (`sleep 31`, exec'd by `sh`) and of its own
-        // child (`sleep 30`, our grandchild): a look through every process finds both, a look
-        // at our relatives only the child.
+        // child (`sleep 30`, our grandchild, as a forkserver's workers or a daemon's children
+        // are): a look through every process finds both; one that starts with our relatives
+        // goes on to every process unless they hold the end wanted.
         use std::os::unix::process::CommandExt;
         let (r, w) = pipe();
         let inode = inode_of(&r);
@@ -683,16 +670,14 @@ mod tests {
         }
         let _group = KillGroup(group);
         let me = Pid(std::process::id() as i32);
-        // Looking for a read end, which neither holds: a look that starts with our relatives
-        // goes on through every process.
-        let wanted: WantedPipes = [(inode, "read")].into_iter().collect();
-        let look = |reach| {
+        let look = |end: &'static str, relatives_first: bool| {
+            let wanted: WantedPipes = [(inode, end)].into_iter().collect();
             let scan = find_pipe_holders(
                 Path::new("/proc"),
                 &wanted,
                 me,
                 std::time::Duration::from_secs(10),
-                reach,
+                relatives_first,
             );
             let mut pids: Vec<i32> = scan
                 .holders
@@ -706,7 +691,7 @@ mod tests {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let everywhere = loop {
             let comm = std::fs::read_to_string(format!("/proc/{group}/comm")).unwrap_or_default();
-            let (pids, _) = look(Reach::Everywhere);
+            let (pids, _) = look("read", false);
             if comm.trim_end() == "sleep" && pids.len() == 2 {
                 break pids;
             }
@@ -717,12 +702,14 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
         };
         assert!(everywhere.contains(&group), "{everywhere:?}");
-        let (near, relatives_only) = look(Reach::RelativesOnly);
-        assert_eq!(near, vec![group], "only the child");
-        assert!(relatives_only);
-        let (first, relatives_only) = look(Reach::RelativesFirst);
+        // A read end, which neither holds: past the relatives, to the grandchild.
+        let (first, relatives_only) = look("read", true);
         assert_eq!(first, everywhere);
         assert!(!relatives_only);
+        // The write end, which the child holds: found there, the search stops.
+        let (near, relatives_only) = look("write", true);
+        assert_eq!(near, vec![group], "only the child");
+        assert!(relatives_only);
         let _ = child.kill();
         let _ = child.wait();
         drop(r);

@@ -165,13 +165,21 @@ fn process(out: &mut String, p: &ProcessFacts) {
                 None => {}
             }
         }
-        if pipe.others_checked && pipe.others.is_empty() {
-            match &pipe.others_note {
-                None => out.push_str("; no other process holds it"),
-                Some(note) => {
-                    let _ = write!(out, "; no other holder found ({})", Esc(note));
-                }
+        // What limited the search for other holders (permissions, the time budget, relatives
+        // only), whether or not it found any.
+        match (
+            pipe.others_checked,
+            pipe.others.is_empty(),
+            &pipe.others_note,
+        ) {
+            (true, true, None) => out.push_str("; no other process holds it"),
+            (true, true, Some(note)) => {
+                let _ = write!(out, "; no other holder found ({})", Esc(note));
             }
+            (true, false, Some(note)) => {
+                let _ = write!(out, "; search: {}", Esc(note));
+            }
+            _ => {}
         }
         out.push('\n');
     }

@@ -44,11 +44,11 @@
 //! points are (from the debug file's symbol table). A first dump of a fresh process spent
 //! 1.2-2 ms of its 5-8 ms on these, mostly page faults over the C library's 8 MB of
 //! `.debug_info`; read from here they cost a copy of a few dozen KB. They are words (little-endian u64), checked when read
-//! ([`words`]), and derived again when absent or implausible. A file whose DWARF is not
-//! compressed (a program or library built with `-g`, such as `libstackdump.so` itself: 8 MB of
-//! `.debug_info`) has a `.sections` file too from [`INDEXED_PLAIN_DWARF`] of it on, holding these
-//! index sections alone (its DWARF is read from the file): sorting its units' address ranges
-//! cost every `inspect` of a preloaded process 0.5-1 ms.
+//! ([`words`]), and derived again when absent or implausible. In the CLI's cache, a file whose
+//! DWARF is not compressed (a program or library built with `-g`, such as `libstackdump.so`
+//! itself: 8 MB of `.debug_info`) has a `.sections` file too from [`INDEXED_PLAIN_DWARF`] of it
+//! on, holding these index sections alone (its DWARF is read from the file): sorting its units'
+//! address ranges cost every `inspect` of a preloaded process 0.5-1 ms.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,8 +77,9 @@ pub const INDEX_ROOTS: &str = concat!("index.", env!("CARGO_PKG_VERSION"), ".1.r
 /// those start with a dot).
 pub const INDEX_SECTIONS: [&str; 3] = [INDEX_ARANGES, INDEX_UNITS, INDEX_ROOTS];
 
-/// A file whose DWARF is stored uncompressed has an entry too (its index sections only: the
-/// rest is read from the file itself) from this size of `.debug_info` on.
+/// In the CLI's cache, a file whose DWARF is stored uncompressed has an entry too (its index
+/// sections only: the rest is read from the file itself) from this size of `.debug_info` on
+/// ([`DwarfCache::indexes_plain_dwarf`]).
 pub const INDEXED_PLAIN_DWARF: u64 = 1 << 20;
 
 /// `values` as the bytes of an index section (little-endian u64 each).
@@ -193,6 +194,14 @@ impl DwarfCache {
             limit: LIBRARY_LIMIT,
             deferred: Some(std::sync::Mutex::new(Vec::new())),
         }
+    }
+
+    /// Whether a file whose DWARF is not compressed gets an entry (its index alone, from
+    /// [`INDEXED_PLAIN_DWARF`] of `.debug_info` on): in the CLI's cache, not in the library's,
+    /// where deriving it (a walk over every unit header, a pass over the symbol table) would
+    /// be on the first dump's time for a module that needs neither.
+    pub fn indexes_plain_dwarf(&self) -> bool {
+        self.deferred.is_none()
     }
 
     /// Forget the stores put off so far (the library's cache).

@@ -685,14 +685,14 @@ fn dwarf_of<'d>(
         })
         .collect();
     // A large DWARF stored uncompressed (a program built with `-g`: tens of MB for a Rust
-    // one) has nothing to inflate, but what is derived from it is kept all the same: the unit
-    // index sorts every address range of every unit (0.5-1 ms for 8 MB), paid by every
-    // `inspect` and every new process otherwise.
+    // one) has nothing to inflate, but in the CLI's cache what is derived from it is kept all
+    // the same: the unit index sorts every address range of every unit (0.5-1 ms for 8 MB),
+    // paid by every `inspect` otherwise.
+    use crate::stack::dwarfcache::INDEXED_PLAIN_DWARF;
     let info_size = obj.section_by_name(".debug_info").map_or(0, |s| s.size());
+    let plain = compressed.is_empty();
     let key = cache
-        .filter(|_| {
-            !compressed.is_empty() || info_size >= crate::stack::dwarfcache::INDEXED_PLAIN_DWARF
-        })
+        .filter(|c| !plain || (c.indexes_plain_dwarf() && info_size >= INDEXED_PLAIN_DWARF))
         .and(file_key)
         .cloned();
     let cache = cache.filter(|_| key.is_some());
@@ -784,7 +784,10 @@ fn dwarf_of<'d>(
     let mut all_units =
         index_words(INDEX_UNITS, 1).and_then(|w| offsets_from_words(&w, info.len()));
     if let (Some(cache), Some(key)) = (cache, &key) {
-        if cached.is_none() && fresh.len() == compressed.len() {
+        // (A plain DWARF only when it was read whole: an index derived from an empty
+        // `.debug_info`, one too large to map, would never be used, nor replaced.)
+        let sound = !plain || (!degraded && info.len() as u64 >= INDEXED_PLAIN_DWARF);
+        if cached.is_none() && fresh.len() == compressed.len() && sound {
             // What a later process would derive from these sections goes with them.
             all_units = unit_offsets(info, endian);
             let derived = [
@@ -1788,6 +1791,20 @@ mod tests {
         assert!(
             from_cache,
             "index of {} read from the cache",
+            source.display()
+        );
+        // The library's cache (in a dump directory, written after the dump): the sections of a
+        // compressed file and their index, nothing for a plain one (its index would be derived
+        // on the first dump's time).
+        let dump_dir = tempfile::tempdir().unwrap();
+        let library = DwarfCache::in_dump_dir(dump_dir.path());
+        drop(ModuleDebug::load_from(source, Some(&library)));
+        library.flush();
+        let again = ModuleDebug::load_from(source, Some(&library));
+        assert_eq!(
+            again.dwarf.as_ref().unwrap().all_units.is_some(),
+            must_be_partial,
+            "index of {} from the library's cache",
             source.display()
         );
         cached.prepare(&svmas);
