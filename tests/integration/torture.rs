@@ -445,7 +445,21 @@ fn forked_child_survives_the_trigger_and_dumps_only_itself() {
             .and_then(|s| stackdump_core::kernel::proc::parse_stat(&s))
             .is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
     };
+    // The child's main thread blocks USR1 outside sigsuspend(): a USR1 sent then is taken by
+    // the child's own dump thread (waiting for its trigger with rt_sigtimedwait), which dumps
+    // but does not wake main. Each signal goes once main is inside the wait (a loaded CI run
+    // once sent the first one between CHILD-READY and the wait, and no CHILD-WOKE came).
+    let in_sigsuspend = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall"))
+            .map(|s| stackdump_core::kernel::proc::parse_syscall(&s))
+            .is_ok_and(|s| syscall_name(&s) == Some("rt_sigsuspend"))
+    };
     for n in 1..=4u32 {
+        assert!(
+            poll_until(deadline(), || in_sigsuspend(child)),
+            "the child's main thread never waited in rt_sigsuspend\n{}",
+            t.describe()
+        );
         if n == 4 {
             sigqueue(child, libc::SIGUSR1, 99);
         } else {
