@@ -121,6 +121,43 @@ pub fn inflated_now() -> u64 {
     INFLATED.load(Ordering::Acquire)
 }
 
+/// A module file read at offsets (`pread`) for `object::ReadCache`: one system call a read,
+/// where `File`'s `Read + Seek` take two (an `lseek` before each; an ELF file is parsed in
+/// dozens of small reads). `len` is the file's size as `fstat` gave it.
+pub struct Pread<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+    len: u64,
+}
+
+/// A `ReadCache` over `file` read with [`Pread`]; wrap it in [`Capped`] before parsing.
+pub fn read_cache(file: &std::fs::File, len: u64) -> object::ReadCache<Pread<'_>> {
+    object::ReadCache::new(Pread { file, pos: 0, len })
+}
+
+impl object::ReadCacheOps for Pread<'_> {
+    fn len(&mut self) -> Result<u64, ()> {
+        Ok(self.len)
+    }
+
+    fn seek(&mut self, pos: u64) -> Result<u64, ()> {
+        self.pos = pos;
+        Ok(pos)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos).map_err(|_| ())?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ()> {
+        std::os::unix::fs::FileExt::read_exact_at(self.file, buf, self.pos).map_err(|_| ())?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+}
+
 /// An `object::ReadRef` over a `ReadCache` that refuses any read larger than [`MAX_READ`],
 /// any range beyond the file's size as `fstat` gave it (`len`), and more than
 /// [`MAX_READ_PER_FILE`] in all: the cache allocates (and zero-fills) what a read asks for

@@ -17,7 +17,7 @@
 use crate::kernel::syscalls;
 use crate::model::{Pid, PipeHolder, SyscallState};
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Instant;
 
@@ -119,7 +119,6 @@ pub fn list_fds(proc_pid_dir: &Path) -> std::io::Result<BTreeMap<i32, String>> {
 /// (no path walk per fd: thousands of fds are listed in a few milliseconds).
 fn fd_links(fd_dir: &Path) -> std::io::Result<Vec<(i32, String)>> {
     use std::os::unix::ffi::OsStrExt;
-    let names = crate::kernel::proc::numeric_entries(fd_dir)?;
     let c = std::ffi::CString::new(fd_dir.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
     // SAFETY: `c` is a NUL-terminated path; the fd returned is owned by `dir` below.
@@ -144,6 +143,8 @@ fn fd_links(fd_dir: &Path) -> std::io::Result<Vec<(i32, String)>> {
             dir = unsafe { OwnedFd::from_raw_fd(moved) };
         }
     }
+    // One open for both the listing and the links.
+    let names = crate::kernel::proc::numeric_entries_of(dir.as_fd())?;
     let mut out = Vec::with_capacity(names.len());
     let mut buf = [0u8; 4096];
     for fd in names {
@@ -162,6 +163,15 @@ fn fd_links(fd_dir: &Path) -> std::io::Result<Vec<(i32, String)>> {
         };
         if n > 0 {
             out.push((fd, String::from_utf8_lossy(&buf[..n as usize]).into_owned()));
+        } else if n < 0 {
+            let e = std::io::Error::last_os_error();
+            // Reading a link needs ptrace access to the process, the same for each of its fds:
+            // the listing works (root, or the same user) but no link will, e.g. root without
+            // a capability the process has. Say so rather than read hundreds of denials as
+            // "no fds".
+            if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+                return Err(e);
+            }
         }
     }
     Ok(out)
@@ -452,6 +462,17 @@ pub fn find_pipe_holders(
 /// Add the fds of process `pid` on the `wanted` pipes to the scan.
 fn look_into(proc_root: &Path, pid: i32, wanted: &WantedPipes, scan: &mut HolderScan) {
     let dir = proc_root.join(pid.to_string());
+    // Its `exe` first, one system call that needs the same permission as its fds' links: a
+    // kernel thread (most of /proc: no files) has none, and a process we may not look into
+    // is known before its fds are listed (hundreds, each costing the kernel a lookup).
+    match exe_readable(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            scan.unreadable += 1;
+            return;
+        }
+        Err(_) => return, // a kernel thread, or gone
+    }
     let fds = match fd_links(&dir.join("fd")) {
         Ok(fds) => fds,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -481,6 +502,22 @@ fn look_into(proc_root: &Path, pid: i32, wanted: &WantedPipes, scan: &mut Holder
             doing,
         });
     }
+}
+
+/// Whether the `exe` link of the process at `proc_pid_dir` can be read (not its target: one
+/// byte of it).
+fn exe_readable(proc_pid_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = proc_pid_dir.join("exe");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut byte = 0u8;
+    // SAFETY: `c` is NUL-terminated; readlink writes at most 1 byte into `byte`.
+    let n = unsafe { libc::readlink(c.as_ptr(), (&mut byte as *mut u8).cast(), 1) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// True when `name` writes to its first argument.
@@ -713,6 +750,88 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         drop(r);
+    }
+
+    #[test]
+    fn a_process_whose_links_are_denied_is_counted_unreadable_not_as_holding_nothing() {
+        // Root may list the fds of a process with capabilities it lacks, but not read one of
+        // their links (that needs ptrace access). A thread of ours drops CAP_SYS_PTRACE from its
+        // effective set (capabilities are per thread; the thread ends with the test) and looks
+        // at a child `sleep` holding our pipe's read end.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (r, w) = pipe();
+        let inode = inode_of(&w);
+        // `spawn` returns once the child has exec'd `sleep`.
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::process::Stdio::from(r))
+            .spawn()
+            .unwrap();
+        struct Reap(std::process::Child);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Reap(child);
+        let pid = child.0.id() as i32;
+        let me = Pid(std::process::id() as i32);
+        let look = move || {
+            let wanted: WantedPipes = [(inode, "read")].into_iter().collect();
+            let scan = find_pipe_holders(
+                Path::new("/proc"),
+                &wanted,
+                me,
+                std::time::Duration::from_secs(10),
+                false,
+            );
+            let found = scan
+                .holders
+                .get(&inode)
+                .is_some_and(|hs| hs.iter().any(|h| h.pid.0 == pid));
+            let links = fd_links(Path::new(&format!("/proc/{pid}/fd"))).map(|l| l.len());
+            (found, scan.unreadable, links.map_err(|e| e.raw_os_error()))
+        };
+        let (found, _, links) = look();
+        assert!(found, "the child holds the read end");
+        assert!(links.unwrap() >= 3);
+        let (found, unreadable, links) = std::thread::spawn(move || {
+            #[repr(C)]
+            struct Header {
+                version: u32,
+                pid: i32,
+            }
+            #[repr(C)]
+            #[derive(Default, Clone, Copy)]
+            struct Data {
+                effective: u32,
+                permitted: u32,
+                inheritable: u32,
+            }
+            let mut header = Header {
+                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+                pid: 0,
+            };
+            let mut data = [Data::default(); 2];
+            // SAFETY: capget writes two `Data` (version 3) for the calling thread.
+            let got = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+            assert_eq!(got, 0, "capget: {}", std::io::Error::last_os_error());
+            data[0].effective &= !(1 << 19); // CAP_SYS_PTRACE
+                                             // SAFETY: capset reads the header and two `Data`; it changes this thread only.
+            let set = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+            assert_eq!(set, 0, "capset: {}", std::io::Error::last_os_error());
+            look()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(links, Err(Some(libc::EACCES)));
+        assert!(!found);
+        assert!(unreadable >= 1, "the child is counted as not looked into");
     }
 
     fn nix_write(fd: &OwnedFd, bytes: &[u8]) -> isize {

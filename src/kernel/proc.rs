@@ -837,7 +837,14 @@ pub fn numeric_entries(dir: &Path) -> io::Result<Vec<i32>> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd was just opened by us and is closed exactly once, by this OwnedFd.
-    let _guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    numeric_entries_of(std::os::fd::AsFd::as_fd(&guard))
+}
+
+/// [`numeric_entries`] of a directory already open as `dir` (read from its current offset: a
+/// freshly opened one lists everything).
+pub fn numeric_entries_of(dir: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<i32>> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
     let mut out = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {

@@ -221,7 +221,7 @@ fn read_symbols(root: &Path, pid: i32, m: &Mapping) -> Result<Option<FileSymbols
         .metadata()
         .map_err(|e| format!("cannot stat: {e}"))?
         .len();
-    let cache = object::ReadCache::new(file);
+    let cache = crate::limits::read_cache(&file, len);
     let used = std::cell::Cell::new(0);
     symbols_of(crate::limits::Capped::new(&cache, len, &used), python_named)
 }

@@ -7,6 +7,7 @@
 pub mod blocked;
 pub mod dwarfcache;
 pub mod dwarfunits;
+pub mod elfhead;
 pub mod fprecover;
 pub mod jit;
 pub mod mapped;

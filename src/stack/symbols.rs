@@ -1055,9 +1055,9 @@ fn map_keyed(source: &Path) -> Option<(Mapped, Option<crate::stack::dwarfcache::
     let f = crate::kernel::rootfs::open_untrusted(source, crate::kernel::rootfs::MAX_MODULE_BYTES)
         .ok()?;
     let map = Mapped::of_file(&f)?;
-    let key = object::File::parse(map.bytes())
+    let key = crate::stack::elfhead::ElfHead::parse(map.bytes())
         .ok()
-        .and_then(|obj| crate::stack::dwarfcache::Key::of_file(obj.build_id().ok().flatten()?, &f));
+        .and_then(|head| crate::stack::dwarfcache::Key::of_file(head.build_id()?, &f));
     Some((map, key))
 }
 
@@ -1067,10 +1067,12 @@ fn file_key(source: &Path) -> Option<crate::stack::dwarfcache::Key> {
     let f = crate::kernel::rootfs::open_untrusted(source, crate::kernel::rootfs::MAX_MODULE_BYTES)
         .ok()?;
     let len = f.metadata().ok()?.len();
-    let cache = object::ReadCache::new(&f);
+    let cache = crate::limits::read_cache(&f, len);
     let used = std::cell::Cell::new(0);
-    let obj = object::File::parse(crate::limits::Capped::new(&cache, len, &used)).ok()?;
-    let build_id = obj.build_id().ok().flatten()?;
+    let head =
+        crate::stack::elfhead::ElfHead::parse(crate::limits::Capped::new(&cache, len, &used))
+            .ok()?;
+    let build_id = head.build_id()?;
     crate::stack::dwarfcache::Key::of_file(build_id, &f)
 }
 

@@ -12,9 +12,9 @@
 //! with `/proc/PID/map_files/` as the fallback; the `[vdso]` is read from memory.
 
 use crate::kernel::proc::Mapping;
+use crate::stack::elfhead::ElfHead;
 use framehop::Unwinder;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
-use object::{Object, ObjectSection, ObjectSegment};
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::ops::Range;
@@ -497,20 +497,20 @@ fn objects(maps: &[Mapping]) -> Vec<Instance> {
 /// `anchor_offset`: for offset 0, its lowest segment is at `anchor` (the loader's layout);
 /// otherwise the segment whose file range holds the offset is. None when no segment does.
 fn bias_of<'d, R: object::ReadRef<'d>>(
-    file: &object::File<'d, R>,
+    file: &ElfHead<'d, R>,
     anchor: u64,
     anchor_offset: u64,
 ) -> Option<u64> {
     let page = 4096u64;
     if anchor_offset == 0 {
-        let lowest = file.segments().map(|s| s.address()).min()?;
+        let lowest = file.segments().map(|s| s.address).min()?;
         return Some(anchor.wrapping_sub(lowest & !(page - 1)));
     }
     // Segments may share a page of the file; one that starts on the mapped page is the one
     // mapped there, else the one holding the offset.
     let holding = |exact: bool| {
         file.segments().find_map(|s| {
-            let (offset, size) = s.file_range();
+            let (offset, size) = s.file_range;
             let first_page = offset & !(page - 1);
             let holds = if exact {
                 first_page == anchor_offset
@@ -520,7 +520,7 @@ fn bias_of<'d, R: object::ReadRef<'d>>(
             // The page at `anchor_offset` is mapped at `anchor`; the segment's first page
             // holds its address rounded down.
             holds.then(|| {
-                let svma = (s.address() & !(page - 1)).wrapping_add(anchor_offset - first_page);
+                let svma = (s.address & !(page - 1)).wrapping_add(anchor_offset - first_page);
                 anchor.wrapping_sub(svma)
             })
         })
@@ -846,14 +846,14 @@ fn probe(source: &ModuleSource, instance: &Instance) -> Result<(u64, PathBuf), S
         .then(|| crate::stack::mapped::Mapped::map_if_safe(&f).ok())
         .flatten()
     {
-        let file = object::File::parse(map.bytes()).map_err(|e| e.to_string())?;
+        let file = ElfHead::parse(map.bytes())?;
         bias_of(&file, anchor, instance.anchor_offset)
     } else {
         let len = f.metadata().map_err(|e| e.to_string())?.len();
-        let cache = object::ReadCache::new(&f);
+        let cache = crate::limits::read_cache(&f, len);
         let used = std::cell::Cell::new(0);
         let capped = crate::limits::Capped::new(&cache, len, &used);
-        let file = object::File::parse(capped).map_err(|e| e.to_string())?;
+        let file = ElfHead::parse(capped)?;
         bias_of(&file, anchor, instance.anchor_offset)
     };
     let bias = bias.ok_or("no loadable segment holds the mapped part of the file")?;
@@ -923,7 +923,7 @@ fn load(
         let mut bytes = vec![0u8; len];
         let n = source.memory.read(range.start, &mut bytes);
         bytes.truncate(n);
-        let file = object::File::parse(&bytes[..]).map_err(|e| e.to_string())?;
+        let file = ElfHead::parse(&bytes[..])?;
         let read = |offset: u64, size: u64| {
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(usize::try_from(size).ok()?)?;
@@ -958,7 +958,7 @@ fn load(
         .flatten()
     {
         let bytes = map.bytes();
-        let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
+        let file = ElfHead::parse(bytes)?;
         let unchanged = loaded_unchanged(&file);
         // The unwind sections are copied into the buffers framehop keeps, after the same caps
         // as below.
@@ -976,10 +976,10 @@ fn load(
     // Every read is checked against the file's real size and the caps before the cache
     // allocates for it (`crate::limits::Capped`): sizes in the file are the target's word.
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let cache = object::ReadCache::new(&f);
+    let cache = crate::limits::read_cache(&f, len);
     let used = std::cell::Cell::new(0);
     let capped = crate::limits::Capped::new(&cache, len, &used);
-    let file = object::File::parse(capped).map_err(|e| e.to_string())?;
+    let file = ElfHead::parse(capped)?;
     let unchanged = loaded_unchanged(&file);
     // The unwind sections are read straight into the buffers framehop keeps (one copy, not
     // the cache's and then ours), after the same checks.
@@ -1000,7 +1000,7 @@ fn load(
 /// address in this instance, its place in the file) and the bytes it holds that count in the
 /// budget.
 fn module<'d, R: object::ReadRef<'d>>(
-    file: &object::File<'d, R>,
+    file: &ElfHead<'d, R>,
     path: &str,
     range: Range<u64>,
     (first, first_offset): (u64, u64),
@@ -1011,17 +1011,17 @@ fn module<'d, R: object::ReadRef<'d>>(
     let bias = bias_of(file, first, first_offset)
         .ok_or("no loadable segment holds the mapped part of the file")?;
     let section = |name: &str| file.section_by_name(name);
-    let svma = |name: &str| section(name).map(|s| s.address()..s.address() + s.size());
+    let svma = |name: &str| section(name).map(|s| s.address..s.address + s.size);
     let mut data = |name: &str| {
         let s = section(name)?;
-        read(s.address().wrapping_add(bias), s.file_range()?)
+        read(s.address.wrapping_add(bias), s.file_range?)
     };
     // The sections kept must fit what is left of the run's budget (each one was already
     // checked against the file's size and the per-read cap when read).
     let sizes: u64 = [".eh_frame", ".eh_frame_hdr"]
         .iter()
         .filter_map(|n| section(n))
-        .map(|s| s.size())
+        .map(|s| s.size)
         .fold(0, u64::saturating_add);
     if sizes > remaining.min(crate::limits::MAX_READ) {
         return Err(format!(
@@ -1089,17 +1089,13 @@ fn module<'d, R: object::ReadRef<'d>>(
 /// RELRO part of a writable one: relocated, then protected; not past its file size: zeroed),
 /// and the file has no text relocations ([`text_relocated`]).
 fn loaded_unchanged<'d, R: object::ReadRef<'d>>(
-    file: &object::File<'d, R>,
+    file: &ElfHead<'d, R>,
 ) -> impl Fn(u64, u64) -> bool {
     let relocated = text_relocated(file);
     let read_only: Vec<(u64, u64)> = file
         .segments()
-        .filter(|s| {
-            // (`segments()` are the loadable ones.)
-            matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. }
-                if p_flags & object::elf::PF_W != object::elf::PF_W)
-        })
-        .map(|s| s.file_range())
+        .filter(|s| s.flags & object::elf::PF_W.0 != object::elf::PF_W.0)
+        .map(|s| s.file_range)
         .collect();
     move |offset, size| {
         !relocated
@@ -1114,8 +1110,11 @@ fn loaded_unchanged<'d, R: object::ReadRef<'d>>(
 /// Whether the loader writes to the read-only segments of `file` when it loads it: `DT_TEXTREL`,
 /// or `DF_TEXTREL` in `DT_FLAGS`, in its dynamic section (then its sections in memory are not
 /// the file's bytes).
-fn text_relocated<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> bool {
-    let Some(data) = file.section_by_name(".dynamic").and_then(|s| s.data().ok()) else {
+fn text_relocated<'d, R: object::ReadRef<'d>>(file: &ElfHead<'d, R>) -> bool {
+    let Some(data) = file
+        .section_by_name(".dynamic")
+        .and_then(|s| file.section_data(s))
+    else {
         return false;
     };
     let word = if file.is_64() { 8 } else { 4 };
@@ -1478,15 +1477,15 @@ mod tests {
             "where it is loaded"
         );
         let bytes = std::fs::read(exe).unwrap();
-        let file = object::File::parse(&bytes[..]).unwrap();
+        let file = ElfHead::parse(&bytes[..]).unwrap();
         let (offset, size) = file
             .section_by_name(".eh_frame_hdr")
-            .and_then(|s| s.file_range())
+            .and_then(|s| s.file_range)
             .unwrap();
         assert_eq!(&*hdr, &bytes[offset as usize..(offset + size) as usize]);
         assert!(loaded_unchanged(&file)(offset, size));
         // Not what a writable segment holds (relocated, or RELRO), nor past the file's end.
-        let data = file.section_by_name(".data").and_then(|s| s.file_range());
+        let data = file.section_by_name(".data").and_then(|s| s.file_range);
         let (data_offset, data_size) = data.expect("a .data section");
         assert!(!loaded_unchanged(&file)(data_offset, data_size.max(1)));
         let opened = std::fs::File::open(exe).unwrap();
@@ -1559,11 +1558,11 @@ mod tests {
             asm.display()
         );
         let bytes = std::fs::read(&so).unwrap();
-        assert!(text_relocated(&object::File::parse(&bytes[..]).unwrap()));
+        assert!(text_relocated(&ElfHead::parse(&bytes[..]).unwrap()));
         let maps = crate::kernel::proc::parse_maps(&std::fs::read("/proc/self/maps").unwrap());
         let libc = maps.iter().find(|m| m.path.contains("/libc.so")).unwrap();
         let bytes = std::fs::read(&libc.path).unwrap();
-        assert!(!text_relocated(&object::File::parse(&bytes[..]).unwrap()));
+        assert!(!text_relocated(&ElfHead::parse(&bytes[..]).unwrap()));
     }
 
     /// A module's unwind tables are read when a stack first goes through it: after a sync
