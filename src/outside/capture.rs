@@ -372,6 +372,13 @@ impl crate::outside::inspect::Visit for Capture {
         let t0 = Instant::now();
         let counted = self.counter.take().filter(|c| c.tid == thread.tid);
         let k = &thread.kernel;
+        // The unwind tables of the module the thread is blocked in (its C library, nearly
+        // always) are read before its stack is copied: the window between the copy and the
+        // check that it did not run stays short. Those of its callers' modules are read when
+        // an unwind first goes through them (a retry when that thread ran meanwhile).
+        if let SyscallState::InSyscall { pc, .. } = &k.syscall {
+            ready.modules.ensure(pc.0);
+        }
         let seen = Seen {
             syscall: &k.syscall,
             switches: (k.voluntary_ctxt_switches, k.nonvoluntary_ctxt_switches),

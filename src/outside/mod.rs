@@ -18,7 +18,7 @@ use std::time::Instant;
 /// [`capture::Options::consistent`], before every thread is stopped), then the findings. Without
 /// permission to ptrace, the dump is the kernel view and [`capture::Outcome::denied`] says why.
 ///
-/// The maps, the modules' unwind data and a thread that reads their debug information are
+/// The maps, each module's load bias and a thread that reads their debug information are
 /// started first ([`capture::Prepared`]), so that reading DWARF (milliseconds from the
 /// cache, tens of milliseconds for a C library's compressed debug file without it) overlaps the
 /// kernel view and the capture.

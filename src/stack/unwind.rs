@@ -578,11 +578,7 @@ impl Modules {
             if self.loaded.contains_key(&start) {
                 continue;
             }
-            // From outside (inspect), every module's tables at once, before any thread is
-            // copied: one read later, between a blocked thread's copy and the check that it did
-            // not run, would widen that window (more threads stopped with ptrace).
-            let outside = self.source.proc_dir != Path::new("/proc/self");
-            if instance.path == "[vdso]" || outside {
+            if instance.path == "[vdso]" {
                 changed |= self.load_now(instance);
                 continue;
             }
