@@ -148,9 +148,10 @@ struct Ready {
 
 impl Prepared {
     /// Read the maps of process `pid` and start loading what its stacks will need (debug
-    /// sections through `cache` when given). Without permission to read them,
-    /// [`Capture::finish`] says why (in [`Outcome::denied`]).
-    pub fn start(pid: i32, cache: Option<DwarfCache>) -> Prepared {
+    /// sections through `cache` when given; on a thread of its own with `helper`, else when
+    /// the symbols are needed). Without permission to read them, [`Capture::finish`] says why
+    /// (in [`Outcome::denied`]).
+    pub fn start(pid: i32, cache: Option<DwarfCache>, helper: bool) -> Prepared {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         // Its credentials as of now, before the paths of its maps are known: its files are
         // opened with these only (crate::kernel::rootfs).
@@ -180,7 +181,7 @@ impl Prepared {
         }
         let mut modules = Modules::new(ModuleSource::process(pid));
         modules.sync(&maps);
-        let mut loader = DebugLoader::start(proc_dir.join("root"), cache.clone());
+        let mut loader = DebugLoader::start(proc_dir.join("root"), cache.clone(), helper);
         // The module the main thread is blocked in (its C library, nearly always), and the
         // executable.
         if let Ok(b) = std::fs::read(proc_dir.join("syscall")) {
@@ -211,7 +212,7 @@ impl Prepared {
 }
 
 /// Reads module debug information on a thread of its own, as the capture finds the modules its
-/// stacks go through. Without that thread (it could not be spawned), everything is loaded when
+/// stacks go through. Without that thread (no CPU to spare, or it could not be spawned), everything is loaded when
 /// the symbols are needed.
 struct DebugLoader {
     root: PathBuf,
@@ -222,20 +223,25 @@ struct DebugLoader {
 }
 
 impl DebugLoader {
-    fn start(root: PathBuf, cache: Option<DwarfCache>) -> DebugLoader {
+    fn start(root: PathBuf, cache: Option<DwarfCache>, thread: bool) -> DebugLoader {
         let (tx, rx) = mpsc::channel::<PathBuf>();
         let r = root.clone();
-        let worker = std::thread::Builder::new()
-            .name("symbols".into())
-            .spawn(move || {
-                let mut out = Vec::new();
-                for file in rx {
-                    let debug = ModuleDebug::load_from(&debug_source(&file, &r), cache.as_ref());
-                    out.push((file, debug));
-                }
-                out
+        let worker = thread
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("symbols".into())
+                    .spawn(move || {
+                        let mut out = Vec::new();
+                        for file in rx {
+                            let debug =
+                                ModuleDebug::load_from(&debug_source(&file, &r), cache.as_ref());
+                            out.push((file, debug));
+                        }
+                        out
+                    })
+                    .ok()
             })
-            .ok();
+            .flatten();
         DebugLoader {
             root,
             tx: worker.is_some().then_some(tx),

@@ -22,6 +22,12 @@ use std::time::Instant;
 /// started first ([`capture::Prepared`]), so that reading DWARF (milliseconds from the
 /// cache, tens of milliseconds for a C library's compressed debug file without it) overlaps the
 /// kernel view and the capture.
+///
+/// Those two helper threads (debug information, process facts) are started only when a CPU is
+/// free for them ([`spare_cpu`]). Otherwise the work is done in turn on the calling thread: a
+/// helper would take the CPU of the thread it helps, or of one of the target's running threads,
+/// and a running thread interrupted for its stop stops only once it is back on a CPU (seen: a
+/// thread spinning on one of two CPUs took 2.6 ms to stop while our facts thread held its CPU).
 pub fn inspect_stacks(
     pid: Pid,
     opts: &capture::Options,
@@ -30,7 +36,8 @@ pub fn inspect_stacks(
     if pid.0 <= 0 {
         return Err(InspectError::NoSuchProcess(pid));
     }
-    let prepared = capture::Prepared::start(pid.0, opts.cache.clone());
+    let helpers = spare_cpu();
+    let prepared = capture::Prepared::start(pid.0, opts.cache.clone(), helpers);
     let mut capture = capture::Capture::new(prepared, opts);
     let mut dump = inspect::visit_threads(pid, &mut capture)?;
     // The visit's stack copies count as capture, not as kernel view.
@@ -48,6 +55,11 @@ pub fn inspect_stacks(
             // beside the copies does not make that longer.
             let gathered = gather();
             return (capture.finish(&mut dump, opts), gathered);
+        }
+        if !helpers {
+            // No CPU to spare: after the stacks, on this thread.
+            let outcome = capture.finish(&mut dump, opts);
+            return (outcome, gather());
         }
         let gathering = std::thread::Builder::new()
             .name("facts".into())
@@ -71,4 +83,42 @@ pub fn inspect_stacks(
     dump.capture.phases_us.kernel_view = kernel_view.as_micros() as u64;
     dump.capture.duration_us = start.elapsed().as_micros() as u64;
     Ok((dump, outcome))
+}
+
+/// Whether a CPU is free beyond the ones running now (this thread among them): the runnable
+/// tasks of the whole system (`/proc/loadavg`'s fourth field, at this instant) fewer than the
+/// CPUs this process may use. Unknown counts as no.
+fn spare_cpu() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| runnable_now(&t))
+        .is_some_and(|running| running < cpus)
+}
+
+/// The runnable tasks counted in `/proc/loadavg` (`0.52 0.58 0.59 2/311 12345`: 2).
+fn runnable_now(loadavg: &str) -> Option<usize> {
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runnable_tasks_of_loadavg() {
+        assert_eq!(runnable_now("0.52 0.58 0.59 2/311 12345\n"), Some(2));
+        assert_eq!(runnable_now("1.00 1.00 1.00 17/2048 99"), Some(17));
+        assert_eq!(runnable_now("0.00 0.00 0.00"), None);
+        assert_eq!(runnable_now("a b c x/y z"), None);
+        // This test runs: at least itself.
+        let text = std::fs::read_to_string("/proc/loadavg").unwrap();
+        assert!(runnable_now(&text).unwrap() >= 1, "{text}");
+    }
 }
