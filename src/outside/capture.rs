@@ -763,9 +763,16 @@ fn prepare_symbols(
     // (no DWARF set up for them), and the new ones are added to it.
     let mut symbols = cache.map_or_else(FileSymbolizer::default, FileSymbolizer::with_cache);
     loader.finish(&mut symbols);
-    // Every module's DWARF set up once, for all of its addresses.
+    // Every module's DWARF set up once, for all of its addresses: each distinct address
+    // once (threads share most of theirs; a path is costly to hash, a frame at a time).
+    let mut addrs: Vec<(u64, bool)> = frames_of
+        .iter()
+        .flat_map(|(_, raw)| raw.addrs.iter().copied())
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
     let mut by_file: HashMap<&Path, Vec<u64>> = HashMap::new();
-    for &(ip, is_return) in frames_of.iter().flat_map(|(_, raw)| &raw.addrs) {
+    for (ip, is_return) in addrs {
         if let Some((file, bias)) = modules
             .module_of(ip)
             .and_then(|m| Some((m.file.as_deref()?, m.bias)))
@@ -1026,10 +1033,14 @@ impl Names {
         let Some(file) = m.file.as_deref() else {
             return false;
         };
+        // (Looked up by reference first: an owned key for `entry` is an allocation a frame.)
+        if !self.roots.contains_key(file) {
+            let roots = Roots::load_cached(&debug_source(file, root), self.cache.as_ref());
+            self.roots.insert(file.to_path_buf(), roots);
+        }
         self.roots
-            .entry(file.to_path_buf())
-            .or_insert_with(|| Roots::load_cached(&debug_source(file, root), self.cache.as_ref()))
-            .holds(ip.wrapping_sub(m.bias))
+            .get(file)
+            .and_then(|r| r.holds(ip.wrapping_sub(m.bias)))
             .unwrap_or(false)
     }
 }

@@ -278,6 +278,9 @@ pub struct Modules {
     /// The instances whose unwind tables are not read yet (see [`Modules::ensure`]), with
     /// their executable mappings.
     pending: HashMap<u64, (Instance, Vec<Range<u64>>)>,
+    /// The range of a module [`Modules::ensure`] last found with nothing to read (a stack's
+    /// frames are mostly in one module after another: one comparison for most of them).
+    settled: Range<u64>,
     /// The instances whose tables could not be read: tried again at the next sync (a host
     /// out of file descriptors now may not be at the next dump).
     failed: HashMap<u64, Instance>,
@@ -402,6 +405,7 @@ impl Modules {
             shared: SharedSections::default(),
             views: HashMap::new(),
             pending: HashMap::new(),
+            settled: 0..0,
             failed: HashMap::new(),
             unwinder: arch::Unwinder::new(),
             cache: arch::Cache::new(),
@@ -531,6 +535,7 @@ fn bias_of<'d, R: object::ReadRef<'d>>(
 impl Modules {
     /// Bring the module set in line with `maps`. Returns true when it changed.
     pub fn sync(&mut self, maps: &[Mapping]) -> bool {
+        self.settled = 0..0; // what is pending is decided again below
         let current = objects(maps);
         let mut changed = false;
         // Gone, or (the main executable) no longer mapped where its tables were read.
@@ -676,20 +681,20 @@ impl Modules {
     /// `addr` is in its code (an address in its data, a stack word the frame-pointer recovery
     /// looks at, reads nothing).
     pub fn ensure(&mut self, addr: u64) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.settled.contains(&addr) {
             return;
         }
-        let Some(start) = self.module_of(addr).map(|m| m.range.start) else {
+        let Some(range) = self.module_of(addr).map(|m| m.range.clone()) else {
             return;
         };
-        let in_code = self
-            .pending
-            .get(&start)
-            .is_some_and(|(_, code)| code.iter().any(|c| c.contains(&addr)));
-        if in_code {
-            if let Some((instance, _)) = self.pending.remove(&start) {
-                self.load_now(instance);
+        match self.pending.get(&range.start) {
+            Some((_, code)) if code.iter().any(|c| c.contains(&addr)) => {
+                if let Some((instance, _)) = self.pending.remove(&range.start) {
+                    self.load_now(instance);
+                }
             }
+            Some(_) => {} // not in its code: read when an address in it comes
+            None => self.settled = range,
         }
     }
 
