@@ -384,6 +384,12 @@ impl crate::outside::inspect::Visit for Capture {
         // an unwind first goes through them (a retry when that thread ran meanwhile).
         if let SyscallState::InSyscall { pc, .. } = &k.syscall {
             ready.modules.ensure(pc.0);
+            if counted.is_none() {
+                // Without a run counter nothing is checked after the unwind, which may read
+                // beyond the copy from live memory: every module's tables now, not between
+                // the check and those reads.
+                ready.modules.load_all();
+            }
         }
         let seen = Seen {
             syscall: &k.syscall,
@@ -539,8 +545,6 @@ impl Capture {
             loader.request_all(&modules, &raw);
             frames_of.push((i, raw));
         }
-        // (After the unwinds: a module's tables are read when a stack first goes through it.)
-        dump.errors.extend(modules.problems.iter().cloned());
 
         // Python frames, read now that every native stack is copied (as close to the copies
         // as the process allows), then made to agree with them: merged after the symbols.
@@ -599,6 +603,10 @@ impl Capture {
                 }
             }
         }
+
+        // (After every unwind, the Python retakes' too: a module's tables are read when a
+        // stack first goes through it, and a failure to read them is one of these.)
+        dump.errors.extend(modules.problems.iter().cloned());
 
         // Symbolize: each distinct address once.
         let t3 = Instant::now();

@@ -87,9 +87,14 @@ pub fn inspect_stacks(
 
 /// Whether a CPU is free beyond the ones running now (this thread among them): the runnable
 /// tasks of the whole system (`/proc/loadavg`'s fourth field, at this instant) fewer than the
-/// CPUs this process may use. Unknown counts as no.
+/// CPUs this thread may run on (its affinity: both counts are of the host's CPUs, where a
+/// container's CPU quota would compare a host-wide count with a share). Unknown counts as no.
 fn spare_cpu() -> bool {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_or(1, |set| {
+        (0..nix::sched::CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .count()
+    });
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|t| runnable_now(&t))

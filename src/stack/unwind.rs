@@ -699,7 +699,7 @@ impl Modules {
     }
 
     /// Read the unwind tables of every module now (tests; a caller about to unwind stacks
-    /// through all of them).
+    /// through all of them, or that cannot check a blocked thread after its unwind).
     pub fn load_all(&mut self) {
         let starts: Vec<u64> = self.pending.keys().copied().collect();
         for start in starts {
