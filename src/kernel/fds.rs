@@ -577,6 +577,18 @@ mod tests {
         assert!(parse_fdinfo("flags:\t9\n").is_none()); // not octal
     }
 
+    /// [`find_pipe_holders`] through /proc for the `wanted` pipes, this process skipped, with
+    /// time enough.
+    fn look_for_holders(wanted: &WantedPipes, relatives_first: bool) -> HolderScan {
+        find_pipe_holders(
+            Path::new("/proc"),
+            wanted,
+            Pid(std::process::id() as i32),
+            std::time::Duration::from_secs(10),
+            relatives_first,
+        )
+    }
+
     fn pipe() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into the array.
@@ -643,21 +655,9 @@ mod tests {
         let level = pipe_level(Vantage::Outside(pid), 0, inode);
         let me = Pid(std::process::id() as i32);
         let wanted: WantedPipes = [(inode, "write")].into_iter().collect();
-        let scan = find_pipe_holders(
-            Path::new("/proc"),
-            &wanted,
-            me,
-            std::time::Duration::from_secs(10),
-            false,
-        );
+        let scan = look_for_holders(&wanted, false);
         // Our child is where the other end is: found without looking at anything else.
-        let near = find_pipe_holders(
-            Path::new("/proc"),
-            &wanted,
-            me,
-            std::time::Duration::from_secs(10),
-            true,
-        );
+        let near = look_for_holders(&wanted, true);
         assert!(relatives(Path::new("/proc"), me).contains(&pid.0));
         let _ = child.kill();
         let _ = child.wait();
@@ -706,16 +706,9 @@ mod tests {
             }
         }
         let _group = KillGroup(group);
-        let me = Pid(std::process::id() as i32);
         let look = |end: &'static str, relatives_first: bool| {
             let wanted: WantedPipes = [(inode, end)].into_iter().collect();
-            let scan = find_pipe_holders(
-                Path::new("/proc"),
-                &wanted,
-                me,
-                std::time::Duration::from_secs(10),
-                relatives_first,
-            );
+            let scan = look_for_holders(&wanted, relatives_first);
             let mut pids: Vec<i32> = scan
                 .holders
                 .get(&inode)
@@ -780,16 +773,9 @@ mod tests {
         }
         let child = Reap(child);
         let pid = child.0.id() as i32;
-        let me = Pid(std::process::id() as i32);
         let look = move || {
             let wanted: WantedPipes = [(inode, "read")].into_iter().collect();
-            let scan = find_pipe_holders(
-                Path::new("/proc"),
-                &wanted,
-                me,
-                std::time::Duration::from_secs(10),
-                false,
-            );
+            let scan = look_for_holders(&wanted, false);
             let found = scan
                 .holders
                 .get(&inode)

@@ -212,8 +212,8 @@ impl Prepared {
 }
 
 /// Reads module debug information on a thread of its own, as the capture finds the modules its
-/// stacks go through. Without that thread (no CPU to spare, or it could not be spawned), everything is loaded when
-/// the symbols are needed.
+/// stacks go through. Without that thread (no CPU to spare, or it could not be spawned),
+/// everything is loaded when the symbols are needed.
 struct DebugLoader {
     root: PathBuf,
     tx: Option<mpsc::Sender<PathBuf>>,

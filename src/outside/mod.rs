@@ -24,10 +24,11 @@ use std::time::Instant;
 /// kernel view and the capture.
 ///
 /// Those two helper threads (debug information, process facts) are started only when a CPU is
-/// free for them (fewer runnable tasks than our CPUs). Otherwise the work is done in turn on the calling thread: a
-/// helper would take the CPU of the thread it helps, or of one of the target's running threads,
-/// and a running thread interrupted for its stop stops only once it is back on a CPU (seen: a
-/// thread spinning on one of two CPUs took 2.6 ms to stop while our facts thread held its CPU).
+/// free for them (fewer runnable tasks than our CPUs). Otherwise the work is done in turn on
+/// the calling thread: a helper would take the CPU of the thread it helps, or of one of the
+/// target's running threads, and a running thread interrupted for its stop stops only once it
+/// is back on a CPU (seen: a thread spinning on one of two CPUs took 2.6 ms to stop while our
+/// facts thread held its CPU).
 pub fn inspect_stacks(
     pid: Pid,
     opts: &capture::Options,
