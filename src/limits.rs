@@ -122,17 +122,80 @@ pub fn inflated_now() -> u64 {
 }
 
 /// A module file read at offsets (`pread`) for `object::ReadCache`: one system call a read,
-/// where `File`'s `Read + Seek` take two (an `lseek` before each; an ELF file is parsed in
-/// dozens of small reads). `len` is the file's size as `fstat` gave it.
+/// where `File`'s `Read + Seek` take two (an `lseek` before each). `len` is the file's size as
+/// `fstat` gave it.
+///
+/// An ELF file is parsed in dozens of small reads close together (its header, program
+/// headers, notes, section headers, and each section's name in 256-byte steps), so a small
+/// read fills a [`WINDOW`] of the file around it, aligned to 4 KiB, and the reads that follow
+/// inside it are copies: `inspect` of a 20-thread process made 466 `pread`s, ~100 of them for
+/// one executable's section names. Larger reads (unwind tables, symbol tables) go straight to
+/// the caller's buffer.
 pub struct Pread<'a> {
     file: &'a std::fs::File,
     pos: u64,
     len: u64,
+    window: Vec<u8>,
+    window_at: u64,
 }
+
+/// How much of the file a small read brings in.
+const WINDOW: usize = 16 << 10;
+
+/// Reads up to this size go through the window (their end is inside it: the window starts at
+/// most 4 KiB before the read, aligned down).
+const SMALL_READ: usize = 4 << 10;
 
 /// A `ReadCache` over `file` read with [`Pread`]; wrap it in [`Capped`] before parsing.
 pub fn read_cache(file: &std::fs::File, len: u64) -> object::ReadCache<Pread<'_>> {
-    object::ReadCache::new(Pread { file, pos: 0, len })
+    object::ReadCache::new(Pread {
+        file,
+        pos: 0,
+        len,
+        window: Vec::new(),
+        window_at: 0,
+    })
+}
+
+impl Pread<'_> {
+    /// The bytes of the window from `self.pos` on, after filling it around `self.pos` when it
+    /// does not hold `want` bytes from there (fewer at the end of the file). `None` when the
+    /// window cannot serve (the file was shorter than `fstat` said: the caller reads directly
+    /// and gets the real error or count).
+    fn windowed(&mut self, want: usize) -> Option<&[u8]> {
+        let inside = |w: &Self| {
+            w.pos >= w.window_at && w.pos - w.window_at <= w.window.len() as u64 && {
+                let from = (w.pos - w.window_at) as usize;
+                w.window.len() - from >= want || w.window_at + w.window.len() as u64 >= w.len
+            }
+        };
+        if !inside(self) {
+            let at = self.pos & !4095;
+            let size = (self.len.saturating_sub(at)).min(WINDOW as u64) as usize;
+            self.window.resize(size, 0);
+            let mut got = 0;
+            while got < size {
+                match std::os::unix::fs::FileExt::read_at(
+                    self.file,
+                    &mut self.window[got..],
+                    at + got as u64,
+                ) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            self.window.truncate(got);
+            self.window_at = at;
+            if got < size || !inside(self) {
+                self.window.clear();
+                return None;
+            }
+        }
+        let from = (self.pos - self.window_at) as usize;
+        Some(&self.window[from..])
+    }
 }
 
 impl object::ReadCacheOps for Pread<'_> {
@@ -146,12 +209,29 @@ impl object::ReadCacheOps for Pread<'_> {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
+        if buf.len() <= SMALL_READ {
+            if let Some(w) = self.windowed(buf.len()) {
+                let n = w.len().min(buf.len());
+                buf[..n].copy_from_slice(&w[..n]);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+        }
         let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos).map_err(|_| ())?;
         self.pos += n as u64;
         Ok(n)
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ()> {
+        if buf.len() <= SMALL_READ {
+            if let Some(w) = self.windowed(buf.len()) {
+                if w.len() >= buf.len() {
+                    buf.copy_from_slice(&w[..buf.len()]);
+                    self.pos += buf.len() as u64;
+                    return Ok(());
+                }
+            }
+        }
         std::os::unix::fs::FileExt::read_exact_at(self.file, buf, self.pos).map_err(|_| ())?;
         self.pos += buf.len() as u64;
         Ok(())
@@ -244,6 +324,88 @@ mod tests {
         assert!(plausible_inflate(1000, 10_000));
         assert!(!plausible_inflate(65 << 10, 2100 * MIB));
         assert!(!plausible_inflate(usize::MAX, MAX_INFLATED_PER_MODULE + 1));
+    }
+
+    #[test]
+    fn windowed_preads_give_the_file_bytes_wherever_they_fall() {
+        // 50 000 bytes, each one a function of its offset, with a NUL every 300 bytes.
+        let data: Vec<u8> = (0..50_000u32)
+            .map(|i| {
+                if i % 300 == 299 {
+                    0
+                } else {
+                    (i % 251) as u8 + 1
+                }
+            })
+            .collect();
+        let mut f = tempfile_with(&data);
+        let len = data.len() as u64;
+        let cache = read_cache(&f.0, len);
+        let used = Cell::new(0);
+        let r = Capped::new(&cache, len, &used);
+        // Small reads inside one window, across its end, at 4 KiB boundaries, the file's last
+        // bytes, one large read, and reads before the window after it moved on.
+        for (at, size) in [
+            (0, 16),
+            (64, 728),
+            (16_380, 10),
+            (16_384, 4096),
+            (20_000, 3),
+            (49_990, 10),
+            (49_999, 1),
+            (100, 30_000),
+            (5, 7),
+            (33_000, 4096),
+        ] {
+            assert_eq!(
+                r.read_bytes_at(at, size).unwrap(),
+                &data[at as usize..][..size as usize],
+                "{at}+{size}"
+            );
+        }
+        // Strings to the next NUL, in the window and across its end.
+        for at in [1u64, 16_300, 16_383, 49_500] {
+            let got = r.read_bytes_at_until(at..len, 0).unwrap();
+            let end = data[at as usize..].iter().position(|b| *b == 0).unwrap();
+            assert_eq!(got, &data[at as usize..][..end], "string at {at}");
+        }
+        assert!(r.read_bytes_at(49_999, 2).is_err());
+        assert!(r.read_bytes_at_until(49_800..len, 0).is_err(), "no NUL before the end");
+        // A file shorter than its fstat size said: a read beyond its real end fails, as it
+        // would without the window.
+        f.0.set_len(40_000).unwrap();
+        let cache = read_cache(&f.0, len);
+        let used = Cell::new(0);
+        let r = Capped::new(&cache, len, &used);
+        assert_eq!(r.read_bytes_at(30_000, 100).unwrap(), &data[30_000..30_100]);
+        assert!(r.read_bytes_at(39_990, 100).is_err());
+        assert!(r.read_bytes_at(45_000, 16).is_err());
+    }
+
+    /// A temporary file holding `data`, removed when dropped.
+    struct TempFile(std::fs::File, std::path::PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+
+    fn tempfile_with(data: &[u8]) -> TempFile {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!(
+            "stackdump-limits-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(data).unwrap();
+        TempFile(f, path)
     }
 
     #[test]
