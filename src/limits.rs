@@ -338,7 +338,7 @@ mod tests {
                 }
             })
             .collect();
-        let mut f = tempfile_with(&data);
+        let f = tempfile_with(&data);
         let len = data.len() as u64;
         let cache = read_cache(&f.0, len);
         let used = Cell::new(0);
