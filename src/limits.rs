@@ -370,7 +370,10 @@ mod tests {
             assert_eq!(got, &data[at as usize..][..end], "string at {at}");
         }
         assert!(r.read_bytes_at(49_999, 2).is_err());
-        assert!(r.read_bytes_at_until(49_800..len, 0).is_err(), "no NUL before the end");
+        assert!(
+            r.read_bytes_at_until(49_800..len, 0).is_err(),
+            "no NUL before the end"
+        );
         // A file shorter than its fstat size said: a read beyond its real end fails, as it
         // would without the window.
         f.0.set_len(40_000).unwrap();

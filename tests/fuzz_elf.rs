@@ -57,7 +57,7 @@ fn child() {
             modules
                 .list()
                 .iter()
-                .any(|m| m.path == path.to_str().unwrap())
+                .any(|m| &*m.path == path.to_str().unwrap())
                 || modules
                     .problems
                     .iter()

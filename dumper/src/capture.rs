@@ -151,7 +151,7 @@ pub struct DumpThread {
     /// Buffer for stacks copied without a signal (kept across dumps).
     scratch: Vec<u8>,
     /// The modules present when backtrace's symbol cache was last reset (what it knows).
-    backtrace_modules: Vec<(String, std::ops::Range<u64>)>,
+    backtrace_modules: Vec<(std::sync::Arc<str>, std::ops::Range<u64>)>,
     /// Dumps that could not be written since the last one that was: (first and last
     /// sequence number, the last error), said in the `errors` of the next dump written.
     unwritten: Option<(u64, u64, String)>,
@@ -828,14 +828,14 @@ impl DumpThread {
                     continue;
                 }
             }
-            let module = info.map(|m| (m.path.as_str(), m.bias));
+            let module = info.map(|m| (&m.path, m.bias));
             let file = info.and_then(|m| m.file.as_deref());
             if self.modules.is_trampoline(ip) {
                 // Like gdb: the kernel's signal frame, between a handler and the code it
                 // interrupted.
                 frames.push(stackdump_core::stack::symbols::trampoline_frame(
                     ip,
-                    module.map(|(p, _)| p.to_string()),
+                    module.map(|(p, _)| std::sync::Arc::clone(p)),
                     module.map(|(_, bias)| stackdump_core::model::Addr(ip - bias)),
                 ));
                 continue;
@@ -991,7 +991,7 @@ impl DumpThread {
         }
         let mut frames = Vec::new();
         let info = self.modules.module_of(ip);
-        let module = info.map(|m| (m.path.as_str(), m.bias));
+        let module = info.map(|m| (&m.path, m.bias));
         let file = info.and_then(|m| m.file.as_deref());
         self.symbols
             .frames(ip, is_return, module, file, &mut frames);

@@ -129,7 +129,7 @@ impl Symbolizer {
         &mut self,
         ip: u64,
         is_return: bool,
-        module: Option<(&str, u64)>,
+        module: Option<(&std::sync::Arc<str>, u64)>,
         file: Option<&Path>,
         out: &mut Vec<Frame>,
     ) {
@@ -162,7 +162,10 @@ impl Symbolizer {
             })
         });
         let (module, offset) = match module {
-            Some((path, bias)) => (Some(path.to_string()), Some(Addr(ip.wrapping_sub(bias)))),
+            Some((path, bias)) => (
+                Some(std::sync::Arc::clone(path)),
+                Some(Addr(ip.wrapping_sub(bias))),
+            ),
             None => (None, None),
         };
         push_frames(ip, module, offset, syms, out);
@@ -181,8 +184,8 @@ fn resolve(addr: u64) -> Vec<Sym> {
             // `inspect`; backtrace alone leaves C++ names mangled).
             function: s
                 .name()
-                .map(|n| demangle(&String::from_utf8_lossy(n.as_bytes()))),
-            file: s.filename().map(|p| p.to_string_lossy().into_owned()),
+                .map(|n| demangle(&String::from_utf8_lossy(n.as_bytes())).into()),
+            file: s.filename().map(|p| p.to_string_lossy().into()),
             line: s.lineno(),
         });
     });

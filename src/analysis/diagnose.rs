@@ -599,7 +599,8 @@ pub fn stack_preview(t: &Thread, n: usize) -> String {
         }
         let name = f
             .function
-            .clone()
+            .as_deref()
+            .map(str::to_string)
             .unwrap_or_else(|| match (&f.module, f.offset) {
                 (Some(m), Some(off)) => format!("{}+{off}", m.rsplit('/').next().unwrap_or(m)),
                 _ => format!("{}", f.ip),
@@ -699,7 +700,7 @@ pub(crate) mod tests {
                 ip: Addr(0x1000 + i as u64 * 0x10 + f.len() as u64),
                 module: Some("/usr/bin/app".into()),
                 offset: None,
-                function: Some(f.to_string()),
+                function: Some((*f).into()),
                 file: None,
                 line: None,
                 inlined: false,
@@ -1006,7 +1007,7 @@ pub(crate) mod tests {
             f.file = Some("/srv/app.py".into());
             f.python = Some(PyFrameInfo {
                 code: Addr(0x1000),
-                name: f.function.clone().unwrap_or_default(),
+                name: f.function.as_deref().unwrap_or_default().to_string(),
                 first_line: None,
                 entry: false,
                 frame: None,

@@ -16,6 +16,7 @@ pub mod timefmt;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// The value of the `format` field of every JSON dump.
 pub const FORMAT: &str = "stackdump/1";
@@ -523,16 +524,18 @@ impl CaptureStatus {
 pub struct Frame {
     /// Frame 0: the exact program counter; later frames: the return address.
     pub ip: Addr,
-    /// Path of the loaded object containing `ip`.
-    pub module: Option<String>,
+    /// Path of the loaded object containing `ip`. Shared (`Arc<str>`): the frames of threads
+    /// with the same stack hold the same names, and a dump of thousands of threads would
+    /// otherwise allocate (and free) three strings per frame.
+    pub module: Option<Arc<str>>,
     /// `ip` relative to the module's load base (what `addr2line -e module` takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<Addr>,
     /// Demangled function name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<String>,
+    pub function: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
+    pub file: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     /// True for a function inlined into the next frame (which has the same `ip`).

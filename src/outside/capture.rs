@@ -144,6 +144,29 @@ struct Ready {
     loader: DebugLoader,
     /// Executable memory outside the modules, for the frame-pointer recovery's candidates.
     jit: JitCode,
+    /// A CPU was free when the capture began: what it leaves to free is freed on a thread of
+    /// its own (else kept for later, see [`LEFTOVERS`]).
+    helper: bool,
+}
+
+/// What the last capture left to free (its parsed DWARF, unwind tables and memo: thousands of
+/// small allocations, milliseconds to free) when no CPU was free to do it beside the output,
+/// which it would only have delayed. Freed when the next capture of this process begins, or
+/// never: the CLI exits after its output.
+static LEFTOVERS: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>> =
+    std::sync::Mutex::new(None);
+
+/// Free what `garbage` holds: on a thread of its own with `helper` (it runs beside what follows),
+/// else later ([`LEFTOVERS`]).
+fn free_later(garbage: Box<dyn std::any::Any + Send>, helper: bool) {
+    if helper {
+        let _ = std::thread::Builder::new()
+            .name("free".into())
+            .spawn(move || drop(garbage));
+    } else if let Ok(mut kept) = LEFTOVERS.lock() {
+        // (A capture's leftovers are taken when the next one begins: this is empty.)
+        *kept = Some(garbage);
+    }
 }
 
 impl Prepared {
@@ -152,6 +175,9 @@ impl Prepared {
     /// the symbols are needed). Without permission to read them, [`Capture::finish`] says why
     /// (in [`Outcome::denied`]).
     pub fn start(pid: i32, cache: Option<DwarfCache>, helper: bool) -> Prepared {
+        if let Some(old) = LEFTOVERS.lock().ok().and_then(|mut kept| kept.take()) {
+            free_later(old, true);
+        }
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         // Its credentials as of now, before the paths of its maps are known: its files are
         // opened with these only (crate::kernel::rootfs).
@@ -193,7 +219,7 @@ impl Prepared {
         }
         if let Ok(exe) = std::fs::read_link(proc_dir.join("exe")) {
             let exe = exe.to_string_lossy();
-            if let Some(m) = modules.list().iter().find(|m| m.path == exe) {
+            if let Some(m) = modules.list().iter().find(|m| *m.path == *exe) {
                 loader.request(&modules, m.range.start);
             }
         }
@@ -206,6 +232,7 @@ impl Prepared {
                 modules,
                 loader,
                 jit,
+                helper,
             }),
         }
     }
@@ -513,6 +540,7 @@ impl Capture {
             mut modules,
             mut loader,
             jit: exec_regions,
+            helper,
         } = match ready {
             Ok(r) => r,
             Err(why) => {
@@ -633,11 +661,8 @@ impl Capture {
         symbols.save_names();
         crate::python::merge_into(&mut dump.threads, py, &mut dump.errors);
         // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
-        // allocations): done on a thread of its own, off the path to the output.
-        let garbage = (symbols, memo, modules, maps);
-        let _ = std::thread::Builder::new()
-            .name("free".into())
-            .spawn(move || drop(garbage));
+        // allocations): off the path to the output.
+        free_later(Box::new((symbols, memo, modules, maps)), helper);
         let symbolize_time = t3.elapsed();
 
         dump.errors.extend(failures);
@@ -1076,7 +1101,7 @@ fn frames_at(names: &mut Namer<'_>, ip: u64, is_return: bool, out: &mut Vec<Fram
             return;
         }
     }
-    let module = info.map(|m| m.path.clone());
+    let module = info.map(|m| std::sync::Arc::clone(&m.path));
     let offset = info.map(|m| Addr(ip.wrapping_sub(m.bias)));
     if modules.is_trampoline(ip) {
         out.push(crate::stack::symbols::trampoline_frame(ip, module, offset));

@@ -640,8 +640,8 @@ pub fn to_frame(f: &PyFrame) -> Frame {
         ip: Addr(f.ip),
         module: None,
         offset: None,
-        function: Some(f.function.clone()),
-        file: Some(f.file.clone()),
+        function: Some(f.function.as_str().into()),
+        file: Some(f.file.as_str().into()),
         line: f.line,
         inlined: false,
         python: Some(PyFrameInfo {
@@ -871,7 +871,7 @@ mod tests {
                 ip: Addr(0x1000 + i as u64),
                 module: Some("/usr/lib/libpython3.11.so".into()),
                 offset: None,
-                function: Some(n.to_string()),
+                function: Some((*n).into()),
                 file: None,
                 line: None,
                 inlined: false,
@@ -912,7 +912,7 @@ mod tests {
         frames
             .iter()
             .map(|f| {
-                let n = f.function.clone().unwrap_or_default();
+                let n = f.function.as_deref().unwrap_or_default().to_string();
                 if f.python.is_some() {
                     format!("py:{n}")
                 } else {

@@ -246,7 +246,7 @@ impl JitCode {
         let lookup = if is_return { ip.wrapping_sub(1) } else { ip };
         let function = self
             .perf_map()
-            .and_then(|p| p.name_of(lookup).map(str::to_string));
+            .and_then(|p| p.name_of(lookup).map(std::sync::Arc::from));
         Some(Frame {
             ip: Addr(ip),
             module: None,

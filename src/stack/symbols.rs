@@ -24,12 +24,13 @@ use addr2line::gimli;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One symbol of an address; several when functions were inlined (innermost first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Symbol {
-    pub function: Option<String>,
-    pub file: Option<String>,
+    pub function: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
 }
 
@@ -37,7 +38,7 @@ pub struct Symbol {
 /// inlined), or one bare frame when there are none. `module`/`offset` say where `ip` lies.
 pub fn push_frames(
     ip: u64,
-    module: Option<String>,
+    module: Option<Arc<str>>,
     offset: Option<crate::model::Addr>,
     symbols: &[Symbol],
     out: &mut Vec<crate::model::Frame>,
@@ -77,7 +78,7 @@ pub fn push_frames(
 /// named as gdb names it.
 pub fn trampoline_frame(
     ip: u64,
-    module: Option<String>,
+    module: Option<Arc<str>>,
     offset: Option<crate::model::Addr>,
 ) -> crate::model::Frame {
     crate::model::Frame {
@@ -616,9 +617,9 @@ impl ModuleDebug {
                         .function
                         .as_ref()
                         .and_then(|n| n.raw_name().ok())
-                        .map(|n| demangle(&n));
+                        .map(|n| Arc::from(demangle(&n)));
                     let (file, line) = match f.location {
-                        Some(l) => (l.file.map(str::to_string), l.line),
+                        Some(l) => (l.file.map(Arc::from), l.line),
                         None => (None, None),
                     };
                     out.push(Symbol {
@@ -631,7 +632,7 @@ impl ModuleDebug {
         }
         if out.iter().all(|s| s.function.is_none()) {
             if let Some(name) = self.names().containing(svma) {
-                let function = Some(demangle(name));
+                let function = Some(Arc::from(demangle(name)));
                 match out.last_mut() {
                     Some(last) => last.function = function,
                     None => out.push(Symbol {
@@ -1143,7 +1144,7 @@ fn names_entry(bytes: &[u8], mut offset: usize) -> Option<Vec<Symbol>> {
         .filter(|&n| n <= MAX_SYMBOLS)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let text = |offset: &mut usize| -> Option<Option<String>> {
+        let text = |offset: &mut usize| -> Option<Option<Arc<str>>> {
             let len = word(bytes, *offset)?;
             *offset += 8;
             if len == u64::MAX {
@@ -1152,7 +1153,7 @@ fn names_entry(bytes: &[u8], mut offset: usize) -> Option<Vec<Symbol>> {
             let len = usize::try_from(len).ok().filter(|&l| l <= MAX_NAME)?;
             let s = std::str::from_utf8(bytes.get(*offset..offset.checked_add(len)?)?).ok()?;
             *offset += len + (8 - len % 8) % 8;
-            Some(Some(s.to_string()))
+            Some(Some(Arc::from(s)))
         };
         let function = text(&mut offset)?;
         let file = text(&mut offset)?;
@@ -1180,8 +1181,8 @@ fn encode_names(all: &std::collections::BTreeMap<u64, Vec<Symbol>>) -> Vec<u8> {
     for (&svma, symbols) in all {
         let fits = symbols.len() <= MAX_SYMBOLS
             && symbols.iter().all(|s| {
-                s.function.as_ref().map_or(0, String::len) <= MAX_NAME
-                    && s.file.as_ref().map_or(0, String::len) <= MAX_NAME
+                s.function.as_deref().map_or(0, str::len) <= MAX_NAME
+                    && s.file.as_deref().map_or(0, str::len) <= MAX_NAME
             });
         if !fits {
             continue;
@@ -1529,8 +1530,8 @@ mod tests {
     #[test]
     fn names_sections_round_trip_and_damage_names_nothing() {
         let sym = |f: Option<&str>, file: Option<&str>, line: Option<u32>| Symbol {
-            function: f.map(str::to_string),
-            file: file.map(str::to_string),
+            function: f.map(Arc::from),
+            file: file.map(Arc::from),
             line,
         };
         let mut all = std::collections::BTreeMap::new();

@@ -225,7 +225,7 @@ mod arch {
 /// A loaded object: where it is mapped and how to turn an address into a file offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleInfo {
-    pub path: String,
+    pub path: std::sync::Arc<str>,
     pub range: Range<u64>,
     /// Load bias: AVMA = SVMA + bias.
     pub bias: u64,
@@ -544,7 +544,9 @@ impl Modules {
             .iter()
             .filter(|(start, info)| {
                 !current.iter().any(|o| {
-                    o.range.start == **start && o.path == info.path && o.range.end == info.range.end
+                    o.range.start == **start
+                        && *o.path == *info.path
+                        && o.range.end == info.range.end
                 }) || self.views.get(*start).is_some_and(|views| {
                     views
                         .iter()
@@ -592,7 +594,7 @@ impl Modules {
                     self.loaded.insert(
                         start,
                         ModuleInfo {
-                            path: instance.path.clone(),
+                            path: instance.path.as_str().into(),
                             range: instance.range.clone(),
                             bias,
                             file: Some(file),
@@ -641,7 +643,7 @@ impl Modules {
                 }
                 self.unwinder.add_module(m.module);
                 let info = ModuleInfo {
-                    path,
+                    path: path.into(),
                     range,
                     bias: m.bias,
                     file: m.file,
@@ -1380,7 +1382,7 @@ mod tests {
             ip: Addr(0x1000),
             module: None,
             offset: None,
-            function: function.map(str::to_string),
+            function: function.map(std::sync::Arc::from),
             file: None,
             line: None,
             inlined,
@@ -1578,7 +1580,7 @@ mod tests {
             .into_iter()
             .find(|o| o.path.contains("/libc.so"))
             .unwrap();
-        let listed: Vec<&str> = modules.list().iter().map(|m| m.path.as_str()).collect();
+        let listed: Vec<&str> = modules.list().iter().map(|m| &*m.path).collect();
         for o in objects(&maps) {
             assert!(listed.contains(&o.path.as_str()), "{} listed", o.path);
             assert_eq!(

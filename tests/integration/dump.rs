@@ -478,7 +478,13 @@ fn inflated_debug_sections_are_cached_in_the_dump_dir_for_the_next_process() {
         d.thread(t, "reader-0")
             .frames
             .iter()
-            .map(|f| (f.function.clone(), f.file.clone(), f.line))
+            .map(|f| {
+                (
+                    f.function.as_deref().map(str::to_string),
+                    f.file.as_deref().map(str::to_string),
+                    f.line,
+                )
+            })
             .collect()
     };
     let f1 = frames(&d1, &first);

@@ -92,7 +92,7 @@ fn functions(d: &Dump, name: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no thread {name}"));
     th.frames
         .iter()
-        .filter_map(|f| f.function.clone())
+        .filter_map(|f| f.function.as_deref().map(str::to_string))
         .collect()
 }
 

@@ -331,9 +331,9 @@ fn assert_innermost(t: &Thread, file: &Path, expect: &[(&str, u32)], text: &str)
         .iter()
         .map(|f| {
             (
-                f.function.clone().unwrap_or_default(),
+                f.function.as_deref().unwrap_or_default().to_string(),
                 f.line,
-                f.file.clone().unwrap_or_default(),
+                f.file.as_deref().unwrap_or_default().to_string(),
             )
         })
         .collect();
@@ -847,7 +847,7 @@ fn napper_dumps(py: &Python, t: &mut Target, how: &str, nap_line: u32) {
         asleep += 1;
         let innermost = py_frames(napper)
             .first()
-            .map(|f| (f.function.clone(), f.line));
+            .map(|f| (f.function.as_deref().map(str::to_string), f.line));
         assert_eq!(
             innermost,
             Some((Some("nap_loop".to_string()), Some(nap_line))),
