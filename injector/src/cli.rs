@@ -46,6 +46,9 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Each subcommand's arguments are built only when it is the one run (or help, completions and the
+// manual ask for them all): building every subcommand's 200 arguments cost each run ~0.1 ms.
+#[command(defer = true)]
 pub enum Command {
     /// Check processes, trigger a dump in each, wait for it and print it.
     #[command(after_help = DUMP_HELP)]
