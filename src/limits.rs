@@ -127,7 +127,7 @@ pub fn inflated_now() -> u64 {
 ///
 /// An ELF file is parsed in dozens of small reads close together (its header, program
 /// headers, notes, section headers, and each section's name in 256-byte steps), so a small
-/// read fills a [`WINDOW`] of the file around it, aligned to 4 KiB, and the reads that follow
+/// read fills a window of the file around it (16 KiB), aligned to 4 KiB, and the reads that follow
 /// inside it are copies: `inspect` of a 20-thread process made 466 `pread`s, ~100 of them for
 /// one executable's section names. Larger reads (unwind tables, symbol tables) go straight to
 /// the caller's buffer.
@@ -137,6 +137,9 @@ pub struct Pread<'a> {
     len: u64,
     window: Vec<u8>,
     window_at: u64,
+    /// A window could not be filled (the file is shorter than `fstat` said): every read goes
+    /// straight to the file from then on.
+    no_window: bool,
 }
 
 /// How much of the file a small read brings in.
@@ -154,6 +157,7 @@ pub fn read_cache(file: &std::fs::File, len: u64) -> object::ReadCache<Pread<'_>
         len,
         window: Vec::new(),
         window_at: 0,
+        no_window: false,
     })
 }
 
@@ -163,6 +167,9 @@ impl Pread<'_> {
     /// window cannot serve (the file was shorter than `fstat` said: the caller reads directly
     /// and gets the real error or count).
     fn windowed(&mut self, want: usize) -> Option<&[u8]> {
+        if self.no_window {
+            return None;
+        }
         let inside = |w: &Self| {
             w.pos >= w.window_at && w.pos - w.window_at <= w.window.len() as u64 && {
                 let from = (w.pos - w.window_at) as usize;
@@ -189,7 +196,8 @@ impl Pread<'_> {
             self.window.truncate(got);
             self.window_at = at;
             if got < size || !inside(self) {
-                self.window.clear();
+                self.window = Vec::new();
+                self.no_window = true;
                 return None;
             }
         }
@@ -340,7 +348,7 @@ mod tests {
             .collect();
         let f = tempfile_with(&data);
         let len = data.len() as u64;
-        let cache = read_cache(&f.0, len);
+        let cache = read_cache(&f, len);
         let used = Cell::new(0);
         let r = Capped::new(&cache, len, &used);
         // Small reads inside one window, across its end, at 4 KiB boundaries, the file's last
@@ -376,8 +384,8 @@ mod tests {
         );
         // A file shorter than its fstat size said: a read beyond its real end fails, as it
         // would without the window.
-        f.0.set_len(40_000).unwrap();
-        let cache = read_cache(&f.0, len);
+        f.set_len(40_000).unwrap();
+        let cache = read_cache(&f, len);
         let used = Cell::new(0);
         let r = Capped::new(&cache, len, &used);
         assert_eq!(r.read_bytes_at(30_000, 100).unwrap(), &data[30_000..30_100]);
@@ -385,30 +393,12 @@ mod tests {
         assert!(r.read_bytes_at(45_000, 16).is_err());
     }
 
-    /// A temporary file holding `data`, removed when dropped.
-    struct TempFile(std::fs::File, std::path::PathBuf);
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.1);
-        }
-    }
-
-    fn tempfile_with(data: &[u8]) -> TempFile {
+    /// An unnamed temporary file holding `data`.
+    fn tempfile_with(data: &[u8]) -> std::fs::File {
         use std::io::Write;
-        let path = std::env::temp_dir().join(format!(
-            "stackdump-limits-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
+        let mut f = tempfile::tempfile().unwrap();
         f.write_all(data).unwrap();
-        TempFile(f, path)
+        f
     }
 
     #[test]

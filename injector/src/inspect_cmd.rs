@@ -48,6 +48,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         cancel: &cancel,
         on_stopped: &on_stopped,
         cache: stackdump_core::stack::dwarfcache::DwarfCache::from_env(),
+        exits_after: true,
         ..capture::Options::default()
     };
     let pids = if args.subprocesses {

@@ -68,6 +68,12 @@ pub struct Options<'a> {
     /// Read the arguments and local variables of Python frames (never by default: they can
     /// hold secrets).
     pub locals: bool,
+    /// The caller exits after its output (the CLI's `inspect`): when no CPU is free, what a
+    /// capture leaves to free (thousands of small allocations, milliseconds) is not freed beside
+    /// the output, which it would delay, but kept until the next capture of this process
+    /// begins. Otherwise it is freed on a thread of its own (a long-lived caller such as
+    /// `watch` does not keep it between captures).
+    pub exits_after: bool,
 }
 
 impl Default for Options<'_> {
@@ -80,6 +86,7 @@ impl Default for Options<'_> {
             on_stopped: &|_| {},
             cache: None,
             locals: false,
+            exits_after: false,
         }
     }
 }
@@ -145,28 +152,32 @@ struct Ready {
     /// Executable memory outside the modules, for the frame-pointer recovery's candidates.
     jit: JitCode,
     /// A CPU was free when the capture began: what it leaves to free is freed on a thread of
-    /// its own (else kept for later, see [`LEFTOVERS`]).
+    /// its own (else, when the caller exits next, kept for later: see [`LEFTOVERS`]).
     helper: bool,
 }
 
 /// What the last capture left to free (its parsed DWARF, unwind tables and memo: thousands of
-/// small allocations, milliseconds to free) when no CPU was free to do it beside the output,
-/// which it would only have delayed. Freed when the next capture of this process begins, or
-/// never: the CLI exits after its output.
+/// small allocations, milliseconds to free) when no CPU was free to do it beside the output and
+/// its caller exits next ([`Options::exits_after`]). Freed, in place, when the next capture of
+/// this process begins, before it reads anything (the DWARF it holds counts against the
+/// budget of decompressed sections, `crate::limits::Reservation`); or never, when the process
+/// exits first.
 static LEFTOVERS: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>> =
     std::sync::Mutex::new(None);
 
-/// Free what `garbage` holds: on a thread of its own with `helper` (it runs beside what follows),
-/// else later ([`LEFTOVERS`]).
-fn free_later(garbage: Box<dyn std::any::Any + Send>, helper: bool) {
-    if helper {
-        let _ = std::thread::Builder::new()
-            .name("free".into())
-            .spawn(move || drop(garbage));
-    } else if let Ok(mut kept) = LEFTOVERS.lock() {
-        // (A capture's leftovers are taken when the next one begins: this is empty.)
-        *kept = Some(garbage);
+/// Free what `garbage` holds off the path to the output: on a thread of its own, unless no CPU
+/// is free (`helper` false) and the caller exits next: then later ([`LEFTOVERS`]).
+fn free_later(garbage: Box<dyn std::any::Any + Send>, helper: bool, exits_after: bool) {
+    if !helper && exits_after {
+        if let Ok(mut kept) = LEFTOVERS.lock() {
+            // (The last capture's were freed when this one began: this is empty.)
+            *kept = Some(garbage);
+            return;
+        }
     }
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(garbage));
 }
 
 impl Prepared {
@@ -175,9 +186,8 @@ impl Prepared {
     /// the symbols are needed). Without permission to read them, [`Capture::finish`] says why
     /// (in [`Outcome::denied`]).
     pub fn start(pid: i32, cache: Option<DwarfCache>, helper: bool) -> Prepared {
-        if let Some(old) = LEFTOVERS.lock().ok().and_then(|mut kept| kept.take()) {
-            free_later(old, true);
-        }
+        let old = LEFTOVERS.lock().ok().and_then(|mut kept| kept.take());
+        drop(old);
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         // Its credentials as of now, before the paths of its maps are known: its files are
         // opened with these only (crate::kernel::rootfs).
@@ -662,7 +672,11 @@ impl Capture {
         crate::python::merge_into(&mut dump.threads, py, &mut dump.errors);
         // Freeing the parsed DWARF, unwind tables and memo takes milliseconds (many small
         // allocations): off the path to the output.
-        free_later(Box::new((symbols, memo, modules, maps)), helper);
+        free_later(
+            Box::new((symbols, memo, modules, maps)),
+            helper,
+            opts.exits_after,
+        );
         let symbolize_time = t3.elapsed();
 
         dump.errors.extend(failures);
