@@ -180,22 +180,9 @@ impl Pread<'_> {
             let at = self.pos & !4095;
             let size = (self.len.saturating_sub(at)).min(WINDOW as u64) as usize;
             self.window.resize(size, 0);
-            let mut got = 0;
-            while got < size {
-                match std::os::unix::fs::FileExt::read_at(
-                    self.file,
-                    &mut self.window[got..],
-                    at + got as u64,
-                ) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            self.window.truncate(got);
             self.window_at = at;
-            if got < size || !inside(self) {
+            let filled = std::os::unix::fs::FileExt::read_exact_at(self.file, &mut self.window, at);
+            if filled.is_err() || !inside(self) {
                 self.window = Vec::new();
                 self.no_window = true;
                 return None;
